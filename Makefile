@@ -1,0 +1,48 @@
+# a11i: `make run` starts the sidecar on embedded defaults; `make test` installs and runs every check.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+
+.PHONY: install encodings run test lint typecheck unit integration bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+## encodings: the tiktoken files, offline (from the litellm wheel on PyPI, hash-verified)
+encodings: $(VENV)/.installed
+	$(PY) -m sidecar.encodings fetch
+
+install: $(VENV)/.installed encodings
+
+## run: the sidecar on 127.0.0.1:11000, in-process wallet, no cluster, no Redis
+run: install
+	$(BIN)/a11i sidecar
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+## test: linters, type checks, then the whole pytest suite (unit, integration)
+test: lint
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+integration: install
+	$(BIN)/pytest tests/integration
+
+## bench: proxy overhead and counting benchmarks (not part of `make test`)
+bench: install
+	$(PY) -m bench.overhead
+	$(PY) -m bench.counting
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache sidecar/data/encodings

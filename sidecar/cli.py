@@ -1,0 +1,174 @@
+"""The ``a11i`` command line: one console script, one subcommand per job.
+
+Entry point: builds settings from the environment once, wires the adapters, runs. Nothing below
+it reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sidecar import __version__
+from sidecar.core.dialects import parse_json_body
+from sidecar.core.errors import A11iError
+from sidecar.core.model import Dialect, JSONObject
+from sidecar.core.pricing import RateCardError
+from sidecar.settings import SettingsError, from_env
+
+log = logging.getLogger("a11i")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        code: int = args.run(args)
+    except SettingsError as exc:
+        print(f"a11i: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except RateCardError as exc:
+        print(f"a11i: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="a11i",
+        description="a11i: budget guard and observability for the LLM traffic of AI agents.",
+    )
+    parser.add_argument("--version", action="version", version=f"a11i {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sidecar = commands.add_parser(
+        "sidecar",
+        help="run the metering proxy (port 11000)",
+        description="Run the metering proxy beside an agent. Configured by A11I_* environment "
+        "variables (see docs/configuration.md); flags override them.",
+    )
+    sidecar.add_argument("--host", help="address to listen on (A11I_HOST, default 127.0.0.1)")
+    sidecar.add_argument("--port", type=int, help="port to listen on (A11I_PORT, default 11000)")
+    sidecar.set_defaults(run=_run_sidecar)
+
+    cost = commands.add_parser(
+        "cost",
+        help="price a request body offline",
+        description="Count the tokens of a request body (a JSON file, or - for standard "
+        "input) and project its cost from the rate card, without calling any provider.",
+    )
+    cost.add_argument("file", help="request body as JSON; - reads standard input")
+    cost.add_argument(
+        "--dialect",
+        choices=[d.value for d in Dialect],
+        help="the API the body is for (default: guessed from its shape)",
+    )
+    cost.add_argument("--rate-card", type=Path, help="rate card file (A11I_RATE_CARD)")
+    cost.add_argument("--json", action="store_true", help="print the result as JSON")
+    cost.set_defaults(run=_run_cost)
+    return parser
+
+
+def _run_sidecar(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from sidecar.library import load_meter
+    from sidecar.proxy import Sidecar, build_app
+    from sidecar.wallet import LocalWallet
+
+    env = dict(os.environ)
+    if args.host:
+        env["A11I_HOST"] = args.host
+    if args.port:
+        env["A11I_PORT"] = str(args.port)
+    settings = from_env(env)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    meter = load_meter(
+        encodings_dir=settings.encodings_dir, rate_card_path=settings.rate_card_path
+    )
+    wallet = LocalWallet(
+        settings.budget,
+        namespace=settings.namespace,
+        agent=settings.agent,
+        period=settings.period,
+    )
+    app = build_app(Sidecar(settings, meter, wallet))
+    log.info(
+        "a11i sidecar %s on http://%s:%d (OpenAI %s, Anthropic %s, budget %s, keys held: %r)",
+        __version__,
+        settings.host,
+        settings.port,
+        settings.upstream.openai_base,
+        settings.upstream.anthropic_base,
+        settings.budget.limit_usd if settings.budget.limit_usd is not None else "unlimited",
+        settings.custody,
+    )
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    return 0
+
+
+def _run_cost(args: argparse.Namespace) -> int:
+    from sidecar.library import load_meter
+
+    raw = sys.stdin.buffer.read() if args.file == "-" else _read(Path(args.file))
+    try:
+        body = parse_json_body(raw)
+        dialect = Dialect(args.dialect) if args.dialect else guess_dialect(body)
+        meter = load_meter(rate_card_path=args.rate_card)
+        plan = meter.plan(dialect, body)
+    except A11iError as exc:
+        print(f"a11i cost: {exc.message}", file=sys.stderr)
+        return 1
+    result = {
+        "dialect": dialect.value,
+        "model": plan.request.model,
+        "priced_as": plan.price.matched or "fallback",
+        "input_tokens": plan.input.tokens,
+        "input_tokens_exact": plan.input.exact,
+        "max_output_tokens": plan.output_bound,
+        "projected_cost_usd": format(plan.projected_usd.normalize(), "f"),
+        "context_saturation_percent": str(plan.saturation_percent),
+        "tool_results": len(plan.tool_results),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        width = max(len(key) for key in result)
+        for key, value in result.items():
+            print(f"{key:<{width}}  {value}")
+        if plan.price.is_fallback:
+            print(f"note: {plan.request.model!r} is not on the rate card; fallback price used")
+    return 0
+
+
+def guess_dialect(body: JSONObject) -> Dialect:
+    """The dialect a body is most likely for, when the caller did not say."""
+    model = str(body.get("model", "")).lower()
+    if "messages" in body:
+        if "claude" in model or ("max_tokens" in body and "system" in body):
+            return Dialect.ANTHROPIC_MESSAGES
+        return Dialect.OPENAI_CHAT
+    if "embedding" in model:
+        return Dialect.OPENAI_EMBEDDINGS
+    return Dialect.OPENAI_RESPONSES
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"a11i cost: cannot read {path}: {exc.strerror}") from exc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

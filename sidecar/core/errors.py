@@ -1,0 +1,61 @@
+"""Errors of the data plane that a caller must answer, each carrying its HTTP status.
+
+Pure: the proxy's one error middleware turns these into dialect-shaped HTTP answers
+(``sidecar.core.dialects.error_body``); library users catch them as exceptions.
+"""
+
+from __future__ import annotations
+
+
+class A11iError(Exception):
+    """Root of every error a11i reports to the agent: ``status`` and a ``kind`` for its body."""
+
+    status = 500
+    kind = "a11i_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class BadRequest(A11iError):
+    """The body is not JSON, or not of the shape the dialect requires (400)."""
+
+    status = 400
+    kind = "invalid_request_error"
+
+
+class BodyTooLarge(A11iError):
+    """The body is larger than ``A11I_MAX_BODY_BYTES`` (413)."""
+
+    status = 413
+    kind = "request_too_large"
+
+
+class BudgetExceeded(A11iError):
+    """The projected cost does not fit in what is left of the wallet (402)."""
+
+    status = 402
+    kind = "budget_exceeded"
+
+
+class EmergencyStop(A11iError):
+    """The emergency stop of the namespace or the cluster is on (403)."""
+
+    status = 403
+    kind = "emergency_stop"
+
+
+class UpstreamUnavailable(A11iError):
+    """The provider could not be reached or broke the connection (502)."""
+
+    status = 502
+    kind = "upstream_unavailable"
+
+
+class UpstreamTimeout(A11iError):
+    """The provider did not answer within the configured timeout (504)."""
+
+    status = 504
+    kind = "upstream_timeout"

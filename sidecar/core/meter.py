@@ -1,0 +1,130 @@
+"""Metering of one call, start to end: plan it (count, price, project), then settle it.
+
+Pure: the proxy and library mode both call ``Meter.plan`` with a request body and
+``Meter.settle`` with what the provider reported. No I/O; the token counter and the rate card
+are handed in already loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+from sidecar.core.analysis import ToolResult, context_saturation, tool_names, tool_results
+from sidecar.core.dialects import ParsedRequest, parse_request
+from sidecar.core.model import Dialect, JSONObject, JSONValue, TokenCount, Usage
+from sidecar.core.pricing import PriceLookup, RateCard, cost, project
+from sidecar.core.tokens import TokenCounter
+
+
+class UsageSource(StrEnum):
+    """Where a settled usage came from."""
+
+    PROVIDER = "provider"
+    #: The provider reported none (or the stream was cut): the sidecar's own count.
+    ESTIMATE = "estimate"
+
+
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """Everything known about a call before it is forwarded."""
+
+    request: ParsedRequest
+    input: TokenCount
+    price: PriceLookup
+    #: Output tokens the projection allows for (max tokens x choices).
+    output_bound: int
+    projected_usd: Decimal
+    saturation_percent: Decimal
+    tool_results: tuple[ToolResult, ...]
+    tools_offered: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What a call cost, by the provider's usage when it reported one."""
+
+    usage: Usage
+    cost_usd: Decimal
+    source: UsageSource
+
+
+class Meter:
+    """Counts and prices calls with one token counter and one rate card."""
+
+    def __init__(self, counter: TokenCounter, rate_card: RateCard) -> None:
+        self.counter = counter
+        self.rate_card = rate_card
+
+    def plan(self, dialect: Dialect, body: JSONObject) -> CallPlan:
+        """Validate and measure a request body (raises ``BadRequest`` for a malformed one)."""
+        request = parse_request(dialect, body)
+        counted = self.count_input(request)
+        price = self.rate_card.lookup(request.model)
+        bound = self._output_bound(request, price, counted.tokens)
+        return CallPlan(
+            request=request,
+            input=counted,
+            price=price,
+            output_bound=bound,
+            projected_usd=project(price.price, counted.tokens, bound),
+            saturation_percent=context_saturation(counted.tokens, price.price.context_window),
+            tool_results=tool_results(request),
+            tools_offered=tool_names(request),
+        )
+
+    def count_input(self, request: ParsedRequest) -> TokenCount:
+        body = request.body
+        if request.dialect is Dialect.OPENAI_CHAT:
+            return self.counter.count_chat(
+                request.model,
+                _list(body.get("messages")),
+                tools=_optional_list(body.get("tools")),
+                functions=_optional_list(body.get("functions")),
+                tool_choice=body.get("tool_choice"),
+            )
+        if request.dialect is Dialect.OPENAI_RESPONSES:
+            instructions = body.get("instructions")
+            return self.counter.count_responses(
+                request.model,
+                body.get("input"),
+                instructions=instructions if isinstance(instructions, str) else None,
+                tools=_optional_list(body.get("tools")),
+            )
+        if request.dialect is Dialect.OPENAI_EMBEDDINGS:
+            return self.counter.count_embeddings(request.model, body.get("input"))
+        return self.counter.count_anthropic(
+            request.model,
+            body.get("system"),
+            _list(body.get("messages")),
+            tools=_optional_list(body.get("tools")),
+        )
+
+    def settle(self, plan: CallPlan, usage: Usage | None, output_text: str = "") -> Settlement:
+        """Price the call by the provider's usage, or by the sidecar's own count without one."""
+        source = UsageSource.PROVIDER
+        if usage is None:
+            source = UsageSource.ESTIMATE
+            output = self.counter.count_text(plan.request.model, output_text).tokens
+            usage = Usage(input_tokens=plan.input.tokens, output_tokens=output)
+        return Settlement(usage=usage, cost_usd=cost(plan.price.price, usage), source=source)
+
+    @staticmethod
+    def _output_bound(request: ParsedRequest, price: PriceLookup, input_tokens: int) -> int:
+        if request.dialect is Dialect.OPENAI_EMBEDDINGS:
+            return 0
+        per_choice = request.max_output_tokens
+        if per_choice is None:
+            room = max(price.price.context_window - input_tokens, 0)
+            model_cap = price.price.max_output_tokens
+            per_choice = min(model_cap, room) if model_cap else room
+        return per_choice * request.choices
+
+
+def _list(value: JSONValue) -> list[JSONValue]:
+    return value if isinstance(value, list) else []
+
+
+def _optional_list(value: JSONValue) -> list[JSONValue] | None:
+    return value if isinstance(value, list) else None

@@ -1,0 +1,60 @@
+"""Typed values shared by the whole core: dialects, JSON shapes, usage.
+
+Pure data: no I/O, no behaviour beyond small derived properties.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeAlias
+
+JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
+JSONObject: TypeAlias = "dict[str, JSONValue]"
+
+
+class Provider(StrEnum):
+    """Who answers a dialect; also the value of ``gen_ai.provider.name``."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+class Dialect(StrEnum):
+    """The API shape of a metered request, detected from its path."""
+
+    OPENAI_CHAT = "openai.chat"
+    OPENAI_RESPONSES = "openai.responses"
+    OPENAI_EMBEDDINGS = "openai.embeddings"
+    ANTHROPIC_MESSAGES = "anthropic.messages"
+
+    @property
+    def provider(self) -> Provider:
+        return Provider.ANTHROPIC if self is Dialect.ANTHROPIC_MESSAGES else Provider.OPENAI
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens of one call, normalised across dialects.
+
+    ``input_tokens`` counts every prompt token, cached ones included; ``cached_input_tokens`` is
+    the part of it read from the provider's prompt cache and ``cache_write_tokens`` the part
+    written to it (Anthropic bills both at their own price).
+    """
+
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    """A token count and whether it is exact (tiktoken with the model's own rules) or estimated."""
+
+    tokens: int
+    exact: bool

@@ -1,0 +1,551 @@
+"""The sidecar's HTTP server: an aiohttp reverse proxy that meters, guards and relays LLM calls.
+
+Adapter: parses the agent's request at the edge, calls the pure core once to plan the call,
+asks the wallet, forwards, relays the answer chunk by chunk, and settles. It holds one client
+session for all upstream calls, closed on shutdown. It never logs or exports a credential, and
+telemetry observers can never fail or delay the traffic they observe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Final
+
+import aiohttp
+from aiohttp import web
+
+from sidecar.core.analysis import ToolCall, answer_text, tool_calls
+from sidecar.core.dialects import dialect_for_path, error_body, parse_json_body, usage_from_body
+from sidecar.core.errors import (
+    A11iError,
+    BodyTooLarge,
+    BudgetExceeded,
+    EmergencyStop,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from sidecar.core.headers import downstream_headers, provider_for_unmetered, upstream_headers
+from sidecar.core.meter import CallPlan, Meter, Settlement, UsageSource
+from sidecar.core.model import Dialect, JSONObject, JSONValue, Provider, Usage
+from sidecar.core.policy import Decision, Verdict
+from sidecar.core.streaming import SSEEvent, SSEParser, StreamTracker
+from sidecar.settings import SidecarSettings
+from sidecar.wallet import Reservation, Wallet
+
+log = logging.getLogger(__name__)
+
+#: Bodies larger than this are counted on a worker thread, off the event loop.
+_OFFLOAD_BYTES: Final = 128 * 1024
+_READ_CHUNK: Final = 64 * 1024
+
+H_DECISION: Final = "x-a11i-decision"
+H_INPUT_TOKENS: Final = "x-a11i-input-tokens"
+H_TOKEN_COUNT: Final = "x-a11i-token-count"
+H_PROJECTED: Final = "x-a11i-projected-cost-usd"
+H_COST: Final = "x-a11i-cost-usd"
+H_REMAINING: Final = "x-a11i-budget-remaining-usd"
+H_PRICING: Final = "x-a11i-pricing"
+H_SATURATION: Final = "x-a11i-context-saturation"
+
+_DIALECT_KEY: Final = web.RequestKey("a11i_dialect", Dialect)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One metered call, as telemetry and the event stream see it."""
+
+    plan: CallPlan
+    verdict: Verdict
+    settlement: Settlement | None
+    status: int
+    streamed: bool
+    #: The answer ended as the provider meant it to (not cut, not refused).
+    complete: bool
+    duration_s: float
+    tool_calls: tuple[ToolCall, ...]
+
+
+Observer = Callable[[CallRecord], None]
+
+
+@dataclass
+class Counters:
+    """Totals since start, for ``/a11i/budget`` and the logs."""
+
+    metered_calls: int = 0
+    passthrough_calls: int = 0
+    blocked_calls: int = 0
+    upstream_errors: int = 0
+    fallback_priced_calls: int = 0
+    by_decision: dict[str, int] = field(default_factory=dict)
+
+
+class Sidecar:
+    """The proxy's state: settings, meter, wallet, the upstream session and observers."""
+
+    def __init__(self, settings: SidecarSettings, meter: Meter, wallet: Wallet) -> None:
+        self.settings = settings
+        self.meter = meter
+        self.wallet = wallet
+        self.observers: list[Observer] = []
+        self.counters = Counters()
+        self._session: aiohttp.ClientSession | None = None
+        # One worker: counting is CPU-bound and holds the GIL; a second thread would only
+        # contend for it. The token cache is shared with the loop thread and is thread-safe.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a11i-count")
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=settings.upstream.connect_timeout_s,
+            sock_read=settings.upstream.read_timeout_s,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self, _app: web.Application) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout,
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            # The agent's cookies never reach the provider, and the provider's are not kept.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=True,
+        )
+
+    async def stop(self, _app: web.Application) -> None:
+        if self._session is not None:
+            await self._session.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the sidecar has not started")
+        return self._session
+
+    # -- own endpoints -----------------------------------------------------------------------
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        missing = self.meter.counter.missing_encodings
+        ready = self._session is not None and not self._session.closed
+        body: JSONObject = {
+            "status": "ready" if ready else "starting",
+            "exact_token_counts": not missing,
+            "missing_encodings": list(missing),
+        }
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def budget(self, _request: web.Request) -> web.Response:
+        snapshot = await self.wallet.snapshot()
+        body: dict[str, object] = dict(snapshot.as_json())
+        body["calls"] = {
+            "metered": self.counters.metered_calls,
+            "passthrough": self.counters.passthrough_calls,
+            "blocked": self.counters.blocked_calls,
+            "upstream_errors": self.counters.upstream_errors,
+            "fallback_priced": self.counters.fallback_priced_calls,
+        }
+        return web.json_response(body)
+
+    # -- metered calls -----------------------------------------------------------------------
+    async def metered(self, request: web.Request) -> web.StreamResponse:
+        dialect = request[_DIALECT_KEY]
+        started = time.perf_counter()
+        raw = await _read_body(request, self.settings.max_body_bytes)
+        body = parse_json_body(raw)
+        plan = await self._plan(dialect, body, len(raw))
+        if plan.price.is_fallback:
+            self.counters.fallback_priced_calls += 1
+            log.warning(
+                "model %r is not on the rate card: priced at the fallback price",
+                plan.request.model,
+            )
+        if self.wallet_suspended():
+            raise EmergencyStop(
+                f"The emergency stop is on for namespace {self.settings.namespace}: "
+                "a11i refuses every LLM call until it is lifted."
+            )
+        verdict, reservation = await self.wallet.reserve(plan.projected_usd)
+        self.counters.metered_calls += 1
+        self.counters.by_decision[verdict.decision] = (
+            self.counters.by_decision.get(verdict.decision, 0) + 1
+        )
+        if reservation is None:
+            self.counters.blocked_calls += 1
+            self._emit(
+                CallRecord(
+                    plan,
+                    verdict,
+                    None,
+                    402,
+                    plan.request.stream,
+                    False,
+                    time.perf_counter() - started,
+                    (),
+                )
+            )
+            raise BudgetExceeded(
+                f"a11i budget exceeded for {self.settings.namespace}/{self.settings.agent}: "
+                f"{verdict.reason}."
+            )
+        outbound, strip_usage = _outbound_body(plan, raw)
+        headers = self._a11i_headers(plan, verdict)
+        return await self._forward(
+            request, plan, verdict, reservation, outbound, strip_usage, headers, started
+        )
+
+    def wallet_suspended(self) -> bool:
+        policy = getattr(self.wallet, "policy", None)
+        return bool(getattr(policy, "suspended", False))
+
+    async def _plan(self, dialect: Dialect, body: JSONObject, size: int) -> CallPlan:
+        if size < _OFFLOAD_BYTES:
+            return self.meter.plan(dialect, body)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.meter.plan, dialect, body)
+
+    def _a11i_headers(self, plan: CallPlan, verdict: Verdict) -> dict[str, str]:
+        headers = {
+            H_DECISION: verdict.decision.value,
+            H_INPUT_TOKENS: str(plan.input.tokens),
+            H_TOKEN_COUNT: "exact" if plan.input.exact else "estimate",
+            H_PROJECTED: _usd(plan.projected_usd),
+            H_SATURATION: str(plan.saturation_percent),
+        }
+        if plan.price.is_fallback:
+            headers[H_PRICING] = f"fallback; model={plan.request.model}"
+        return headers
+
+    async def _forward(
+        self,
+        request: web.Request,
+        plan: CallPlan,
+        verdict: Verdict,
+        reservation: Reservation,
+        outbound: bytes,
+        strip_usage: bool,
+        a11i_headers: dict[str, str],
+        started: float,
+    ) -> web.StreamResponse:
+        provider = plan.request.dialect.provider
+        url = self._base(provider) + request.rel_url.path_qs
+        headers = upstream_headers(request.headers.items(), provider, self.settings.custody)
+        settlement: Settlement | None = None
+        settled = False
+        status = 502
+        complete = False
+        calls: tuple[ToolCall, ...] = ()
+        try:
+            async with self.session.post(
+                url, data=outbound, headers=headers, timeout=self._timeout
+            ) as upstream:
+                status = upstream.status
+                is_sse = upstream.content_type == "text/event-stream"
+                if plan.request.stream and upstream.status < 400 and is_sse:
+                    response, settlement, complete, calls = await self._relay_stream(
+                        request, upstream, plan, strip_usage, a11i_headers
+                    )
+                    return response
+                payload = await upstream.read()
+                answer = _json_or_none(payload)
+                if upstream.status < 400:
+                    usage = usage_from_body(plan.request.dialect, answer)
+                    settlement = self.meter.settle(
+                        plan, usage, answer_text(plan.request.dialect, answer)
+                    )
+                    calls = tool_calls(plan.request.dialect, answer)
+                    complete = True
+                    a11i_headers[H_COST] = _usd(settlement.cost_usd)
+                else:
+                    self.counters.upstream_errors += 1
+                remaining = await self._settle(reservation, settlement)
+                settled = True
+                if remaining is not None:
+                    a11i_headers[H_REMAINING] = remaining
+                response = web.Response(
+                    status=upstream.status,
+                    body=payload,
+                    headers=_merge(downstream_headers(upstream.headers.items()), a11i_headers),
+                )
+                return response
+        except TimeoutError as exc:
+            self.counters.upstream_errors += 1
+            raise UpstreamTimeout(
+                f"The provider at {self._base(provider)} did not answer within "
+                f"{self.settings.upstream.read_timeout_s:g} s."
+            ) from exc
+        except aiohttp.ClientError as exc:
+            self.counters.upstream_errors += 1
+            raise UpstreamUnavailable(
+                f"The provider at {self._base(provider)} could not be reached: "
+                f"{type(exc).__name__}."
+            ) from exc
+        finally:
+            # Settlement must survive the agent hanging up: shield it from cancellation.
+            if not settled:
+                await asyncio.shield(self._settle(reservation, settlement))
+            self._emit(
+                CallRecord(
+                    plan,
+                    verdict,
+                    settlement,
+                    status,
+                    plan.request.stream,
+                    complete,
+                    time.perf_counter() - started,
+                    calls,
+                )
+            )
+
+    async def _relay_stream(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        plan: CallPlan,
+        strip_usage: bool,
+        a11i_headers: dict[str, str],
+    ) -> tuple[web.StreamResponse, Settlement, bool, tuple[ToolCall, ...]]:
+        snapshot = await self.wallet.snapshot()
+        if snapshot.remaining_usd is not None:
+            a11i_headers[H_REMAINING] = _usd(snapshot.remaining_usd)
+        response = web.StreamResponse(
+            status=upstream.status,
+            headers=_merge(downstream_headers(upstream.headers.items()), a11i_headers),
+        )
+        await response.prepare(request)
+        parser = SSEParser()
+        tracker = StreamTracker(plan.request.dialect, strip_usage=strip_usage)
+        cut = False
+        try:
+            async for chunk in upstream.content.iter_any():
+                if not strip_usage:
+                    # Relay first, read after: reading never delays the agent's first token.
+                    await response.write(chunk)
+                for event in parser.feed(chunk):
+                    relay = _observe(tracker, event)
+                    if strip_usage and relay:
+                        await response.write(relay)
+            for event in parser.flush():
+                relay = _observe(tracker, event)
+                if strip_usage and relay:
+                    await response.write(relay)
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+            # The provider cut the stream: pass the cut on, so the agent's SDK raises as it
+            # would have without a11i, instead of seeing a clean but truncated answer.
+            cut = True
+            log.warning("%s stream from the provider was cut: %s", plan.request.dialect, exc)
+        except ConnectionResetError:
+            cut = True
+            log.info("the agent closed the stream of a %s call", plan.request.dialect)
+        outcome = tracker.outcome()
+        usage = outcome.usage
+        if not outcome.complete:
+            usage = _partial_usage(self.meter, plan, usage, outcome.text)
+        settlement = self.meter.settle(plan, usage, outcome.text)
+        if outcome.complete and outcome.usage is not None:
+            settlement = Settlement(settlement.usage, settlement.cost_usd, UsageSource.PROVIDER)
+        calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in outcome.tool_calls)
+        if cut:
+            if request.transport is not None:
+                request.transport.close()
+        else:
+            try:
+                await response.write_eof()
+            except ConnectionResetError:
+                log.info("the agent closed the stream of a %s call", plan.request.dialect)
+        return response, settlement, outcome.complete and not cut, calls
+
+    async def _settle(self, reservation: Reservation, settlement: Settlement | None) -> str | None:
+        """Settle a reservation (nothing spent when there is no settlement: the provider
+        refused the call); returns the remaining budget as a header value, if limited."""
+        await self.wallet.settle(
+            reservation, settlement.cost_usd if settlement is not None else Decimal(0)
+        )
+        snapshot = await self.wallet.snapshot()
+        return None if snapshot.remaining_usd is None else _usd(snapshot.remaining_usd)
+
+    # -- unmetered calls ---------------------------------------------------------------------
+    async def passthrough(self, request: web.Request) -> web.StreamResponse:
+        provider = provider_for_unmetered(request.headers)
+        length = request.content_length
+        if length is not None and length > self.settings.max_body_bytes:
+            raise BodyTooLarge(_too_large(self.settings.max_body_bytes))
+        url = self._base(provider) + request.rel_url.path_qs
+        headers = upstream_headers(request.headers.items(), provider, self.settings.custody)
+        data = _limited(request, self.settings.max_body_bytes) if request.body_exists else None
+        self.counters.passthrough_calls += 1
+        log.info("unmetered %s %s passed through to %s", request.method, request.path, provider)
+        try:
+            async with self.session.request(
+                request.method, url, data=data, headers=headers, timeout=self._timeout
+            ) as upstream:
+                response = web.StreamResponse(
+                    status=upstream.status,
+                    headers=downstream_headers(upstream.headers.items()),
+                )
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"The provider at {self._base(provider)} timed out.") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(
+                f"The provider at {self._base(provider)} could not be reached: "
+                f"{type(exc).__name__}."
+            ) from exc
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _base(self, provider: Provider) -> str:
+        upstream = self.settings.upstream
+        return upstream.anthropic_base if provider is Provider.ANTHROPIC else upstream.openai_base
+
+    def _emit(self, record: CallRecord) -> None:
+        for observer in self.observers:
+            try:
+                observer(record)
+            except Exception:
+                # Telemetry never breaks the traffic it observes.
+                log.exception("a call observer failed; the call is unaffected")
+        settled = record.settlement
+        log.info(
+            "%s model=%s decision=%s status=%d input_tokens=%d cost_usd=%s source=%s %.1fms",
+            record.plan.request.dialect,
+            record.plan.request.model,
+            record.verdict.decision,
+            record.status,
+            record.plan.input.tokens,
+            _usd(settled.cost_usd) if settled else "0",
+            settled.source if settled else "-",
+            record.duration_s * 1000,
+        )
+
+
+def _observe(tracker: StreamTracker, event: SSEEvent) -> bytes | None:
+    try:
+        return tracker.observe(event)
+    except Exception:
+        log.exception("could not read a stream event; relaying it unread")
+        return event.raw
+
+
+def _partial_usage(meter: Meter, plan: CallPlan, usage: Usage | None, text: str) -> Usage:
+    """Usage of a cut stream: what the provider had reported, raised to the sidecar's own
+    count where that is larger, so a cut never settles less than was received."""
+    own_output = meter.counter.count_text(plan.request.model, text).tokens
+    if usage is None:
+        return Usage(input_tokens=plan.input.tokens, output_tokens=own_output)
+    return Usage(
+        input_tokens=usage.input_tokens or plan.input.tokens,
+        output_tokens=max(usage.output_tokens, own_output),
+        cached_input_tokens=usage.cached_input_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+    )
+
+
+def _outbound_body(plan: CallPlan, raw: bytes) -> tuple[bytes, bool]:
+    """The body to forward, and whether a11i added the usage chunk (to strip it again)."""
+    request = plan.request
+    if (
+        request.dialect is Dialect.OPENAI_CHAT
+        and request.stream
+        and not request.stream_usage_requested
+    ):
+        body: dict[str, JSONValue] = dict(request.body)
+        options = body.get("stream_options")
+        merged: dict[str, JSONValue] = dict(options) if isinstance(options, dict) else {}
+        merged["include_usage"] = True
+        body["stream_options"] = merged
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), True
+    return raw, False
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """Read the body, refusing it as soon as it passes ``limit`` bytes (no unbounded buffer)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(_too_large(limit))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(_too_large(limit))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _limited(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+    size = 0
+    async for chunk in request.content.iter_chunked(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(_too_large(limit))
+        yield chunk
+
+
+def _too_large(limit: int) -> str:
+    return (
+        f"The request body is larger than the sidecar's limit of {limit} bytes "
+        "(A11I_MAX_BODY_BYTES)."
+    )
+
+
+def _json_or_none(payload: bytes) -> JSONValue:
+    try:
+        value: JSONValue = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    return value
+
+
+def _merge(headers: list[tuple[str, str]], extra: dict[str, str]) -> list[tuple[str, str]]:
+    lowered = {name.lower() for name in extra}
+    return [(n, v) for n, v in headers if n.lower() not in lowered] + list(extra.items())
+
+
+def _usd(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value else "0"
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Turn every a11i error into an answer in the dialect of the request."""
+    try:
+        return await handler(request)
+    except A11iError as error:
+        dialect = request.get(_DIALECT_KEY)
+        if dialect is None and provider_for_unmetered(request.headers) is Provider.ANTHROPIC:
+            dialect = Dialect.ANTHROPIC_MESSAGES
+        headers = {}
+        if isinstance(error, BudgetExceeded):
+            headers[H_DECISION] = Decision.BLOCK.value
+        return web.json_response(error_body(dialect, error), status=error.status, headers=headers)
+
+
+def build_app(sidecar: Sidecar) -> web.Application:
+    """The aiohttp application of one sidecar."""
+    app = web.Application(middlewares=[_errors], client_max_size=sidecar.settings.max_body_bytes)
+    app.on_startup.append(sidecar.start)
+    app.on_cleanup.append(sidecar.stop)
+    app.router.add_get("/a11i/healthz", sidecar.healthz)
+    app.router.add_get("/a11i/readyz", sidecar.readyz)
+    app.router.add_get("/a11i/budget", sidecar.budget)
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        dialect = dialect_for_path(request.path)
+        if dialect is not None and request.method == "POST":
+            request[_DIALECT_KEY] = dialect
+            return await sidecar.metered(request)
+        return await sidecar.passthrough(request)
+
+    app.router.add_route("*", "/{tail:.*}", route)
+    return app

@@ -1,0 +1,186 @@
+"""Tool results, tool calls, answer text and context saturation."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from sidecar.core.analysis import (
+    answer_text,
+    context_saturation,
+    tool_calls,
+    tool_names,
+    tool_results,
+)
+from sidecar.core.dialects import parse_request
+from sidecar.core.model import Dialect, JSONObject
+
+SRE_CHAT: JSONObject = {
+    "model": "gpt-4o",
+    "tools": [{"type": "function", "function": {"name": "get_pods", "parameters": {}}}],
+    "messages": [
+        {"role": "user", "content": "why is checkout down?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_0",
+                    "type": "function",
+                    "function": {"name": "get_pods", "arguments": "{}"},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_0", "content": "old result"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_pods", "arguments": "{}"},
+                },
+                {
+                    "id": "call_2",
+                    "type": "function",
+                    "function": {"name": "check_logs", "arguments": "{}"},
+                },
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "checkout-7d9 CrashLoopBackOff"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "Error: pod not found"},
+    ],
+}
+
+
+def test_tool_results_of_the_newest_turn_only() -> None:
+    results = tool_results(parse_request(Dialect.OPENAI_CHAT, SRE_CHAT))
+    assert [(r.tool_call_id, r.is_error) for r in results] == [
+        ("call_1", False),
+        ("call_2", True),
+    ]
+    assert results[0].chars == len("checkout-7d9 CrashLoopBackOff")
+
+
+def test_anthropic_tool_result_error_flag() -> None:
+    body: JSONObject = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 100,
+        "messages": [
+            {"role": "user", "content": "restart it"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "toolu_1", "name": "restart_server", "input": {}}
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_1",
+                        "is_error": True,
+                        "content": [{"type": "text", "text": "permission denied"}],
+                    }
+                ],
+            },
+        ],
+    }
+    (result,) = tool_results(parse_request(Dialect.ANTHROPIC_MESSAGES, body))
+    assert result.tool_call_id == "toolu_1"
+    assert result.is_error
+    assert result.chars == len("permission denied")
+
+
+def test_responses_function_call_output() -> None:
+    body: JSONObject = {
+        "model": "gpt-4.1",
+        "input": [
+            {"role": "user", "content": "pods?"},
+            {"type": "function_call", "call_id": "c1", "name": "get_pods", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": '{"error": "timeout"}'},
+        ],
+    }
+    (result,) = tool_results(parse_request(Dialect.OPENAI_RESPONSES, body))
+    assert (result.tool_call_id, result.is_error) == ("c1", True)
+
+
+@pytest.mark.parametrize(
+    ("dialect", "answer", "expected"),
+    [
+        (
+            Dialect.OPENAI_CHAT,
+            {
+                "choices": [
+                    {
+                        "message": {
+                            "content": None,
+                            "tool_calls": [
+                                {
+                                    "id": "call_1",
+                                    "type": "function",
+                                    "function": {"name": "get_pods", "arguments": '{"ns":"a"}'},
+                                }
+                            ],
+                        }
+                    }
+                ]
+            },
+            [("call_1", "get_pods", '{"ns":"a"}')],
+        ),
+        (
+            Dialect.OPENAI_CHAT,
+            {"choices": [{"message": {"function_call": {"name": "legacy", "arguments": "{}"}}}]},
+            [("", "legacy", "{}")],
+        ),
+        (
+            Dialect.OPENAI_RESPONSES,
+            {"output": [{"type": "function_call", "call_id": "c", "name": "n", "arguments": "{}"}]},
+            [("c", "n", "{}")],
+        ),
+        (
+            Dialect.ANTHROPIC_MESSAGES,
+            {
+                "content": [
+                    {"type": "text", "text": "ok"},
+                    {"type": "tool_use", "id": "t", "name": "check_logs", "input": {"a": 1}},
+                ]
+            },
+            [("t", "check_logs", '{"a":1}')],
+        ),
+        (Dialect.OPENAI_CHAT, {"choices": "nonsense"}, []),
+        (Dialect.ANTHROPIC_MESSAGES, None, []),
+    ],
+    ids=["chat", "legacy-function-call", "responses", "anthropic", "malformed", "none"],
+)
+def test_tool_calls(
+    dialect: Dialect, answer: JSONObject, expected: list[tuple[str, str, str]]
+) -> None:
+    assert [(c.id, c.name, c.arguments) for c in tool_calls(dialect, answer)] == expected
+
+
+def test_answer_text_and_tool_names() -> None:
+    assert answer_text(Dialect.OPENAI_CHAT, {"choices": [{"message": {"content": "hi"}}]}) == "hi"
+    assert (
+        answer_text(
+            Dialect.OPENAI_RESPONSES,
+            {"output": [{"type": "message", "content": [{"type": "output_text", "text": "yo"}]}]},
+        )
+        == "yo"
+    )
+    assert (
+        answer_text(Dialect.ANTHROPIC_MESSAGES, {"content": [{"type": "text", "text": "a"}]}) == "a"
+    )
+    assert tool_names(parse_request(Dialect.OPENAI_CHAT, SRE_CHAT)) == ("get_pods",)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "window", "percent"),
+    [(0, 128_000, "0.0"), (115_200, 128_000, "90.0"), (300_000, 200_000, "100"), (5, 0, "0")],
+    ids=["empty", "ninety", "over-is-capped", "no-window"],
+)
+def test_context_saturation(tokens: int, window: int, percent: str) -> None:
+    assert context_saturation(tokens, window) == Decimal(percent)

@@ -1,0 +1,297 @@
+"""Request validation, usage extraction and error shapes of the four dialects."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sidecar.core.dialects import (
+    dialect_for_path,
+    error_body,
+    parse_json_body,
+    parse_request,
+    usage_from_body,
+)
+from sidecar.core.errors import BadRequest, BudgetExceeded
+from sidecar.core.model import Dialect, Usage
+
+CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(
+    ("path", "dialect"),
+    [
+        ("/v1/chat/completions", Dialect.OPENAI_CHAT),
+        ("/v1/chat/completions/", Dialect.OPENAI_CHAT),
+        ("/v1/responses", Dialect.OPENAI_RESPONSES),
+        ("/v1/embeddings", Dialect.OPENAI_EMBEDDINGS),
+        ("/v1/messages", Dialect.ANTHROPIC_MESSAGES),
+        ("/v1/models", None),
+        ("/v1/messages/count_tokens", None),
+        ("/", None),
+    ],
+    ids=lambda v: str(v),
+)
+def test_dialect_for_path(path: str, dialect: Dialect | None) -> None:
+    assert dialect_for_path(path) is dialect
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"", "empty"),
+        (b"   ", "empty"),
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe", "not valid"),
+        (b"[1, 2]", "must be a JSON object, not an array"),
+        (b'"text"', "must be a JSON object, not a string"),
+        (b"[" * 100_000, "nested too deeply"),
+    ],
+    ids=["empty", "blank", "broken", "not-utf8", "array", "string", "deep"],
+)
+def test_parse_json_body_rejects(raw: bytes, message: str) -> None:
+    with pytest.raises(BadRequest, match=message):
+        parse_json_body(raw)
+
+
+@pytest.mark.parametrize(
+    ("dialect", "body", "message"),
+    [
+        (Dialect.OPENAI_CHAT, {"messages": []}, "'model' is required"),
+        (Dialect.OPENAI_CHAT, {"model": 4, "messages": []}, "'model' must be a non-empty string"),
+        (Dialect.OPENAI_CHAT, {"model": "gpt-4o"}, "'messages' is required"),
+        (Dialect.OPENAI_CHAT, {"model": "gpt-4o", "messages": "hi"}, "must be an array"),
+        (Dialect.OPENAI_CHAT, {"model": "gpt-4o", "messages": []}, "at least one"),
+        (Dialect.OPENAI_CHAT, {"model": "m", "messages": ["hi"]}, r"'messages\[0\]' must be"),
+        (Dialect.OPENAI_CHAT, {"model": "m", "messages": [{"role": "bot"}]}, "role"),
+        (
+            Dialect.OPENAI_CHAT,
+            {"model": "m", "messages": [{"role": "user", "content": 5}]},
+            "content",
+        ),
+        (Dialect.OPENAI_CHAT, {**CHAT, "max_tokens": "10"}, "'max_tokens' must be a positive"),
+        (Dialect.OPENAI_CHAT, {**CHAT, "max_tokens": 0}, "'max_tokens' must be a positive"),
+        (Dialect.OPENAI_CHAT, {**CHAT, "max_completion_tokens": True}, "positive integer"),
+        (Dialect.OPENAI_CHAT, {**CHAT, "stream": "yes"}, "'stream' must be a boolean"),
+        (Dialect.OPENAI_CHAT, {**CHAT, "stream_options": []}, "'stream_options' must be"),
+        (
+            Dialect.OPENAI_CHAT,
+            {**CHAT, "stream_options": {"include_usage": 1}},
+            "include_usage' must be a boolean",
+        ),
+        (Dialect.OPENAI_CHAT, {**CHAT, "tools": {}}, "'tools' must be an array"),
+        (Dialect.OPENAI_CHAT, {**CHAT, "n": -1}, "'n' must be a positive"),
+        (Dialect.OPENAI_RESPONSES, {"model": "gpt-4o"}, "'input' is required"),
+        (Dialect.OPENAI_RESPONSES, {"model": "gpt-4o", "input": 3}, "'input' must be"),
+        (Dialect.OPENAI_RESPONSES, {"model": "gpt-4o", "input": [1]}, r"'input\[0\]'"),
+        (
+            Dialect.OPENAI_RESPONSES,
+            {"model": "gpt-4o", "input": "x", "instructions": 1},
+            "instructions",
+        ),
+        (Dialect.OPENAI_EMBEDDINGS, {"model": "e"}, "'input' is required"),
+        (Dialect.OPENAI_EMBEDDINGS, {"model": "e", "input": []}, "'input' must be"),
+        (Dialect.OPENAI_EMBEDDINGS, {"model": "e", "input": [1, "a"]}, "'input' must be"),
+        (Dialect.OPENAI_EMBEDDINGS, {"model": "e", "input": {"a": 1}}, "'input' must be"),
+        (Dialect.ANTHROPIC_MESSAGES, {"model": "claude", "messages": []}, "'max_tokens' is req"),
+        (
+            Dialect.ANTHROPIC_MESSAGES,
+            {"model": "c", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
+            'must be "user" or "assistant"',
+        ),
+        (
+            Dialect.ANTHROPIC_MESSAGES,
+            {"model": "c", "max_tokens": 5, "messages": [{"role": "user"}]},
+            "content",
+        ),
+        (
+            Dialect.ANTHROPIC_MESSAGES,
+            {"model": "c", "max_tokens": 5, "messages": [], "system": 3},
+            "'system' must be",
+        ),
+    ],
+    ids=lambda v: v.value if isinstance(v, Dialect) else None,
+)
+def test_parse_request_rejects(dialect: Dialect, body: dict[str, object], message: str) -> None:
+    with pytest.raises(BadRequest, match=message):
+        parse_request(dialect, body)  # type: ignore[arg-type]
+
+
+def test_parse_chat_reads_metering_fields() -> None:
+    body = {
+        **CHAT,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_completion_tokens": 50,
+        "max_tokens": 999,
+        "n": 3,
+    }
+    parsed = parse_request(Dialect.OPENAI_CHAT, body)  # type: ignore[arg-type]
+    assert parsed.model == "gpt-4o"
+    assert parsed.stream is True
+    assert parsed.stream_usage_requested is True
+    # max_completion_tokens supersedes the deprecated max_tokens.
+    assert parsed.max_output_tokens == 50
+    assert parsed.choices == 3
+
+
+@pytest.mark.parametrize(
+    ("dialect", "body", "max_output"),
+    [
+        (Dialect.OPENAI_RESPONSES, {"model": "m", "input": "x", "max_output_tokens": 7}, 7),
+        (Dialect.OPENAI_RESPONSES, {"model": "m", "previous_response_id": "r", "input": []}, None),
+        (Dialect.OPENAI_EMBEDDINGS, {"model": "m", "input": [[1, 2], [3]]}, 0),
+        (Dialect.OPENAI_EMBEDDINGS, {"model": "m", "input": [1, 2, 3]}, 0),
+        (
+            Dialect.ANTHROPIC_MESSAGES,
+            {"model": "c", "max_tokens": 9, "messages": [{"role": "user", "content": []}]},
+            9,
+        ),
+    ],
+    ids=["responses", "responses-continued", "embed-token-lists", "embed-tokens", "anthropic"],
+)
+def test_parse_request_accepts(
+    dialect: Dialect, body: dict[str, object], max_output: int | None
+) -> None:
+    parsed = parse_request(dialect, body)  # type: ignore[arg-type]
+    assert parsed.dialect is dialect
+    assert parsed.max_output_tokens == max_output
+
+
+@pytest.mark.parametrize(
+    ("dialect", "body", "usage"),
+    [
+        (
+            Dialect.OPENAI_CHAT,
+            {
+                "usage": {
+                    "prompt_tokens": 100,
+                    "completion_tokens": 20,
+                    "prompt_tokens_details": {"cached_tokens": 64},
+                }
+            },
+            Usage(100, 20, cached_input_tokens=64),
+        ),
+        (
+            Dialect.OPENAI_EMBEDDINGS,
+            {"usage": {"prompt_tokens": 8, "total_tokens": 8}},
+            Usage(8, 0),
+        ),
+        (
+            Dialect.OPENAI_RESPONSES,
+            {
+                "usage": {
+                    "input_tokens": 30,
+                    "output_tokens": 5,
+                    "input_tokens_details": {"cached_tokens": 0},
+                }
+            },
+            Usage(30, 5),
+        ),
+        (
+            Dialect.ANTHROPIC_MESSAGES,
+            {
+                "usage": {
+                    "input_tokens": 10,
+                    "output_tokens": 4,
+                    "cache_read_input_tokens": 100,
+                    "cache_creation_input_tokens": 50,
+                }
+            },
+            Usage(160, 4, cached_input_tokens=100, cache_write_tokens=50),
+        ),
+        (Dialect.OPENAI_CHAT, {"usage": None}, None),
+        (Dialect.OPENAI_CHAT, {"usage": {"prompt_tokens": "10"}}, None),
+        (Dialect.OPENAI_CHAT, [], None),
+        (Dialect.ANTHROPIC_MESSAGES, {"usage": {}}, None),
+    ],
+    ids=[
+        "chat",
+        "embeddings",
+        "responses",
+        "anthropic-cache",
+        "null",
+        "wrong-type",
+        "array",
+        "anthropic-empty",
+    ],
+)
+def test_usage_from_body(dialect: Dialect, body: object, usage: Usage | None) -> None:
+    assert usage_from_body(dialect, body) == usage  # type: ignore[arg-type]
+
+
+def test_error_bodies_match_each_dialect() -> None:
+    error = BudgetExceeded("over budget")
+    assert error_body(Dialect.OPENAI_CHAT, error) == {
+        "error": {
+            "message": "over budget",
+            "type": "budget_exceeded",
+            "param": None,
+            "code": "budget_exceeded",
+        }
+    }
+    assert error_body(Dialect.ANTHROPIC_MESSAGES, error) == {
+        "type": "error",
+        "error": {"type": "budget_exceeded", "message": "over budget"},
+    }
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=8,
+)
+request_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": json_values | st.sampled_from(["gpt-4o", "claude-sonnet-4-5"]),
+        "messages": json_values
+        | st.lists(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "role": json_values | st.sampled_from(["user", "assistant", "tool"]),
+                    "content": json_values,
+                },
+            ),
+            max_size=4,
+        ),
+        "input": json_values,
+        "max_tokens": json_values,
+        "stream": json_values,
+        "stream_options": json_values,
+        "tools": json_values,
+        "system": json_values,
+    },
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(dialect=st.sampled_from(list(Dialect)), body=request_like)
+def test_parse_request_never_crashes(dialect: Dialect, body: dict[str, object]) -> None:
+    try:
+        outcome = parse_request(dialect, body).model  # type: ignore[arg-type]
+    except BadRequest as error:
+        outcome = error.message
+    assert isinstance(outcome, str)
+    assert outcome
+
+
+@given(raw=st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_parse_json_body_never_crashes(raw: bytes) -> None:
+    try:
+        outcome: object = parse_json_body(raw)
+    except BadRequest as error:
+        outcome = {"error": error.message}
+    assert isinstance(outcome, dict)
+
+
+@given(dialect=st.sampled_from(list(Dialect)), body=json_values)
+def test_usage_from_body_never_crashes(dialect: Dialect, body: object) -> None:
+    usage = usage_from_body(dialect, body)  # type: ignore[arg-type]
+    assert usage is None or usage.input_tokens >= 0

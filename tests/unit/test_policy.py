@@ -1,0 +1,123 @@
+"""The decision engine and the wallet's phases."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sidecar.core.policy import (
+    BudgetPolicy,
+    Decision,
+    ExhaustedAction,
+    Period,
+    WalletState,
+    decide,
+    period_start,
+    state_of,
+)
+
+TEN = BudgetPolicy(limit_usd=Decimal(10))
+
+
+@pytest.mark.parametrize(
+    ("committed", "projected", "decision", "state"),
+    [
+        ("0", "1", Decision.ALLOW, WalletState.GREEN),
+        ("7", "0.49", Decision.ALLOW, WalletState.GREEN),
+        ("7", "0.5", Decision.WARN, WalletState.YELLOW),
+        ("8.9", "0.1", Decision.OPTIMIZE, WalletState.RED),
+        ("9", "1", Decision.OPTIMIZE, WalletState.EXHAUSTED),
+        ("9", "1.01", Decision.BLOCK, WalletState.RED),
+        ("10", "0.000001", Decision.BLOCK, WalletState.EXHAUSTED),
+        ("0", "10.01", Decision.BLOCK, WalletState.GREEN),
+    ],
+    ids=[
+        "green",
+        "just-below-warn",
+        "warn",
+        "optimize",
+        "exactly-fits",
+        "over",
+        "exhausted",
+        "single-call-too-big",
+    ],
+)
+def test_decide(committed: str, projected: str, decision: Decision, state: WalletState) -> None:
+    verdict = decide(TEN, Decimal(committed), Decimal(projected))
+    assert verdict.decision is decision
+    assert verdict.state is state
+    assert verdict.reason
+
+
+def test_block_reason_names_the_money() -> None:
+    verdict = decide(TEN, Decimal("9.5"), Decimal("1"))
+    assert "$1" in verdict.reason
+    assert "$0.5" in verdict.reason
+    assert "$10" in verdict.reason
+
+
+def test_when_exhausted_warn_lets_the_call_through() -> None:
+    policy = BudgetPolicy(limit_usd=Decimal(1), when_exhausted=ExhaustedAction.WARN)
+    verdict = decide(policy, Decimal(1), Decimal(1))
+    assert verdict.decision is Decision.WARN
+    assert verdict.state is WalletState.EXHAUSTED
+
+
+def test_no_limit_always_allows() -> None:
+    verdict = decide(BudgetPolicy(), Decimal(10**9), Decimal(10**9))
+    assert verdict.decision is Decision.ALLOW
+
+
+def test_suspended_state() -> None:
+    assert state_of(BudgetPolicy(limit_usd=Decimal(1), suspended=True), Decimal(0)) is (
+        WalletState.SUSPENDED
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"limit_usd": Decimal(-1)},
+        {"warn_at_percent": Decimal(95), "optimize_at_percent": Decimal(90)},
+        {"optimize_at_percent": Decimal(101)},
+    ],
+    ids=["negative-limit", "warn-above-optimize", "over-100"],
+)
+def test_policy_rejects_nonsense(kwargs: dict[str, Decimal]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        BudgetPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+NOW = datetime(2026, 11, 25, 15, 30, tzinfo=UTC)  # a Wednesday
+
+
+@pytest.mark.parametrize(
+    ("period", "start"),
+    [
+        (Period.DAILY, datetime(2026, 11, 25, tzinfo=UTC)),
+        (Period.WEEKLY, datetime(2026, 11, 23, tzinfo=UTC)),
+        (Period.MONTHLY, datetime(2026, 11, 1, tzinfo=UTC)),
+        (Period.TOTAL, datetime(2026, 1, 1, tzinfo=UTC)),
+    ],
+    ids=lambda v: str(v),
+)
+def test_period_start(period: Period, start: datetime) -> None:
+    assert period_start(period, NOW, datetime(2026, 1, 1, tzinfo=UTC)) == start
+
+
+money = st.decimals(min_value=0, max_value=1000, places=6, allow_nan=False)
+
+
+@given(limit=money, committed=money, projected=money)
+def test_an_allowed_call_always_fits(
+    limit: Decimal, committed: Decimal, projected: Decimal
+) -> None:
+    verdict = decide(BudgetPolicy(limit_usd=limit), committed, projected)
+    if verdict.decision is not Decision.BLOCK:
+        assert committed + projected <= limit
+    else:
+        assert committed + projected > limit

@@ -1,0 +1,267 @@
+"""SSE framing and the per-dialect stream trackers, on the providers' real event shapes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sidecar.core.model import Dialect, Usage
+from sidecar.core.streaming import SSEParser, StreamTracker
+
+
+def sse(data: object, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"{head}data: {text}\n\n".encode()
+
+
+def chat_chunk(content: str | None = None, finish: str | None = None, **extra: object) -> bytes:
+    delta = {} if content is None else {"content": content}
+    return sse(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+    )
+
+
+CHAT_STREAM = [
+    chat_chunk("Hel", usage=None),
+    chat_chunk("lo", usage=None),
+    chat_chunk(None, "stop", usage=None),
+    sse(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "choices": [],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14},
+        }
+    ),
+    b"data: [DONE]\n\n",
+]
+
+
+def feed_all(tracker: StreamTracker, stream: list[bytes], split: int | None = None) -> bytes:
+    parser = SSEParser()
+    blob = b"".join(stream)
+    pieces = [blob] if split is None else [blob[i : i + split] for i in range(0, len(blob), split)]
+    out = bytearray()
+    for piece in pieces:
+        for event in parser.feed(piece):
+            relay = tracker.observe(event)
+            if relay:
+                out += relay
+    for event in parser.flush():
+        relay = tracker.observe(event)
+        if relay:
+            out += relay
+    return bytes(out)
+
+
+@pytest.mark.parametrize("split", [None, 1, 7, 64], ids=["whole", "byte", "7", "64"])
+def test_parser_reassembles_events_across_chunks(split: int | None) -> None:
+    tracker = StreamTracker(Dialect.OPENAI_CHAT)
+    relayed = feed_all(tracker, CHAT_STREAM, split)
+    assert relayed == b"".join(CHAT_STREAM)
+    outcome = tracker.outcome()
+    assert outcome.usage == Usage(12, 2)
+    assert outcome.text == "Hello"
+    assert outcome.finish_reason == "stop"
+    assert outcome.complete
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
+def test_parser_handles_every_line_ending(newline: bytes) -> None:
+    raw = b"event: ping" + newline + b'data: {"a":' + newline + b"data: 1}" + newline * 2
+    events = SSEParser().feed(raw)
+    assert len(events) == 1
+    assert events[0].event == "ping"
+    assert events[0].data == '{"a":\n1}'
+    assert events[0].raw == raw
+
+
+def test_comments_are_relayed_and_ignored() -> None:
+    events = SSEParser().feed(b": keep-alive\n\n")
+    assert events[0].data == ""
+    tracker = StreamTracker(Dialect.ANTHROPIC_MESSAGES)
+    assert tracker.observe(events[0]) == b": keep-alive\n\n"
+
+
+def test_strip_usage_hides_what_a11i_added() -> None:
+    tracker = StreamTracker(Dialect.OPENAI_CHAT, strip_usage=True)
+    relayed = feed_all(tracker, CHAT_STREAM)
+    expected = [chat_chunk("Hel"), chat_chunk("lo"), chat_chunk(None, "stop"), b"data: [DONE]\n\n"]
+    assert relayed == b"".join(expected)
+    assert tracker.outcome().usage == Usage(12, 2)
+
+
+def test_chat_tool_call_fragments_are_assembled() -> None:
+    def tool_delta(**call: object) -> bytes:
+        return sse({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})
+
+    stream = [
+        tool_delta(
+            index=0, id="call_1", type="function", function={"name": "get_pods", "arguments": ""}
+        ),
+        tool_delta(index=0, function={"arguments": '{"namespace":'}),
+        tool_delta(index=0, function={"arguments": '"prod"}'}),
+        b"data: [DONE]\n\n",
+    ]
+    tracker = StreamTracker(Dialect.OPENAI_CHAT)
+    feed_all(tracker, stream)
+    (call,) = tracker.outcome().tool_calls
+    assert (call.id, call.name, call.arguments) == ("call_1", "get_pods", '{"namespace":"prod"}')
+
+
+def test_anthropic_usage_merges_start_and_delta() -> None:
+    stream = [
+        sse(
+            {
+                "type": "message_start",
+                "message": {
+                    "usage": {
+                        "input_tokens": 25,
+                        "output_tokens": 1,
+                        "cache_read_input_tokens": 100,
+                        "cache_creation_input_tokens": 0,
+                    }
+                },
+            },
+            "message_start",
+        ),
+        sse(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+            "content_block_start",
+        ),
+        sse({"type": "ping"}, "ping"),
+        sse(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "Hi"},
+            },
+            "content_block_delta",
+        ),
+        sse(
+            {
+                "type": "content_block_start",
+                "index": 1,
+                "content_block": {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "check_logs",
+                    "input": {},
+                },
+            },
+            "content_block_start",
+        ),
+        sse(
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": '{"pod": "a"}'},
+            },
+            "content_block_delta",
+        ),
+        sse(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use"},
+                "usage": {"output_tokens": 15},
+            },
+            "message_delta",
+        ),
+        sse({"type": "message_stop"}, "message_stop"),
+    ]
+    tracker = StreamTracker(Dialect.ANTHROPIC_MESSAGES)
+    assert feed_all(tracker, stream) == b"".join(stream)
+    outcome = tracker.outcome()
+    assert outcome.usage == Usage(125, 15, cached_input_tokens=100)
+    assert outcome.text == "Hi"
+    assert outcome.finish_reason == "tool_use"
+    assert outcome.complete
+    assert [(c.name, c.arguments) for c in outcome.tool_calls] == [("check_logs", '{"pod": "a"}')]
+
+
+def test_responses_usage_comes_with_completed() -> None:
+    stream = [
+        sse(
+            {
+                "type": "response.created",
+                "sequence_number": 0,
+                "response": {"status": "in_progress", "usage": None},
+            },
+            "response.created",
+        ),
+        sse({"type": "response.output_text.delta", "delta": "Yes"}, "response.output_text.delta"),
+        sse(
+            {
+                "type": "response.output_item.done",
+                "item": {
+                    "type": "function_call",
+                    "id": "fc_1",
+                    "call_id": "call_9",
+                    "name": "get_pods",
+                    "arguments": "{}",
+                },
+            },
+            "response.output_item.done",
+        ),
+        sse(
+            {
+                "type": "response.completed",
+                "response": {
+                    "status": "completed",
+                    "usage": {
+                        "input_tokens": 40,
+                        "output_tokens": 3,
+                        "input_tokens_details": {"cached_tokens": 8},
+                    },
+                },
+            },
+            "response.completed",
+        ),
+    ]
+    tracker = StreamTracker(Dialect.OPENAI_RESPONSES)
+    feed_all(tracker, stream)
+    outcome = tracker.outcome()
+    assert outcome.usage == Usage(40, 3, cached_input_tokens=8)
+    assert outcome.text == "Yes"
+    assert outcome.complete
+    assert outcome.tool_calls[0].name == "get_pods"
+
+
+def test_cut_stream_is_incomplete_and_malformed_data_is_counted() -> None:
+    tracker = StreamTracker(Dialect.OPENAI_CHAT)
+    feed_all(tracker, [chat_chunk("partial"), b"data: {broken\n\n", b"data: [1]\n\n"])
+    outcome = tracker.outcome()
+    assert not outcome.complete
+    assert outcome.usage is None
+    assert outcome.text == "partial"
+    assert outcome.malformed_events == 2
+
+
+def test_parser_bounds_an_event_that_never_ends() -> None:
+    parser = SSEParser(max_event_bytes=1024)
+    assert parser.feed(b"data: " + b"x" * 4096) == []
+    assert parser.pending == b""
+
+
+@given(
+    dialect=st.sampled_from(list(Dialect)),
+    strip=st.booleans(),
+    chunks=st.lists(st.binary(max_size=64) | st.sampled_from(CHAT_STREAM), max_size=12),
+)
+def test_trackers_never_crash(dialect: Dialect, strip: bool, chunks: list[bytes]) -> None:
+    tracker = StreamTracker(dialect, strip_usage=strip)
+    feed_all(tracker, chunks)
+    assert tracker.outcome().malformed_events >= 0
