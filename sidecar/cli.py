@@ -93,9 +93,7 @@ def _run_sidecar(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    meter = load_meter(
-        encodings_dir=settings.encodings_dir, rate_card_path=settings.rate_card_path
-    )
+    meter = load_meter(encodings_dir=settings.encodings_dir, rate_card_path=settings.rate_card_path)
     wallet = LocalWallet(
         settings.budget,
         namespace=settings.namespace,

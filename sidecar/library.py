@@ -22,9 +22,7 @@ from sidecar.rates import builtin_rate_card, load_rate_card_file
 log = logging.getLogger(__name__)
 
 
-def load_meter(
-    *, encodings_dir: Path | None = None, rate_card_path: Path | None = None
-) -> Meter:
+def load_meter(*, encodings_dir: Path | None = None, rate_card_path: Path | None = None) -> Meter:
     """A meter with the packaged encodings (or ``encodings_dir``) and the built-in rate card,
     overridden model by model by the card at ``rate_card_path`` when given."""
     encodings = load_encodings([encodings_dir] if encodings_dir else None)

@@ -348,8 +348,9 @@ class Sidecar:
         if not outcome.complete:
             usage = _partial_usage(self.meter, plan, usage, outcome.text)
         settlement = self.meter.settle(plan, usage, outcome.text)
-        if outcome.complete and outcome.usage is not None:
-            settlement = Settlement(settlement.usage, settlement.cost_usd, UsageSource.PROVIDER)
+        if not outcome.complete or cut:
+            # Part of what was used may never have been reported: the figure is our own.
+            settlement = Settlement(settlement.usage, settlement.cost_usd, UsageSource.ESTIMATE)
         calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in outcome.tool_calls)
         if cut:
             if request.transport is not None:

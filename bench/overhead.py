@@ -1,0 +1,226 @@
+"""Added latency of the sidecar: the same calls, direct to the stand-in and through a11i.
+
+Run with ``make bench`` (or ``python -m bench.overhead --calls 2000``). Starts the stand-in
+provider and an ``a11i sidecar`` as separate processes on loopback, then sends the same chat
+request alternately direct and through the sidecar (interleaved, so drift on a shared machine
+hits both alike), one at a time. Prints p50/p99 of each path and of the added latency, the
+time to first byte of a streamed answer both ways, and the sidecar's RSS at rest and after load.
+Figures, never assertions: this is not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+
+REQUEST = {
+    "model": "gpt-4o-mini",
+    "max_tokens": 64,
+    "messages": [
+        {"role": "system", "content": "You are an SRE assistant for a Kubernetes cluster."},
+        {"role": "user", "content": "The checkout service returns 503 since 09:00. Why?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_pods", "arguments": '{"namespace": "shop"}'},
+                }
+            ],
+        },
+        {
+            "role": "tool",
+            "tool_call_id": "call_1",
+            "content": "checkout-7d9f  0/1  CrashLoopBackOff  12  41m\n" * 20,
+        },
+    ],
+    "tools": [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_pods",
+                "description": "List the pods of a namespace",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"namespace": {"type": "string"}},
+                    "required": ["namespace"],
+                },
+            },
+        }
+    ],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def start_standin() -> tuple[asyncio.subprocess.Process, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.standin",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
+    match = re.search(r"listening on (\S+)", line)
+    if match is None:
+        raise RuntimeError(f"the stand-in did not start: {line!r}")
+    return process, match.group(1)
+
+
+async def start_sidecar(upstream: str) -> tuple[asyncio.subprocess.Process, str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "A11I_PORT": str(port),
+        "A11I_OPENAI_BASE": upstream,
+        "A11I_BUDGET_USD": "1000000",
+        "A11I_LOG_LEVEL": "WARNING",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sidecar.cli",
+        "sidecar",
+        cwd=ROOT,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            try:
+                async with http.get(url + "/a11i/readyz") as response:
+                    if response.status == 200:
+                        return process, url
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the sidecar did not become ready")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def timed_call(http: aiohttp.ClientSession, url: str, body: dict[str, object]) -> float:
+    started = time.perf_counter()
+    async with http.post(
+        url + "/v1/chat/completions", json=body, headers={"Authorization": "Bearer sk-bench"}
+    ) as response:
+        await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{url} answered {response.status}")
+    return time.perf_counter() - started
+
+
+async def time_to_first_byte(
+    http: aiohttp.ClientSession, url: str, body: dict[str, object]
+) -> float:
+    started = time.perf_counter()
+    async with http.post(
+        url + "/v1/chat/completions", json=body, headers={"Authorization": "Bearer sk-bench"}
+    ) as response:
+        await response.content.readany()
+        first = time.perf_counter() - started
+        await response.read()
+    return first
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def ms(value: float) -> str:
+    return f"{value * 1000:.3f} ms"
+
+
+async def main(calls: int, warmup: int) -> None:
+    standin, upstream = await start_standin()
+    sidecar, proxied = await start_sidecar(upstream)
+    try:
+        rest = rss_kib(sidecar.pid)
+        connector = aiohttp.TCPConnector(limit=1)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            for _ in range(warmup):
+                await timed_call(http, upstream, REQUEST)
+                await timed_call(http, proxied, REQUEST)
+            direct: list[float] = []
+            through: list[float] = []
+            for index in range(calls):
+                # Alternate which goes first so neither path always follows the other.
+                pair = [(upstream, direct), (proxied, through)]
+                for url, sink in pair if index % 2 == 0 else reversed(pair):
+                    sink.append(await timed_call(http, url, REQUEST))
+            streaming = {**REQUEST, "stream": True}
+            ttfb_direct: list[float] = []
+            ttfb_through: list[float] = []
+            for _ in range(max(calls // 4, 50)):
+                ttfb_direct.append(await time_to_first_byte(http, upstream, streaming))
+                ttfb_through.append(await time_to_first_byte(http, proxied, streaming))
+        loaded = rss_kib(sidecar.pid)
+    finally:
+        for process in (sidecar, standin):
+            process.send_signal(signal.SIGINT)
+            await process.wait()
+
+    added = [b - a for a, b in zip(direct, through, strict=True)]
+    print(f"# a11i sidecar overhead ({calls} non-streaming calls each way, interleaved)")
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    print()
+    print("| path | p50 | p99 | mean |")
+    print("|---|---|---|---|")
+    for name, values in (("direct to stand-in", direct), ("through a11i", through)):
+        print(
+            f"| {name} | {ms(percentile(values, 50))} | {ms(percentile(values, 99))} "
+            f"| {ms(statistics.fmean(values))} |"
+        )
+    print(
+        f"| **added by a11i** (paired) | {ms(percentile(added, 50))} "
+        f"| {ms(percentile(added, 99))} | {ms(statistics.fmean(added))} |"
+    )
+    p50_ratio = percentile(through, 50) / percentile(direct, 50)
+    print()
+    print(f"p50 ratio through/direct: {p50_ratio:.2f}x (targets: added p50 < 1 ms, p99 < 5 ms)")
+    print(
+        f"streaming time to first byte: direct p50 {ms(percentile(ttfb_direct, 50))}, "
+        f"through a11i p50 {ms(percentile(ttfb_through, 50))}, "
+        f"added {ms(percentile(ttfb_through, 50) - percentile(ttfb_direct, 50))}"
+    )
+    print(f"sidecar RSS: {rest / 1024:.1f} MiB at rest, {loaded / 1024:.1f} MiB after the run")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=100)
+    options = parser.parse_args()
+    asyncio.run(main(options.calls, options.warmup))

@@ -1,0 +1,20 @@
+"""Shared test settings: every test module may rely on the offline tiktoken encodings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ENCODINGS = Path(__file__).resolve().parent.parent / "sidecar" / "data" / "encodings"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    missing = [
+        n for n in ("cl100k_base", "o200k_base") if not (ENCODINGS / f"{n}.tiktoken").is_file()
+    ]
+    if missing:
+        raise pytest.UsageError(
+            f"tiktoken encodings {missing} are missing from {ENCODINGS}: "
+            "run `make encodings` (python -m sidecar.encodings fetch) first"
+        )

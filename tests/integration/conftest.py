@@ -1,0 +1,118 @@
+"""Real servers for the integration tests: the stand-in provider and a running sidecar.
+
+Both listen on free loopback ports; the official SDKs talk to them over real HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import web
+
+from sidecar.library import load_meter
+from sidecar.proxy import CallRecord, Sidecar, build_app
+from sidecar.settings import from_env
+from sidecar.wallet import LocalWallet
+from tests.standin import StandIn
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves an asyncio task behind."""
+    before = asyncio.all_tasks()
+    yield
+    leaked: list[asyncio.Task[object]] = []
+    for _ in range(50):
+        # Servers shut down by fixtures cancel their handlers; give those a moment to finish.
+        await asyncio.sleep(0.02)
+        leaked = [
+            task
+            for task in asyncio.all_tasks() - before
+            if task is not asyncio.current_task() and not task.done()
+        ]
+        if not leaked:
+            break
+    assert not leaked, f"the test left tasks running: {leaked}"
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[StandIn]:
+    server = StandIn()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@dataclass
+class RunningSidecar:
+    """A sidecar serving on a loopback port, with every call it metered."""
+
+    url: str
+    sidecar: Sidecar
+    records: list[CallRecord] = field(default_factory=list)
+
+    @property
+    def openai_url(self) -> str:
+        return self.url + "/v1"
+
+    async def settled(self, count: int) -> list[CallRecord]:
+        """The records once ``count`` calls have ended: a streaming client may finish reading
+        before the sidecar has closed the stream and settled it."""
+        for _ in range(500):
+            if len(self.records) >= count:
+                break
+            await asyncio.sleep(0.01)
+        return self.records
+
+
+SidecarFactory = Callable[..., Awaitable[RunningSidecar]]
+
+
+@pytest.fixture
+async def start_sidecar(standin: StandIn) -> AsyncIterator[SidecarFactory]:
+    """Start sidecars with extra ``A11I_*`` settings, pointed at the stand-in provider."""
+    runners: list[web.AppRunner] = []
+    meter = load_meter()
+
+    async def start(**env: str) -> RunningSidecar:
+        assert standin.url is not None
+        settings = from_env(
+            {
+                "A11I_OPENAI_BASE": standin.url,
+                "A11I_ANTHROPIC_BASE": standin.url,
+                "A11I_NAMESPACE": "team-a",
+                "A11I_AGENT": "sre-bot",
+                **env,
+            }
+        )
+        wallet = LocalWallet(
+            settings.budget,
+            namespace=settings.namespace,
+            agent=settings.agent,
+            period=settings.period,
+        )
+        sidecar = Sidecar(settings, meter, wallet)
+        runner = web.AppRunner(build_app(sidecar), access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        host, port = runner.addresses[0][:2]
+        running = RunningSidecar(url=f"http://{host}:{port}", sidecar=sidecar)
+        sidecar.observers.append(running.records.append)
+        return running
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def sidecar(start_sidecar: SidecarFactory) -> RunningSidecar:
+    """A sidecar with no budget limit."""
+    return await start_sidecar()

@@ -1,0 +1,99 @@
+"""The in-process wallet: reserve, settle, leases and period resets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from sidecar.core.policy import BudgetPolicy, Decision, Period, WalletState
+from sidecar.wallet import LocalWallet
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def wallet(
+    limit: str = "1", period: Period = Period.TOTAL, clock: Clock | None = None
+) -> LocalWallet:
+    return LocalWallet(
+        BudgetPolicy(limit_usd=Decimal(limit)),
+        namespace="team-a",
+        agent="sre-bot",
+        period=period,
+        clock=clock or Clock(),
+    )
+
+
+async def test_reserve_then_settle_records_actual_cost() -> None:
+    w = wallet()
+    verdict, reservation = await w.reserve(Decimal("0.4"))
+    assert verdict.decision is Decision.ALLOW
+    assert reservation is not None
+    snap = await w.snapshot()
+    assert (snap.spent_usd, snap.reserved_usd, snap.remaining_usd) == (
+        Decimal(0),
+        Decimal("0.4"),
+        Decimal("0.6"),
+    )
+    await w.settle(reservation, Decimal("0.1"))
+    snap = await w.snapshot()
+    assert (snap.spent_usd, snap.reserved_usd, snap.remaining_usd) == (
+        Decimal("0.1"),
+        Decimal(0),
+        Decimal("0.9"),
+    )
+
+
+async def test_reservations_count_against_concurrent_calls() -> None:
+    w = wallet()
+    first = await w.reserve(Decimal("0.6"))
+    second = await w.reserve(Decimal("0.6"))
+    assert first[1] is not None
+    assert second[0].decision is Decision.BLOCK
+    assert second[1] is None
+
+
+async def test_expired_reservation_is_released() -> None:
+    clock = Clock()
+    w = wallet(clock=clock)
+    _, held = await w.reserve(Decimal("0.9"))
+    assert held is not None
+    clock.now += timedelta(minutes=16)
+    verdict, _ = await w.reserve(Decimal("0.9"))
+    assert verdict.decision is not Decision.BLOCK
+    # A late settlement of the expired reservation is still recorded: spend is never lost.
+    await w.settle(held, Decimal("0.05"))
+    assert (await w.snapshot()).spent_usd == Decimal("0.05")
+
+
+async def test_daily_period_resets_spend() -> None:
+    clock = Clock()
+    w = wallet(period=Period.DAILY, clock=clock)
+    _, r = await w.reserve(Decimal("1"))
+    assert r is not None
+    await w.settle(r, Decimal("1"))
+    assert (await w.snapshot()).state is WalletState.EXHAUSTED
+    clock.now += timedelta(hours=2)  # past midnight UTC
+    snap = await w.snapshot()
+    assert snap.spent_usd == 0
+    assert snap.state is WalletState.GREEN
+    assert snap.period_start == datetime(2026, 11, 24, tzinfo=UTC)
+
+
+async def test_snapshot_json_keeps_money_as_strings() -> None:
+    w = wallet("2.50")
+    _, r = await w.reserve(Decimal("0.000125"))
+    assert r is not None
+    await w.settle(r, Decimal("0.000125"))
+    body = (await w.snapshot()).as_json()
+    assert body["limit_usd"] == "2.5"
+    assert body["spent_usd"] == "0.000125"
+    assert body["remaining_usd"] == "2.499875"
+    assert body["state"] == "Green"
+    assert body["period"] == "Total"
+    assert body["namespace"] == "team-a"
