@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 from sidecar.core.meter import Meter
+from sidecar.core.pricing import RateCard
 from sidecar.core.tokens import TokenCounter
 from sidecar.encodings import load_encodings
 from sidecar.rates import builtin_rate_card, load_rate_card_file
@@ -32,7 +33,13 @@ def load_meter(*, encodings_dir: Path | None = None, rate_card_path: Path | None
             "Run `python -m sidecar.encodings fetch` or set A11I_ENCODINGS_DIR.",
             ", ".join(encodings.missing),
         )
+    return Meter(TokenCounter(encodings), effective_rate_card(rate_card_path))
+
+
+def effective_rate_card(rate_card_path: Path | None) -> RateCard:
+    """The built-in card, overridden model by model by the file at ``rate_card_path``.
+    Raises ``RateCardError`` naming the file and the problem; nothing is half-applied."""
     card = builtin_rate_card()
     if rate_card_path is not None:
         card = card.merged(load_rate_card_file(rate_card_path))
-    return Meter(TokenCounter(encodings), card)
+    return card

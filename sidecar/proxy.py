@@ -9,6 +9,7 @@ telemetry observers can never fail or delay the traffic they observe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Final
 
 import aiohttp
@@ -35,7 +37,9 @@ from sidecar.core.headers import downstream_headers, provider_for_unmetered, ups
 from sidecar.core.meter import CallPlan, Meter, Settlement, UsageSource
 from sidecar.core.model import Dialect, JSONObject, JSONValue, Provider, Usage
 from sidecar.core.policy import Decision, Verdict
+from sidecar.core.pricing import RateCardError
 from sidecar.core.streaming import SSEEvent, SSEParser, StreamTracker
+from sidecar.library import effective_rate_card
 from sidecar.settings import SidecarSettings
 from sidecar.wallet import Reservation, Wallet
 
@@ -84,6 +88,8 @@ class Counters:
     blocked_calls: int = 0
     upstream_errors: int = 0
     fallback_priced_calls: int = 0
+    reloads: int = 0
+    reload_errors: int = 0
     by_decision: dict[str, int] = field(default_factory=dict)
 
 
@@ -97,6 +103,7 @@ class Sidecar:
         self.observers: list[Observer] = []
         self.counters = Counters()
         self._session: aiohttp.ClientSession | None = None
+        self._watcher: asyncio.Task[None] | None = None
         # One worker: counting is CPU-bound and holds the GIL; a second thread would only
         # contend for it. The token cache is shared with the loop thread and is thread-safe.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a11i-count")
@@ -108,6 +115,10 @@ class Sidecar:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self, _app: web.Application) -> None:
+        if self.settings.rate_card_path is not None:
+            self._watcher = asyncio.create_task(
+                self._watch_rate_card(self.settings.rate_card_path), name="a11i-rate-card-watch"
+            )
         self._session = aiohttp.ClientSession(
             timeout=self._timeout,
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
@@ -117,9 +128,34 @@ class Sidecar:
         )
 
     async def stop(self, _app: web.Application) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         if self._session is not None:
             await self._session.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _watch_rate_card(self, path: Path) -> None:
+        """Apply a changed rate card file without a restart. A broken file is reported and the
+        card in force stays: a typo in a ConfigMap never makes calls free or unpriceable."""
+        seen = _file_version(path)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.settings.reload_interval_s)
+            version = _file_version(path)
+            if version == seen:
+                continue
+            seen = version
+            try:
+                card = await loop.run_in_executor(None, effective_rate_card, path)
+            except RateCardError as error:
+                self.counters.reload_errors += 1
+                log.error("rate card not reloaded, the previous one stays in force: %s", error)
+                continue
+            self.meter = Meter(self.meter.counter, card)
+            self.counters.reloads += 1
+            log.info("rate card %s reloaded: %d models", path, len(card.models))
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -150,6 +186,10 @@ class Sidecar:
             "blocked": self.counters.blocked_calls,
             "upstream_errors": self.counters.upstream_errors,
             "fallback_priced": self.counters.fallback_priced_calls,
+        }
+        body["rate_card"] = {
+            "reloads": self.counters.reloads,
+            "reload_errors": self.counters.reload_errors,
         }
         return web.json_response(body)
 
@@ -427,6 +467,14 @@ class Sidecar:
             settled.source if settled else "-",
             record.duration_s * 1000,
         )
+
+
+def _file_version(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 def _observe(tracker: StreamTracker, event: SSEEvent) -> bytes | None:

@@ -66,6 +66,9 @@ class SidecarSettings:
     config_path: Path | None = None
     #: ``A11I_RATE_CARD``: path of a rate card (our YAML or LiteLLM's JSON) over the built-in one.
     rate_card_path: Path | None = None
+    #: ``A11I_RELOAD_INTERVAL``: seconds between checks of the mounted files for changes (a
+    #: ConfigMap update swaps them in place); a change is applied without a restart.
+    reload_interval_s: float = 10.0
     #: ``A11I_ENCODINGS_DIR``: folder of the tiktoken encoding files (else the packaged ones).
     encodings_dir: Path | None = None
     #: ``A11I_LOG_LEVEL``: DEBUG, INFO, WARNING or ERROR.
@@ -108,6 +111,7 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         period=_choice(env, "A11I_BUDGET_PERIOD", Period, Period.TOTAL),
         config_path=_path(env, "A11I_CONFIG"),
         rate_card_path=_path(env, "A11I_RATE_CARD"),
+        reload_interval_s=_positive_float(env, "A11I_RELOAD_INTERVAL", 10.0),
         encodings_dir=_path(env, "A11I_ENCODINGS_DIR", must_exist=False),
         log_level=_choice_str(env, "A11I_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
     )

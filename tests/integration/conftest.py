@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from sidecar.library import load_meter
+from sidecar.core.meter import Meter
+from sidecar.core.tokens import TokenCounter
+from sidecar.library import effective_rate_card, load_meter
 from sidecar.proxy import CallRecord, Sidecar, build_app
 from sidecar.settings import from_env
 from sidecar.wallet import LocalWallet
@@ -38,6 +40,12 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
         if not leaked:
             break
     assert not leaked, f"the test left tasks running: {leaked}"
+
+
+@pytest.fixture(scope="session")
+def token_counter() -> TokenCounter:
+    """One counter for the session: loading the encodings takes about a second."""
+    return load_meter().counter
 
 
 @pytest.fixture
@@ -74,10 +82,11 @@ SidecarFactory = Callable[..., Awaitable[RunningSidecar]]
 
 
 @pytest.fixture
-async def start_sidecar(standin: StandIn) -> AsyncIterator[SidecarFactory]:
+async def start_sidecar(
+    standin: StandIn, token_counter: TokenCounter
+) -> AsyncIterator[SidecarFactory]:
     """Start sidecars with extra ``A11I_*`` settings, pointed at the stand-in provider."""
     runners: list[web.AppRunner] = []
-    meter = load_meter()
 
     async def start(**env: str) -> RunningSidecar:
         assert standin.url is not None
@@ -96,6 +105,7 @@ async def start_sidecar(standin: StandIn) -> AsyncIterator[SidecarFactory]:
             agent=settings.agent,
             period=settings.period,
         )
+        meter = Meter(token_counter, effective_rate_card(settings.rate_card_path))
         sidecar = Sidecar(settings, meter, wallet)
         runner = web.AppRunner(build_app(sidecar), access_log=None, shutdown_timeout=1.0)
         await runner.setup()

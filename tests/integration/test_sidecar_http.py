@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
@@ -274,3 +275,49 @@ def test_cost_command_prices_a_file_offline(tmp_path: Path) -> None:
     )
     assert failed.returncode == 1
     assert "not valid JSON" in failed.stderr
+
+
+async def test_rate_card_file_is_applied_and_reloaded(
+    start_sidecar: SidecarFactory, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    card = tmp_path / "rates.yaml"
+    card.write_text(
+        "models:\n"
+        '  acme-llm: {input_per_mtok: "100000", output_per_mtok: "0", context_window: 1000}\n'
+    )
+    running = await start_sidecar(A11I_RATE_CARD=str(card), A11I_RELOAD_INTERVAL="0.05")
+    body = {**CHAT, "model": "acme-llm", "max_tokens": 1}
+
+    async def cost() -> str:
+        async with http.post(
+            running.url + "/v1/chat/completions", json=body, headers={"Authorization": "Bearer k"}
+        ) as response:
+            assert response.status == 200
+            assert "x-a11i-pricing" not in response.headers
+            return response.headers["x-a11i-cost-usd"]
+
+    # $0.10 per token, output free: the cost is a tenth of the provider's prompt_tokens.
+    first = Decimal(await cost())
+    settled = running.records[-1].settlement
+    assert settled is not None
+    assert first == Decimal(settled.usage.input_tokens) / 10
+
+    card.write_text(
+        "models:\n"
+        '  acme-llm: {input_per_mtok: "200000", output_per_mtok: "0", context_window: 1000}\n'
+    )
+    for _ in range(200):
+        if running.sidecar.counters.reloads:
+            break
+        await asyncio.sleep(0.02)
+    assert running.sidecar.counters.reloads == 1
+    assert Decimal(await cost()) == 2 * first
+
+    card.write_text("models:\n  acme-llm: {input_per_mtok: lots}\n")
+    for _ in range(200):
+        if running.sidecar.counters.reload_errors:
+            break
+        await asyncio.sleep(0.02)
+    assert running.sidecar.counters.reload_errors == 1
+    # The broken file is reported; the card in force stays.
+    assert Decimal(await cost()) == 2 * first

@@ -899,16 +899,21 @@ def test_every_built_in_price_is_sane(model: str) -> None:
         assert p.output_per_token > p.input_per_token
         assert p.max_output_tokens is not None
         assert p.max_output_tokens <= p.context_window
+    if p.cache_write_per_token is not None:
+        # Writing to a prompt cache never costs less than plain input (Anthropic: 1.25x).
+        assert p.cache_write_per_token >= p.input_per_token
     if p.provider == "anthropic":
-        # Anthropic: a cache read costs 0.1x and a 5-minute cache write 1.25x the input price,
+        # Anthropic bills cache reads and writes for every model, at their own price.
+        assert p.cached_input_per_token is not None
+        assert p.cache_write_per_token is not None
+    if p.provider == "anthropic" and p.context_window <= 200_000:
+        # Until 2026 a cache read cost 0.1x and a 5-minute write 1.25x the input price,
         # published rounded to the cent (Claude 3 Haiku: $0.03 and $0.30 for $0.25).
         assert p.cached_input_per_token is not None
         assert p.cache_write_per_token is not None
         cent = per_million("0.0125")
         assert abs(p.cached_input_per_token - p.input_per_token / 10) <= cent
         assert abs(p.cache_write_per_token - p.input_per_token * Decimal("1.25")) <= cent
-    else:
-        assert p.cache_write_per_token is None
     if not {"pro", "research"} & set(model.split("-")):
         # The fallback is as dear as any ordinary model: an unknown one is never cheap.
         fallback = card.fallback
