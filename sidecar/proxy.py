@@ -36,7 +36,7 @@ from sidecar.core.errors import (
 from sidecar.core.headers import downstream_headers, provider_for_unmetered, upstream_headers
 from sidecar.core.meter import CallPlan, Meter, Settlement, UsageSource
 from sidecar.core.model import Dialect, JSONObject, JSONValue, Provider, Usage
-from sidecar.core.policy import Decision, Verdict
+from sidecar.core.policy import Decision, Verdict, WalletState
 from sidecar.core.pricing import RateCardError
 from sidecar.core.streaming import SSEEvent, SSEParser, StreamTracker
 from sidecar.library import effective_rate_card
@@ -206,11 +206,6 @@ class Sidecar:
                 "model %r is not on the rate card: priced at the fallback price",
                 plan.request.model,
             )
-        if self.wallet_suspended():
-            raise EmergencyStop(
-                f"The emergency stop is on for namespace {self.settings.namespace}: "
-                "a11i refuses every LLM call until it is lifted."
-            )
         verdict, reservation = await self.wallet.reserve(plan.projected_usd)
         self.counters.metered_calls += 1
         self.counters.by_decision[verdict.decision] = (
@@ -218,31 +213,29 @@ class Sidecar:
         )
         if reservation is None:
             self.counters.blocked_calls += 1
+            refusal = self._refusal(verdict)
+            elapsed = time.perf_counter() - started
             self._emit(
                 CallRecord(
-                    plan,
-                    verdict,
-                    None,
-                    402,
-                    plan.request.stream,
-                    False,
-                    time.perf_counter() - started,
-                    (),
+                    plan, verdict, None, refusal.status, plan.request.stream, False, elapsed, ()
                 )
             )
-            raise BudgetExceeded(
-                f"a11i budget exceeded for {self.settings.namespace}/{self.settings.agent}: "
-                f"{verdict.reason}."
-            )
+            raise refusal
         outbound, strip_usage = _outbound_body(plan, raw)
         headers = self._a11i_headers(plan, verdict)
         return await self._forward(
             request, plan, verdict, reservation, outbound, strip_usage, headers, started
         )
 
-    def wallet_suspended(self) -> bool:
-        policy = getattr(self.wallet, "policy", None)
-        return bool(getattr(policy, "suspended", False))
+    def _refusal(self, verdict: Verdict) -> A11iError:
+        """The error for a call the wallet refused: the emergency stop, or no money left."""
+        who = f"{self.settings.namespace}/{self.settings.agent}"
+        if verdict.state is WalletState.SUSPENDED:
+            return EmergencyStop(
+                f"The emergency stop is on for {who}: a11i refuses every LLM call until it is "
+                "lifted."
+            )
+        return BudgetExceeded(f"a11i budget exceeded for {who}: {verdict.reason}.")
 
     async def _plan(self, dialect: Dialect, body: JSONObject, size: int) -> CallPlan:
         if size < _OFFLOAD_BYTES:

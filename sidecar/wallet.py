@@ -76,7 +76,10 @@ class WalletSnapshot:
 class Wallet(Protocol):
     """What the proxy needs of a wallet; the budget issue adds SQLite and Redis backends."""
 
-    async def reserve(self, projected: Decimal) -> tuple[Verdict, Reservation | None]: ...
+    async def reserve(self, projected: Decimal) -> tuple[Verdict, Reservation | None]:
+        """Set ``projected`` aside if the policy allows the call; no reservation when it is
+        refused (verdict BLOCK, state SUSPENDED for the emergency stop)."""
+        ...
 
     async def settle(self, reservation: Reservation, actual: Decimal) -> None: ...
 
@@ -110,6 +113,8 @@ class LocalWallet:
 
     async def reserve(self, projected: Decimal) -> tuple[Verdict, Reservation | None]:
         now = self._tick()
+        if self.policy.suspended:
+            return Verdict(Decision.BLOCK, WalletState.SUSPENDED, "the emergency stop is on"), None
         verdict = decide(self.policy, self._committed(), projected)
         if verdict.decision is Decision.BLOCK:
             return verdict, None

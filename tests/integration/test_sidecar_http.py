@@ -20,6 +20,7 @@ from tests.standin import StandIn
 
 pytestmark = pytest.mark.integration
 
+EXAMPLE_AGENT = Path(__file__).resolve().parents[2] / "examples" / "agent_loop.py"
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 ANTHROPIC_HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
 
@@ -321,3 +322,25 @@ async def test_rate_card_file_is_applied_and_reloaded(
     assert running.sidecar.counters.reload_errors == 1
     # The broken file is reported; the card in force stays.
     assert Decimal(await cost()) == 2 * first
+
+
+async def test_the_example_agent_runs_unchanged_behind_the_sidecar(
+    sidecar: RunningSidecar, standin: StandIn
+) -> None:
+    env = {**os.environ, "OPENAI_BASE_URL": sidecar.openai_url, "OPENAI_API_KEY": "sk-example"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLE_AGENT),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    text = output.decode()
+    assert process.returncode == 0, text
+    # Turn 1 calls get_pods, turn 2 reads its result and answers.
+    assert "turn 1: decision=allow" in text
+    assert "turn 2: decision=allow" in text
+    assert "answer: " in text
+    assert len(await sidecar.settled(2)) == 2
+    assert sidecar.records[1].plan.tool_results[0].tool_call_id.startswith("call_")

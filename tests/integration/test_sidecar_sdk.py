@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from decimal import Decimal
 
 import anthropic
@@ -12,6 +13,7 @@ import pytest
 from sidecar.core.meter import UsageSource
 from sidecar.core.model import Usage
 from sidecar.core.policy import Decision
+from sidecar.wallet import LocalWallet
 from tests.integration.conftest import RunningSidecar, SidecarFactory
 from tests.standin import StandIn
 
@@ -346,3 +348,29 @@ async def test_a_cut_stream_is_passed_on_and_settled_from_what_arrived(
     snapshot = await sidecar.sidecar.wallet.snapshot()
     assert snapshot.spent_usd == record.settlement.cost_usd
     assert snapshot.reserved_usd == 0
+
+
+async def test_emergency_stop_is_a_403_and_lifting_it_restores_service(
+    start_sidecar: SidecarFactory, standin: StandIn
+) -> None:
+    running = await start_sidecar(A11I_BUDGET_USD="10")
+    wallet = running.sidecar.wallet
+    assert isinstance(wallet, LocalWallet)
+    wallet.policy = replace(wallet.policy, suspended=True)
+    async with oai(running) as client:
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            await client.chat.completions.create(model="gpt-4o", messages=HISTORY)
+    assert isinstance(caught.value.body, dict)
+    assert caught.value.body["code"] == "emergency_stop"
+    async with claude(running) as client:
+        with pytest.raises(anthropic.PermissionDeniedError) as refused:
+            await client.messages.create(
+                model="claude-haiku-4-5", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+            )
+    assert isinstance(refused.value.body, dict)
+    assert refused.value.body["error"]["type"] == "emergency_stop"
+    assert standin.requests == []
+    wallet.policy = replace(wallet.policy, suspended=False)
+    async with oai(running) as client:
+        await client.chat.completions.create(model="gpt-4o", messages=HISTORY)
+    assert len(standin.requests) == 1

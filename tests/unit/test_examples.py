@@ -1,0 +1,18 @@
+"""The files in examples/ apply as they are."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from sidecar.library import effective_rate_card
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_example_rate_card_lays_over_the_built_in_one() -> None:
+    card = effective_rate_card(EXAMPLES / "rate-card.yaml")
+    assert card.lookup("gpt-4o").price.input_per_token == Decimal("0.000002")
+    assert not card.lookup("llama-3.3-70b-instruct").is_fallback
+    # Models the example does not name keep their built-in price.
+    assert not card.lookup("claude-haiku-4-5").is_fallback

@@ -1,0 +1,108 @@
+"""Library mode: plan and settle calls in-process with the real counter and rate card."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from sidecar.core.errors import BadRequest
+from sidecar.core.meter import Meter, UsageSource
+from sidecar.core.model import Dialect, JSONObject, Usage
+from sidecar.core.policy import BudgetPolicy, Decision, decide
+from sidecar.core.pricing import cost, project
+from sidecar.library import load_meter
+
+
+@pytest.fixture(scope="module")
+def meter() -> Meter:
+    return load_meter()
+
+
+CHAT: JSONObject = {
+    "model": "gpt-4o",
+    "messages": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Which pods are failing in the shop namespace?"},
+    ],
+}
+
+
+def test_plan_counts_prices_and_projects(meter: Meter) -> None:
+    plan = meter.plan(Dialect.OPENAI_CHAT, {**CHAT, "max_tokens": 200})
+    price = meter.rate_card.lookup("gpt-4o")
+    assert plan.input.exact
+    assert plan.input.tokens == meter.counter.count_chat("gpt-4o", CHAT["messages"]).tokens  # type: ignore[arg-type]
+    assert plan.output_bound == 200
+    assert plan.projected_usd == project(price, plan.input.tokens, 200)
+    assert plan.projected_usd == (
+        price.price.input_per_token * plan.input.tokens + price.price.output_per_token * 200
+    )
+    assert not plan.price.is_fallback
+    assert Decimal(0) <= plan.saturation_percent < Decimal(1)
+
+
+@pytest.mark.parametrize(
+    ("dialect", "body", "bound"),
+    [
+        (Dialect.OPENAI_CHAT, {**CHAT, "max_completion_tokens": 50, "n": 3}, 150),
+        (Dialect.OPENAI_CHAT, CHAT, 16_384),  # no cap asked: gpt-4o's own output limit
+        (Dialect.OPENAI_EMBEDDINGS, {"model": "text-embedding-3-small", "input": "x"}, 0),
+        (
+            Dialect.ANTHROPIC_MESSAGES,
+            {
+                "model": "claude-haiku-4-5",
+                "max_tokens": 321,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+            321,
+        ),
+        (Dialect.OPENAI_RESPONSES, {"model": "gpt-4.1", "input": "x", "max_output_tokens": 9}, 9),
+    ],
+    ids=["n-choices", "model-cap", "embeddings", "anthropic", "responses"],
+)
+def test_output_bound(meter: Meter, dialect: Dialect, body: JSONObject, bound: int) -> None:
+    assert meter.plan(dialect, body).output_bound == bound
+
+
+def test_output_bound_never_exceeds_the_room_left_in_the_window(meter: Meter) -> None:
+    big = {"model": "gpt-4", "messages": [{"role": "user", "content": "word " * 8000}]}
+    plan = meter.plan(Dialect.OPENAI_CHAT, big)  # type: ignore[arg-type]
+    assert plan.input.tokens + plan.output_bound == 8192
+
+
+def test_unknown_model_is_priced_at_the_fallback(meter: Meter) -> None:
+    plan = meter.plan(Dialect.OPENAI_CHAT, {**CHAT, "model": "acme-9000", "max_tokens": 10})
+    assert plan.price.is_fallback
+    assert plan.projected_usd > 0
+
+
+def test_settle_prefers_the_providers_usage(meter: Meter) -> None:
+    plan = meter.plan(Dialect.OPENAI_CHAT, CHAT)
+    usage = Usage(input_tokens=1000, output_tokens=10, cached_input_tokens=512)
+    settled = meter.settle(plan, usage, "ignored")
+    assert settled.source is UsageSource.PROVIDER
+    assert settled.cost_usd == cost(plan.price, usage)
+
+
+def test_settle_without_usage_counts_itself(meter: Meter) -> None:
+    plan = meter.plan(Dialect.OPENAI_CHAT, CHAT)
+    settled = meter.settle(plan, None, "Three pods are failing.")
+    assert settled.source is UsageSource.ESTIMATE
+    assert settled.usage.input_tokens == plan.input.tokens
+    assert (
+        settled.usage.output_tokens
+        == meter.counter.count_text("gpt-4o", "Three pods are failing.").tokens
+    )
+
+
+def test_library_decides_with_the_policy(meter: Meter) -> None:
+    plan = meter.plan(Dialect.OPENAI_CHAT, {**CHAT, "max_tokens": 1000})
+    policy = BudgetPolicy(limit_usd=Decimal("0.02"))
+    assert decide(policy, Decimal(0), plan.projected_usd).decision is Decision.ALLOW
+    assert decide(policy, Decimal("0.0195"), plan.projected_usd).decision is Decision.BLOCK
+
+
+def test_plan_rejects_bad_bodies(meter: Meter) -> None:
+    with pytest.raises(BadRequest, match="'messages' is required"):
+        meter.plan(Dialect.OPENAI_CHAT, {"model": "gpt-4o"})
