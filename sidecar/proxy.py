@@ -30,6 +30,7 @@ from sidecar.core.errors import (
     BodyTooLarge,
     BudgetExceeded,
     EmergencyStop,
+    InternalError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -368,14 +369,16 @@ class Sidecar:
                 relay = _observe(tracker, event)
                 if strip_usage and relay:
                     await response.write(relay)
+        except ConnectionResetError:
+            # Writing to an agent that hung up (aiohttp's reset error is also a ClientError,
+            # so this clause comes first).
+            cut = True
+            log.info("the agent closed the stream of a %s call", plan.request.dialect)
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
             # The provider cut the stream: pass the cut on, so the agent's SDK raises as it
             # would have without a11i, instead of seeing a clean but truncated answer.
             cut = True
             log.warning("%s stream from the provider was cut: %s", plan.request.dialect, exc)
-        except ConnectionResetError:
-            cut = True
-            log.info("the agent closed the stream of a %s call", plan.request.dialect)
         outcome = tracker.outcome()
         usage = outcome.usage
         if not outcome.complete:
@@ -563,14 +566,24 @@ async def _errors(
     """Turn every a11i error into an answer in the dialect of the request."""
     try:
         return await handler(request)
+    except web.HTTPException:
+        raise
     except A11iError as error:
-        dialect = request.get(_DIALECT_KEY)
-        if dialect is None and provider_for_unmetered(request.headers) is Provider.ANTHROPIC:
-            dialect = Dialect.ANTHROPIC_MESSAGES
-        headers = {}
-        if isinstance(error, BudgetExceeded):
-            headers[H_DECISION] = Decision.BLOCK.value
-        return web.json_response(error_body(dialect, error), status=error.status, headers=headers)
+        return _error_response(request, error)
+    except Exception:
+        # A bug in a11i must still answer the agent in its SDK's shape, and be seen in the log.
+        log.exception("internal error while handling %s %s", request.method, request.path)
+        return _error_response(request, InternalError("a11i failed to handle the request."))
+
+
+def _error_response(request: web.Request, error: A11iError) -> web.Response:
+    dialect = request.get(_DIALECT_KEY)
+    if dialect is None and provider_for_unmetered(request.headers) is Provider.ANTHROPIC:
+        dialect = Dialect.ANTHROPIC_MESSAGES
+    headers = {}
+    if isinstance(error, BudgetExceeded | EmergencyStop):
+        headers[H_DECISION] = Decision.BLOCK.value
+    return web.json_response(error_body(dialect, error), status=error.status, headers=headers)
 
 
 def build_app(sidecar: Sidecar) -> web.Application:

@@ -59,3 +59,10 @@ class UpstreamTimeout(A11iError):
 
     status = 504
     kind = "upstream_timeout"
+
+
+class InternalError(A11iError):
+    """a11i itself failed (a bug): the call is answered 500 and logged with its traceback."""
+
+    status = 500
+    kind = "a11i_internal_error"

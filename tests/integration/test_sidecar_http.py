@@ -344,3 +344,45 @@ async def test_the_example_agent_runs_unchanged_behind_the_sidecar(
     assert "answer: " in text
     assert len(await sidecar.settled(2)) == 2
     assert sidecar.records[1].plan.tool_results[0].tool_call_id.startswith("call_")
+
+
+async def test_a_failing_observer_never_breaks_the_call(
+    sidecar: RunningSidecar, http: aiohttp.ClientSession
+) -> None:
+    def broken(_record: object) -> None:
+        raise RuntimeError("exporter down")
+
+    sidecar.sidecar.observers.insert(0, broken)
+    async with http.post(
+        sidecar.url + "/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer k"}
+    ) as response:
+        assert response.status == 200
+    assert len(sidecar.records) == 1  # observers after the broken one still ran
+
+
+async def test_an_internal_failure_is_a_dialect_shaped_500_and_nothing_is_forwarded(
+    sidecar: RunningSidecar,
+    standin: StandIn,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def failing_reserve(_projected: object) -> None:
+        raise RuntimeError("wallet backend exploded")
+
+    monkeypatch.setattr(sidecar.sidecar.wallet, "reserve", failing_reserve)
+    async with http.post(
+        sidecar.url + "/v1/messages",
+        json={
+            "model": "claude-haiku-4-5",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "x"}],
+        },
+        headers=ANTHROPIC_HEADERS,
+    ) as response:
+        assert response.status == 500
+        payload = await response.json()
+    assert payload == {
+        "type": "error",
+        "error": {"type": "a11i_internal_error", "message": "a11i failed to handle the request."},
+    }
+    assert standin.requests == []
