@@ -71,6 +71,13 @@ class SidecarSettings:
     reload_interval_s: float = 10.0
     #: ``A11I_ENCODINGS_DIR``: folder of the tiktoken encoding files (else the packaged ones).
     encodings_dir: Path | None = None
+    #: ``A11I_REDIS_URL``: the shared wallet, events and emergency stop (absent: embedded).
+    redis_url: str | None = None
+    #: ``A11I_REDIS_TIMEOUT``: seconds any one Redis call may take before it counts as failed.
+    redis_timeout_s: float = 0.25
+    #: ``A11I_REDIS_FAILURE``: ``open`` (calls go on, accounted locally and reconciled when Redis
+    #: is back) or ``closed`` (calls are refused while Redis is unreachable).
+    redis_fail_open: bool = True
     #: ``A11I_LOG_LEVEL``: DEBUG, INFO, WARNING or ERROR.
     log_level: str = "INFO"
 
@@ -113,8 +120,23 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         rate_card_path=_path(env, "A11I_RATE_CARD"),
         reload_interval_s=_positive_float(env, "A11I_RELOAD_INTERVAL", 10.0),
         encodings_dir=_path(env, "A11I_ENCODINGS_DIR", must_exist=False),
+        redis_url=_redis_url(env),
+        redis_timeout_s=_positive_float(env, "A11I_REDIS_TIMEOUT", 0.25),
+        redis_fail_open=_choice_str(env, "A11I_REDIS_FAILURE", ("OPEN", "CLOSED"), "OPEN")
+        == "OPEN",
         log_level=_choice_str(env, "A11I_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
     )
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    value = env.get("A11I_REDIS_URL", "").strip()
+    if not value:
+        return None
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError(
+            f"A11I_REDIS_URL must be a redis://, rediss:// or unix:// URL, not {value!r}"
+        )
+    return value
 
 
 def _port(env: Mapping[str, str]) -> int:

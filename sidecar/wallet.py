@@ -1,42 +1,38 @@
-"""The in-process wallet: reserve before a call, settle after it, report a snapshot.
+"""Wallets as the proxy sees them: the interface every backend serves, and the in-memory one.
 
-Adapter over the pure policy: it owns the clock and the running totals of one wallet in one
-process. Every method runs without awaiting in the middle, so on one event loop a reservation is
-atomic. Reservations carry a lease: one that is neither settled nor released by its deadline
-(a call whose task died) is released on the next access, so money is never held forever.
+Adapter over the pure rules of ``sidecar.core.wallets``: a backend owns the clock and the
+storage, and applies those rules atomically. ``MemoryWallet`` keeps one wallet in this process
+(a library user, a test); ``sidecar.sqlite_wallet`` persists it to a local file (the embedded
+default) and the Redis backend shares it between sidecars.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
-from sidecar.core.policy import (
-    BudgetPolicy,
-    Decision,
-    Period,
-    Verdict,
-    WalletState,
-    decide,
-    period_start,
-    state_of,
+from sidecar.core.policy import BudgetPolicy, Period, Verdict, WalletState
+from sidecar.core.wallets import (
+    Lease,
+    WalletBook,
+    advance,
+    new_book,
+    reserve,
+    settle,
+    to_usd,
+    top_up,
 )
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """Money set aside for one call until it is settled or released."""
-
-    id: int
-    amount: Decimal
-    expires_at: datetime
+#: A reservation is a lease on the wallet's money (see ``sidecar.core.wallets.Lease``).
+Reservation = Lease
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,21 +69,37 @@ class WalletSnapshot:
         }
 
 
+def snapshot_of(book: WalletBook, namespace: str, agent: str) -> WalletSnapshot:
+    return WalletSnapshot(
+        namespace=namespace,
+        agent=agent,
+        limit_usd=book.policy.limit_usd,
+        spent_usd=to_usd(book.spent),
+        reserved_usd=to_usd(book.reserved),
+        period=book.period,
+        period_start=datetime.fromtimestamp(book.period_start, tz=UTC),
+        state=book.state,
+    )
+
+
 class Wallet(Protocol):
-    """What the proxy needs of a wallet; the budget issue adds SQLite and Redis backends."""
+    """What the proxy needs of a wallet backend."""
 
     async def reserve(self, projected: Decimal) -> tuple[Verdict, Reservation | None]:
-        """Set ``projected`` aside if the policy allows the call; no reservation when it is
-        refused (verdict BLOCK, state SUSPENDED for the emergency stop)."""
+        """Decide a call and hold ``projected`` USD for it; no reservation when it is refused
+        (verdict BLOCK; state SUSPENDED for the emergency stop)."""
         ...
 
-    async def settle(self, reservation: Reservation, actual: Decimal) -> None: ...
+    async def settle(self, reservation: Reservation, actual: Decimal) -> None:
+        """Charge what the call cost and release its reservation."""
+        ...
 
     async def snapshot(self) -> WalletSnapshot: ...
 
 
-class LocalWallet:
-    """One wallet kept in this process (a laptop, or a pod with a standalone budget)."""
+class MemoryWallet:
+    """One wallet kept in this process's memory. Every method runs without awaiting in the
+    middle, so on one event loop each operation is atomic."""
 
     def __init__(
         self,
@@ -99,76 +111,55 @@ class LocalWallet:
         lease: timedelta = timedelta(minutes=15),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.policy = policy
         self.namespace = namespace
         self.agent = agent
-        self.period = period
         self._lease = lease
         self._clock = clock
-        self._origin = clock()
-        self._period_start = period_start(period, self._origin, self._origin)
-        self._spent = Decimal(0)
-        self._open: dict[int, Reservation] = {}
         self._ids = itertools.count(1)
+        self._prefix = f"{os.getpid()}-"
+        self.book = new_book(policy, period, clock())
 
-    async def reserve(self, projected: Decimal) -> tuple[Verdict, Reservation | None]:
-        now = self._tick()
-        if self.policy.suspended:
-            return Verdict(Decision.BLOCK, WalletState.SUSPENDED, "the emergency stop is on"), None
-        verdict = decide(self.policy, self._committed(), projected)
-        if verdict.decision is Decision.BLOCK:
-            return verdict, None
-        reservation = Reservation(next(self._ids), projected, now + self._lease)
-        self._open[reservation.id] = reservation
-        return verdict, reservation
+    @property
+    def policy(self) -> BudgetPolicy:
+        return self.book.policy
 
-    async def settle(self, reservation: Reservation, actual: Decimal) -> None:
-        """Record what the call really cost and release the rest of its reservation. Settling
-        twice, or after the lease expired, still records the spend: money spent is never lost."""
-        self._open.pop(reservation.id, None)
-        self._tick()
-        self._spent += actual
-
-    async def snapshot(self) -> WalletSnapshot:
-        self._tick()
-        committed = self._committed()
-        return WalletSnapshot(
-            namespace=self.namespace,
-            agent=self.agent,
-            limit_usd=self.policy.limit_usd,
-            spent_usd=self._spent,
-            reserved_usd=committed - self._spent,
-            period=self.period,
-            period_start=self._period_start,
-            state=state_of(self.policy, committed),
+    @policy.setter
+    def policy(self, policy: BudgetPolicy) -> None:
+        self.book = WalletBook(
+            policy=policy,
+            period=self.book.period,
+            period_start=self.book.period_start,
+            origin=self.book.origin,
+            spent=self.book.spent,
+            leases=self.book.leases,
         )
 
-    def _committed(self) -> Decimal:
-        return self._spent + sum((r.amount for r in self._open.values()), Decimal(0))
+    async def reserve(self, projected: Decimal) -> tuple[Verdict, Reservation | None]:
+        lease_id = f"{self._prefix}{next(self._ids)}"
+        seconds = self._lease.total_seconds()
+        self.book, verdict, lease = reserve(self.book, lease_id, projected, self._clock(), seconds)
+        return verdict, lease
 
-    def _tick(self) -> datetime:
-        now = self._clock()
-        start = period_start(self.period, now, self._origin)
-        if start > self._period_start:
+    async def settle(self, reservation: Reservation, actual: Decimal) -> None:
+        self.book, current = settle(self.book, reservation, actual, self._clock())
+        if not current:
             log.info(
-                "wallet %s/%s: new %s period from %s",
+                "wallet %s/%s: $%s charged to the period the call was reserved in",
                 self.namespace,
                 self.agent,
-                self.period.value,
-                start.isoformat(),
+                actual,
             )
-            self._period_start = start
-            self._spent = Decimal(0)
-        for expired in [r for r in self._open.values() if r.expires_at <= now]:
-            log.warning(
-                "wallet %s/%s: reservation %d of $%s expired unsettled; released",
-                self.namespace,
-                self.agent,
-                expired.id,
-                expired.amount,
-            )
-            del self._open[expired.id]
-        return now
+
+    async def snapshot(self) -> WalletSnapshot:
+        self.book = advance(self.book, self._clock())
+        return snapshot_of(self.book, self.namespace, self.agent)
+
+    async def top_up(self, amount: Decimal) -> None:
+        self.book = top_up(self.book, amount)
+
+
+#: The name the sidecar used before backends existed.
+LocalWallet = MemoryWallet
 
 
 def _money(value: Decimal | None) -> str | None:
