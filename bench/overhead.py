@@ -18,6 +18,7 @@ import signal
 import socket
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,6 +101,8 @@ async def start_sidecar(upstream: str) -> tuple[asyncio.subprocess.Process, str]
         "A11I_OPENAI_BASE": upstream,
         "A11I_BUDGET_USD": "1000000",
         "A11I_LOG_LEVEL": "WARNING",
+        # The embedded default: every call is a reserve and a settle in a SQLite file.
+        "A11I_WALLET_FILE": str(Path(tempfile.mkdtemp(prefix="a11i-bench-")) / "w.sqlite"),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,

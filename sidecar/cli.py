@@ -19,7 +19,8 @@ from sidecar.core.dialects import parse_json_body
 from sidecar.core.errors import A11iError
 from sidecar.core.model import Dialect, JSONObject
 from sidecar.core.pricing import RateCardError
-from sidecar.settings import SettingsError, from_env
+from sidecar.settings import SettingsError, SidecarSettings, from_env
+from sidecar.wallet import Wallet
 
 log = logging.getLogger("a11i")
 
@@ -74,7 +75,75 @@ def _parser() -> argparse.ArgumentParser:
     cost.add_argument("--rate-card", type=Path, help="rate card file (A11I_RATE_CARD)")
     cost.add_argument("--json", action="store_true", help="print the result as JSON")
     cost.set_defaults(run=_run_cost)
+    wallet = commands.add_parser(
+        "wallet",
+        help="show a wallet, stop or resume its agents, top it up",
+        description="Operate on the embedded wallets (the SQLite file the sidecars on this "
+        "machine share: A11I_WALLET_FILE, default ~/.local/state/a11i/wallets.sqlite). A stop "
+        "takes effect on the next call of every sidecar using the file.",
+    )
+    wallet.add_argument("action", choices=["show", "stop", "resume", "top-up"])
+    wallet.add_argument("amount", nargs="?", help="USD to add, for top-up (e.g. 10.00)")
+    wallet.add_argument("--namespace", "-n", help="the wallet (default: A11I_NAMESPACE)")
+    wallet.add_argument(
+        "--cluster", action="store_true", help="stop/resume: every wallet in the file"
+    )
+    wallet.add_argument("--file", type=Path, help="the SQLite file (A11I_WALLET_FILE)")
+    wallet.add_argument("--json", action="store_true", help="show: print JSON")
+    wallet.set_defaults(run=_run_wallet)
     return parser
+
+
+def _run_wallet(args: argparse.Namespace) -> int:
+    import asyncio
+    from decimal import Decimal, InvalidOperation
+
+    from sidecar import sqlite_wallet
+
+    settings = from_env(dict(os.environ))
+    path = args.file or (
+        Path(settings.wallet_file) if settings.wallet_file else sqlite_wallet.default_path()
+    )
+    namespace = args.namespace or settings.namespace
+    if args.action in ("stop", "resume") and args.cluster:
+        sqlite_wallet.set_cluster_stop(path, args.action == "stop")
+        print(f"cluster emergency stop {'on' if args.action == 'stop' else 'off'} ({path})")
+        return 0
+    if args.action == "show":
+        snapshots = sqlite_wallet.read_snapshots(path)
+        chosen = [s for s in snapshots if args.namespace is None or s.namespace == namespace]
+        if not chosen:
+            print(f"a11i wallet: no wallet for {namespace!r} in {path}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps([s.as_json() for s in chosen], indent=2))
+        for snapshot in [] if args.json else chosen:
+            body = snapshot.as_json()
+            print(
+                f"{body['namespace']}: {body['state']}  spent ${body['spent_usd']} of "
+                f"${body['limit_usd'] or 'unlimited'}  reserved ${body['reserved_usd']}  "
+                f"remaining ${body['remaining_usd'] or '-'}  ({body['period']} since "
+                f"{body['period_start']})"
+            )
+        return 0
+    if not sqlite_wallet.exists(path, namespace):
+        print(f"a11i wallet: no wallet for {namespace!r} in {path}", file=sys.stderr)
+        return 1
+    if args.action == "top-up":
+        try:
+            amount = Decimal(args.amount or "")
+        except InvalidOperation:
+            print("a11i wallet top-up: give a positive amount of USD, e.g. 10.00", file=sys.stderr)
+            return 2
+        if not amount.is_finite() or amount <= 0:
+            print("a11i wallet top-up: give a positive amount of USD, e.g. 10.00", file=sys.stderr)
+            return 2
+        asyncio.run(sqlite_wallet.administer(path, namespace, top_up=amount))
+        print(f"{namespace}: limit raised by ${amount}")
+        return 0
+    asyncio.run(sqlite_wallet.administer(path, namespace, suspend=args.action == "stop"))
+    print(f"{namespace}: emergency stop {'on' if args.action == 'stop' else 'off'}")
+    return 0
 
 
 def _run_sidecar(args: argparse.Namespace) -> int:
@@ -82,7 +151,6 @@ def _run_sidecar(args: argparse.Namespace) -> int:
 
     from sidecar.library import load_meter
     from sidecar.proxy import Sidecar, build_app
-    from sidecar.wallet import LocalWallet
 
     env = dict(os.environ)
     if args.host:
@@ -94,12 +162,7 @@ def _run_sidecar(args: argparse.Namespace) -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     meter = load_meter(encodings_dir=settings.encodings_dir, rate_card_path=settings.rate_card_path)
-    wallet = LocalWallet(
-        settings.budget,
-        namespace=settings.namespace,
-        agent=settings.agent,
-        period=settings.period,
-    )
+    wallet = wallet_for(settings)
     app = build_app(Sidecar(settings, meter, wallet))
     log.info(
         "a11i sidecar %s on http://%s:%d (OpenAI %s, Anthropic %s, budget %s, keys held: %r)",
@@ -113,6 +176,29 @@ def _run_sidecar(args: argparse.Namespace) -> int:
     )
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
     return 0
+
+
+def wallet_for(settings: SidecarSettings) -> Wallet:
+    """The wallet backend the settings ask for: Redis when ``A11I_REDIS_URL`` is set, else the
+    embedded SQLite file (or memory, with ``A11I_WALLET_FILE=:memory:``)."""
+    from sidecar.sqlite_wallet import SQLiteWallet, default_path
+    from sidecar.wallet import MemoryWallet
+
+    if settings.wallet_file == ":memory:":
+        return MemoryWallet(
+            settings.budget,
+            namespace=settings.namespace,
+            agent=settings.agent,
+            period=settings.period,
+        )
+    path = Path(settings.wallet_file) if settings.wallet_file else default_path()
+    return SQLiteWallet(
+        path,
+        settings.budget,
+        namespace=settings.namespace,
+        agent=settings.agent,
+        period=settings.period,
+    )
 
 
 def _run_cost(args: argparse.Namespace) -> int:

@@ -116,6 +116,7 @@ class Sidecar:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self, _app: web.Application) -> None:
+        await self.wallet.start()
         if self.settings.rate_card_path is not None:
             self._watcher = asyncio.create_task(
                 self._watch_rate_card(self.settings.rate_card_path), name="a11i-rate-card-watch"
@@ -135,6 +136,7 @@ class Sidecar:
                 await self._watcher
         if self._session is not None:
             await self._session.close()
+        await self.wallet.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _watch_rate_card(self, path: Path) -> None:

@@ -71,6 +71,9 @@ class SidecarSettings:
     reload_interval_s: float = 10.0
     #: ``A11I_ENCODINGS_DIR``: folder of the tiktoken encoding files (else the packaged ones).
     encodings_dir: Path | None = None
+    #: ``A11I_WALLET_FILE``: the embedded wallet's SQLite file (``:memory:``: not persisted).
+    #: Default ``$XDG_STATE_HOME/a11i/wallets.sqlite``.
+    wallet_file: str | None = None
     #: ``A11I_REDIS_URL``: the shared wallet, events and emergency stop (absent: embedded).
     redis_url: str | None = None
     #: ``A11I_REDIS_TIMEOUT``: seconds any one Redis call may take before it counts as failed.
@@ -120,6 +123,7 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         rate_card_path=_path(env, "A11I_RATE_CARD"),
         reload_interval_s=_positive_float(env, "A11I_RELOAD_INTERVAL", 10.0),
         encodings_dir=_path(env, "A11I_ENCODINGS_DIR", must_exist=False),
+        wallet_file=env.get("A11I_WALLET_FILE", "").strip() or None,
         redis_url=_redis_url(env),
         redis_timeout_s=_positive_float(env, "A11I_REDIS_TIMEOUT", 0.25),
         redis_fail_open=_choice_str(env, "A11I_REDIS_FAILURE", ("OPEN", "CLOSED"), "OPEN")

@@ -96,6 +96,14 @@ class Wallet(Protocol):
 
     async def snapshot(self) -> WalletSnapshot: ...
 
+    async def start(self) -> None:
+        """Connect and configure; called once before the first call."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and background tasks."""
+        ...
+
 
 class MemoryWallet:
     """One wallet kept in this process's memory. Every method runs without awaiting in the
@@ -156,6 +164,21 @@ class MemoryWallet:
 
     async def top_up(self, amount: Decimal) -> None:
         self.book = top_up(self.book, amount)
+
+    async def suspend(self, on: bool) -> None:
+        self.policy = BudgetPolicy(
+            limit_usd=self.policy.limit_usd,
+            warn_at_percent=self.policy.warn_at_percent,
+            optimize_at_percent=self.policy.optimize_at_percent,
+            when_exhausted=self.policy.when_exhausted,
+            suspended=on,
+        )
+
+    async def start(self) -> None:
+        """Nothing to connect: the wallet lives in this process."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
 
 #: The name the sidecar used before backends existed.

@@ -215,6 +215,8 @@ async def test_the_a11i_command_runs_the_sidecar(standin: StandIn, tmp_path: Pat
         "A11I_OPENAI_BASE": standin.url,
         "A11I_OPENAI_API_KEY": "sk-secret-never-logged",
         "A11I_BUDGET_USD": "1",
+        "A11I_WALLET_FILE": str(tmp_path / "wallets.sqlite"),
+        "A11I_NAMESPACE": "team-a",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -239,6 +241,24 @@ async def test_the_a11i_command_runs_the_sidecar(standin: StandIn, tmp_path: Pat
             ) as response:
                 assert response.status == 200
                 assert response.headers["x-a11i-decision"] == "allow"
+            # The operator's switch, from another process, reaches the very next call.
+            stop = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "sidecar.cli", "wallet", "stop", env=env
+            )
+            assert await stop.wait() == 0
+            async with http.post(
+                f"http://127.0.0.1:{port}/v1/chat/completions", json=CHAT
+            ) as response:
+                assert response.status == 403
+                assert (await response.json())["error"]["code"] == "emergency_stop"
+            resume = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "sidecar.cli", "wallet", "resume", env=env
+            )
+            assert await resume.wait() == 0
+            async with http.post(
+                f"http://127.0.0.1:{port}/v1/chat/completions", json=CHAT
+            ) as response:
+                assert response.status == 200
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = await asyncio.wait_for(process.communicate(), 15)
