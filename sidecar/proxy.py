@@ -27,6 +27,7 @@ from sidecar.core.analysis import ToolCall, answer_text, tool_calls
 from sidecar.core.dialects import dialect_for_path, error_body, parse_json_body, usage_from_body
 from sidecar.core.errors import (
     A11iError,
+    BadRequest,
     BodyTooLarge,
     BudgetExceeded,
     EmergencyStop,
@@ -35,11 +36,12 @@ from sidecar.core.errors import (
     UpstreamUnavailable,
 )
 from sidecar.core.headers import downstream_headers, provider_for_unmetered, upstream_headers
-from sidecar.core.meter import CallPlan, Meter, Settlement, UsageSource
+from sidecar.core.meter import CallPlan, Meter, OutputHistory, Settlement, UsageSource
 from sidecar.core.model import Dialect, JSONObject, JSONValue, Provider, Usage
 from sidecar.core.policy import Decision, Verdict, WalletState
 from sidecar.core.pricing import RateCardError
 from sidecar.core.streaming import SSEEvent, SSEParser, StreamTracker
+from sidecar.events import EventRing, EventSink, call_event
 from sidecar.library import effective_rate_card
 from sidecar.settings import SidecarSettings
 from sidecar.wallet import Reservation, Wallet
@@ -97,11 +99,19 @@ class Counters:
 class Sidecar:
     """The proxy's state: settings, meter, wallet, the upstream session and observers."""
 
-    def __init__(self, settings: SidecarSettings, meter: Meter, wallet: Wallet) -> None:
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        meter: Meter,
+        wallet: Wallet,
+        events: EventSink | None = None,
+    ) -> None:
         self.settings = settings
         self.meter = meter
         self.wallet = wallet
-        self.observers: list[Observer] = []
+        self.events = events if events is not None else EventRing()
+        self.outputs = OutputHistory()
+        self.observers: list[Observer] = [self._record_output, self._record_event]
         self.counters = Counters()
         self._session: aiohttp.ClientSession | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -180,6 +190,26 @@ class Sidecar:
         }
         return web.json_response(body, status=200 if ready else 503)
 
+    async def recent_events(self, request: web.Request) -> web.Response:
+        """The embedded event ring after ``?since=<id>`` (the dashboard's feed on a laptop)."""
+        if not isinstance(self.events, EventRing):
+            raise BadRequest("Events go to the Redis stream a11i:events; read them there.")
+        try:
+            since = int(request.query.get("since", "0"))
+        except ValueError as error:
+            raise BadRequest("'since' must be an event id (a whole number).") from error
+        body = [{"id": i, **event} for i, event in self.events.since(since)]
+        return web.json_response(body)
+
+    def _record_output(self, record: CallRecord) -> None:
+        settled = record.settlement
+        if settled is not None and record.complete and record.plan.output_bound:
+            choices = record.plan.request.choices
+            self.outputs.observe(record.plan.request.model, settled.usage.output_tokens // choices)
+
+    def _record_event(self, record: CallRecord) -> None:
+        self.events.append(call_event(record, self.settings.namespace, self.settings.agent))
+
     async def budget(self, _request: web.Request) -> web.Response:
         snapshot = await self.wallet.snapshot()
         body: dict[str, object] = dict(snapshot.as_json())
@@ -241,10 +271,12 @@ class Sidecar:
         return BudgetExceeded(f"a11i budget exceeded for {who}: {verdict.reason}.")
 
     async def _plan(self, dialect: Dialect, body: JSONObject, size: int) -> CallPlan:
+        model = body.get("model")
+        expected = self.outputs.estimate(model) if isinstance(model, str) else None
         if size < _OFFLOAD_BYTES:
-            return self.meter.plan(dialect, body)
+            return self.meter.plan(dialect, body, expected)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.meter.plan, dialect, body)
+        return await loop.run_in_executor(self._executor, self.meter.plan, dialect, body, expected)
 
     def _a11i_headers(self, plan: CallPlan, verdict: Verdict) -> dict[str, str]:
         headers = {
@@ -596,6 +628,7 @@ def build_app(sidecar: Sidecar) -> web.Application:
     app.router.add_get("/a11i/healthz", sidecar.healthz)
     app.router.add_get("/a11i/readyz", sidecar.readyz)
     app.router.add_get("/a11i/budget", sidecar.budget)
+    app.router.add_get("/a11i/events", sidecar.recent_events)
 
     async def route(request: web.Request) -> web.StreamResponse:
         dialect = dialect_for_path(request.path)

@@ -7,6 +7,8 @@ are handed in already loaded.
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -57,12 +59,16 @@ class Meter:
         self.counter = counter
         self.rate_card = rate_card
 
-    def plan(self, dialect: Dialect, body: JSONObject) -> CallPlan:
-        """Validate and measure a request body (raises ``BadRequest`` for a malformed one)."""
+    def plan(
+        self, dialect: Dialect, body: JSONObject, expected_output: int | None = None
+    ) -> CallPlan:
+        """Validate and measure a request body (raises ``BadRequest`` for a malformed one).
+        ``expected_output`` is the realistic output of a call that sets no cap of its own
+        (``OutputHistory.estimate``); without it such a call is projected at the model's cap."""
         request = parse_request(dialect, body)
         counted = self.count_input(request)
         price = self.rate_card.lookup(request.model)
-        bound = self._output_bound(request, price, counted.tokens)
+        bound = self._output_bound(request, price, counted.tokens, expected_output)
         return CallPlan(
             request=request,
             input=counted,
@@ -111,7 +117,9 @@ class Meter:
         return Settlement(usage=usage, cost_usd=cost(plan.price.price, usage), source=source)
 
     @staticmethod
-    def _output_bound(request: ParsedRequest, price: PriceLookup, input_tokens: int) -> int:
+    def _output_bound(
+        request: ParsedRequest, price: PriceLookup, input_tokens: int, expected: int | None
+    ) -> int:
         if request.dialect is Dialect.OPENAI_EMBEDDINGS:
             return 0
         per_choice = request.max_output_tokens
@@ -119,7 +127,43 @@ class Meter:
             room = max(price.price.context_window - input_tokens, 0)
             model_cap = price.price.max_output_tokens
             per_choice = min(model_cap, room) if model_cap else room
+            if expected is not None:
+                per_choice = min(per_choice, expected)
         return per_choice * request.choices
+
+
+class OutputHistory:
+    """Recent output sizes per model, to project a call that sets no output cap.
+
+    Reserving the model's maximum output (128k tokens for some) for every such call pins a
+    wallet at its limit while real spend is far below it. Instead a call is projected at the
+    95th percentile of the last ``window`` outputs of its model, times a margin, and at
+    ``default_tokens`` until ``min_samples`` were seen; settlement corrects the difference.
+    """
+
+    def __init__(
+        self,
+        window: int = 200,
+        min_samples: int = 10,
+        default_tokens: int = 4096,
+        margin: float = 1.25,
+    ) -> None:
+        self._window = window
+        self._min_samples = min_samples
+        self._default = default_tokens
+        self._margin = margin
+        self._outputs: dict[str, deque[int]] = {}
+
+    def observe(self, model: str, output_tokens: int) -> None:
+        self._outputs.setdefault(model, deque(maxlen=self._window)).append(output_tokens)
+
+    def estimate(self, model: str) -> int:
+        seen = self._outputs.get(model)
+        if seen is None or len(seen) < self._min_samples:
+            return self._default
+        ordered = sorted(seen)
+        p95 = ordered[min(len(ordered) - 1, (95 * len(ordered)) // 100)]
+        return max(1, math.ceil(p95 * self._margin))
 
 
 def _list(value: JSONValue) -> list[JSONValue]:

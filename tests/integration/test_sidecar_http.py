@@ -406,3 +406,35 @@ async def test_an_internal_failure_is_a_dialect_shaped_500_and_nothing_is_forwar
         "error": {"type": "a11i_internal_error", "message": "a11i failed to handle the request."},
     }
     assert standin.requests == []
+
+
+async def test_every_decision_and_settlement_is_an_event(
+    start_sidecar: SidecarFactory, http: aiohttp.ClientSession
+) -> None:
+    running = await start_sidecar(A11I_BUDGET_USD="0.001")
+    headers = {"Authorization": "Bearer k"}
+    async with http.post(
+        running.url + "/v1/chat/completions", json={**CHAT, "max_tokens": 10}, headers=headers
+    ) as response:
+        assert response.status == 200
+        cost = response.headers["x-a11i-cost-usd"]
+    async with http.post(
+        running.url + "/v1/chat/completions", json={**CHAT, "max_tokens": 5000}, headers=headers
+    ) as response:
+        assert response.status == 402
+    async with http.get(running.url + "/a11i/events") as response:
+        events = await response.json()
+    allowed, blocked = events
+    assert allowed["namespace"] == "team-a"
+    assert allowed["agent"] == "sre-bot"
+    assert allowed["model"] == "gpt-4o"
+    assert allowed["decision"] == "allow"
+    assert allowed["cost_usd"] == cost
+    assert int(allowed["input_tokens"]) > 0
+    assert blocked["decision"] == "block"
+    assert blocked["status"] == "402"
+    assert blocked["cost_usd"] == "0"
+    async with http.get(running.url + f"/a11i/events?since={allowed['id']}") as response:
+        assert [e["id"] for e in await response.json()] == [blocked["id"]]
+    async with http.get(running.url + "/a11i/events?since=abc") as response:
+        assert response.status == 400

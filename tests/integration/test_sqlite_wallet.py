@@ -151,7 +151,8 @@ async def test_two_processes_share_one_wallet_without_overspending(tmp_path: Pat
     # Worst case $0.05 a call against $1.00: at least the 20 that fit by worst case were let in,
     # and more as settlements came in under their reservations.
     assert admitted >= 20
-    assert snapshot.spent_usd > Decimal("0.5")
+    # Every admitted call was charged (at least 10% of $0.05 each): none lost.
+    assert snapshot.spent_usd >= admitted * Decimal("0.005")
 
 
 def test_wallet_command(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from sidecar.core.errors import BadRequest
-from sidecar.core.meter import Meter, UsageSource
+from sidecar.core.meter import Meter, OutputHistory, UsageSource
 from sidecar.core.model import Dialect, JSONObject, Usage
 from sidecar.core.policy import BudgetPolicy, Decision, decide
 from sidecar.core.pricing import cost, project
@@ -46,7 +46,7 @@ def test_plan_counts_prices_and_projects(meter: Meter) -> None:
     ("dialect", "body", "bound"),
     [
         (Dialect.OPENAI_CHAT, {**CHAT, "max_completion_tokens": 50, "n": 3}, 150),
-        (Dialect.OPENAI_CHAT, CHAT, 16_384),  # no cap asked: gpt-4o's own output limit
+        (Dialect.OPENAI_CHAT, CHAT, 16_384),  # no cap, no history: the model cap
         (Dialect.OPENAI_EMBEDDINGS, {"model": "text-embedding-3-small", "input": "x"}, 0),
         (
             Dialect.ANTHROPIC_MESSAGES,
@@ -106,3 +106,20 @@ def test_library_decides_with_the_policy(meter: Meter) -> None:
 def test_plan_rejects_bad_bodies(meter: Meter) -> None:
     with pytest.raises(BadRequest, match="'messages' is required"):
         meter.plan(Dialect.OPENAI_CHAT, {"model": "gpt-4o"})
+
+
+def test_output_history_projects_uncapped_calls_realistically() -> None:
+    history = OutputHistory(window=50, min_samples=10, default_tokens=4096, margin=1.25)
+    assert history.estimate("gpt-4o") == 4096  # nothing seen yet
+    for tokens in [100] * 45 + [800] * 5:
+        history.observe("gpt-4o", tokens)
+    # The 95th percentile of the last 50 outputs, with a 25% margin.
+    assert history.estimate("gpt-4o") == 1000
+    assert history.estimate("gpt-4.1") == 4096
+
+
+def test_an_uncapped_call_is_projected_at_the_expected_output(meter: Meter) -> None:
+    plan = meter.plan(Dialect.OPENAI_CHAT, CHAT, expected_output=300)
+    assert plan.output_bound == 300
+    capped = meter.plan(Dialect.OPENAI_CHAT, {**CHAT, "max_tokens": 50}, expected_output=300)
+    assert capped.output_bound == 50  # the request's own cap always wins

@@ -1,0 +1,143 @@
+"""The event stream: one record per decision and settlement, for the dashboard and the operator.
+
+Adapter: turns each ``CallRecord`` into a flat event of strings and appends it to a sink. The
+embedded sink is a bounded in-memory ring; the Redis sink appends to the capped stream
+``a11i:events`` from a background task, through a bounded queue, so a slow or absent Redis can
+never delay a call (events that cannot be queued are dropped and counted, never waited for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final, Protocol
+
+from sidecar.core.meter import UsageSource
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from sidecar.proxy import CallRecord
+
+log = logging.getLogger(__name__)
+
+STREAM: Final = "a11i:events"
+
+Event = Mapping[str, str]
+
+
+def call_event(record: CallRecord, namespace: str, agent: str) -> dict[str, str]:
+    """The event of one metered call: who, what model, what was decided, what it cost."""
+    plan = record.plan
+    settled = record.settlement
+    event = {
+        "kind": "call",
+        "ts": f"{time.time():.3f}",
+        "namespace": namespace,
+        "agent": agent,
+        "dialect": plan.request.dialect.value,
+        "model": plan.request.model,
+        "decision": record.verdict.decision.value,
+        "state": record.verdict.state.value,
+        "status": str(record.status),
+        "streamed": "1" if record.streamed else "0",
+        "complete": "1" if record.complete else "0",
+        "input_tokens": str(settled.usage.input_tokens if settled else plan.input.tokens),
+        "output_tokens": str(settled.usage.output_tokens if settled else 0),
+        "projected_usd": format(plan.projected_usd.normalize(), "f"),
+        "cost_usd": format(settled.cost_usd.normalize(), "f") if settled else "0",
+        "usage_source": settled.source.value if settled else UsageSource.ESTIMATE.value,
+        "tool_calls": ",".join(call.name for call in record.tool_calls),
+        "duration_ms": f"{record.duration_s * 1000:.1f}",
+    }
+    if plan.price.is_fallback:
+        event["pricing"] = "fallback"
+    return event
+
+
+class EventSink(Protocol):
+    def append(self, event: Event) -> None:
+        """Record an event without blocking the caller."""
+        ...
+
+
+class EventRing:
+    """The embedded sink: the last ``capacity`` events, each with an increasing id, so a
+    reader can resume after the last id it saw."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._events: deque[tuple[int, Event]] = deque(maxlen=capacity)
+        self._ids = itertools.count(1)
+
+    def append(self, event: Event) -> None:
+        self._events.append((next(self._ids), dict(event)))
+
+    def since(self, last_id: int = 0, limit: int = 1000) -> list[tuple[int, Event]]:
+        """Events after ``last_id``, oldest first (at most ``limit``)."""
+        out = [(i, e) for i, e in self._events if i > last_id]
+        return out[:limit]
+
+
+class RedisEventStream:
+    """Appends events to the capped Redis stream ``a11i:events`` from a background task."""
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        max_length: int = 100_000,
+        queue_size: int = 10_000,
+        timeout_s: float = 0.5,
+    ) -> None:
+        self._client = client
+        self._max_length = max_length
+        self._timeout_s = timeout_s
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def append(self, event: Event) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._drain(), name="a11i-events")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _drain(self) -> None:
+        failing = False
+        while True:
+            event = await self._queue.get()
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await self._client.xadd(
+                        STREAM,
+                        dict(event),  # type: ignore[arg-type]
+                        maxlen=self._max_length,
+                        approximate=True,
+                    )
+                if failing:
+                    log.info("event stream %s reachable again", STREAM)
+                    failing = False
+            except (TimeoutError, OSError, ConnectionError) as error:
+                self.dropped += 1
+                if not failing:
+                    log.warning("events are being dropped: Redis unreachable (%s)", error)
+                    failing = True
+            except Exception as error:  # redis.RedisError and friends
+                self.dropped += 1
+                if not failing:
+                    log.warning("events are being dropped: %s", error)
+                    failing = True
