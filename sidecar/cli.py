@@ -39,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RateCardError as exc:
         print(f"a11i: {exc}", file=sys.stderr)
         return 2
+    except A11iError as exc:
+        print(f"a11i: {exc.message}", file=sys.stderr)
+        return 2
     return code
 
 

@@ -18,6 +18,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -27,6 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from sidecar.core.errors import WalletUnavailable
 from sidecar.core.policy import BudgetPolicy, ExhaustedAction, Period, Verdict
 from sidecar.core.wallets import Lease, WalletBook, advance, new_book, reserve, settle, top_up
 from sidecar.wallet import Reservation, WalletSnapshot, snapshot_of
@@ -143,16 +145,33 @@ class SQLiteWallet:
 
     async def _run(self, function: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, function, *args)
+        try:
+            return await loop.run_in_executor(self._executor, function, *args)
+        except (sqlite3.Error, OSError) as error:
+            # A full disk, a path that cannot be created, a file locked past the busy timeout:
+            # refuse the call rather than let it through unaccounted (the file is local).
+            raise WalletUnavailable(
+                f"The wallet file {self.path} cannot be used: {error}."
+            ) from error
 
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(_SCHEMA)
+            for attempt in itertools.count(1):
+                try:
+                    # Switching to WAL takes an exclusive lock and does not wait for a busy
+                    # file: two processes opening a new file at once must retry.
+                    connection.execute("PRAGMA journal_mode=WAL")
+                    connection.execute("PRAGMA synchronous=NORMAL")
+                    connection.executescript(_SCHEMA)
+                    break
+                except sqlite3.OperationalError as error:
+                    if "locked" not in str(error) or attempt >= 50:
+                        connection.close()
+                        raise
+                    time.sleep(0.05)
             self._local.connection = connection
         return connection
 

@@ -66,3 +66,11 @@ class InternalError(A11iError):
 
     status = 500
     kind = "a11i_internal_error"
+
+
+class WalletUnavailable(A11iError):
+    """The wallet cannot be read or written (its store is down) and the wallet fails closed
+    (503): the call is refused rather than let through unaccounted."""
+
+    status = 503
+    kind = "wallet_unavailable"

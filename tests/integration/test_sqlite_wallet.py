@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -136,11 +137,14 @@ async def test_two_processes_share_one_wallet_without_overspending(tmp_path: Pat
             str(path),
             "60",
             stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
             env=dict(os.environ),
         )
         for _ in range(2)
     ]
     outputs = [await asyncio.wait_for(worker.communicate(), 120) for worker in workers]
+    for worker, (_, errors) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, errors.decode()
     admitted = sum(json.loads(out)["admitted"] for out, _ in outputs)
     check = wallet(path)
     await check.start()
@@ -195,3 +199,24 @@ def test_wallet_command(tmp_path: Path) -> None:
     assert json.loads(a11i("show", "--json").stdout)[0]["state"] == "Suspended"
     assert a11i("resume", "--cluster").returncode == 0
     assert "team-a: Green" in a11i("show").stdout
+
+
+def test_an_unusable_wallet_file_stops_the_sidecar_with_a_clear_message(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "sidecar.cli", "sidecar"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **os.environ,
+            "A11I_WALLET_FILE": str(blocker / "wallets.sqlite"),
+            "A11I_PORT": str(port),
+        },
+    )
+    assert result.returncode == 2
+    assert f"The wallet file {blocker / 'wallets.sqlite'} cannot be used" in result.stderr
