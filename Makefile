@@ -43,6 +43,7 @@ integration: install
 bench: install
 	$(PY) -m bench.overhead
 	$(PY) -m bench.counting
+	$(PY) -m bench.wallet
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache sidecar/data/encodings

@@ -93,7 +93,9 @@ async def start_standin() -> tuple[asyncio.subprocess.Process, str]:
     return process, match.group(1)
 
 
-async def start_sidecar(upstream: str) -> tuple[asyncio.subprocess.Process, str]:
+async def start_sidecar(
+    upstream: str, wallet_file: str | None = None
+) -> tuple[asyncio.subprocess.Process, str]:
     port = free_port()
     env = {
         **os.environ,
@@ -102,7 +104,8 @@ async def start_sidecar(upstream: str) -> tuple[asyncio.subprocess.Process, str]
         "A11I_BUDGET_USD": "1000000",
         "A11I_LOG_LEVEL": "WARNING",
         # The embedded default: every call is a reserve and a settle in a SQLite file.
-        "A11I_WALLET_FILE": str(Path(tempfile.mkdtemp(prefix="a11i-bench-")) / "w.sqlite"),
+        "A11I_WALLET_FILE": wallet_file
+        or str(Path(tempfile.mkdtemp(prefix="a11i-bench-")) / "w.sqlite"),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -166,9 +169,9 @@ def ms(value: float) -> str:
     return f"{value * 1000:.3f} ms"
 
 
-async def main(calls: int, warmup: int) -> None:
+async def main(calls: int, warmup: int, wallet_file: str | None) -> None:
     standin, upstream = await start_standin()
-    sidecar, proxied = await start_sidecar(upstream)
+    sidecar, proxied = await start_sidecar(upstream, wallet_file)
     try:
         rest = rss_kib(sidecar.pid)
         connector = aiohttp.TCPConnector(limit=1)
@@ -225,5 +228,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument(
+        "--wallet-file",
+        help="the sidecar's A11I_WALLET_FILE (default: a new SQLite file; "
+        ":memory: for the in-process wallet)",
+    )
     options = parser.parse_args()
-    asyncio.run(main(options.calls, options.warmup))
+    asyncio.run(main(options.calls, options.warmup, options.wallet_file))

@@ -379,9 +379,9 @@ class Sidecar:
         strip_usage: bool,
         a11i_headers: dict[str, str],
     ) -> tuple[web.StreamResponse, Settlement, bool, tuple[ToolCall, ...]]:
-        snapshot = await self.wallet.snapshot()
-        if snapshot.remaining_usd is not None:
-            a11i_headers[H_REMAINING] = _usd(snapshot.remaining_usd)
+        remaining = self._remaining()
+        if remaining is not None:
+            a11i_headers[H_REMAINING] = remaining
         response = web.StreamResponse(
             status=upstream.status,
             headers=_merge(downstream_headers(upstream.headers.items()), a11i_headers),
@@ -438,8 +438,15 @@ class Sidecar:
         await self.wallet.settle(
             reservation, settlement.cost_usd if settlement is not None else Decimal(0)
         )
-        snapshot = await self.wallet.snapshot()
-        return None if snapshot.remaining_usd is None else _usd(snapshot.remaining_usd)
+        return self._remaining()
+
+    def _remaining(self) -> str | None:
+        """What is left of the wallet as of this sidecar's last wallet operation: no extra
+        round trip to the wallet's store on the path of a call."""
+        snapshot = self.wallet.last_snapshot
+        if snapshot is None or snapshot.remaining_usd is None:
+            return None
+        return _usd(snapshot.remaining_usd)
 
     # -- unmetered calls ---------------------------------------------------------------------
     async def passthrough(self, request: web.Request) -> web.StreamResponse:

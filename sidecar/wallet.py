@@ -96,6 +96,11 @@ class Wallet(Protocol):
 
     async def snapshot(self) -> WalletSnapshot: ...
 
+    @property
+    def last_snapshot(self) -> WalletSnapshot | None:
+        """The wallet as this process last read or wrote it (no I/O); None before any call."""
+        ...
+
     async def start(self) -> None:
         """Connect and configure; called once before the first call."""
         ...
@@ -160,6 +165,10 @@ class MemoryWallet:
 
     async def snapshot(self) -> WalletSnapshot:
         self.book = advance(self.book, self._clock())
+        return snapshot_of(self.book, self.namespace, self.agent)
+
+    @property
+    def last_snapshot(self) -> WalletSnapshot:
         return snapshot_of(self.book, self.namespace, self.agent)
 
     async def top_up(self, amount: Decimal) -> None:
