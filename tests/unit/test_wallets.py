@@ -76,6 +76,10 @@ class WalletRules(RuleBasedStateMachine):
         assert self.book.committed <= to_nanos(LIMIT)
 
     @invariant()
+    def spend_is_what_was_settled_in_this_period(self) -> None:
+        assert self.book.spent == self.charged.get(self.book.period_start, 0)
+
+    @invariant()
     def expired_leases_are_gone(self) -> None:
         assert all(lease.expires_at > self.now.timestamp() for lease in self.book.leases)
 
