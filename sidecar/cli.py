@@ -7,12 +7,14 @@ it reads the environment.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sidecar import __version__
 from sidecar.core.dialects import parse_json_body
@@ -21,6 +23,9 @@ from sidecar.core.model import Dialect, JSONObject
 from sidecar.core.pricing import RateCardError
 from sidecar.settings import SettingsError, SidecarSettings, from_env
 from sidecar.wallet import Wallet
+
+if TYPE_CHECKING:
+    from sidecar.events import EventSink
 
 log = logging.getLogger("a11i")
 
@@ -81,9 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     wallet = commands.add_parser(
         "wallet",
         help="show a wallet, stop or resume its agents, top it up",
-        description="Operate on the embedded wallets (the SQLite file the sidecars on this "
-        "machine share: A11I_WALLET_FILE, default ~/.local/state/a11i/wallets.sqlite). A stop "
-        "takes effect on the next call of every sidecar using the file.",
+        description="Operate on the wallets the sidecars share: in Redis with --redis or "
+        "A11I_REDIS_URL (a stop reaches every sidecar within a second), else in the embedded "
+        "SQLite file (A11I_WALLET_FILE, default ~/.local/state/a11i/wallets.sqlite; a stop "
+        "takes effect on the next call of every sidecar using the file).",
     )
     wallet.add_argument("action", choices=["show", "stop", "resume", "top-up"])
     wallet.add_argument("amount", nargs="?", help="USD to add, for top-up (e.g. 10.00)")
@@ -92,18 +98,23 @@ def _parser() -> argparse.ArgumentParser:
         "--cluster", action="store_true", help="stop/resume: every wallet in the file"
     )
     wallet.add_argument("--file", type=Path, help="the SQLite file (A11I_WALLET_FILE)")
+    wallet.add_argument(
+        "--redis", help="operate on the shared wallets in this Redis (A11I_REDIS_URL)"
+    )
     wallet.add_argument("--json", action="store_true", help="show: print JSON")
     wallet.set_defaults(run=_run_wallet)
     return parser
 
 
 def _run_wallet(args: argparse.Namespace) -> int:
-    import asyncio
     from decimal import Decimal, InvalidOperation
 
     from sidecar import sqlite_wallet
 
     settings = from_env(dict(os.environ))
+    redis_url = args.redis or (None if args.file else settings.redis_url)
+    if redis_url:
+        return asyncio.run(_redis_wallet_command(args, redis_url, settings))
     path = args.file or (
         Path(settings.wallet_file) if settings.wallet_file else sqlite_wallet.default_path()
     )
@@ -121,13 +132,7 @@ def _run_wallet(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps([s.as_json() for s in chosen], indent=2))
         for snapshot in [] if args.json else chosen:
-            body = snapshot.as_json()
-            print(
-                f"{body['namespace']}: {body['state']}  spent ${body['spent_usd']} of "
-                f"${body['limit_usd'] or 'unlimited'}  reserved ${body['reserved_usd']}  "
-                f"remaining ${body['remaining_usd'] or '-'}  ({body['period']} since "
-                f"{body['period_start']})"
-            )
+            print(_wallet_line(snapshot.as_json()))
         return 0
     if not sqlite_wallet.exists(path, namespace):
         print(f"a11i wallet: no wallet for {namespace!r} in {path}", file=sys.stderr)
@@ -149,6 +154,66 @@ def _run_wallet(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _redis_wallet_command(
+    args: argparse.Namespace, url: str, settings: SidecarSettings
+) -> int:
+    from decimal import Decimal, InvalidOperation
+
+    from redis.asyncio import Redis
+
+    from sidecar.redis_wallet import RedisWallet, set_cluster_stop
+
+    namespace = args.namespace or settings.namespace
+    client = Redis.from_url(url)
+    try:
+        if args.action in ("stop", "resume") and args.cluster:
+            await set_cluster_stop(client, args.action == "stop")
+            print(f"cluster emergency stop {'on' if args.action == 'stop' else 'off'} ({url})")
+            return 0
+        if not await client.exists(f"a11i:wallet:{namespace}"):
+            print(f"a11i wallet: no wallet for {namespace!r} in {url}", file=sys.stderr)
+            return 1
+        wallet = RedisWallet(
+            client,
+            namespace=namespace,
+            agent="a11i-cli",
+            policy=settings.budget,
+            period=settings.period,
+            timeout_s=max(settings.redis_timeout_s, 2.0),
+            zone=settings.timezone,
+        )
+        if args.action == "show":
+            snapshot = (await wallet.snapshot()).as_json()
+            print(json.dumps([snapshot], indent=2) if args.json else _wallet_line(snapshot))
+        elif args.action == "top-up":
+            try:
+                amount = Decimal(args.amount or "")
+            except InvalidOperation:
+                amount = Decimal(0)
+            if not amount.is_finite() or amount <= 0:
+                print(
+                    "a11i wallet top-up: give a positive amount of USD, e.g. 10.00", file=sys.stderr
+                )
+                return 2
+            await wallet.top_up(amount)
+            print(f"{namespace}: limit raised by ${amount}")
+        else:
+            await wallet.suspend(args.action == "stop")
+            print(f"{namespace}: emergency stop {'on' if args.action == 'stop' else 'off'}")
+        return 0
+    finally:
+        await client.aclose()
+
+
+def _wallet_line(body: dict[str, str | None]) -> str:
+    return (
+        f"{body['namespace']}: {body['state']}  spent ${body['spent_usd']} of "
+        f"${body['limit_usd'] or 'unlimited'}  reserved ${body['reserved_usd']}  "
+        f"remaining ${body['remaining_usd'] or '-'}  ({body['period']} since "
+        f"{body['period_start']})"
+    )
+
+
 def _run_sidecar(args: argparse.Namespace) -> int:
     from aiohttp import web
 
@@ -166,7 +231,7 @@ def _run_sidecar(args: argparse.Namespace) -> int:
     )
     meter = load_meter(encodings_dir=settings.encodings_dir, rate_card_path=settings.rate_card_path)
     wallet = wallet_for(settings)
-    app = build_app(Sidecar(settings, meter, wallet))
+    app = build_app(Sidecar(settings, meter, wallet, events_for(settings)))
     log.info(
         "a11i sidecar %s on http://%s:%d (OpenAI %s, Anthropic %s, budget %s, keys held: %r)",
         __version__,
@@ -181,11 +246,27 @@ def _run_sidecar(args: argparse.Namespace) -> int:
     return 0
 
 
+def events_for(settings: SidecarSettings) -> EventSink:
+    """The Redis stream ``a11i:events`` with Redis, else the in-process ring."""
+    from sidecar.events import EventRing, RedisEventStream
+
+    if settings.redis_url is None:
+        return EventRing()
+    from redis.asyncio import Redis
+
+    return RedisEventStream(Redis.from_url(settings.redis_url), owns_client=True)
+
+
 def wallet_for(settings: SidecarSettings) -> Wallet:
     """The wallet backend the settings ask for: Redis when ``A11I_REDIS_URL`` is set, else the
     embedded SQLite file (or memory, with ``A11I_WALLET_FILE=:memory:``)."""
     from sidecar.sqlite_wallet import SQLiteWallet, default_path
     from sidecar.wallet import MemoryWallet
+
+    if settings.redis_url is not None:
+        from sidecar.redis_wallet import RedisWallet
+
+        return RedisWallet.from_settings(settings)
 
     if settings.wallet_file == ":memory:":
         return MemoryWallet(
@@ -193,6 +274,7 @@ def wallet_for(settings: SidecarSettings) -> Wallet:
             namespace=settings.namespace,
             agent=settings.agent,
             period=settings.period,
+            zone=settings.timezone,
         )
     path = Path(settings.wallet_file) if settings.wallet_file else default_path()
     return SQLiteWallet(
@@ -201,6 +283,7 @@ def wallet_for(settings: SidecarSettings) -> Wallet:
         namespace=settings.namespace,
         agent=settings.agent,
         period=settings.period,
+        zone=settings.timezone,
     )
 
 

@@ -65,6 +65,10 @@ class EventSink(Protocol):
         """Record an event without blocking the caller."""
         ...
 
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
 
 class EventRing:
     """The embedded sink: the last ``capacity`` events, each with an increasing id, so a
@@ -76,6 +80,12 @@ class EventRing:
 
     def append(self, event: Event) -> None:
         self._events.append((next(self._ids), dict(event)))
+
+    async def start(self) -> None:
+        """Nothing to start: the ring lives in this process."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
     def since(self, last_id: int = 0, limit: int = 1000) -> list[tuple[int, Event]]:
         """Events after ``last_id``, oldest first (at most ``limit``)."""
@@ -93,8 +103,10 @@ class RedisEventStream:
         max_length: int = 100_000,
         queue_size: int = 10_000,
         timeout_s: float = 0.5,
+        owns_client: bool = False,
     ) -> None:
         self._client = client
+        self._owns_client = owns_client
         self._max_length = max_length
         self._timeout_s = timeout_s
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
@@ -115,6 +127,8 @@ class RedisEventStream:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._owns_client:
+            await self._client.aclose()
 
     async def _drain(self) -> None:
         failing = False

@@ -127,6 +127,7 @@ class Sidecar:
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self, _app: web.Application) -> None:
         await self.wallet.start()
+        await self.events.start()
         if self.settings.rate_card_path is not None:
             self._watcher = asyncio.create_task(
                 self._watch_rate_card(self.settings.rate_card_path), name="a11i-rate-card-watch"
@@ -147,6 +148,7 @@ class Sidecar:
         if self._session is not None:
             await self._session.close()
         await self.wallet.close()
+        await self.events.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _watch_rate_card(self, path: Path) -> None:

@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sidecar.core.headers import KeyCustody
 from sidecar.core.policy import BudgetPolicy, ExhaustedAction, Period
@@ -62,6 +63,8 @@ class SidecarSettings:
     budget: BudgetPolicy = field(default_factory=BudgetPolicy)
     #: ``A11I_BUDGET_PERIOD``: Daily | Weekly | Monthly | Total.
     period: Period = Period.TOTAL
+    #: ``A11I_BUDGET_TIMEZONE``: IANA time zone whose midnights start the periods.
+    timezone: str = "UTC"
     #: ``A11I_CONFIG``: path of a11i.yaml (skills, saturation threshold, PII rules).
     config_path: Path | None = None
     #: ``A11I_RATE_CARD``: path of a rate card (our YAML or LiteLLM's JSON) over the built-in one.
@@ -119,6 +122,7 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         agent=env.get("A11I_AGENT") or env.get("POD_NAME") or socket.gethostname(),
         budget=budget,
         period=_choice(env, "A11I_BUDGET_PERIOD", Period, Period.TOTAL),
+        timezone=_timezone(env),
         config_path=_path(env, "A11I_CONFIG"),
         rate_card_path=_path(env, "A11I_RATE_CARD"),
         reload_interval_s=_positive_float(env, "A11I_RELOAD_INTERVAL", 10.0),
@@ -130,6 +134,17 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         == "OPEN",
         log_level=_choice_str(env, "A11I_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
     )
+
+
+def _timezone(env: Mapping[str, str]) -> str:
+    name = env.get("A11I_BUDGET_TIMEZONE", "").strip() or "UTC"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"A11I_BUDGET_TIMEZONE must be an IANA time zone such as Europe/Berlin, not {name!r}"
+        ) from None
+    return name
 
 
 def _redis_url(env: Mapping[str, str]) -> str | None:

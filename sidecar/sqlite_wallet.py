@@ -73,8 +73,10 @@ class SQLiteWallet:
         period: Period = Period.TOTAL,
         lease: timedelta = timedelta(minutes=15),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        zone: str = "UTC",
     ) -> None:
         self.path = path
+        self._zone = zone
         self.namespace = namespace
         self.agent = agent
         self._policy = policy
@@ -281,7 +283,7 @@ class SQLiteWallet:
         ).fetchone()
         if row is not None:
             return load_book(str(row[0]))
-        book = new_book(self._policy, self._period, now)
+        book = new_book(self._policy, self._period, now, self._zone)
         connection.execute(
             "INSERT INTO wallets (namespace, book, configured_limit, updated_at) "
             "VALUES (?, ?, ?, ?)",
@@ -304,7 +306,7 @@ class SQLiteWallet:
                 "SELECT book, topped_up FROM wallets WHERE namespace = ?", (self.namespace,)
             ).fetchone()
             if row is None:
-                book = new_book(self._policy, self._period, now)
+                book = new_book(self._policy, self._period, now, self._zone)
                 connection.execute(
                     "INSERT INTO wallets (namespace, book, configured_limit, updated_at) "
                     "VALUES (?, ?, ?, ?)",
@@ -319,7 +321,9 @@ class SQLiteWallet:
                     limit_usd=None if limit is None else limit + topped,
                     suspended=book.policy.suspended,
                 )
-                book = advance(replace(book, policy=policy, period=self._period), now)
+                book = advance(
+                    replace(book, policy=policy, period=self._period, zone=self._zone), now
+                )
                 connection.execute(
                     "UPDATE wallets SET book = ?, configured_limit = ?, updated_at = ? "
                     "WHERE namespace = ?",
@@ -415,6 +419,7 @@ def dump_book(book: WalletBook) -> str:
             "period_start": book.period_start,
             "origin": book.origin,
             "spent_nanos": book.spent,
+            "zone": book.zone,
             "leases": [
                 [lease.id, lease.nanos, lease.expires_at, lease.period_start]
                 for lease in book.leases
@@ -440,6 +445,7 @@ def load_book(text: str) -> WalletBook:
         period_start=float(data["period_start"]),
         origin=float(data["origin"]),
         spent=int(data["spent_nanos"]),
+        zone=str(data.get("zone", "UTC")),
         leases=tuple(Lease(str(i), int(n), float(e), float(p)) for i, n, e, p in data["leases"]),
     )
 

@@ -12,7 +12,7 @@ import itertools
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
@@ -123,6 +123,7 @@ class MemoryWallet:
         period: Period = Period.TOTAL,
         lease: timedelta = timedelta(minutes=15),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        zone: str = "UTC",
     ) -> None:
         self.namespace = namespace
         self.agent = agent
@@ -130,7 +131,7 @@ class MemoryWallet:
         self._clock = clock
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid()}-"
-        self.book = new_book(policy, period, clock())
+        self.book = new_book(policy, period, clock(), zone)
 
     @property
     def policy(self) -> BudgetPolicy:
@@ -138,14 +139,7 @@ class MemoryWallet:
 
     @policy.setter
     def policy(self, policy: BudgetPolicy) -> None:
-        self.book = WalletBook(
-            policy=policy,
-            period=self.book.period,
-            period_start=self.book.period_start,
-            origin=self.book.origin,
-            spent=self.book.spent,
-            leases=self.book.leases,
-        )
+        self.book = replace(self.book, policy=policy)
 
     async def reserve(self, projected: Decimal) -> tuple[Verdict, Reservation | None]:
         lease_id = f"{self._prefix}{next(self._ids)}"
@@ -175,13 +169,7 @@ class MemoryWallet:
         self.book = top_up(self.book, amount)
 
     async def suspend(self, on: bool) -> None:
-        self.policy = BudgetPolicy(
-            limit_usd=self.policy.limit_usd,
-            warn_at_percent=self.policy.warn_at_percent,
-            optimize_at_percent=self.policy.optimize_at_percent,
-            when_exhausted=self.policy.when_exhausted,
-            suspended=on,
-        )
+        self.policy = replace(self.policy, suspended=on)
 
     async def start(self) -> None:
         """Nothing to connect: the wallet lives in this process."""

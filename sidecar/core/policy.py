@@ -9,7 +9,7 @@ call that would cross a line is the one that is warned, optimized or blocked.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from enum import StrEnum
 
@@ -124,10 +124,11 @@ class Period(StrEnum):
     TOTAL = "Total"
 
 
-def period_start(period: Period, now: datetime, origin: datetime) -> datetime:
-    """The start of the period that contains ``now`` (UTC boundaries: midnight, Monday, the 1st).
-    ``origin`` is when the wallet was created, the start of a ``Total`` period."""
-    now = now.astimezone(UTC)
+def period_start(period: Period, now: datetime, origin: datetime, zone: tzinfo = UTC) -> datetime:
+    """The start of the period that contains ``now``: midnight, Monday or the 1st in ``zone``
+    (UTC unless the wallet says otherwise). ``origin`` is when the wallet was created, the
+    start of a ``Total`` period."""
+    now = now.astimezone(zone)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     if period is Period.DAILY:
         return midnight

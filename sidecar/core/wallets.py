@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from sidecar.core.policy import (
     BudgetPolicy,
@@ -67,6 +68,8 @@ class WalletBook:
     origin: float
     spent: int = 0
     leases: tuple[Lease, ...] = ()
+    #: IANA name of the time zone whose midnights start the periods.
+    zone: str = "UTC"
 
     @property
     def reserved(self) -> int:
@@ -81,15 +84,17 @@ class WalletBook:
         return state_of(self.policy, to_usd(self.committed))
 
 
-def new_book(policy: BudgetPolicy, period: Period, now: datetime) -> WalletBook:
-    start = period_start(period, now, now).timestamp()
-    return WalletBook(policy=policy, period=period, period_start=start, origin=now.timestamp())
+def new_book(policy: BudgetPolicy, period: Period, now: datetime, zone: str = "UTC") -> WalletBook:
+    start = period_start(period, now, now, ZoneInfo(zone)).timestamp()
+    return WalletBook(
+        policy=policy, period=period, period_start=start, origin=now.timestamp(), zone=zone
+    )
 
 
 def advance(book: WalletBook, now: datetime) -> WalletBook:
     """Start a new period if ``now`` is past the boundary, and release expired leases."""
-    origin = datetime.fromtimestamp(book.origin, tz=now.tzinfo)
-    start = period_start(book.period, now, origin).timestamp()
+    origin = datetime.fromtimestamp(book.origin, tz=UTC)
+    start = period_start(book.period, now, origin, ZoneInfo(book.zone)).timestamp()
     if start > book.period_start:
         book = replace(book, period_start=start, spent=0)
     stamp = now.timestamp()

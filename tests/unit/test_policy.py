@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -121,3 +122,12 @@ def test_an_allowed_call_always_fits(
         assert committed + projected <= limit
     else:
         assert committed + projected > limit
+
+
+def test_period_start_in_a_time_zone() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    # 23:30 UTC on the 25th is already the 26th in Berlin (UTC+1 in November).
+    now = datetime(2026, 11, 25, 23, 30, tzinfo=UTC)
+    start = period_start(Period.DAILY, now, now, berlin)
+    assert start == datetime(2026, 11, 26, tzinfo=berlin)
+    assert start.astimezone(UTC) == datetime(2026, 11, 25, 23, 0, tzinfo=UTC)

@@ -71,3 +71,9 @@ def test_values(tmp_path: Path) -> None:
 def test_invalid_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         from_env(env)
+
+
+def test_budget_time_zone() -> None:
+    assert from_env({"A11I_BUDGET_TIMEZONE": "America/New_York"}).timezone == "America/New_York"
+    with pytest.raises(SettingsError, match="IANA time zone"):
+        from_env({"A11I_BUDGET_TIMEZONE": "Mars/Olympus"})

@@ -97,3 +97,16 @@ async def test_snapshot_json_keeps_money_as_strings() -> None:
     assert body["state"] == "Green"
     assert body["period"] == "Total"
     assert body["namespace"] == "team-a"
+
+
+async def test_periods_follow_the_wallets_time_zone() -> None:
+    clock = Clock()  # 23:00 UTC: midnight in Berlin
+    w = LocalWallet(
+        BudgetPolicy(limit_usd=Decimal(1)),
+        namespace="team-a",
+        agent="a",
+        period=Period.DAILY,
+        clock=clock,
+        zone="Europe/Berlin",
+    )
+    assert (await w.snapshot()).period_start == datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
