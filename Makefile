@@ -44,6 +44,7 @@ bench: install
 	$(PY) -m bench.overhead
 	$(PY) -m bench.counting
 	$(PY) -m bench.wallet
+	$(PY) -m bench.throughput
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache sidecar/data/encodings

@@ -94,10 +94,10 @@ async def start_standin() -> tuple[asyncio.subprocess.Process, str]:
 
 
 async def start_sidecar(
-    upstream: str, wallet_file: str | None = None
+    upstream: str, wallet_file: str | None = None, env: dict[str, str] | None = None
 ) -> tuple[asyncio.subprocess.Process, str]:
     port = free_port()
-    env = {
+    variables = {
         **os.environ,
         "A11I_PORT": str(port),
         "A11I_OPENAI_BASE": upstream,
@@ -106,6 +106,7 @@ async def start_sidecar(
         # The embedded default: every call is a reserve and a settle in a SQLite file.
         "A11I_WALLET_FILE": wallet_file
         or str(Path(tempfile.mkdtemp(prefix="a11i-bench-")) / "w.sqlite"),
+        **(env or {}),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -113,7 +114,7 @@ async def start_sidecar(
         "sidecar.cli",
         "sidecar",
         cwd=ROOT,
-        env=env,
+        env=variables,
     )
     url = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as http:
