@@ -87,7 +87,9 @@ class SQLiteWallet:
         self._prefix = f"{os.getpid()}-{id(self):x}-"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a11i-wallet")
         self._local = threading.local()
-        self._last: WalletSnapshot | None = None
+        self._last_book: WalletBook | None = None
+        #: The text last written and its book: parsing is skipped when the row is unchanged.
+        self._parsed: tuple[str, WalletBook] | None = None
         # A second connection for the event loop's thread that never waits for a lock.
         self._loop_connection: sqlite3.Connection | None = None
         self._loop_thread: int | None = None
@@ -149,7 +151,8 @@ class SQLiteWallet:
 
     @property
     def last_snapshot(self) -> WalletSnapshot | None:
-        return self._last
+        book = self._last_book
+        return None if book is None else snapshot_of(book, self.namespace, self.agent)
 
     # -- admin -------------------------------------------------------------------------------
     async def suspend(self, on: bool) -> None:
@@ -250,18 +253,19 @@ class SQLiteWallet:
         now = self._clock()
         connection.execute("BEGIN IMMEDIATE")
         try:
-            book = self._load(connection, now)
+            book, cluster_stopped = self._load(connection, now)
             stored_suspension = book.policy.suspended
-            if cluster_stop_applies and self._cluster_stopped(connection):
+            if cluster_stop_applies and cluster_stopped:
                 # The cluster stop applies to every wallet without being written into each.
                 book = replace(book, policy=replace(book.policy, suspended=True))
             book, result = apply(book, now)
-            self._last = snapshot_of(book, self.namespace, self.agent)
-            if cluster_stop_applies:
+            self._last_book = book
+            if cluster_stop_applies and cluster_stopped:
                 book = replace(book, policy=replace(book.policy, suspended=stored_suspension))
+            text = dump_book(book)
             connection.execute(
                 "UPDATE wallets SET book = ?, updated_at = ? WHERE namespace = ?",
-                (dump_book(book), now.timestamp(), self.namespace),
+                (text, now.timestamp(), self.namespace),
             )
             if topped_up:
                 row = connection.execute(
@@ -275,21 +279,29 @@ class SQLiteWallet:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
+        self._parsed = (text, book)
         return result
 
-    def _load(self, connection: sqlite3.Connection, now: datetime) -> WalletBook:
+    def _load(self, connection: sqlite3.Connection, now: datetime) -> tuple[WalletBook, bool]:
+        """The stored book (parsed again only when another process changed it) and whether
+        the cluster stop is on, in one query."""
         row = connection.execute(
-            "SELECT book FROM wallets WHERE namespace = ?", (self.namespace,)
+            "SELECT book, EXISTS (SELECT 1 FROM stops WHERE scope = 'cluster') "
+            "FROM wallets WHERE namespace = ?",
+            (self.namespace,),
         ).fetchone()
         if row is not None:
-            return load_book(str(row[0]))
+            text, stopped = str(row[0]), bool(row[1])
+            cached = self._parsed
+            book = cached[1] if cached is not None and cached[0] == text else load_book(text)
+            return book, stopped
         book = new_book(self._policy, self._period, now, self._zone)
         connection.execute(
             "INSERT INTO wallets (namespace, book, configured_limit, updated_at) "
             "VALUES (?, ?, ?, ?)",
             (self.namespace, dump_book(book), _limit_text(self._policy), now.timestamp()),
         )
-        return book
+        return book, self._cluster_stopped(connection)
 
     @staticmethod
     def _cluster_stopped(connection: sqlite3.Connection) -> bool:
