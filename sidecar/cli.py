@@ -20,6 +20,7 @@ from sidecar import __version__
 from sidecar.core.dialects import parse_json_body
 from sidecar.core.errors import A11iError
 from sidecar.core.model import Dialect, JSONObject
+from sidecar.core.policy import BudgetPolicy
 from sidecar.core.pricing import RateCardError
 from sidecar.settings import SettingsError, SidecarSettings, from_env
 from sidecar.wallet import Wallet
@@ -259,19 +260,41 @@ def events_for(settings: SidecarSettings) -> EventSink:
 
 def wallet_for(settings: SidecarSettings) -> Wallet:
     """The wallet backend the settings ask for: Redis when ``A11I_REDIS_URL`` is set, else the
-    embedded SQLite file (or memory, with ``A11I_WALLET_FILE=:memory:``)."""
+    embedded SQLite file (or memory, with ``A11I_WALLET_FILE=:memory:``); nested with the
+    agent's own wallet (key ``namespace/agent``) when ``A11I_AGENT_BUDGET_USD`` is set."""
+    from sidecar.wallet import NestedWallet
+
+    wallet = _backend(settings, settings.namespace, settings.budget)
+    if settings.agent_budget is None:
+        return wallet
+    own = _backend(settings, f"{settings.namespace}/{settings.agent}", settings.agent_budget)
+    return NestedWallet(wallet, own)
+
+
+def _backend(settings: SidecarSettings, key: str, policy: BudgetPolicy) -> Wallet:
     from sidecar.sqlite_wallet import SQLiteWallet, default_path
     from sidecar.wallet import MemoryWallet
 
     if settings.redis_url is not None:
+        from redis.asyncio import Redis
+
         from sidecar.redis_wallet import RedisWallet
 
-        return RedisWallet.from_settings(settings)
-
+        return RedisWallet(
+            Redis.from_url(settings.redis_url),
+            namespace=key,
+            agent=settings.agent,
+            policy=policy,
+            period=settings.period,
+            timeout_s=settings.redis_timeout_s,
+            fail_open=settings.redis_fail_open,
+            owns_client=True,
+            zone=settings.timezone,
+        )
     if settings.wallet_file == ":memory:":
         return MemoryWallet(
-            settings.budget,
-            namespace=settings.namespace,
+            policy,
+            namespace=key,
             agent=settings.agent,
             period=settings.period,
             zone=settings.timezone,
@@ -279,8 +302,8 @@ def wallet_for(settings: SidecarSettings) -> Wallet:
     path = Path(settings.wallet_file) if settings.wallet_file else default_path()
     return SQLiteWallet(
         path,
-        settings.budget,
-        namespace=settings.namespace,
+        policy,
+        namespace=key,
         agent=settings.agent,
         period=settings.period,
         zone=settings.timezone,

@@ -44,7 +44,7 @@ from sidecar.core.streaming import SSEEvent, SSEParser, StreamTracker
 from sidecar.events import EventRing, EventSink, call_event
 from sidecar.library import effective_rate_card
 from sidecar.settings import SidecarSettings
-from sidecar.wallet import Reservation, Wallet
+from sidecar.wallet import NestedWallet, Reservation, Wallet
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +222,8 @@ class Sidecar:
             "upstream_errors": self.counters.upstream_errors,
             "fallback_priced": self.counters.fallback_priced_calls,
         }
+        if isinstance(self.wallet, NestedWallet):
+            body["agent_wallet"] = (await self.wallet.agent_wallet.snapshot()).as_json()
         body["rate_card"] = {
             "reloads": self.counters.reloads,
             "reload_errors": self.counters.reload_errors,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TypeVar
@@ -61,6 +61,9 @@ class SidecarSettings:
     #: ``A11I_BUDGET_USD`` and ``A11I_BUDGET_*``: the standalone budget when no AgentBudget
     #: applies.
     budget: BudgetPolicy = field(default_factory=BudgetPolicy)
+    #: ``A11I_AGENT_BUDGET_USD``: this agent's own limit inside the namespace's wallet (same
+    #: period and thresholds); None: the agent shares the namespace's wallet only.
+    agent_budget: BudgetPolicy | None = None
     #: ``A11I_BUDGET_PERIOD``: Daily | Weekly | Monthly | Total.
     period: Period = Period.TOTAL
     #: ``A11I_BUDGET_TIMEZONE``: IANA time zone whose midnights start the periods.
@@ -109,6 +112,12 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
             env, "A11I_BUDGET_WHEN_EXHAUSTED", ExhaustedAction, ExhaustedAction.BLOCK
         ),
     )
+    agent_limit = env.get("A11I_AGENT_BUDGET_USD", "").strip()
+    agent_budget = (
+        replace(budget, limit_usd=_money(agent_limit, "A11I_AGENT_BUDGET_USD"))
+        if agent_limit
+        else None
+    )
     return SidecarSettings(
         host=env.get("A11I_HOST", "127.0.0.1"),
         port=_port(env),
@@ -121,6 +130,7 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         namespace=env.get("A11I_NAMESPACE") or env.get("POD_NAMESPACE") or "default",
         agent=env.get("A11I_AGENT") or env.get("POD_NAME") or socket.gethostname(),
         budget=budget,
+        agent_budget=agent_budget,
         period=_choice(env, "A11I_BUDGET_PERIOD", Period, Period.TOTAL),
         timezone=_timezone(env),
         config_path=_path(env, "A11I_CONFIG"),

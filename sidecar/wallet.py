@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
-from sidecar.core.policy import BudgetPolicy, Period, Verdict, WalletState
+from sidecar.core.policy import BudgetPolicy, Decision, Period, Verdict, WalletState
 from sidecar.core.wallets import (
     Lease,
     WalletBook,
@@ -186,3 +186,73 @@ def _money(value: Decimal | None) -> str | None:
     if value is None:
         return None
     return format(value.normalize(), "f") if value else "0"
+
+
+_SEVERITY = {Decision.ALLOW: 0, Decision.WARN: 1, Decision.OPTIMIZE: 2, Decision.BLOCK: 3}
+_STATE_SEVERITY = {
+    WalletState.GREEN: 0,
+    WalletState.YELLOW: 1,
+    WalletState.RED: 2,
+    WalletState.EXHAUSTED: 3,
+    WalletState.SUSPENDED: 4,
+}
+
+
+class NestedWallet:
+    """An agent's own wallet inside its namespace's: a call must fit both, and is charged to
+    both. The agent's is reserved first; if the namespace then refuses, the agent's
+    reservation is released at once. The stricter decision of the two is the call's."""
+
+    def __init__(self, namespace_wallet: Wallet, agent_wallet: Wallet) -> None:
+        self.namespace_wallet = namespace_wallet
+        self.agent_wallet = agent_wallet
+        self._agent_leases: dict[str, Lease] = {}
+
+    async def reserve(self, projected: Decimal) -> tuple[Verdict, Reservation | None]:
+        agent_verdict, agent_lease = await self.agent_wallet.reserve(projected)
+        if agent_lease is None:
+            return agent_verdict, None
+        verdict, lease = await self.namespace_wallet.reserve(projected)
+        if lease is None:
+            await self.agent_wallet.settle(agent_lease, Decimal(0))
+            return verdict, None
+        self._agent_leases[lease.id] = agent_lease
+        return _stricter(verdict, agent_verdict), lease
+
+    async def settle(self, reservation: Reservation, actual: Decimal) -> None:
+        agent_lease = self._agent_leases.pop(reservation.id, None)
+        await self.namespace_wallet.settle(reservation, actual)
+        if agent_lease is not None:
+            await self.agent_wallet.settle(agent_lease, actual)
+
+    async def snapshot(self) -> WalletSnapshot:
+        return await self.namespace_wallet.snapshot()
+
+    @property
+    def last_snapshot(self) -> WalletSnapshot | None:
+        """The namespace's wallet, with what is left of the tighter of the two."""
+        outer = self.namespace_wallet.last_snapshot
+        inner = self.agent_wallet.last_snapshot
+        if outer is None or inner is None or inner.remaining_usd is None:
+            return outer
+        if outer.remaining_usd is not None and outer.remaining_usd <= inner.remaining_usd:
+            return outer
+        return inner
+
+    async def start(self) -> None:
+        await self.namespace_wallet.start()
+        await self.agent_wallet.start()
+
+    async def close(self) -> None:
+        await self.agent_wallet.close()
+        await self.namespace_wallet.close()
+
+
+def _stricter(first: Verdict, second: Verdict) -> Verdict:
+    if _SEVERITY[second.decision] > _SEVERITY[first.decision]:
+        return second
+    if _SEVERITY[second.decision] == _SEVERITY[first.decision] and (
+        _STATE_SEVERITY[second.state] > _STATE_SEVERITY[first.state]
+    ):
+        return second
+    return first

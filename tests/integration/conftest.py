@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
+from sidecar.cli import wallet_for
 from sidecar.core.meter import Meter
 from sidecar.core.tokens import TokenCounter
 from sidecar.library import effective_rate_card, load_meter
 from sidecar.proxy import CallRecord, Sidecar, build_app
 from sidecar.settings import from_env
-from sidecar.wallet import LocalWallet
 from tests.standin import StandIn
 
 pytestmark = pytest.mark.integration
@@ -96,15 +96,11 @@ async def start_sidecar(
                 "A11I_ANTHROPIC_BASE": standin.url,
                 "A11I_NAMESPACE": "team-a",
                 "A11I_AGENT": "sre-bot",
+                "A11I_WALLET_FILE": ":memory:",
                 **env,
             }
         )
-        wallet = LocalWallet(
-            settings.budget,
-            namespace=settings.namespace,
-            agent=settings.agent,
-            period=settings.period,
-        )
+        wallet = wallet_for(settings)
         meter = Meter(token_counter, effective_rate_card(settings.rate_card_path))
         sidecar = Sidecar(settings, meter, wallet)
         runner = web.AppRunner(build_app(sidecar), access_log=None, shutdown_timeout=1.0)

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from decimal import Decimal
 
+import aiohttp
 import anthropic
 import openai
 import pytest
@@ -374,3 +375,27 @@ async def test_emergency_stop_is_a_403_and_lifting_it_restores_service(
     async with oai(running) as client:
         await client.chat.completions.create(model="gpt-4o", messages=HISTORY)
     assert len(standin.requests) == 1
+
+
+async def test_an_agent_budget_inside_the_namespace_budget(
+    start_sidecar: SidecarFactory, standin: StandIn
+) -> None:
+    running = await start_sidecar(A11I_BUDGET_USD="10", A11I_AGENT_BUDGET_USD="0.001")
+    async with oai(running) as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=HISTORY, max_tokens=20
+        )
+        # What is left is the tighter of the two wallets: the agent's.
+        assert Decimal(raw.headers["x-a11i-budget-remaining-usd"]) < Decimal("0.001")
+        with pytest.raises(openai.APIStatusError) as caught:
+            await client.chat.completions.create(model="gpt-4o", messages=HISTORY, max_tokens=500)
+    assert caught.value.status_code == 402
+    assert len(standin.requests) == 1
+    async with aiohttp.ClientSession() as http, http.get(running.url + "/a11i/budget") as response:
+        budget = await response.json()
+    assert budget["limit_usd"] == "10"
+    assert budget["agent_wallet"]["namespace"] == "team-a/sre-bot"
+    assert budget["agent_wallet"]["limit_usd"] == "0.001"
+    # Both wallets were charged the same settled cost, and neither holds a reservation.
+    assert budget["spent_usd"] == budget["agent_wallet"]["spent_usd"] != "0"
+    assert budget["reserved_usd"] == budget["agent_wallet"]["reserved_usd"] == "0"

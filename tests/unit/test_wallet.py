@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sidecar.core.policy import BudgetPolicy, Decision, Period, WalletState
-from sidecar.wallet import LocalWallet
+from sidecar.wallet import LocalWallet, NestedWallet
 
 
 class Clock:
@@ -110,3 +110,28 @@ async def test_periods_follow_the_wallets_time_zone() -> None:
         zone="Europe/Berlin",
     )
     assert (await w.snapshot()).period_start == datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
+
+
+async def test_nested_wallet_needs_room_in_both() -> None:
+    namespace = wallet("1.00")
+    agent = LocalWallet(
+        BudgetPolicy(limit_usd=Decimal("0.30")), namespace="team-a/bot", agent="bot"
+    )
+    nested = NestedWallet(namespace, agent)
+    verdict, first = await nested.reserve(Decimal("0.25"))
+    assert first is not None
+    assert verdict.decision is Decision.WARN  # 83% of the agent's own limit
+    refused, second = await nested.reserve(Decimal("0.10"))
+    assert second is None
+    assert refused.decision is Decision.BLOCK
+    # The namespace never held money for the refused call.
+    assert (await namespace.snapshot()).reserved_usd == Decimal("0.25")
+    await nested.settle(first, Decimal("0.05"))
+    assert (await namespace.snapshot()).spent_usd == Decimal("0.05")
+    assert (await agent.snapshot()).spent_usd == Decimal("0.05")
+    assert (await agent.snapshot()).reserved_usd == 0
+    # The namespace refusing releases the agent's reservation at once.
+    await namespace.suspend(True)
+    stopped, none = await nested.reserve(Decimal("0.01"))
+    assert (stopped.state, none) == (WalletState.SUSPENDED, None)
+    assert (await agent.snapshot()).reserved_usd == 0
