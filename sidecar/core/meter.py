@@ -153,17 +153,30 @@ class OutputHistory:
         self._default = default_tokens
         self._margin = margin
         self._outputs: dict[str, deque[int]] = {}
+        # Sorting the window on every call would cost more than the rest of the projection.
+        self._estimates: dict[str, int] = {}
+        self._observed: dict[str, int] = {}
 
     def observe(self, model: str, output_tokens: int) -> None:
-        self._outputs.setdefault(model, deque(maxlen=self._window)).append(output_tokens)
+        seen = self._outputs.setdefault(model, deque(maxlen=self._window))
+        seen.append(output_tokens)
+        self._observed[model] = count = self._observed.get(model, 0) + 1
+        if count <= self._min_samples or count % 16 == 0:
+            # The 95th percentile of a window moves slowly: re-sort every 16th output.
+            self._estimates.pop(model, None)
 
     def estimate(self, model: str) -> int:
+        cached = self._estimates.get(model)
+        if cached is not None:
+            return cached
         seen = self._outputs.get(model)
         if seen is None or len(seen) < self._min_samples:
             return self._default
         ordered = sorted(seen)
         p95 = ordered[min(len(ordered) - 1, (95 * len(ordered)) // 100)]
-        return max(1, math.ceil(p95 * self._margin))
+        estimate = max(1, math.ceil(p95 * self._margin))
+        self._estimates[model] = estimate
+        return estimate
 
 
 def _list(value: JSONValue) -> list[JSONValue]:
