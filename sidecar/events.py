@@ -57,6 +57,9 @@ def call_event(record: CallRecord, namespace: str, agent: str) -> dict[str, str]
     }
     if plan.price.is_fallback:
         event["pricing"] = "fallback"
+    if record.optimization is not None:
+        event["optimized"] = ",".join(record.optimization.strategies)
+        event["tokens_saved"] = str(record.optimization.tokens_saved)
     return event
 
 

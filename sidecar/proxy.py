@@ -38,6 +38,7 @@ from sidecar.core.errors import (
 from sidecar.core.headers import downstream_headers, provider_for_unmetered, upstream_headers
 from sidecar.core.meter import CallPlan, Meter, OutputHistory, Settlement, UsageSource
 from sidecar.core.model import Dialect, JSONObject, JSONValue, Provider, Usage
+from sidecar.core.optimizer import optimize, validate_conversation
 from sidecar.core.policy import Decision, Verdict, WalletState
 from sidecar.core.pricing import RateCardError
 from sidecar.core.streaming import SSEEvent, SSEParser, StreamTracker
@@ -60,6 +61,7 @@ H_COST: Final = "x-a11i-cost-usd"
 H_REMAINING: Final = "x-a11i-budget-remaining-usd"
 H_PRICING: Final = "x-a11i-pricing"
 H_SATURATION: Final = "x-a11i-context-saturation"
+H_OPTIMIZED: Final = "x-a11i-optimized"
 
 _DIALECT_KEY: Final = web.RequestKey("a11i_dialect", Dialect)
 
@@ -77,6 +79,20 @@ class CallRecord:
     complete: bool
     duration_s: float
     tool_calls: tuple[ToolCall, ...]
+    #: What the optimizer did to the request, when it changed it.
+    optimization: Optimization | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Optimization:
+    """The optimizer's work on one request: its strategies and the input tokens they saved."""
+
+    strategies: tuple[str, ...]
+    tokens_saved: int
+
+    @property
+    def header(self) -> str:
+        return f"{','.join(self.strategies)}; saved={self.tokens_saved}"
 
 
 Observer = Callable[[CallRecord], None]
@@ -244,6 +260,20 @@ class Sidecar:
                 plan.request.model,
             )
         verdict, reservation = await self.wallet.reserve(plan.projected_usd)
+        optimization: Optimization | None = None
+        if self._should_optimize(verdict, reservation is not None):
+            # A call that does not fit is tried again smaller, with every strategy.
+            state = verdict.state if reservation is not None else WalletState.RED
+            smaller = await self._optimize(plan, state, len(raw))
+            if smaller is not None:
+                if reservation is None:
+                    retried, reservation = await self.wallet.reserve(smaller[0].projected_usd)
+                    if reservation is not None:
+                        verdict = retried
+                if reservation is not None:
+                    # A kept reservation made for the larger request covers the smaller one;
+                    # settlement charges what the provider reports.
+                    plan, optimization = smaller
         self.counters.metered_calls += 1
         self.counters.by_decision[verdict.decision] = (
             self.counters.by_decision.get(verdict.decision, 0) + 1
@@ -258,11 +288,54 @@ class Sidecar:
                 )
             )
             raise refusal
-        outbound, strip_usage = _outbound_body(plan, raw)
+        outbound, strip_usage = _outbound_body(plan, raw, rewritten=optimization is not None)
         headers = self._a11i_headers(plan, verdict)
+        if optimization is not None:
+            headers[H_OPTIMIZED] = optimization.header
         return await self._forward(
-            request, plan, verdict, reservation, outbound, strip_usage, headers, started
+            request,
+            plan,
+            verdict,
+            reservation,
+            outbound,
+            strip_usage,
+            headers,
+            started,
+            optimization,
         )
+
+    def _should_optimize(self, verdict: Verdict, admitted: bool) -> bool:
+        if not self.settings.optimizer.enabled or verdict.state is WalletState.SUSPENDED:
+            return False
+        return not admitted or verdict.decision in (Decision.WARN, Decision.OPTIMIZE)
+
+    async def _optimize(
+        self, plan: CallPlan, state: WalletState, size: int
+    ) -> tuple[CallPlan, Optimization] | None:
+        """The request made smaller for ``state``, re-counted and re-priced; None when the
+        optimizer changed nothing, saved nothing, or would break the API's rules."""
+        request = plan.request
+        expected = self.outputs.estimate(request.model)
+
+        def run() -> tuple[CallPlan, Optimization] | None:
+            result = optimize(request.dialect, request.body, state, self.settings.optimizer.core)
+            if not result.changed:
+                return None
+            before = set(validate_conversation(request.dialect, request.body))
+            if set(validate_conversation(request.dialect, result.body)) - before:
+                log.warning(
+                    "optimized %s request broke the API's rules; sent unchanged", request.dialect
+                )
+                return None
+            smaller = self.meter.plan(request.dialect, result.body, expected)
+            saved = plan.input.tokens - smaller.input.tokens
+            if saved <= 0:
+                return None
+            return smaller, Optimization(result.strategies, saved)
+
+        if size < _OFFLOAD_BYTES:
+            return run()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
     def _refusal(self, verdict: Verdict) -> A11iError:
         """The error for a call the wallet refused: the emergency stop, or no money left."""
@@ -304,6 +377,7 @@ class Sidecar:
         strip_usage: bool,
         a11i_headers: dict[str, str],
         started: float,
+        optimization: Optimization | None,
     ) -> web.StreamResponse:
         provider = plan.request.dialect.provider
         url = self._base(provider) + request.rel_url.path_qs
@@ -372,6 +446,7 @@ class Sidecar:
                     complete,
                     time.perf_counter() - started,
                     calls,
+                    optimization,
                 )
             )
 
@@ -540,21 +615,24 @@ def _partial_usage(meter: Meter, plan: CallPlan, usage: Usage | None, text: str)
     )
 
 
-def _outbound_body(plan: CallPlan, raw: bytes) -> tuple[bytes, bool]:
-    """The body to forward, and whether a11i added the usage chunk (to strip it again)."""
+def _outbound_body(plan: CallPlan, raw: bytes, *, rewritten: bool) -> tuple[bytes, bool]:
+    """The body to forward (the agent's bytes unless a11i changed the request), and whether
+    a11i added the usage chunk (to strip it again)."""
     request = plan.request
-    if (
+    body: dict[str, JSONValue] = dict(request.body)
+    add_usage = (
         request.dialect is Dialect.OPENAI_CHAT
         and request.stream
         and not request.stream_usage_requested
-    ):
-        body: dict[str, JSONValue] = dict(request.body)
+    )
+    if add_usage:
         options = body.get("stream_options")
         merged: dict[str, JSONValue] = dict(options) if isinstance(options, dict) else {}
         merged["include_usage"] = True
         body["stream_options"] = merged
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), True
-    return raw, False
+    if not add_usage and not rewritten:
+        return raw, False
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), add_usage
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
