@@ -45,6 +45,7 @@ bench: install
 	$(PY) -m bench.counting
 	$(PY) -m bench.wallet
 	$(PY) -m bench.throughput
+	$(PY) -m bench.optimizer
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache sidecar/data/encodings
