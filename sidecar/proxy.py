@@ -44,6 +44,7 @@ from sidecar.core.pricing import RateCardError
 from sidecar.core.streaming import SSEEvent, SSEParser, StreamTracker
 from sidecar.events import EventRing, EventSink, call_event
 from sidecar.library import effective_rate_card
+from sidecar.metrics import Metrics
 from sidecar.settings import SidecarSettings
 from sidecar.wallet import NestedWallet, Reservation, Wallet
 
@@ -127,7 +128,12 @@ class Sidecar:
         self.wallet = wallet
         self.events = events if events is not None else EventRing()
         self.outputs = OutputHistory()
-        self.observers: list[Observer] = [self._record_output, self._record_event]
+        self.metrics = Metrics(namespace=settings.namespace, agent=settings.agent)
+        self.observers: list[Observer] = [
+            self._record_output,
+            self._record_event,
+            self.metrics.record,
+        ]
         self.counters = Counters()
         self._session: aiohttp.ClientSession | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -165,6 +171,7 @@ class Sidecar:
             await self._session.close()
         await self.wallet.close()
         await self.events.close()
+        self.metrics.shutdown()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _watch_rate_card(self, path: Path) -> None:
@@ -207,6 +214,12 @@ class Sidecar:
             "missing_encodings": list(missing),
         }
         return web.json_response(body, status=200 if ready else 503)
+
+    async def prometheus(self, _request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.metrics.exposition(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
 
     async def recent_events(self, request: web.Request) -> web.Response:
         """The embedded event ring after ``?since=<id>`` (the dashboard's feed on a laptop)."""
@@ -718,6 +731,7 @@ def build_app(sidecar: Sidecar) -> web.Application:
     app.router.add_get("/a11i/readyz", sidecar.readyz)
     app.router.add_get("/a11i/budget", sidecar.budget)
     app.router.add_get("/a11i/events", sidecar.recent_events)
+    app.router.add_get("/a11i/metrics", sidecar.prometheus)
 
     async def route(request: web.Request) -> web.StreamResponse:
         dialect = dialect_for_path(request.path)

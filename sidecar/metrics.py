@@ -1,0 +1,125 @@
+"""The sidecar's metrics: OpenTelemetry instruments, created once, fed by every call record.
+
+Adapter: owns a ``MeterProvider`` whose Prometheus reader serves ``/a11i/metrics`` from a
+registry of this sidecar's own. Recording never raises into the traffic: the proxy calls it as
+an observer, and observers' failures are logged and swallowed. OTLP export of the same
+instruments (the ``OTEL_*`` variables) is the telemetry issue's to add as a second reader.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import CollectorRegistry, generate_latest
+
+from sidecar import conventions as names
+
+if TYPE_CHECKING:
+    from sidecar.proxy import CallRecord
+
+
+class Metrics:
+    """The instruments of one sidecar and the state behind its gauges."""
+
+    def __init__(self, *, namespace: str, agent: str, tool_window: int = 100) -> None:
+        self.registry = CollectorRegistry()
+        reader = PrometheusMetricReader(registry=self.registry)
+        self._provider = MeterProvider(
+            metric_readers=[reader],
+            resource=Resource.create(
+                {
+                    "service.name": "a11i-sidecar",
+                    names.K8S_NAMESPACE_NAME: namespace,
+                    names.K8S_POD_NAME: agent,
+                }
+            ),
+            views=[
+                View(
+                    instrument_name=names.CLIENT_TOKEN_USAGE,
+                    aggregation=ExplicitBucketHistogramAggregation(names.TOKEN_USAGE_BUCKETS),
+                ),
+                View(
+                    instrument_name=names.CLIENT_OPERATION_DURATION,
+                    aggregation=ExplicitBucketHistogramAggregation(names.DURATION_BUCKETS),
+                ),
+            ],
+        )
+        meter = self._provider.get_meter("a11i.sidecar")
+        self._base = {names.K8S_NAMESPACE_NAME: namespace, names.AGENT: agent}
+        self._tokens = meter.create_counter(
+            names.TOKEN_USAGE, unit="{token}", description="Tokens of metered calls"
+        )
+        self._cost = meter.create_counter(
+            names.COST_ESTIMATE, unit="USD", description="Settled cost of metered calls"
+        )
+        self._saturation = meter.create_gauge(
+            names.CONTEXT_SATURATION,
+            unit="%",
+            description="Input tokens of the last call as a share of the model's context window",
+        )
+        self._tool_errors = meter.create_gauge(
+            names.TOOL_ERROR_RATE,
+            unit="1",
+            description="Share of failed tool results among the last ones the agent sent back",
+        )
+        self._velocity = meter.create_gauge(
+            names.LOOP_VELOCITY, unit="s", description="Seconds between the agent's last turns"
+        )
+        self._saved = meter.create_counter(
+            names.OPTIMIZER_TOKENS_SAVED,
+            unit="{token}",
+            description="Input tokens the optimizer removed from calls",
+        )
+        self._usage = meter.create_histogram(
+            names.CLIENT_TOKEN_USAGE, unit="{token}", description="Tokens used per call"
+        )
+        self._duration = meter.create_histogram(
+            names.CLIENT_OPERATION_DURATION, unit="s", description="Duration of each call"
+        )
+        self._tool_results: deque[bool] = deque(maxlen=tool_window)
+        self._last_turn: float | None = None
+
+    def record(self, record: CallRecord) -> None:
+        request = record.plan.request
+        attributes = {
+            **self._base,
+            names.GEN_AI_OPERATION_NAME: names.OPERATION[request.dialect],
+            names.GEN_AI_PROVIDER_NAME: request.dialect.provider.value,
+            names.GEN_AI_REQUEST_MODEL: request.model,
+            names.DECISION: record.verdict.decision.value,
+        }
+        now = time.monotonic()
+        if self._last_turn is not None:
+            self._velocity.set(now - self._last_turn, self._base)
+        self._last_turn = now
+        self._saturation.set(float(record.plan.saturation_percent), attributes)
+        if record.plan.tool_results:
+            self._tool_results.extend(result.is_error for result in record.plan.tool_results)
+            failed = sum(self._tool_results)
+            self._tool_errors.set(failed / len(self._tool_results), self._base)
+        if record.optimization is not None:
+            self._saved.add(record.optimization.tokens_saved, attributes)
+        self._duration.record(record.duration_s, attributes)
+        settled = record.settlement
+        if settled is None:
+            return
+        self._cost.add(float(settled.cost_usd), attributes)
+        for mission, convention, count in (
+            ("prompt", "input", settled.usage.input_tokens),
+            ("completion", "output", settled.usage.output_tokens),
+        ):
+            self._tokens.add(count, {**attributes, names.TOKEN_TYPE: mission})
+            self._usage.record(count, {**attributes, names.GEN_AI_TOKEN_TYPE: convention})
+
+    def exposition(self) -> bytes:
+        """The Prometheus text exposition of every instrument."""
+        return generate_latest(self.registry)
+
+    def shutdown(self) -> None:
+        self._provider.shutdown()
