@@ -23,6 +23,7 @@ from typing import Final
 import aiohttp
 from aiohttp import web
 
+from sidecar.config import ConfigError, load_config, optimizer_config
 from sidecar.core.analysis import ToolCall, answer_text, tool_calls
 from sidecar.core.dialects import dialect_for_path, error_body, parse_json_body, usage_from_body
 from sidecar.core.errors import (
@@ -136,7 +137,9 @@ class Sidecar:
         ]
         self.counters = Counters()
         self._session: aiohttp.ClientSession | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._watchers: list[asyncio.Task[None]] = []
+        #: The optimizer in force: a11i.yaml's, reloaded when the file changes.
+        self.optimizer = settings.optimizer
         # One worker: counting is CPU-bound and holds the GIL; a second thread would only
         # contend for it. The token cache is shared with the loop thread and is thread-safe.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a11i-count")
@@ -151,8 +154,17 @@ class Sidecar:
         await self.wallet.start()
         await self.events.start()
         if self.settings.rate_card_path is not None:
-            self._watcher = asyncio.create_task(
-                self._watch_rate_card(self.settings.rate_card_path), name="a11i-rate-card-watch"
+            self._watchers.append(
+                asyncio.create_task(
+                    self._watch_rate_card(self.settings.rate_card_path),
+                    name="a11i-rate-card-watch",
+                )
+            )
+        if self.settings.config_path is not None:
+            self._watchers.append(
+                asyncio.create_task(
+                    self._watch_config(self.settings.config_path), name="a11i-config-watch"
+                )
             )
         self._session = aiohttp.ClientSession(
             timeout=self._timeout,
@@ -163,10 +175,10 @@ class Sidecar:
         )
 
     async def stop(self, _app: web.Application) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for watcher in self._watchers:
+            watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+                await watcher
         if self._session is not None:
             await self._session.close()
         await self.wallet.close()
@@ -194,6 +206,27 @@ class Sidecar:
             self.meter = Meter(self.meter.counter, card)
             self.counters.reloads += 1
             log.info("rate card %s reloaded: %d models", path, len(card.models))
+
+    async def _watch_config(self, path: Path) -> None:
+        """Apply a changed a11i.yaml without a restart; a broken one leaves the last in force."""
+        seen = _file_version(path)
+        loop = asyncio.get_running_loop()
+        env = dict(self.settings.optimizer_env)
+        while True:
+            await asyncio.sleep(self.settings.reload_interval_s)
+            version = _file_version(path)
+            if version == seen:
+                continue
+            seen = version
+            try:
+                loaded = await loop.run_in_executor(None, load_config, path)
+                self.optimizer = optimizer_config(loaded.optimizer, env, source=str(path))
+            except ConfigError as error:
+                self.counters.reload_errors += 1
+                log.error("a11i.yaml not reloaded, the previous one stays in force: %s", error)
+                continue
+            self.counters.reloads += 1
+            log.info("configuration %s reloaded", path)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -318,7 +351,7 @@ class Sidecar:
         )
 
     def _should_optimize(self, verdict: Verdict, admitted: bool) -> bool:
-        if not self.settings.optimizer.enabled or verdict.state is WalletState.SUSPENDED:
+        if not self.optimizer.enabled or verdict.state is WalletState.SUSPENDED:
             return False
         return not admitted or verdict.decision in (Decision.WARN, Decision.OPTIMIZE)
 
@@ -331,7 +364,7 @@ class Sidecar:
         expected = self.outputs.estimate(request.model)
 
         def run() -> tuple[CallPlan, Optimization] | None:
-            result = optimize(request.dialect, request.body, state, self.settings.optimizer.core)
+            result = optimize(request.dialect, request.body, state, self.optimizer.core)
             if not result.changed:
                 return None
             before = set(validate_conversation(request.dialect, request.body))

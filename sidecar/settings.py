@@ -16,21 +16,11 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sidecar.config import ConfigError, OptimizerConfig, load_config, optimizer_config
 from sidecar.core.headers import KeyCustody
-from sidecar.core.optimizer import OptimizerSettings
 from sidecar.core.policy import BudgetPolicy, ExhaustedAction, Period
 
 E = TypeVar("E", Period, ExhaustedAction)
-
-
-@dataclass(frozen=True, slots=True)
-class OptimizerConfig:
-    """Whether and how a call is made smaller when the wallet is Yellow or Red."""
-
-    #: ``A11I_OPTIMIZER``: ``on`` (default) or ``off``.
-    enabled: bool = True
-    #: The strategies and their knobs (``A11I_OPTIMIZER_*``, see docs/configuration.md).
-    core: OptimizerSettings = field(default_factory=OptimizerSettings)
 
 
 class SettingsError(Exception):
@@ -98,7 +88,10 @@ class SidecarSettings:
     #: ``A11I_REDIS_FAILURE``: ``open`` (calls go on, accounted locally and reconciled when Redis
     #: is back) or ``closed`` (calls are refused while Redis is unreachable).
     redis_fail_open: bool = True
+    #: The optimizer: ``optimizer`` in a11i.yaml, overridden by ``A11I_OPTIMIZER*``.
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    #: The ``A11I_OPTIMIZER*`` variables, applied again over a reloaded a11i.yaml.
+    optimizer_env: tuple[tuple[str, str], ...] = ()
     #: ``A11I_LOG_LEVEL``: DEBUG, INFO, WARNING or ERROR.
     log_level: str = "INFO"
 
@@ -154,31 +147,20 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         redis_timeout_s=_positive_float(env, "A11I_REDIS_TIMEOUT", 0.25),
         redis_fail_open=_choice_str(env, "A11I_REDIS_FAILURE", ("OPEN", "CLOSED"), "OPEN")
         == "OPEN",
-        optimizer=_optimizer(env),
+        optimizer=_optimizer(env, _path(env, "A11I_CONFIG")),
+        optimizer_env=tuple(
+            (name, value) for name, value in env.items() if name.startswith("A11I_OPTIMIZER")
+        ),
         log_level=_choice_str(env, "A11I_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
     )
 
 
-def _optimizer(env: Mapping[str, str]) -> OptimizerConfig:
-    enabled = _choice_str(env, "A11I_OPTIMIZER", ("ON", "OFF"), "ON") == "ON"
-    min_score = env.get("A11I_OPTIMIZER_RAG_MIN_SCORE", "").strip()
+def _optimizer(env: Mapping[str, str], config_path: Path | None) -> OptimizerConfig:
     try:
-        score = float(min_score) if min_score else None
-    except ValueError:
-        raise SettingsError(
-            f"A11I_OPTIMIZER_RAG_MIN_SCORE must be a number, not {min_score!r}"
-        ) from None
-    top_k = env.get("A11I_OPTIMIZER_RAG_TOP_K", "").strip()
-    try:
-        core = OptimizerSettings(
-            rag_min_score=score,
-            rag_top_k=_positive_int(env, "A11I_OPTIMIZER_RAG_TOP_K", 1) if top_k else None,
-            keep_last_turns=_positive_int(env, "A11I_OPTIMIZER_KEEP_LAST_TURNS", 6),
-            tool_result_max_chars=_positive_int(env, "A11I_OPTIMIZER_TOOL_RESULT_MAX_CHARS", 4000),
-        )
-    except ValueError as error:
-        raise SettingsError(f"A11I_OPTIMIZER_*: {error}") from error
-    return OptimizerConfig(enabled=enabled, core=core)
+        section = load_config(config_path).optimizer if config_path is not None else {}
+        return optimizer_config(section, env, source=str(config_path or "environment"))
+    except ConfigError as error:
+        raise SettingsError(str(error)) from error
 
 
 def _timezone(env: Mapping[str, str]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -120,3 +121,32 @@ async def test_a_green_wallet_sends_the_agents_bytes_untouched(
         "messages": SRE_OPENAI["messages"],
         "tools": SRE_OPENAI["tools"],
     }
+
+
+async def test_a11i_yaml_turns_the_optimizer_on_without_a_restart(
+    start_sidecar: SidecarFactory, standin: StandIn, tmp_path: Path
+) -> None:
+    config = tmp_path / "a11i.yaml"
+    config.write_text("optimizer:\n  enabled: false\n")
+    running = await start_sidecar(**RED, A11I_CONFIG=str(config), A11I_RELOAD_INTERVAL="0.05")
+    body = {"model": SRE_OPENAI["model"], "messages": SRE_OPENAI["messages"]}
+    async with openai.AsyncOpenAI(
+        base_url=running.openai_url, api_key="sk-agent", max_retries=0
+    ) as client:
+        off = await client.chat.completions.with_raw_response.create(**body)
+        assert off.headers["x-a11i-decision"] == "optimize"
+        assert "x-a11i-optimized" not in off.headers
+        config.write_text("optimizer:\n  enabled: true\n  keep_last_turns: 2\n")
+        for _ in range(200):
+            if running.sidecar.counters.reloads:
+                break
+            await asyncio.sleep(0.02)
+        on = await client.chat.completions.with_raw_response.create(**body)
+        assert "compact_history" in on.headers["x-a11i-optimized"]
+        config.write_text("optimizer:\n  keep_last_turns: -1\n")
+        for _ in range(200):
+            if running.sidecar.counters.reload_errors:
+                break
+            await asyncio.sleep(0.02)
+        still = await client.chat.completions.with_raw_response.create(**body)
+        assert "compact_history" in still.headers["x-a11i-optimized"]

@@ -16,3 +16,11 @@ def test_example_rate_card_lays_over_the_built_in_one() -> None:
     assert not card.lookup("llama-3.3-70b-instruct").is_fallback
     # Models the example does not name keep their built-in price.
     assert not card.lookup("claude-haiku-4-5").is_fallback
+
+
+def test_example_a11i_yaml_loads() -> None:
+    from sidecar.settings import from_env
+
+    settings = from_env({"A11I_CONFIG": str(EXAMPLES / "a11i.yaml")})
+    assert settings.optimizer.core.rag_top_k == 5
+    assert settings.optimizer.core.keep_last_turns == 8

@@ -1,0 +1,81 @@
+"""a11i.yaml: the optimizer section, environment overrides, and errors that say what to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sidecar.config import ConfigError, load_config, optimizer_config
+from sidecar.settings import SettingsError, from_env
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "a11i.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_optimizer_section_and_environment_overrides(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "optimizer:\n"
+        "  rag_min_score: 0.4\n"
+        "  rag_top_k: 3\n"
+        "  keep_last_turns: 8\n"
+        "  at_yellow: [whitespace]\n"
+        "skills: [get_pods]\n",
+    )
+    config = optimizer_config(load_config(path).optimizer, {}, source=str(path))
+    assert config.enabled
+    assert config.core.rag_min_score == 0.4
+    assert config.core.rag_top_k == 3
+    assert config.core.keep_last_turns == 8
+    assert config.core.at_yellow == frozenset({"whitespace"})
+    env = {"A11I_CONFIG": str(path), "A11I_OPTIMIZER_KEEP_LAST_TURNS": "2", "A11I_OPTIMIZER": "off"}
+    settings = from_env(env)
+    assert settings.optimizer.core.keep_last_turns == 2
+    assert settings.optimizer.core.rag_top_k == 3
+    assert not settings.optimizer.enabled
+
+
+def test_an_empty_file_means_defaults(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "")).optimizer == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("optimizer: [1]\n", "optimizer must be a mapping"),
+        ("- a\n", "top level must be a mapping"),
+        ("optimiser: {}\n", "unknown sections"),
+        ("optimizer: {keep_turns: 3}\n", "unknown keys"),
+        ("optimizer: {keep_last_turns: 0}\n", "keep_last_turns must be at least 1"),
+        ("optimizer: {keep_last_turns: 2.5}\n", "whole number"),
+        ("optimizer: {rag_min_score: high}\n", "a number is expected"),
+        ("optimizer: {at_red: [shrink]}\n", "unknown optimizer strategies"),
+        ("optimizer: {enabled: maybe}\n", "enabled must be on or off"),
+        ("optimizer: {target_reduction: 1.5}\n", "target_reduction"),
+        ("optimizer: {a: [}\n", "not valid YAML"),
+    ],
+    ids=[
+        "section-type",
+        "top-level",
+        "unknown-section",
+        "unknown-key",
+        "zero-turns",
+        "fraction",
+        "score-text",
+        "strategy",
+        "flag",
+        "reduction",
+        "yaml",
+    ],
+)
+def test_invalid_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(path)
+    assert str(path) in str(caught.value)
+    with pytest.raises(SettingsError, match=message):
+        from_env({"A11I_CONFIG": str(path)})
