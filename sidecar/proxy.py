@@ -611,6 +611,11 @@ class Sidecar:
         return upstream.anthropic_base if provider is Provider.ANTHROPIC else upstream.openai_base
 
     def _emit(self, record: CallRecord) -> None:
+        """Hand the record to the observers after the answer is on its way: metrics, events
+        and logs never add to the latency of the call they describe."""
+        asyncio.get_running_loop().call_soon(self._observe_call, record)
+
+    def _observe_call(self, record: CallRecord) -> None:
         for observer in self.observers:
             try:
                 observer(record)

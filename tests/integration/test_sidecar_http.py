@@ -319,7 +319,7 @@ async def test_rate_card_file_is_applied_and_reloaded(
 
     # $0.10 per token, output free: the cost is a tenth of the provider's prompt_tokens.
     first = Decimal(await cost())
-    settled = running.records[-1].settlement
+    settled = (await running.settled(1))[-1].settlement
     assert settled is not None
     assert first == Decimal(settled.usage.input_tokens) / 10
 
@@ -363,7 +363,7 @@ async def test_the_example_agent_runs_unchanged_behind_the_sidecar(
     assert "turn 2: decision=allow" in text
     assert "answer: " in text
     assert len(await sidecar.settled(2)) == 2
-    assert sidecar.records[1].plan.tool_results[0].tool_call_id.startswith("call_")
+    assert (await sidecar.settled(2))[1].plan.tool_results[0].tool_call_id.startswith("call_")
 
 
 async def test_a_failing_observer_never_breaks_the_call(
@@ -377,7 +377,7 @@ async def test_a_failing_observer_never_breaks_the_call(
         sidecar.url + "/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer k"}
     ) as response:
         assert response.status == 200
-    assert len(sidecar.records) == 1  # observers after the broken one still ran
+    assert len(await sidecar.settled(1)) == 1  # observers after the broken one still ran
 
 
 async def test_an_internal_failure_is_a_dialect_shaped_500_and_nothing_is_forwarded(

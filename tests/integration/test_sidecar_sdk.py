@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 from decimal import Decimal
@@ -259,7 +260,8 @@ async def test_over_budget_is_a_402_each_sdk_understands(
     assert refused.value.body["error"]["type"] == "budget_exceeded"
     # Nothing reached the provider, and nothing was spent.
     assert standin.requests == []
-    assert [r.verdict.decision for r in guarded.records] == [Decision.BLOCK, Decision.BLOCK]
+    decided = [r.verdict.decision for r in await guarded.settled(2)]
+    assert decided == [Decision.BLOCK, Decision.BLOCK]
     assert (await guarded.sidecar.wallet.snapshot()).spent_usd == 0
 
 
@@ -309,6 +311,7 @@ async def test_unmetered_paths_pass_through(sidecar: RunningSidecar, standin: St
         models = await client.models.list()
     assert [m.id async for m in models]
     assert standin.requests[-1].path == "/v1/models"
+    await asyncio.sleep(0.05)  # records are handed to observers after the answer
     assert sidecar.records == []
     assert sidecar.sidecar.counters.passthrough_calls == 1
 
@@ -329,7 +332,7 @@ async def test_provider_errors_are_relayed_and_cost_nothing(
     assert caught.value.status_code == 529
     snapshot = await sidecar.sidecar.wallet.snapshot()
     assert (snapshot.spent_usd, snapshot.reserved_usd) == (0, 0)
-    assert [r.status for r in sidecar.records] == [429, 529]
+    assert [r.status for r in await sidecar.settled(2)] == [429, 529]
 
 
 async def test_a_cut_stream_is_passed_on_and_settled_from_what_arrived(
