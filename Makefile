@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install encodings run test lint typecheck unit integration bench clean
+.PHONY: install encodings system run test lint typecheck unit integration bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,16 @@ $(VENV)/.installed: pyproject.toml
 ## encodings: the tiktoken files, offline (from the litellm wheel on PyPI, hash-verified)
 encodings: $(VENV)/.installed
 	$(PY) -m sidecar.encodings fetch
+
+## system: Debian's redis-server, which the tests start on loopback (installed when absent)
+system:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; \
+	  else \
+	    echo "redis-server is needed by the tests: sudo apt-get install redis-server" >&2; exit 1; \
+	  fi; }
 
 install: $(VENV)/.installed encodings
 
@@ -30,13 +40,13 @@ lint: install
 	$(BIN)/lint-imports
 
 ## test: linters, type checks, then the whole pytest suite (unit, integration)
-test: lint
+test: lint system
 	$(BIN)/pytest
 
 unit: install
 	$(BIN)/pytest tests/unit
 
-integration: install
+integration: install system
 	$(BIN)/pytest tests/integration
 
 ## bench: proxy overhead and counting benchmarks (not part of `make test`)
