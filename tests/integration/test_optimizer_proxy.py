@@ -11,6 +11,7 @@ import anthropic
 import openai
 import pytest
 
+from sidecar.core.meter import UsageSource
 from sidecar.core.model import Dialect
 from sidecar.core.optimizer import validate_conversation
 from tests.integration.conftest import SidecarFactory
@@ -150,3 +151,29 @@ async def test_a11i_yaml_turns_the_optimizer_on_without_a_restart(
             await asyncio.sleep(0.02)
         still = await client.chat.completions.with_raw_response.create(**body)
         assert "compact_history" in still.headers["x-a11i-optimized"]
+
+
+async def test_an_optimized_stream_still_hides_the_usage_chunk_a11i_asked_for(
+    start_sidecar: SidecarFactory, standin: StandIn
+) -> None:
+    running = await start_sidecar(**RED)
+    async with openai.AsyncOpenAI(
+        base_url=running.openai_url, api_key="sk-agent", max_retries=0
+    ) as client:
+        stream = await client.chat.completions.create(
+            model=SRE_OPENAI["model"], messages=SRE_OPENAI["messages"], stream=True
+        )
+        chunks = [chunk async for chunk in stream]
+    assert chunks
+    assert all(chunk.choices and chunk.usage is None for chunk in chunks)
+    forwarded = standin.requests[-1].json
+    assert isinstance(forwarded, dict)
+    assert forwarded["stream_options"] == {"include_usage": True}
+    assert len(forwarded["messages"]) < len(SRE_OPENAI["messages"])
+    (record,) = await running.settled(1)
+    assert record.optimization is not None
+    assert record.settlement is not None
+    # Settled from the usage the provider reported for the smaller request.
+    assert record.settlement.source is UsageSource.PROVIDER
+    original = running.sidecar.meter.plan(Dialect.OPENAI_CHAT, SRE_OPENAI).input.tokens
+    assert record.settlement.usage.input_tokens < original / 2
