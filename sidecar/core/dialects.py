@@ -71,7 +71,7 @@ def parse_json_body(raw: bytes) -> JSONObject:
 
 def parse_request(dialect: Dialect, body: JSONObject) -> ParsedRequest:
     """Validate ``body`` for ``dialect`` and extract what metering needs."""
-    model = _required_str(body, "model")
+    model = _model_name(body)
     stream = _optional_bool(body, "stream") or False
     if dialect is Dialect.OPENAI_CHAT:
         return _parse_chat(body, model, stream)
@@ -295,6 +295,23 @@ def _json_type(value: object) -> str:
 
 def _is_token(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+#: Longer model names, or ones with control characters, are refused: the name is echoed in
+#: answer headers, logs and metric attributes.
+MAX_MODEL_CHARS = 256
+
+
+def _model_name(body: JSONObject) -> str:
+    model = _required_str(body, "model")
+    if len(model) > MAX_MODEL_CHARS:
+        raise BadRequest(
+            f"'model' is {len(model)} characters long; at most {MAX_MODEL_CHARS} are accepted.",
+            param="model",
+        )
+    if not model.isprintable():
+        raise BadRequest("'model' must not contain control characters.", param="model")
+    return model
 
 
 def _required_str(body: JSONObject, key: str) -> str:

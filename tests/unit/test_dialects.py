@@ -63,6 +63,8 @@ def test_parse_json_body_rejects(raw: bytes, message: str) -> None:
         (Dialect.OPENAI_CHAT, {"messages": []}, "'model' is required"),
         (Dialect.OPENAI_CHAT, {"model": 4, "messages": []}, "'model' must be a non-empty string"),
         (Dialect.OPENAI_CHAT, {"model": "gpt-4o"}, "'messages' is required"),
+        (Dialect.OPENAI_CHAT, {"model": "m" * 300, "messages": []}, "at most 256"),
+        (Dialect.OPENAI_CHAT, {"model": "gpt-4o\r\nx: y", "messages": []}, "control char"),
         (Dialect.OPENAI_CHAT, {"model": "gpt-4o", "messages": "hi"}, "must be an array"),
         (Dialect.OPENAI_CHAT, {"model": "gpt-4o", "messages": []}, "at least one"),
         (Dialect.OPENAI_CHAT, {"model": "m", "messages": ["hi"]}, r"'messages\[0\]' must be"),
