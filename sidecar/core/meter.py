@@ -157,7 +157,15 @@ class OutputHistory:
         self._estimates: dict[str, int] = {}
         self._observed: dict[str, int] = {}
 
+    #: Models tracked at most: names come from request bodies, so they are bounded.
+    max_models = 1024
+
     def observe(self, model: str, output_tokens: int) -> None:
+        if model not in self._outputs and len(self._outputs) >= self.max_models:
+            oldest = next(iter(self._outputs))
+            del self._outputs[oldest]
+            self._estimates.pop(oldest, None)
+            self._observed.pop(oldest, None)
         seen = self._outputs.setdefault(model, deque(maxlen=self._window))
         seen.append(output_tokens)
         self._observed[model] = count = self._observed.get(model, 0) + 1

@@ -123,3 +123,11 @@ def test_an_uncapped_call_is_projected_at_the_expected_output(meter: Meter) -> N
     assert plan.output_bound == 300
     capped = meter.plan(Dialect.OPENAI_CHAT, {**CHAT, "max_tokens": 50}, expected_output=300)
     assert capped.output_bound == 50  # the request's own cap always wins
+
+
+def test_output_history_is_bounded_in_models() -> None:
+    history = OutputHistory()
+    for index in range(history.max_models + 50):
+        history.observe(f"model-{index}", 10)
+    assert len(history._outputs) == history.max_models
+    assert history.estimate("model-0") == 4096  # evicted: back to the default
