@@ -18,12 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import aiohttp
 from aiohttp import web
 
-from sidecar.config import ConfigError, load_config, optimizer_config
+from sidecar.config import ConfigError, OptimizerConfig, load_config, optimizer_config
 from sidecar.core.analysis import ToolCall, answer_text, tool_calls
 from sidecar.core.dialects import dialect_for_path, error_body, parse_json_body, usage_from_body
 from sidecar.core.errors import (
@@ -41,7 +41,7 @@ from sidecar.core.meter import CallPlan, Meter, OutputHistory, Settlement, Usage
 from sidecar.core.model import Dialect, JSONObject, JSONValue, Provider, Usage
 from sidecar.core.optimizer import optimize, validate_conversation
 from sidecar.core.policy import Decision, Verdict, WalletState
-from sidecar.core.pricing import RateCardError
+from sidecar.core.pricing import RateCard, RateCardError
 from sidecar.core.streaming import SSEEvent, SSEParser, StreamTracker
 from sidecar.events import EventRing, EventSink, call_event
 from sidecar.library import effective_rate_card
@@ -50,6 +50,8 @@ from sidecar.settings import SidecarSettings
 from sidecar.wallet import NestedWallet, Reservation, Wallet
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Bodies larger than this are counted on a worker thread, off the event loop.
 _OFFLOAD_BYTES: Final = 128 * 1024
@@ -101,6 +103,17 @@ Observer = Callable[[CallRecord], None]
 
 
 @dataclass
+class Reloads:
+    """How often a watched file was applied again, and how often it was refused."""
+
+    done: int = 0
+    errors: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        return {"reloads": self.done, "reload_errors": self.errors}
+
+
+@dataclass
 class Counters:
     """Totals since start, for ``/a11i/budget`` and the logs."""
 
@@ -109,9 +122,9 @@ class Counters:
     blocked_calls: int = 0
     upstream_errors: int = 0
     fallback_priced_calls: int = 0
-    reloads: int = 0
-    reload_errors: int = 0
     by_decision: dict[str, int] = field(default_factory=dict)
+    rate_card: Reloads = field(default_factory=Reloads)
+    config: Reloads = field(default_factory=Reloads)
 
 
 class Sidecar:
@@ -154,17 +167,18 @@ class Sidecar:
         await self.wallet.start()
         await self.events.start()
         if self.settings.rate_card_path is not None:
-            self._watchers.append(
-                asyncio.create_task(
-                    self._watch_rate_card(self.settings.rate_card_path),
-                    name="a11i-rate-card-watch",
-                )
+            self._watch(
+                self.settings.rate_card_path,
+                effective_rate_card,
+                self._apply_rate_card,
+                self.counters.rate_card,
             )
         if self.settings.config_path is not None:
-            self._watchers.append(
-                asyncio.create_task(
-                    self._watch_config(self.settings.config_path), name="a11i-config-watch"
-                )
+            self._watch(
+                self.settings.config_path,
+                self._load_optimizer,
+                self._apply_optimizer,
+                self.counters.config,
             )
         self._session = aiohttp.ClientSession(
             timeout=self._timeout,
@@ -186,47 +200,49 @@ class Sidecar:
         self.metrics.shutdown()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _watch_rate_card(self, path: Path) -> None:
-        """Apply a changed rate card file without a restart. A broken file is reported and the
-        card in force stays: a typo in a ConfigMap never makes calls free or unpriceable."""
-        seen = _file_version(path)
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.settings.reload_interval_s)
-            version = _file_version(path)
-            if version == seen:
-                continue
-            seen = version
-            try:
-                card = await loop.run_in_executor(None, effective_rate_card, path)
-            except RateCardError as error:
-                self.counters.reload_errors += 1
-                log.error("rate card not reloaded, the previous one stays in force: %s", error)
-                continue
-            self.meter = Meter(self.meter.counter, card)
-            self.counters.reloads += 1
-            log.info("rate card %s reloaded: %d models", path, len(card.models))
+    def _watch(
+        self,
+        path: Path,
+        load: Callable[[Path], _T],
+        apply: Callable[[_T], str],
+        reloads: Reloads,
+    ) -> None:
+        """Apply a changed mounted file (a ConfigMap update swaps it in place) without a
+        restart: ``load`` reads it off the loop, ``apply`` swaps it in on the loop. A broken
+        file is reported and what is in force stays: a typo in a ConfigMap never makes calls
+        free, unpriceable or unguarded."""
 
-    async def _watch_config(self, path: Path) -> None:
-        """Apply a changed a11i.yaml without a restart; a broken one leaves the last in force."""
-        seen = _file_version(path)
-        loop = asyncio.get_running_loop()
+        async def watch() -> None:
+            seen = _file_version(path)
+            loop = asyncio.get_running_loop()
+            while True:
+                await asyncio.sleep(self.settings.reload_interval_s)
+                version = _file_version(path)
+                if version == seen:
+                    continue
+                seen = version
+                try:
+                    loaded = await loop.run_in_executor(None, load, path)
+                except (RateCardError, ConfigError) as error:
+                    reloads.errors += 1
+                    log.error("%s not reloaded, what is in force stays: %s", path, error)
+                    continue
+                reloads.done += 1
+                log.info("%s reloaded: %s", path, apply(loaded))
+
+        self._watchers.append(asyncio.create_task(watch(), name=f"a11i-watch-{path.name}"))
+
+    def _apply_rate_card(self, card: RateCard) -> str:
+        self.meter = Meter(self.meter.counter, card)
+        return f"{len(card.models)} models"
+
+    def _load_optimizer(self, path: Path) -> OptimizerConfig:
         env = dict(self.settings.optimizer_env)
-        while True:
-            await asyncio.sleep(self.settings.reload_interval_s)
-            version = _file_version(path)
-            if version == seen:
-                continue
-            seen = version
-            try:
-                loaded = await loop.run_in_executor(None, load_config, path)
-                self.optimizer = optimizer_config(loaded.optimizer, env, source=str(path))
-            except ConfigError as error:
-                self.counters.reload_errors += 1
-                log.error("a11i.yaml not reloaded, the previous one stays in force: %s", error)
-                continue
-            self.counters.reloads += 1
-            log.info("configuration %s reloaded", path)
+        return optimizer_config(load_config(path).optimizer, env, source=str(path))
+
+    def _apply_optimizer(self, optimizer: OptimizerConfig) -> str:
+        self.optimizer = optimizer
+        return "optimizer settings applied"
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -286,10 +302,8 @@ class Sidecar:
         }
         if isinstance(self.wallet, NestedWallet):
             body["agent_wallet"] = (await self.wallet.agent_wallet.snapshot()).as_json()
-        body["rate_card"] = {
-            "reloads": self.counters.reloads,
-            "reload_errors": self.counters.reload_errors,
-        }
+        body["rate_card"] = self.counters.rate_card.as_json()
+        body["config"] = self.counters.config.as_json()
         return web.json_response(body)
 
     # -- metered calls -----------------------------------------------------------------------
@@ -379,9 +393,7 @@ class Sidecar:
                 return None
             return smaller, Optimization(result.strategies, saved)
 
-        if size < _OFFLOAD_BYTES:
-            return run()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        return await self._off_loop_if_large(size, run)
 
     def _refusal(self, verdict: Verdict) -> A11iError:
         """The error for a call the wallet refused: the emergency stop, or no money left."""
@@ -396,10 +408,14 @@ class Sidecar:
     async def _plan(self, dialect: Dialect, body: JSONObject, size: int) -> CallPlan:
         model = body.get("model")
         expected = self.outputs.estimate(model) if isinstance(model, str) else None
+        return await self._off_loop_if_large(size, self.meter.plan, dialect, body, expected)
+
+    async def _off_loop_if_large(self, size: int, function: Callable[..., _T], *args: object) -> _T:
+        """Run CPU-bound work on the request inline when the body is small, on the worker
+        thread when it is large enough to hold up the event loop."""
         if size < _OFFLOAD_BYTES:
-            return self.meter.plan(dialect, body, expected)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.meter.plan, dialect, body, expected)
+            return function(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     def _a11i_headers(self, plan: CallPlan, verdict: Verdict) -> dict[str, str]:
         headers = {
@@ -670,19 +686,19 @@ def _outbound_body(plan: CallPlan, raw: bytes, *, rewritten: bool) -> tuple[byte
     """The body to forward (the agent's bytes unless a11i changed the request), and whether
     a11i added the usage chunk (to strip it again)."""
     request = plan.request
-    body: dict[str, JSONValue] = dict(request.body)
     add_usage = (
         request.dialect is Dialect.OPENAI_CHAT
         and request.stream
         and not request.stream_usage_requested
     )
+    if not add_usage and not rewritten:
+        return raw, False
+    body: dict[str, JSONValue] = dict(request.body)
     if add_usage:
         options = body.get("stream_options")
         merged: dict[str, JSONValue] = dict(options) if isinstance(options, dict) else {}
         merged["include_usage"] = True
         body["stream_options"] = merged
-    if not add_usage and not rewritten:
-        return raw, False
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), add_usage
 
 

@@ -139,14 +139,14 @@ async def test_a11i_yaml_turns_the_optimizer_on_without_a_restart(
         assert "x-a11i-optimized" not in off.headers
         config.write_text("optimizer:\n  enabled: true\n  keep_last_turns: 2\n")
         for _ in range(200):
-            if running.sidecar.counters.reloads:
+            if running.sidecar.counters.config.done:
                 break
             await asyncio.sleep(0.02)
         on = await client.chat.completions.with_raw_response.create(**body)
         assert "compact_history" in on.headers["x-a11i-optimized"]
         config.write_text("optimizer:\n  keep_last_turns: -1\n")
         for _ in range(200):
-            if running.sidecar.counters.reload_errors:
+            if running.sidecar.counters.config.errors:
                 break
             await asyncio.sleep(0.02)
         still = await client.chat.completions.with_raw_response.create(**body)

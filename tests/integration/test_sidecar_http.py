@@ -328,18 +328,18 @@ async def test_rate_card_file_is_applied_and_reloaded(
         '  acme-llm: {input_per_mtok: "200000", output_per_mtok: "0", context_window: 1000}\n'
     )
     for _ in range(200):
-        if running.sidecar.counters.reloads:
+        if running.sidecar.counters.rate_card.done:
             break
         await asyncio.sleep(0.02)
-    assert running.sidecar.counters.reloads == 1
+    assert running.sidecar.counters.rate_card.done == 1
     assert Decimal(await cost()) == 2 * first
 
     card.write_text("models:\n  acme-llm: {input_per_mtok: lots}\n")
     for _ in range(200):
-        if running.sidecar.counters.reload_errors:
+        if running.sidecar.counters.rate_card.errors:
             break
         await asyncio.sleep(0.02)
-    assert running.sidecar.counters.reload_errors == 1
+    assert running.sidecar.counters.rate_card.errors == 1
     # The broken file is reported; the card in force stays.
     assert Decimal(await cost()) == 2 * first
 
