@@ -13,13 +13,14 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sidecar import __version__
 from sidecar.core.dialects import parse_json_body
 from sidecar.core.errors import A11iError
-from sidecar.core.model import Dialect, JSONObject
+from sidecar.core.model import Dialect, JSONObject, usd
 from sidecar.core.policy import BudgetPolicy
 from sidecar.core.pricing import RateCardError
 from sidecar.settings import SettingsError, SidecarSettings, from_env
@@ -108,8 +109,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_wallet(args: argparse.Namespace) -> int:
-    from decimal import Decimal, InvalidOperation
-
     from sidecar import sqlite_wallet
 
     settings = from_env(dict(os.environ))
@@ -139,13 +138,8 @@ def _run_wallet(args: argparse.Namespace) -> int:
         print(f"a11i wallet: no wallet for {namespace!r} in {path}", file=sys.stderr)
         return 1
     if args.action == "top-up":
-        try:
-            amount = Decimal(args.amount or "")
-        except InvalidOperation:
-            print("a11i wallet top-up: give a positive amount of USD, e.g. 10.00", file=sys.stderr)
-            return 2
-        if not amount.is_finite() or amount <= 0:
-            print("a11i wallet top-up: give a positive amount of USD, e.g. 10.00", file=sys.stderr)
+        amount = _top_up_amount(args.amount)
+        if amount is None:
             return 2
         asyncio.run(sqlite_wallet.administer(path, namespace, top_up=amount))
         print(f"{namespace}: limit raised by ${amount}")
@@ -158,8 +152,6 @@ def _run_wallet(args: argparse.Namespace) -> int:
 async def _redis_wallet_command(
     args: argparse.Namespace, url: str, settings: SidecarSettings
 ) -> int:
-    from decimal import Decimal, InvalidOperation
-
     from redis.asyncio import Redis
 
     from sidecar.redis_wallet import RedisWallet, set_cluster_stop
@@ -187,14 +179,8 @@ async def _redis_wallet_command(
             snapshot = (await wallet.snapshot()).as_json()
             print(json.dumps([snapshot], indent=2) if args.json else _wallet_line(snapshot))
         elif args.action == "top-up":
-            try:
-                amount = Decimal(args.amount or "")
-            except InvalidOperation:
-                amount = Decimal(0)
-            if not amount.is_finite() or amount <= 0:
-                print(
-                    "a11i wallet top-up: give a positive amount of USD, e.g. 10.00", file=sys.stderr
-                )
+            amount = _top_up_amount(args.amount)
+            if amount is None:
                 return 2
             await wallet.top_up(amount)
             print(f"{namespace}: limit raised by ${amount}")
@@ -204,6 +190,18 @@ async def _redis_wallet_command(
         return 0
     finally:
         await client.aclose()
+
+
+def _top_up_amount(text: str | None) -> Decimal | None:
+    """The amount of a top-up, or None (said on standard error) when it is not a positive one."""
+    try:
+        amount = Decimal(text or "")
+    except InvalidOperation:
+        amount = Decimal(0)
+    if not amount.is_finite() or amount <= 0:
+        print("a11i wallet top-up: give a positive amount of USD, e.g. 10.00", file=sys.stderr)
+        return None
+    return amount
 
 
 def _wallet_line(body: dict[str, str | None]) -> str:
@@ -329,7 +327,7 @@ def _run_cost(args: argparse.Namespace) -> int:
         "input_tokens": plan.input.tokens,
         "input_tokens_exact": plan.input.exact,
         "max_output_tokens": plan.output_bound,
-        "projected_cost_usd": format(plan.projected_usd.normalize(), "f"),
+        "projected_cost_usd": usd(plan.projected_usd),
         "context_saturation_percent": str(plan.saturation_percent),
         "tool_results": len(plan.tool_results),
     }

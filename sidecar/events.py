@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final, Protocol
 
 from sidecar.core.meter import UsageSource
+from sidecar.core.model import usd
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -49,8 +50,8 @@ def call_event(record: CallRecord, namespace: str, agent: str) -> dict[str, str]
         "complete": "1" if record.complete else "0",
         "input_tokens": str(settled.usage.input_tokens if settled else plan.input.tokens),
         "output_tokens": str(settled.usage.output_tokens if settled else 0),
-        "projected_usd": format(plan.projected_usd.normalize(), "f"),
-        "cost_usd": format(settled.cost_usd.normalize(), "f") if settled else "0",
+        "projected_usd": usd(plan.projected_usd),
+        "cost_usd": usd(settled.cost_usd) if settled else "0",
         "usage_source": settled.source.value if settled else UsageSource.ESTIMATE.value,
         "tool_calls": ",".join(call.name for call in record.tool_calls),
         "duration_ms": f"{record.duration_s * 1000:.1f}",

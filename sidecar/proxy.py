@@ -38,7 +38,7 @@ from sidecar.core.errors import (
 )
 from sidecar.core.headers import downstream_headers, provider_for_unmetered, upstream_headers
 from sidecar.core.meter import CallPlan, Meter, OutputHistory, Settlement, UsageSource
-from sidecar.core.model import Dialect, JSONObject, JSONValue, Provider, Usage
+from sidecar.core.model import Dialect, JSONObject, JSONValue, Provider, Usage, usd
 from sidecar.core.optimizer import optimize, validate_conversation
 from sidecar.core.policy import Decision, Verdict, WalletState
 from sidecar.core.pricing import RateCard, RateCardError
@@ -422,7 +422,7 @@ class Sidecar:
             H_DECISION: verdict.decision.value,
             H_INPUT_TOKENS: str(plan.input.tokens),
             H_TOKEN_COUNT: "exact" if plan.input.exact else "estimate",
-            H_PROJECTED: _usd(plan.projected_usd),
+            H_PROJECTED: usd(plan.projected_usd),
             H_SATURATION: str(plan.saturation_percent),
         }
         if plan.price.is_fallback:
@@ -469,7 +469,7 @@ class Sidecar:
                     )
                     calls = tool_calls(plan.request.dialect, answer)
                     complete = True
-                    a11i_headers[H_COST] = _usd(settlement.cost_usd)
+                    a11i_headers[H_COST] = usd(settlement.cost_usd)
                 else:
                     self.counters.upstream_errors += 1
                 remaining = await self._settle(reservation, settlement)
@@ -587,7 +587,7 @@ class Sidecar:
         snapshot = self.wallet.last_snapshot
         if snapshot is None or snapshot.remaining_usd is None:
             return None
-        return _usd(snapshot.remaining_usd)
+        return usd(snapshot.remaining_usd)
 
     # -- unmetered calls ---------------------------------------------------------------------
     async def passthrough(self, request: web.Request) -> web.StreamResponse:
@@ -646,7 +646,7 @@ class Sidecar:
             record.verdict.decision,
             record.status,
             record.plan.input.tokens,
-            _usd(settled.cost_usd) if settled else "0",
+            usd(settled.cost_usd) if settled else "0",
             settled.source if settled else "-",
             record.duration_s * 1000,
         )
@@ -743,10 +743,6 @@ def _json_or_none(payload: bytes) -> JSONValue:
 def _merge(headers: list[tuple[str, str]], extra: dict[str, str]) -> list[tuple[str, str]]:
     lowered = {name.lower() for name in extra}
     return [(n, v) for n, v in headers if n.lower() not in lowered] + list(extra.items())
-
-
-def _usd(value: Decimal) -> str:
-    return format(value.normalize(), "f") if value else "0"
 
 
 @web.middleware

@@ -123,6 +123,7 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         if agent_limit
         else None
     )
+    config_path = _path(env, "A11I_CONFIG")
     return SidecarSettings(
         host=env.get("A11I_HOST", "127.0.0.1"),
         port=_port(env),
@@ -138,7 +139,7 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         agent_budget=agent_budget,
         period=_choice(env, "A11I_BUDGET_PERIOD", Period, Period.TOTAL),
         timezone=_timezone(env),
-        config_path=_path(env, "A11I_CONFIG"),
+        config_path=config_path,
         rate_card_path=_path(env, "A11I_RATE_CARD"),
         reload_interval_s=_positive_float(env, "A11I_RELOAD_INTERVAL", 10.0),
         encodings_dir=_path(env, "A11I_ENCODINGS_DIR", must_exist=False),
@@ -147,7 +148,7 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         redis_timeout_s=_positive_float(env, "A11I_REDIS_TIMEOUT", 0.25),
         redis_fail_open=_choice_str(env, "A11I_REDIS_FAILURE", ("OPEN", "CLOSED"), "OPEN")
         == "OPEN",
-        optimizer=_optimizer(env, _path(env, "A11I_CONFIG")),
+        optimizer=_optimizer(env, config_path),
         optimizer_env=tuple(
             (name, value) for name, value in env.items() if name.startswith("A11I_OPTIMIZER")
         ),

@@ -42,8 +42,7 @@ CREATE TABLE IF NOT EXISTS wallets (
     namespace TEXT PRIMARY KEY,
     -- The WalletBook as JSON; money in integer nano-dollars, limits as decimal strings.
     book TEXT NOT NULL,
-    -- The limit the wallet was configured with, and what was topped up on top of it.
-    configured_limit TEXT,
+    -- What was topped up over the configured limit: kept when the limit is configured again.
     topped_up TEXT NOT NULL DEFAULT '0',
     updated_at REAL NOT NULL
 );
@@ -108,9 +107,7 @@ class SQLiteWallet:
             # Checkpointing the WAL takes milliseconds: never on the loop (see _fast).
             connection.execute("PRAGMA wal_autocheckpoint=0")
         except sqlite3.Error as error:
-            raise WalletUnavailable(
-                f"The wallet file {self.path} cannot be used: {error}."
-            ) from error
+            raise self._unusable(error) from error
         self._loop_connection = connection
         self._loop_thread = threading.get_ident()
 
@@ -181,11 +178,12 @@ class SQLiteWallet:
         if self._loop_connection is not None:
             try:
                 result = function(*args)
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) and "busy" not in str(error):
-                    raise WalletUnavailable(
-                        f"The wallet file {self.path} cannot be used: {error}."
-                    ) from error
+            except (sqlite3.Error, OSError) as error:
+                busy = isinstance(error, sqlite3.OperationalError) and (
+                    "locked" in str(error) or "busy" in str(error)
+                )
+                if not busy:
+                    raise self._unusable(error) from error
             else:
                 self._loop_commits += 1
                 if self._loop_commits % 500 == 0 and (
@@ -205,11 +203,12 @@ class SQLiteWallet:
         try:
             return await loop.run_in_executor(self._executor, function, *args)
         except (sqlite3.Error, OSError) as error:
-            # A full disk, a path that cannot be created, a file locked past the busy timeout:
-            # refuse the call rather than let it through unaccounted (the file is local).
-            raise WalletUnavailable(
-                f"The wallet file {self.path} cannot be used: {error}."
-            ) from error
+            raise self._unusable(error) from error
+
+    def _unusable(self, error: Exception) -> WalletUnavailable:
+        """A full disk, a path that cannot be created, a file locked past the busy timeout:
+        the call is refused rather than let through unaccounted (the file is local)."""
+        return WalletUnavailable(f"The wallet file {self.path} cannot be used: {error}.")
 
     def _connection(self) -> sqlite3.Connection:
         if self._loop_thread == threading.get_ident() and self._loop_connection is not None:
@@ -295,13 +294,16 @@ class SQLiteWallet:
             cached = self._parsed
             book = cached[1] if cached is not None and cached[0] == text else load_book(text)
             return book, stopped
+        return self._insert_new(connection, now), self._cluster_stopped(connection)
+
+    def _insert_new(self, connection: sqlite3.Connection, now: datetime) -> WalletBook:
+        """A new wallet from this process's configuration, stored."""
         book = new_book(self._policy, self._period, now, self._zone)
         connection.execute(
-            "INSERT INTO wallets (namespace, book, configured_limit, updated_at) "
-            "VALUES (?, ?, ?, ?)",
-            (self.namespace, dump_book(book), _limit_text(self._policy), now.timestamp()),
+            "INSERT INTO wallets (namespace, book, updated_at) VALUES (?, ?, ?)",
+            (self.namespace, dump_book(book), now.timestamp()),
         )
-        return book, self._cluster_stopped(connection)
+        return book
 
     @staticmethod
     def _cluster_stopped(connection: sqlite3.Connection) -> bool:
@@ -318,12 +320,7 @@ class SQLiteWallet:
                 "SELECT book, topped_up FROM wallets WHERE namespace = ?", (self.namespace,)
             ).fetchone()
             if row is None:
-                book = new_book(self._policy, self._period, now, self._zone)
-                connection.execute(
-                    "INSERT INTO wallets (namespace, book, configured_limit, updated_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (self.namespace, dump_book(book), _limit_text(self._policy), now.timestamp()),
-                )
+                self._insert_new(connection, now)
             else:
                 book = load_book(str(row[0]))
                 topped = Decimal(str(row[1]))
@@ -337,9 +334,8 @@ class SQLiteWallet:
                     replace(book, policy=policy, period=self._period, zone=self._zone), now
                 )
                 connection.execute(
-                    "UPDATE wallets SET book = ?, configured_limit = ?, updated_at = ? "
-                    "WHERE namespace = ?",
-                    (dump_book(book), _limit_text(self._policy), now.timestamp(), self.namespace),
+                    "UPDATE wallets SET book = ?, updated_at = ? WHERE namespace = ?",
+                    (dump_book(book), now.timestamp(), self.namespace),
                 )
             connection.execute("COMMIT")
         except BaseException:

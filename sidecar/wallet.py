@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
+from sidecar.core.model import usd
 from sidecar.core.policy import BudgetPolicy, Decision, Period, Verdict, WalletState
 from sidecar.core.wallets import (
     Lease,
@@ -183,9 +184,7 @@ LocalWallet = MemoryWallet
 
 
 def _money(value: Decimal | None) -> str | None:
-    if value is None:
-        return None
-    return format(value.normalize(), "f") if value else "0"
+    return None if value is None else usd(value)
 
 
 _SEVERITY = {Decision.ALLOW: 0, Decision.WARN: 1, Decision.OPTIMIZE: 2, Decision.BLOCK: 3}

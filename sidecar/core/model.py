@@ -6,6 +6,7 @@ Pure data: no I/O, no behaviour beyond small derived properties.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from typing import TypeAlias
 
@@ -58,3 +59,9 @@ class TokenCount:
 
     tokens: int
     exact: bool
+
+
+def usd(amount: Decimal) -> str:
+    """Money as the decimal string a11i puts in headers, JSON and events: no exponent, no
+    trailing zeros (``Decimal("0.00007000")`` -> ``"0.00007"``), never a float."""
+    return format(amount.normalize(), "f") if amount else "0"
