@@ -21,6 +21,8 @@ CONTEXT_SATURATION: Final = "ai.context_saturation_gauge"
 TOOL_ERROR_RATE: Final = "ai.tool_error_rate"
 LOOP_VELOCITY: Final = "ai.loop_velocity_gauge"
 OPTIMIZER_TOKENS_SAVED: Final = "ai.optimizer.tokens_saved"
+#: Tool results the agents sent back, by outcome (the Tool Success Ratio panel).
+TOOL_RESULTS: Final = "ai.tool_result_counter"
 
 # -- metrics of the GenAI conventions
 CLIENT_TOKEN_USAGE: Final = gen_ai_metrics.GEN_AI_CLIENT_TOKEN_USAGE
@@ -70,6 +72,9 @@ GEN_AI_REQUEST_MODEL: Final = gen_ai.GEN_AI_REQUEST_MODEL
 K8S_NAMESPACE_NAME: Final = k8s.K8S_NAMESPACE_NAME
 K8S_POD_NAME: Final = k8s.K8S_POD_NAME
 AGENT: Final = "a11i.agent"
+PROJECT: Final = "a11i.project"
+TOOL_OUTCOME: Final = "a11i.tool.outcome"  # success | error | timeout
+GEN_AI_TOOL_NAME: Final = gen_ai.GEN_AI_TOOL_NAME
 DECISION: Final = "a11i.decision"
 OPTIMIZER_STRATEGY: Final = "a11i.optimizer.strategy"
 

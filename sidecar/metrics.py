@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 class Metrics:
     """The instruments of one sidecar and the state behind its gauges."""
 
-    def __init__(self, *, namespace: str, agent: str, tool_window: int = 100) -> None:
+    def __init__(
+        self, *, namespace: str, agent: str, project: str, tool_window: int = 100
+    ) -> None:
         self.registry = CollectorRegistry()
         reader = PrometheusMetricReader(registry=self.registry)
         self._provider = MeterProvider(
@@ -51,7 +53,11 @@ class Metrics:
             ],
         )
         meter = self._provider.get_meter("a11i.sidecar")
-        self._base = {names.K8S_NAMESPACE_NAME: namespace, names.AGENT: agent}
+        self._base = {
+            names.K8S_NAMESPACE_NAME: namespace,
+            names.AGENT: agent,
+            names.PROJECT: project,
+        }
         self._tokens = meter.create_counter(
             names.TOKEN_USAGE, unit="{token}", description="Tokens of metered calls"
         )
@@ -67,6 +73,11 @@ class Metrics:
             names.TOOL_ERROR_RATE,
             unit="1",
             description="Share of failed tool results among the last ones the agent sent back",
+        )
+        self._tool_outcomes = meter.create_counter(
+            names.TOOL_RESULTS,
+            unit="{result}",
+            description="Tool results the agent sent back, by outcome (success, error, timeout)",
         )
         self._velocity = meter.create_gauge(
             names.LOOP_VELOCITY, unit="s", description="Seconds between the agent's last turns"
@@ -103,6 +114,15 @@ class Metrics:
             self._tool_results.extend(result.is_error for result in record.plan.tool_results)
             failed = sum(self._tool_results)
             self._tool_errors.set(failed / len(self._tool_results), self._base)
+            for result in record.plan.tool_results:
+                self._tool_outcomes.add(
+                    1,
+                    {
+                        **self._base,
+                        names.GEN_AI_TOOL_NAME: result.name,
+                        names.TOOL_OUTCOME: result.outcome.value,
+                    },
+                )
         if record.optimization is not None:
             self._saved.add(record.optimization.tokens_saved, attributes)
         self._duration.record(record.duration_s, attributes)

@@ -142,7 +142,9 @@ class Sidecar:
         self.wallet = wallet
         self.events = events if events is not None else EventRing()
         self.outputs = OutputHistory()
-        self.metrics = Metrics(namespace=settings.namespace, agent=settings.agent)
+        self.metrics = Metrics(
+            namespace=settings.namespace, agent=settings.agent, project=settings.project
+        )
         self.observers: list[Observer] = [
             self._record_output,
             self._record_event,

@@ -59,6 +59,9 @@ class SidecarSettings:
     namespace: str = "default"
     #: ``A11I_AGENT``: whose spend (the pod name in a pod; the host name elsewhere).
     agent: str = "agent"
+    #: ``A11I_PROJECT``: the project the agent's spend is reported under (the pod's
+    #: ``a11i.io/project`` label in a pod); default: the namespace.
+    project: str = "default"
     #: ``A11I_BUDGET_USD`` and ``A11I_BUDGET_*``: the standalone budget when no AgentBudget
     #: applies.
     budget: BudgetPolicy = field(default_factory=BudgetPolicy)
@@ -124,6 +127,7 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         else None
     )
     config_path = _path(env, "A11I_CONFIG")
+    namespace = env.get("A11I_NAMESPACE") or env.get("POD_NAMESPACE") or "default"
     return SidecarSettings(
         host=env.get("A11I_HOST", "127.0.0.1"),
         port=_port(env),
@@ -133,7 +137,8 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
             openai_key=_secret(env, "A11I_OPENAI_API_KEY"),
             anthropic_key=_secret(env, "A11I_ANTHROPIC_API_KEY"),
         ),
-        namespace=env.get("A11I_NAMESPACE") or env.get("POD_NAMESPACE") or "default",
+        namespace=namespace,
+        project=env.get("A11I_PROJECT", "").strip() or namespace,
         agent=env.get("A11I_AGENT") or env.get("POD_NAME") or socket.gethostname(),
         budget=budget,
         agent_budget=agent_budget,

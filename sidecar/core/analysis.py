@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
 
 from sidecar.core.dialects import ParsedRequest
 from sidecar.core.model import Dialect, JSONObject, JSONValue
@@ -20,6 +21,18 @@ _ERROR_PREFIX = re.compile(
     r"^\s*(error\b|exception\b|traceback \(most recent call last\)|fatal\b|failed\b)",
     re.IGNORECASE,
 )
+
+_TIMEOUT = re.compile(
+    r"\b(timed?[ -]?out|deadline exceeded|ETIMEDOUT)\b", re.IGNORECASE
+)
+
+
+class ToolOutcome(StrEnum):
+    """How a tool run ended, as the result the agent sends back tells it."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    TIMEOUT = "timeout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +51,11 @@ class ToolResult:
     tool_call_id: str
     is_error: bool
     chars: int
+    #: The tool's name, from the assistant turn that called it ("" when the call is not in
+    #: the request).
+    name: str = ""
+    #: Success, error, or an error that says the tool timed out.
+    outcome: ToolOutcome = ToolOutcome.SUCCESS
 
 
 def tool_results(request: ParsedRequest) -> tuple[ToolResult, ...]:
@@ -45,43 +63,96 @@ def tool_results(request: ParsedRequest) -> tuple[ToolResult, ...]:
     message): older ones were already ingested by earlier calls of the loop."""
     body = request.body
     if request.dialect is Dialect.OPENAI_CHAT:
+        messages = body.get("messages")
+        names = _called_names(messages, "assistant")
         return tuple(
-            ToolResult(
-                tool_call_id=str(message.get("tool_call_id") or message.get("name") or ""),
-                is_error=_looks_like_error(message.get("content")),
-                chars=len(_text_of(message.get("content"))),
+            _result(
+                str(message.get("tool_call_id") or message.get("name") or ""),
+                message.get("content"),
+                _looks_like_error(message.get("content")),
+                names,
+                fallback_name=str(message.get("name") or ""),
             )
-            for message in _newest_turn(body.get("messages"), "assistant", "role")
+            for message in _newest_turn(messages, "assistant", "role")
             if message.get("role") in ("tool", "function")
         )
     if request.dialect is Dialect.OPENAI_RESPONSES:
         items = body.get("input")
+        names = {
+            str(item.get("call_id")): str(item.get("name") or "")
+            for item in _objects(items)
+            if item.get("type") == "function_call"
+        }
         return tuple(
-            ToolResult(
-                tool_call_id=str(item.get("call_id") or ""),
-                is_error=_looks_like_error(item.get("output")),
-                chars=len(_text_of(item.get("output"))),
+            _result(
+                str(item.get("call_id") or ""),
+                item.get("output"),
+                _looks_like_error(item.get("output")),
+                names,
             )
             for item in _newest_turn(items, "function_call", "type")
             if item.get("type") == "function_call_output"
         )
     if request.dialect is Dialect.ANTHROPIC_MESSAGES:
+        messages = body.get("messages")
+        names = _called_names(messages, "assistant")
         results: list[ToolResult] = []
-        for message in _newest_turn(body.get("messages"), "assistant", "role"):
+        for message in _newest_turn(messages, "assistant", "role"):
             content = message.get("content")
             if not isinstance(content, list):
                 continue
             for block in content:
                 if isinstance(block, dict) and block.get("type") == "tool_result":
                     results.append(
-                        ToolResult(
-                            tool_call_id=str(block.get("tool_use_id") or ""),
-                            is_error=block.get("is_error") is True,
-                            chars=len(_text_of(block.get("content"))),
+                        _result(
+                            str(block.get("tool_use_id") or ""),
+                            block.get("content"),
+                            block.get("is_error") is True,
+                            names,
                         )
                     )
         return tuple(results)
     return ()
+
+
+def _result(
+    call_id: str,
+    content: JSONValue,
+    is_error: bool,
+    names: dict[str, str],
+    *,
+    fallback_name: str = "",
+) -> ToolResult:
+    text = _text_of(content)
+    outcome = ToolOutcome.SUCCESS
+    if is_error:
+        outcome = ToolOutcome.TIMEOUT if _TIMEOUT.search(text[:2000]) else ToolOutcome.ERROR
+    return ToolResult(
+        tool_call_id=call_id,
+        is_error=is_error,
+        chars=len(text),
+        name=names.get(call_id, fallback_name),
+        outcome=outcome,
+    )
+
+
+def _called_names(messages: JSONValue, role: str) -> dict[str, str]:
+    """Tool call id -> tool name, from the last message of ``role`` (the turn the results
+    answer): OpenAI ``tool_calls`` and Anthropic ``tool_use`` blocks."""
+    objects = _objects(messages)
+    for message in reversed(objects):
+        if message.get("role") != role:
+            continue
+        names: dict[str, str] = {}
+        for call in _objects(message.get("tool_calls")):
+            function = call.get("function")
+            if isinstance(function, dict):
+                names[str(call.get("id") or "")] = str(function.get("name") or "")
+        for block in _objects(message.get("content")):
+            if block.get("type") in ("tool_use", "server_tool_use"):
+                names[str(block.get("id") or "")] = str(block.get("name") or "")
+        return names
+    return {}
 
 
 def tool_calls(dialect: Dialect, answer: JSONValue) -> tuple[ToolCall, ...]:

@@ -99,4 +99,15 @@ async def test_metrics_follow_the_calls(start_sidecar: SidecarFactory, standin: 
             total(samples, "ai_tool_error_rate_ratio") > 0
             or total(samples, "ai_tool_error_rate") > 0
         )
+    assert (
+        total(
+            samples,
+            "ai_tool_result_counter_total",
+            a11i_tool_outcome="error",
+            gen_ai_tool_name=tool,
+            a11i_project="default",
+        )
+        == 1
+    )
+    assert total(samples, "ai_tool_result_counter_total", a11i_tool_outcome="success") == 0
     assert second.headers["x-a11i-decision"] == "optimize"

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from sidecar.core.analysis import (
+    ToolOutcome,
     answer_text,
     context_saturation,
     tool_calls,
@@ -62,6 +63,11 @@ def test_tool_results_of_the_newest_turn_only() -> None:
         ("call_2", True),
     ]
     assert results[0].chars == len("checkout-7d9 CrashLoopBackOff")
+    # Names come from the assistant turn the results answer.
+    assert [(r.name, r.outcome) for r in results] == [
+        ("get_pods", ToolOutcome.SUCCESS),
+        ("check_logs", ToolOutcome.ERROR),
+    ]
 
 
 def test_anthropic_tool_result_error_flag() -> None:
@@ -93,6 +99,7 @@ def test_anthropic_tool_result_error_flag() -> None:
     assert result.tool_call_id == "toolu_1"
     assert result.is_error
     assert result.chars == len("permission denied")
+    assert (result.name, result.outcome) == ("restart_server", ToolOutcome.ERROR)
 
 
 def test_responses_function_call_output() -> None:
@@ -106,6 +113,37 @@ def test_responses_function_call_output() -> None:
     }
     (result,) = tool_results(parse_request(Dialect.OPENAI_RESPONSES, body))
     assert (result.tool_call_id, result.is_error) == ("c1", True)
+    assert (result.name, result.outcome) == ("get_pods", ToolOutcome.TIMEOUT)
+
+
+@pytest.mark.parametrize(
+    ("content", "outcome"),
+    [
+        ("Error: connection refused", ToolOutcome.ERROR),
+        ("Error: request timed out after 30s", ToolOutcome.TIMEOUT),
+        ('{"error": "context deadline exceeded"}', ToolOutcome.TIMEOUT),
+        ("The job finished; no timeout occurred", ToolOutcome.SUCCESS),
+        ("3 pods running", ToolOutcome.SUCCESS),
+    ],
+    ids=["error", "timed-out", "deadline", "timeout-word-in-success", "plain"],
+)
+def test_tool_outcome(content: str, outcome: ToolOutcome) -> None:
+    body: JSONObject = {
+        "model": "gpt-4o",
+        "messages": [
+            {"role": "user", "content": "go"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "t", "arguments": ""}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c", "content": content},
+        ],
+    }
+    (result,) = tool_results(parse_request(Dialect.OPENAI_CHAT, body))
+    assert result.outcome is outcome
 
 
 @pytest.mark.parametrize(
