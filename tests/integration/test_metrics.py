@@ -105,7 +105,7 @@ async def test_metrics_follow_the_calls(start_sidecar: SidecarFactory, standin: 
             "ai_tool_result_counter_total",
             a11i_tool_outcome="error",
             gen_ai_tool_name=tool,
-            a11i_project="default",
+            a11i_project="team-a",
         )
         == 1
     )
