@@ -22,9 +22,7 @@ _ERROR_PREFIX = re.compile(
     re.IGNORECASE,
 )
 
-_TIMEOUT = re.compile(
-    r"\b(timed?[ -]?out|deadline exceeded|ETIMEDOUT)\b", re.IGNORECASE
-)
+_TIMEOUT = re.compile(r"\b(timed?[ -]?out|deadline exceeded|ETIMEDOUT)\b", re.IGNORECASE)
 
 
 class ToolOutcome(StrEnum):
