@@ -17,15 +17,20 @@ $(VENV)/.installed: pyproject.toml
 encodings: $(VENV)/.installed
 	$(PY) -m sidecar.encodings fetch
 
-## system: Debian's redis-server, which the tests start on loopback (installed when absent)
+## system: Debian's redis-server and prometheus, which the tests start on loopback (installed
+## when absent)
+SYSTEM_PACKAGES := redis-server:redis-server prometheus:prometheus
 system:
-	@command -v redis-server >/dev/null 2>&1 || { \
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	  else \
-	    echo "redis-server is needed by the tests: sudo apt-get install redis-server" >&2; exit 1; \
-	  fi; }
+	    echo "the tests need Debian packages:$$missing (sudo apt-get install$$missing)" >&2; exit 1; \
+	  fi; \
+	fi
 
 install: $(VENV)/.installed encodings
 
