@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install encodings system run test lint typecheck unit integration bench clean
+.PHONY: install encodings system otelcol run test lint typecheck unit integration bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ system:
 	  fi; \
 	fi
 
+## otelcol: the OpenTelemetry Collector the integration tests export to, built with ocb from the
+## Go module proxy into ~/.cache/a11i (instant once built, about 2 min cold)
+otelcol:
+	tools/otelcol/build.sh >/dev/null
+
 install: $(VENV)/.installed encodings
 
 ## run: the sidecar on 127.0.0.1:11000, in-process wallet, no cluster, no Redis
@@ -45,13 +50,13 @@ lint: install
 	$(BIN)/lint-imports
 
 ## test: linters, type checks, then the whole pytest suite (unit, integration)
-test: lint system
+test: lint system otelcol
 	$(BIN)/pytest
 
 unit: install
 	$(BIN)/pytest tests/unit
 
-integration: install system
+integration: install system otelcol
 	$(BIN)/pytest tests/integration
 
 ## bench: proxy overhead and counting benchmarks (not part of `make test`)
