@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install encodings system otelcol run test lint typecheck unit integration bench clean
+.PHONY: install encodings system otelcol cluster-bins cluster e2e run test lint typecheck unit integration bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,16 @@ system:
 otelcol:
 	tools/otelcol/build.sh >/dev/null
 
+## cluster-bins: etcd, kube-apiserver, kube-controller-manager, kubectl and helm from the Go
+## module proxy into ~/.cache/a11i (docs/cluster.md; ~9 min once, then instant)
+cluster-bins:
+	bash tools/cluster/build.sh >/dev/null
+
+## cluster: the tests' Kubernetes control plane in the foreground; prints `export KUBECONFIG=...`,
+## Ctrl-C stops it
+cluster: install cluster-bins
+	$(PY) -m tests.cluster
+
 install: $(VENV)/.installed encodings
 
 ## run: the sidecar on 127.0.0.1:11000, in-process wallet, no cluster, no Redis
@@ -50,13 +60,16 @@ lint: install
 	$(BIN)/lint-imports
 
 ## test: linters, type checks, then the whole pytest suite (unit, integration)
-test: lint system otelcol
+test: lint system otelcol cluster-bins
 	$(BIN)/pytest
 
 unit: install
 	$(BIN)/pytest tests/unit
 
-integration: install system otelcol
+integration: install system otelcol cluster-bins
+
+e2e: install cluster-bins
+	$(BIN)/pytest tests/e2e
 	$(BIN)/pytest tests/integration
 
 ## bench: proxy overhead and counting benchmarks (not part of `make test`)
