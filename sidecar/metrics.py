@@ -27,9 +27,7 @@ if TYPE_CHECKING:
 class Metrics:
     """The instruments of one sidecar and the state behind its gauges."""
 
-    def __init__(
-        self, *, namespace: str, agent: str, project: str, tool_window: int = 100
-    ) -> None:
+    def __init__(self, *, namespace: str, agent: str, project: str, tool_window: int = 100) -> None:
         self.registry = CollectorRegistry()
         reader = PrometheusMetricReader(registry=self.registry)
         self._provider = MeterProvider(
