@@ -73,12 +73,14 @@ e2e: install cluster-bins
 	$(BIN)/pytest tests/integration
 
 ## bench: proxy overhead and counting benchmarks (not part of `make test`)
-bench: install
+bench: install otelcol
 	$(PY) -m bench.overhead
 	$(PY) -m bench.counting
 	$(PY) -m bench.wallet
 	$(PY) -m bench.throughput
 	$(PY) -m bench.optimizer
+	$(PY) -m bench.telemetry
+	$(PY) -m bench.scrubber
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache sidecar/data/encodings

@@ -218,6 +218,7 @@ def _run_sidecar(args: argparse.Namespace) -> int:
 
     from sidecar.library import load_meter
     from sidecar.proxy import Sidecar, build_app
+    from sidecar.telemetry import ScrubbingFilter
 
     env = dict(os.environ)
     if args.host:
@@ -230,7 +231,11 @@ def _run_sidecar(args: argparse.Namespace) -> int:
     )
     meter = load_meter(encodings_dir=settings.encodings_dir, rate_card_path=settings.rate_card_path)
     wallet = wallet_for(settings)
-    app = build_app(Sidecar(settings, meter, wallet, events_for(settings)))
+    sidecar = Sidecar(settings, meter, wallet, events_for(settings))
+    # Every line the sidecar logs passes the PII scrubber (and never carries a held key).
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ScrubbingFilter(sidecar.telemetry.scrub_log))
+    app = build_app(sidecar)
     log.info(
         "a11i sidecar %s on http://%s:%d (OpenAI %s, Anthropic %s, budget %s, keys held: %r)",
         __version__,

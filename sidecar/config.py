@@ -1,9 +1,9 @@
 """``a11i.yaml``: the configuration file mounted from a ConfigMap (``A11I_CONFIG``).
 
 Adapter: reads and validates the file into frozen settings; an invalid file raises
-``ConfigError`` naming the file, the key and the problem, and nothing of it is applied. This
-version reads the ``optimizer`` section; the telemetry sections (``pii_rules``, ``skills``,
-``context_saturation_warning_percent``) are accepted and reported as not used yet.
+``ConfigError`` naming the file, the key and the problem, and nothing of it is applied (the
+sidecar keeps what is in force). Sections: ``optimizer``, and for telemetry ``pii_rules``,
+``skills``, ``context_saturation_warning_percent`` and ``capture_content``.
 """
 
 from __future__ import annotations
@@ -11,18 +11,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TypeVar
 
 import yaml
 
 from sidecar.core.optimizer import ALL_STRATEGIES, OptimizerSettings
+from sidecar.core.scrub import BUILTIN_RULES, Rule, ScrubRuleError, rules_from_config
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_TELEMETRY_SECTIONS = frozenset({"pii_rules", "skills", "context_saturation_warning_percent"})
+_TELEMETRY_SECTIONS = frozenset(
+    {"pii_rules", "skills", "context_saturation_warning_percent", "capture_content"}
+)
 _OPTIMIZER_KEYS = frozenset(
     {
         "enabled",
@@ -52,10 +56,26 @@ class OptimizerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    """What telemetry exports and how it is tagged: the telemetry sections of ``a11i.yaml``."""
+
+    #: ``pii_rules``: the scrubber's rules (the built-ins, changed and extended by the file).
+    pii_rules: tuple[Rule, ...] = BUILTIN_RULES
+    #: ``skills``: tool names tagged ``skill.name`` on spans.
+    skills: frozenset[str] = frozenset()
+    #: ``context_saturation_warning_percent``: a call whose prompt fills more of the context
+    #: window than this is marked on its span, logged and counted.
+    saturation_warning_percent: Decimal = Decimal(90)
+    #: ``capture_content``: overrides ``A11I_CAPTURE_CONTENT`` when set.
+    capture_content: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FileConfig:
-    """What ``a11i.yaml`` says (only the sections this version uses)."""
+    """What ``a11i.yaml`` says."""
 
     optimizer: Mapping[str, object] = field(default_factory=dict)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
 
 def load_config(path: Path) -> FileConfig:
@@ -76,9 +96,7 @@ def load_config(path: Path) -> FileConfig:
             f"{path}: unknown sections {sorted(map(str, unknown))}; known: optimizer, "
             + ", ".join(sorted(_TELEMETRY_SECTIONS))
         )
-    unused = set(data) & _TELEMETRY_SECTIONS
-    if unused:
-        log.warning("%s: %s not used by this version of a11i", path, ", ".join(sorted(unused)))
+    telemetry = telemetry_config(data, source=str(path))
     section = data.get("optimizer") or {}
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: optimizer must be a mapping")
@@ -90,7 +108,43 @@ def load_config(path: Path) -> FileConfig:
         )
     # Validate now, so a broken file is refused whole before anything is applied.
     optimizer_config(section, {}, source=str(path))
-    return FileConfig(optimizer=dict(section))
+    return FileConfig(optimizer=dict(section), telemetry=telemetry)
+
+
+def telemetry_config(data: Mapping[object, object], *, source: str) -> TelemetryConfig:
+    """The telemetry sections of ``a11i.yaml``, validated."""
+    try:
+        rules = rules_from_config(data.get("pii_rules"), source=source)
+    except ScrubRuleError as error:
+        raise ConfigError(str(error)) from error
+    skills = data.get("skills")
+    if skills is None:
+        skills = []
+    if not isinstance(skills, list) or not all(
+        isinstance(skill, str) and skill.strip() for skill in skills
+    ):
+        raise ConfigError(f"{source}: skills must be a list of tool names, e.g. [get_pods]")
+    raw_threshold = data.get("context_saturation_warning_percent", 90)
+    try:
+        if isinstance(raw_threshold, bool):
+            raise InvalidOperation
+        threshold = Decimal(str(raw_threshold))
+    except InvalidOperation:
+        threshold = Decimal(-1)
+    if not threshold.is_finite() or not 0 < threshold <= 100:
+        raise ConfigError(
+            f"{source}: context_saturation_warning_percent must be a percentage (0-100], "
+            f"not {raw_threshold!r}"
+        )
+    capture = data.get("capture_content")
+    if capture is not None and not isinstance(capture, bool):
+        raise ConfigError(f"{source}: capture_content must be true or false, not {capture!r}")
+    return TelemetryConfig(
+        pii_rules=rules,
+        skills=frozenset(skill.strip() for skill in skills),
+        saturation_warning_percent=threshold,
+        capture_content=capture,
+    )
 
 
 def optimizer_config(

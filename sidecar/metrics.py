@@ -1,19 +1,23 @@
 """The sidecar's metrics: OpenTelemetry instruments, created once, fed by every call record.
 
 Adapter: owns a ``MeterProvider`` whose Prometheus reader serves ``/a11i/metrics`` from a
-registry of this sidecar's own. Recording never raises into the traffic: the proxy calls it as
-an observer, and observers' failures are logged and swallowed. OTLP export of the same
-instruments (the ``OTEL_*`` variables) is the telemetry issue's to add as a second reader.
+registry of this sidecar's own, and whose optional second reader exports the same instruments
+over OTLP (``sidecar.telemetry.otlp_metric_readers``). Recording never raises into the traffic:
+the proxy calls it as an observer, and observers' failures are logged and swallowed. Model and
+tool names pass the PII scrubber (``scrub``) before they become attributes.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest
@@ -22,17 +26,32 @@ from sidecar import conventions as names
 
 if TYPE_CHECKING:
     from sidecar.proxy import CallRecord
+    from sidecar.telemetry import ExportStats
 
 
 class Metrics:
     """The instruments of one sidecar and the state behind its gauges."""
 
-    def __init__(self, *, namespace: str, agent: str, project: str, tool_window: int = 100) -> None:
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        agent: str,
+        project: str,
+        resource: Resource | None = None,
+        readers: Sequence[MetricReader] = (),
+        scrub: Callable[[str], str] = str,
+        export_stats: ExportStats | None = None,
+        tool_window: int = 100,
+    ) -> None:
         self.registry = CollectorRegistry()
         reader = PrometheusMetricReader(registry=self.registry)
+        self._scrub = scrub
+        self._export_stats = export_stats
         self._provider = MeterProvider(
-            metric_readers=[reader],
-            resource=Resource.create(
+            metric_readers=[reader, *readers],
+            resource=resource
+            or Resource(
                 {
                     "service.name": "a11i-sidecar",
                     names.K8S_NAMESPACE_NAME: namespace,
@@ -91,6 +110,12 @@ class Metrics:
         self._duration = meter.create_histogram(
             names.CLIENT_OPERATION_DURATION, unit="s", description="Duration of each call"
         )
+        meter.create_observable_counter(
+            names.TELEMETRY_EXPORT_FAILURES,
+            callbacks=[self._export_failures],
+            unit="{export}",
+            description="OTLP exports that failed or timed out, by signal (calls are unaffected)",
+        )
         self._tool_results: deque[bool] = deque(maxlen=tool_window)
         self._last_turn: float | None = None
 
@@ -100,14 +125,19 @@ class Metrics:
             **self._base,
             names.GEN_AI_OPERATION_NAME: names.OPERATION[request.dialect],
             names.GEN_AI_PROVIDER_NAME: request.dialect.provider.value,
-            names.GEN_AI_REQUEST_MODEL: request.model,
+            names.GEN_AI_REQUEST_MODEL: self._scrub(request.model),
             names.DECISION: record.verdict.decision.value,
         }
         now = time.monotonic()
         if self._last_turn is not None:
             self._velocity.set(now - self._last_turn, self._base)
         self._last_turn = now
-        self._saturation.set(float(record.plan.saturation_percent), attributes)
+        # Not by decision: a gauge keeps each attribute set's last value, and a stale 95% under
+        # an old decision would keep the Dementia Curve (and its alert) up.
+        self._saturation.set(
+            float(record.plan.saturation_percent),
+            {**self._base, names.GEN_AI_REQUEST_MODEL: attributes[names.GEN_AI_REQUEST_MODEL]},
+        )
         if record.plan.tool_results:
             self._tool_results.extend(result.is_error for result in record.plan.tool_results)
             failed = sum(self._tool_results)
@@ -117,7 +147,7 @@ class Metrics:
                     1,
                     {
                         **self._base,
-                        names.GEN_AI_TOOL_NAME: result.name,
+                        names.GEN_AI_TOOL_NAME: self._scrub(result.name),
                         names.TOOL_OUTCOME: result.outcome.value,
                     },
                 )
@@ -134,6 +164,16 @@ class Metrics:
         ):
             self._tokens.add(count, {**attributes, names.TOKEN_TYPE: mission})
             self._usage.record(count, {**attributes, names.GEN_AI_TOKEN_TYPE: convention})
+
+    def _export_failures(self, _options: CallbackOptions) -> Iterable[Observation]:
+        stats = self._export_stats
+        if stats is None:
+            return []
+        return [
+            Observation(stats.traces.failed_exports, {names.SIGNAL: "traces"}),
+            Observation(stats.metrics.failed_exports, {names.SIGNAL: "metrics"}),
+            Observation(stats.logs.failed_exports, {names.SIGNAL: "logs"}),
+        ]
 
     def exposition(self) -> bytes:
         """The Prometheus text exposition of every instrument."""

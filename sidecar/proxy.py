@@ -23,7 +23,14 @@ from typing import Final, TypeVar
 import aiohttp
 from aiohttp import web
 
-from sidecar.config import ConfigError, OptimizerConfig, load_config, optimizer_config
+from sidecar.attributes import scrub_event
+from sidecar.config import (
+    ConfigError,
+    OptimizerConfig,
+    TelemetryConfig,
+    load_config,
+    optimizer_config,
+)
 from sidecar.core.analysis import ToolCall, answer_text, tool_calls
 from sidecar.core.dialects import dialect_for_path, error_body, parse_json_body, usage_from_body
 from sidecar.core.errors import (
@@ -47,6 +54,7 @@ from sidecar.events import EventRing, EventSink, call_event
 from sidecar.library import effective_rate_card
 from sidecar.metrics import Metrics
 from sidecar.settings import SidecarSettings
+from sidecar.telemetry import Telemetry, otlp_metric_readers
 from sidecar.wallet import NestedWallet, Reservation, Wallet
 
 log = logging.getLogger(__name__)
@@ -67,7 +75,32 @@ H_PRICING: Final = "x-a11i-pricing"
 H_SATURATION: Final = "x-a11i-context-saturation"
 H_OPTIMIZED: Final = "x-a11i-optimized"
 
+H_SESSION: Final = "x-a11i-session"
+
 _DIALECT_KEY: Final = web.RequestKey("a11i_dialect", Dialect)
+
+
+@dataclass(frozen=True, slots=True)
+class CallOrigin:
+    """When a call arrived and what the agent said about its loop and trace."""
+
+    #: Wall-clock time the request arrived (ns since the epoch), the span's start.
+    started_ns: int = 0
+    #: ``x-a11i-session``: the agent's name for its loop (one trace per loop).
+    session: str | None = None
+    #: W3C trace context of an instrumented agent: its turns join the agent's own trace.
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+    @classmethod
+    def of(cls, request: web.Request) -> CallOrigin:
+        headers = request.headers
+        return cls(
+            started_ns=time.time_ns(),
+            session=headers.get(H_SESSION),
+            traceparent=headers.get("traceparent"),
+            tracestate=headers.get("tracestate"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +118,11 @@ class CallRecord:
     tool_calls: tuple[ToolCall, ...]
     #: What the optimizer did to the request, when it changed it.
     optimization: Optimization | None = None
+    origin: CallOrigin = field(default_factory=CallOrigin)
+    #: The text the model produced (for content capture, when it is on).
+    output_text: str = ""
+    #: Why the call failed, when it did: ``error.type`` of the conventions.
+    error_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,13 +180,21 @@ class Sidecar:
         self.wallet = wallet
         self.events = events if events is not None else EventRing()
         self.outputs = OutputHistory()
+        self.telemetry = Telemetry(settings, settings.telemetry_config)
         self.metrics = Metrics(
-            namespace=settings.namespace, agent=settings.agent, project=settings.project
+            namespace=settings.namespace,
+            agent=settings.agent,
+            project=settings.project,
+            resource=self.telemetry.resource,
+            readers=otlp_metric_readers(settings.telemetry, self.telemetry.stats),
+            scrub=self.telemetry.scrub_name,
+            export_stats=self.telemetry.stats,
         )
         self.observers: list[Observer] = [
             self._record_output,
             self._record_event,
             self.metrics.record,
+            self.telemetry.record,
         ]
         self.counters = Counters()
         self._session: aiohttp.ClientSession | None = None
@@ -178,8 +224,8 @@ class Sidecar:
         if self.settings.config_path is not None:
             self._watch(
                 self.settings.config_path,
-                self._load_optimizer,
-                self._apply_optimizer,
+                self._load_config,
+                self._apply_config,
                 self.counters.config,
             )
         self._session = aiohttp.ClientSession(
@@ -199,7 +245,10 @@ class Sidecar:
             await self._session.close()
         await self.wallet.close()
         await self.events.close()
-        self.metrics.shutdown()
+        # Flushing may wait for a slow collector (bounded by the export timeout): off the loop.
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.metrics.shutdown)
+        await loop.run_in_executor(None, self.telemetry.shutdown)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _watch(
@@ -238,13 +287,14 @@ class Sidecar:
         self.meter = Meter(self.meter.counter, card)
         return f"{len(card.models)} models"
 
-    def _load_optimizer(self, path: Path) -> OptimizerConfig:
+    def _load_config(self, path: Path) -> tuple[OptimizerConfig, TelemetryConfig]:
         env = dict(self.settings.optimizer_env)
-        return optimizer_config(load_config(path).optimizer, env, source=str(path))
+        file = load_config(path)
+        return optimizer_config(file.optimizer, env, source=str(path)), file.telemetry
 
-    def _apply_optimizer(self, optimizer: OptimizerConfig) -> str:
-        self.optimizer = optimizer
-        return "optimizer settings applied"
+    def _apply_config(self, loaded: tuple[OptimizerConfig, TelemetryConfig]) -> str:
+        self.optimizer, telemetry = loaded
+        return f"optimizer settings and {self.telemetry.apply(telemetry)} applied"
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -290,7 +340,8 @@ class Sidecar:
             self.outputs.observe(record.plan.request.model, settled.usage.output_tokens // choices)
 
     def _record_event(self, record: CallRecord) -> None:
-        self.events.append(call_event(record, self.settings.namespace, self.settings.agent))
+        event = call_event(record, self.settings.namespace, self.settings.agent)
+        self.events.append(scrub_event(event, self.telemetry.scrubber))
 
     async def budget(self, _request: web.Request) -> web.Response:
         snapshot = await self.wallet.snapshot()
@@ -306,12 +357,17 @@ class Sidecar:
             body["agent_wallet"] = (await self.wallet.agent_wallet.snapshot()).as_json()
         body["rate_card"] = self.counters.rate_card.as_json()
         body["config"] = self.counters.config.as_json()
+        body["telemetry"] = {
+            **self.telemetry.stats.as_json(),
+            "scrubber": self.telemetry.scrub_stats(),
+        }
         return web.json_response(body)
 
     # -- metered calls -----------------------------------------------------------------------
     async def metered(self, request: web.Request) -> web.StreamResponse:
         dialect = request[_DIALECT_KEY]
         started = time.perf_counter()
+        origin = CallOrigin.of(request)
         raw = await _read_body(request, self.settings.max_body_bytes)
         body = parse_json_body(raw)
         plan = await self._plan(dialect, body, len(raw))
@@ -346,7 +402,16 @@ class Sidecar:
             elapsed = time.perf_counter() - started
             self._emit(
                 CallRecord(
-                    plan, verdict, None, refusal.status, plan.request.stream, False, elapsed, ()
+                    plan,
+                    verdict,
+                    None,
+                    refusal.status,
+                    plan.request.stream,
+                    False,
+                    elapsed,
+                    (),
+                    origin=origin,
+                    error_type=refusal.kind,
                 )
             )
             raise refusal
@@ -364,6 +429,7 @@ class Sidecar:
             headers,
             started,
             optimization,
+            origin,
         )
 
     def _should_optimize(self, verdict: Verdict, admitted: bool) -> bool:
@@ -442,6 +508,7 @@ class Sidecar:
         a11i_headers: dict[str, str],
         started: float,
         optimization: Optimization | None,
+        origin: CallOrigin,
     ) -> web.StreamResponse:
         provider = plan.request.dialect.provider
         url = self._base(provider) + request.rel_url.path_qs
@@ -451,6 +518,8 @@ class Sidecar:
         status = 502
         complete = False
         calls: tuple[ToolCall, ...] = ()
+        text = ""
+        error_type: str | None = None
         try:
             async with self.session.post(
                 url, data=outbound, headers=headers, timeout=self._timeout
@@ -458,22 +527,24 @@ class Sidecar:
                 status = upstream.status
                 is_sse = upstream.content_type == "text/event-stream"
                 if plan.request.stream and upstream.status < 400 and is_sse:
-                    response, settlement, complete, calls = await self._relay_stream(
+                    response, settlement, complete, calls, text = await self._relay_stream(
                         request, upstream, plan, strip_usage, a11i_headers
                     )
+                    if not complete:
+                        error_type = "stream_cut"
                     return response
                 payload = await upstream.read()
                 answer = _json_or_none(payload)
                 if upstream.status < 400:
                     usage = usage_from_body(plan.request.dialect, answer)
-                    settlement = self.meter.settle(
-                        plan, usage, answer_text(plan.request.dialect, answer)
-                    )
+                    text = answer_text(plan.request.dialect, answer)
+                    settlement = self.meter.settle(plan, usage, text)
                     calls = tool_calls(plan.request.dialect, answer)
                     complete = True
                     a11i_headers[H_COST] = usd(settlement.cost_usd)
                 else:
                     self.counters.upstream_errors += 1
+                    error_type = str(upstream.status)
                 remaining = await self._settle(reservation, settlement)
                 settled = True
                 if remaining is not None:
@@ -486,16 +557,23 @@ class Sidecar:
                 return response
         except TimeoutError as exc:
             self.counters.upstream_errors += 1
-            raise UpstreamTimeout(
+            timeout = UpstreamTimeout(
                 f"The provider at {self._base(provider)} did not answer within "
                 f"{self.settings.upstream.read_timeout_s:g} s."
-            ) from exc
+            )
+            status, error_type = timeout.status, timeout.kind
+            raise timeout from exc
         except aiohttp.ClientError as exc:
             self.counters.upstream_errors += 1
-            raise UpstreamUnavailable(
+            unavailable = UpstreamUnavailable(
                 f"The provider at {self._base(provider)} could not be reached: "
                 f"{type(exc).__name__}."
-            ) from exc
+            )
+            status, error_type = unavailable.status, unavailable.kind
+            raise unavailable from exc
+        except asyncio.CancelledError:
+            error_type = "cancelled"
+            raise
         finally:
             # Settlement must survive the agent hanging up: shield it from cancellation.
             if not settled:
@@ -511,6 +589,9 @@ class Sidecar:
                     time.perf_counter() - started,
                     calls,
                     optimization,
+                    origin,
+                    text,
+                    error_type,
                 )
             )
 
@@ -521,7 +602,7 @@ class Sidecar:
         plan: CallPlan,
         strip_usage: bool,
         a11i_headers: dict[str, str],
-    ) -> tuple[web.StreamResponse, Settlement, bool, tuple[ToolCall, ...]]:
+    ) -> tuple[web.StreamResponse, Settlement, bool, tuple[ToolCall, ...], str]:
         remaining = self._remaining()
         if remaining is not None:
             a11i_headers[H_REMAINING] = remaining
@@ -573,7 +654,7 @@ class Sidecar:
                 await response.write_eof()
             except ConnectionResetError:
                 log.info("the agent closed the stream of a %s call", plan.request.dialect)
-        return response, settlement, outcome.complete and not cut, calls
+        return response, settlement, outcome.complete and not cut, calls, outcome.text
 
     async def _settle(self, reservation: Reservation, settlement: Settlement | None) -> str | None:
         """Settle a reservation (nothing spent when there is no settlement: the provider

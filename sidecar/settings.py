@@ -11,12 +11,20 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
-from urllib.parse import urlsplit
+from typing import Final, TypeVar
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sidecar.config import ConfigError, OptimizerConfig, load_config, optimizer_config
+from sidecar.config import (
+    ConfigError,
+    FileConfig,
+    OptimizerConfig,
+    TelemetryConfig,
+    load_config,
+    optimizer_config,
+)
 from sidecar.core.headers import KeyCustody
 from sidecar.core.policy import BudgetPolicy, ExhaustedAction, Period
 
@@ -40,6 +48,87 @@ class UpstreamSettings:
     #: ``A11I_UPSTREAM_READ_TIMEOUT``: longest silence from the provider, in seconds, before the
     #: call is answered 504 (non-streaming: the time to the whole answer).
     read_timeout_s: float = 600.0
+
+
+class OtlpProtocol(StrEnum):
+    """``OTEL_EXPORTER_OTLP_PROTOCOL``: the OTLP transports a11i speaks."""
+
+    GRPC = "grpc"
+    HTTP = "http/protobuf"
+
+
+class Signal(StrEnum):
+    TRACES = "traces"
+    METRICS = "metrics"
+    LOGS = "logs"
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpExport:
+    """Where and how one signal is exported over OTLP (the standard ``OTEL_EXPORTER_OTLP_*``
+    variables, signal-specific ones first)."""
+
+    #: gRPC: ``scheme://host:port``; HTTP: the full URL of the signal (``.../v1/traces``).
+    endpoint: str
+    protocol: OtlpProtocol = OtlpProtocol.HTTP
+    #: ``OTEL_EXPORTER_OTLP[_<SIGNAL>]_HEADERS``: ``key=value,...`` (URL-encoded values).
+    #: Often a credential of the collector: never logged.
+    headers: tuple[tuple[str, str], ...] = ()
+    #: ``OTEL_EXPORTER_OTLP[_<SIGNAL>]_TIMEOUT`` (milliseconds in the variable).
+    timeout_s: float = 10.0
+    #: gRPC without TLS (an ``http://`` endpoint or ``OTEL_EXPORTER_OTLP_INSECURE=true``).
+    insecure: bool = False
+
+
+#: OTel's samplers by their ``OTEL_TRACES_SAMPLER`` names.
+SAMPLERS: Final = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySettings:
+    """Traces, metrics and decision logs: what is exported, where, and what it may contain."""
+
+    #: OTLP export of spans; None: spans are not exported (``OTEL_TRACES_EXPORTER=none``, or
+    #: no endpoint set).
+    traces: OtlpExport | None = None
+    #: OTLP export of metrics (``/a11i/metrics`` serves them in any case).
+    metrics: OtlpExport | None = None
+    #: OTLP export of the decision logs (only when ``decision_logs`` is on).
+    logs: OtlpExport | None = None
+    #: ``OTEL_SERVICE_NAME``.
+    service_name: str = "a11i-sidecar"
+    #: ``OTEL_RESOURCE_ATTRIBUTES``: ``key=value,...`` added to the resource.
+    resource_attributes: tuple[tuple[str, str], ...] = ()
+    #: ``OTEL_TRACES_SAMPLER`` and ``OTEL_TRACES_SAMPLER_ARG``; a loop's turns share the
+    #: decision of its first turn (parent-based).
+    sampler: str = "parentbased_always_on"
+    sampler_arg: float = 1.0
+    #: ``OTEL_BSP_SCHEDULE_DELAY`` (ms): how long spans wait in the buffer before export.
+    span_schedule_delay_s: float = 5.0
+    #: ``OTEL_BSP_MAX_QUEUE_SIZE``: spans buffered at most; more are dropped, never waited for.
+    span_queue_size: int = 2048
+    #: ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``.
+    span_batch_size: int = 512
+    #: ``OTEL_METRIC_EXPORT_INTERVAL`` (ms).
+    metric_interval_s: float = 60.0
+    #: ``A11I_CAPTURE_CONTENT``: export prompt and completion text (scrubbed); off by default.
+    #: ``capture_content`` in a11i.yaml overrides it.
+    capture_content: bool = False
+    #: ``A11I_CAPTURE_MAX_CHARS``: captured text per message is cut to this many characters.
+    capture_max_chars: int = 16384
+    #: ``A11I_DECISION_LOGS``: structured log records of the guard's decisions and the tools
+    #: the model chose (exported over OTLP when an endpoint is set, and logged); off by default.
+    decision_logs: bool = False
+    #: ``A11I_LOOP_IDLE_TIMEOUT``: seconds of silence after which an agent loop's next call
+    #: starts a new trace.
+    loop_idle_s: float = 1800.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +182,14 @@ class SidecarSettings:
     redis_fail_open: bool = True
     #: The optimizer: ``optimizer`` in a11i.yaml, overridden by ``A11I_OPTIMIZER*``.
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    #: The telemetry sections of a11i.yaml (PII rules, skills, saturation threshold).
+    telemetry_config: TelemetryConfig = field(default_factory=TelemetryConfig)
     #: The ``A11I_OPTIMIZER*`` variables, applied again over a reloaded a11i.yaml.
     optimizer_env: tuple[tuple[str, str], ...] = ()
     #: ``A11I_LOG_LEVEL``: DEBUG, INFO, WARNING or ERROR.
     log_level: str = "INFO"
+    #: Traces, metrics over OTLP, decision logs (``OTEL_*``, ``A11I_CAPTURE_*``).
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
 
 def from_env(env: Mapping[str, str]) -> SidecarSettings:
@@ -128,6 +221,7 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
     )
     config_path = _path(env, "A11I_CONFIG")
     namespace = env.get("A11I_NAMESPACE") or env.get("POD_NAMESPACE") or "default"
+    optimizer, telemetry_config = _file_config(env, config_path)
     return SidecarSettings(
         host=env.get("A11I_HOST", "127.0.0.1"),
         port=_port(env),
@@ -153,20 +247,170 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         redis_timeout_s=_positive_float(env, "A11I_REDIS_TIMEOUT", 0.25),
         redis_fail_open=_choice_str(env, "A11I_REDIS_FAILURE", ("OPEN", "CLOSED"), "OPEN")
         == "OPEN",
-        optimizer=_optimizer(env, config_path),
+        optimizer=optimizer,
+        telemetry_config=telemetry_config,
         optimizer_env=tuple(
             (name, value) for name, value in env.items() if name.startswith("A11I_OPTIMIZER")
         ),
         log_level=_choice_str(env, "A11I_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+        telemetry=telemetry_from_env(env),
     )
 
 
-def _optimizer(env: Mapping[str, str], config_path: Path | None) -> OptimizerConfig:
+def telemetry_from_env(env: Mapping[str, str]) -> TelemetrySettings:
+    """The telemetry settings from the standard ``OTEL_*`` variables and ``A11I_CAPTURE_*``,
+    ``A11I_DECISION_LOGS``, ``A11I_LOOP_IDLE_TIMEOUT``."""
+    sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
+    if sampler not in SAMPLERS:
+        raise SettingsError(
+            f"OTEL_TRACES_SAMPLER must be one of {', '.join(SAMPLERS)}, not {sampler!r}"
+        )
+    sampler_arg = 1.0
+    raw_arg = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    if raw_arg and sampler.endswith("traceidratio"):
+        try:
+            sampler_arg = float(raw_arg)
+        except ValueError:
+            sampler_arg = -1.0
+        if not 0.0 <= sampler_arg <= 1.0:
+            raise SettingsError(
+                f"OTEL_TRACES_SAMPLER_ARG must be a ratio between 0 and 1, not {raw_arg!r}"
+            )
+    return TelemetrySettings(
+        traces=_otlp(env, Signal.TRACES),
+        metrics=_otlp(env, Signal.METRICS),
+        logs=_otlp(env, Signal.LOGS),
+        service_name=env.get("OTEL_SERVICE_NAME", "").strip() or "a11i-sidecar",
+        resource_attributes=_pairs(env, "OTEL_RESOURCE_ATTRIBUTES"),
+        sampler=sampler,
+        sampler_arg=sampler_arg,
+        span_schedule_delay_s=_milliseconds(env, "OTEL_BSP_SCHEDULE_DELAY", 5000),
+        span_queue_size=_positive_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048),
+        span_batch_size=_positive_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
+        metric_interval_s=_milliseconds(env, "OTEL_METRIC_EXPORT_INTERVAL", 60000),
+        capture_content=_flag(env, "A11I_CAPTURE_CONTENT", default=False),
+        capture_max_chars=_positive_int(env, "A11I_CAPTURE_MAX_CHARS", 16384),
+        decision_logs=_flag(env, "A11I_DECISION_LOGS", default=False),
+        loop_idle_s=_positive_float(env, "A11I_LOOP_IDLE_TIMEOUT", 1800.0),
+    )
+
+
+def _otlp(env: Mapping[str, str], signal: Signal) -> OtlpExport | None:
+    """One signal's OTLP export. Exported when ``OTEL_<SIGNAL>_EXPORTER`` is ``otlp``, or when
+    it is unset and an endpoint is: unlike the SDK's default, no endpoint means no export, so a
+    laptop without a collector is not flooded with connection errors."""
+    upper = signal.value.upper()
+    exporter_var = f"OTEL_{upper}_EXPORTER"
+    exporter = env.get(exporter_var, "").strip().lower()
+    if exporter not in ("", "otlp", "none"):
+        raise SettingsError(f"{exporter_var} must be otlp or none, not {exporter!r}")
+    specific = env.get(f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT", "").strip()
+    general = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if exporter == "none" or (not exporter and not specific and not general):
+        return None
+    protocol_var = f"OTEL_EXPORTER_OTLP_{upper}_PROTOCOL"
+    raw_protocol = (
+        env.get(protocol_var, "").strip() or env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip()
+    )
+    protocol = OtlpProtocol.HTTP
+    if raw_protocol:
+        try:
+            protocol = OtlpProtocol(raw_protocol.lower())
+        except ValueError:
+            raise SettingsError(
+                f"OTEL_EXPORTER_OTLP_PROTOCOL must be grpc or http/protobuf, not {raw_protocol!r}"
+                + (" (http/json is not supported)" if raw_protocol.lower() == "http/json" else "")
+            ) from None
+    if specific:
+        endpoint, variable = specific, f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT"
+    elif general:
+        endpoint, variable = general, "OTEL_EXPORTER_OTLP_ENDPOINT"
+        if protocol is OtlpProtocol.HTTP:
+            # The general endpoint is a base: each signal has its own path under it.
+            endpoint = endpoint.rstrip("/") + f"/v1/{signal.value}"
+    else:
+        endpoint, variable = (
+            ("http://localhost:4317", "")
+            if protocol is OtlpProtocol.GRPC
+            else (f"http://localhost:4318/v1/{signal.value}", "")
+        )
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(
+            f"{variable} must be an http(s) URL such as http://otel-collector:4318, "
+            f"not {endpoint!r}"
+        )
+    headers = _pairs(env, f"OTEL_EXPORTER_OTLP_{upper}_HEADERS") or _pairs(
+        env, "OTEL_EXPORTER_OTLP_HEADERS"
+    )
+    timeout_var = f"OTEL_EXPORTER_OTLP_{upper}_TIMEOUT"
+    if not env.get(timeout_var, "").strip():
+        timeout_var = "OTEL_EXPORTER_OTLP_TIMEOUT"
+    insecure_var = f"OTEL_EXPORTER_OTLP_{upper}_INSECURE"
+    if not env.get(insecure_var, "").strip():
+        insecure_var = "OTEL_EXPORTER_OTLP_INSECURE"
+    return OtlpExport(
+        endpoint=endpoint,
+        protocol=protocol,
+        headers=headers,
+        timeout_s=_milliseconds(env, timeout_var, 10000),
+        insecure=_flag(env, insecure_var, default=parts.scheme == "http"),
+    )
+
+
+def _pairs(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
+    """``key=value,key2=value2`` with URL-encoded values (the W3C Baggage shape the OTel
+    specification uses for headers and resource attributes)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ()
+    pairs: list[tuple[str, str]] = []
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            # The value may be a credential: name the variable, never echo its content.
+            raise SettingsError(f"{name} must be a list of key=value pairs separated by commas")
+        pairs.append((unquote(key.strip()), unquote(value.strip())))
+    return tuple(pairs)
+
+
+def _milliseconds(env: Mapping[str, str], name: str, default: int) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default / 1000
     try:
-        section = load_config(config_path).optimizer if config_path is not None else {}
-        return optimizer_config(section, env, source=str(config_path or "environment"))
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of milliseconds, not {raw!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{name} must be positive, not {raw}")
+    return value / 1000
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
+
+
+def _file_config(
+    env: Mapping[str, str], config_path: Path | None
+) -> tuple[OptimizerConfig, TelemetryConfig]:
+    """What a11i.yaml says, read once at start (a broken file stops the sidecar here; once it
+    runs, a broken reload keeps what is in force)."""
+    try:
+        file = load_config(config_path) if config_path is not None else FileConfig()
+        optimizer = optimizer_config(file.optimizer, env, source=str(config_path or "environment"))
     except ConfigError as error:
         raise SettingsError(str(error)) from error
+    return optimizer, file.telemetry
 
 
 def _timezone(env: Mapping[str, str]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,60 @@ def test_invalid_files_name_the_problem(tmp_path: Path, text: str, message: str)
     assert str(path) in str(caught.value)
     with pytest.raises(SettingsError, match=message):
         from_env({"A11I_CONFIG": str(path)})
+
+
+# -- telemetry sections ------------------------------------------------------------------------
+def test_telemetry_sections(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "skills: [get_pods, ' check_logs ']\n"
+        "context_saturation_warning_percent: 80\n"
+        "capture_content: true\n"
+        "pii_rules:\n"
+        "  - name: employee_id\n"
+        "    regex: 'EMP-[0-9]{6}'\n"
+        "  - name: phone\n"
+        "    enabled: false\n",
+    )
+    telemetry = load_config(path).telemetry
+    assert telemetry.skills == frozenset({"get_pods", "check_logs"})
+    assert telemetry.saturation_warning_percent == 80
+    assert telemetry.capture_content is True
+    names = [rule.name for rule in telemetry.pii_rules]
+    assert "employee_id" in names
+    assert "phone" not in names
+    assert "email" in names
+
+
+def test_no_telemetry_sections_mean_the_defaults(tmp_path: Path) -> None:
+    telemetry = load_config(write(tmp_path, "optimizer: {}\n")).telemetry
+    assert telemetry.skills == frozenset()
+    assert telemetry.saturation_warning_percent == 90
+    assert telemetry.capture_content is None
+    assert {rule.name for rule in telemetry.pii_rules} >= {"email", "payment_card", "api_key"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("skills: get_pods\n", "skills must be a list of tool names"),
+        ("skills: [1]\n", "skills must be a list of tool names"),
+        ("context_saturation_warning_percent: 120\n", "must be a percentage (0-100]"),
+        ("context_saturation_warning_percent: high\n", "must be a percentage (0-100]"),
+        ("capture_content: sometimes\n", "capture_content must be true or false"),
+        ("pii_rules:\n  - name: bad\n    regex: '('\n", "pii_rules[0] (bad)"),
+        ("pii_rules: {}\n", "pii_rules"),
+    ],
+    ids=[
+        "skills-scalar",
+        "skills-number",
+        "threshold-high",
+        "threshold-text",
+        "capture",
+        "regex",
+        "rules-mapping",
+    ],
+)
+def test_invalid_telemetry_sections(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, text))

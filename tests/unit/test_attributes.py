@@ -1,0 +1,226 @@
+"""Span attributes and log records of a call: pure, no exporter, no network."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+
+from sidecar.attributes import (
+    Tagging,
+    captured_content,
+    decision_record,
+    scrub_event,
+    tool_choice_records,
+    tool_result_attributes,
+    turn_attributes,
+)
+from sidecar.core.analysis import ToolCall
+from sidecar.core.meter import Meter
+from sidecar.core.model import Dialect, JSONObject, Usage
+from sidecar.core.policy import Decision, Verdict, WalletState
+from sidecar.core.scrub import Scrubber, rules_from_config
+from sidecar.library import load_meter
+from sidecar.proxy import CallOrigin, CallRecord, Optimization
+
+SCRUBBER = Scrubber(secrets=["sk-proj-HELDKEYheldkey0123456789"])
+ALLOW = Verdict(Decision.ALLOW, WalletState.GREEN, "within budget")
+
+BODY: JSONObject = {
+    "model": "gpt-4o",
+    "temperature": 0.2,
+    "max_tokens": 300,
+    "tools": [
+        {"type": "function", "function": {"name": "get_pods", "parameters": {}}},
+        {"type": "function", "function": {"name": "check_logs", "parameters": {}}},
+    ],
+    "messages": [
+        {"role": "system", "content": "You are the SRE agent."},
+        {"role": "user", "content": "Mail jane.doe@example.com when checkout is back."},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_pods", "arguments": "{}"},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "Error: request timed out"},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def meter() -> Meter:
+    return load_meter()
+
+
+def record_of(meter: Meter, body: JSONObject = BODY, **changes: object) -> CallRecord:
+    plan = meter.plan(Dialect.OPENAI_CHAT, body)
+    settlement = meter.settle(plan, Usage(input_tokens=120, output_tokens=30))
+    record = CallRecord(
+        plan,
+        ALLOW,
+        settlement,
+        200,
+        False,
+        True,
+        0.25,
+        (ToolCall("c2", "check_logs", '{"pod": "checkout-7d9", "mail": "ops@example.com"}'),),
+        origin=CallOrigin(started_ns=1, session="run-7"),
+        output_text="I will check the logs of checkout-7d9 for ops@example.com.",
+    )
+    return replace(record, **changes)  # type: ignore[arg-type]
+
+
+def test_turn_attributes_follow_the_conventions(meter: Meter) -> None:
+    record = record_of(meter)
+    attributes = turn_attributes(
+        record, SCRUBBER, Tagging(skills=frozenset({"check_logs"})), loop_turn=3
+    )
+    assert attributes["gen_ai.operation.name"] == "chat"
+    assert attributes["gen_ai.provider.name"] == "openai"
+    assert attributes["gen_ai.request.model"] == "gpt-4o"
+    assert attributes["gen_ai.request.max_tokens"] == 300
+    assert attributes["gen_ai.request.temperature"] == 0.2
+    assert attributes["gen_ai.usage.input_tokens"] == 120
+    assert attributes["gen_ai.usage.output_tokens"] == 30
+    assert attributes["gen_ai.conversation.id"] == "run-7"
+    assert attributes["a11i.loop.turn"] == 3
+    assert attributes["a11i.decision"] == "allow"
+    assert attributes["a11i.wallet.state"] == "Green"
+    assert attributes["a11i.cost.settled_usd"] == float(record.settlement.cost_usd)  # type: ignore[union-attr]
+    assert attributes["a11i.usage.source"] == "provider"
+    assert attributes["a11i.tools.offered"] == ["get_pods", "check_logs"]
+    assert attributes["a11i.tools.called"] == ["check_logs"]
+    assert attributes["skill.name"] == "check_logs"
+    assert attributes["a11i.tool_results"] == 1
+    assert "error.type" not in attributes
+    # Content is not captured unless asked for.
+    assert "gen_ai.input.messages" not in attributes
+    assert "a11i.context.saturation_warning" not in attributes
+
+
+def test_no_skill_when_the_tool_is_not_in_the_list(meter: Meter) -> None:
+    attributes = turn_attributes(record_of(meter), SCRUBBER, Tagging(skills=frozenset({"x"})))
+    assert "skill.name" not in attributes
+
+
+def test_saturation_warning_above_the_threshold(meter: Meter) -> None:
+    record = record_of(meter)
+    below = Tagging(saturation_warning_percent=record.plan.saturation_percent)
+    above = Tagging(saturation_warning_percent=record.plan.saturation_percent - Decimal("0.05"))
+    assert "a11i.context.saturation_warning" not in turn_attributes(record, SCRUBBER, below)
+    assert turn_attributes(record, SCRUBBER, above)["a11i.context.saturation_warning"] is True
+
+
+def test_a_refused_call(meter: Meter) -> None:
+    record = record_of(
+        meter,
+        verdict=Verdict(Decision.BLOCK, WalletState.EXHAUSTED, "limit 1.00 USD reached"),
+        settlement=None,
+        status=402,
+        complete=False,
+        tool_calls=(),
+        error_type="budget_exceeded",
+    )
+    attributes = turn_attributes(record, SCRUBBER, Tagging())
+    assert attributes["error.type"] == "budget_exceeded"
+    assert attributes["http.response.status_code"] == 402
+    assert "gen_ai.usage.input_tokens" not in attributes
+    message, log = decision_record(record, SCRUBBER)
+    assert message == "block gpt-4o: limit 1.00 USD reached"
+    assert log["a11i.decision"] == "block"
+    assert log["event.name"] == "a11i.decision"
+
+
+def test_optimized_call(meter: Meter) -> None:
+    record = record_of(meter, optimization=Optimization(("dedupe", "whitespace"), 42))
+    attributes = turn_attributes(record, SCRUBBER, Tagging())
+    assert attributes["a11i.optimizer.strategy"] == ["dedupe", "whitespace"]
+    assert attributes["a11i.optimizer.tokens_saved"] == 42
+
+
+def test_tool_result_attributes(meter: Meter) -> None:
+    (result,) = record_of(meter).plan.tool_results
+    attributes = tool_result_attributes(result, SCRUBBER, Tagging(skills=frozenset({"get_pods"})))
+    assert attributes == {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": "get_pods",
+        "gen_ai.tool.call.id": "c1",
+        "a11i.tool.outcome": "timeout",
+        "a11i.tool_result.chars": len("Error: request timed out"),
+        "skill.name": "get_pods",
+        "error.type": "timeout",
+    }
+
+
+def test_captured_content_is_scrubbed_and_cut(meter: Meter) -> None:
+    record = record_of(meter)
+    attributes = turn_attributes(record, SCRUBBER, Tagging(capture_content=True))
+    inputs = json.loads(str(attributes["gen_ai.input.messages"]))
+    # Only what this turn added: the tool result after the model's last answer.
+    assert inputs == [
+        {"role": "tool", "parts": [{"type": "text", "content": "Error: request timed out"}]}
+    ]
+    output = json.loads(str(attributes["gen_ai.output.messages"]))
+    text, call = output[0]["parts"]
+    assert text["content"] == "I will check the logs of checkout-7d9 for [REDACTED:email]."
+    assert call["name"] == "check_logs"
+    assert "ops@example.com" not in call["arguments"]
+    short = captured_content(record, SCRUBBER, max_chars=6)
+    assert json.loads(str(short["gen_ai.output.messages"]))[0]["parts"][0]["content"] == "I will"
+
+
+def test_the_first_turn_captures_system_and_user(meter: Meter) -> None:
+    body: JSONObject = {**BODY, "messages": BODY["messages"][:2]}  # type: ignore[index]
+    attributes = captured_content(record_of(meter, body), SCRUBBER, 1000)
+    inputs = json.loads(str(attributes["gen_ai.input.messages"]))
+    assert [m["role"] for m in inputs] == ["system", "user"]
+    assert inputs[1]["parts"][0]["content"] == "Mail [REDACTED:email] when checkout is back."
+
+
+def test_custom_rules_apply_to_their_targets(meter: Meter) -> None:
+    rules = rules_from_config(
+        [{"name": "pod", "regex": "checkout-[0-9a-z]+", "applies_to": ["completions"]}],
+        source="a11i.yaml",
+    )
+    scrubber = Scrubber(rules)
+    attributes = captured_content(record_of(meter), scrubber, 1000)
+    output = json.loads(str(attributes["gen_ai.output.messages"]))
+    assert "checkout-7d9" not in output[0]["parts"][0]["content"]
+    # Tool arguments are not the rule's target: the pod name stays there.
+    assert "checkout-7d9" in output[0]["parts"][1]["arguments"]
+
+
+def test_tool_choice_logs(meter: Meter) -> None:
+    records = tool_choice_records(
+        record_of(meter), SCRUBBER, Tagging(skills=frozenset({"check_logs"}))
+    )
+    ((message, attributes),) = records
+    assert message == "model chose tool check_logs"
+    assert attributes["skill.name"] == "check_logs"
+    assert "gen_ai.tool.call.arguments" not in attributes
+    ((_, captured),) = tool_choice_records(
+        record_of(meter), SCRUBBER, Tagging(capture_content=True)
+    )
+    assert "[REDACTED:email]" in str(captured["gen_ai.tool.call.arguments"])
+
+
+def test_held_keys_never_leave(meter: Meter) -> None:
+    body: JSONObject = {
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "my key is sk-proj-HELDKEYheldkey0123456789"}],
+    }
+    attributes = captured_content(record_of(meter, body), SCRUBBER, 1000)
+    assert "HELDKEY" not in str(attributes)
+
+
+def test_events_are_scrubbed() -> None:
+    event = scrub_event({"model": "ft:gpt-4o:jane.doe@example.com", "cost_usd": "0.1"}, SCRUBBER)
+    assert event == {"model": "ft:gpt-4o:[REDACTED:email]", "cost_usd": "0.1"}
