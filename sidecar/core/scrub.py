@@ -98,6 +98,10 @@ class Prefilter:
     any_of: tuple[str, ...]
     casefold: bool = False
 
+    def __post_init__(self) -> None:
+        if not self.any_of or not all(self.any_of):
+            raise ValueError("a prefilter needs one non-empty string at least")
+
 
 @dataclass(frozen=True, slots=True)
 class Rule:
@@ -582,7 +586,7 @@ class Scrubber:
     the budget of one call between the rules: the ``regex`` engine watches its own time.
     """
 
-    __slots__ = ("_budget_s", "_clock", "_pending", "_rules", "_secrets", "stats")
+    __slots__ = ("_budget_s", "_clock", "_pending", "_plans", "_secrets", "_tally", "stats")
 
     def __init__(
         self,
@@ -598,12 +602,18 @@ class Scrubber:
         self._clock = clock
         #: Replacements of the call in progress, added to ``stats`` only when it succeeds.
         self._pending: Counter[str] = Counter()
-        passes = {rule: _Pass(rule, self._pending) for rule in dict.fromkeys(rules)}
-        self._rules: dict[Target, tuple[_Pass, ...]] = {
-            target: tuple(
-                passes[rule]
-                for rule in dict.fromkeys(rules)
-                if target is Target.OTHER or target in rule.applies_to
+        #: How many replacements were made since the scrubber was built (one cell, shared).
+        self._tally = [0]
+        unique = tuple(dict.fromkeys(rules))
+        hints = {hint for rule in unique for hint in _hints_of(rule) or ()}
+        passes = {rule: _Pass(rule, self._pending, self._tally, hints) for rule in unique}
+        self._plans = {
+            target: _Plan(
+                tuple(
+                    passes[rule]
+                    for rule in unique
+                    if target is Target.OTHER or target in rule.applies_to
+                )
             )
             for target in Target
         }
@@ -646,32 +656,35 @@ class Scrubber:
     def _scrub(self, text: str, target: Target, deadline: float) -> str:
         if not text:
             return text
-        pending = self._pending
+        pending, tally, clock = self._pending, self._tally, self._clock
         pending.clear()
         for secret in self._secrets:
             if secret in text:
                 pending["secret"] += text.count(secret)
                 text = text.replace(secret, SECRET_REDACTION)
-        folded, folded_from = "", ""
+        plan = self._plans[target]
+        present = plan.present(text)
+        seen = tally[0]
         try:
             # Checked once even without rules: the strings of one JSON value share a deadline.
-            if self._clock() >= deadline:
+            if clock() >= deadline:
                 raise TimeoutError
-            for step in self._rules[target]:
-                prefilter = step.prefilter
-                if prefilter is not None:
-                    if prefilter.casefold:
-                        if folded_from is not text:
-                            folded, folded_from = text.casefold(), text
-                        haystack = folded
-                    else:
-                        haystack = text
-                    if not any(hint in haystack for hint in prefilter.any_of):
-                        continue
-                remaining = deadline - self._clock()
+            for step in plan.passes:
+                if step.hints is not None and step.hints.isdisjoint(present):
+                    continue
+                remaining = deadline - clock()
                 if remaining <= 0:
                     raise TimeoutError
                 text = step.pattern.sub(step.replace, text, timeout=remaining)
+                if tally[0] != seen:
+                    seen = tally[0]
+                    # A replacement removes text and adds its marker: what the text holds now
+                    # is what it held plus what the marker holds (a hint cannot straddle the
+                    # brackets of a marker; other replacements are looked at afresh).
+                    if step.marker_hints is None:
+                        present = plan.present(text)
+                    else:
+                        present |= step.marker_hints
         except TimeoutError:
             pending.clear()
             self.stats.timeouts += 1
@@ -680,15 +693,37 @@ class Scrubber:
         return text
 
 
+#: A prefilter's string and whether it is looked for in the casefolded text.
+_Hint = tuple[str, bool]
+
+
+def _hints_of(rule: Rule) -> frozenset[_Hint] | None:
+    """The hints of a rule's prefilter; None when the rule must always run."""
+    prefilter = rule.prefilter
+    if prefilter is None or any("[" in hint or "]" in hint for hint in prefilter.any_of):
+        # A hint with a bracket could straddle a marker's edge: no shortcut for it.
+        return None
+    return frozenset((hint, prefilter.casefold) for hint in prefilter.any_of)
+
+
 class _Pass:
-    """One rule as the scrubber runs it: its pattern, prefilter and replacement function."""
+    """One rule as the scrubber runs it: its pattern, its hints and its replacement function."""
 
-    __slots__ = ("pattern", "prefilter", "replace")
+    __slots__ = ("hints", "marker_hints", "pattern", "replace")
 
-    def __init__(self, rule: Rule, counts: Counter[str]) -> None:
+    def __init__(
+        self, rule: Rule, counts: Counter[str], tally: list[int], hints: set[_Hint]
+    ) -> None:
         self.pattern = rule.pattern
-        self.prefilter = rule.prefilter
-        name, replacement, validator = rule.name, rule.replacement, rule.validator
+        self.hints = _hints_of(rule)
+        replacement = rule.replacement
+        self.marker_hints: frozenset[_Hint] | None = None
+        if replacement.startswith("[") and replacement.endswith("]"):
+            folded = replacement.casefold()
+            self.marker_hints = frozenset(
+                (hint, fold) for hint, fold in hints if hint in (folded if fold else replacement)
+            )
+        name, validator = rule.name, rule.validator
 
         def replace(match: regex.Match[str]) -> str:
             found = match.group()
@@ -696,6 +731,27 @@ class _Pass:
             if not found or (validator is not None and not validator(found)):
                 return found
             counts[name] += 1
+            tally[0] += 1
             return replacement
 
         self.replace = replace
+
+
+class _Plan:
+    """The passes of one target, and every hint they look for."""
+
+    __slots__ = ("folded_hints", "passes", "plain_hints")
+
+    def __init__(self, passes: tuple[_Pass, ...]) -> None:
+        self.passes = passes
+        hints = {hint for step in passes for hint in step.hints or ()}
+        self.plain_hints = tuple(sorted(hint for hint, fold in hints if not fold))
+        self.folded_hints = tuple(sorted(hint for hint, fold in hints if fold))
+
+    def present(self, text: str) -> set[_Hint]:
+        """The hints found in ``text``: one look per distinct hint, shared by the passes."""
+        found = {(hint, False) for hint in self.plain_hints if hint in text}
+        if self.folded_hints:
+            folded = text.casefold()
+            found.update((hint, True) for hint in self.folded_hints if hint in folded)
+        return found
