@@ -105,7 +105,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     wallet.add_argument("--json", action="store_true", help="show: print JSON")
     wallet.set_defaults(run=_run_wallet)
+
+    operator = commands.add_parser(
+        "operator",
+        help="run the Kubernetes operator (AgentBudget, TelemetryPolicy)",
+        description="Reconcile AgentBudgets into the namespaces' shared wallets in Redis and "
+        "TelemetryPolicies into the sidecars' configuration. Configured by environment "
+        "variables (docs/operator.md): A11I_REDIS_URL (required), A11I_OPERATOR_*; the cluster "
+        "from KUBECONFIG or the in-cluster service account.",
+    )
+    operator.add_argument("--verbose", action="store_true", help="log what kopf does, too")
+    operator.add_argument("--debug", action="store_true", help="log everything")
+    operator.set_defaults(run=_run_operator)
     return parser
+
+
+def _run_operator(args: argparse.Namespace) -> int:
+    from a11i_operator.run import main as run_operator
+
+    flags = [flag for flag, on in (("--verbose", args.verbose), ("--debug", args.debug)) if on]
+    return run_operator(flags)
 
 
 def _run_wallet(args: argparse.Namespace) -> int:
