@@ -10,7 +10,8 @@ Keys (``{ns}`` is the namespace):
 
 - ``a11i:wallet:{ns}`` — hash: ``limit_nanos`` (integer nano-dollars, ``""`` = no limit),
   ``warn_at`` and ``optimize_at`` (decimal percent strings), ``when_exhausted`` (Block | Warn),
-  ``period`` (Daily | Weekly | Monthly | Total), ``period_start`` and ``origin`` (unix seconds),
+  ``period`` (Daily | Weekly | Monthly | Total), ``zone`` (the IANA zone whose midnights start
+  the periods; every sidecar adopts it), ``period_start`` and ``origin`` (unix seconds),
   ``spent_nanos`` (integer), ``suspended`` ("0" / "1": the namespace's emergency stop).
 - ``a11i:wallet:{ns}:leases`` — hash: lease id -> ``"nanos:expires_at:period_start"``.
 - ``a11i:wallet:{ns}:settled`` — sorted set: ids of settled leases scored by when, kept for
@@ -142,9 +143,10 @@ end
 
 local function state(flag, current, held)
   local w = redis.call('HMGET', KEYS[1], 'spent_nanos', 'limit_nanos', 'warn_at', 'optimize_at',
-    'when_exhausted', 'period', 'origin', 'suspended')
+    'when_exhausted', 'period', 'origin', 'suspended', 'zone')
   local cluster = redis.call('GET', KEYS[3]) or '0'
-  return {'ok', flag, w[1], held, w[2], w[3], w[4], w[5], w[6], current, w[7], w[8], cluster}
+  return {'ok', flag, w[1], held, w[2], w[3], w[4], w[5], w[6], current, w[7], w[8], cluster,
+    w[9] or ''}
 end
 
 local function stopped()
@@ -203,7 +205,7 @@ return state(0, current, reserved(current))
 # Fills only the fields that are absent: a starting sidecar never overwrites a wallet that an
 # operator or another sidecar already holds. ARGV: the fields' values in _FIELDS order.
 _INIT = """
-local fields = {'limit_nanos', 'warn_at', 'optimize_at', 'when_exhausted', 'period',
+local fields = {'limit_nanos', 'warn_at', 'optimize_at', 'when_exhausted', 'period', 'zone',
   'period_start', 'origin', 'spent_nanos', 'suspended'}
 local created = 0
 for i = 1, #fields do created = created + redis.call('HSETNX', KEYS[1], fields[i], ARGV[i]) end
@@ -232,6 +234,9 @@ class _Remote:
     reserved: int
     namespace_stop: bool
     cluster_stop: bool
+    #: The IANA zone whose midnights start the wallet's periods ("" for a wallet written
+    #: before zones were stored: each sidecar then uses its own A11I_BUDGET_TIMEZONE).
+    zone: str = ""
 
     @property
     def committed(self) -> int:
@@ -351,6 +356,12 @@ class RedisWallet:
         """Create the wallet in Redis if absent and start watching the stops. Never fails for
         want of Redis: the wallet then starts down and the watcher connects when it can."""
         try:
+            # The wallet's own zone first: a period start computed in another zone could
+            # look like a new period to the first script and reset the spend.
+            async with asyncio.timeout(self._timeout):
+                stored = await self._client.hget(self._key, "zone")
+            if stored:
+                self._adopt_zone(_text(stored))
             await self._init(self._clock())
             await self._refresh()
             self._up()
@@ -493,10 +504,11 @@ class RedisWallet:
             await self._admin(self._init(self._clock()))
 
     async def configure(self, policy: BudgetPolicy, period: Period) -> None:
-        """Set the wallet's limit, thresholds and period; what was spent is kept."""
+        """Set the wallet's limit, thresholds, period and time zone (this wallet's ``zone``);
+        what was spent is kept."""
         _check_nanos(policy)
         fields: dict[FieldT, EncodableT] = {
-            name: value for name, value in _policy_fields(policy, period).items()
+            name: value for name, value in _policy_fields(policy, period, self._zone_name).items()
         }
         await self._admin(self._client.hset(self._key, mapping=fields))
         # A wallet that did not exist gets its other fields (spent, period start) now.
@@ -517,13 +529,17 @@ class RedisWallet:
     async def _init(self, now: datetime) -> None:
         remote = self._remote
         if remote is None:
-            fields = _policy_fields(self._policy, self._period)
+            fields = _policy_fields(self._policy, self._period, self._zone_name)
             start = period_start(self._period, now, now, self._zone).timestamp()
             origin, suspended = None, "0"
         else:
             # Redis lost the wallet (restarted without persistence): recreate it as it was last
             # seen, so its period (and the leases of that period) carry on; only spend is lost.
-            fields = _policy_fields(replace(remote.policy, suspended=False), remote.period)
+            fields = _policy_fields(
+                replace(remote.policy, suspended=False),
+                remote.period,
+                remote.zone or self._zone_name,
+            )
             start, origin = remote.period_start, remote.origin
             suspended = "1" if remote.namespace_stop else "0"
         values = [
@@ -589,9 +605,31 @@ class RedisWallet:
 
     def _remember(self, remote: _Remote, version: int) -> None:
         self._remote = remote
+        if remote.zone:
+            self._adopt_zone(remote.zone)
         if version == self._stop_version:
             self._namespace_stop = remote.namespace_stop
             self._cluster_stop = remote.cluster_stop
+
+    def _adopt_zone(self, name: str) -> None:
+        """Compute period starts in the wallet's zone (an operator sets it from the
+        AgentBudget's ``timeZone``), whatever this sidecar's own setting says."""
+        if name == self._zone_name:
+            return
+        try:
+            zone = ZoneInfo(name)
+        except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+            log.error(
+                "wallet %s: unknown time zone %r in Redis; periods stay in %s",
+                self.namespace,
+                name,
+                self._zone_name,
+            )
+            return
+        log.info(
+            "wallet %s: periods start at midnight in %s (the wallet's zone)", self.namespace, name
+        )
+        self._zone, self._zone_name = zone, name
 
     def _stop_verdict(self, cluster: bool) -> Verdict:
         reason = "the cluster-wide emergency stop is on" if cluster else "the emergency stop is on"
@@ -738,7 +776,7 @@ async def set_cluster_stop(client: aioredis.Redis, on: bool, *, timeout_s: float
         raise WalletUnavailable(f"the cluster stop cannot be set (Redis): {exc!r}") from exc
 
 
-def _policy_fields(policy: BudgetPolicy, period: Period) -> dict[str, str]:
+def _policy_fields(policy: BudgetPolicy, period: Period, zone: str) -> dict[str, str]:
     limit = policy.limit_usd
     return {
         # Rounded down: a fraction of a nano-dollar of limit is never spendable.
@@ -747,6 +785,8 @@ def _policy_fields(policy: BudgetPolicy, period: Period) -> dict[str, str]:
         "optimize_at": str(policy.optimize_at_percent),
         "when_exhausted": policy.when_exhausted.value,
         "period": period.value,
+        # Every sidecar computes period starts in the wallet's zone, not its own.
+        "zone": zone,
     }
 
 
@@ -765,6 +805,7 @@ def _parse(reply: Sequence[object]) -> _Remote:
     (spent, reserved, limit, warn_at, optimize_at, when, period, start, origin, ns, cluster) = (
         _text(value) for value in reply[2:13]
     )
+    zone = _text(reply[13]) if len(reply) > 13 else ""
     namespace_stop = ns == "1"
     cluster_stop = cluster == "1"
     policy = BudgetPolicy(
@@ -783,4 +824,5 @@ def _parse(reply: Sequence[object]) -> _Remote:
         reserved=int(reserved),
         namespace_stop=namespace_stop,
         cluster_stop=cluster_stop,
+        zone=zone,
     )

@@ -482,3 +482,30 @@ async def test_fail_closed_refuses_quickly(make_wallet: WalletFactory) -> None:
 
 async def _disconnected(wallet: RedisWallet) -> bool:
     return not wallet.connected
+
+
+async def test_every_sidecar_uses_the_wallets_time_zone(
+    redis_server: RedisServer, client: aioredis.Redis, make_wallet: WalletFactory
+) -> None:
+    """An operator configures a Daily wallet in Europe/Berlin; a sidecar set to UTC must count
+    the day from Berlin's midnight too, or at 23:30 UTC (00:30 in Berlin) the two would start
+    different days and one would reset the other's spend."""
+    namespace = _namespace()
+    now = datetime(2026, 11, 23, 23, 30, tzinfo=UTC)  # 00:30 on the 24th in Berlin
+    berlin_midnight = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
+    operator = await make_wallet(
+        redis_server.url, namespace, period=Period.DAILY, zone="Europe/Berlin", clock=lambda: now
+    )
+    await operator.configure(BudgetPolicy(limit_usd=LIMIT), Period.DAILY)
+    assert (await _wallet_hash(client, namespace))["zone"] == "Europe/Berlin"
+    sidecar = await make_wallet(
+        redis_server.url, namespace, period=Period.DAILY, zone="UTC", clock=lambda: now
+    )
+    _, lease = await sidecar.reserve(WORST)
+    assert lease is not None
+    await sidecar.settle(lease, WORST)
+    snapshot = await sidecar.snapshot()
+    assert snapshot.period_start == berlin_midnight
+    assert snapshot.spent_usd == WORST
+    # The operator's view agrees: nothing was reset.
+    assert (await operator.snapshot()).spent_usd == WORST
