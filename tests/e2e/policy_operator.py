@@ -1,9 +1,10 @@
-"""The TelemetryPolicy handlers as a real operator process, for the end-to-end tests.
+"""The operator as a real process for the TelemetryPolicy end-to-end tests.
 
-Runs ``kopf run -m a11i_operator.policies`` (the policy handlers alone, so these tests need
-neither Redis nor the AgentBudget half) against the test control plane with the admin
-kubeconfig, watching every namespace, until the module's tests are done. Its log is attached to
-a failing test's message through :meth:`PolicyOperator.log`.
+Runs ``python -m a11i_operator`` (both halves: the AgentBudget one needs a Redis, started here)
+against the test control plane as the operator's own ServiceAccount, with the RBAC the chart
+grants (rendered by the real helm), so a permission the chart forgot fails these tests. It runs
+standalone (no peering) until the module's tests are done. Its log is attached to a failing
+test's message through :meth:`PolicyOperator.log`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import TypeVar
 import pytest
 
 from tests.cluster import ROOT, ControlPlane
+from tests.e2e.operator import install_rbac, service_account_kubeconfig
+from tests.redis_server import RedisServer
 
 T = TypeVar("T")
 
@@ -33,10 +36,19 @@ class PolicyOperator:
         self._dir = tempfile.TemporaryDirectory(prefix="a11i-policy-operator-")
         self.log_path = Path(self._dir.name) / "operator.log"
         self._log = self.log_path.open("wb")
-        env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig_path), "PYTHONUNBUFFERED": "1"}
+        install_rbac(plane)
+        kubeconfig = service_account_kubeconfig(plane, Path(self._dir.name) / "kubeconfig")
+        self.redis = RedisServer()
+        self.redis.start()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+            "A11I_REDIS_URL": self.redis.url,
+            "A11I_OPERATOR_PEERING": "standalone",
+        }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "kopf", "run", "-m", "a11i_operator.policies",
-             "--standalone", "--all-namespaces", "--verbose"],
+            [sys.executable, "-m", "a11i_operator", "--verbose"],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -54,6 +66,7 @@ class PolicyOperator:
                 self.process.kill()
                 self.process.wait(timeout)
         self._log.close()
+        self.redis.close()
         self._dir.cleanup()
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, object] | None:
