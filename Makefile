@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install encodings system otelcol cluster-bins cluster e2e run test lint typecheck unit integration bench clean
+.PHONY: install encodings system otelcol cluster-bins cluster e2e e2e-kind run test lint typecheck unit integration bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,11 @@ integration: install system otelcol cluster-bins
 
 e2e: install cluster-bins
 	$(BIN)/pytest tests/e2e
+
+## e2e-kind: both images built with docker, the chart and examples/ in a kind cluster (machines
+## with Docker only; never part of `make test`; without an engine it says so and exits 0)
+e2e-kind:
+	bash tools/kind/e2e.sh
 	$(BIN)/pytest tests/integration
 
 ## bench: proxy overhead and counting benchmarks (not part of `make test`)

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from a11i_operator.injection import InjectionSettings
 
 #: The value of ``A11I_OPERATOR_PEERING`` that turns peering off.
 STANDALONE = "standalone"
@@ -16,12 +20,44 @@ class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable and what to set."""
 
 
+class Role(StrEnum):
+    """``--role``: which half of the operator a process runs."""
+
+    ALL = "all"
+    """The reconcilers, and the injection webhook when ``A11I_SIDECAR_IMAGE`` is set."""
+    RECONCILER = "reconciler"
+    """AgentBudgets and TelemetryPolicies; no webhook server."""
+    WEBHOOK = "webhook"
+    """Only the injection webhook (no Redis, no peering: every replica serves)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """The injection webhook's server and what it injects."""
+
+    injection: InjectionSettings
+    """What the sidecar is (``A11I_SIDECAR_IMAGE``, ``A11I_SIDECAR_REDIS_URL``,
+    ``A11I_OPERATOR_NAMESPACE``); ``native_sidecars`` is settled at start when auto."""
+    port: int = 9443
+    """``--webhook-port`` / ``A11I_WEBHOOK_PORT``: the HTTPS port the API server calls."""
+    cert_dir: Path = Path("/etc/a11i/webhook-tls")
+    """``--webhook-cert-dir`` / ``A11I_WEBHOOK_CERT_DIR``: ``tls.crt`` and ``tls.key``, re-read
+    when they change (a renewed Secret or cert-manager Certificate, without a restart)."""
+    native_sidecars: bool | None = None
+    """``A11I_NATIVE_SIDECARS``: ``true``/``false``; ``auto`` (None here) asks the API
+    server's ``/version`` at start: 1.29 or later runs the proxy as a native sidecar."""
+    self_signed: bool = False
+    """``--self-signed``: write a fresh CA and serving certificate into ``cert_dir`` at start
+    (a laptop; in a cluster the chart or cert-manager provides them)."""
+
+
 @dataclass(frozen=True, slots=True)
 class OperatorSettings:
     """Everything the operator is configured with."""
 
     redis_url: str
-    """``A11I_REDIS_URL``: the Redis that holds the namespaces' shared wallets (required)."""
+    """``A11I_REDIS_URL``: the Redis that holds the namespaces' shared wallets (required by
+    the reconcilers; the webhook role does without)."""
     status_interval_s: float = 10.0
     """``A11I_OPERATOR_STATUS_INTERVAL``: seconds between two reads of a wallet into a status."""
     namespaces: tuple[str, ...] = ()
@@ -31,16 +67,34 @@ class OperatorSettings:
     ``standalone`` (None here) turns peering off."""
     redis_timeout_s: float = 2.0
     """``A11I_REDIS_TIMEOUT``: seconds any one Redis call may take before Redis counts as down."""
+    role: Role = Role.ALL
+    """``--role``: all, reconciler or webhook."""
+    webhook: WebhookSettings | None = None
+    """The injection webhook; None: this process serves none."""
 
     @property
     def clusterwide(self) -> bool:
         return not self.namespaces
 
+    @property
+    def reconciles(self) -> bool:
+        return self.role is not Role.WEBHOOK
+
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> OperatorSettings:
-        """The settings from environment variables; ``SettingsError`` says what is wrong."""
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        role: Role = Role.ALL,
+        *,
+        webhook_port: int | None = None,
+        webhook_cert_dir: Path | None = None,
+        self_signed: bool = False,
+    ) -> OperatorSettings:
+        """The settings from environment variables (and the flags that override them);
+        ``SettingsError`` says what is wrong."""
         redis_url = env.get("A11I_REDIS_URL", "").strip()
-        if not redis_url:
+        webhook = _webhook(env, role, webhook_port, webhook_cert_dir, self_signed)
+        if not redis_url and role is not Role.WEBHOOK:
             raise SettingsError(
                 "A11I_REDIS_URL is not set: the operator keeps the namespaces' wallets in the "
                 "Redis the sidecars share; set it to that Redis, e.g. redis://redis.a11i:6379/0"
@@ -55,7 +109,50 @@ class OperatorSettings:
             namespaces=tuple(name for name in namespaces if name),
             peering=None if peering == STANDALONE else peering,
             redis_timeout_s=_seconds(env, "A11I_REDIS_TIMEOUT", 2.0),
+            role=role,
+            webhook=webhook,
         )
+
+
+def _webhook(
+    env: Mapping[str, str],
+    role: Role,
+    port: int | None,
+    cert_dir: Path | None,
+    self_signed: bool,
+) -> WebhookSettings | None:
+    image = env.get("A11I_SIDECAR_IMAGE", "").strip()
+    if role is Role.RECONCILER or (role is Role.ALL and not image):
+        return None
+    if not image:
+        raise SettingsError(
+            "A11I_SIDECAR_IMAGE is not set: the webhook injects that image as the a11i-proxy "
+            "sidecar; set it, e.g. ghcr.io/a11i/a11i:0.1.0"
+        )
+    native_raw = env.get("A11I_NATIVE_SIDECARS", "auto").strip().lower() or "auto"
+    natives = {"auto": None, "true": True, "false": False}
+    if native_raw not in natives:
+        raise SettingsError(f"A11I_NATIVE_SIDECARS must be auto, true or false, not {native_raw!r}")
+    if port is None:
+        raw_port = env.get("A11I_WEBHOOK_PORT", "").strip() or "9443"
+        port = int(raw_port) if raw_port.isdigit() else 0
+    if not 0 < port < 65536:
+        raise SettingsError("A11I_WEBHOOK_PORT (--webhook-port) must be a TCP port (1-65535)")
+    if cert_dir is None:
+        cert_dir = Path(env.get("A11I_WEBHOOK_CERT_DIR", "").strip() or "/etc/a11i/webhook-tls")
+    native = natives[native_raw]
+    return WebhookSettings(
+        injection=InjectionSettings(
+            image=image,
+            redis_url=env.get("A11I_SIDECAR_REDIS_URL", "").strip(),
+            operator_namespace=env.get("A11I_OPERATOR_NAMESPACE", "").strip(),
+            native_sidecars=True if native is None else native,
+        ),
+        port=port,
+        cert_dir=cert_dir,
+        native_sidecars=native,
+        self_signed=self_signed,
+    )
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

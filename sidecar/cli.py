@@ -34,7 +34,11 @@ log = logging.getLogger("a11i")
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    # The operator has options of its own (a11i_operator.run): they are passed through.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "operator":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     if args.command is None:
         parser.print_help()
         return 2
@@ -106,16 +110,28 @@ def _parser() -> argparse.ArgumentParser:
     wallet.add_argument("--json", action="store_true", help="show: print JSON")
     wallet.set_defaults(run=_run_wallet)
 
+    probe = commands.add_parser(
+        "probe",
+        help="exit 0 when the local sidecar answers ready (a kubelet exec probe)",
+        description="GET http://127.0.0.1:$A11I_PORT/a11i/readyz (or --path) with a timeout; "
+        "exit 0 on HTTP 200, 1 otherwise. The sidecar listens on the pod's loopback only, "
+        "which the kubelet's HTTP probes cannot reach, so the injector uses this as exec probe.",
+    )
+    probe.add_argument("--path", default="/a11i/readyz", help="default /a11i/readyz")
+    probe.add_argument("--timeout", type=float, default=1.0, help="seconds (default 1)")
+    probe.set_defaults(run=_run_probe)
+
     operator = commands.add_parser(
         "operator",
         help="run the Kubernetes operator (AgentBudget, TelemetryPolicy)",
         description="Reconcile AgentBudgets into the namespaces' shared wallets in Redis and "
         "TelemetryPolicies into the sidecars' configuration. Configured by environment "
         "variables (docs/operator.md): A11I_REDIS_URL (required), A11I_OPERATOR_*; the cluster "
-        "from KUBECONFIG or the in-cluster service account.",
+        "from KUBECONFIG or the in-cluster service account. Options: --role "
+        "all|reconciler|webhook, --webhook-port, --webhook-cert-dir, --self-signed, --verbose, "
+        "--debug (a11i operator --role webhook --help shows them all).",
+        add_help=False,
     )
-    operator.add_argument("--verbose", action="store_true", help="log what kopf does, too")
-    operator.add_argument("--debug", action="store_true", help="log everything")
     operator.set_defaults(run=_run_operator)
     return parser
 
@@ -123,8 +139,29 @@ def _parser() -> argparse.ArgumentParser:
 def _run_operator(args: argparse.Namespace) -> int:
     from a11i_operator.run import main as run_operator
 
-    flags = [flag for flag, on in (("--verbose", args.verbose), ("--debug", args.debug)) if on]
-    return run_operator(flags)
+    return run_operator(list(args.extra))
+
+
+def _run_probe(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    raw = os.environ.get("A11I_PORT", "").strip() or "11000"
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise SettingsError(f"A11I_PORT must be a TCP port (1-65535), not {raw!r}")
+    url = f"http://127.0.0.1:{int(raw)}{args.path}"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as answer:
+            status = int(answer.status)
+    except urllib.error.HTTPError as error:
+        status = error.code
+    except (OSError, TimeoutError) as error:
+        print(f"a11i probe: {url}: {error}", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"a11i probe: {url}: HTTP {status}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _run_wallet(args: argparse.Namespace) -> int:

@@ -1,0 +1,441 @@
+"""What the injection webhook does to a pod: the pure part.
+
+A pod (as the admission request carries it), the labels of its namespace and the
+:class:`InjectionSettings` go in; either an :class:`Injection` (the JSONPatch operations that add
+the ``a11i-proxy`` sidecar and point the app containers at it) or a :class:`Skip` (why the pod is
+admitted unchanged) comes out, each with the warnings the user who created the pod should read.
+
+The decision, in order:
+
+1. never in ``kube-system`` or the operator's own namespace;
+2. the pod's ``a11i.io/inject`` annotation: ``"false"`` always wins, ``"true"`` asks;
+3. else the namespace label ``a11i.io/inject=enabled`` asks;
+4. not twice (``a11i.io/status: injected``, or an ``a11i-proxy`` container already there);
+5. not host-network pods (the proxy's loopback port would be the node's);
+6. a spec this module cannot patch is admitted unchanged, with a warning (never refused).
+
+What it may not do: I/O of any kind, kopf, a clock, or raise on any input (a bad pod is a
+:class:`Skip`, never an exception: a webhook that raises refuses the pod).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal, TypedDict
+
+#: Pod annotation: ``"true"`` asks for the sidecar, ``"false"`` refuses it whatever the namespace.
+INJECT: Final = "a11i.io/inject"
+#: Namespace label value that asks for the sidecar in every pod of the namespace.
+NAMESPACE_LABEL: Final = "a11i.io/inject"
+ENABLED: Final = "enabled"
+#: Pod annotation the webhook sets; ``injected`` makes a second admission change nothing.
+STATUS: Final = "a11i.io/status"
+INJECTED: Final = "injected"
+#: Pod annotation: comma-separated names of the app containers that get the base URLs.
+CONTAINERS: Final = "a11i.io/containers"
+#: Pod annotation: ``"true"`` replaces base URLs the user set in a container's env.
+OVERRIDE_ENV: Final = "a11i.io/override-env"
+#: Pod annotations overriding the proxy's CPU request and memory (request and limit).
+PROXY_CPU: Final = "a11i.io/proxy-cpu"
+PROXY_MEMORY: Final = "a11i.io/proxy-memory"
+#: Pod label naming the project the agent's spend is reported under (default: the namespace).
+PROJECT: Final = "a11i.io/project"
+
+SIDECAR: Final = "a11i-proxy"
+CONFIG_VOLUME: Final = "a11i-config"
+STATE_VOLUME: Final = "a11i-state"
+TMP_VOLUME: Final = "a11i-tmp"
+CONFIG_MAP: Final = "a11i-sidecar-config"
+ENV_CONFIG_MAP: Final = "a11i-sidecar-env"
+OTLP_HEADERS_SECRET: Final = "a11i-sidecar-otlp-headers"
+CONFIG_DIR: Final = "/etc/a11i"
+STATE_DIR: Final = "/var/lib/a11i"
+WALLET_FILE: Final = f"{STATE_DIR}/wallets.sqlite"
+#: The sidecar image's distroless "nonroot" user.
+NONROOT_UID: Final = 65532
+#: Namespaces never injected, whatever their labels say.
+SYSTEM_NAMESPACES: Final = frozenset({"kube-system"})
+
+# A Kubernetes resource quantity (k8s.io/apimachinery/pkg/api/resource), the forms people write.
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_CONTAINER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionSettings:
+    """What the webhook injects; built once from the operator's environment."""
+
+    image: str
+    """``A11I_SIDECAR_IMAGE``: the a11i image the sidecar runs (``a11i sidecar``)."""
+    redis_url: str = ""
+    """``A11I_SIDECAR_REDIS_URL``: passed as ``A11I_REDIS_URL``; empty: each sidecar keeps its
+    embedded wallet in an emptyDir."""
+    operator_namespace: str = ""
+    """``A11I_OPERATOR_NAMESPACE``: never injected (nor is ``kube-system``)."""
+    native_sidecars: bool = True
+    """Whether the API server runs init containers with ``restartPolicy: Always`` as sidecars
+    (Kubernetes 1.29+); else the proxy is a regular container."""
+    port: int = 11000
+    """The sidecar's port on the pod's loopback (its default ``A11I_PORT``)."""
+    cpu_request: str = "50m"
+    memory_request: str = "128Mi"
+    memory_limit: str = "256Mi"
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class PatchOp(TypedDict):
+    """One RFC 6902 operation; only ``add`` and ``replace`` are ever produced."""
+
+    op: Literal["add", "replace"]
+    path: str
+    value: object
+
+
+@dataclass(frozen=True, slots=True)
+class Injection:
+    """Inject: apply ``patch`` (in order) to the pod."""
+
+    patch: tuple[PatchOp, ...]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Admit the pod unchanged, because of ``reason``."""
+
+    reason: str
+    warnings: tuple[str, ...] = field(default=())
+
+
+Decision = Injection | Skip
+
+
+class _Malformed(Exception):
+    """The pod spec has a shape this module cannot patch; the message says where."""
+
+
+def decide(
+    pod: object,
+    *,
+    namespace: str,
+    namespace_labels: Mapping[str, str],
+    settings: InjectionSettings,
+) -> Decision:
+    """Whether and how to inject ``pod``, created in ``namespace`` (from the admission
+    request: a pod made by a controller may carry neither name nor namespace yet)."""
+    if not isinstance(pod, Mapping):
+        return _malformed("the pod is not an object")
+    metadata = pod.get("metadata", {})
+    if not isinstance(metadata, Mapping):
+        return _malformed("metadata is not an object")
+    annotations = _strings(metadata.get("annotations"))
+    labels = _strings(metadata.get("labels"))
+    if annotations is None or labels is None:
+        return _malformed("metadata.annotations or metadata.labels is not a map of strings")
+
+    if namespace in SYSTEM_NAMESPACES or namespace == settings.operator_namespace:
+        return Skip(f"namespace {namespace} is never injected")
+    asked = annotations.get(INJECT)
+    if asked == "false":
+        return Skip(f"the pod says {INJECT}: false")
+    if asked != "true" and namespace_labels.get(NAMESPACE_LABEL) != ENABLED:
+        return Skip(f"not asked for: no {INJECT}: true, namespace not labelled")
+    if annotations.get(STATUS) == INJECTED:
+        return Skip(f"already injected ({STATUS}: {INJECTED})")
+
+    spec = pod.get("spec")
+    if not isinstance(spec, Mapping):
+        return _malformed("spec is not an object")
+    if spec.get("hostNetwork") is True:
+        return Skip(
+            "host-network pod: the proxy's loopback port would be the node's",
+            (f"a11i: pod not injected: {SIDECAR} does not run in host-network pods",),
+        )
+    try:
+        return _inject(spec, annotations, labels, settings, has_metadata="metadata" in pod)
+    except _Malformed as problem:
+        return _malformed(str(problem))
+
+
+def _inject(
+    spec: Mapping[str, object],
+    annotations: Mapping[str, str],
+    labels: Mapping[str, str],
+    settings: InjectionSettings,
+    *,
+    has_metadata: bool,
+) -> Decision:
+    containers = _objects(spec, "containers", required=True)
+    init_containers = _objects(spec, "initContainers")
+    volumes = _objects(spec, "volumes")
+    names = [_name(c, "containers") for c in containers]
+    init_names = [_name(c, "initContainers") for c in init_containers]
+    if SIDECAR in names or SIDECAR in init_names:
+        return Skip(f"already has a container named {SIDECAR}")
+    taken = {v.get("name") for v in volumes}
+    ours = [CONFIG_VOLUME, TMP_VOLUME] + ([] if settings.redis_url else [STATE_VOLUME])
+    clash = [name for name in ours if name in taken]
+    if clash:
+        raise _Malformed(f"the pod already has a volume named {clash[0]}")
+
+    warnings: list[str] = []
+    targets = _targets(annotations, names, warnings)
+    override = annotations.get(OVERRIDE_ENV) == "true"
+    ops: list[PatchOp] = []
+
+    # The app containers first: their indices do not move when the sidecar is added.
+    wanted = {
+        "OPENAI_BASE_URL": settings.openai_base_url,
+        "ANTHROPIC_BASE_URL": settings.anthropic_base_url,
+    }
+    for index, container in enumerate(containers):
+        if names[index] not in targets:
+            continue
+        ops += _env_ops(index, names[index], container, wanted, override, warnings)
+
+    sidecar = _sidecar(annotations, labels, settings, warnings)
+    if settings.native_sidecars:
+        sidecar["restartPolicy"] = "Always"
+        if "initContainers" in spec:
+            ops.append(_add("/spec/initContainers/0", sidecar))
+        else:
+            ops.append(_add("/spec/initContainers", [sidecar]))
+    else:
+        ops.append(_add("/spec/containers/-", sidecar))
+
+    new_volumes = _volumes(settings)
+    if "volumes" in spec:
+        ops += [_add("/spec/volumes/-", volume) for volume in new_volumes]
+    else:
+        ops.append(_add("/spec/volumes", new_volumes))
+
+    if not has_metadata:
+        ops.append(_add("/metadata", {"annotations": {STATUS: INJECTED}}))
+    elif annotations:
+        ops.append(_add(f"/metadata/annotations/{_escape(STATUS)}", INJECTED))
+    else:
+        ops.append(_add("/metadata/annotations", {STATUS: INJECTED}))
+    return Injection(tuple(ops), tuple(warnings))
+
+
+def _targets(annotations: Mapping[str, str], names: Sequence[str], warnings: list[str]) -> set[str]:
+    """The app containers that get the base URLs: all, or those ``a11i.io/containers`` names."""
+    raw = annotations.get(CONTAINERS)
+    if raw is None:
+        return set(names)
+    chosen = [name.strip() for name in raw.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in names]
+    if unknown:
+        warnings.append(
+            f"a11i: {CONTAINERS} names {', '.join(unknown)}, not a container of this pod "
+            f"(containers: {', '.join(names)})"
+        )
+    return {name for name in chosen if name in names}
+
+
+def _env_ops(
+    index: int,
+    name: str,
+    container: Mapping[str, object],
+    wanted: Mapping[str, str],
+    override: bool,
+    warnings: list[str],
+) -> list[PatchOp]:
+    base = f"/spec/containers/{index}/env"
+    env = container.get("env")
+    if env is None:
+        return [_add(base, [{"name": k, "value": v} for k, v in wanted.items()])]
+    if not isinstance(env, list) or not all(isinstance(e, Mapping) for e in env):
+        raise _Malformed(f"containers[{index}].env is not a list of objects")
+    ops: list[PatchOp] = []
+    positions = {e.get("name"): i for i, e in enumerate(env)}
+    for key, value in wanted.items():
+        position = positions.get(key)
+        if position is None:
+            ops.append(_add(f"{base}/-", {"name": key, "value": value}))
+        elif override:
+            ops.append(_replace(f"{base}/{position}", {"name": key, "value": value}))
+        elif env[position].get("value") != value:
+            warnings.append(
+                f"a11i: container {name} sets {key} itself; kept, so its calls bypass the "
+                f'budget (set {OVERRIDE_ENV}: "true" to replace it)'
+            )
+    return ops
+
+
+def _sidecar(
+    annotations: Mapping[str, str],
+    labels: Mapping[str, str],
+    settings: InjectionSettings,
+    warnings: list[str],
+) -> dict[str, object]:
+    env: list[dict[str, object]] = [
+        {"name": "A11I_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "A11I_AGENT", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    project = labels.get(PROJECT, "").strip()
+    if project:
+        env.append({"name": "A11I_PROJECT", "value": project})
+    if settings.redis_url:
+        env.append({"name": "A11I_REDIS_URL", "value": settings.redis_url})
+    else:
+        env.append({"name": "A11I_WALLET_FILE", "value": WALLET_FILE})
+    if settings.port != 11000:
+        env.append({"name": "A11I_PORT", "value": str(settings.port)})
+    cpu = _quantity(annotations, PROXY_CPU, settings.cpu_request, warnings)
+    memory = _quantity(annotations, PROXY_MEMORY, "", warnings)
+    mounts: list[dict[str, object]] = [
+        {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": TMP_VOLUME, "mountPath": "/tmp"},
+    ]
+    if not settings.redis_url:
+        mounts.append({"name": STATE_VOLUME, "mountPath": STATE_DIR})
+    return {
+        "name": SIDECAR,
+        "image": settings.image,
+        "args": ["sidecar"],
+        "env": env,
+        # A11I_CONFIG comes from a11i-sidecar-env, which exists exactly when a TelemetryPolicy
+        # generated a11i.yaml: set here, it would name a missing file and stop the sidecar.
+        "envFrom": [
+            {"configMapRef": {"name": ENV_CONFIG_MAP, "optional": True}},
+            {"secretRef": {"name": OTLP_HEADERS_SECRET, "optional": True}},
+        ],
+        "volumeMounts": mounts,
+        "resources": {
+            "requests": {"cpu": cpu, "memory": memory or settings.memory_request},
+            "limits": {"memory": memory or settings.memory_limit},
+        },
+        # The proxy listens on the pod's loopback only (nothing else in the cluster may spend
+        # the pod's budget), where the kubelet's HTTP probes cannot reach: exec probes.
+        "startupProbe": _probe(period=1, failures=60),
+        "readinessProbe": _probe(period=10, failures=3),
+        "livenessProbe": _probe(period=20, failures=3, path="/a11i/healthz"),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": NONROOT_UID,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
+def _probe(*, period: int, failures: int, path: str = "") -> dict[str, object]:
+    command = ["a11i", "probe"] + (["--path", path] if path else [])
+    return {
+        "exec": {"command": command},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
+
+
+def _volumes(settings: InjectionSettings) -> list[dict[str, object]]:
+    volumes: list[dict[str, object]] = [
+        {"name": CONFIG_VOLUME, "configMap": {"name": CONFIG_MAP, "optional": True}},
+        {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "16Mi"}},
+    ]
+    if not settings.redis_url:
+        volumes.append({"name": STATE_VOLUME, "emptyDir": {}})
+    return volumes
+
+
+def _quantity(annotations: Mapping[str, str], key: str, default: str, warnings: list[str]) -> str:
+    raw = annotations.get(key)
+    if raw is None:
+        return default
+    if _QUANTITY.match(raw.strip()):
+        return raw.strip()
+    warnings.append(f"a11i: {key}: {raw!r} is not a resource quantity; using the default")
+    return default
+
+
+def _objects(
+    spec: Mapping[str, object], key: str, *, required: bool = False
+) -> list[Mapping[str, object]]:
+    value = spec.get(key)
+    if value is None:
+        if required:
+            raise _Malformed(f"spec.{key} is missing")
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
+        raise _Malformed(f"spec.{key} is not a list of objects")
+    if required and not value:
+        raise _Malformed(f"spec.{key} is empty")
+    return value
+
+
+def _name(container: Mapping[str, object], where: str) -> str:
+    name = container.get("name")
+    if not isinstance(name, str) or not _CONTAINER_NAME.match(name):
+        raise _Malformed(f"a container in spec.{where} has no valid name")
+    return name
+
+
+def _strings(value: object) -> dict[str, str] | None:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        return None
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return None
+    return dict(value)
+
+
+def _malformed(problem: str) -> Skip:
+    return Skip(
+        f"cannot patch: {problem}",
+        (f"a11i: {SIDECAR} not injected: {problem}; the pod is admitted unchanged",),
+    )
+
+
+def _add(path: str, value: object) -> PatchOp:
+    return {"op": "add", "path": path, "value": value}
+
+
+def _replace(path: str, value: object) -> PatchOp:
+    return {"op": "replace", "path": path, "value": value}
+
+
+def _escape(key: str) -> str:
+    """A map key as one JSON Pointer segment (RFC 6901 §4)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def apply(body: dict[str, object], patch: Sequence[PatchOp]) -> None:
+    """Apply ``add``/``replace`` operations to ``body`` in place (RFC 6902 §4.1, §4.3): the
+    webhook hands this to kopf, which diffs the result into the AdmissionReview's patch."""
+    for op in patch:
+        *parents, last = [
+            part.replace("~1", "/").replace("~0", "~") for part in op["path"].split("/")[1:]
+        ]
+        target: object = body
+        for part in parents:
+            if isinstance(target, list):
+                target = target[int(part)]
+            elif isinstance(target, dict):
+                target = target[part]
+            else:
+                raise ValueError(f"{op['path']}: {part} is inside neither an object nor a list")
+        if isinstance(target, list):
+            if last == "-":
+                target.append(op["value"])
+            elif op["op"] == "add":
+                target.insert(int(last), op["value"])
+            else:
+                target[int(last)] = op["value"]
+        elif isinstance(target, dict):
+            target[last] = op["value"]
+        else:
+            raise ValueError(f"{op['path']}: the parent is neither an object nor a list")

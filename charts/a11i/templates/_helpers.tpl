@@ -1,0 +1,87 @@
+{{- /*
+Names, labels, images, the Redis URL and the settings checks shared by the templates.
+Only helpers here: nothing in this file renders an object.
+*/ -}}
+
+{{/* "<release>-<suffix>", cut to the 63 characters of a DNS label. */}}
+{{- define "a11i.name" -}}
+{{- printf "%s-%s" .root.Release.Name .suffix | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The labels every object carries; `component` names the part. */}}
+{{- define "a11i.labels" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/component: {{ .component }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* The labels a component's pods are selected by (never changed by an upgrade). */}}
+{{- define "a11i.selectorLabels" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* repository:tag of image.operator / image.sidecar; the tag defaults to the appVersion. */}}
+{{- define "a11i.image" -}}
+{{- printf "%s:%s" .image.repository (.image.tag | default .root.Chart.AppVersion | toString) -}}
+{{- end -}}
+
+{{/* The Secret holding the webhook's serving certificate (tls.crt, tls.key, ca.crt). */}}
+{{- define "a11i.webhookTLSSecret" -}}
+{{- if .Values.webhook.tls.secretName -}}
+{{- .Values.webhook.tls.secretName -}}
+{{- else -}}
+{{- include "a11i.name" (dict "root" . "suffix" "webhook-tls") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The DNS names the webhook Service answers to, which its certificate must carry. */}}
+{{- define "a11i.webhookDNSNames" -}}
+{{- $service := include "a11i.name" (dict "root" . "suffix" "webhook") -}}
+{{- $ns := .Release.Namespace -}}
+{{- list $service (printf "%s.%s" $service $ns) (printf "%s.%s.svc" $service $ns) (printf "%s.%s.svc.cluster.local" $service $ns) | toJson -}}
+{{- end -}}
+
+{{/*
+The Redis the operator and the sidecars share: redis.url, or the bundled one's Service by its
+namespace-qualified name (the sidecars run in other namespaces). Exactly one must be chosen.
+*/}}
+{{- define "a11i.redisURL" -}}
+{{- $redis := .Values.redis -}}
+{{- if and $redis.enabled $redis.url -}}
+{{- fail "redis.enabled is true and redis.url is set: choose one Redis. For an external Redis set redis.enabled=false and redis.url=redis://HOST:6379/0; for the bundled one leave redis.url empty." -}}
+{{- else if $redis.url -}}
+{{- $redis.url -}}
+{{- else if $redis.enabled -}}
+{{- printf "redis://%s.%s.svc:%d/0" (include "a11i.name" (dict "root" . "suffix" "redis")) .Release.Namespace (int $redis.service.port) -}}
+{{- else -}}
+{{- fail "a11i needs a Redis for the namespaces' shared wallets: set redis.enabled=true (a single-replica Redis in the release's namespace) or redis.url=redis://HOST:6379/0 (an external one)." -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Checks of settings that depend on each other (the schema checks each one alone). */}}
+{{- define "a11i.validate" -}}
+{{- $webhook := .Values.webhook -}}
+{{- if and $webhook.certManager.enabled $webhook.tls.secretName -}}
+{{- fail "webhook.certManager.enabled and webhook.tls.secretName are both set: choose one source of the webhook's certificate." -}}
+{{- end -}}
+{{- if and $webhook.tls.secretName (not $webhook.caBundle) (not $webhook.certManager.enabled) -}}
+{{- fail "webhook.tls.secretName is set but webhook.caBundle is empty: the API server must be given the CA (base64 PEM) that signed the certificate in that Secret." -}}
+{{- end -}}
+{{- $_ := include "a11i.redisURL" . -}}
+{{- end -}}
+
+{{/* The containers' security context: non-root, read-only, no privileges. */}}
+{{- define "a11i.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}

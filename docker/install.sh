@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Install a11i into a fresh virtual environment: the one install step of both images.
+#
+#   docker/install.sh PREFIX [--encodings]
+#
+# Dockerfile.sidecar and Dockerfile.operator run it in their builder stage (PREFIX=/opt/a11i);
+# tests/integration/test_images.py runs it the same way into a temporary folder and then starts
+# the images' ENTRYPOINT/CMD from the result. It
+#   1. stages the source of the wheel (pyproject.toml, README.md, sidecar/, a11i_operator/) from
+#      the folder above this script into a scratch folder, without any encoding files or byte
+#      code a checkout may hold, so a dev checkout and a Docker build context give the same wheel;
+#   2. creates the venv PREFIX with the python3 on PATH (the base image's);
+#   3. builds the project's wheel and installs it, without the dev extras;
+#   4. with --encodings (the sidecar image): fetches the tiktoken encodings from the pinned litellm
+#      wheel on PyPI into the installed package's data folder, verifies their SHA-256 against
+#      tiktoken's own, and proves the installed sidecar loads them with no cache and no network;
+#   5. removes pip and setuptools from PREFIX (nothing at run time installs anything) and makes
+#      PREFIX readable, not writable, by the image's non-root user.
+# Needs network access to PyPI (the package index pip is configured with) while it runs, never
+# afterwards. See docs/images.md.
+set -euo pipefail
+
+usage() {
+  sed -n '4p' "${BASH_SOURCE[0]}" | sed 's/^# *//' >&2
+  exit 2
+}
+
+prefix=""
+encodings=0
+for arg in "$@"; do
+  case "$arg" in
+    --encodings) encodings=1 ;;
+    -h | --help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "install.sh: unknown option: $arg" >&2; usage ;;
+    *) [[ -z "$prefix" ]] || usage; prefix="$arg" ;;
+  esac
+done
+[[ -n "$prefix" ]] || usage
+if [[ -e "$prefix" ]]; then
+  echo "install.sh: $prefix exists; give a fresh folder" >&2
+  exit 1
+fi
+
+src="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+python="${PYTHON:-python3}"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+
+step() { printf 'install.sh: %s\n' "$*" >&2; }
+
+# 1. The wheel's source only. Encoding files in a checkout (make encodings) must not ride along
+# in the wheel: the image gets the ones fetched and verified below, every build.
+step "staging the source from $src"
+mkdir "$scratch/src"
+cp -R "$src/pyproject.toml" "$src/README.md" "$src/sidecar" "$src/a11i_operator" "$scratch/src/"
+rm -rf "$scratch/src/sidecar/data/encodings"
+find "$scratch/src" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
+
+# 2. The venv. -I below: isolated mode, so neither PYTHON* variables nor the current folder (a
+# checkout holds a `sidecar` package too) decide what is imported.
+step "creating the venv $prefix with $("$python" --version)"
+"$python" -m venv "$prefix"
+py=("$prefix/bin/python" -I)
+
+# 3. The project, without dev extras; the build dependencies live in pip's isolated build env.
+step "building and installing the a11i wheel"
+"${py[@]}" -m pip wheel --quiet --no-cache-dir --no-deps --wheel-dir "$scratch/wheels" \
+  "$scratch/src"
+"${py[@]}" -m pip install --quiet --no-cache-dir "$scratch"/wheels/a11i-*.whl
+
+# 4. The encodings, into the installed package (sidecar.encodings.PACKAGE_DIR). `check` loads
+# them exactly as the sidecar does, with tiktoken's cache folder switched off.
+if ((encodings)); then
+  step "fetching and verifying the tiktoken encodings"
+  "${py[@]}" -m sidecar.encodings fetch --wheel-dir "$scratch/litellm"
+  TIKTOKEN_CACHE_DIR="" "${py[@]}" -m sidecar.encodings check
+fi
+
+# 5. Nothing installs at run time; the image's user reads PREFIX but cannot change it.
+step "removing pip and setuptools from the venv"
+"${py[@]}" -m pip uninstall --quiet --yes pip setuptools
+chmod -R u+rwX,go+rX,go-w "$prefix"
+"$prefix/bin/a11i" --version

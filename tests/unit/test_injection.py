@@ -1,0 +1,294 @@
+"""The pure injection decision: a pod, its namespace's labels and the settings to a JSONPatch or
+a reason to admit the pod unchanged."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from a11i_operator import injection
+from a11i_operator.injection import Injection, InjectionSettings, Skip, apply, decide
+
+SETTINGS = InjectionSettings(image="a11i:test", operator_namespace="a11i-system")
+REGULAR = InjectionSettings(image="a11i:test", native_sidecars=False)
+SHARED = InjectionSettings(image="a11i:test", redis_url="redis://redis.a11i:6379/0")
+
+
+def pod(
+    annotations: dict[str, str] | None = None,
+    *,
+    labels: dict[str, str] | None = None,
+    containers: list[dict[str, Any]] | None = None,
+    name: str | None = "agent",
+    **spec: Any,
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name} if name else {"generateName": "agent-"}
+    if annotations is not None:
+        metadata["annotations"] = annotations
+    if labels is not None:
+        metadata["labels"] = labels
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {"containers": containers or [{"name": "app", "image": "agent"}], **spec},
+    }
+
+
+ASK = {"a11i.io/inject": "true"}
+
+
+def injected(
+    body: dict[str, Any],
+    settings: InjectionSettings = SETTINGS,
+    namespace: str = "agents",
+    labels: dict[str, str] | None = None,
+) -> tuple[dict[str, Any], Injection]:
+    decision = decide(body, namespace=namespace, namespace_labels=labels or {}, settings=settings)
+    assert isinstance(decision, Injection), decision
+    result = copy.deepcopy(body)
+    apply(result, decision.patch)
+    return result, decision
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+@pytest.mark.parametrize(
+    ("body", "namespace", "labels", "inject"),
+    [
+        (pod(ASK), "agents", {}, True),
+        (pod({"a11i.io/inject": "false"}), "agents", {}, False),
+        (pod(), "agents", {"a11i.io/inject": "enabled"}, True),
+        (pod({"a11i.io/inject": "false"}), "agents", {"a11i.io/inject": "enabled"}, False),
+        (pod(), "agents", {}, False),
+        (pod({"other": "x"}), "agents", {"a11i.io/inject": "disabled"}, False),
+        (pod(ASK), "kube-system", {"a11i.io/inject": "enabled"}, False),
+        (pod(ASK), "a11i-system", {}, False),
+        (pod(ASK, hostNetwork=True), "agents", {}, False),
+        (pod({**ASK, "a11i.io/status": "injected"}), "agents", {}, False),
+    ],
+    ids=[
+        "annotation-true",
+        "annotation-false",
+        "namespace-label",
+        "false-wins-over-label",
+        "not-asked",
+        "label-not-enabled",
+        "kube-system-skipped",
+        "operator-namespace-skipped",
+        "host-network-skipped",
+        "already-injected",
+    ],
+)
+def test_who_is_injected(
+    body: dict[str, Any], namespace: str, labels: dict[str, str], inject: bool
+) -> None:
+    decision = decide(body, namespace=namespace, namespace_labels=labels, settings=SETTINGS)
+    assert isinstance(decision, Injection) is inject, decision
+
+
+def test_the_injected_pod_is_exactly_as_specified() -> None:
+    body = pod(ASK, labels={"a11i.io/project": "research"})
+    result, decision = injected(body)
+    assert decision.warnings == ()
+    assert result["metadata"]["annotations"]["a11i.io/status"] == "injected"
+    (proxy,) = result["spec"]["initContainers"]
+    assert proxy["name"] == "a11i-proxy"
+    assert proxy["restartPolicy"] == "Always"
+    assert (proxy["image"], proxy["args"]) == ("a11i:test", ["sidecar"])
+    assert env_of(proxy) == {
+        "A11I_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        "A11I_AGENT": {"fieldRef": {"fieldPath": "metadata.name"}},
+        "A11I_PROJECT": "research",
+        "A11I_WALLET_FILE": "/var/lib/a11i/wallets.sqlite",
+    }
+    assert proxy["envFrom"] == [
+        {"configMapRef": {"name": "a11i-sidecar-env", "optional": True}},
+        {"secretRef": {"name": "a11i-sidecar-otlp-headers", "optional": True}},
+    ]
+    assert {"name": "a11i-config", "mountPath": "/etc/a11i", "readOnly": True} in proxy[
+        "volumeMounts"
+    ]
+    assert proxy["resources"] == {
+        "requests": {"cpu": "50m", "memory": "128Mi"},
+        "limits": {"memory": "256Mi"},
+    }
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert proxy[probe]["exec"]["command"][:2] == ["a11i", "probe"]
+    assert proxy["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    volumes = {v["name"]: v for v in result["spec"]["volumes"]}
+    assert volumes["a11i-config"] == {
+        "name": "a11i-config",
+        "configMap": {"name": "a11i-sidecar-config", "optional": True},
+    }
+    assert "emptyDir" in volumes["a11i-state"]
+    (app,) = result["spec"]["containers"]
+    assert env_of(app) == {
+        "OPENAI_BASE_URL": "http://127.0.0.1:11000/v1",
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:11000",
+    }
+
+
+@pytest.mark.parametrize(
+    ("settings", "where"),
+    [(SETTINGS, "initContainers"), (REGULAR, "containers")],
+    ids=["native-sidecar", "regular-sidecar"],
+)
+def test_native_or_regular_sidecar(settings: InjectionSettings, where: str) -> None:
+    init = [{"name": "migrate", "image": "tool"}]
+    result, _ = injected(pod(ASK, initContainers=init), settings)
+    names = [c["name"] for c in result["spec"][where]]
+    if where == "initContainers":
+        assert names == ["a11i-proxy", "migrate"]  # first: the others start after it is ready
+    else:
+        assert names == ["app", "a11i-proxy"]
+        assert "restartPolicy" not in result["spec"]["containers"][1]
+        assert [c["name"] for c in result["spec"]["initContainers"]] == ["migrate"]
+
+
+def test_shared_redis_instead_of_the_embedded_wallet() -> None:
+    result, _ = injected(pod(ASK), SHARED)
+    proxy = result["spec"]["initContainers"][0]
+    assert env_of(proxy)["A11I_REDIS_URL"] == "redis://redis.a11i:6379/0"
+    assert "A11I_WALLET_FILE" not in env_of(proxy)
+    assert "a11i-state" not in {v["name"] for v in result["spec"]["volumes"]}
+
+
+@pytest.mark.parametrize(
+    ("annotations", "expected"),
+    [
+        ({"a11i.io/containers": "agent"}, {"agent"}),
+        ({"a11i.io/containers": "agent, tools"}, {"agent", "tools"}),
+        ({}, {"agent", "tools", "log-shipper"}),
+    ],
+    ids=["one-named", "two-named", "all-by-default"],
+)
+def test_containers_selection(annotations: dict[str, str], expected: set[str]) -> None:
+    containers = [{"name": n, "image": "x"} for n in ("agent", "tools", "log-shipper")]
+    result, _ = injected(pod({**ASK, **annotations}, containers=containers))
+    got = {c["name"] for c in result["spec"]["containers"] if "OPENAI_BASE_URL" in env_of(c)}
+    assert got == expected
+
+
+def test_an_unknown_container_name_is_a_warning() -> None:
+    _, decision = injected(pod({**ASK, "a11i.io/containers": "nope"}))
+    assert any("nope" in warning for warning in decision.warnings)
+
+
+@pytest.mark.parametrize(
+    ("override", "openai"),
+    [(None, "https://mine/v1"), ("true", "http://127.0.0.1:11000/v1")],
+    ids=["env-kept", "env-overridden"],
+)
+def test_env_set_by_the_user(override: str | None, openai: str) -> None:
+    annotations = {**ASK, **({"a11i.io/override-env": override} if override else {})}
+    app = {
+        "name": "app",
+        "image": "agent",
+        "env": [{"name": "X", "value": "1"}, {"name": "OPENAI_BASE_URL", "value": openai}],
+    }
+    app["env"][1]["value"] = "https://mine/v1"
+    result, decision = injected(pod(annotations, containers=[app]))
+    env = env_of(result["spec"]["containers"][0])
+    assert env == {
+        "X": "1",
+        "OPENAI_BASE_URL": openai,
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:11000",
+    }
+    assert bool(decision.warnings) is (override is None)
+
+
+def test_pods_without_a_name_from_controllers() -> None:
+    body = pod(ASK, name=None)
+    result, _ = injected(body)
+    assert result["metadata"]["generateName"] == "agent-"
+    assert "name" not in result["metadata"]
+
+
+def test_pods_without_annotations_in_a_labelled_namespace() -> None:
+    result, _ = injected(pod(), labels={"a11i.io/inject": "enabled"})
+    assert result["metadata"]["annotations"] == {"a11i.io/status": "injected"}
+
+
+def test_a_second_admission_changes_nothing() -> None:
+    once, _ = injected(pod(ASK))
+    decision = decide(once, namespace="agents", namespace_labels={}, settings=SETTINGS)
+    assert isinstance(decision, Skip)
+    assert "already injected" in decision.reason
+    # Even with the status annotation removed, the proxy is not added twice.
+    del once["metadata"]["annotations"]["a11i.io/status"]
+    decision = decide(once, namespace="agents", namespace_labels={}, settings=SETTINGS)
+    assert isinstance(decision, Skip)
+
+
+@pytest.mark.parametrize(
+    ("annotations", "cpu", "memory"),
+    [
+        ({"a11i.io/proxy-cpu": "200m", "a11i.io/proxy-memory": "512Mi"}, "200m", "512Mi"),
+        ({"a11i.io/proxy-cpu": "lots"}, "50m", None),
+    ],
+    ids=["resources-from-annotations", "bad-quantity-default"],
+)
+def test_proxy_resources(annotations: dict[str, str], cpu: str, memory: str | None) -> None:
+    result, decision = injected(pod({**ASK, **annotations}))
+    resources = result["spec"]["initContainers"][0]["resources"]
+    assert resources["requests"]["cpu"] == cpu
+    if memory:
+        assert resources["requests"]["memory"] == resources["limits"]["memory"] == memory
+    else:
+        assert any("a11i.io/proxy-cpu" in warning for warning in decision.warnings)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not a pod",
+        {"metadata": "x", "spec": {}},
+        {"metadata": {"annotations": {"a11i.io/inject": 1}}, "spec": {}},
+        {"metadata": {"annotations": ASK}},
+        {"metadata": {"annotations": ASK}, "spec": {"containers": "app"}},
+        {"metadata": {"annotations": ASK}, "spec": {"containers": []}},
+        {"metadata": {"annotations": ASK}, "spec": {"containers": [{"image": "x"}]}},
+        pod(ASK, containers=[{"name": "app", "env": {"A": "b"}}]),
+        pod(ASK, volumes=[{"name": "a11i-config", "emptyDir": {}}]),
+        pod(ASK, initContainers="x"),
+    ],
+    ids=[
+        "not-an-object",
+        "metadata-not-object",
+        "annotation-not-string",
+        "no-spec",
+        "containers-not-list",
+        "no-containers",
+        "container-without-name",
+        "env-not-list",
+        "volume-name-taken",
+        "init-containers-not-list",
+    ],
+)
+def test_malformed_specs_are_admitted_unchanged_with_a_warning(body: object) -> None:
+    decision = decide(body, namespace="agents", namespace_labels={}, settings=SETTINGS)
+    assert isinstance(decision, Skip)
+    assert decision.warnings
+    assert "admitted unchanged" in decision.warnings[0]
+
+
+def test_the_patch_paths_escape_the_annotation_key() -> None:
+    _, decision = injected(pod(ASK))
+    assert decision.patch[-1] == {
+        "op": "add",
+        "path": "/metadata/annotations/a11i.io~1status",
+        "value": "injected",
+    }
+    assert injection.SIDECAR == "a11i-proxy"
