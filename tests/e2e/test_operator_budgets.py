@@ -207,7 +207,14 @@ def test_example_budget_configures_the_wallet_and_reports_each_phase(
     plane = a11i_crds
     apply(plane, namespace)
     key = f"a11i:wallet:{namespace}"
-    operator.wait_for(lambda: store.hget(key, "limit_nanos") == str(250 * NANOS), "limit in Redis")
+    # configure() writes the policy, then fills the wallet's other fields: wait for both.
+    operator.wait_for(
+        lambda: (
+            store.hget(key, "limit_nanos") == str(250 * NANOS)
+            and store.hget(key, "suspended") is not None
+        ),
+        "limit in Redis",
+    )
     wallet = store.hgetall(key)
     assert wallet["warn_at"] == "75"
     assert wallet["optimize_at"] == "90"
