@@ -287,6 +287,9 @@ def _run_sidecar(args: argparse.Namespace) -> int:
     )
     meter = load_meter(encodings_dir=settings.encodings_dir, rate_card_path=settings.rate_card_path)
     wallet = wallet_for(settings)
+    # The OTLP exporters log every retry of every failed batch; a11i logs export failures
+    # itself, once a minute per signal, with the count (and counts them in /a11i/metrics).
+    logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
     sidecar = Sidecar(settings, meter, wallet, events_for(settings))
     # Every line the sidecar logs passes the PII scrubber (and never carries a held key).
     for handler in logging.getLogger().handlers:

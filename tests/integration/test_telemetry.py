@@ -500,7 +500,7 @@ async def test_pii_rules_reload_and_a_bad_rule_keeps_the_last_good_ones(
 
 async def test_cli_log_lines_are_scrubbed(standin: StandIn, tmp_path: Path) -> None:
     """``a11i sidecar`` as a process: every line it logs passes the scrubber, and the key it
-    holds appears in none."""
+    holds appears in none; a dead collector is reported once, not once per retry."""
     assert standin.url is not None
     port = free_port()
     log_file = tmp_path / "sidecar.log"
@@ -517,6 +517,9 @@ async def test_cli_log_lines_are_scrubbed(standin: StandIn, tmp_path: Path) -> N
                 "A11I_WALLET_FILE": ":memory:",
                 "A11I_OPENAI_API_KEY": HELD_KEY,
                 "A11I_DECISION_LOGS": "on",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+                "OTEL_BSP_SCHEDULE_DELAY": "50",
+                "OTEL_EXPORTER_OTLP_TIMEOUT": "300",
             },
             stdout=sink,
             stderr=sink,
@@ -546,6 +549,20 @@ async def test_cli_log_lines_are_scrubbed(standin: StandIn, tmp_path: Path) -> N
                     if "a11i.decisions" in log_file.read_text():
                         break
                     await asyncio.sleep(0.05)
+                # More calls, each its own batch: several failed exports, one log line.
+                failed = 0
+                for _ in range(40):
+                    async with http.post(
+                        url + "/v1/chat/completions",
+                        json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+                        headers={"Authorization": "Bearer sk-agent"},
+                    ) as response:
+                        assert response.status == 200
+                    await asyncio.sleep(0.25)
+                    async with http.get(url + "/a11i/budget") as response:
+                        failed = (await response.json())["telemetry"]["traces"]["failed_exports"]
+                    if failed >= 2:
+                        break
         finally:
             process.send_signal(signal.SIGINT)
             await asyncio.wait_for(process.wait(), 20)
@@ -554,3 +571,7 @@ async def test_cli_log_lines_are_scrubbed(standin: StandIn, tmp_path: Path) -> N
     assert "[REDACTED:email]" in logged
     assert EMAIL not in logged
     assert HELD_KEY not in logged
+    assert failed >= 2
+    assert logged.count("OTLP export of traces") == 1
+    assert "Transient error" not in logged
+    assert "Failed to export" not in logged
