@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install encodings system otelcol cluster-bins cluster e2e e2e-kind run test lint typecheck unit integration bench clean
+.PHONY: install encodings system assets otelcol cluster-bins cluster e2e e2e-kind run test lint typecheck unit integration bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,9 @@ $(VENV)/.installed: pyproject.toml
 encodings: $(VENV)/.installed
 	$(PY) -m sidecar.encodings fetch
 
-## system: Debian's redis-server and prometheus, which the tests start on loopback (installed
-## when absent)
-SYSTEM_PACKAGES := redis-server:redis-server prometheus:prometheus
+## system: Debian's redis-server, prometheus and chromium, which the tests start on loopback
+## (installed when absent)
+SYSTEM_PACKAGES := redis-server:redis-server prometheus:prometheus chromium:chromium
 system:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
 	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
@@ -31,6 +31,10 @@ system:
 	    echo "the tests need Debian packages:$$missing (sudo apt-get install$$missing)" >&2; exit 1; \
 	  fi; \
 	fi
+
+## assets: the dashboard's chart library (uPlot) from the npm registry, pinned by package-lock.json
+assets:
+	a11i_operator/dashboard/build-assets.sh
 
 ## otelcol: the OpenTelemetry Collector the integration tests export to, built with ocb from the
 ## Go module proxy into ~/.cache/a11i (instant once built, about 2 min cold)
@@ -60,13 +64,13 @@ lint: install
 	$(BIN)/lint-imports
 
 ## test: linters, type checks, then the whole pytest suite (unit, integration)
-test: lint system otelcol cluster-bins
+test: lint system assets otelcol cluster-bins
 	$(BIN)/pytest
 
 unit: install
 	$(BIN)/pytest tests/unit
 
-integration: install system otelcol cluster-bins
+integration: install system assets otelcol cluster-bins
 
 e2e: install cluster-bins
 	$(BIN)/pytest tests/e2e

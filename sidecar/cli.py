@@ -34,9 +34,9 @@ log = logging.getLogger("a11i")
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    # The operator has options of its own (a11i_operator.run): they are passed through.
+    # The operator and the dashboard have options of their own (a11i_operator): passed through.
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "operator":
+    if extra and args.command not in ("operator", "dashboard"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     if args.command is None:
@@ -133,7 +133,24 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     operator.set_defaults(run=_run_operator)
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="serve the live dashboard (spend per agent, emergency stop, top-up)",
+        description="Serve the live dashboard: spend per namespace and agent, the emergency "
+        "stop, top-ups (docs/dashboard.md). Needs a token (A11I_DASHBOARD_ADMIN_TOKEN[_FILE], "
+        "A11I_DASHBOARD_VIEWER_TOKEN[_FILE]) unless --insecure-no-auth. Options: --host, "
+        "--port, --redis, --insecure-no-auth (a11i dashboard --help shows them all).",
+        add_help=False,
+    )
+    dashboard.set_defaults(run=_run_dashboard)
     return parser
+
+
+def _run_dashboard(args: argparse.Namespace) -> int:
+    from a11i_operator.dashboard.server import main as run_dashboard
+
+    return run_dashboard(list(args.extra))
 
 
 def _run_operator(args: argparse.Namespace) -> int:
