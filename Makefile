@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install encodings system assets otelcol cluster-bins cluster e2e e2e-kind run test lint typecheck unit integration bench clean
+.PHONY: install encodings system assets otelcol cluster-bins cluster e2e e2e-kind run test lint typecheck unit integration bench bench-peers clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -90,6 +90,13 @@ bench: install otelcol
 	$(PY) -m bench.optimizer
 	$(PY) -m bench.telemetry
 	$(PY) -m bench.scrubber
+	$(MAKE) bench-peers
+
+## bench-peers: a11i against LiteLLM proxy and Portkey gateway in one run (installs them outside
+## the venv, in ~/.cache/a11i/peers; needs PyPI and npm; never part of `make test`)
+bench-peers: install
+	bash bench/peers_setup.sh
+	$(PY) -m bench.peers
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache sidecar/data/encodings
