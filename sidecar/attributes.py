@@ -9,7 +9,7 @@ exporters, no providers, no clocks: those live in ``sidecar.telemetry``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
@@ -255,6 +255,34 @@ def _names(values: tuple[str, ...], scrubber: Scrubber) -> list[str]:
     return [scrubber.scrub(value[:_MAX_NAME_CHARS], Target.OTHER) for value in values]
 
 
-def scrub_event(event: Mapping[str, str], scrubber: Scrubber) -> dict[str, str]:
-    """An event of the event stream with every value scrubbed."""
-    return {key: scrubber.scrub(value) for key, value in event.items()}
+#: Event fields a11i writes itself from numbers and its own enums: nothing in them to scrub.
+_EVENT_OWN_FIELDS: Final = frozenset(
+    {
+        "kind",
+        "ts",
+        "dialect",
+        "decision",
+        "state",
+        "status",
+        "streamed",
+        "complete",
+        "input_tokens",
+        "output_tokens",
+        "projected_usd",
+        "cost_usd",
+        "usage_source",
+        "duration_ms",
+        "pricing",
+        "optimized",
+        "tokens_saved",
+    }
+)
+
+
+def scrub_event(event: Mapping[str, str], scrub: Callable[[str], str]) -> dict[str, str]:
+    """An event of the event stream with every value that came from outside a11i (model and
+    tool names, the agent's identity) scrubbed by ``scrub`` (the telemetry's cached name
+    scrubber: those values repeat on every call)."""
+    return {
+        key: value if key in _EVENT_OWN_FIELDS else scrub(value) for key, value in event.items()
+    }

@@ -341,7 +341,7 @@ class Sidecar:
 
     def _record_event(self, record: CallRecord) -> None:
         event = call_event(record, self.settings.namespace, self.settings.agent)
-        self.events.append(scrub_event(event, self.telemetry.scrubber))
+        self.events.append(scrub_event(event, self.telemetry.scrub_value))
 
     async def budget(self, _request: web.Request) -> web.Response:
         snapshot = await self.wallet.snapshot()

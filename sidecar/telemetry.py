@@ -442,6 +442,13 @@ class Telemetry:
             self._name_cache.popitem(last=False)
         return scrubbed
 
+    def scrub_value(self, value: str) -> str:
+        """A short value that repeats (agent, model, tool names of an event) scrubbed through the
+        cache; a long one scrubbed whole, uncached. On the loop."""
+        if len(value) > 256:
+            return self.scrubber.scrub(value)
+        return self.scrub_name(value)
+
     def scrub_log(self, text: str) -> str:
         """A log line, scrubbed: logs come from any thread (exporters log from theirs), so
         they have a scrubber of their own, used under the lock."""

@@ -575,3 +575,19 @@ async def test_cli_log_lines_are_scrubbed(standin: StandIn, tmp_path: Path) -> N
     assert logged.count("OTLP export of traces") == 1
     assert "Transient error" not in logged
     assert "Failed to export" not in logged
+
+
+async def test_the_event_stream_is_scrubbed_too(start_sidecar: SidecarFactory) -> None:
+    running = await start_sidecar(A11I_AGENT="events-agent")
+    async with openai.AsyncOpenAI(
+        base_url=running.openai_url, api_key="sk-agent", max_retries=0
+    ) as client:
+        await client.chat.completions.create(
+            model=f"ft:gpt-4o:{EMAIL}", messages=[{"role": "user", "content": "hi"}]
+        )
+    await running.settled(1)
+    async with aiohttp.ClientSession() as http, http.get(running.url + "/a11i/events") as response:
+        (event,) = await response.json()
+    assert event["model"] == "ft:gpt-4o:[REDACTED:email]"
+    assert event["agent"] == "events-agent"
+    assert float(event["cost_usd"]) > 0

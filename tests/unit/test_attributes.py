@@ -222,5 +222,7 @@ def test_held_keys_never_leave(meter: Meter) -> None:
 
 
 def test_events_are_scrubbed() -> None:
-    event = scrub_event({"model": "ft:gpt-4o:jane.doe@example.com", "cost_usd": "0.1"}, SCRUBBER)
+    event = scrub_event(
+        {"model": "ft:gpt-4o:jane.doe@example.com", "cost_usd": "0.1"}, SCRUBBER.scrub
+    )
     assert event == {"model": "ft:gpt-4o:[REDACTED:email]", "cost_usd": "0.1"}
