@@ -183,7 +183,19 @@ class Hub:
             try:
                 if self._cursor is None:
                     history = await self.source.history(self.settings.history)
-                    self._ingest(history)
+                    recent = []
+                    if self._ingest(history) and self._pages:
+                        # Pages that attached before the history was read got an empty feed:
+                        # they get its recent part now (no await in between, so none twice).
+                        recent = self.state.recent()
+                    if self._pages and recent:
+                        self._broadcast(
+                            {
+                                "type": "events",
+                                "events": [event.as_json() for event in recent],
+                                "last_id": recent[-1].id,
+                            }
+                        )
                     self._cursor = history[-1][0] if history else "0-0"
                 batch = await self.source.read(
                     self._cursor, int(self.settings.block_s * 1000), 1_000
