@@ -73,8 +73,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def start_standin() -> tuple[asyncio.subprocess.Process, str]:
+async def start_standin(prefix: Sequence[str] = ()) -> tuple[asyncio.subprocess.Process, str]:
+    """The stand-in provider as a process (``prefix``: e.g. ``taskset -c 0``); its URL."""
     process = await asyncio.create_subprocess_exec(
+        *prefix,
         sys.executable,
         "-m",
         "tests.standin",

@@ -53,6 +53,7 @@ from bench.loadgen import (
     rss_kib,
 )
 from bench.overhead import REQUEST, free_port
+from bench.overhead import start_standin as standin_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -138,27 +139,9 @@ async def spawn(
     )
 
 
-async def start_standin(folder: Path) -> Gateway:
-    process = await asyncio.create_subprocess_exec(
-        "taskset",
-        "-c",
-        LOAD_CORE,
-        sys.executable,
-        "-m",
-        "tests.standin",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
-    match = re.search(r"listening on (\S+)", line)
-    if match is None:
-        raise RuntimeError(f"the stand-in did not start: {line!r}")
-    return Gateway("direct (stand-in)", match.group(1), process)
+async def start_standin() -> Gateway:
+    process, url = await standin_process(("taskset", "-c", LOAD_CORE))
+    return Gateway("direct (stand-in)", url, process)
 
 
 async def start_a11i(
@@ -1089,7 +1072,7 @@ async def main(profile: Profile, mode: str, skip_profile: bool) -> None:
     print(load_before)
     caveats: list[str] = []
     folder = Path(tempfile.mkdtemp(prefix="a11i-peers-"))
-    standin = await start_standin(folder)
+    standin = await start_standin()
     gateways: list[Gateway] = []
     try:
         gateways.append(await start_a11i(standin.url, folder))

@@ -165,7 +165,7 @@ def optimizer_config(
         if raw:
             values[key] = raw
     try:
-        enabled = _flag(values.get("enabled", True))
+        enabled = parse_flag(values.get("enabled", True), "enabled")
         core = OptimizerSettings(
             at_yellow=_strategies(values.get("at_yellow"), OptimizerSettings().at_yellow),
             at_red=_strategies(values.get("at_red"), OptimizerSettings().at_red),
@@ -184,7 +184,8 @@ def _or(value: T | None, default: T) -> T:
     return default if value is None else value
 
 
-def _flag(value: object) -> bool:
+def parse_flag(value: object, name: str) -> bool:
+    """A switch as a11i.yaml and the environment write it: on/true/yes/1 or off/false/no/0."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -192,7 +193,7 @@ def _flag(value: object) -> bool:
         return True
     if text in ("off", "false", "no", "0"):
         return False
-    raise ValueError(f"enabled must be on or off, not {value!r}")
+    raise ValueError(f"{name} must be on or off, not {value!r}")
 
 
 def _strategies(value: object, default: frozenset[str]) -> frozenset[str]:

@@ -24,6 +24,7 @@ from sidecar.config import (
     TelemetryConfig,
     load_config,
     optimizer_config,
+    parse_flag,
 )
 from sidecar.core.headers import KeyCustody
 from sidecar.core.policy import BudgetPolicy, ExhaustedAction, Period
@@ -390,14 +391,13 @@ def _milliseconds(env: Mapping[str, str], name: str, default: int) -> float:
 
 
 def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
+    raw = env.get(name, "").strip()
     if not raw:
         return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name} must be true or false, not {raw!r}")
+    try:
+        return parse_flag(raw, name)
+    except ValueError:
+        raise SettingsError(f"{name} must be true or false, not {raw.lower()!r}") from None
 
 
 def _file_config(

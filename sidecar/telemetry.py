@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from sidecar.proxy import CallRecord
 
 log = logging.getLogger(__name__)
+_R = TypeVar("_R")
 #: The decision logs, also written here when they are on (pod logs carry them without OTLP).
 decisions_log = logging.getLogger("a11i.decisions")
 
@@ -140,21 +141,43 @@ def _failed(stats: SignalStats, signal: str, endpoint: str, why: str) -> None:
         )
 
 
+def _counted(
+    stats: SignalStats,
+    signal: str,
+    endpoint: str,
+    export: Callable[[], _R],
+    success: _R,
+    failure: _R,
+    items: int,
+) -> _R:
+    """Run one export of a signal and count it: exported items, or a failure logged at most
+    once a minute. An exporter that raises must never take its worker thread down."""
+    try:
+        result = export()
+    except Exception as error:
+        _failed(stats, signal, endpoint, type(error).__name__)
+        return failure
+    if result is success:
+        stats.exported += items
+    else:
+        _failed(stats, signal, endpoint, "refused or unreachable")
+    return result
+
+
 class _CountingSpanExporter(SpanExporter):
     def __init__(self, inner: SpanExporter, stats: SignalStats, endpoint: str) -> None:
         self._inner, self._stats, self._endpoint = inner, stats, endpoint
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            result = self._inner.export(spans)
-        except Exception as error:  # an exporter must never take the worker thread down
-            _failed(self._stats, "traces", self._endpoint, type(error).__name__)
-            return SpanExportResult.FAILURE
-        if result is SpanExportResult.SUCCESS:
-            self._stats.exported += len(spans)
-        else:
-            _failed(self._stats, "traces", self._endpoint, "refused or unreachable")
-        return result
+        return _counted(
+            self._stats,
+            "traces",
+            self._endpoint,
+            lambda: self._inner.export(spans),
+            SpanExportResult.SUCCESS,
+            SpanExportResult.FAILURE,
+            len(spans),
+        )
 
     def shutdown(self) -> None:
         self._inner.shutdown()
@@ -174,16 +197,16 @@ class _CountingMetricExporter(MetricExporter):
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object
     ) -> MetricExportResult:
-        try:
-            result = self._inner.export(metrics_data, timeout_millis=timeout_millis)
-        except Exception as error:
-            _failed(self._stats, "metrics", self._endpoint, type(error).__name__)
-            return MetricExportResult.FAILURE
-        if result is MetricExportResult.SUCCESS:
-            self._stats.exported += 1
-        else:
-            _failed(self._stats, "metrics", self._endpoint, "refused or unreachable")
-        return result
+        # One export carries every instrument: counted as one.
+        return _counted(
+            self._stats,
+            "metrics",
+            self._endpoint,
+            lambda: self._inner.export(metrics_data, timeout_millis=timeout_millis),
+            MetricExportResult.SUCCESS,
+            MetricExportResult.FAILURE,
+            1,
+        )
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return self._inner.force_flush(timeout_millis)
@@ -197,16 +220,15 @@ class _CountingLogExporter(LogRecordExporter):
         self._inner, self._stats, self._endpoint = inner, stats, endpoint
 
     def export(self, batch: Sequence[object]) -> LogRecordExportResult:
-        try:
-            result = self._inner.export(batch)  # type: ignore[arg-type]
-        except Exception as error:
-            _failed(self._stats, "logs", self._endpoint, type(error).__name__)
-            return LogRecordExportResult.FAILURE
-        if result is LogRecordExportResult.SUCCESS:
-            self._stats.exported += len(batch)
-        else:
-            _failed(self._stats, "logs", self._endpoint, "refused or unreachable")
-        return result
+        return _counted(
+            self._stats,
+            "logs",
+            self._endpoint,
+            lambda: self._inner.export(batch),  # type: ignore[arg-type]
+            LogRecordExportResult.SUCCESS,
+            LogRecordExportResult.FAILURE,
+            len(batch),
+        )
 
     def shutdown(self) -> None:
         self._inner.shutdown()  # type: ignore[no-untyped-call]

@@ -24,7 +24,6 @@ import json
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -38,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO
+
+from tests.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tools" / "cluster"
@@ -117,13 +118,6 @@ def _bin_dir_from(result: subprocess.CompletedProcess[str], what: str) -> Path:
             f"{BUILD_SCRIPT} {what} failed ({result.returncode}): {(result.stderr or '').strip()}"
         )
     return Path(result.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _die_with_parent() -> Callable[[], None] | None:

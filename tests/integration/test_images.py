@@ -22,7 +22,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -444,13 +445,6 @@ def test_version(installed: Installed) -> None:
     assert result.returncode == 0, result.stderr
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert result.stdout.strip() == f"a11i {project['version']}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def get_json(url: str) -> tuple[int, dict[str, object]]:
