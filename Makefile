@@ -1,4 +1,4 @@
-# a11i: `make run` starts the sidecar on embedded defaults; `make test` installs and runs every check.
+# a11i: `make run` starts the sidecar and the dashboard on embedded defaults; `make test` installs and runs every check.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -33,7 +33,10 @@ system:
 	fi
 
 ## assets: the dashboard's chart library (uPlot) from the npm registry, pinned by package-lock.json
-assets:
+## (built when absent or when the lock file changed)
+UPLOT := a11i_operator/dashboard/static/vendor/uPlot.iife.min.js
+assets: $(UPLOT)
+$(UPLOT): a11i_operator/dashboard/package-lock.json a11i_operator/dashboard/build-assets.sh
 	a11i_operator/dashboard/build-assets.sh
 
 ## otelcol: the OpenTelemetry Collector the integration tests export to, built with ocb from the
@@ -53,9 +56,10 @@ cluster: install cluster-bins
 
 install: $(VENV)/.installed encodings
 
-## run: the sidecar on 127.0.0.1:11000, in-process wallet, no cluster, no Redis
-run: install
-	$(BIN)/a11i sidecar
+## run: `a11i up`: the sidecar on 127.0.0.1:11000 and the dashboard on 127.0.0.1:11080 (its admin
+## token printed), the SQLite wallet file and events in memory: no cluster, no Redis
+run: install assets
+	$(BIN)/a11i up
 
 lint: install
 	$(BIN)/ruff check .

@@ -27,7 +27,10 @@ from sidecar.settings import SettingsError, SidecarSettings, from_env
 from sidecar.wallet import Wallet
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from sidecar.events import EventSink
+    from sidecar.proxy import Sidecar
 
 log = logging.getLogger("a11i")
 
@@ -36,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     # The operator and the dashboard have options of their own (a11i_operator): passed through.
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command not in ("operator", "dashboard"):
+    if extra and args.command not in ("operator", "dashboard", "up"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     if args.command is None:
@@ -144,6 +147,17 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     dashboard.set_defaults(run=_run_dashboard)
+
+    up = commands.add_parser(
+        "up",
+        help="run the sidecar and the dashboard in one process (a laptop)",
+        description="Run the metering proxy (port 11000) and the live dashboard (port 11080) in "
+        "one process on embedded defaults: the SQLite wallet file and events in memory, or "
+        "Redis when A11I_REDIS_URL is set. Options: --host, --port, --dashboard-host, "
+        "--dashboard-port, --insecure-no-auth (a11i up --help shows them all).",
+        add_help=False,
+    )
+    up.set_defaults(run=_run_up)
     return parser
 
 
@@ -151,6 +165,12 @@ def _run_dashboard(args: argparse.Namespace) -> int:
     from a11i_operator.dashboard.server import main as run_dashboard
 
     return run_dashboard(list(args.extra))
+
+
+def _run_up(args: argparse.Namespace) -> int:
+    from a11i_operator.dashboard.up import main as run_up
+
+    return run_up(list(args.extra))
 
 
 def _run_operator(args: argparse.Namespace) -> int:
@@ -289,15 +309,24 @@ def _wallet_line(body: dict[str, str | None]) -> str:
 def _run_sidecar(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from sidecar.library import load_meter
-    from sidecar.proxy import Sidecar, build_app
-    from sidecar.telemetry import ScrubbingFilter
-
     env = dict(os.environ)
     if args.host:
         env["A11I_HOST"] = args.host
     if args.port:
         env["A11I_PORT"] = str(args.port)
+    settings, _sidecar, app = sidecar_app(env)
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    return 0
+
+
+def sidecar_app(env: dict[str, str]) -> tuple[SidecarSettings, Sidecar, web.Application]:
+    """The sidecar's settings, state and application from the environment, logging configured
+    (every line through the PII scrubber): what ``a11i sidecar`` serves and ``a11i up``
+    embeds."""
+    from sidecar.library import load_meter
+    from sidecar.proxy import Sidecar, build_app
+    from sidecar.telemetry import ScrubbingFilter
+
     settings = from_env(env)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -322,8 +351,7 @@ def _run_sidecar(args: argparse.Namespace) -> int:
         settings.budget.limit_usd if settings.budget.limit_usd is not None else "unlimited",
         settings.custody,
     )
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
-    return 0
+    return settings, sidecar, app
 
 
 def events_for(settings: SidecarSettings) -> EventSink:

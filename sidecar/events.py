@@ -76,14 +76,31 @@ class EventSink(Protocol):
 
 class EventRing:
     """The embedded sink: the last ``capacity`` events, each with an increasing id, so a
-    reader can resume after the last id it saw."""
+    reader can resume after the last id it saw. Appended to on the event loop's thread (the
+    proxy's observers run there); a reader on the same loop may wait for the next event."""
 
     def __init__(self, capacity: int = 10_000) -> None:
         self._events: deque[tuple[int, Event]] = deque(maxlen=capacity)
         self._ids = itertools.count(1)
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def last_id(self) -> int:
+        """The id of the newest event (0 before the first)."""
+        return self._events[-1][0] if self._events else 0
 
     def append(self, event: Event) -> None:
-        self._events.append((next(self._ids), dict(event)))
+        self.add(event)
+
+    def add(self, event: Event) -> int:
+        """Append and return the event's id."""
+        event_id = next(self._ids)
+        self._events.append((event_id, dict(event)))
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        return event_id
 
     async def start(self) -> None:
         """Nothing to start: the ring lives in this process."""
@@ -93,8 +110,35 @@ class EventRing:
 
     def since(self, last_id: int = 0, limit: int = 1000) -> list[tuple[int, Event]]:
         """Events after ``last_id``, oldest first (at most ``limit``)."""
-        out = [(i, e) for i, e in self._events if i > last_id]
-        return out[:limit]
+        if last_id >= self.last_id:
+            return []
+        out: list[tuple[int, Event]] = []
+        # Ids are consecutive: the first wanted event's position is known without a scan.
+        first = self._events[0][0]
+        start = max(last_id + 1 - first, 0)
+        for index in range(start, min(start + limit, len(self._events))):
+            out.append(self._events[index])
+        return out
+
+    def latest(self, count: int) -> list[tuple[int, Event]]:
+        """The newest ``count`` events, oldest first."""
+        return self.since(max(self.last_id - count, 0), count)
+
+    async def wait(self, last_id: int, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for an event after ``last_id``; whether there is one."""
+        if self.last_id > last_id:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return self.last_id > last_id
 
 
 class RedisEventStream:

@@ -359,21 +359,29 @@ def exists(path: Path, namespace: str) -> bool:
         return row.fetchone() is not None
 
 
-def read_snapshots(path: Path) -> list[WalletSnapshot]:
-    """Every wallet in the file, as it stands now (``a11i wallet show``)."""
+def read_books(
+    path: Path, now: datetime | None = None
+) -> tuple[list[tuple[str, WalletBook]], bool]:
+    """Every wallet in the file as it stands ``now`` (a period that is over shows as the new,
+    empty one), with each wallet's own emergency stop, and whether the cluster stop is on."""
     if not path.is_file():
-        return []
-    now = datetime.now(UTC)
+        return [], False
+    moment = now or datetime.now(UTC)
     with contextlib.closing(sqlite3.connect(path, timeout=5.0)) as connection:
         connection.executescript(_SCHEMA)
         rows = connection.execute("SELECT namespace, book FROM wallets ORDER BY namespace")
-        stopped = SQLiteWallet._cluster_stopped(connection)
-        snapshots = []
-        for namespace, text in rows.fetchall():
-            book = advance(load_book(str(text)), now)
-            if stopped:
-                book = replace(book, policy=replace(book.policy, suspended=True))
-            snapshots.append(snapshot_of(book, str(namespace), "*"))
+        books = [(str(name), advance(load_book(str(text)), moment)) for name, text in rows]
+        return books, SQLiteWallet._cluster_stopped(connection)
+
+
+def read_snapshots(path: Path) -> list[WalletSnapshot]:
+    """Every wallet in the file, as it stands now (``a11i wallet show``)."""
+    books, stopped = read_books(path)
+    snapshots = []
+    for namespace, book in books:
+        if stopped:
+            book = replace(book, policy=replace(book.policy, suspended=True))
+        snapshots.append(snapshot_of(book, namespace, "*"))
     return snapshots
 
 

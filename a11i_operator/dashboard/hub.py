@@ -95,6 +95,9 @@ class Hub:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # The first page asked for must not show an empty list of wallets: read them once now
+        # (bounded by the source's timeout; an unreachable source only sets the status).
+        await self._read_wallets()
         self._tasks = [
             asyncio.create_task(self._follow(), name="a11i-dashboard-follow"),
             asyncio.create_task(self._publish(), name="a11i-dashboard-publish"),

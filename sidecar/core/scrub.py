@@ -189,11 +189,13 @@ def _phone_digits(candidate: str) -> bool:
 
 def _ipv4_address(candidate: str) -> bool:
     # Octets of 0-255 without leading zeros ("010.1.1.1" is not an address, or an octal one).
+    # Loopback (127/8) and the unspecified 0.0.0.0 name no one: they stay, like IPv6's ::1, so
+    # a log line still says where a local server listens.
     try:
-        ipaddress.IPv4Address(candidate)
+        address = ipaddress.IPv4Address(candidate)
     except ValueError:
         return False
-    return True
+    return not (address.is_loopback or address.is_unspecified)
 
 
 def _ipv6_address(candidate: str) -> bool:

@@ -105,6 +105,8 @@ def with_check_digit(prefix: str) -> str:
         pytest.param("255.255.255.255", IP, id="ipv4-broadcast"),
         pytest.param("dns 8.8.8.8.", f"dns {IP}.", id="ipv4-end-of-sentence"),
         pytest.param("host=10.1.2.3,", f"host={IP},", id="ipv4-assignment"),
+        pytest.param("http://127.0.0.1:11000 up", "http://127.0.0.1:11000 up", id="loopback-stays"),
+        pytest.param("on 0.0.0.0:80", "on 0.0.0.0:80", id="unspecified-stays"),
         pytest.param("2001:db8::8a2e:370:7334", IP, id="ipv6-compressed"),
         pytest.param("2001:0db8:85a3:0000:0000:8a2e:0370:7334", IP, id="ipv6-full"),
         pytest.param("fe80::1 up", f"{IP} up", id="ipv6-link-local"),
