@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -198,16 +199,10 @@ class Budgets:
 
     # --- handlers ------------------------------------------------------------------------------
 
-    def index(
-        self, *, namespace: str | None, name: str | None, uid: str | None, body: kopf.Body, **_: Any
-    ) -> dict[str, BudgetRef]:
+    def index(self, *, namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, BudgetRef]:
         """Namespace-wide AgentBudgets that are not being deleted, by namespace."""
-        meta, spec = body.get("metadata", {}), body.get("spec") or {}
-        if meta.get("deletionTimestamp") or spec.get("agentSelector") is not None:
-            return {}
-        if namespace is None or name is None or uid is None:
-            return {}
-        return {namespace: BudgetRef(str(meta.get("creationTimestamp", "")), name, uid)}
+        ref = wide_ref(body)
+        return {} if namespace is None or ref is None else {namespace: ref}
 
     async def changed(
         self,
@@ -384,6 +379,19 @@ class Budgets:
             )
         ]
         return kopf.TemporaryError(message, delay=self._delay)
+
+
+def wide_ref(body: Mapping[str, Any]) -> BudgetRef | None:
+    """An AgentBudget (as the API returns it) that may own its namespace's wallet: one without
+    an agentSelector and not being deleted. ``owner_of`` picks the owner among them. Also used
+    by the dashboard's top-up, so that both agree on which AgentBudget owns a wallet."""
+    meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+    if meta.get("deletionTimestamp") or spec.get("agentSelector") is not None:
+        return None
+    name, uid = meta.get("name"), meta.get("uid")
+    if not isinstance(name, str) or not isinstance(uid, str):
+        return None
+    return BudgetRef(str(meta.get("creationTimestamp", "")), name, uid)
 
 
 def _configured(spec: BudgetSpec) -> str:

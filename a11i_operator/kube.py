@@ -4,8 +4,10 @@ kopf watches and patches the objects its handlers are registered for, but has no
 for reading or writing other objects (a referenced ConfigMap, a generated Secret). This is a
 small one over aiohttp, logged in the way kopf logs in (its public ``login_with_*`` helpers:
 in-cluster ServiceAccount first, then the kubeconfig), with the credentials re-read once on a
-401 (a rotated projected token). Namespaced objects only: get, server-side apply, delete,
-status merge-patch. Every failure is a :class:`KubeError` carrying the HTTP status.
+401 (a rotated projected token). Namespaced objects: get, list, server-side apply, delete,
+merge-patch (of the object or its status); cluster-scoped creates for the reviews the dashboard
+asks for (TokenReview, SubjectAccessReview). Every failure is a :class:`KubeError` carrying the
+HTTP status.
 
 It may not decide anything: no policy, no retries beyond the one re-login.
 """
@@ -20,6 +22,7 @@ from urllib.parse import quote
 
 import aiohttp
 import kopf
+import yaml
 
 #: The JSON of one Kubernetes object, as read from the wire.
 KubeObject = dict[str, object]
@@ -56,9 +59,13 @@ class Resource:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
-    def path(self, namespace: str, name: str | None = None, subresource: str = "") -> str:
+    def path(self, namespace: str | None, name: str | None = None, subresource: str = "") -> str:
+        """The URL path; ``namespace=None`` for a cluster-scoped resource."""
         base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        path = f"{base}/namespaces/{quote(namespace, safe='')}/{self.plural}"
+        if namespace is None:
+            path = f"{base}/{self.plural}"
+        else:
+            path = f"{base}/namespaces/{quote(namespace, safe='')}/{self.plural}"
         if name is not None:
             path += f"/{quote(name, safe='')}"
         if subresource:
@@ -68,6 +75,12 @@ class Resource:
 
 CONFIG_MAPS: Final = Resource("", "v1", "configmaps", "ConfigMap")
 SECRETS: Final = Resource("", "v1", "secrets", "Secret")
+AGENT_BUDGETS: Final = Resource("a11i.io", "v1alpha1", "agentbudgets", "AgentBudget")
+#: Cluster-scoped and create-only: the server answers in the created object's ``status``.
+TOKEN_REVIEWS: Final = Resource("authentication.k8s.io", "v1", "tokenreviews", "TokenReview")
+SUBJECT_ACCESS_REVIEWS: Final = Resource(
+    "authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +89,21 @@ class KubeSettings:
 
     #: Seconds one API call may take in all.
     timeout_s: float = 10.0
+    #: The User-Agent of every request (shows in the API server's audit log).
+    user_agent: str = FIELD_MANAGER
 
 
 def login() -> kopf.ConnectionInfo:
     """The credentials kopf itself would use without a client library: the pod's
     ServiceAccount, else ``$KUBECONFIG`` / ``~/.kube/config``."""
     settings = kopf.OperatorSettings()
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
-        settings=settings
-    )
+    try:
+        info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
+            settings=settings
+        )
+    except (kopf.LoginError, OSError, KeyError, ValueError, yaml.YAMLError) as error:
+        # A kubeconfig that names a missing file, context, cluster or user.
+        raise KubeError(f"the Kubernetes credentials cannot be read: {error!r}") from error
     if info is None:
         raise KubeError(
             "no Kubernetes credentials: neither a ServiceAccount token nor a kubeconfig"
@@ -118,6 +137,35 @@ class KubeClient:
             if error.status == 404:
                 return None
             raise
+
+    async def list(self, resource: Resource, namespace: str) -> list[KubeObject]:
+        """Every object of ``resource`` in ``namespace`` (one page: the kinds listed here hold a
+        handful of objects per namespace)."""
+        found = await self._request("GET", resource.path(namespace))
+        items = found.get("items")
+        if not isinstance(items, list):
+            raise KubeError(f"GET {resource.path(namespace)}: the answer has no items list")
+        return [item for item in items if isinstance(item, dict)]
+
+    async def create(
+        self, resource: Resource, namespace: str | None, body: Mapping[str, object]
+    ) -> KubeObject:
+        """POST a new object (``namespace=None``: cluster-scoped, e.g. a TokenReview); the
+        server's answer, which for a review holds its ``status``."""
+        full = {"apiVersion": resource.api_version, "kind": resource.kind, **body}
+        return await self._request("POST", resource.path(namespace), body=full)
+
+    async def patch(
+        self, resource: Resource, namespace: str, name: str, body: Mapping[str, object]
+    ) -> KubeObject:
+        """JSON merge-patch the object. A ``metadata.resourceVersion`` in ``body`` makes the
+        write conditional: the server answers 409 Conflict when the object changed since."""
+        return await self._request(
+            "PATCH",
+            resource.path(namespace, name),
+            body=body,
+            content_type="application/merge-patch+json",
+        )
 
     async def apply(
         self, resource: Resource, namespace: str, body: Mapping[str, object]
@@ -206,7 +254,7 @@ class KubeClient:
             info = self._info
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()),
-                headers={**info.as_http_headers(), "User-Agent": FIELD_MANAGER},
+                headers={**info.as_http_headers(), "User-Agent": self._settings.user_agent},
                 timeout=aiohttp.ClientTimeout(total=self._settings.timeout_s),
                 trust_env=info.trust_env,
             )

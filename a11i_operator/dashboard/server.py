@@ -3,7 +3,9 @@
 Entry point and routes: builds ``DashboardSettings`` once in ``main`` from flags, environment and
 token files; serves the page, its static files and a WebSocket that pushes the hub's updates;
 turns authenticated, CSRF-checked POSTs into actions on the wallets (emergency stop, resume,
-top-up), each recorded as an event with who did it.
+top-up), each recorded as an event with who did it. With ``--kubernetes-auth`` a token that is
+not a static one is reviewed by the Kubernetes API (``kube_auth``); with ``--agentbudgets`` a
+namespace's top-up raises the limit of its AgentBudget (``agentbudgets``), then its wallet.
 
 What it may not do: read settings outside ``main``, answer anything but the login page to a
 visitor without a session, or let a viewer act. Routes parse input, call the hub or the source
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import html
 import json
 import logging
 import os
@@ -30,18 +33,25 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
+from a11i_operator.dashboard.agentbudgets import AgentBudgets
 from a11i_operator.dashboard.auth import (
     COOKIE,
     CSRF_HEADER,
     Authenticator,
     AuthError,
     AuthSettings,
+    Identity,
     Principal,
+    SessionTooLarge,
+    flag,
     settings_from_env,
 )
 from a11i_operator.dashboard.hub import Hub, HubSettings
+from a11i_operator.dashboard.kube_auth import KubernetesAuthSettings, KubernetesReviewer
 from a11i_operator.dashboard.source import DashboardError, RedisSource, Source
 from a11i_operator.dashboard.state import CLUSTER, DashboardState, StateSettings, action_event
+from a11i_operator.kube import KubeClient, KubeError, KubeSettings, login
+from a11i_operator.status import money
 
 log = logging.getLogger("a11i.dashboard")
 
@@ -58,11 +68,22 @@ _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 _HUB: Final = web.AppKey("hub", Hub)
 _AUTH: Final = web.AppKey("auth", Authenticator)
 
+#: What the page says about top-ups without ``--agentbudgets``.
 TOP_UP_NOTE: Final = (
     "Top-ups raise the wallet's limit in Redis directly. With the operator running, the "
-    "AgentBudget's limit is the source of truth: raise it there too (top-up through the "
-    "AgentBudget comes later)."
+    "AgentBudget's limit is the source of truth and the operator sets the wallet back to it "
+    "when the AgentBudget changes: raise the AgentBudget too, or run the dashboard with "
+    "--agentbudgets."
 )
+#: What the page says about top-ups with ``--agentbudgets``.
+TOP_UP_NOTE_AGENTBUDGETS: Final = (
+    "Top-ups raise spec.limit of the namespace's AgentBudget (the oldest one without an "
+    "agentSelector) and set its wallet to the same limit at once; the operator keeps it. A "
+    "namespace without such an AgentBudget, and an agent's own wallet, are topped up in Redis "
+    "directly."
+)
+#: What the event of a top-up says it went through.
+VIA_WALLET: Final = "wallet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +103,19 @@ class DashboardSettings:
     #: Origins allowed to act and to open the WebSocket besides the page's own
     #: (``A11I_DASHBOARD_ORIGINS``, comma-separated; e.g. the address of an ingress).
     allowed_origins: tuple[str, ...] = ()
+    #: How Kubernetes users are reviewed (when ``auth.kubernetes``).
+    kubernetes: KubernetesAuthSettings = field(default_factory=KubernetesAuthSettings)
+    #: Top-ups go through the namespace's AgentBudget (``--agentbudgets``,
+    #: ``A11I_DASHBOARD_AGENTBUDGETS``); needs Kubernetes credentials and the shared Redis.
+    agentbudgets: bool = False
+    #: Seconds any single Kubernetes API call may take.
+    kube_timeout_s: float = 5.0
     hub: HubSettings = field(default_factory=HubSettings)
     state: StateSettings = field(default_factory=StateSettings)
+
+    @property
+    def uses_kubernetes(self) -> bool:
+        return self.auth.kubernetes or self.agentbudgets
 
 
 class Forbidden(DashboardError):
@@ -101,18 +133,36 @@ class BadRequest(DashboardError):
 # --- the app ------------------------------------------------------------------------------------
 
 
-def build_app(settings: DashboardSettings, source: Source | None = None) -> web.Application:
-    """The dashboard's application; ``source`` defaults to the Redis of the settings and is
-    closed with the app."""
+def build_app(
+    settings: DashboardSettings, source: Source | None = None, *, kube: KubeClient | None = None
+) -> web.Application:
+    """The dashboard's application; ``source`` defaults to the Redis of the settings, ``kube``
+    (used only with Kubernetes auth or ``agentbudgets``) to a client logged in as the
+    dashboard's ServiceAccount or kubeconfig; both are closed with the app."""
+    if settings.agentbudgets and source is not None and not isinstance(source, RedisSource):
+        raise DashboardError(
+            "top-up through the AgentBudget (--agentbudgets) needs the shared Redis the "
+            "operator configures, not the embedded wallet"
+        )
     if source is None:
         if settings.redis_url is None:
             raise DashboardError("the dashboard needs --redis URL or A11I_REDIS_URL")
         source = RedisSource.from_url(settings.redis_url, timeout_s=settings.redis_timeout_s)
+    if kube is None and settings.uses_kubernetes:
+        kube = KubeClient(
+            settings=KubeSettings(timeout_s=settings.kube_timeout_s, user_agent="a11i-dashboard")
+        )
     app = web.Application(middlewares=[_security_headers, _errors], client_max_size=64 * 1024)
     hub = Hub(source, DashboardState(settings.state), settings.hub)
     app[_HUB] = hub
     app[_AUTH] = Authenticator(settings.auth)
-    routes = _Routes(settings, app[_AUTH], hub, _read_login_page())
+    reviewer = (
+        KubernetesReviewer(kube, settings.kubernetes)
+        if kube is not None and settings.auth.kubernetes
+        else None
+    )
+    budgets = AgentBudgets(kube) if kube is not None and settings.agentbudgets else None
+    routes = _Routes(settings, app[_AUTH], hub, _read_login_page(), reviewer, budgets)
     app.router.add_get("/", routes.index)
     app.router.add_get("/login", routes.login_page)
     app.router.add_post("/login", routes.login)
@@ -131,6 +181,8 @@ def build_app(settings: DashboardSettings, source: Source | None = None) -> web.
     async def stop(_app: web.Application) -> None:
         await hub.close()
         await hub.source.close()
+        if kube is not None:
+            await kube.close()
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
@@ -143,26 +195,48 @@ def _read_login_page() -> str:
 
 class _Routes:
     def __init__(
-        self, settings: DashboardSettings, auth: Authenticator, hub: Hub, login_html: str
+        self,
+        settings: DashboardSettings,
+        auth: Authenticator,
+        hub: Hub,
+        login_html: str,
+        reviewer: KubernetesReviewer | None = None,
+        budgets: AgentBudgets | None = None,
     ) -> None:
         self.settings = settings
         self.auth = auth
         self.hub = hub
+        self.reviewer = reviewer
+        self.budgets = budgets
         self._login_html = login_html
         self._vendor_ready = False
 
     # -- who is asking -----------------------------------------------------------------------
 
-    def principal(self, request: web.Request) -> tuple[Principal, bool] | None:
+    async def principal(self, request: web.Request) -> tuple[Principal, bool] | None:
         """The principal and whether it came from ambient credentials (a cookie, or no auth)
-        that a cross-site page could ride on, so CSRF and Origin checks apply."""
+        that a cross-site page could ride on, so CSRF and Origin checks apply. A Kubernetes
+        user without a dashboard role raises 403, an API server that does not answer 503."""
         self._check_host(request)
         header = request.headers.get("Authorization", "")
         if header.lower().startswith("bearer "):
-            found = self.auth.check_token(header[7:])
+            found = await self.check_token(header[7:])
             return (found, False) if found is not None else None
-        found = self.auth.session(request.cookies.get(COOKIE), time.time())
-        return (found, True) if found is not None else None
+        session = self.auth.session(request.cookies.get(COOKIE), time.time())
+        if isinstance(session, Identity):
+            if self.reviewer is None:  # pragma: no cover - no key for such cookies then
+                return None
+            # The role is asked of RBAC again whenever the cached answer expired.
+            role = await self.reviewer.role(session)
+            return Principal(role, "", session), True
+        return (session, True) if session is not None else None
+
+    async def check_token(self, token: str) -> Principal | None:
+        """A static token's principal, else (with Kubernetes auth) the reviewed user's."""
+        found = self.auth.check_token(token)
+        if found is None and self.reviewer is not None and token.strip():
+            found = await self.reviewer.principal(token.strip())
+        return found
 
     def _check_host(self, request: web.Request) -> None:
         # Without auth, a DNS-rebinding page could reach a laptop's dashboard under its own
@@ -180,10 +254,10 @@ class _Routes:
         allowed = {f"http://{request.host}", f"https://{request.host}"}
         return origin in allowed or origin in self.settings.allowed_origins
 
-    def actor(self, request: web.Request) -> Principal:
+    async def actor(self, request: web.Request) -> Principal:
         """An admin allowed to act now: authenticated, and for a browser session, same
         origin with the session's CSRF token."""
-        found = self.principal(request)
+        found = await self.principal(request)
         if found is None:
             raise Unauthorized("log in first")
         principal, ambient = found
@@ -195,7 +269,7 @@ class _Routes:
         ):
             raise Forbidden("missing or wrong CSRF token; reload the page")
         if not principal.can_act:
-            raise Forbidden("the viewer role is read-only")
+            raise Forbidden(f"the viewer role is read-only ({principal.who})")
         return principal
 
     # -- pages -------------------------------------------------------------------------------
@@ -211,7 +285,14 @@ class _Routes:
         )
 
     async def index(self, request: web.Request) -> web.StreamResponse:
-        if self.principal(request) is None:
+        try:
+            found = await self.principal(request)
+        except DashboardError as exc:
+            if exc.status not in (403, 503):
+                raise
+            # A session whose user lost its role, or an API server away: say so on the login.
+            return self._login_response(exc.status, html.escape(exc.message))
+        if found is None:
             return self._login_response(401)
         if not self._vendor_ready:
             self._vendor_ready = VENDOR_SCRIPT.is_file()
@@ -229,8 +310,9 @@ class _Routes:
         return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
     async def login_page(self, request: web.Request) -> web.StreamResponse:
-        if self.principal(request) is not None:
-            raise web.HTTPSeeOther("/")
+        with contextlib.suppress(DashboardError):
+            if await self.principal(request) is not None:
+                raise web.HTTPSeeOther("/")
         return self._login_response(200)
 
     async def login(self, request: web.Request) -> web.StreamResponse:
@@ -240,18 +322,28 @@ class _Routes:
             raise Forbidden("cross-origin login refused")
         form = await request.post()
         token = form.get("token")
-        principal = self.auth.check_token(token) if isinstance(token, str) else None
+        try:
+            principal = await self.check_token(token) if isinstance(token, str) else None
+        except DashboardError as exc:
+            if exc.status not in (403, 503):
+                raise
+            log.warning("dashboard: refused login from %s: %s", request.remote, exc.message)
+            return self._login_response(exc.status, html.escape(exc.message))
         if principal is None:
             # A pause per failure makes guessing slow; tokens are long anyway.
             await asyncio.sleep(0.3)
             log.warning("dashboard: failed login from %s", request.remote)
             return self._login_response(401, "That token is not valid.")
         log.info("dashboard: %s logged in from %s", principal.who, request.remote)
+        try:
+            cookie = self.auth.issue(principal, time.time())
+        except SessionTooLarge as exc:
+            return self._login_response(400, html.escape(str(exc)))
         response = web.HTTPSeeOther("/")
         response.set_cookie(
             COOKIE,
-            self.auth.issue(principal, time.time()),
-            max_age=self.auth.settings.session_ttl_s,
+            cookie,
+            max_age=self.auth.session_ttl(principal),
             path="/",
             httponly=True,
             samesite="Strict",
@@ -260,7 +352,10 @@ class _Routes:
         raise response
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
-        found = self.principal(request)
+        try:
+            found = await self.principal(request)
+        except DashboardError:
+            found = None  # logging out needs no role: the cookie goes either way
         ambient = found is not None and found[1]
         if ambient and not (
             self.same_origin(request)
@@ -277,7 +372,7 @@ class _Routes:
     async def static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         # The login page needs its style sheet; everything else only after logging in.
-        if name != "app.css" and self.principal(request) is None:
+        if name != "app.css" and await self.principal(request) is None:
             raise Unauthorized("log in first")
         path = (STATIC / name).resolve()
         if not path.is_relative_to(STATIC.resolve()) or not path.is_file():
@@ -289,7 +384,7 @@ class _Routes:
     # -- API ---------------------------------------------------------------------------------
 
     async def session(self, request: web.Request) -> web.Response:
-        found = self.principal(request)
+        found = await self.principal(request)
         if found is None:
             raise Unauthorized("log in first")
         principal, _ambient = found
@@ -301,18 +396,23 @@ class _Routes:
                 "csrf": self.auth.csrf_token(request.cookies.get(COOKIE)),
                 "mode": self.hub.source.mode,
                 "insecure_no_auth": self.auth.open,
-                "top_up_note": TOP_UP_NOTE,
+                "top_up_note": self.top_up_note,
+                "top_up_via": "agentbudget" if self.budgets is not None else VIA_WALLET,
             },
             headers={"Cache-Control": "no-store"},
         )
 
+    @property
+    def top_up_note(self) -> str:
+        return TOP_UP_NOTE_AGENTBUDGETS if self.budgets is not None else TOP_UP_NOTE
+
     async def current_view(self, request: web.Request) -> web.Response:
-        if self.principal(request) is None:
+        if await self.principal(request) is None:
             raise Unauthorized("log in first")
         return web.json_response(self.hub.view(), dumps=_dumps)
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
-        found = self.principal(request)
+        found = await self.principal(request)
         if found is None:
             raise Unauthorized("log in first")
         principal, ambient = found
@@ -344,8 +444,21 @@ class _Routes:
                 },
                 dumps=_dumps,
             )
+            # A Kubernetes user's socket is closed when its role's review expires: the page
+            # reconnects at once and resumes without a gap, and RBAC is asked again.
+            revalidate_at = (
+                time.monotonic() + self.settings.kubernetes.review_ttl_s
+                if principal.identity is not None
+                else None
+            )
             while not ws.closed:
-                message = await page.queue.get()
+                wait = None if revalidate_at is None else max(revalidate_at - time.monotonic(), 0)
+                try:
+                    async with asyncio.timeout(wait):
+                        message = await page.queue.get()
+                except TimeoutError:
+                    await ws.close(code=4001, message=b"re-validate; resume")
+                    break
                 if page.overflowed or message.get("type") == "closing":
                     # Too slow: closed so that the page resumes from its last id, gap-free.
                     await ws.close(code=4000, message=b"behind; resume")
@@ -353,7 +466,11 @@ class _Routes:
                 if message.get("type") == "socket-closed":
                     break
                 await ws.send_json(message, dumps=_dumps)
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:
+            # The page went away while a message was being sent (a closed tab, a dropped
+            # network): the usual end of a page, not an error. It resumes when it comes back.
+            log.debug("dashboard: a page's WebSocket was reset by the client")
+        except asyncio.CancelledError:
             if not ws.closed:
                 with contextlib.suppress(Exception):
                     await ws.close()
@@ -366,7 +483,7 @@ class _Routes:
         return ws
 
     async def cluster_action(self, request: web.Request) -> web.Response:
-        principal = self.actor(request)
+        principal = await self.actor(request)
         action = request.match_info["action"]
         if action not in ("stop", "resume"):
             raise web.HTTPNotFound()
@@ -376,31 +493,80 @@ class _Routes:
         return await self._done(principal, CLUSTER, f"cluster_{action}", None)
 
     async def namespace_action(self, request: web.Request) -> web.Response:
-        principal = self.actor(request)
+        principal = await self.actor(request)
         namespace = request.match_info["namespace"]
         action = request.match_info["action"]
         if not _WALLET_NAME.fullmatch(namespace):
             raise BadRequest("not a namespace name")
         source = self.hub.source
         amount: Decimal | None = None
+        details: dict[str, str] = {}
+        answer: dict[str, object] = {}
         if action in ("stop", "resume"):
             await source.suspend(namespace, action == "stop")
         elif action == "top-up":
             amount = await _amount(request)
-            await source.top_up(namespace, amount)
+            details, answer = await self._top_up(namespace, amount)
         else:
             raise web.HTTPNotFound()
-        log.warning("dashboard: %s %s by %s", namespace, action, principal.who)
-        return await self._done(principal, namespace, action.replace("-", "_"), amount)
+        log.warning(
+            "dashboard: %s %s by %s%s",
+            namespace,
+            action,
+            principal.who,
+            f" via {details['via']}" if "via" in details else "",
+        )
+        return await self._done(
+            principal, namespace, action.replace("-", "_"), amount, details, answer
+        )
+
+    async def _top_up(
+        self, namespace: str, amount: Decimal
+    ) -> tuple[dict[str, str], dict[str, object]]:
+        """Top up through the namespace's AgentBudget when there is one (and ``--agentbudgets``),
+        else the wallet directly; the event's extra fields and the answer's."""
+        done = None
+        # An agent's own wallet (namespace/agent) is not an AgentBudget's: always direct.
+        if self.budgets is not None and "/" not in namespace:
+            done = await self.budgets.top_up(namespace, amount)
+        if done is None:
+            await self.hub.source.top_up(namespace, amount)
+            return {"via": VIA_WALLET}, {"via": VIA_WALLET}
+        via = f"agentbudget/{done.name}"
+        details = {"via": via, "limit_usd": money(done.new_limit)}
+        answer: dict[str, object] = {**details, "wallet_updated": True}
+        source = self.hub.source
+        try:
+            if not isinstance(source, RedisSource):  # pragma: no cover - build_app refuses it
+                raise DashboardError("top-up through the AgentBudget needs the shared Redis")
+            await source.configure(namespace, done.spec)
+        except DashboardError as exc:
+            # The AgentBudget holds the new limit; the operator writes it into the wallet when
+            # Redis answers. Reporting an error would invite a second top-up: say it instead.
+            answer["wallet_updated"] = False
+            log.error(
+                "dashboard: AgentBudget %s/%s raised to %s but the wallet not yet: %s",
+                namespace,
+                done.name,
+                money(done.new_limit),
+                exc.message,
+            )
+        return details, answer
 
     async def _done(
-        self, principal: Principal, namespace: str, action: str, amount: Decimal | None
+        self,
+        principal: Principal,
+        namespace: str,
+        action: str,
+        amount: Decimal | None,
+        details: dict[str, str] | None = None,
+        answer: dict[str, object] | None = None,
     ) -> web.Response:
         recorded = True
+        event = action_event(namespace, action, principal.who, time.time(), amount)
+        event.update(details or {})
         try:
-            await self.hub.source.record(
-                action_event(namespace, action, principal.who, time.time(), amount)
-            )
+            await self.hub.source.record(event)
         except DashboardError as exc:
             # The action took effect; only its record is missing: say so, do not undo it.
             recorded = False
@@ -413,7 +579,13 @@ class _Routes:
             )
         await self.hub.refresh()
         return web.json_response(
-            {"ok": True, "namespace": namespace, "action": action, "recorded": recorded}
+            {
+                "ok": True,
+                "namespace": namespace,
+                "action": action,
+                "recorded": recorded,
+                **(answer or {}),
+            }
         )
 
 
@@ -506,15 +678,39 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> DashboardSet
         host=args.host,
         port=args.port,
         redis_url=args.redis or env.get("A11I_REDIS_URL") or None,
-        auth=settings_from_env(env, insecure_no_auth=args.insecure_no_auth),
+        auth=settings_from_env(
+            env,
+            insecure_no_auth=args.insecure_no_auth,
+            kubernetes=getattr(args, "kubernetes_auth", False),
+        ),
         allowed_origins=origins,
+        agentbudgets=getattr(args, "agentbudgets", False)
+        or flag(env, "A11I_DASHBOARD_AGENTBUDGETS"),
+        kubernetes=KubernetesAuthSettings(review_ttl_s=_seconds(env, REVIEW_TTL_ENV, 60.0)),
     )
+
+
+#: Seconds a Kubernetes review is reused (how soon a revoked RoleBinding takes effect).
+REVIEW_TTL_ENV: Final = "A11I_DASHBOARD_KUBERNETES_REVIEW_TTL"
+
+
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise DashboardError(f"{name} must be seconds between 0 and 3600, not {text!r}")
+    return value
 
 
 DESCRIPTION: Final = (
     "Serve the live dashboard: spend per namespace and agent, the emergency stop, top-ups. "
     "Needs a token (A11I_DASHBOARD_ADMIN_TOKEN[_FILE], A11I_DASHBOARD_VIEWER_TOKEN[_FILE]) "
-    "unless --insecure-no-auth."
+    "or Kubernetes authentication (--kubernetes-auth), unless --insecure-no-auth."
 )
 
 
@@ -523,6 +719,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=11080, help="port to listen on")
     parser.add_argument("--redis", help="the shared Redis (default: A11I_REDIS_URL)")
+    parser.add_argument(
+        "--kubernetes-auth",
+        action="store_true",
+        help="accept Kubernetes bearer tokens: a TokenReview authenticates them, RBAC on "
+        "agentbudgets.a11i.io decides the role (patch: admin, list: viewer); also "
+        "A11I_DASHBOARD_KUBERNETES_AUTH=true",
+    )
+    parser.add_argument(
+        "--agentbudgets",
+        action="store_true",
+        help="top up through the namespace's AgentBudget (spec.limit) when it has one, for "
+        "clusters where the operator runs; also A11I_DASHBOARD_AGENTBUDGETS=true",
+    )
     parser.add_argument(
         "--insecure-no-auth",
         action="store_true",
@@ -549,10 +758,20 @@ def run(args: argparse.Namespace) -> int:
         settings = settings_from(args, dict(os.environ))
         if settings.redis_url is None:
             raise DashboardError("give --redis URL or set A11I_REDIS_URL")
+        if settings.uses_kubernetes:
+            # Fail at start, not at the first login, when there are no credentials at all.
+            server = login().server
+            log.info("dashboard: Kubernetes API at %s", server)
         app = build_app(settings)
-    except (AuthError, DashboardError) as exc:
+    except (AuthError, DashboardError, KubeError) as exc:
         print(f"a11i dashboard: {exc}", file=sys.stderr)
         return 2
+    if settings.auth.kubernetes and settings.auth.session_key is None:
+        log.warning(
+            "dashboard: no A11I_DASHBOARD_SESSION_KEY: Kubernetes users' sessions are signed "
+            "with a key of this process and end when it restarts (and are not shared between "
+            "replicas)"
+        )
     if settings.auth.insecure_no_auth:
         log.warning(
             "!!! --insecure-no-auth: ANYONE who can reach http://%s:%d can stop every agent "
@@ -560,9 +779,28 @@ def run(args: argparse.Namespace) -> int:
             settings.host,
             settings.port,
         )
-    log.info("a11i dashboard on http://%s:%d (%s)", settings.host, settings.port, "redis")
+    log.info(
+        "a11i dashboard on http://%s:%d (redis; auth: %s; top-up via %s)",
+        settings.host,
+        settings.port,
+        "none" if settings.auth.insecure_no_auth else _auth_kinds(settings.auth),
+        "AgentBudget" if settings.agentbudgets else "wallet",
+    )
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
     return 0
+
+
+def _auth_kinds(auth: AuthSettings) -> str:
+    kinds = [
+        name
+        for name, on in (
+            ("admin token", auth.admin_token is not None),
+            ("viewer token", auth.viewer_token is not None),
+            ("Kubernetes", auth.kubernetes),
+        )
+        if on
+    ]
+    return ", ".join(kinds)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Adapter: reads the event stream ``a11i:events`` (history, then blocking XREAD from the last id),
 lists the wallets by scanning the ``a11i:wallet:*`` hashes (not their ``:leases``/``:settled``
 keys) read-only, and applies actions through the same code the sidecars and ``a11i wallet``
-use (``RedisWallet.suspend``/``top_up``, ``set_cluster_stop``), recording each as an event.
+use (``RedisWallet.suspend``/``top_up``, ``set_cluster_stop``), recording each as an event;
+after a top-up through an AgentBudget it configures the wallet as the operator does
+(``budgets.Wallets.apply``).
 
 What it may not do: hold state between calls (the hub does), block longer than its timeouts,
 or let a Redis exception escape unwrapped (``SourceUnavailable`` says what to do).
@@ -21,7 +23,9 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.typing import EncodableT, FieldT
 
+from a11i_operator import budgets
 from a11i_operator.dashboard.state import WalletView, wallet_from_fields
+from a11i_operator.status import BudgetSpec
 from sidecar.core.errors import WalletUnavailable
 from sidecar.core.policy import BudgetPolicy, Period
 from sidecar.events import STREAM
@@ -180,6 +184,15 @@ class RedisSource:
 
     async def top_up(self, namespace: str, amount: Decimal) -> None:
         await self._wallet(namespace).top_up(amount)
+
+    async def configure(self, namespace: str, spec: BudgetSpec) -> None:
+        """Write an AgentBudget's spec into the namespace's wallet exactly as the operator does
+        (``budgets.Wallets.apply``: absolute limit, thresholds, period; the stop left as is), so
+        the operator applying the same spec later changes nothing."""
+        try:
+            await budgets.Wallets(self._client, self._timeout).apply(namespace, spec, suspend=False)
+        except WalletUnavailable as exc:
+            raise SourceUnavailable(exc.message) from exc
 
     async def record(self, event: Mapping[str, str]) -> str:
         fields: dict[FieldT, EncodableT] = {key: value for key, value in event.items()}

@@ -122,6 +122,7 @@ def test_ci_covers_every_variant() -> None:
         "webhook-url",
         "fail-policy",
         "no-monitoring",
+        "dashboard",
     }
 
 
@@ -251,7 +252,8 @@ def check_webhook_configuration(manifests: list[Manifest], webhook_values: dict[
 
 def check_rbac(manifests: list[Manifest]) -> None:
     roles = {m["metadata"]["name"]: m for m in manifests if m["kind"] in ("ClusterRole", "Role")}
-    assert set(roles) == {f"{RELEASE}-operator", f"{RELEASE}-webhook"}
+    dashboard = {f"{RELEASE}-dashboard"} if f"{RELEASE}-dashboard" in roles else set()
+    assert set(roles) == {f"{RELEASE}-operator", f"{RELEASE}-webhook", *dashboard}
     for name, role in roles.items():
         for rule in role["rules"]:
             for field in ("apiGroups", "resources", "verbs"):
@@ -264,10 +266,22 @@ def check_rbac(manifests: list[Manifest]) -> None:
         if set(rule["verbs"]) - READ_ONLY:
             assert rule["resources"] == ["events"], rule
             assert set(rule["verbs"]) <= {"create", "patch"}, rule
+    # The dashboard: the two reviews, and AgentBudgets read and patched (spec.limit), nothing
+    # else (no status, no create or delete, no Secrets).
+    if dashboard:
+        assert [
+            (r["apiGroups"], r["resources"], r["verbs"])
+            for r in roles[f"{RELEASE}-dashboard"]["rules"]
+        ] == [
+            (["authentication.k8s.io"], ["tokenreviews"], ["create"]),
+            (["authorization.k8s.io"], ["subjectaccessreviews"], ["create"]),
+            (["a11i.io"], ["agentbudgets"], ["get", "list", "watch", "patch"]),
+        ]
     bindings = [m for m in manifests if m["kind"] == "ClusterRoleBinding"]
     assert {(b["roleRef"]["name"], b["subjects"][0]["name"]) for b in bindings} == {
         (f"{RELEASE}-operator", f"{RELEASE}-operator"),
         (f"{RELEASE}-webhook", f"{RELEASE}-webhook"),
+        *((name, name) for name in dashboard),
     }
     for binding in bindings:
         assert binding["subjects"][0]["namespace"] == NAMESPACE
@@ -450,6 +464,69 @@ def test_tags_and_extra_settings(helm_env: dict[str, str]) -> None:
     assert env_of(server)["A11I_NATIVE_SIDECARS"] == "false"
 
 
+# -- the dashboard
+
+
+def test_dashboard_is_off_by_default(helm_env: dict[str, str]) -> None:
+    manifests = render(helm_env)
+    assert not [m for m in manifests if m["metadata"]["name"].startswith(f"{RELEASE}-dashboard")]
+
+
+def test_dashboard_renders_its_deployment_service_and_secret(helm_env: dict[str, str]) -> None:
+    values = values_of(CHART / "ci" / "dashboard.yaml")
+    manifests = render(helm_env, "--values", str(CHART / "ci" / "dashboard.yaml"))
+    name = f"{RELEASE}-dashboard"
+    deployment = only(manifests, "Deployment", name)
+    assert deployment["spec"]["replicas"] == values["dashboard"]["replicas"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == name
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/a11i/operator:0.1.0"  # the operator image
+    assert container["args"] == ["dashboard", "--host", "0.0.0.0", "--port", "11080",
+                                 "--kubernetes-auth", "--agentbudgets"]  # fmt: skip
+    assert env_of(container)["A11I_REDIS_URL"] == f"redis://{RELEASE}-redis.{NAMESPACE}.svc:6379/0"
+    assert env_of(container)["A11I_DASHBOARD_ORIGINS"] == "https://a11i.example.com"
+    assert env_of(container)["A11I_DASHBOARD_SECURE_COOKIE"] == "true"
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert refs == {
+        "A11I_DASHBOARD_SESSION_KEY": {"name": name, "key": "session-key", "optional": True},
+        "A11I_DASHBOARD_ADMIN_TOKEN": {"name": name, "key": "admin-token", "optional": True},
+        "A11I_DASHBOARD_VIEWER_TOKEN": {"name": name, "key": "viewer-token", "optional": True},
+    }
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    secret = only(manifests, "Secret", name)
+    tokens = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+    assert set(tokens) == {"session-key", "admin-token", "viewer-token"}
+    assert all(len(token) == 48 for token in tokens.values())
+    assert len(set(tokens.values())) == 3
+    service = only(manifests, "Service", name)
+    assert service["spec"]["selector"].items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_dashboard_with_an_existing_secret_and_an_external_redis(helm_env: dict[str, str]) -> None:
+    manifests = render(
+        helm_env,
+        "--set", "dashboard.enabled=true",
+        "--set", "dashboard.auth.existingSecret=my-dashboard",
+        "--set", "dashboard.auth.tokens=false",
+        "--set", "dashboard.agentbudgets=false",
+        "--set", "dashboard.redisUrl=redis://other:6379/1",
+    )  # fmt: skip
+    assert "Secret" not in {m["kind"] for m in manifests if "dashboard" in m["metadata"]["name"]}
+    (container,) = only(manifests, "Deployment", f"{RELEASE}-dashboard")["spec"]["template"][
+        "spec"
+    ]["containers"]
+    assert container["args"] == ["dashboard", "--host", "0.0.0.0", "--port", "11080",
+                                 "--kubernetes-auth"]  # fmt: skip
+    assert env_of(container)["A11I_REDIS_URL"] == "redis://other:6379/1"
+    refs = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e]
+    assert refs == [{"name": "my-dashboard", "key": "session-key", "optional": True}]
+
+
 # -- refusals: the schema, then the chart's own checks
 
 
@@ -464,6 +541,8 @@ def test_tags_and_extra_settings(helm_env: dict[str, str]) -> None:
         ("injection.nativeSidecars=maybe", "nativeSidecars"),
         ("operator.podSecurityContext.runAsNonRoot=false", "runAsNonRoot"),
         ("webhook.caBundle=not base64!", "caBundle"),
+        ("dashboard.redisUrl=localhost:6379", "redisUrl"),
+        ("dashboard.auth.kubernetes=yes", "kubernetes"),
     ],
     ids=[
         "failure-policy",
@@ -474,6 +553,8 @@ def test_tags_and_extra_settings(helm_env: dict[str, str]) -> None:
         "native-sidecars",
         "root",
         "ca-bundle",
+        "dashboard-redis-url",
+        "dashboard-auth-not-bool",
     ],
 )
 def test_schema_refuses(helm_env: dict[str, str], setting: str, said: str) -> None:
@@ -492,8 +573,16 @@ def test_schema_refuses(helm_env: dict[str, str], setting: str, said: str) -> No
             "choose one source of the webhook's certificate",
         ),
         (["webhook.tls.secretName=mine"], "webhook.caBundle is empty"),
+        (
+            [
+                "dashboard.enabled=true",
+                "dashboard.auth.kubernetes=false",
+                "dashboard.auth.tokens=false",
+            ],
+            "never runs without auth",
+        ),
     ],
-    ids=["no-redis", "two-redis", "two-cert-sources", "secret-without-ca"],
+    ids=["no-redis", "two-redis", "two-cert-sources", "secret-without-ca", "dashboard-no-auth"],
 )
 def test_chart_refuses_with_a_clear_message(
     helm_env: dict[str, str], settings: list[str], said: str

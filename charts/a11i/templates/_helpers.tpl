@@ -73,6 +73,10 @@ namespace-qualified name (the sidecars run in other namespaces). Exactly one mus
 {{- fail "webhook.tls.secretName is set but webhook.caBundle is empty: the API server must be given the CA (base64 PEM) that signed the certificate in that Secret." -}}
 {{- end -}}
 {{- $_ := include "a11i.redisURL" . -}}
+{{- $dashboard := .Values.dashboard -}}
+{{- if and $dashboard.enabled (not $dashboard.auth.kubernetes) (not $dashboard.auth.tokens) -}}
+{{- fail "dashboard.enabled with neither dashboard.auth.kubernetes nor dashboard.auth.tokens: the dashboard can stop every agent and never runs without auth in a cluster. Turn on at least one." -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The containers' security context: non-root, read-only, no privileges. */}}
