@@ -14,6 +14,10 @@ The decision, in order:
 5. not host-network pods (the proxy's loopback port would be the node's);
 6. a spec this module cannot patch is admitted unchanged, with a warning (never refused).
 
+A pod that a per-agent AgentBudget of its namespace selects (``agentSelector``) gets that
+budget's ``perAgentLimit`` (or its ``limit``) as ``A11I_AGENT_BUDGET_USD``: its sidecar keeps a
+wallet of its own inside the namespace's. Selected by several, the smallest limit applies.
+
 What it may not do: I/O of any kind, kopf, a clock, or raise on any input (a bad pod is a
 :class:`Skip`, never an exception: a webhook that raises refuses the pod).
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Final, Literal, TypedDict
 
 #: Pod annotation: ``"true"`` asks for the sidecar, ``"false"`` refuses it whatever the namespace.
@@ -42,6 +47,8 @@ PROXY_CPU: Final = "a11i.io/proxy-cpu"
 PROXY_MEMORY: Final = "a11i.io/proxy-memory"
 #: Pod label naming the project the agent's spend is reported under (default: the namespace).
 PROJECT: Final = "a11i.io/project"
+#: Pod annotation the webhook sets: the AgentBudget whose per-agent limit the pod got, and it.
+AGENT_BUDGET: Final = "a11i.io/agent-budget"
 
 SIDECAR: Final = "a11i-proxy"
 CONFIG_VOLUME: Final = "a11i-config"
@@ -61,6 +68,8 @@ SYSTEM_NAMESPACES: Final = frozenset({"kube-system"})
 # A Kubernetes resource quantity (k8s.io/apimachinery/pkg/api/resource), the forms people write.
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _CONTAINER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# USD as the CRD writes it (a decimal string, at most 6 decimals).
+_MONEY = re.compile(r"^(0|[1-9][0-9]{0,8})(\.[0-9]{1,6})?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +128,86 @@ class Skip:
 Decision = Injection | Skip
 
 
+@dataclass(frozen=True, slots=True)
+class AgentBudgetRule:
+    """A per-agent AgentBudget of a namespace: which pods it selects and each one's limit."""
+
+    name: str
+    #: ``metadata.creationTimestamp`` (RFC 3339): the older budget wins a tie.
+    created: str
+    #: The ``agentSelector`` (``matchLabels``, ``matchExpressions``), as the API server checked it.
+    selector: Mapping[str, object]
+    #: ``perAgentLimit``, else ``limit``: USD as a decimal string.
+    limit_usd: str
+
+
+def agent_budget_rule(budget: Mapping[str, object]) -> AgentBudgetRule | None:
+    """The rule of an AgentBudget object, or None when it has no ``agentSelector`` (a
+    namespace-wide budget), is being deleted, or is not shaped as the CRD says."""
+    metadata, spec = budget.get("metadata"), budget.get("spec")
+    if not isinstance(metadata, Mapping) or not isinstance(spec, Mapping):
+        return None
+    if metadata.get("deletionTimestamp"):
+        return None
+    selector = spec.get("agentSelector")
+    name = metadata.get("name")
+    limit = spec.get("perAgentLimit") or spec.get("limit")
+    if not isinstance(selector, Mapping) or not isinstance(name, str) or not isinstance(limit, str):
+        return None
+    if not _MONEY.match(limit):
+        return None
+    return AgentBudgetRule(name, str(metadata.get("creationTimestamp") or ""), selector, limit)
+
+
+def selects(selector: Mapping[str, object], labels: Mapping[str, str]) -> bool:
+    """Whether a label selector (``matchLabels`` and ``matchExpressions``, ANDed) selects
+    ``labels``; an empty selector selects everything, a malformed one nothing."""
+    match_labels = selector.get("matchLabels") or {}
+    expressions = selector.get("matchExpressions") or []
+    if not isinstance(match_labels, Mapping) or not isinstance(expressions, list):
+        return False
+    if any(labels.get(str(key)) != value for key, value in match_labels.items()):
+        return False
+    for expression in expressions:
+        if not isinstance(expression, Mapping):
+            return False
+        key, operator = expression.get("key"), expression.get("operator")
+        values = expression.get("values") or []
+        if not isinstance(key, str) or not isinstance(values, list):
+            return False
+        if operator == "In":
+            held = key in labels and labels[key] in values
+        elif operator == "NotIn":
+            held = key not in labels or labels[key] not in values
+        elif operator == "Exists":
+            held = key in labels
+        elif operator == "DoesNotExist":
+            held = key not in labels
+        else:
+            return False
+        if not held:
+            return False
+    return True
+
+
+def agent_limit(
+    labels: Mapping[str, str], rules: Sequence[AgentBudgetRule], warnings: list[str]
+) -> AgentBudgetRule | None:
+    """The per-agent budget a pod with ``labels`` gets: the smallest limit of the rules that
+    select it (the older budget on a tie); a warning names the others."""
+    chosen = sorted(
+        (rule for rule in rules if selects(rule.selector, labels)),
+        key=lambda rule: (Decimal(rule.limit_usd), rule.created, rule.name),
+    )
+    if len(chosen) > 1:
+        others = ", ".join(rule.name for rule in chosen[1:])
+        warnings.append(
+            f"a11i: the pod is selected by several per-agent AgentBudgets; the smallest limit "
+            f"applies (${chosen[0].limit_usd} from {chosen[0].name}; also: {others})"
+        )
+    return chosen[0] if chosen else None
+
+
 class _Malformed(Exception):
     """The pod spec has a shape this module cannot patch; the message says where."""
 
@@ -129,9 +218,11 @@ def decide(
     namespace: str,
     namespace_labels: Mapping[str, str],
     settings: InjectionSettings,
+    agent_budgets: Sequence[AgentBudgetRule] = (),
 ) -> Decision:
     """Whether and how to inject ``pod``, created in ``namespace`` (from the admission
-    request: a pod made by a controller may carry neither name nor namespace yet)."""
+    request: a pod made by a controller may carry neither name nor namespace yet), given the
+    namespace's per-agent AgentBudgets."""
     if not isinstance(pod, Mapping):
         return _malformed("the pod is not an object")
     metadata = pod.get("metadata", {})
@@ -161,7 +252,9 @@ def decide(
             (f"a11i: pod not injected: {SIDECAR} does not run in host-network pods",),
         )
     try:
-        return _inject(spec, annotations, labels, settings, has_metadata="metadata" in pod)
+        return _inject(
+            spec, annotations, labels, settings, agent_budgets, has_metadata="metadata" in pod
+        )
     except _Malformed as problem:
         return _malformed(str(problem))
 
@@ -171,6 +264,7 @@ def _inject(
     annotations: Mapping[str, str],
     labels: Mapping[str, str],
     settings: InjectionSettings,
+    agent_budgets: Sequence[AgentBudgetRule],
     *,
     has_metadata: bool,
 ) -> Decision:
@@ -202,7 +296,8 @@ def _inject(
             continue
         ops += _env_ops(index, names[index], container, wanted, override, warnings)
 
-    sidecar = _sidecar(annotations, labels, settings, warnings)
+    budget = agent_limit(labels, agent_budgets, warnings)
+    sidecar = _sidecar(annotations, labels, settings, warnings, budget)
     if settings.native_sidecars:
         sidecar["restartPolicy"] = "Always"
         if "initContainers" in spec:
@@ -218,12 +313,15 @@ def _inject(
     else:
         ops.append(_add("/spec/volumes", new_volumes))
 
+    marks = {STATUS: INJECTED}
+    if budget is not None:
+        marks[AGENT_BUDGET] = f"{budget.name}=${budget.limit_usd}"
     if not has_metadata:
-        ops.append(_add("/metadata", {"annotations": {STATUS: INJECTED}}))
+        ops.append(_add("/metadata", {"annotations": marks}))
     elif annotations:
-        ops.append(_add(f"/metadata/annotations/{_escape(STATUS)}", INJECTED))
+        ops += [_add(f"/metadata/annotations/{_escape(k)}", v) for k, v in marks.items()]
     else:
-        ops.append(_add("/metadata/annotations", {STATUS: INJECTED}))
+        ops.append(_add("/metadata/annotations", marks))
     return Injection(tuple(ops), tuple(warnings))
 
 
@@ -277,6 +375,7 @@ def _sidecar(
     labels: Mapping[str, str],
     settings: InjectionSettings,
     warnings: list[str],
+    budget: AgentBudgetRule | None = None,
 ) -> dict[str, object]:
     env: list[dict[str, object]] = [
         {"name": "A11I_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -291,6 +390,9 @@ def _sidecar(
         env.append({"name": "A11I_WALLET_FILE", "value": WALLET_FILE})
     if settings.port != 11000:
         env.append({"name": "A11I_PORT", "value": str(settings.port)})
+    if budget is not None:
+        # The pod's own wallet (namespace/pod name) inside the namespace's.
+        env.append({"name": "A11I_AGENT_BUDGET_USD", "value": budget.limit_usd})
     cpu = _quantity(annotations, PROXY_CPU, settings.cpu_request, warnings)
     memory = _quantity(annotations, PROXY_MEMORY, "", warnings)
     mounts: list[dict[str, object]] = [

@@ -7,6 +7,8 @@ of that id, so the admission path is ``/a11i-inject``.
 
 - Namespace labels (``a11i.io/inject=enabled``) come from a watch of namespaces, with a GET for a
   namespace the watch has not reported yet (a namespace created a moment before its first pod).
+- Per-agent AgentBudgets (those with an ``agentSelector``) come from a watch of AgentBudgets, kept
+  per namespace as :class:`injection.AgentBudgetRule`; a pod they select gets its own limit.
 - ``A11I_NATIVE_SIDECARS=auto`` asks the API server's ``/version`` once at start.
 - TLS: :class:`ReloadingWebhookServer` serves ``tls.crt``/``tls.key`` from a directory and loads
   renewed files into the same SSL context (new connections get the new certificate; the
@@ -33,7 +35,7 @@ import aiohttp.web
 import kopf
 
 from a11i_operator import certs, injection
-from a11i_operator.injection import Decision, Injection, InjectionSettings
+from a11i_operator.injection import AgentBudgetRule, Decision, Injection, InjectionSettings
 from a11i_operator.kube import KubeClient, KubeError
 from a11i_operator.settings import WebhookSettings
 
@@ -167,6 +169,8 @@ class Injector:
         self._fetched: dict[str, tuple[float, dict[str, str]]] = {}
         self._pending: dict[str, asyncio.Future[dict[str, str]]] = {}
         self._client: _ClusterReader | None = None
+        #: Per-agent AgentBudgets by namespace, then name (from the watch).
+        self._agent_budgets: dict[str, dict[str, AgentBudgetRule]] = {}
 
     @property
     def client(self) -> _ClusterReader:
@@ -201,6 +205,28 @@ class Injector:
         else:
             self._watched[name] = dict(labels)
         self._fetched.pop(name, None)
+
+    async def agent_budget_event(
+        self,
+        event: Mapping[str, Any],
+        body: kopf.Body,
+        name: str | None,
+        namespace: str | None,
+        **_: Any,
+    ) -> None:
+        if name is None or namespace is None:
+            return
+        rule = None if event.get("type") == "DELETED" else injection.agent_budget_rule(body)
+        rules = self._agent_budgets.setdefault(namespace, {})
+        if rule is None:
+            rules.pop(name, None)
+        else:
+            rules[name] = rule
+        if not rules:
+            self._agent_budgets.pop(namespace, None)
+
+    def agent_budgets(self, namespace: str) -> list[AgentBudgetRule]:
+        return list(self._agent_budgets.get(namespace, {}).values())
 
     async def labels_of(self, namespace: str) -> Mapping[str, str]:
         watched = self._watched.get(namespace)
@@ -258,7 +284,11 @@ class Injector:
         if body.metadata.annotations.get(injection.INJECT) in ("true", "false"):
             # The pod's own word decides: the namespace's labels are not needed.
             return injection.decide(
-                dict(body), namespace=namespace, namespace_labels={}, settings=self.injection
+                dict(body),
+                namespace=namespace,
+                namespace_labels={},
+                settings=self.injection,
+                agent_budgets=self.agent_budgets(namespace),
             )
         try:
             labels = await self.labels_of(namespace)
@@ -267,7 +297,11 @@ class Injector:
             log.warning("labels of namespace %s unreadable: %s", namespace, error)
             labels = {}
         return injection.decide(
-            dict(body), namespace=namespace, namespace_labels=labels, settings=self.injection
+            dict(body),
+            namespace=namespace,
+            namespace_labels=labels,
+            settings=self.injection,
+            agent_budgets=self.agent_budgets(namespace),
         )
 
 
@@ -279,6 +313,9 @@ def register(settings: WebhookSettings, registry: kopf.OperatorRegistry | None =
     kopf.on.event("", "v1", "namespaces", id="a11i-inject-namespaces", registry=registry)(
         injector.namespace_event
     )
+    kopf.on.event(
+        "a11i.io", "v1alpha1", "agentbudgets", id="a11i-inject-agentbudgets", registry=registry
+    )(injector.agent_budget_event)
     kopf.on.mutate("", "v1", "pods", id=HANDLER_ID, operations=["CREATE"], registry=registry)(
         injector.mutate
     )

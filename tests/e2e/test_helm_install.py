@@ -234,7 +234,11 @@ def test_webhook_account_may_read_and_not_write(release: Release) -> None:
     assert not may("get", "secrets", "-n", release.namespace)
     assert not may("create", "pods", "-n", "default")
     assert not may("patch", "namespaces")
-    assert not may("get", "agentbudgets.a11i.io", "-n", "default")
+    # Per-agent budgets: it reads AgentBudgets (a watch), never writes them.
+    assert may("watch", "agentbudgets.a11i.io")
+    assert may("list", "agentbudgets.a11i.io", "-n", "default")
+    assert not may("patch", "agentbudgets.a11i.io", "-n", "default")
+    assert not may("update", "agentbudgets.a11i.io/status", "-n", "default")
 
 
 def test_pods_are_admitted_while_the_webhook_is_down_and_ignored(

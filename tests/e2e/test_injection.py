@@ -465,3 +465,71 @@ def test_a_rotated_certificate_is_served_without_a_restart(
     pod = create_pod(control_plane, namespace, pod_manifest("after", {"a11i.io/inject": "true"}))
     assert is_injected(pod)
     assert "webhook certificate reloaded" in process.logs(200)
+
+
+def test_a_per_agent_budget_reaches_the_pods_it_selects(
+    control_plane: ControlPlane, webhook: tuple[WebhookProcess, int, Path], namespace: str
+) -> None:
+    """An AgentBudget with agentSelector + perAgentLimit, applied with kubectl: the pods it
+    selects get their own limit (env and annotation); the others do not; deleting it stops it."""
+    process, _, _ = webhook
+    apply(
+        control_plane,
+        {
+            "apiVersion": "a11i.io/v1alpha1",
+            "kind": "AgentBudget",
+            "metadata": {"name": "per-bot", "namespace": namespace},
+            "spec": {
+                "limit": "50.00",
+                "perAgentLimit": "2.50",
+                "agentSelector": {
+                    "matchLabels": {"app": "bot"},
+                    "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["free"]}],
+                },
+            },
+        },
+    )
+
+    def bot(name: str, **labels: str) -> dict[str, Any]:
+        manifest = pod_manifest(name, {"a11i.io/inject": "true"})
+        manifest["metadata"]["labels"] = {"app": "bot", **labels}
+        return manifest
+
+    # The webhook learns of the budget through its watch: the first pods may predate it.
+    attempt = 0
+
+    def limited() -> bool:
+        nonlocal attempt
+        attempt += 1
+        created = create_pod(control_plane, namespace, bot(f"bot-{attempt}"))
+        sidecar = created["spec"]["initContainers"][0]
+        return env_of(sidecar).get("A11I_AGENT_BUDGET_USD") == "2.50"
+
+    process.wait_for(limited, "a selected pod with its own limit", timeout=15)
+    selected = json.loads(
+        control_plane.kubectl(
+            "get", "pod", f"bot-{attempt}", "-n", namespace, "-o", "json", check=True
+        ).stdout
+    )
+    assert selected["metadata"]["annotations"]["a11i.io/agent-budget"] == "per-bot=$2.50"
+
+    # Not selected (another app; or excluded by the expression): injected, no limit of its own.
+    for name, manifest in (
+        ("cron", pod_manifest("cron", {"a11i.io/inject": "true"})),
+        ("free-bot", bot("free-bot", tier="free")),
+    ):
+        created = create_pod(control_plane, namespace, manifest)
+        assert is_injected(created), name
+        assert "A11I_AGENT_BUDGET_USD" not in env_of(created["spec"]["initContainers"][0]), name
+        assert "a11i.io/agent-budget" not in created["metadata"]["annotations"], name
+
+    # Deleted: the next selected pod gets no limit of its own.
+    control_plane.kubectl("delete", "agentbudget", "per-bot", "-n", namespace, check=True)
+
+    def unlimited() -> bool:
+        nonlocal attempt
+        attempt += 1
+        created = create_pod(control_plane, namespace, bot(f"bot-{attempt}"))
+        return "A11I_AGENT_BUDGET_USD" not in env_of(created["spec"]["initContainers"][0])
+
+    process.wait_for(unlimited, "the deleted budget forgotten", timeout=15)

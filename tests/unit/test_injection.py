@@ -292,3 +292,176 @@ def test_the_patch_paths_escape_the_annotation_key() -> None:
         "value": "injected",
     }
     assert injection.SIDECAR == "a11i-proxy"
+
+
+# --- per-agent budgets --------------------------------------------------------------------------
+
+
+def budget(
+    name: str,
+    selector: dict[str, Any] | None,
+    *,
+    limit: str = "100",
+    per_agent: str | None = None,
+    created: str = "2026-11-01T00:00:00Z",
+    deleting: bool = False,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"limit": limit}
+    if selector is not None:
+        spec["agentSelector"] = selector
+    if per_agent is not None:
+        spec["perAgentLimit"] = per_agent
+    metadata: dict[str, Any] = {"name": name, "creationTimestamp": created}
+    if deleting:
+        metadata["deletionTimestamp"] = "2026-11-02T00:00:00Z"
+    return {
+        "apiVersion": "a11i.io/v1alpha1",
+        "kind": "AgentBudget",
+        "metadata": metadata,
+        "spec": spec,
+    }
+
+
+def test_only_selective_budgets_become_rules() -> None:
+    rule = injection.agent_budget_rule(
+        budget("bots", {"matchLabels": {"tier": "bot"}}, per_agent="5")
+    )
+    assert rule == injection.AgentBudgetRule(
+        "bots", "2026-11-01T00:00:00Z", {"matchLabels": {"tier": "bot"}}, "5"
+    )
+    # Without perAgentLimit, each selected pod gets the budget's limit.
+    assert injection.agent_budget_rule(budget("all", {}, limit="7.5")).limit_usd == "7.5"  # type: ignore[union-attr]
+    assert injection.agent_budget_rule(budget("namespace-wide", None)) is None
+    assert injection.agent_budget_rule(budget("going", {}, deleting=True)) is None
+    assert (
+        injection.agent_budget_rule(
+            {"metadata": {"name": "x"}, "spec": {"agentSelector": {}, "limit": "lots"}}
+        )
+        is None
+    )
+    assert injection.agent_budget_rule({"spec": []}) is None
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "selected"),
+    [
+        pytest.param({}, {}, True, id="empty-selects-all"),
+        pytest.param({"matchLabels": {"app": "bot"}}, {"app": "bot", "x": "y"}, True, id="labels"),
+        pytest.param({"matchLabels": {"app": "bot"}}, {"app": "other"}, False, id="labels-differ"),
+        pytest.param({"matchLabels": {"app": "bot"}}, {}, False, id="labels-missing"),
+        pytest.param(
+            {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]},
+            {"tier": "b"},
+            True,
+            id="in",
+        ),
+        pytest.param(
+            {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a"]}]},
+            {},
+            False,
+            id="in-missing",
+        ),
+        pytest.param(
+            {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]},
+            {},
+            True,
+            id="notin-missing",
+        ),
+        pytest.param(
+            {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]},
+            {"tier": "a"},
+            False,
+            id="notin",
+        ),
+        pytest.param(
+            {"matchExpressions": [{"key": "gpu", "operator": "Exists"}]},
+            {"gpu": ""},
+            True,
+            id="exists",
+        ),
+        pytest.param(
+            {"matchExpressions": [{"key": "gpu", "operator": "DoesNotExist"}]},
+            {"gpu": "1"},
+            False,
+            id="does-not-exist",
+        ),
+        pytest.param(
+            {
+                "matchLabels": {"app": "bot"},
+                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a"]}],
+            },
+            {"app": "bot", "tier": "b"},
+            False,
+            id="anded",
+        ),
+        pytest.param(
+            {"matchExpressions": [{"key": "x", "operator": "Near"}]},
+            {"x": "1"},
+            False,
+            id="bad-operator",
+        ),
+        pytest.param({"matchLabels": ["app"]}, {"app": "x"}, False, id="malformed"),
+    ],
+)
+def test_label_selectors(selector: dict[str, Any], labels: dict[str, str], selected: bool) -> None:
+    assert injection.selects(selector, labels) is selected
+
+
+def test_a_selected_pod_gets_its_own_budget() -> None:
+    rules = [
+        injection.agent_budget_rule(budget("bots", {"matchLabels": {"app": "bot"}}, per_agent="5")),
+        injection.agent_budget_rule(
+            budget("others", {"matchLabels": {"app": "other"}}, per_agent="1")
+        ),
+    ]
+    body = pod(ASK, labels={"app": "bot"})
+    decision = decide(
+        body,
+        namespace="agents",
+        namespace_labels={},
+        settings=SETTINGS,
+        agent_budgets=[rule for rule in rules if rule is not None],
+    )
+    assert isinstance(decision, Injection)
+    assert decision.warnings == ()
+    result = copy.deepcopy(body)
+    apply(result, decision.patch)
+    sidecar = result["spec"]["initContainers"][0]
+    assert env_of(sidecar)["A11I_AGENT_BUDGET_USD"] == "5"
+    assert result["metadata"]["annotations"][injection.AGENT_BUDGET] == "bots=$5"
+    assert result["metadata"]["annotations"][injection.STATUS] == "injected"
+
+    # Not selected: no budget of its own, no annotation.
+    plain, _ = injected(pod(ASK, labels={"app": "cron"}))
+    assert "A11I_AGENT_BUDGET_USD" not in env_of(plain["spec"]["initContainers"][0])
+    assert injection.AGENT_BUDGET not in plain["metadata"]["annotations"]
+
+
+def test_selected_by_several_the_smallest_limit_applies() -> None:
+    rules = [
+        injection.agent_budget_rule(b)
+        for b in (
+            budget("generous", {}, per_agent="10", created="2026-01-01T00:00:00Z"),
+            budget("strict", {"matchLabels": {"app": "bot"}}, per_agent="2.5"),
+            budget("tie-newer", {}, per_agent="2.50", created="2026-12-01T00:00:00Z"),
+        )
+    ]
+    body = pod(labels={"app": "bot"})  # no annotations at all: the marks make the map
+    decision = decide(
+        body,
+        namespace="agents",
+        namespace_labels={"a11i.io/inject": "enabled"},
+        settings=SETTINGS,
+        agent_budgets=[rule for rule in rules if rule is not None],
+    )
+    assert isinstance(decision, Injection)
+    result = copy.deepcopy(body)
+    apply(result, decision.patch)
+    assert env_of(result["spec"]["initContainers"][0])["A11I_AGENT_BUDGET_USD"] == "2.5"
+    assert result["metadata"]["annotations"] == {
+        injection.STATUS: "injected",
+        injection.AGENT_BUDGET: "strict=$2.5",
+    }
+    assert len(decision.warnings) == 1
+    assert "strict" in decision.warnings[0]
+    assert "also: tie-newer, generous" in decision.warnings[0]
