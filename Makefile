@@ -32,11 +32,11 @@ system:
 	  fi; \
 	fi
 
-## assets: the dashboard's chart library (uPlot) from the npm registry, pinned by package-lock.json
-## (built when absent or when the lock file changed)
+## assets: the dashboard's chart library (uPlot) from the npm registry, pinned with its hash by
+## package-lock.json and verified (fetched when absent or when the lock file changed; no npm)
 UPLOT := a11i_operator/dashboard/static/vendor/uPlot.iife.min.js
 assets: $(UPLOT)
-$(UPLOT): a11i_operator/dashboard/package-lock.json a11i_operator/dashboard/build-assets.sh
+$(UPLOT): a11i_operator/dashboard/package-lock.json a11i_operator/dashboard/assets.py
 	a11i_operator/dashboard/build-assets.sh
 
 ## otelcol: the OpenTelemetry Collector the integration tests export to, built with ocb from the

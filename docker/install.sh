@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install a11i into a fresh virtual environment: the one install step of both images.
 #
-#   docker/install.sh PREFIX [--encodings]
+#   docker/install.sh PREFIX [--encodings] [--dashboard-assets]
 #
 # Dockerfile.sidecar and Dockerfile.operator run it in their builder stage (PREFIX=/opt/a11i);
 # tests/integration/test_images.py runs it the same way into a temporary folder and then starts
@@ -14,10 +14,13 @@
 #   4. with --encodings (the sidecar image): fetches the tiktoken encodings from the pinned litellm
 #      wheel on PyPI into the installed package's data folder, verifies their SHA-256 against
 #      tiktoken's own, and proves the installed sidecar loads them with no cache and no network;
-#   5. removes pip and setuptools from PREFIX (nothing at run time installs anything) and makes
+#   5. with --dashboard-assets (the operator image, which serves `a11i dashboard`): fetches the
+#      dashboard's chart library (uPlot, pinned with its hash in package-lock.json) from the npm
+#      registry into the installed package, verified (a11i_operator/dashboard/assets.py);
+#   6. removes pip and setuptools from PREFIX (nothing at run time installs anything) and makes
 #      PREFIX readable, not writable, by the image's non-root user.
 # Needs network access to PyPI (the package index pip is configured with) while it runs, never
-# afterwards. See docs/images.md.
+# afterwards (and to the npm registry with --dashboard-assets). See docs/images.md.
 set -euo pipefail
 
 usage() {
@@ -27,9 +30,11 @@ usage() {
 
 prefix=""
 encodings=0
+assets=0
 for arg in "$@"; do
   case "$arg" in
     --encodings) encodings=1 ;;
+    --dashboard-assets) assets=1 ;;
     -h | --help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "install.sh: unknown option: $arg" >&2; usage ;;
     *) [[ -z "$prefix" ]] || usage; prefix="$arg" ;;
@@ -53,7 +58,8 @@ step() { printf 'install.sh: %s\n' "$*" >&2; }
 step "staging the source from $src"
 mkdir "$scratch/src"
 cp -R "$src/pyproject.toml" "$src/README.md" "$src/sidecar" "$src/a11i_operator" "$scratch/src/"
-rm -rf "$scratch/src/sidecar/data/encodings"
+rm -rf "$scratch/src/sidecar/data/encodings" "$scratch/src/a11i_operator/dashboard/static/vendor" \
+  "$scratch/src/a11i_operator/dashboard/.assets"
 find "$scratch/src" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
 
 # 2. The venv. -I below: isolated mode, so neither PYTHON* variables nor the current folder (a
@@ -76,7 +82,14 @@ if ((encodings)); then
   TIKTOKEN_CACHE_DIR="" "${py[@]}" -m sidecar.encodings check
 fi
 
-# 5. Nothing installs at run time; the image's user reads PREFIX but cannot change it.
+# 5. The dashboard's chart library, into the installed package, checked against the lock's hash.
+if ((assets)); then
+  step "fetching and verifying the dashboard's chart library"
+  "${py[@]}" -m a11i_operator.dashboard.assets
+  "${py[@]}" -m a11i_operator.dashboard.assets --check
+fi
+
+# 6. Nothing installs at run time; the image's user reads PREFIX but cannot change it.
 step "removing pip and setuptools from the venv"
 "${py[@]}" -m pip uninstall --quiet --yes pip setuptools
 chmod -R u+rwX,go+rX,go-w "$prefix"

@@ -518,3 +518,54 @@ def test_operator_command_asks_for_redis(installed: Installed) -> None:
     assert result.returncode == 2, result.stdout + result.stderr
     assert "A11I_REDIS_URL" in result.stderr
     assert files_under(installed.root) == before
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("image", ["operator"], scope="module")
+def test_operator_image_serves_the_dashboard_page(installed: Installed) -> None:
+    """The operator image also runs ``a11i dashboard``: its page and the chart library the
+    builder fetched (verified against package-lock.json) are in the installed package, and the
+    page is served from there (Redis need not answer for the page itself)."""
+    vendor = list(
+        installed.prefix.glob("lib/python*/site-packages/a11i_operator/dashboard/static/vendor")
+    )
+    assert len(vendor) == 1, vendor
+    assert sorted(p.name for p in vendor[0].iterdir() if not p.name.startswith(".")) == [
+        "uPlot.LICENSE",
+        "uPlot.iife.min.js",
+        "uPlot.min.css",
+    ]
+    port = free_port()
+    entrypoint = installed.command()[0]
+    process = subprocess.Popen(
+        [entrypoint, "dashboard", "--port", str(port), "--redis", "redis://127.0.0.1:9/0"],
+        cwd=installed.workdir(),
+        env=installed.env(A11I_DASHBOARD_ADMIN_TOKEN="image-test-token-0123456789"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        opener = urllib.request.build_opener()
+        opener.addheaders = [("Authorization", "Bearer image-test-token-0123456789")]
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                with opener.open(f"http://127.0.0.1:{port}/", timeout=2) as answer:
+                    page = answer.read().decode()
+                    status = answer.status
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert status == 200
+        assert "/static/vendor/uPlot.iife.min.js" in page
+        with opener.open(f"http://127.0.0.1:{port}/static/vendor/uPlot.iife.min.js") as script:
+            assert script.status == 200
+            assert b"uPlot" in script.read()
+    finally:
+        process.terminate()
+        process.wait(10)
+        if process.stdout:
+            process.stdout.close()
