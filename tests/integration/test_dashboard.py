@@ -3,20 +3,24 @@ the official openai SDK, and Debian's Chromium driven by Playwright.
 
 aiohttp-level tests check access (login, roles, CSRF, Origin) and the WebSocket's resume; the
 browser scenario follows one operator through spend, emergency stop, resume, top-up and a lost
-WebSocket, taking screenshots (A11I_UPDATE_SCREENSHOTS=1 copies one to docs/dashboard.png).
+WebSocket, taking screenshots (A11I_UPDATE_SCREENSHOTS=1 copies one to docs/dashboard.png); two
+more browser tests take Redis away under a live page, and look at the page at narrow and wide
+widths as a viewer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import openai
@@ -39,6 +43,9 @@ from sidecar.settings import from_env
 from tests.redis_server import RedisServer, free_port
 from tests.standin import StandIn
 
+if TYPE_CHECKING:
+    from playwright.async_api import Error, Page
+
 pytestmark = pytest.mark.integration
 
 ADMIN = "admin-token-0123456789abcdef"
@@ -52,8 +59,10 @@ MESSAGES = [{"role": "user", "content": "Is the checkout service healthy?"}]
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
+def redis_server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    # Indirect parametrization may ask for RedisServer options: {"appendonly": True} keeps the
+    # data across a stop and start, as a deployed Redis with persistence does.
+    server = RedisServer(**getattr(request, "param", {}))
     server.start()
     yield server
     server.close()
@@ -389,6 +398,14 @@ async def test_the_websocket_resumes_from_the_last_id(
 # --- the browser ----------------------------------------------------------------------------------
 
 
+async def chat(client: openai.AsyncOpenAI) -> None:
+    await client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        max_tokens=50,
+    )
+
+
 @pytest.fixture
 def chromium() -> Path:
     if not CHROMIUM.is_file():
@@ -416,13 +433,6 @@ async def test_an_operator_in_the_browser(
     dashboard = await start_dashboard()
     shots = tmp_path / "screenshots"
     shots.mkdir()
-
-    async def chat(client: openai.AsyncOpenAI) -> None:
-        await client.chat.completions.create(
-            model="gpt-4o-mini",
-            messages=MESSAGES,  # type: ignore[arg-type]
-            max_tokens=50,
-        )
 
     async def spend_all(client: openai.AsyncOpenAI) -> None:
         for _ in range(20):
@@ -482,6 +492,10 @@ async def test_an_operator_in_the_browser(
             await expect(wallet_b.locator(".limit")).to_have_text("$1.00", timeout=1_000)
             await chat(team_b)
             await expect(page.locator('#feed tr[data-kind="action"]')).to_have_count(3)
+            # Newest first: the top-up, saying what it went through (no operator here).
+            await expect(page.locator('#feed tr[data-kind="action"]').first).to_contain_text(
+                "+$1.00 via wallet"
+            )
             await page.screenshot(path=shots / "4-top-up.png", full_page=True)
 
             # 5. An unauthenticated browser sees only the login page, and no WebSocket.
@@ -528,6 +542,194 @@ async def test_an_operator_in_the_browser(
     # The README's picture is refreshed on request only, so a test run leaves the tree clean.
     if os.environ.get("A11I_UPDATE_SCREENSHOTS") == "1":
         shutil.copyfile(shots / "4-top-up.png", DOCS / "dashboard.png")
+
+
+@contextlib.asynccontextmanager
+async def logged_in(
+    chromium: Path, url: str, token: str, width: int = 1400, height: int = 1100
+) -> AsyncIterator[Page]:
+    """A headless Chromium page logged in to the dashboard, its WebSocket live; the test fails
+    if the page's script throws."""
+    from playwright.async_api import async_playwright, expect
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(chromium), headless=True, args=["--no-sandbox"]
+        )
+        try:
+            context = await browser.new_context(viewport={"width": width, "height": height})
+            page = await context.new_page()
+            page.set_default_timeout(5_000)
+            errors: list[Error] = []
+            page.on("pageerror", lambda error: errors.append(error))
+            await page.goto(url)
+            await page.fill("#token", token)
+            await page.click("button[type=submit]")
+            await expect(page.locator("#connection")).to_have_text("live")
+            yield page
+            assert not errors, f"the page's script failed: {errors}"
+        finally:
+            await browser.close()
+
+
+@pytest.mark.parametrize(
+    "redis_server", [pytest.param({"appendonly": True}, id="persistent")], indirect=True
+)
+async def test_redis_down_in_the_browser(
+    chromium: Path,
+    redis_sidecar: StartSidecar,
+    start_dashboard: StartDashboard,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """Redis goes away under a live page: a banner, the last data kept, an action refused with
+    a message; Redis comes back: the banner goes and new spend shows."""
+    from playwright.async_api import expect
+
+    team_a = openai.AsyncOpenAI(
+        base_url=await redis_sidecar("team-a", "sre-bot", "10"), api_key="sk-a", max_retries=0
+    )
+    dashboard = await start_dashboard(max_backoff_s=0.5)
+    try:
+        async with logged_in(chromium, dashboard.url, ADMIN) as page:
+            await chat(team_a)
+            wallet_a = page.locator('#wallets tr[data-namespace="team-a"]')
+            agent = page.locator('#agents tr[data-agent="sre-bot"]')
+            await expect(agent.locator(".calls")).to_have_text("1")
+            await expect(wallet_a.locator(".spent")).not_to_have_text("$0.00")
+            spent = await wallet_a.locator(".spent").inner_text()
+            # A single point on the chart: its window is the last minutes, not years.
+            await expect(page.locator("#chart")).to_have_attribute(
+                "aria-label",
+                re.compile(
+                    r"^Cumulative spend per namespace from \d{1,2}:\d\d\D* to \d{1,2}:\d\d\D*: "
+                    r"team-a \$0\.0"
+                ),
+            )
+            # Updates change the row in place: its Emergency stop is never swapped under a click.
+            stop_button = await wallet_a.locator("button.stop").element_handle()
+            banner = page.locator("#source-banner")
+            await expect(banner).to_be_hidden()
+
+            # 1. Redis stops: the banner says so; the last data stays on the page.
+            await asyncio.to_thread(redis_server.stop)
+            await expect(banner).to_be_visible(timeout=10_000)
+            await expect(banner).to_contain_text("Data source unavailable: Redis does not answer")
+            await expect(wallet_a.locator(".spent")).to_have_text(spent)
+            await expect(agent.locator(".calls")).to_have_text("1")
+            await expect(page.locator('#feed tr[data-kind="call"]')).to_have_count(1)
+            await expect(page.locator("#connection")).to_have_text("live")
+            await page.screenshot(path=tmp_path / "redis-down.png", full_page=True)
+
+            # 2. An action answers 503: the dialog stays, saying why. Focus starts on Cancel.
+            await wallet_a.locator("button.stop").click()
+            await expect(page.locator("#confirm button[value=cancel]")).to_be_focused()
+            await page.click("#confirm-ok")
+            error = page.locator("#confirm-error")
+            await expect(error).to_contain_text("Failed: Redis does not answer")
+            await expect(error).to_contain_text("(HTTP 503)")
+            await expect(page.locator("#confirm")).to_be_visible()
+            await page.screenshot(path=tmp_path / "redis-down-action.png")
+
+            # 3. Redis is back while the dialog is open: the banner goes. Escape closes the
+            #    dialog without running the action again; the focus returns to the button.
+            await asyncio.to_thread(redis_server.start)
+            await expect(banner).to_be_hidden(timeout=15_000)
+            await page.keyboard.press("Escape")
+            await expect(page.locator("#confirm")).to_be_hidden()
+            await expect(wallet_a.locator("button.stop")).to_be_focused()
+
+            # 4. New spend shows: the calls pass (team-a was not stopped), the wallet's spend
+            #    moves at once, and no event is lost: the sidecar's event writer tries again
+            #    when its pooled connection died with the old Redis.
+            await chat(team_a)
+            await expect(wallet_a.locator(".spent")).not_to_have_text(spent)
+            await chat(team_a)
+            await expect(agent.locator(".calls")).to_have_text("3")
+            await expect(page.locator('#feed tr[data-kind="call"]')).to_have_count(3)
+            await expect(wallet_a).to_have_attribute("data-suspended", "false")
+            await expect(page.locator('#feed tr[data-kind="action"]')).to_have_count(0)
+            assert await stop_button.evaluate("(button) => button.isConnected")
+    finally:
+        await team_a.close()
+
+
+async def spread_calls(
+    redis: Redis, namespace: str, count: int, over_s: float, cost_usd: str
+) -> None:
+    """``count`` calls of ``namespace`` spread evenly over the last ``over_s`` seconds."""
+    now = time.time()
+    for index in range(count):
+        fields = {
+            "kind": "call",
+            "ts": f"{now - over_s + index * over_s / count:.3f}",
+            "namespace": namespace,
+            "agent": f"{namespace}-bot",
+            "model": "gpt-4o-mini",
+            "decision": "allow",
+            "status": "200",
+            "cost_usd": cost_usd,
+            "input_tokens": "1234567",
+            "output_tokens": "4321",
+        }
+        await redis.xadd(STREAM, fields)  # type: ignore[arg-type]
+
+
+async def test_the_page_at_narrow_and_wide_widths(
+    chromium: Path, start_dashboard: StartDashboard, redis: Redis, tmp_path: Path
+) -> None:
+    """A viewer on a narrow window: no action buttons, tables scroll in their own box, the
+    page and the chart fit the window; widened, the chart follows. Screenshots of the chart
+    at both widths are kept in the test's folder (its time labels must not overlap)."""
+    from playwright.async_api import expect
+
+    for namespace, cost in (("team-a", "0.004321"), ("payments-prod-eu-west", "0.0025")):
+        await wallet_of(redis, namespace)
+        await spread_calls(redis, namespace, 60, 3600, cost)
+    dashboard = await start_dashboard()
+    fits = """() => document.documentElement.scrollWidth <= document.documentElement.clientWidth"""
+    async with logged_in(chromium, dashboard.url, VIEWER, width=700, height=900) as page:
+        await expect(page.locator("#agents tbody tr")).to_have_count(2)
+        await expect(page.locator("#chart canvas")).to_have_count(1)
+        # A viewer is shown no action at all.
+        await expect(page.locator("#who")).to_contain_text("viewer")
+        await expect(page.locator("#cluster-stop")).to_be_hidden()
+        await expect(page.locator("#wallets thead th").last).to_be_hidden()
+        await expect(page.locator("#wallets tbody tr")).to_have_count(2)
+        assert await page.locator("#wallets button").count() == 0
+        # Amounts and counts are grouped: 60 calls of 1,234,567 tokens in.
+        agent = page.locator('#agents tr[data-agent="team-a-bot"]')
+        await expect(agent.locator("td").nth(3)).to_have_text("74,074,020")
+        await expect(agent.locator(".spent")).to_have_text("$0.259260")
+        await expect(page.locator("#chart")).to_have_attribute(
+            "aria-label", re.compile(r": payments-prod-eu-west \$0\.150000, team-a \$0\.259260$")
+        )
+
+        for width in (700, 420):
+            await page.set_viewport_size({"width": width, "height": 900})
+            await page.wait_for_function(
+                "(w) => document.querySelector('#chart .uplot').offsetWidth <= w", arg=width
+            )
+            assert await page.evaluate(fits), f"the page is wider than a {width} px window"
+            chart = await page.locator("#chart").bounding_box()
+            plot = await page.locator("#chart .uplot").bounding_box()
+            assert chart is not None
+            assert plot is not None
+            assert plot["x"] + plot["width"] <= chart["x"] + chart["width"] + 1
+            await page.locator("#chart").screenshot(path=tmp_path / f"chart-{width}.png")
+        # At 420 px the wallets do not fit: their table scrolls in its own box.
+        wallets = page.locator("#wallets").locator("xpath=..")
+        assert await wallets.evaluate("(box) => box.scrollWidth > box.clientWidth")
+        await page.screenshot(path=tmp_path / "page-420.png", full_page=True)
+
+        await page.set_viewport_size({"width": 1400, "height": 900})
+        # A function, not an expression: Playwright would eval() an expression while polling,
+        # which the page's Content-Security-Policy forbids.
+        await page.wait_for_function(
+            "() => document.querySelector('#chart .uplot').offsetWidth > 1200"
+        )
+        assert await page.evaluate(fits)
+        await page.locator("#chart").screenshot(path=tmp_path / "chart-1400.png")
 
 
 async def test_redis_down_is_shown(
