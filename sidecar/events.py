@@ -178,18 +178,29 @@ class RedisEventStream:
         if self._owns_client:
             await self._client.aclose()
 
+    async def _append(self, event: Event) -> None:
+        async with asyncio.timeout(self._timeout_s):
+            await self._client.xadd(
+                STREAM,
+                dict(event),  # type: ignore[arg-type]
+                maxlen=self._max_length,
+                approximate=True,
+            )
+
     async def _drain(self) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
         failing = False
         while True:
             event = await self._queue.get()
             try:
-                async with asyncio.timeout(self._timeout_s):
-                    await self._client.xadd(
-                        STREAM,
-                        dict(event),  # type: ignore[arg-type]
-                        maxlen=self._max_length,
-                        approximate=True,
-                    )
+                try:
+                    await self._append(event)
+                except RedisConnectionError:
+                    # A pooled connection that died with a restarted Redis fails once, then
+                    # the pool connects anew: one more try, so the first event after a
+                    # restart is not lost.
+                    await self._append(event)
                 if failing:
                     log.info("event stream %s reachable again", STREAM)
                     failing = False

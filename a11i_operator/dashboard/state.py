@@ -124,6 +124,10 @@ class ActionEvent:
     action: str
     actor: str
     amount_usd: Decimal | None
+    #: What a top-up went through: ``agentbudget/<name>`` or ``wallet`` ("" before it was said).
+    via: str = ""
+    #: The limit a top-up through an AgentBudget set.
+    limit_usd: Decimal | None = None
 
     def as_json(self) -> JSONView:
         return {
@@ -134,6 +138,8 @@ class ActionEvent:
             "action": self.action,
             "actor": self.actor,
             "amount_usd": None if self.amount_usd is None else usd(self.amount_usd),
+            "via": self.via,
+            "limit_usd": None if self.limit_usd is None else usd(self.limit_usd),
         }
 
 
@@ -169,6 +175,8 @@ def parse_event(event_id: str, raw: Mapping[str, str]) -> Event | None:
             action=raw.get("action", ""),
             actor=raw.get("actor", ""),
             amount_usd=_money(raw.get("amount_usd")),
+            via=raw.get("via", ""),
+            limit_usd=_money(raw.get("limit_usd")),
         )
     return None
 

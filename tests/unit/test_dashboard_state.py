@@ -99,6 +99,13 @@ def test_action_event_round_trip() -> None:
         Decimal("10.5"),
     )
     assert event.as_json()["amount_usd"] == "10.5"
+    assert event.as_json()["via"] == ""  # recorded before top-ups said what they went through
+    assert event.as_json()["limit_usd"] is None
+    raw.update({"via": "agentbudget/team-a", "limit_usd": "60.50"})
+    through = parse_event("6-0", raw)
+    assert isinstance(through, ActionEvent)
+    assert (through.via, through.limit_usd) == ("agentbudget/team-a", Decimal("60.5"))
+    assert through.as_json()["limit_usd"] == "60.5"
 
 
 def test_fold_aggregates_per_agent_and_namespace() -> None:
