@@ -141,3 +141,20 @@ class OperatorProcess:
                     f"({'running' if self.running else 'not running'}) logged:\n{self.logs()}"
                 )
             time.sleep(0.2)
+
+
+def reconciling_operator(plane: ControlPlane, directory: Path, redis_url: str) -> OperatorProcess:
+    """The operator as the chart's ServiceAccount (RBAC installed from the chart), against
+    ``redis_url``, with a one-second status interval; started."""
+    install_rbac(plane)
+    process = OperatorProcess(
+        service_account_kubeconfig(plane, directory / "kubeconfig"),
+        directory / "operator.log",
+        {
+            "A11I_REDIS_URL": redis_url,
+            "A11I_OPERATOR_STATUS_INTERVAL": "1",
+            "A11I_REDIS_TIMEOUT": "1",
+        },
+    )
+    process.start()
+    return process

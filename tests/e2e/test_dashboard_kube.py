@@ -45,8 +45,7 @@ from tests.e2e.operator import (
     RELEASE,
     SYSTEM_NAMESPACE,
     OperatorProcess,
-    install_rbac,
-    service_account_kubeconfig,
+    reconciling_operator,
 )
 from tests.redis_server import RedisServer
 
@@ -269,18 +268,9 @@ def operator(
     redis_server: RedisServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    install_rbac(dashboard_rbac)
-    directory = tmp_path_factory.mktemp("operator")
-    process = OperatorProcess(
-        service_account_kubeconfig(dashboard_rbac, directory / "kubeconfig"),
-        directory / "operator.log",
-        {
-            "A11I_REDIS_URL": redis_server.url,
-            "A11I_OPERATOR_STATUS_INTERVAL": "1",
-            "A11I_REDIS_TIMEOUT": "1",
-        },
+    process = reconciling_operator(
+        dashboard_rbac, tmp_path_factory.mktemp("operator"), redis_server.url
     )
-    process.start()
     yield process
     code = process.stop()
     assert code == 0, f"the operator exited with {code}:\n{process.logs()}"

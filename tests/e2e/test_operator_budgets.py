@@ -25,7 +25,7 @@ from sidecar.events import STREAM
 from sidecar.redis_wallet import RedisWallet
 from tests.cluster import ROOT, ControlPlane
 from tests.e2e.crds import a11i_crds  # noqa: F401  (a fixture)
-from tests.e2e.operator import OperatorProcess, install_rbac, service_account_kubeconfig
+from tests.e2e.operator import OperatorProcess, reconciling_operator
 from tests.redis_server import RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("a11i_crds")]
@@ -50,19 +50,7 @@ def operator(
     redis_server: RedisServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    install_rbac(a11i_crds)
-    directory = tmp_path_factory.mktemp("operator")
-    kubeconfig = service_account_kubeconfig(a11i_crds, directory / "kubeconfig")
-    process = OperatorProcess(
-        kubeconfig,
-        directory / "operator.log",
-        {
-            "A11I_REDIS_URL": redis_server.url,
-            "A11I_OPERATOR_STATUS_INTERVAL": "1",
-            "A11I_REDIS_TIMEOUT": "1",
-        },
-    )
-    process.start()
+    process = reconciling_operator(a11i_crds, tmp_path_factory.mktemp("operator"), redis_server.url)
     yield process
     code = process.stop()
     assert code == 0, f"the operator exited with {code}:\n{process.logs()}"
