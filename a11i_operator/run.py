@@ -34,6 +34,10 @@ from a11i_operator.settings import OperatorSettings, Role, SettingsError
 
 PREFIX = "a11i.io"
 FINALIZER = "a11i.io/finalizer"
+#: The webhook-only role's: never added (none of its handlers needs one). Were it the
+#: reconciler's, the webhook's kopf would strip that finalizer from every AgentBudget it watches
+#: ("no handlers requiring it"), so deletions would skip the reconciler's cleanup.
+WEBHOOK_FINALIZER = "a11i.io/webhook-finalizer"
 
 
 def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
@@ -55,8 +59,10 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
         # matchConditions and failure policy; kopf does not manage it.
         config.admission.managed = None
     if not settings.reconciles:
-        # Webhook replicas serve side by side: no peering, nothing persisted.
+        # Webhook replicas serve side by side: no peering, nothing persisted, and never the
+        # reconciler's finalizer (it watches AgentBudgets too).
         config.peering.standalone = True
+        config.persistence.finalizer = WEBHOOK_FINALIZER
         return config
     config.peering.standalone = settings.peering is None
     config.peering.name = settings.peering or "default"

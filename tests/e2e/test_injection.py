@@ -471,14 +471,20 @@ def test_a_per_agent_budget_reaches_the_pods_it_selects(
     control_plane: ControlPlane, webhook: tuple[WebhookProcess, int, Path], namespace: str
 ) -> None:
     """An AgentBudget with agentSelector + perAgentLimit, applied with kubectl: the pods it
-    selects get their own limit (env and annotation); the others do not; deleting it stops it."""
+    selects get their own limit (env and annotation); the others do not; deleting it stops it.
+    The webhook only reads it: the reconciler's finalizer on it stays."""
     process, _, _ = webhook
     apply(
         control_plane,
         {
             "apiVersion": "a11i.io/v1alpha1",
             "kind": "AgentBudget",
-            "metadata": {"name": "per-bot", "namespace": namespace},
+            "metadata": {
+                "name": "per-bot",
+                "namespace": namespace,
+                # As the reconciler leaves it: the webhook's kopf must not take this away.
+                "finalizers": ["a11i.io/finalizer"],
+            },
             "spec": {
                 "limit": "50.00",
                 "perAgentLimit": "2.50",
@@ -512,6 +518,13 @@ def test_a_per_agent_budget_reaches_the_pods_it_selects(
         ).stdout
     )
     assert selected["metadata"]["annotations"]["a11i.io/agent-budget"] == "per-bot=$2.50"
+    stored = json.loads(
+        control_plane.kubectl(
+            "get", "agentbudget", "per-bot", "-n", namespace, "-o", "json", check=True
+        ).stdout
+    )
+    assert stored["metadata"]["finalizers"] == ["a11i.io/finalizer"]
+    assert not any(key.startswith("a11i.io/") for key in stored["metadata"].get("annotations", {}))
 
     # Not selected (another app; or excluded by the expression): injected, no limit of its own.
     for name, manifest in (
@@ -523,7 +536,12 @@ def test_a_per_agent_budget_reaches_the_pods_it_selects(
         assert "A11I_AGENT_BUDGET_USD" not in env_of(created["spec"]["initContainers"][0]), name
         assert "a11i.io/agent-budget" not in created["metadata"]["annotations"], name
 
-    # Deleted: the next selected pod gets no limit of its own.
+    # Deleted (the finalizer taken off, as the reconciler would): the next selected pod gets
+    # no limit of its own.
+    control_plane.kubectl(
+        "patch", "agentbudget", "per-bot", "-n", namespace, "--type=merge",
+        "-p", '{"metadata":{"finalizers":null}}', check=True,
+    )  # fmt: skip
     control_plane.kubectl("delete", "agentbudget", "per-bot", "-n", namespace, check=True)
 
     def unlimited() -> bool:
