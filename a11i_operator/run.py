@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Mapping, Sequence
@@ -104,6 +105,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--webhook-port", type=int, help="HTTPS port of the webhook (A11I_WEBHOOK_PORT, 9443)"
     )
     parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        help="serve kopf's liveness endpoint at this URL, e.g. http://0.0.0.0:8080/healthz "
+        "(A11I_OPERATOR_LIVENESS; default: none). It answers 200 while the operator's event "
+        "loop runs; Redis or the API server being away does not fail it",
+    )
+    parser.add_argument(
         "--webhook-cert-dir",
         type=Path,
         help="directory of tls.crt and tls.key, re-read when they change "
@@ -142,6 +150,15 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             f"caBundle: {settings.webhook.cert_dir / certs.CA_FILE}",
             file=sys.stderr,
         )
+    environment = os.environ if env is None else env
+    liveness = args.liveness or environment.get("A11I_OPERATOR_LIVENESS") or None
+    if liveness is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", liveness):
+        print(
+            f"a11i operator: --liveness must be a URL such as http://0.0.0.0:8080/healthz, "
+            f"not {liveness!r}",
+            file=sys.stderr,
+        )
+        return 2
     kopf.configure(verbose=args.verbose, debug=args.debug)
     if not settings.reconciles:
         # Only the webhook: a registry of its own, without the reconcilers' handlers.
@@ -154,6 +171,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             settings=kopf_settings(settings),
             standalone=True,
             clusterwide=True,
+            liveness_endpoint=liveness,
         )
         return 0
     budgets.register(settings)
@@ -165,5 +183,6 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         peering_name=settings.peering,
         clusterwide=settings.clusterwide,
         namespaces=settings.namespaces,
+        liveness_endpoint=liveness,
     )
     return 0

@@ -143,18 +143,22 @@ class OperatorProcess:
             time.sleep(0.2)
 
 
-def reconciling_operator(plane: ControlPlane, directory: Path, redis_url: str) -> OperatorProcess:
+def reconciling_operator(
+    plane: ControlPlane, directory: Path, redis_url: str, liveness_port: int | None = None
+) -> OperatorProcess:
     """The operator as the chart's ServiceAccount (RBAC installed from the chart), against
-    ``redis_url``, with a one-second status interval; started."""
+    ``redis_url``, with a one-second status interval (and kopf's liveness endpoint on
+    ``liveness_port``); started."""
     install_rbac(plane)
+    env = {
+        "A11I_REDIS_URL": redis_url,
+        "A11I_OPERATOR_STATUS_INTERVAL": "1",
+        "A11I_REDIS_TIMEOUT": "1",
+    }
+    if liveness_port is not None:
+        env["A11I_OPERATOR_LIVENESS"] = f"http://127.0.0.1:{liveness_port}/healthz"
     process = OperatorProcess(
-        service_account_kubeconfig(plane, directory / "kubeconfig"),
-        directory / "operator.log",
-        {
-            "A11I_REDIS_URL": redis_url,
-            "A11I_OPERATOR_STATUS_INTERVAL": "1",
-            "A11I_REDIS_TIMEOUT": "1",
-        },
+        service_account_kubeconfig(plane, directory / "kubeconfig"), directory / "operator.log", env
     )
     process.start()
     return process

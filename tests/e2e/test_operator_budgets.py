@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
 from functools import partial
@@ -26,7 +27,7 @@ from sidecar.redis_wallet import RedisWallet
 from tests.cluster import ROOT, ControlPlane
 from tests.e2e.crds import a11i_crds  # noqa: F401  (a fixture)
 from tests.e2e.operator import OperatorProcess, reconciling_operator
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("a11i_crds")]
 
@@ -50,7 +51,9 @@ def operator(
     redis_server: RedisServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    process = reconciling_operator(a11i_crds, tmp_path_factory.mktemp("operator"), redis_server.url)
+    process = reconciling_operator(
+        a11i_crds, tmp_path_factory.mktemp("operator"), redis_server.url, free_port()
+    )
     yield process
     code = process.stop()
     assert code == 0, f"the operator exited with {code}:\n{process.logs()}"
@@ -183,6 +186,20 @@ def wallet_keys(store: redis.Redis, namespace: str) -> list[str]:
 
 
 # --- tests ---------------------------------------------------------------------------------------
+
+
+def test_the_liveness_endpoint_answers_while_the_operator_runs(operator: OperatorProcess) -> None:
+    """kopf's liveness endpoint (the chart's livenessProbe), as the operator serves it."""
+    url = operator.env["A11I_OPERATOR_LIVENESS"]
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    operator.wait_for(answers, f"GET {url} answering 200")
 
 
 def test_example_budget_configures_the_wallet_and_reports_each_phase(

@@ -145,7 +145,10 @@ def check_common(manifests: list[Manifest], values: dict[str, Any]) -> None:
         "A11I_REDIS_URL": redis_url,
         "A11I_OPERATOR_PEERING": "a11i",
     }.items() <= env_of(reconciler).items()
-    assert "livenessProbe" not in reconciler  # `a11i operator` has no health endpoint
+    # kopf's liveness endpoint, served where the probe looks for it.
+    assert "--liveness=http://0.0.0.0:8080/healthz" in reconciler["args"]
+    assert reconciler["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert reconciler["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert operator["spec"]["template"]["spec"]["serviceAccountName"] == f"{RELEASE}-operator"
 
     webhook = only(manifests, "Deployment", f"{RELEASE}-webhook")
@@ -454,7 +457,13 @@ def test_tags_and_extra_settings(helm_env: dict[str, str]) -> None:
         "spec"
     ]["containers"]
     assert reconciler["image"] == "ghcr.io/a11i/operator:1.2.3"
-    assert reconciler["args"] == ["operator", "--role", "reconciler", "--verbose"]
+    assert reconciler["args"] == [
+        "operator",
+        "--role",
+        "reconciler",
+        "--liveness=http://0.0.0.0:8080/healthz",
+        "--verbose",
+    ]
     assert env_of(reconciler)["A11I_OPERATOR_PEERING"] == "a11i-blue"
     assert only(manifests, "ClusterKopfPeering")["metadata"]["name"] == "a11i-blue"
     (server,) = only(manifests, "Deployment", f"{RELEASE}-webhook")["spec"]["template"]["spec"][
