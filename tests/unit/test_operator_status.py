@@ -311,3 +311,15 @@ def test_a11i_operator_without_redis_says_what_is_missing(
     monkeypatch.delenv("A11I_REDIS_URL", raising=False)
     assert main(["operator"]) == 2
     assert "A11I_REDIS_URL" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("liveness", ["8080", "0.0.0.0:8080/healthz", "ftp://x/healthz"])
+def test_a_liveness_that_is_no_url_is_refused(
+    liveness: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from a11i_operator.run import main
+
+    env = {"A11I_REDIS_URL": "redis://127.0.0.1:1/0", "A11I_OPERATOR_LIVENESS": liveness}
+    assert main([], env=env) == 2
+    assert "--liveness must be a URL" in capsys.readouterr().err
+    assert main(["--liveness", liveness], env={"A11I_REDIS_URL": "redis://127.0.0.1:1/0"}) == 2
