@@ -54,11 +54,25 @@ class HubSettings:
     max_backoff_s: float = 5.0
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message for the pages, serialized once however many pages get it."""
+
+    #: The message's ``type`` (``events``, ``view``), or ``closing`` / ``socket-closed``.
+    kind: str
+    #: The JSON text sent as is ("" for the two signals).
+    text: str = ""
+
+
+def dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 @dataclass(slots=True, eq=False)
 class Page:
     """One connected page: its queue, and whether it fell behind."""
 
-    queue: asyncio.Queue[JSONView] = field(default_factory=lambda: asyncio.Queue(1_000))
+    queue: asyncio.Queue[Outgoing] = field(default_factory=lambda: asyncio.Queue(1_000))
     overflowed: bool = False
 
 
@@ -157,19 +171,26 @@ class Hub:
     # -- internals ---------------------------------------------------------------------------
 
     def _broadcast(self, message: JSONView) -> None:
+        if not self._pages:
+            return
+        # One serialization for every page (20 pages at 500 events/s: 20x less JSON work).
+        outgoing = Outgoing(str(message.get("type", "")), dumps(message))
         for page in list(self._pages):
-            try:
-                page.queue.put_nowait(message)
-            except asyncio.QueueFull:
-                # Disconnected, not skipped: a gap would go unnoticed; a reconnect resumes.
-                page.overflowed = True
-                self._drop(page)
+            self._offer(page, outgoing)
+
+    def _offer(self, page: Page, outgoing: Outgoing) -> None:
+        try:
+            page.queue.put_nowait(outgoing)
+        except asyncio.QueueFull:
+            # Disconnected, not skipped: a gap would go unnoticed; a reconnect resumes.
+            page.overflowed = True
+            self._drop(page)
 
     def _drop(self, page: Page) -> None:
         self._pages.discard(page)
         page.overflowed = True
         with contextlib.suppress(asyncio.QueueFull):
-            page.queue.put_nowait({"type": "closing"})
+            page.queue.put_nowait(Outgoing("closing"))
 
     def _set_status(self, ok: bool, detail: str) -> None:
         if (ok, detail) != (self.status.ok, self.status.detail):
@@ -259,11 +280,17 @@ class Hub:
 
     def _push_view(self, *, force: bool = False) -> None:
         view = self.view()
+        now = view.pop("now")
         # "now" moves on every time; the page only needs a new view when something else did.
-        key = json.dumps({k: v for k, v in view.items() if k != "now"}, sort_keys=True)
-        if force or key != self._last_view:
+        # The text compared is the text sent, "now" added: the view is serialized once.
+        key = dumps(view)
+        if (force or key != self._last_view) and self._pages:
             self._last_view = key
-            self._broadcast(view)
+            text = f'{key[:-1]},"now":{dumps(now)}}}'
+            for page in list(self._pages):
+                self._offer(page, Outgoing("view", text))
+        elif not self._pages:
+            self._last_view = None
 
 
 def _parse_all(raw: list[RawEvent]) -> list[Event]:

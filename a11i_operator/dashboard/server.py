@@ -46,7 +46,7 @@ from a11i_operator.dashboard.auth import (
     flag,
     settings_from_env,
 )
-from a11i_operator.dashboard.hub import Hub, HubSettings
+from a11i_operator.dashboard.hub import Hub, HubSettings, Outgoing, dumps
 from a11i_operator.dashboard.kube_auth import KubernetesAuthSettings, KubernetesReviewer
 from a11i_operator.dashboard.source import DashboardError, RedisSource, Source
 from a11i_operator.dashboard.state import CLUSTER, DashboardState, StateSettings, action_event
@@ -409,7 +409,7 @@ class _Routes:
     async def current_view(self, request: web.Request) -> web.Response:
         if await self.principal(request) is None:
             raise Unauthorized("log in first")
-        return web.json_response(self.hub.view(), dumps=_dumps)
+        return web.json_response(self.hub.view(), dumps=dumps)
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         found = await self.principal(request)
@@ -433,7 +433,7 @@ class _Routes:
             await ws.send_json(
                 {"type": "hello", "role": principal.role.value, "who": principal.who}
             )
-            await ws.send_json(self.hub.view(), dumps=_dumps)
+            await ws.send_json(self.hub.view(), dumps=dumps)
             await ws.send_json(
                 {
                     "type": "events",
@@ -442,7 +442,7 @@ class _Routes:
                     "events": [event.as_json() for event in replay],
                     "last_id": replay[-1].id if replay else since,
                 },
-                dumps=_dumps,
+                dumps=dumps,
             )
             # A Kubernetes user's socket is closed when its role's review expires: the page
             # reconnects at once and resumes without a gap, and RBAC is asked again.
@@ -459,13 +459,13 @@ class _Routes:
                 except TimeoutError:
                     await ws.close(code=4001, message=b"re-validate; resume")
                     break
-                if page.overflowed or message.get("type") == "closing":
+                if page.overflowed or message.kind == "closing":
                     # Too slow: closed so that the page resumes from its last id, gap-free.
                     await ws.close(code=4000, message=b"behind; resume")
                     break
-                if message.get("type") == "socket-closed":
+                if message.kind == "socket-closed":
                     break
-                await ws.send_json(message, dumps=_dumps)
+                await ws.send_str(message.text)
         except ConnectionResetError:
             # The page went away while a message was being sent (a closed tab, a dropped
             # network): the usual end of a page, not an error. It resumes when it comes back.
@@ -618,7 +618,7 @@ async def _resume_point(ws: web.WebSocketResponse) -> str | None:
     return None
 
 
-async def _drain(ws: web.WebSocketResponse, queue: asyncio.Queue[dict[str, object]]) -> None:
+async def _drain(ws: web.WebSocketResponse, queue: asyncio.Queue[Outgoing]) -> None:
     """Read (and ignore) what the page sends, so close frames and pings are handled; tell the
     sender when the socket is gone."""
     try:
@@ -626,11 +626,7 @@ async def _drain(ws: web.WebSocketResponse, queue: asyncio.Queue[dict[str, objec
             pass
     finally:
         with contextlib.suppress(asyncio.QueueFull):
-            queue.put_nowait({"type": "socket-closed"})
-
-
-def _dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"))
+            queue.put_nowait(Outgoing("socket-closed"))
 
 
 # --- middlewares --------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -204,8 +205,9 @@ async def test_the_hub_follows_the_ring_and_records_actions() -> None:
         seen: list[str] = []
         last_id = None
         while "late" not in seen:
-            message = await asyncio.wait_for(page.queue.get(), 2.0)
-            if message.get("type") == "events":
+            outgoing = await asyncio.wait_for(page.queue.get(), 2.0)
+            if outgoing.kind == "events":
+                message = json.loads(outgoing.text)
                 events = message["events"]
                 assert isinstance(events, list)
                 seen += [event["agent"] for event in events]

@@ -9,6 +9,7 @@ import pytest
 
 from a11i_operator.dashboard.state import (
     ActionEvent,
+    BurnWindow,
     CallEvent,
     DashboardState,
     StateSettings,
@@ -218,6 +219,28 @@ def test_burn_rate(costs: list[tuple[float, Decimal]], expected: Decimal) -> Non
 def test_burn_rate_needs_a_window() -> None:
     with pytest.raises(ValueError, match="positive"):
         burn_rate_per_hour([], NOW, 0)
+    with pytest.raises(ValueError, match="positive"):
+        BurnWindow(10).rate(NOW, 0)
+
+
+def test_the_running_burn_window_equals_the_sum_as_time_passes() -> None:
+    """The view's running total gives what summing every cost in the window gives, read after
+    each of 2,000 calls (in time order) while the window slides; and it stays bounded."""
+    window = BurnWindow(capacity=500)
+    costs: list[tuple[float, Decimal]] = []
+    for index in range(2_000):
+        ts = NOW + index * 0.7
+        cost = Decimal(index % 7) / Decimal(1000)
+        window.add(ts, cost)
+        costs.append((ts, cost))
+        now = ts + 1.5  # the clock moves forward only (the view reads the wall clock)
+        expected = burn_rate_per_hour(costs[-500:], now, 300)
+        assert window.rate(now, 300) == expected, index
+        assert len(window.costs) <= 500
+    # Quiet for longer than the window: nothing left, and no residue in the total.
+    assert window.rate(NOW + 10_000, 300) == 0
+    assert window.total == 0
+    assert not window.costs
 
 
 @pytest.mark.parametrize(
