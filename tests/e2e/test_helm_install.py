@@ -198,6 +198,25 @@ def test_install_creates_the_operator_the_webhook_and_the_crds(release: Release)
     assert "Next step" in notes
     assert "a11i.io/inject=enabled" in notes
     assert release.url in notes
+    assert "The dashboard" not in notes  # off by default
+
+
+def test_the_dashboard_notes_say_how_to_log_in(release: Release) -> None:
+    """With the dashboard on, the API server accepts every object (a server-side dry run, so
+    the release stays as it is) and NOTES.txt says how to reach the page and get a token."""
+    dashboard = f"{RELEASE}-dashboard"
+    notes = release.upgrade("--set", "dashboard.enabled=true", "--dry-run=server")
+    assert f"port-forward service/{dashboard} 11080:" in notes
+    assert f"get secret {dashboard} -o jsonpath='{{.data.admin-token}}'" in notes
+    assert "kubectl create token" in notes  # Kubernetes authentication, on by default
+    assert "top-ups through the AgentBudget" in notes
+    assert not release.exists("deployment", dashboard, "-n", release.namespace)
+    static_only = release.upgrade(
+        "--set", "dashboard.enabled=true", "--set", "dashboard.auth.kubernetes=false",
+        "--dry-run=server",
+    )  # fmt: skip
+    assert "kubectl create token" not in static_only
+    assert "admin-token" in static_only
 
 
 def test_every_pod_passes_the_restricted_pod_security_standard(release: Release) -> None:
