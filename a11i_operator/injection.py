@@ -81,6 +81,17 @@ class InjectionSettings:
     redis_url: str = ""
     """``A11I_SIDECAR_REDIS_URL``: passed as ``A11I_REDIS_URL``; empty: each sidecar keeps its
     embedded wallet in an emptyDir."""
+    redis_secret: str = ""
+    """``A11I_SIDECAR_REDIS_SECRET``: a Secret in the pod's namespace whose key
+    ``A11I_REDIS_URL`` the sidecar's ``A11I_REDIS_URL`` comes from (a password-protected Redis:
+    the URL never appears in the pod spec, and only the proxy container gets it). The operator
+    keeps it there (``A11I_OPERATOR_SIDECAR_REDIS_SECRET``). Wins over ``redis_url``."""
+
+    @property
+    def shared_wallet(self) -> bool:
+        """Whether the sidecars share a Redis (else each keeps an embedded wallet)."""
+        return bool(self.redis_url or self.redis_secret)
+
     operator_namespace: str = ""
     """``A11I_OPERATOR_NAMESPACE``: never injected (nor is ``kube-system``)."""
     native_sidecars: bool = True
@@ -276,7 +287,7 @@ def _inject(
     if SIDECAR in names or SIDECAR in init_names:
         return Skip(f"already has a container named {SIDECAR}")
     taken = {v.get("name") for v in volumes}
-    ours = [CONFIG_VOLUME, TMP_VOLUME] + ([] if settings.redis_url else [STATE_VOLUME])
+    ours = [CONFIG_VOLUME, TMP_VOLUME] + ([] if settings.shared_wallet else [STATE_VOLUME])
     clash = [name for name in ours if name in taken]
     if clash:
         raise _Malformed(f"the pod already has a volume named {clash[0]}")
@@ -384,7 +395,12 @@ def _sidecar(
     project = labels.get(PROJECT, "").strip()
     if project:
         env.append({"name": "A11I_PROJECT", "value": project})
-    if settings.redis_url:
+    if settings.redis_secret:
+        # Not optional: a pod whose namespace lacks the Secret waits for it (the operator
+        # writes it) rather than run with a wallet of its own that no budget governs.
+        reference = {"name": settings.redis_secret, "key": "A11I_REDIS_URL"}
+        env.append({"name": "A11I_REDIS_URL", "valueFrom": {"secretKeyRef": reference}})
+    elif settings.redis_url:
         env.append({"name": "A11I_REDIS_URL", "value": settings.redis_url})
     else:
         env.append({"name": "A11I_WALLET_FILE", "value": WALLET_FILE})
@@ -399,7 +415,7 @@ def _sidecar(
         {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": TMP_VOLUME, "mountPath": "/tmp"},
     ]
-    if not settings.redis_url:
+    if not settings.shared_wallet:
         mounts.append({"name": STATE_VOLUME, "mountPath": STATE_DIR})
     return {
         "name": SIDECAR,
@@ -448,7 +464,7 @@ def _volumes(settings: InjectionSettings) -> list[dict[str, object]]:
         {"name": CONFIG_VOLUME, "configMap": {"name": CONFIG_MAP, "optional": True}},
         {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "16Mi"}},
     ]
-    if not settings.redis_url:
+    if not settings.shared_wallet:
         volumes.append({"name": STATE_VOLUME, "emptyDir": {}})
     return volumes
 

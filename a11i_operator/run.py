@@ -29,6 +29,7 @@ from a11i_operator import (
     budgets,
     certs,
     policies,  # noqa: F401  (registers its handlers on import, in kopf's default registry)
+    redis_secret,
     webhook,
 )
 from a11i_operator.settings import OperatorSettings, Role, SettingsError
@@ -175,6 +176,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         )
         return 0
     budgets.register(settings)
+    redis_secret.register(settings)
     if settings.webhook is not None:
         webhook.register(settings.webhook)
     kopf.run(

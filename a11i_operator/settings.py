@@ -5,6 +5,7 @@ Pure: reads only the mapping it is given (``os.environ`` in ``main``), never at 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -67,6 +68,10 @@ class OperatorSettings:
     ``standalone`` (None here) turns peering off."""
     redis_timeout_s: float = 2.0
     """``A11I_REDIS_TIMEOUT``: seconds any one Redis call may take before Redis counts as down."""
+    sidecar_redis_secret: str = ""
+    """``A11I_OPERATOR_SIDECAR_REDIS_SECRET``: the name of a Secret the operator keeps in every
+    namespace with an AgentBudget or the ``a11i.io/inject=enabled`` label, holding its own
+    ``A11I_REDIS_URL`` (password included) for the sidecars there; empty: none."""
     role: Role = Role.ALL
     """``--role``: all, reconciler or webhook."""
     webhook: WebhookSettings | None = None
@@ -109,6 +114,7 @@ class OperatorSettings:
             namespaces=tuple(name for name in namespaces if name),
             peering=None if peering == STANDALONE else peering,
             redis_timeout_s=_seconds(env, "A11I_REDIS_TIMEOUT", 2.0),
+            sidecar_redis_secret=_secret_name(env, "A11I_OPERATOR_SIDECAR_REDIS_SECRET"),
             role=role,
             webhook=webhook,
         )
@@ -145,6 +151,7 @@ def _webhook(
         injection=InjectionSettings(
             image=image,
             redis_url=env.get("A11I_SIDECAR_REDIS_URL", "").strip(),
+            redis_secret=_secret_name(env, "A11I_SIDECAR_REDIS_SECRET"),
             operator_namespace=env.get("A11I_OPERATOR_NAMESPACE", "").strip(),
             native_sidecars=True if native is None else native,
         ),
@@ -153,6 +160,13 @@ def _webhook(
         native_sidecars=native,
         self_signed=self_signed,
     )
+
+
+def _secret_name(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if value and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", value):
+        raise SettingsError(f"{name} must be the name of a Secret (DNS subdomain), not {value!r}")
+    return value
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

@@ -673,7 +673,16 @@ class RedisWallet:
         return self._shadow
 
     def _lost(self, exc: BaseException) -> None:
-        if self._link != "down":
+        if self._link != "down" and isinstance(exc, redis.exceptions.AuthenticationError):
+            # Reachable, but the password is missing or wrong: a setting to fix, not an outage.
+            log.error(
+                "wallet %s: Redis refused the password in A11I_REDIS_URL (%s); calls are %s "
+                "until it accepts one",
+                self.namespace,
+                exc,
+                "admitted and accounted locally" if self.fail_open else "refused",
+            )
+        elif self._link != "down":
             log.warning(
                 "wallet %s: Redis lost (%r); calls are %s until it answers",
                 self.namespace,

@@ -25,12 +25,16 @@ class RedisServer:
     """One ``redis-server`` process. ``appendonly``: keep the data across a restart, as a
     deployed Redis with persistence does."""
 
-    def __init__(self, *, appendonly: bool = False, binary: str = "redis-server") -> None:
+    def __init__(
+        self, *, appendonly: bool = False, binary: str = "redis-server", password: str = ""
+    ) -> None:
         found = shutil.which(binary)
         if found is None:
             raise RuntimeError(f"{binary} is not installed")
         self.binary = found
         self.appendonly = appendonly
+        #: Required of every client (``--requirepass``) when set; ``url`` carries it.
+        self.password = password
         self.port = free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="a11i-redis-")
         self.dir = Path(self._dir.name)
@@ -38,7 +42,8 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the server (again, on the same port) and wait until it answers PING."""
@@ -60,6 +65,7 @@ class RedisServer:
                 "--save",
                 "",
                 *persistence,
+                *(["--requirepass", self.password] if self.password else []),
                 "--dir",
                 str(self.dir),
             ],
@@ -95,6 +101,10 @@ class RedisServer:
     def _ping(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                if self.password:
+                    sock.sendall(f"AUTH {self.password}\r\n".encode())
+                    if not sock.recv(64).startswith(b"+OK"):
+                        return False
                 sock.sendall(b"PING\r\n")
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:

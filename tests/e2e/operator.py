@@ -26,6 +26,8 @@ RELEASE = "a11i"
 SYSTEM_NAMESPACE = "a11i-system"
 SERVICE_ACCOUNT = f"{RELEASE}-operator"
 PEERING = "a11i"
+#: The Secret the operator keeps in agent namespaces for the sidecars (the chart's name).
+SIDECAR_REDIS_SECRET = "a11i-sidecar-redis"
 
 
 def install_rbac(plane: ControlPlane) -> None:
@@ -154,6 +156,8 @@ def reconciling_operator(
         "A11I_REDIS_URL": redis_url,
         "A11I_OPERATOR_STATUS_INTERVAL": "1",
         "A11I_REDIS_TIMEOUT": "1",
+        # As the chart sets it for a Redis with a password.
+        "A11I_OPERATOR_SIDECAR_REDIS_SECRET": SIDECAR_REDIS_SECRET,
     }
     if liveness_port is not None:
         env["A11I_OPERATOR_LIVENESS"] = f"http://127.0.0.1:{liveness_port}/healthz"

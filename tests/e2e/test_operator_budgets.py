@@ -9,9 +9,11 @@ in the shape ``sidecar.events.call_event`` writes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from functools import partial
@@ -26,7 +28,7 @@ from sidecar.events import STREAM
 from sidecar.redis_wallet import RedisWallet
 from tests.cluster import ROOT, ControlPlane
 from tests.e2e.crds import a11i_crds  # noqa: F401  (a fixture)
-from tests.e2e.operator import OperatorProcess, reconciling_operator
+from tests.e2e.operator import SIDECAR_REDIS_SECRET, OperatorProcess, reconciling_operator
 from tests.redis_server import RedisServer, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("a11i_crds")]
@@ -200,6 +202,41 @@ def test_the_liveness_endpoint_answers_while_the_operator_runs(operator: Operato
             return False
 
     operator.wait_for(answers, f"GET {url} answering 200")
+
+
+def test_the_sidecars_redis_url_is_kept_where_sidecars_run(
+    operator: OperatorProcess,
+    a11i_crds: ControlPlane,  # noqa: F811
+    redis_server: RedisServer,
+) -> None:
+    """A namespace with an AgentBudget, and one labelled for injection, get the Secret the
+    injected sidecars read A11I_REDIS_URL from; a Secret of that name that is not a11i's is
+    left alone; other namespaces get nothing."""
+    plane = a11i_crds
+    budgeted = plane.create_namespace(f"e2e-secret-{uuid.uuid4().hex[:6]}")
+    labelled = plane.create_namespace(f"e2e-secret-{uuid.uuid4().hex[:6]}")
+    users = plane.create_namespace(f"e2e-secret-{uuid.uuid4().hex[:6]}")
+    bystander = plane.create_namespace(f"e2e-secret-{uuid.uuid4().hex[:6]}")
+    plane.kubectl(
+        "create", "secret", "generic", SIDECAR_REDIS_SECRET, "-n", users,
+        "--from-literal=A11I_REDIS_URL=redis://theirs:6379/0", check=True,
+    )  # fmt: skip
+    apply(plane, budgeted, manifest("b"))
+    apply(plane, users, manifest("b"))
+    plane.kubectl("label", "namespace", labelled, "a11i.io/inject=enabled", check=True)
+
+    def url_in(namespace: str) -> str | None:
+        found = plane.kubectl("get", "secret", SIDECAR_REDIS_SECRET, "-n", namespace, "-o", "json")
+        if found.returncode != 0:
+            return None
+        return base64.b64decode(json.loads(found.stdout)["data"]["A11I_REDIS_URL"]).decode()
+
+    operator.wait_for(lambda: url_in(budgeted) == redis_server.url, "the Secret in " + budgeted)
+    operator.wait_for(lambda: url_in(labelled) == redis_server.url, "the Secret in " + labelled)
+    operator.wait_for(lambda: "not a11i's: left alone" in operator.logs(400), "the user's kept")
+    assert url_in(users) == "redis://theirs:6379/0"
+    assert url_in(bystander) is None
+    assert "redis://" not in operator.logs(2000).replace(redis_server.url, "")  # no URL logged
 
 
 def test_example_budget_configures_the_wallet_and_reports_each_phase(

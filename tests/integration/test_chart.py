@@ -83,7 +83,12 @@ def kinds(manifests: list[Manifest]) -> set[str]:
 
 
 def env_of(container: Manifest) -> dict[str, str]:
-    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+    """Values, and ``secret:<name>/<key>`` for a value from a Secret."""
+    out = {}
+    for entry in container.get("env", []):
+        ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        out[entry["name"]] = f"secret:{ref['name']}/{ref['key']}" if ref else entry.get("value", "")
+    return out
 
 
 def values_of(path: Path) -> dict[str, Any]:
@@ -117,7 +122,9 @@ def test_ci_covers_every_variant() -> None:
     assert {p.stem for p in CI_VALUES} >= {
         "default",
         "redis-bundled",
+        "redis-no-auth",
         "external-redis",
+        "external-redis-secret",
         "cert-manager",
         "webhook-url",
         "fail-policy",
@@ -133,6 +140,24 @@ def check_common(manifests: list[Manifest], values: dict[str, Any]) -> None:
     webhook_values = values.get("webhook", {})
     redis_values = values.get("redis", {})
     redis_url = redis_values.get("url") or f"redis://{RELEASE}-redis.{NAMESPACE}.svc:6379/0"
+    # A Redis with a password: the URL only ever comes from a Secret (never in a pod spec).
+    bundled_auth = redis_values.get("enabled", True) and redis_values.get("auth", {}).get(
+        "enabled", True
+    )
+    url_secret = redis_values.get("existingSecret") or (f"{RELEASE}-redis" if bundled_auth else "")
+    operator_redis = (
+        {
+            "A11I_REDIS_URL": f"secret:{url_secret}/url",
+            "A11I_OPERATOR_SIDECAR_REDIS_SECRET": "a11i-sidecar-redis",
+        }
+        if url_secret
+        else {"A11I_REDIS_URL": redis_url}
+    )
+    sidecar_redis = (
+        {"A11I_SIDECAR_REDIS_SECRET": "a11i-sidecar-redis"}
+        if url_secret
+        else {"A11I_SIDECAR_REDIS_URL": redis_url}
+    )
 
     operator = only(manifests, "Deployment", f"{RELEASE}-operator")
     assert operator["spec"]["replicas"] == 1
@@ -142,9 +167,11 @@ def check_common(manifests: list[Manifest], values: dict[str, Any]) -> None:
     assert reconciler["args"][:3] == ["operator", "--role", "reconciler"]
     assert {
         "A11I_OPERATOR_NAMESPACE": NAMESPACE,
-        "A11I_REDIS_URL": redis_url,
+        **operator_redis,
         "A11I_OPERATOR_PEERING": "a11i",
     }.items() <= env_of(reconciler).items()
+    if not url_secret:
+        assert "A11I_OPERATOR_SIDECAR_REDIS_SECRET" not in env_of(reconciler)
     # kopf's liveness endpoint, served where the probe looks for it.
     assert "--liveness=http://0.0.0.0:8080/healthz" in reconciler["args"]
     assert reconciler["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
@@ -162,7 +189,7 @@ def check_common(manifests: list[Manifest], values: dict[str, Any]) -> None:
         "A11I_OPERATOR_NAMESPACE": NAMESPACE,
         "A11I_WEBHOOK_CERT_DIR": "/etc/a11i/webhook-tls",
         "A11I_SIDECAR_IMAGE": "ghcr.io/a11i/sidecar:0.1.0",
-        "A11I_SIDECAR_REDIS_URL": redis_url,
+        **sidecar_redis,
         "A11I_NATIVE_SIDECARS": "auto",
     }
     assert server["ports"] == [{"name": "https", "containerPort": 9443, "protocol": "TCP"}]
@@ -328,7 +355,23 @@ def test_template(helm_env: dict[str, str], values: Path) -> None:
     if redis.get("enabled", True):
         statefulset = only(manifests, "StatefulSet", f"{RELEASE}-redis")
         (container,) = statefulset["spec"]["template"]["spec"]["containers"]
-        assert container["args"][-4:-2] == ["--appendonly", "yes"]
+        assert container["args"][container["args"].index("--appendonly") + 1] == "yes"
+        if redis.get("auth", {}).get("enabled", True):
+            # The password: generated into the Secret, required by the server, used by the probe.
+            assert container["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+            secret = only(manifests, "Secret", f"{RELEASE}-redis")
+            password = base64.b64decode(secret["data"]["password"]).decode()
+            assert len(password) == 40
+            assert password.isalnum()
+            url = base64.b64decode(secret["data"]["url"]).decode()
+            assert url == f"redis://:{password}@{RELEASE}-redis.{NAMESPACE}.svc:6379/0"
+            assert env_of(container) == {
+                "REDIS_PASSWORD": f"secret:{RELEASE}-redis/password",
+                "REDISCLI_AUTH": f"secret:{RELEASE}-redis/password",
+            }
+            assert not any(password in str(m) for m in manifests if m["kind"] != "Secret")
+        else:
+            assert "--requirepass" not in container["args"]
         claims = statefulset["spec"].get("volumeClaimTemplates", [])
         persistent = redis.get("persistence", {}).get("enabled", False)
         assert bool(claims) == persistent
@@ -384,7 +427,10 @@ def test_generated_certificate_is_signed_by_the_ca_bundle_for_the_service(
 
 def test_cert_manager_issues_and_injects(helm_env: dict[str, str]) -> None:
     manifests = render(helm_env, "--values", str(CHART / "ci" / "cert-manager.yaml"))
-    assert "Secret" not in kinds(manifests)
+    # No TLS Secret of the chart's own (the only Secret is the bundled Redis's password).
+    assert [m["metadata"]["name"] for m in manifests if m["kind"] == "Secret"] == [
+        f"{RELEASE}-redis"
+    ]
     certificate = only(manifests, "Certificate", f"{RELEASE}-webhook")
     assert certificate["spec"]["secretName"] == f"{RELEASE}-webhook-tls"
     assert f"{RELEASE}-webhook.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
@@ -420,7 +466,9 @@ def test_user_provided_secret(helm_env: dict[str, str]) -> None:
         "--set", "webhook.tls.secretName=my-webhook-cert",
         "--set", "webhook.caBundle=Q0E=",
     )  # fmt: skip
-    assert "Secret" not in kinds(manifests)
+    assert [m["metadata"]["name"] for m in manifests if m["kind"] == "Secret"] == [
+        f"{RELEASE}-redis"
+    ]
     check_common(manifests, {"webhook": {"tls": {"secretName": "my-webhook-cert"}}})
     for hook in only(manifests, "MutatingWebhookConfiguration")["webhooks"]:
         assert hook["clientConfig"]["caBundle"] == "Q0E="
@@ -493,10 +541,11 @@ def test_dashboard_renders_its_deployment_service_and_secret(helm_env: dict[str,
     assert container["image"] == "ghcr.io/a11i/operator:0.1.0"  # the operator image
     assert container["args"] == ["dashboard", "--host", "0.0.0.0", "--port", "11080",
                                  "--kubernetes-auth", "--agentbudgets"]  # fmt: skip
-    assert env_of(container)["A11I_REDIS_URL"] == f"redis://{RELEASE}-redis.{NAMESPACE}.svc:6379/0"
+    assert env_of(container)["A11I_REDIS_URL"] == f"secret:{RELEASE}-redis/url"
     assert env_of(container)["A11I_DASHBOARD_ORIGINS"] == "https://a11i.example.com"
     assert env_of(container)["A11I_DASHBOARD_SECURE_COOKIE"] == "true"
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert refs.pop("A11I_REDIS_URL") == {"name": f"{RELEASE}-redis", "key": "url"}
     assert refs == {
         "A11I_DASHBOARD_SESSION_KEY": {"name": name, "key": "session-key", "optional": True},
         "A11I_DASHBOARD_ADMIN_TOKEN": {"name": name, "key": "admin-token", "optional": True},
@@ -578,6 +627,10 @@ def test_schema_refuses(helm_env: dict[str, str], setting: str, said: str) -> No
         (["redis.enabled=false"], "a11i needs a Redis"),
         (["redis.url=redis://redis.example:6379/0"], "choose one Redis"),
         (
+            ["redis.enabled=false", "redis.url=redis://r:6379/0", "redis.existingSecret=r"],
+            "choose one Redis",
+        ),
+        (
             ["webhook.certManager.enabled=true", "webhook.tls.secretName=mine"],
             "choose one source of the webhook's certificate",
         ),
@@ -591,7 +644,14 @@ def test_schema_refuses(helm_env: dict[str, str], setting: str, said: str) -> No
             "never runs without auth",
         ),
     ],
-    ids=["no-redis", "two-redis", "two-cert-sources", "secret-without-ca", "dashboard-no-auth"],
+    ids=[
+        "no-redis",
+        "two-redis",
+        "secret-and-url",
+        "two-cert-sources",
+        "secret-without-ca",
+        "dashboard-no-auth",
+    ],
 )
 def test_chart_refuses_with_a_clear_message(
     helm_env: dict[str, str], settings: list[str], said: str

@@ -509,3 +509,34 @@ async def test_every_sidecar_uses_the_wallets_time_zone(
     assert snapshot.spent_usd == WORST
     # The operator's view agrees: nothing was reset.
     assert (await operator.snapshot()).spent_usd == WORST
+
+
+async def test_a_redis_with_a_password(
+    make_wallet: WalletFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The chart's bundled Redis requires a password: with it in the URL the wallet works; with
+    a wrong one (or none) it is refused like an unreachable Redis (here fail closed), and the
+    log says it is the password, not an outage."""
+    server = RedisServer(password="pw-0123456789abcdef")
+    server.start()
+    try:
+        namespace = _namespace()
+        wallet = await make_wallet(server.url, namespace)
+        _verdict, lease = await wallet.reserve(WORST)
+        assert lease is not None
+        await wallet.settle(lease, WORST)
+        assert (await wallet.snapshot()).spent_usd == WORST
+
+        wrong = server.url.replace("pw-0123456789abcdef", "not-the-password")
+        refused = await make_wallet(wrong, namespace, fail_open=False, timeout_s=1.0)
+        with pytest.raises(WalletUnavailable, match="cannot be reached"):
+            await refused.reserve(WORST)
+        assert "refused the password in A11I_REDIS_URL" in caplog.text
+        bare = f"redis://127.0.0.1:{server.port}/0"
+        anonymous = await make_wallet(bare, namespace, fail_open=False, timeout_s=1.0)
+        with pytest.raises(WalletUnavailable):
+            await anonymous.reserve(WORST)
+        # Nothing the refused wallets did reached the shared one.
+        assert (await wallet.snapshot()).spent_usd == WORST
+    finally:
+        server.close()

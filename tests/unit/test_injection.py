@@ -165,6 +165,23 @@ def test_shared_redis_instead_of_the_embedded_wallet() -> None:
     assert "a11i-state" not in {v["name"] for v in result["spec"]["volumes"]}
 
 
+def test_a_password_protected_redis_comes_from_a_secret() -> None:
+    """The URL (with its password) is never in the pod spec, and only the proxy gets it."""
+    settings = InjectionSettings(
+        image="a11i:test", redis_url="redis://:pw@redis:6379/0", redis_secret="a11i-sidecar-redis"
+    )
+    result, _ = injected(pod(ASK), settings)
+    proxy = result["spec"]["initContainers"][0]
+    assert env_of(proxy)["A11I_REDIS_URL"] == {
+        "secretKeyRef": {"name": "a11i-sidecar-redis", "key": "A11I_REDIS_URL"}
+    }
+    assert "pw" not in str(result)
+    assert "A11I_WALLET_FILE" not in env_of(proxy)
+    assert "a11i-state" not in {v["name"] for v in result["spec"]["volumes"]}
+    app = result["spec"]["containers"][0]
+    assert "A11I_REDIS_URL" not in env_of(app)
+
+
 @pytest.mark.parametrize(
     ("annotations", "expected"),
     [

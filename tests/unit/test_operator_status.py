@@ -288,8 +288,12 @@ def test_settings_from_the_environment() -> None:
         ({}, "A11I_REDIS_URL is not set"),
         ({"A11I_REDIS_URL": "redis://r", "A11I_OPERATOR_STATUS_INTERVAL": "0"}, "positive"),
         ({"A11I_REDIS_URL": "redis://r", "A11I_REDIS_TIMEOUT": "soon"}, "A11I_REDIS_TIMEOUT"),
+        (
+            {"A11I_REDIS_URL": "redis://r", "A11I_OPERATOR_SIDECAR_REDIS_SECRET": "Bad_Name"},
+            "A11I_OPERATOR_SIDECAR_REDIS_SECRET must be the name of a Secret",
+        ),
     ],
-    ids=["no-redis", "zero-interval", "bad-timeout"],
+    ids=["no-redis", "zero-interval", "bad-timeout", "bad-secret-name"],
 )
 def test_bad_settings_say_what_to_fix(env: dict[str, str], words: str) -> None:
     with pytest.raises(SettingsError, match=words):

@@ -52,7 +52,11 @@ namespace-qualified name (the sidecars run in other namespaces). Exactly one mus
 */}}
 {{- define "a11i.redisURL" -}}
 {{- $redis := .Values.redis -}}
-{{- if and $redis.enabled $redis.url -}}
+{{- if and $redis.existingSecret (or $redis.enabled $redis.url) -}}
+{{- fail "redis.existingSecret is set with redis.enabled or redis.url: choose one Redis. redis.existingSecret names a Secret (key url) of an external Redis; set redis.enabled=false and leave redis.url empty with it." -}}
+{{- else if $redis.existingSecret -}}
+{{- printf "(from Secret %s, key url)" $redis.existingSecret -}}
+{{- else if and $redis.enabled $redis.url -}}
 {{- fail "redis.enabled is true and redis.url is set: choose one Redis. For an external Redis set redis.enabled=false and redis.url=redis://HOST:6379/0; for the bundled one leave redis.url empty." -}}
 {{- else if $redis.url -}}
 {{- $redis.url -}}
@@ -62,6 +66,37 @@ namespace-qualified name (the sidecars run in other namespaces). Exactly one mus
 {{- fail "a11i needs a Redis for the namespaces' shared wallets: set redis.enabled=true (a single-replica Redis in the release's namespace) or redis.url=redis://HOST:6379/0 (an external one)." -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The Secret (in the release's namespace, key "url") the Redis URL comes from when it carries a
+password: the bundled Redis with redis.auth.enabled, or redis.existingSecret. Empty: the URL is
+plain (redis.url, or the bundled Redis without a password).
+*/}}
+{{- define "a11i.redisSecret" -}}
+{{- $redis := .Values.redis -}}
+{{- if $redis.existingSecret -}}
+{{- $redis.existingSecret -}}
+{{- else if and $redis.enabled $redis.auth.enabled -}}
+{{- include "a11i.name" (dict "root" . "suffix" "redis") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The A11I_REDIS_URL env entry of the operator and the dashboard (a list item). */}}
+{{- define "a11i.redisEnv" -}}
+{{- $secret := include "a11i.redisSecret" . -}}
+- name: A11I_REDIS_URL
+{{- if $secret }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: url
+{{- else }}
+  value: {{ include "a11i.redisURL" . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The Secret the operator keeps in every agent namespace for the sidecars (key A11I_REDIS_URL). */}}
+{{- define "a11i.sidecarRedisSecret" -}}a11i-sidecar-redis{{- end -}}
 
 {{/* Checks of settings that depend on each other (the schema checks each one alone). */}}
 {{- define "a11i.validate" -}}
