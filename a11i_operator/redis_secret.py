@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import fnmatch
 import logging
 import time
 from collections.abc import Mapping
@@ -45,8 +46,11 @@ RECHECK_S: Final = 300.0
 class SidecarRedisSecrets:
     """Keeps ``name`` in the namespaces where sidecars run."""
 
-    def __init__(self, name: str, redis_url: str) -> None:
+    def __init__(self, name: str, redis_url: str, namespaces: tuple[str, ...] = ()) -> None:
         self.name = name
+        #: ``A11I_OPERATOR_NAMESPACES``: kopf serves only those AgentBudgets, but watches the
+        #: cluster-scoped Namespaces whole; the labelled ones outside are not written into.
+        self._namespaces = namespaces
         self._data = {KEY: base64.b64encode(redis_url.encode()).decode("ascii")}
         self._client: KubeClient | None = None
         #: namespace -> when its Secret was last written or found (monotonic seconds).
@@ -82,8 +86,18 @@ class SidecarRedisSecrets:
         if event.get("type") == "DELETED":
             self._written.pop(name, None)
             self._failed.discard(name)
-        elif labels.get(NAMESPACE_LABEL) == ENABLED:
+        elif labels.get(NAMESPACE_LABEL) == ENABLED and self.serves(name):
             await self.ensure(name)
+
+    def serves(self, namespace: str) -> bool:
+        """Whether ``namespace`` is among ``A11I_OPERATOR_NAMESPACES`` (globs, ``!`` excludes)."""
+        if not self._namespaces:
+            return True
+        included = [glob for glob in self._namespaces if not glob.startswith("!")]
+        excluded = [glob[1:] for glob in self._namespaces if glob.startswith("!")]
+        if included and not any(fnmatch.fnmatchcase(namespace, g) for g in included):
+            return False
+        return not any(fnmatch.fnmatchcase(namespace, g) for g in excluded)
 
     async def ensure(self, namespace: str) -> bool:
         """Write the Secret into ``namespace`` unless this process did already; whether it is
@@ -154,7 +168,9 @@ def register(
     """The handlers in ``registry`` (kopf's default when None), when a Secret name is set."""
     if not settings.sidecar_redis_secret:
         return None
-    keeper = SidecarRedisSecrets(settings.sidecar_redis_secret, settings.redis_url)
+    keeper = SidecarRedisSecrets(
+        settings.sidecar_redis_secret, settings.redis_url, settings.namespaces
+    )
     kopf.on.startup(id="a11i-redis-secret-startup", registry=registry)(keeper.startup)
     kopf.on.cleanup(id="a11i-redis-secret-cleanup", registry=registry)(keeper.cleanup)
     kopf.on.event(
