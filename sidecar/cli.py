@@ -379,7 +379,7 @@ def wallet_for(settings: SidecarSettings) -> Wallet:
 
 
 def _backend(settings: SidecarSettings, key: str, policy: BudgetPolicy) -> Wallet:
-    from sidecar.sqlite_wallet import SQLiteWallet, default_path
+    from sidecar.sqlite_wallet import SQLiteWallet, wallet_path
     from sidecar.wallet import MemoryWallet
 
     if settings.redis_url is not None:
@@ -398,7 +398,8 @@ def _backend(settings: SidecarSettings, key: str, policy: BudgetPolicy) -> Walle
             owns_client=True,
             zone=settings.timezone,
         )
-    if settings.wallet_file == ":memory:":
+    path = wallet_path(settings.wallet_file)
+    if path is None:  # A11I_WALLET_FILE=:memory:
         return MemoryWallet(
             policy,
             namespace=key,
@@ -406,7 +407,6 @@ def _backend(settings: SidecarSettings, key: str, policy: BudgetPolicy) -> Walle
             period=settings.period,
             zone=settings.timezone,
         )
-    path = Path(settings.wallet_file) if settings.wallet_file else default_path()
     return SQLiteWallet(
         path,
         policy,

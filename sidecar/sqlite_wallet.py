@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -53,10 +53,22 @@ CREATE TABLE IF NOT EXISTS stops (
 """
 
 
-def default_path() -> Path:
+def state_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """``$XDG_STATE_HOME/a11i`` (``~/.local/state/a11i`` when unset): a11i's files on a laptop."""
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "a11i"
+
+
+def default_path(env: Mapping[str, str] = os.environ) -> Path:
     """``$XDG_STATE_HOME/a11i/wallets.sqlite`` (``~/.local/state`` when unset)."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "a11i" / "wallets.sqlite"
+    return state_dir(env) / "wallets.sqlite"
+
+
+def wallet_path(wallet_file: str | None, env: Mapping[str, str] = os.environ) -> Path | None:
+    """The file ``A11I_WALLET_FILE`` names (the default when unset); None for ``:memory:``."""
+    if wallet_file == ":memory:":
+        return None
+    return Path(wallet_file) if wallet_file else default_path(env)
 
 
 class SQLiteWallet:

@@ -28,7 +28,7 @@ from a11i_operator.dashboard.source import (
     UnknownWallet,
     Wallets,
 )
-from a11i_operator.dashboard.state import WalletView
+from a11i_operator.dashboard.state import WalletView, id_key
 from sidecar.core.errors import WalletUnavailable
 from sidecar.core.policy import state_of
 from sidecar.core.wallets import WalletBook, to_usd
@@ -190,12 +190,8 @@ class EmbeddedSource:
 
 def _ring_id(event_id: str) -> int:
     """A ring id from the hub's cursor (``"0-0"`` before the first event; Redis-shaped ids
-    never reach an embedded source)."""
-    first, _, _ = event_id.partition("-")
-    try:
-        return max(int(first), 0)
-    except ValueError:
-        return 0
+    never reach an embedded source), read as every other id is."""
+    return max(id_key(event_id)[0], 0)
 
 
 def _raw(entries: list[tuple[int, Mapping[str, str]]]) -> list[RawEvent]:

@@ -34,6 +34,7 @@ from a11i_operator.dashboard.source import DashboardError, RedisSource, Source
 from sidecar.events import EventRing
 from sidecar.proxy import Sidecar
 from sidecar.settings import SidecarSettings
+from sidecar.sqlite_wallet import state_dir, wallet_path
 
 log = logging.getLogger("a11i.up")
 
@@ -117,23 +118,14 @@ def source_for(settings: SidecarSettings, sidecar: Sidecar) -> Source:
         return RedisSource.from_url(settings.redis_url, timeout_s=settings.redis_timeout_s)
     if not isinstance(sidecar.events, EventRing):
         raise DashboardError("the embedded dashboard needs the sidecar's in-memory event ring")
-    wallet_file = wallet_path(settings)
+    wallet_file = wallet_path(settings.wallet_file)
     memory = in_process_wallets(sidecar.wallet) if wallet_file is None else {}
     return EmbeddedSource(sidecar.events, wallet_file=wallet_file, memory_wallets=memory)
 
 
-def wallet_path(settings: SidecarSettings) -> Path | None:
-    """The SQLite file the sidecar's wallet uses (None: in memory)."""
-    from sidecar.sqlite_wallet import default_path
-
-    if settings.wallet_file == ":memory:":
-        return None
-    return Path(settings.wallet_file) if settings.wallet_file else default_path()
-
-
 def token_file(env: dict[str, str]) -> Path:
-    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "a11i" / TOKEN_FILE_NAME
+    """Beside the wallet file, in a11i's state folder."""
+    return state_dir(env) / TOKEN_FILE_NAME
 
 
 def _ensure_token(env: dict[str, str], insecure: bool) -> Path | None:
