@@ -48,11 +48,26 @@ def install_rbac(plane: ControlPlane) -> None:
     plane.kubectl("apply", "-f", "-", input=json.dumps(peering), check=True)
 
 
-def service_account_kubeconfig(plane: ControlPlane, path: Path) -> Path:
-    """A kubeconfig that authenticates as the operator's ServiceAccount (a bound token)."""
+def service_account_kubeconfig(
+    plane: ControlPlane,
+    path: Path,
+    account: str = SERVICE_ACCOUNT,
+    namespace: str = SYSTEM_NAMESPACE,
+    duration: str = "2h",
+) -> Path:
+    """A kubeconfig that authenticates as ServiceAccount ``namespace/account`` (by default the
+    operator's) with a bound token."""
     token = plane.kubectl(
-        "create", "token", SERVICE_ACCOUNT, "-n", SYSTEM_NAMESPACE, "--duration=2h", check=True
+        "create", "token", account, "-n", namespace, f"--duration={duration}", check=True
     ).stdout.strip()
+    return token_kubeconfig(plane, token, path)
+
+
+def token_kubeconfig(
+    plane: ControlPlane, token: str, path: Path, server: str | None = None
+) -> Path:
+    """A kubeconfig (mode 0600) presenting ``token`` to ``server`` (default the plane's API
+    server), trusting the plane's CA."""
     ca = base64.b64encode(plane.ca_path.read_bytes()).decode("ascii")
     config = {
         "apiVersion": "v1",
@@ -60,14 +75,17 @@ def service_account_kubeconfig(plane: ControlPlane, path: Path) -> Path:
         "clusters": [
             {
                 "name": "a11i-test",
-                "cluster": {"server": plane.server_url, "certificate-authority-data": ca},
+                "cluster": {
+                    "server": server or plane.server_url,
+                    "certificate-authority-data": ca,
+                },
             }
         ],
-        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
+        "users": [{"name": "a11i-test", "user": {"token": token}}],
         "contexts": [
-            {"name": "operator", "context": {"cluster": "a11i-test", "user": SERVICE_ACCOUNT}}
+            {"name": "a11i-test", "context": {"cluster": "a11i-test", "user": "a11i-test"}}
         ],
-        "current-context": "operator",
+        "current-context": "a11i-test",
     }
     path.write_text(json.dumps(config), encoding="utf-8")
     path.chmod(0o600)

@@ -12,7 +12,6 @@ its own ServiceAccount (tests/e2e/operator.py).
 from __future__ import annotations
 
 import asyncio
-import base64
 import http.cookiejar
 import json
 import os
@@ -24,7 +23,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,8 @@ from tests.e2e.operator import (
     SYSTEM_NAMESPACE,
     OperatorProcess,
     reconciling_operator,
+    service_account_kubeconfig,
+    token_kubeconfig,
 )
 from tests.redis_server import RedisServer
 
@@ -61,31 +62,6 @@ NANOS = 10**9
 
 
 # --- processes and clients ------------------------------------------------------------------------
-
-
-def kubeconfig_for(plane: ControlPlane, account: str, namespace: str, path: Path) -> Path:
-    """A kubeconfig authenticating as ServiceAccount ``namespace/account`` (a bound token)."""
-    token = plane.kubectl(
-        "create", "token", account, "-n", namespace, "--duration=2h", check=True
-    ).stdout.strip()
-    return write_kubeconfig(plane, plane.server_url, token, path)
-
-
-def write_kubeconfig(plane: ControlPlane, server: str, token: str, path: Path) -> Path:
-    ca = base64.b64encode(plane.ca_path.read_bytes()).decode("ascii")
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": "c", "cluster": {"server": server, "certificate-authority-data": ca}}
-        ],
-        "users": [{"name": "u", "user": {"token": token}}],
-        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-        "current-context": "x",
-    }
-    path.write_text(json.dumps(config), encoding="utf-8")
-    path.chmod(0o600)
-    return path
 
 
 class Dashboard:
@@ -242,8 +218,9 @@ def dashboard_kubeconfig(
     dashboard_rbac: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     directory = tmp_path_factory.mktemp("dashboard")
-    return kubeconfig_for(dashboard_rbac, DASHBOARD_ACCOUNT, SYSTEM_NAMESPACE,
-                          directory / "kubeconfig")  # fmt: skip
+    return service_account_kubeconfig(
+        dashboard_rbac, directory / "kubeconfig", DASHBOARD_ACCOUNT, SYSTEM_NAMESPACE
+    )
 
 
 @pytest.fixture(scope="module")
@@ -299,17 +276,6 @@ def actions(store: redis.Redis, namespace: str) -> list[dict[str, str]]:
         for _, fields in store.xrange(STREAM)
         if fields.get("kind") == "action" and fields.get("namespace") == namespace
     ]
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 20.0) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.2)
 
 
 # --- Kubernetes auth ------------------------------------------------------------------------------
@@ -622,7 +588,7 @@ def test_api_server_unreachable_admits_no_kubernetes_user(
         "create", "token", DASHBOARD_ACCOUNT, "-n", SYSTEM_NAMESPACE, check=True
     ).stdout.strip()
     nowhere = f"https://127.0.0.1:{free_port()}"
-    kubeconfig = write_kubeconfig(dashboard_rbac, nowhere, token, tmp_path / "kubeconfig")
+    kubeconfig = token_kubeconfig(dashboard_rbac, token, tmp_path / "kubeconfig", nowhere)
     away = Dashboard(kubeconfig, redis_server.url, tmp_path / "log")
     try:
         status, refused = away.call("GET", "/api/view", users.tokens["admin"])

@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from tests.cluster import ROOT, ControlPlane, free_port
+from tests.e2e.operator import service_account_kubeconfig
 
 pytestmark = pytest.mark.e2e
 
@@ -296,27 +297,7 @@ def test_match_conditions_decide_who_reaches_the_webhook(
 
 def webhook_kubeconfig(plane: ControlPlane, namespace: str, path: Path) -> Path:
     """A kubeconfig holding a token of the chart's webhook ServiceAccount."""
-    account = f"{RELEASE}-webhook"
-    token = plane.kubectl(
-        "create", "token", account, "-n", namespace, "--duration=1h", check=True
-    ).stdout.strip()
-    ca = base64.b64encode(plane.ca_path.read_bytes()).decode("ascii")
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "plane",
-                "cluster": {"server": plane.server_url, "certificate-authority-data": ca},
-            }
-        ],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": "webhook", "context": {"cluster": "plane", "user": account}}],
-        "current-context": "webhook",
-    }
-    path.write_text(json.dumps(config), encoding="utf-8")
-    path.chmod(0o600)
-    return path
+    return service_account_kubeconfig(plane, path, f"{RELEASE}-webhook", namespace, "1h")
 
 
 def test_the_chart_points_the_api_server_at_a_running_webhook(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -40,6 +41,17 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
         if not leaked:
             break
     assert not leaked, f"the test left tasks running: {leaked}"
+
+
+#: Debian's Chromium, which Playwright drives in the dashboard's browser tests.
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture
+def chromium() -> Path:
+    if not CHROMIUM.is_file():
+        pytest.fail("Debian's chromium is not installed: apt-get install -y chromium")
+    return CHROMIUM
 
 
 @pytest.fixture(scope="session")

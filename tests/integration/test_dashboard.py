@@ -50,7 +50,6 @@ pytestmark = pytest.mark.integration
 
 ADMIN = "admin-token-0123456789abcdef"
 VIEWER = "viewer-token-0123456789abcdef"
-CHROMIUM = Path("/usr/bin/chromium")
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 MESSAGES = [{"role": "user", "content": "Is the checkout service healthy?"}]
 
@@ -404,13 +403,6 @@ async def chat(client: openai.AsyncOpenAI) -> None:
         messages=MESSAGES,  # type: ignore[arg-type]
         max_tokens=50,
     )
-
-
-@pytest.fixture
-def chromium() -> Path:
-    if not CHROMIUM.is_file():
-        pytest.fail("Debian's chromium is not installed: apt-get install -y chromium")
-    return CHROMIUM
 
 
 async def test_an_operator_in_the_browser(

@@ -29,7 +29,6 @@ from tests.standin import StandIn
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
 MESSAGES = [{"role": "user", "content": "Summarise the incident in one line."}]
 
 
@@ -392,13 +391,6 @@ async def test_bad_setups_are_refused_with_a_message(laptop: Laptop) -> None:
 
 
 # --- in the browser -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def chromium() -> Path:
-    if not CHROMIUM.is_file():
-        pytest.fail("Debian's chromium is not installed: apt-get install -y chromium")
-    return CHROMIUM
 
 
 async def test_the_laptop_dashboard_in_the_browser(
