@@ -279,18 +279,20 @@ class Hub:
                 await asyncio.sleep(self.settings.max_backoff_s)
 
     def _push_view(self, *, force: bool = False) -> None:
+        if not self._pages:
+            # Nobody to show it to: not built at all (a page gets the current view on attach).
+            self._last_view = None
+            return
         view = self.view()
         now = view.pop("now")
         # "now" moves on every time; the page only needs a new view when something else did.
         # The text compared is the text sent, "now" added: the view is serialized once.
         key = dumps(view)
-        if (force or key != self._last_view) and self._pages:
+        if force or key != self._last_view:
             self._last_view = key
             text = f'{key[:-1]},"now":{dumps(now)}}}'
             for page in list(self._pages):
                 self._offer(page, Outgoing("view", text))
-        elif not self._pages:
-            self._last_view = None
 
 
 def _parse_all(raw: list[RawEvent]) -> list[Event]:
