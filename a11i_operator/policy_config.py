@@ -236,8 +236,13 @@ def _ref(value: object, where: str, default_key: str) -> ObjectRef | None:
     return ObjectRef("ConfigMap", name, key)
 
 
+def is_object_name(value: str) -> bool:
+    """Whether ``value`` can name a ConfigMap or Secret (a DNS subdomain, ≤ 253 characters)."""
+    return len(value) <= 253 and _OBJECT_NAME.fullmatch(value) is not None
+
+
 def _name(value: object, where: str, kind: str) -> str:
-    if not isinstance(value, str) or not _OBJECT_NAME.fullmatch(value) or len(value) > 253:
+    if not isinstance(value, str) or not is_object_name(value):
         _invalid(f"{where} must be the name of a {kind} in this namespace, not {value!r}")
     assert isinstance(value, str)
     return value

@@ -5,13 +5,13 @@ Pure: reads only the mapping it is given (``os.environ`` in ``main``), never at 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from a11i_operator.injection import InjectionSettings
+from a11i_operator.policy_config import is_object_name
 
 #: The value of ``A11I_OPERATOR_PEERING`` that turns peering off.
 STANDALONE = "standalone"
@@ -164,7 +164,7 @@ def _webhook(
 
 def _secret_name(env: Mapping[str, str], name: str) -> str:
     value = env.get(name, "").strip()
-    if value and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", value):
+    if value and not is_object_name(value):
         raise SettingsError(f"{name} must be the name of a Secret (DNS subdomain), not {value!r}")
     return value
 
