@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 
 ## encodings: the tiktoken files, offline (from the litellm wheel on PyPI, hash-verified)
 encodings: $(VENV)/.installed
-	$(PY) -m sidecar.encodings fetch
+	$(PY) -m a11i.sidecar.encodings fetch
 
 ## system: Debian's redis-server, prometheus and chromium, which the tests start on loopback
 ## (installed when absent)
@@ -34,10 +34,10 @@ system:
 
 ## assets: the dashboard's chart library (uPlot) from the npm registry, pinned with its hash by
 ## package-lock.json and verified (fetched when absent or when the lock file changed; no npm)
-UPLOT := a11i_operator/dashboard/static/vendor/uPlot.iife.min.js
+UPLOT := a11i/dashboard/static/vendor/uPlot.iife.min.js
 assets: $(UPLOT)
-$(UPLOT): a11i_operator/dashboard/package-lock.json a11i_operator/dashboard/assets.py
-	a11i_operator/dashboard/build-assets.sh
+$(UPLOT): a11i/dashboard/package-lock.json a11i/dashboard/assets.py
+	a11i/dashboard/build-assets.sh
 
 ## otelcol: the OpenTelemetry Collector the integration tests export to, built with ocb from the
 ## Go module proxy into ~/.cache/a11i (instant once built, about 2 min cold)
@@ -104,4 +104,4 @@ bench-peers: install
 	$(PY) -m bench.peers
 
 clean:
-	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache sidecar/data/encodings
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache a11i/sidecar/data/encodings

@@ -18,9 +18,9 @@ import statistics
 import time
 from collections.abc import Callable
 
-from sidecar.core.model import JSONValue
-from sidecar.core.tokens import TokenCounter
-from sidecar.encodings import load_encodings
+from a11i.core.model import JSONValue
+from a11i.core.tokens import TokenCounter
+from a11i.sidecar.encodings import load_encodings
 
 MODEL = "gpt-4o"
 

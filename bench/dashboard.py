@@ -25,8 +25,8 @@ from pathlib import Path
 import aiohttp
 from redis.asyncio import Redis
 
+from a11i.sidecar.telemetry.events import STREAM
 from bench.overhead import rss_kib
-from sidecar.events import STREAM
 
 TOKEN = "bench-admin-token-0123456789"
 
@@ -166,7 +166,7 @@ async def main(pages_list: list[int], rates: list[int], seconds: float) -> None:
     dashboard = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "sidecar.cli",
+        "a11i.cli",
         "dashboard",
         "--redis",
         server.url,

@@ -18,11 +18,11 @@ import statistics
 import time
 from pathlib import Path
 
-from sidecar.core.model import Dialect, JSONObject, JSONValue
-from sidecar.core.optimizer import ALL_STRATEGIES, OptimizerSettings, optimize
-from sidecar.core.policy import WalletState
-from sidecar.core.tokens import TokenCounter
-from sidecar.library import load_meter
+from a11i.core.model import Dialect, JSONObject, JSONValue
+from a11i.core.optimizer import ALL_STRATEGIES, OptimizerSettings, optimize
+from a11i.core.policy import WalletState
+from a11i.core.tokens import TokenCounter
+from a11i.sidecar.meter import load_meter
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "unit" / "data" / "transcripts"
 STRATEGIES = (

@@ -113,7 +113,7 @@ async def start_sidecar(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "sidecar.cli",
+        "a11i.cli",
         "sidecar",
         cwd=ROOT,
         env=variables,

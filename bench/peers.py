@@ -150,7 +150,7 @@ async def start_a11i(
     port = free_port()
     log = folder / f"{name}.log"
     process = await spawn(
-        [sys.executable, "-m", "sidecar.cli", "sidecar"],
+        [sys.executable, "-m", "a11i.cli", "sidecar"],
         GATEWAY_CORE,
         {
             "A11I_PORT": str(port),
@@ -436,7 +436,7 @@ async def load_phase(target: Gateway, profile: Profile) -> LoadFigures:
 def list_prices() -> dict[str, dict[str, Decimal]]:
     """USD per token from the built-in card's list prices, read here from the YAML directly (not
     through a11i's pricing code: this is the truth a11i is checked against)."""
-    card = yaml.safe_load((ROOT / "sidecar" / "data" / "rate_card.yaml").read_text())
+    card = yaml.safe_load((ROOT / "a11i" / "sidecar" / "data" / "rate_card.yaml").read_text())
     prices: dict[str, dict[str, Decimal]] = {}
     for model in MODELS:
         entry = card["models"][model]
@@ -708,7 +708,7 @@ def summarise_profile(raw: str) -> dict[str, Any]:
         seen: set[str] = set()
         for frame in frames:
             parts = _frame_parts(frame)
-            if parts and parts[0].startswith("sidecar.") and parts[0] != "sidecar.cli":
+            if parts and parts[0].startswith("sidecar.") and parts[0] != "a11i.cli":
                 name = f"{parts[0]}.{parts[1]}"
                 if name not in seen:
                     seen.add(name)

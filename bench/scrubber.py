@@ -27,8 +27,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from sidecar.core.model import JSONValue
-from sidecar.core.scrub import Scrubber, luhn_valid
+from a11i.core.model import JSONValue
+from a11i.core.scrub import Scrubber, luhn_valid
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "unit" / "data" / "transcripts"
 SIZES = ((1024, "short (1 KiB)"), (32 * 1024, "medium (32 KiB)"), (512 * 1024, "long (512 KiB)"))

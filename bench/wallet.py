@@ -17,9 +17,10 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 
-from sidecar.core.policy import BudgetPolicy, Period
-from sidecar.sqlite_wallet import SQLiteWallet
-from sidecar.wallet import MemoryWallet, Wallet
+from a11i.core.policy import BudgetPolicy, Period
+from a11i.sidecar.wallets.base import Wallet
+from a11i.sidecar.wallets.memory import MemoryWallet
+from a11i.sidecar.wallets.sqlite import SQLiteWallet
 
 POLICY = BudgetPolicy(limit_usd=Decimal("1000000"))
 CYCLES = 2000
@@ -82,7 +83,7 @@ async def _redis_run() -> Callable[[], Awaitable[tuple[str, float, float, float]
         return None
     from redis.asyncio import Redis
 
-    from sidecar.redis_wallet import RedisWallet
+    from a11i.sidecar.wallets.redis import RedisWallet
     from tests.redis_server import RedisServer
 
     async def run() -> tuple[str, float, float, float]:

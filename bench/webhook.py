@@ -3,7 +3,7 @@
 Run with ``python -m bench.webhook [--rate 100 --seconds 20]``. Starts the test control plane
 (``tests.cluster``; the binaries must be built: ``make cluster-bins``) because kopf discovers
 the API's resources before it serves admissions, then ``a11i operator --role webhook`` as a
-process with a certificate from ``a11i_operator.certs`` on loopback, and a baseline: an empty
+process with a certificate from ``a11i.operator.certs`` on loopback, and a baseline: an empty
 aiohttp handler (answers ``allowed`` without reading the review) over the same certificate in a
 process of its own. Sends, at a fixed pace (open loop, one new review every 1/rate s whatever
 the answers do), AdmissionReviews of a pod asking for injection, of a pod not asking, and to the
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import aiohttp
 
-from a11i_operator import certs
+from a11i.operator import certs
 from tests.cluster import ROOT, ControlPlane, free_port
 
 BASELINE = """
@@ -152,7 +152,7 @@ async def measure(rate: float, seconds: float, directory: Path, plane: ControlPl
     env.pop("A11I_REDIS_URL", None)
     log = (directory / "webhook.log").open("wb")
     webhook = subprocess.Popen(  # noqa: ASYNC220  (started once, before anything is timed)
-        [sys.executable, "-m", "a11i_operator", "--role", "webhook"],
+        [sys.executable, "-m", "a11i.operator", "--role", "webhook"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     baseline = subprocess.Popen(  # noqa: ASYNC220

@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # Install a11i into a fresh virtual environment: the one install step of both images.
 #
-#   docker/install.sh PREFIX [--encodings] [--dashboard-assets]
+#   docker/install.sh PREFIX [--operator] [--encodings] [--dashboard-assets]
 #
 # Dockerfile.sidecar and Dockerfile.operator run it in their builder stage (PREFIX=/opt/a11i);
 # tests/integration/test_images.py runs it the same way into a temporary folder and then starts
 # the images' ENTRYPOINT/CMD from the result. It
-#   1. stages the source of the wheel (pyproject.toml, README.md, sidecar/, a11i_operator/) from
+#   1. stages the source of the wheel (pyproject.toml, README.md, a11i/) from
 #      the folder above this script into a scratch folder, without any encoding files or byte
 #      code a checkout may hold, so a dev checkout and a Docker build context give the same wheel;
 #   2. creates the venv PREFIX with the python3 on PATH (the base image's);
-#   3. builds the project's wheel and installs it, without the dev extras;
+#   3. builds the project's wheel and installs it, without the dev extras; with --operator (the
+#      operator image) with the `operator` extra (kopf, cryptography), which the sidecar does
+#      without;
 #   4. with --encodings (the sidecar image): fetches the tiktoken encodings from the pinned litellm
 #      wheel on PyPI into the installed package's data folder, verifies their SHA-256 against
 #      tiktoken's own, and proves the installed sidecar loads them with no cache and no network;
 #   5. with --dashboard-assets (the operator image, which serves `a11i dashboard`): fetches the
 #      dashboard's chart library (uPlot, pinned with its hash in package-lock.json) from the npm
-#      registry into the installed package, verified (a11i_operator/dashboard/assets.py);
+#      registry into the installed package, verified (a11i/dashboard/assets.py);
 #   6. removes pip and setuptools from PREFIX (nothing at run time installs anything) and makes
 #      PREFIX readable, not writable, by the image's non-root user.
 # Needs network access to PyPI (the package index pip is configured with) while it runs, never
@@ -31,11 +33,13 @@ usage() {
 prefix=""
 encodings=0
 assets=0
+operator=0
 for arg in "$@"; do
   case "$arg" in
+    --operator) operator=1 ;;
     --encodings) encodings=1 ;;
     --dashboard-assets) assets=1 ;;
-    -h | --help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "install.sh: unknown option: $arg" >&2; usage ;;
     *) [[ -z "$prefix" ]] || usage; prefix="$arg" ;;
   esac
@@ -57,13 +61,13 @@ step() { printf 'install.sh: %s\n' "$*" >&2; }
 # in the wheel: the image gets the ones fetched and verified below, every build.
 step "staging the source from $src"
 mkdir "$scratch/src"
-cp -R "$src/pyproject.toml" "$src/README.md" "$src/sidecar" "$src/a11i_operator" "$scratch/src/"
-rm -rf "$scratch/src/sidecar/data/encodings" "$scratch/src/a11i_operator/dashboard/static/vendor" \
-  "$scratch/src/a11i_operator/dashboard/.assets"
+cp -R "$src/pyproject.toml" "$src/README.md" "$src/a11i" "$scratch/src/"
+rm -rf "$scratch/src/a11i/sidecar/data/encodings" "$scratch/src/a11i/dashboard/static/vendor" \
+  "$scratch/src/a11i/dashboard/.assets"
 find "$scratch/src" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
 
 # 2. The venv. -I below: isolated mode, so neither PYTHON* variables nor the current folder (a
-# checkout holds a `sidecar` package too) decide what is imported.
+# checkout holds an `a11i` package too) decide what is imported.
 step "creating the venv $prefix with $("$python" --version)"
 "$python" -m venv "$prefix"
 py=("$prefix/bin/python" -I)
@@ -72,21 +76,26 @@ py=("$prefix/bin/python" -I)
 step "building and installing the a11i wheel"
 "${py[@]}" -m pip wheel --quiet --no-cache-dir --no-deps --wheel-dir "$scratch/wheels" \
   "$scratch/src"
-"${py[@]}" -m pip install --quiet --no-cache-dir "$scratch"/wheels/a11i-*.whl
+wheel=("$scratch"/wheels/a11i-*.whl)
+if ((operator)); then
+  "${py[@]}" -m pip install --quiet --no-cache-dir "${wheel[0]}[operator]"
+else
+  "${py[@]}" -m pip install --quiet --no-cache-dir "${wheel[0]}"
+fi
 
-# 4. The encodings, into the installed package (sidecar.encodings.PACKAGE_DIR). `check` loads
+# 4. The encodings, into the installed package (a11i.sidecar.encodings.PACKAGE_DIR). `check` loads
 # them exactly as the sidecar does, with tiktoken's cache folder switched off.
 if ((encodings)); then
   step "fetching and verifying the tiktoken encodings"
-  "${py[@]}" -m sidecar.encodings fetch --wheel-dir "$scratch/litellm"
-  TIKTOKEN_CACHE_DIR="" "${py[@]}" -m sidecar.encodings check
+  "${py[@]}" -m a11i.sidecar.encodings fetch --wheel-dir "$scratch/litellm"
+  TIKTOKEN_CACHE_DIR="" "${py[@]}" -m a11i.sidecar.encodings check
 fi
 
 # 5. The dashboard's chart library, into the installed package, checked against the lock's hash.
 if ((assets)); then
   step "fetching and verifying the dashboard's chart library"
-  "${py[@]}" -m a11i_operator.dashboard.assets
-  "${py[@]}" -m a11i_operator.dashboard.assets --check
+  "${py[@]}" -m a11i.dashboard.assets
+  "${py[@]}" -m a11i.dashboard.assets --check
 fi
 
 # 6. Nothing installs at run time; the image's user reads PREFIX but cannot change it.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-ENCODINGS = Path(__file__).resolve().parent.parent / "sidecar" / "data" / "encodings"
+ENCODINGS = Path(__file__).resolve().parent.parent / "a11i" / "sidecar" / "data" / "encodings"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -16,5 +16,5 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if missing:
         raise pytest.UsageError(
             f"tiktoken encodings {missing} are missing from {ENCODINGS}: "
-            "run `make encodings` (python -m sidecar.encodings fetch) first"
+            "run `make encodings` (python -m a11i.sidecar.encodings fetch) first"
         )

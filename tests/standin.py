@@ -36,7 +36,7 @@ Deterministic behaviour
   3 for priming, plus the cookbook's function-definition rules when tools are offered),
   with tiktoken ``o200k_base`` (gpt-4o/4.1/4.5/5, o-series, unknown models) or
   ``cl100k_base`` (gpt-4, gpt-3.5), loaded offline from
-  ``sidecar/data/encodings/<name>.tiktoken`` (``STANDIN_ENCODINGS_DIR`` overrides the
+  ``a11i/sidecar/data/encodings/<name>.tiktoken`` (``STANDIN_ENCODINGS_DIR`` overrides the
   directory). Without those files the count falls back to ``len(json text) // 4``.
   Responses input is counted the same way (``instructions`` as a developer message),
   embeddings as the exact token count of each input. Anthropic input tokens are
@@ -183,7 +183,7 @@ def encodings_dir() -> Path:
     env = os.environ.get("STANDIN_ENCODINGS_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "sidecar" / "data" / "encodings"
+    return Path(__file__).resolve().parent.parent / "a11i" / "sidecar" / "data" / "encodings"
 
 
 def encoding_name_for_model(model: str) -> str:

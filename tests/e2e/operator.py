@@ -116,7 +116,7 @@ class OperatorProcess:
             log.write(f"--- start {self.starts} ---\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "a11i_operator", "--verbose"],
+                [sys.executable, "-m", "a11i.operator", "--verbose"],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

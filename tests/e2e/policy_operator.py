@@ -48,7 +48,7 @@ class PolicyOperator:
             "A11I_OPERATOR_PEERING": "standalone",
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "a11i_operator", "--verbose"],
+            [sys.executable, "-m", "a11i.operator", "--verbose"],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip

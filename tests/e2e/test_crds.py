@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sidecar.core.scrub import rules_from_config
+from a11i.core.scrub import rules_from_config
 from tests.cluster import ROOT, ControlPlane
 from tests.e2e.crds import CRD_DIR, CRD_NAMES, a11i_crds  # noqa: F401  (a fixture)
 

@@ -2,7 +2,7 @@
 then RBAC decides the role) and top-up through the AgentBudget, with the operator reconciling.
 
 Everything is real: the chart's dashboard RBAC rendered by the real helm and applied with the
-real kubectl; the dashboard (``python -m a11i_operator.dashboard.server``) runs as the chart's
+real kubectl; the dashboard (``python -m a11i.dashboard.server``) runs as the chart's
 ServiceAccount (a kubeconfig holding a token of it), so a permission the chart lacks fails these
 tests; the users are ServiceAccounts with tokens from ``kubectl create token``, bound to the
 ClusterRoles of examples/dashboard-rbac.yaml; Redis is a real redis-server; the operator runs as
@@ -32,11 +32,11 @@ import kopf
 import pytest
 import redis
 
-from a11i_operator.dashboard.agentbudgets import AgentBudgets, BudgetConflict
-from a11i_operator.kube import KubeClient, KubeObject
-from sidecar.core.policy import BudgetPolicy, Period
-from sidecar.events import STREAM
-from sidecar.redis_wallet import RedisWallet
+from a11i.core.policy import BudgetPolicy, Period
+from a11i.dashboard.agentbudgets import AgentBudgets, BudgetConflict
+from a11i.operator.kube import KubeClient, KubeObject
+from a11i.sidecar.telemetry.events import STREAM
+from a11i.sidecar.wallets.redis import RedisWallet
 from tests.cluster import ROOT, ControlPlane, free_port
 from tests.e2e.crds import a11i_crds  # noqa: F401  (a fixture)
 from tests.e2e.operator import (
@@ -81,7 +81,7 @@ class Dashboard:
         }
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "a11i_operator.dashboard.server", "--port", str(self.port),
+                [sys.executable, "-m", "a11i.dashboard.server", "--port", str(self.port),
                  "--redis", redis_url, "--kubernetes-auth", "--agentbudgets"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
             )  # fmt: skip

@@ -317,7 +317,7 @@ def test_the_chart_points_the_api_server_at_a_running_webhook(
         "A11I_NATIVE_SIDECARS": "auto",
     }
     command = [
-        sys.executable, "-m", "a11i_operator", "--role", "webhook", "--self-signed",
+        sys.executable, "-m", "a11i.operator", "--role", "webhook", "--self-signed",
         "--webhook-port", str(port), "--webhook-cert-dir", str(tmp_path / "tls"), "--verbose",
     ]  # fmt: skip
     with log_path.open("wb") as log:

@@ -1,7 +1,7 @@
 """The injection webhook against the real kube-apiserver and kube-controller-manager.
 
 ``a11i operator --role webhook`` runs as a process, authenticated as the chart's operator
-ServiceAccount, serving HTTPS on loopback with a certificate from ``a11i_operator.certs`` (an IP
+ServiceAccount, serving HTTPS on loopback with a certificate from ``a11i.operator.certs`` (an IP
 SAN for 127.0.0.1). A MutatingWebhookConfiguration points the API server at
 ``https://127.0.0.1:<port>/a11i-inject`` with two entries, as the chart has them: annotated pods
 (matchConditions on ``a11i.io/inject: "true"``) and pods of labelled namespaces
@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from a11i_operator import certs
+from a11i.operator import certs
 from tests.cluster import ROOT, ControlPlane, free_port
 from tests.e2e.crds import a11i_crds  # noqa: F401  (a fixture: the peering CRDs the RBAC needs)
 from tests.e2e.operator import (
@@ -48,7 +48,7 @@ ISOLATED = "a11i-e2e/isolated"
 
 
 class WebhookProcess(OperatorProcess):
-    """``python -m a11i_operator --role webhook``."""
+    """``python -m a11i.operator --role webhook``."""
 
     def start(self) -> None:
         if self.process is not None:
@@ -64,7 +64,7 @@ class WebhookProcess(OperatorProcess):
         with self.log_path.open("ab") as log:
             log.write(f"--- start {self.starts} ---\n".encode())
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "a11i_operator", "--role", "webhook", "--verbose"],
+                [sys.executable, "-m", "a11i.operator", "--role", "webhook", "--verbose"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=ROOT, env=environment,
             )  # fmt: skip

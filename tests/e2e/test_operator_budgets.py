@@ -3,7 +3,7 @@ a real redis-server, and the operator as a process authenticated as the chart's 
 
 Spend reaches the wallet the way a sidecar puts it there: ``RedisWallet.reserve``/``settle`` on
 the same namespace's wallet (the same Lua scripts), and call events appended to ``a11i:events``
-in the shape ``sidecar.events.call_event`` writes.
+in the shape ``a11i.sidecar.telemetry.events.call_event`` writes.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import redis
 
-from sidecar.core.policy import BudgetPolicy, Decision, Period, WalletState
-from sidecar.events import STREAM
-from sidecar.redis_wallet import RedisWallet
+from a11i.core.policy import BudgetPolicy, Decision, Period, WalletState
+from a11i.sidecar.telemetry.events import STREAM
+from a11i.sidecar.wallets.redis import RedisWallet
 from tests.cluster import ROOT, ControlPlane
 from tests.e2e.crds import a11i_crds  # noqa: F401  (a fixture)
 from tests.e2e.operator import SIDECAR_REDIS_SECRET, OperatorProcess, reconciling_operator

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from a11i_operator.policy_config import (
+from a11i.operator.policy_config import (
     CONFIG_MAP_NAME,
     ENV_CONFIG_MAP_NAME,
     HEADERS_SECRET_NAME,
 )
-from sidecar.config import load_config
+from a11i.sidecar.config import load_config
 from tests.cluster import ROOT
 from tests.e2e.crds import a11i_crds
 from tests.e2e.policy_operator import PolicyOperator, policy_operator

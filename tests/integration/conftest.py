@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from sidecar.cli import wallet_for
-from sidecar.core.meter import Meter
-from sidecar.core.tokens import TokenCounter
-from sidecar.library import effective_rate_card, load_meter
-from sidecar.proxy import CallRecord, Sidecar, build_app
-from sidecar.settings import from_env
+from a11i.core.meter import Meter
+from a11i.core.tokens import TokenCounter
+from a11i.sidecar.app import wallet_for
+from a11i.sidecar.meter import effective_rate_card, load_meter
+from a11i.sidecar.proxy import CallRecord, Sidecar, build_app
+from a11i.sidecar.settings import from_env
 from tests.standin import StandIn
 
 pytestmark = pytest.mark.integration

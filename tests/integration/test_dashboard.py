@@ -28,18 +28,18 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-from a11i_operator.dashboard.auth import AuthError, AuthSettings
-from a11i_operator.dashboard.hub import HubSettings
-from a11i_operator.dashboard.server import DashboardSettings, build_app, main
-from a11i_operator.dashboard.source import RedisSource
-from sidecar.cli import events_for, wallet_for
-from sidecar.core.meter import Meter
-from sidecar.core.tokens import TokenCounter
-from sidecar.events import STREAM
-from sidecar.library import effective_rate_card
-from sidecar.proxy import Sidecar
-from sidecar.proxy import build_app as build_sidecar_app
-from sidecar.settings import from_env
+from a11i.core.meter import Meter
+from a11i.core.tokens import TokenCounter
+from a11i.dashboard.auth import AuthError, AuthSettings
+from a11i.dashboard.hub import HubSettings
+from a11i.dashboard.server import DashboardSettings, build_app, main
+from a11i.dashboard.source import RedisSource
+from a11i.sidecar.app import events_for, wallet_for
+from a11i.sidecar.meter import effective_rate_card
+from a11i.sidecar.proxy import Sidecar
+from a11i.sidecar.proxy import build_app as build_sidecar_app
+from a11i.sidecar.settings import from_env
+from a11i.sidecar.telemetry.events import STREAM
 from tests.redis_server import RedisServer, free_port
 from tests.standin import StandIn
 

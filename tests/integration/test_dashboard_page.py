@@ -14,10 +14,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from a11i_operator.dashboard import server
-from a11i_operator.dashboard.auth import AuthSettings
-from a11i_operator.dashboard.server import DashboardSettings, build_app
-from a11i_operator.dashboard.source import RedisSource
+from a11i.dashboard import server
+from a11i.dashboard.auth import AuthSettings
+from a11i.dashboard.server import DashboardSettings, build_app
+from a11i.dashboard.source import RedisSource
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration

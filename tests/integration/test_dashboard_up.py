@@ -82,7 +82,7 @@ class Laptop:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "sidecar.cli",
+            "a11i.cli",
             *args,
             env=env or self.env,
             stdin=asyncio.subprocess.DEVNULL,

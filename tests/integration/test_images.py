@@ -239,9 +239,18 @@ def test_runs_as_a_numeric_non_root_user(dockerfile: Dockerfile) -> None:
 def test_labels_carry_the_project_version(dockerfile: Dockerfile) -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     (version_arg,) = [rest for rest in dockerfile.final.all("ARG") if rest.startswith("VERSION")]
-    assert version_arg == f"VERSION={project['version']}"
+    assert version_arg == f"VERSION={project_version()}"
     labels = key_values(" ".join(dockerfile.final.all("LABEL")))
     assert labels["org.opencontainers.image.licenses"] == project["license"]
+
+
+def project_version() -> str:
+    """The version the wheel gets (pyproject.toml reads it from ``a11i.__version__``)."""
+    match = re.search(
+        r'^__version__ = "([^"]+)"$', (ROOT / "a11i" / "__init__.py").read_text(), re.M
+    )
+    assert match, "a11i/__init__.py has no __version__"
+    return match[1]
 
 
 SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
@@ -260,7 +269,7 @@ def test_no_secrets_in_the_images(dockerfile: Dockerfile, image: str) -> None:
     # The build context is an allow-list: nothing but the wheel's source reaches the image.
     ignore = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     assert ignore[[line.startswith("#") for line in ignore].index(False)] == "*"
-    assert "sidecar/data/encodings/" in ignore
+    assert "a11i/sidecar/data/encodings/" in ignore
 
 
 # ---------------------------------------------------------------------------------------------
@@ -415,22 +424,27 @@ def run_in_image(
 
 @pytest.mark.timeout(600)
 def test_install_is_the_wheel_alone(installed: Installed) -> None:
-    """The fresh venv imports its own ``sidecar``, not the checkout's, and holds no dev tools
-    and no pip."""
+    """The fresh venv imports its own ``a11i``, not the checkout's, plants no other top-level
+    name (``sidecar``, ``a11i_operator``), holds no dev tools and no pip, and only the operator
+    image carries the operator's extra."""
     python = str(installed.prefix / "bin" / "python")
     probe = (
-        "import json, sidecar, a11i_operator, importlib.util as u;"
-        "print(json.dumps({'sidecar': sidecar.__file__, 'operator': a11i_operator.__file__,"
-        "'missing': [m for m in ('pip', 'pytest', 'openai', 'litellm', 'mypy')"
-        " if u.find_spec(m) is None]}))"
+        "import json, a11i, importlib.util as u;"
+        "print(json.dumps({'a11i': a11i.__file__,"
+        "'missing': [m for m in ('pip', 'pytest', 'openai', 'litellm', 'mypy', 'sidecar',"
+        " 'a11i_operator', 'kopf', 'cryptography', 'kubernetes') if u.find_spec(m) is None]}))"
     )
     result = run_in_image(installed, [python, "-c", probe])
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
-    for module in ("sidecar", "operator"):
-        assert Path(found[module]).is_relative_to(installed.prefix), found
-    assert sorted(found["missing"]) == ["litellm", "mypy", "openai", "pip", "pytest"]
-    encodings = installed.prefix.glob("lib/python*/site-packages/sidecar/data/encodings/*")
+    assert Path(found["a11i"]).is_relative_to(installed.prefix), found
+    absent = ["a11i_operator", "litellm", "mypy", "openai", "pip", "pytest", "sidecar"]
+    extra = ["cryptography", "kopf"]
+    if installed.image == "sidecar":
+        assert sorted(found["missing"]) == sorted([*absent, *extra, "kubernetes"])
+    else:
+        assert sorted(found["missing"]) == sorted([*absent, "kubernetes"])
+    encodings = installed.prefix.glob("lib/python*/site-packages/a11i/sidecar/data/encodings/*")
     baked = sorted(path.name for path in encodings)
     if installed.image == "sidecar":
         assert baked == ["cl100k_base.tiktoken", "o200k_base.tiktoken"]
@@ -439,12 +453,21 @@ def test_install_is_the_wheel_alone(installed: Installed) -> None:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("image", ["sidecar"], scope="module")
+def test_sidecar_image_names_the_extra_the_operator_needs(installed: Installed) -> None:
+    """Without the ``operator`` extra, ``a11i operator`` says what to install, exit 2."""
+    result = run_in_image(installed, [installed.command()[0], "operator"])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "pip install 'a11i[operator]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(600)
 def test_version(installed: Installed) -> None:
     entrypoint = installed.command()[0]
     result = run_in_image(installed, [entrypoint, "--version"])
     assert result.returncode == 0, result.stderr
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    assert result.stdout.strip() == f"a11i {project['version']}"
+    assert result.stdout.strip() == f"a11i {project_version()}"
 
 
 def get_json(url: str) -> tuple[int, dict[str, object]]:
@@ -526,9 +549,7 @@ def test_operator_image_serves_the_dashboard_page(installed: Installed) -> None:
     """The operator image also runs ``a11i dashboard``: its page and the chart library the
     builder fetched (verified against package-lock.json) are in the installed package, and the
     page is served from there (Redis need not answer for the page itself)."""
-    vendor = list(
-        installed.prefix.glob("lib/python*/site-packages/a11i_operator/dashboard/static/vendor")
-    )
+    vendor = list(installed.prefix.glob("lib/python*/site-packages/a11i/dashboard/static/vendor"))
     assert len(vendor) == 1, vendor
     assert sorted(p.name for p in vendor[0].iterdir() if not p.name.startswith(".")) == [
         "uPlot.LICENSE",

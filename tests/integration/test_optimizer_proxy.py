@@ -11,9 +11,9 @@ import anthropic
 import openai
 import pytest
 
-from sidecar.core.meter import UsageSource
-from sidecar.core.model import Dialect
-from sidecar.core.optimizer import validate_conversation
+from a11i.core.meter import UsageSource
+from a11i.core.model import Dialect
+from a11i.core.optimizer import validate_conversation
 from tests.integration.conftest import SidecarFactory
 from tests.standin import StandIn
 

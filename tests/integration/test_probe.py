@@ -23,7 +23,7 @@ def _free_port() -> int:
 def _probe(port: int, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "A11I_PORT": str(port)}
     return subprocess.run(
-        [sys.executable, "-m", "sidecar.cli", "probe", *args],
+        [sys.executable, "-m", "a11i.cli", "probe", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -50,7 +50,7 @@ def test_probe_passes_against_a_ready_sidecar() -> None:
     }
     env.pop("A11I_REDIS_URL", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "sidecar.cli", "sidecar"],
+        [sys.executable, "-m", "a11i.cli", "sidecar"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -23,10 +23,10 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.core.policy import BudgetPolicy, Decision, ExhaustedAction, Period, WalletState
-from sidecar.core.wallets import Lease, to_usd
-from sidecar.redis_wallet import RedisWallet, WalletUnavailable, set_cluster_stop
-from sidecar.wallet import MemoryWallet
+from a11i.core.policy import BudgetPolicy, Decision, ExhaustedAction, Period, WalletState
+from a11i.core.wallets import Reservation, to_usd
+from a11i.sidecar.wallets.memory import MemoryWallet
+from a11i.sidecar.wallets.redis import RedisWallet, WalletUnavailable, set_cluster_stop
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -264,7 +264,7 @@ async def test_same_rules_as_the_memory_wallet(
         clock=clock,
     )
     await shared.start()
-    held: list[tuple[Lease, Lease]] = []
+    held: list[tuple[Reservation, Reservation]] = []
     try:
         for op in ops:
             kind = op[0]

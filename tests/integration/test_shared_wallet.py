@@ -45,7 +45,7 @@ class Sidecars:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "sidecar.cli",
+            "a11i.cli",
             "sidecar",
             env={**os.environ, "A11I_PORT": str(port), "A11I_LOG_LEVEL": "WARNING", **env},
         )
@@ -156,7 +156,7 @@ async def test_the_emergency_stop_reaches_every_sidecar_within_a_second(
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "sidecar.cli",
+            "a11i.cli",
             "wallet",
             *args,
             env=env,

@@ -221,7 +221,7 @@ async def test_the_a11i_command_runs_the_sidecar(standin: StandIn, tmp_path: Pat
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "sidecar.cli",
+        "a11i.cli",
         "sidecar",
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -243,7 +243,7 @@ async def test_the_a11i_command_runs_the_sidecar(standin: StandIn, tmp_path: Pat
                 assert response.headers["x-a11i-decision"] == "allow"
             # The operator's switch, from another process, reaches the very next call.
             stop = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "sidecar.cli", "wallet", "stop", env=env
+                sys.executable, "-m", "a11i.cli", "wallet", "stop", env=env
             )
             assert await stop.wait() == 0
             async with http.post(
@@ -252,7 +252,7 @@ async def test_the_a11i_command_runs_the_sidecar(standin: StandIn, tmp_path: Pat
                 assert response.status == 403
                 assert (await response.json())["error"]["code"] == "emergency_stop"
             resume = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "sidecar.cli", "wallet", "resume", env=env
+                sys.executable, "-m", "a11i.cli", "wallet", "resume", env=env
             )
             assert await resume.wait() == 0
             async with http.post(
@@ -274,7 +274,7 @@ def test_cost_command_prices_a_file_offline(tmp_path: Path) -> None:
     request = tmp_path / "request.json"
     request.write_text(json.dumps({**CHAT, "max_tokens": 100}))
     result = subprocess.run(
-        [sys.executable, "-m", "sidecar.cli", "cost", str(request), "--json"],
+        [sys.executable, "-m", "a11i.cli", "cost", str(request), "--json"],
         capture_output=True,
         text=True,
         check=True,
@@ -289,7 +289,7 @@ def test_cost_command_prices_a_file_offline(tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text("{")
     failed = subprocess.run(
-        [sys.executable, "-m", "sidecar.cli", "cost", str(broken)],
+        [sys.executable, "-m", "a11i.cli", "cost", str(broken)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -12,10 +12,10 @@ import anthropic
 import openai
 import pytest
 
-from sidecar.core.meter import UsageSource
-from sidecar.core.model import Usage
-from sidecar.core.policy import Decision
-from sidecar.wallet import LocalWallet
+from a11i.core.meter import UsageSource
+from a11i.core.model import Usage
+from a11i.core.policy import Decision
+from a11i.sidecar.wallets.memory import MemoryWallet
 from tests.integration.conftest import RunningSidecar, SidecarFactory
 from tests.standin import StandIn
 
@@ -359,7 +359,7 @@ async def test_emergency_stop_is_a_403_and_lifting_it_restores_service(
 ) -> None:
     running = await start_sidecar(A11I_BUDGET_USD="10")
     wallet = running.sidecar.wallet
-    assert isinstance(wallet, LocalWallet)
+    assert isinstance(wallet, MemoryWallet)
     wallet.policy = replace(wallet.policy, suspended=True)
     async with oai(running) as client:
         with pytest.raises(openai.PermissionDeniedError) as caught:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.core.policy import BudgetPolicy, Decision, Period, WalletState
-from sidecar.sqlite_wallet import SQLiteWallet, set_cluster_stop
+from a11i.core.policy import BudgetPolicy, Decision, Period, WalletState
+from a11i.sidecar.wallets.sqlite import SQLiteWallet, set_cluster_stop
 
 pytestmark = pytest.mark.integration
 
@@ -104,8 +104,8 @@ async def test_a_call_belongs_to_the_period_it_was_reserved_in(tmp_path: Path) -
 WORKER = """
 import asyncio, json, random, sys
 from decimal import Decimal
-from sidecar.core.policy import BudgetPolicy
-from sidecar.sqlite_wallet import SQLiteWallet
+from a11i.core.policy import BudgetPolicy
+from a11i.sidecar.wallets.sqlite import SQLiteWallet
 
 async def main(path, calls):
     w = SQLiteWallet(__import__("pathlib").Path(path), BudgetPolicy(limit_usd=Decimal("1.00")),
@@ -165,7 +165,7 @@ def test_wallet_command(tmp_path: Path) -> None:
 
     def a11i(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "sidecar.cli", "wallet", *args],
+            [sys.executable, "-m", "a11i.cli", "wallet", *args],
             capture_output=True,
             text=True,
             env=env,
@@ -208,7 +208,7 @@ def test_an_unusable_wallet_file_stops_the_sidecar_with_a_clear_message(tmp_path
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     result = subprocess.run(
-        [sys.executable, "-m", "sidecar.cli", "sidecar"],
+        [sys.executable, "-m", "a11i.cli", "sidecar"],
         capture_output=True,
         text=True,
         timeout=60,

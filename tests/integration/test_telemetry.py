@@ -508,7 +508,7 @@ async def test_cli_log_lines_are_scrubbed(standin: StandIn, tmp_path: Path) -> N
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "sidecar.cli",
+            "a11i.cli",
             "sidecar",
             env={
                 **os.environ,

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from sidecar.core.analysis import (
+from a11i.core.analysis import (
     ToolOutcome,
     answer_text,
     context_saturation,
@@ -14,8 +14,8 @@ from sidecar.core.analysis import (
     tool_names,
     tool_results,
 )
-from sidecar.core.dialects import parse_request
-from sidecar.core.model import Dialect, JSONObject
+from a11i.core.dialects import parse_request
+from a11i.core.model import Dialect, JSONObject
 
 SRE_CHAT: JSONObject = {
     "model": "gpt-4o",

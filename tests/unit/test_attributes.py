@@ -8,7 +8,14 @@ from decimal import Decimal
 
 import pytest
 
-from sidecar.attributes import (
+from a11i.core.analysis import ToolCall
+from a11i.core.meter import Meter
+from a11i.core.model import Dialect, JSONObject, Usage
+from a11i.core.policy import Decision, Verdict, WalletState
+from a11i.core.scrub import Scrubber, rules_from_config
+from a11i.sidecar.call import CallOrigin, CallRecord, Optimization
+from a11i.sidecar.meter import load_meter
+from a11i.sidecar.telemetry.attributes import (
     Tagging,
     captured_content,
     decision_record,
@@ -17,13 +24,6 @@ from sidecar.attributes import (
     tool_result_attributes,
     turn_attributes,
 )
-from sidecar.core.analysis import ToolCall
-from sidecar.core.meter import Meter
-from sidecar.core.model import Dialect, JSONObject, Usage
-from sidecar.core.policy import Decision, Verdict, WalletState
-from sidecar.core.scrub import Scrubber, rules_from_config
-from sidecar.library import load_meter
-from sidecar.proxy import CallOrigin, CallRecord, Optimization
 
 SCRUBBER = Scrubber(secrets=["sk-proj-HELDKEYheldkey0123456789"])
 ALLOW = Verdict(Decision.ALLOW, WalletState.GREEN, "within budget")
@@ -64,14 +64,16 @@ def record_of(meter: Meter, body: JSONObject = BODY, **changes: object) -> CallR
     plan = meter.plan(Dialect.OPENAI_CHAT, body)
     settlement = meter.settle(plan, Usage(input_tokens=120, output_tokens=30))
     record = CallRecord(
-        plan,
-        ALLOW,
-        settlement,
-        200,
-        False,
-        True,
-        0.25,
-        (ToolCall("c2", "check_logs", '{"pod": "checkout-7d9", "mail": "ops@example.com"}'),),
+        plan=plan,
+        verdict=ALLOW,
+        settlement=settlement,
+        status=200,
+        streamed=False,
+        complete=True,
+        duration_s=0.25,
+        tool_calls=(
+            ToolCall("c2", "check_logs", '{"pod": "checkout-7d9", "mail": "ops@example.com"}'),
+        ),
         origin=CallOrigin(started_ns=1, session="run-7"),
         output_text="I will check the logs of checkout-7d9 for ops@example.com.",
     )

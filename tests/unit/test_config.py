@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.config import ConfigError, load_config, optimizer_config
-from sidecar.settings import SettingsError, from_env
+from a11i.core.errors import SettingsError
+from a11i.sidecar.config import ConfigError, load_config, optimizer_config
+from a11i.sidecar.settings import from_env
 
 
 def write(tmp_path: Path, text: str) -> Path:

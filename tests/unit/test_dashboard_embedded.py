@@ -12,19 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from a11i_operator.dashboard.embedded import (
+from a11i.core.policy import BudgetPolicy, Period, WalletState
+from a11i.core.wallets import new_book, to_nanos
+from a11i.dashboard.embedded import (
     EmbeddedSource,
     in_process_wallets,
     wallet_from_book,
 )
-from a11i_operator.dashboard.hub import Hub, HubSettings
-from a11i_operator.dashboard.source import UnknownWallet
-from a11i_operator.dashboard.state import action_event
-from sidecar.core.policy import BudgetPolicy, Period, WalletState
-from sidecar.core.wallets import new_book, to_nanos
-from sidecar.events import EventRing
-from sidecar.sqlite_wallet import SQLiteWallet
-from sidecar.wallet import MemoryWallet, NestedWallet
+from a11i.dashboard.hub import Hub, HubSettings
+from a11i.dashboard.source import UnknownWallet
+from a11i.dashboard.state import action_event
+from a11i.sidecar.telemetry.events import EventRing
+from a11i.sidecar.wallets.memory import MemoryWallet
+from a11i.sidecar.wallets.nested import NestedWallet
+from a11i.sidecar.wallets.sqlite import SQLiteWallet
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 

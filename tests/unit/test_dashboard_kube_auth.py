@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from a11i_operator.dashboard.agentbudgets import TopUpRefused, owner, raised_limit
-from a11i_operator.dashboard.auth import (
+from a11i.dashboard.agentbudgets import TopUpRefused, owner, raised_limit
+from a11i.dashboard.auth import (
     MAX_COOKIE_LENGTH,
     Authenticator,
     AuthError,
@@ -24,15 +24,15 @@ from a11i_operator.dashboard.auth import (
     SessionTooLarge,
     flag,
 )
-from a11i_operator.dashboard.kube_auth import (
+from a11i.dashboard.kube_auth import (
     ReviewCache,
     identity_of,
     no_role_message,
     role_from,
     token_key,
 )
-from a11i_operator.dashboard.server import settings_from
-from a11i_operator.status import MAX_LIMIT_USD
+from a11i.dashboard.server import settings_from
+from a11i.operator.status import MAX_LIMIT_USD
 
 NOW = 1_700_000_000.0
 KEY = "k" * 40

@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from a11i_operator.dashboard.state import (
+from a11i.core.policy import WalletState
+from a11i.dashboard.state import (
     ActionEvent,
     BurnWindow,
     CallEvent,
@@ -20,7 +21,6 @@ from a11i_operator.dashboard.state import (
     parse_event,
     wallet_from_fields,
 )
-from sidecar.core.policy import WalletState
 
 NOW = 1_700_000_000.0
 

@@ -8,15 +8,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.core.dialects import (
+from a11i.core.dialects import (
     dialect_for_path,
     error_body,
     parse_json_body,
     parse_request,
     usage_from_body,
 )
-from sidecar.core.errors import BadRequest, BudgetExceeded
-from sidecar.core.model import Dialect, Usage
+from a11i.core.errors import BadRequest, BudgetExceeded
+from a11i.core.model import Dialect, Usage
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -11,10 +11,10 @@ import pytest
 import tiktoken
 import tiktoken_ext.openai_public as openai_public  # type: ignore[import-untyped]
 
-from sidecar import encodings as module
-from sidecar.core.model import TokenCount
-from sidecar.core.tokens import CL100K_BASE, ENCODING_NAMES, O200K_BASE, Encodings, TokenCounter
-from sidecar.encodings import (
+from a11i.core.model import TokenCount
+from a11i.core.tokens import CL100K_BASE, ENCODING_NAMES, O200K_BASE, Encodings, TokenCounter
+from a11i.sidecar import encodings as module
+from a11i.sidecar.encodings import (
     PACKAGE_DIR,
     SPECS,
     WHEEL_MEMBER_DIR,
@@ -31,13 +31,14 @@ from sidecar.encodings import (
 
 @pytest.fixture(scope="module")
 def official() -> dict[str, bytes]:
-    """The packaged files' bytes, verified (installed by `python -m sidecar.encodings fetch`)."""
+    """The packaged files' bytes, verified (installed by
+    `python -m a11i.sidecar.encodings fetch`)."""
     files: dict[str, bytes] = {}
     for spec in SPECS.values():
         path = PACKAGE_DIR / spec.file_name
         if not path.is_file():
             pytest.fail(
-                f"{path} is missing: run `python -m sidecar.encodings fetch` (make encodings)"
+                f"{path} is missing: run `python -m a11i.sidecar.encodings fetch` (make encodings)"
             )
         data = path.read_bytes()
         verify(data, spec, str(path))
@@ -131,7 +132,7 @@ def test_a_corrupt_file_is_rejected(
     tmp_path: Path, official: dict[str, bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
     (tmp_path / "cl100k_base.tiktoken").write_bytes(official[CL100K_BASE][:100_000])
-    with caplog.at_level(logging.WARNING, logger="sidecar.encodings"):
+    with caplog.at_level(logging.WARNING, logger="a11i.sidecar.encodings"):
         loaded = load_encodings([tmp_path], include_defaults=False)
     assert loaded.missing == (CL100K_BASE, O200K_BASE)
     assert "SHA-256" in loaded.problems[CL100K_BASE]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from sidecar.library import effective_rate_card
+from a11i.sidecar.meter import effective_rate_card
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -19,7 +19,7 @@ def test_example_rate_card_lays_over_the_built_in_one() -> None:
 
 
 def test_example_a11i_yaml_loads() -> None:
-    from sidecar.settings import from_env
+    from a11i.sidecar.settings import from_env
 
     settings = from_env({"A11I_CONFIG": str(EXAMPLES / "a11i.yaml")})
     assert settings.optimizer.core.rag_top_k == 5

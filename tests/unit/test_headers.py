@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from sidecar.core.headers import (
+from a11i.core.headers import (
     KeyCustody,
     downstream_headers,
     provider_for_unmetered,
     upstream_headers,
 )
-from sidecar.core.model import Provider
+from a11i.core.model import Provider
 
 AGENT = [
     ("Authorization", "Bearer sk-agent-own"),

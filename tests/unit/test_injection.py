@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from a11i_operator import injection
-from a11i_operator.injection import Injection, InjectionSettings, Skip, apply, decide
+from a11i.operator import injection
+from a11i.operator.injection import Injection, InjectionSettings, Skip, apply, decide
 
 SETTINGS = InjectionSettings(image="a11i:test", operator_namespace="a11i-system")
 REGULAR = InjectionSettings(image="a11i:test", native_sidecars=False)

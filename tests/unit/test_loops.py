@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.core.dialects import parse_request
-from sidecar.core.loops import loop_key
-from sidecar.core.model import Dialect, JSONObject
+from a11i.core.dialects import parse_request
+from a11i.core.loops import loop_key
+from a11i.core.model import Dialect, JSONObject
 
 
 def chat(*messages: JSONObject) -> JSONObject:

@@ -6,12 +6,12 @@ from decimal import Decimal
 
 import pytest
 
-from sidecar.core.errors import BadRequest
-from sidecar.core.meter import Meter, OutputHistory, UsageSource
-from sidecar.core.model import Dialect, JSONObject, Usage
-from sidecar.core.policy import BudgetPolicy, Decision, decide
-from sidecar.core.pricing import cost, project
-from sidecar.library import load_meter
+from a11i.core.errors import BadRequest
+from a11i.core.meter import Meter, OutputHistory, UsageSource
+from a11i.core.model import Dialect, JSONObject, Usage
+from a11i.core.policy import BudgetPolicy, Decision, decide
+from a11i.core.pricing import cost, project
+from a11i.sidecar.meter import load_meter
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
-from a11i_operator.settings import OperatorSettings, SettingsError
-from a11i_operator.status import (
+from a11i.core.errors import SettingsError
+from a11i.core.policy import ExhaustedAction, Period, WalletState
+from a11i.core.wallets import WalletSnapshot
+from a11i.operator.settings import OperatorSettings
+from a11i.operator.status import (
     BudgetRef,
     InvalidBudget,
     Reason,
@@ -25,8 +28,6 @@ from a11i_operator.status import (
     tally,
     top_agents,
 )
-from sidecar.core.policy import ExhaustedAction, Period, WalletState
-from sidecar.wallet import WalletSnapshot
 
 NOW = datetime(2026, 3, 14, 12, 0, 5, tzinfo=UTC)
 
@@ -301,7 +302,7 @@ def test_bad_settings_say_what_to_fix(env: dict[str, str], words: str) -> None:
 
 
 def test_the_operator_refuses_to_start_without_redis(capsys: pytest.CaptureFixture[str]) -> None:
-    from a11i_operator.run import main
+    from a11i.operator.run import main
 
     assert main([], env={}) == 2
     assert "A11I_REDIS_URL is not set" in capsys.readouterr().err
@@ -310,7 +311,7 @@ def test_the_operator_refuses_to_start_without_redis(capsys: pytest.CaptureFixtu
 def test_a11i_operator_without_redis_says_what_is_missing(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sidecar.cli import main
+    from a11i.cli import main
 
     monkeypatch.delenv("A11I_REDIS_URL", raising=False)
     assert main(["operator"]) == 2
@@ -321,7 +322,7 @@ def test_a11i_operator_without_redis_says_what_is_missing(
 def test_a_liveness_that_is_no_url_is_refused(
     liveness: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from a11i_operator.run import main
+    from a11i.operator.run import main
 
     env = {"A11I_REDIS_URL": "redis://127.0.0.1:1/0", "A11I_OPERATOR_LIVENESS": liveness}
     assert main([], env=env) == 2

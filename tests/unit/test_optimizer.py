@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletionMessageParam
 
-from sidecar.core.model import Dialect, JSONObject, JSONValue
-from sidecar.core.optimizer import (
+from a11i.core.model import Dialect, JSONObject, JSONValue
+from a11i.core.optimizer import (
     ALL_STRATEGIES,
     COMPACT_HISTORY,
     DEDUPE,
@@ -45,9 +45,9 @@ from sidecar.core.optimizer import (
     truncate_text,
     validate_conversation,
 )
-from sidecar.core.policy import WalletState
-from sidecar.core.tokens import TokenCounter
-from sidecar.library import load_meter
+from a11i.core.policy import WalletState
+from a11i.core.tokens import TokenCounter
+from a11i.sidecar.meter import load_meter
 
 CORPUS = Path(__file__).parent / "data" / "transcripts"
 DIALECTS = {

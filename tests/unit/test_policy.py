@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.core.policy import (
+from a11i.core.policy import (
     BudgetPolicy,
     Decision,
     ExhaustedAction,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from a11i_operator.policy_config import (
+from a11i.operator.policy_config import (
     CONFIG_MAP_NAME,
     ENV_CONFIG_MAP_NAME,
     HEADERS_SECRET_NAME,
@@ -20,8 +20,8 @@ from a11i_operator.policy_config import (
     parse_spec,
     sidecar_config,
 )
-from sidecar.config import load_config
-from sidecar.settings import OtlpProtocol, telemetry_from_env
+from a11i.sidecar.config import load_config
+from a11i.sidecar.settings import OtlpProtocol, telemetry_from_env
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

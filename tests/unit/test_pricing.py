@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.core.model import Usage
-from sidecar.core.pricing import (
+from a11i.core.model import Usage
+from a11i.core.pricing import (
     DEFAULT_FALLBACK,
     ModelPrice,
     PriceLookup,
@@ -23,7 +23,7 @@ from sidecar.core.pricing import (
     per_million,
     project,
 )
-from sidecar.rates import builtin_rate_card, load_rate_card_file, parse_text
+from a11i.sidecar.rates import builtin_rate_card, load_rate_card_file, parse_text
 
 DATA = Path(__file__).resolve().parent / "data"
 LITELLM_SAMPLE = DATA / "litellm_prices_sample.json"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from a11i_operator.redis_secret import SidecarRedisSecrets
+from a11i.operator.redis_secret import SidecarRedisSecrets
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ import regex
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from sidecar.core.model import JSONValue
-from sidecar.core.scrub import (
+from a11i.core.model import JSONValue
+from a11i.core.scrub import (
     BUILTIN_RULE_NAMES,
     BUILTIN_RULES,
     MIN_SECRET_LENGTH,

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.core.policy import ExhaustedAction, Period
-from sidecar.settings import OtlpProtocol, SettingsError, from_env
+from a11i.core.errors import SettingsError
+from a11i.core.policy import ExhaustedAction, Period
+from a11i.sidecar.settings import OtlpProtocol, from_env
 
 
 def test_defaults() -> None:

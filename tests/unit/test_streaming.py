@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.core.model import Dialect, Usage
-from sidecar.core.streaming import SSEParser, StreamTracker
+from a11i.core.model import Dialect, Usage
+from a11i.core.streaming import SSEParser, StreamTracker
 
 
 def sse(data: object, event: str | None = None) -> bytes:

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.core.model import JSONObject, JSONValue, TokenCount
-from sidecar.core.tokens import (
+from a11i.core.model import JSONObject, JSONValue, TokenCount
+from a11i.core.tokens import (
     ANTHROPIC_IMAGE_MAX_TOKENS,
     ANTHROPIC_TOOL_SYSTEM_PROMPT,
     CL100K_BASE,
@@ -33,7 +33,7 @@ from sidecar.core.tokens import (
     image_size,
     openai_image_tokens,
 )
-from sidecar.encodings import PACKAGE_DIR, load_encodings
+from a11i.sidecar.encodings import PACKAGE_DIR, load_encodings
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,8 @@ def encodings() -> Encodings:
     if loaded.missing:
         pytest.fail(
             f"tiktoken encodings {list(loaded.missing)} are missing from {PACKAGE_DIR} "
-            f"({dict(loaded.problems)}): run `python -m sidecar.encodings fetch` (make encodings)"
+            f"({dict(loaded.problems)}): "
+            "run `python -m a11i.sidecar.encodings fetch` (make encodings)"
         )
     return loaded
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sidecar.core.policy import BudgetPolicy, Decision, Period, WalletState
-from sidecar.wallet import LocalWallet, NestedWallet
+from a11i.core.policy import BudgetPolicy, Decision, Period, WalletState
+from a11i.sidecar.wallets.memory import MemoryWallet
+from a11i.sidecar.wallets.nested import NestedWallet
 
 
 class Clock:
@@ -19,8 +20,8 @@ class Clock:
 
 def wallet(
     limit: str = "1", period: Period = Period.TOTAL, clock: Clock | None = None
-) -> LocalWallet:
-    return LocalWallet(
+) -> MemoryWallet:
+    return MemoryWallet(
         BudgetPolicy(limit_usd=Decimal(limit)),
         namespace="team-a",
         agent="sre-bot",
@@ -101,7 +102,7 @@ async def test_snapshot_json_keeps_money_as_strings() -> None:
 
 async def test_periods_follow_the_wallets_time_zone() -> None:
     clock = Clock()  # 23:00 UTC: midnight in Berlin
-    w = LocalWallet(
+    w = MemoryWallet(
         BudgetPolicy(limit_usd=Decimal(1)),
         namespace="team-a",
         agent="a",
@@ -114,7 +115,7 @@ async def test_periods_follow_the_wallets_time_zone() -> None:
 
 async def test_nested_wallet_needs_room_in_both() -> None:
     namespace = wallet("1.00")
-    agent = LocalWallet(
+    agent = MemoryWallet(
         BudgetPolicy(limit_usd=Decimal("0.30")), namespace="team-a/bot", agent="bot"
     )
     nested = NestedWallet(namespace, agent)

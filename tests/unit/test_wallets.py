@@ -10,9 +10,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
-from sidecar.core.policy import BudgetPolicy, Decision, ExhaustedAction, Period, WalletState
-from sidecar.core.wallets import (
-    Lease,
+from a11i.core.policy import BudgetPolicy, Decision, ExhaustedAction, Period, WalletState
+from a11i.core.wallets import (
+    Reservation,
     advance,
     new_book,
     reserve,
@@ -41,7 +41,7 @@ class WalletRules(RuleBasedStateMachine):
         self.settled: set[str] = set()
 
     @rule(target=leases, projected=money)
-    def reserve_call(self, projected: Decimal) -> Lease | None:
+    def reserve_call(self, projected: Decimal) -> Reservation | None:
         self.ids += 1
         self.book, verdict, lease = reserve(self.book, str(self.ids), projected, self.now, 900)
         if lease is None:
@@ -54,7 +54,7 @@ class WalletRules(RuleBasedStateMachine):
         return lease
 
     @rule(lease=leases, share=st.integers(min_value=0, max_value=100))
-    def settle_call(self, lease: Lease | None, share: int) -> None:
+    def settle_call(self, lease: Reservation | None, share: int) -> None:
         if lease is None or lease.id in self.settled:
             return
         actual = to_usd(lease.nanos) * share / 100

@@ -1,0 +1,291 @@
+"""What a call says about the agent: tool results it ingests, tools it calls, context saturation.
+
+Pure: reads validated request bodies and answer bodies, returns typed facts that telemetry and
+the policy consume. OpenAI's tool messages carry no error flag, so an OpenAI tool result counts as
+an error when it looks like one (see ``_looks_like_error``); Anthropic's ``is_error`` is taken as
+given.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
+
+from a11i.core.dialects import ParsedRequest
+from a11i.core.model import Dialect, JSONObject, JSONValue
+
+_ERROR_PREFIX = re.compile(
+    r"^\s*(error\b|exception\b|traceback \(most recent call last\)|fatal\b|failed\b)",
+    re.IGNORECASE,
+)
+
+_TIMEOUT = re.compile(r"\b(timed?[ -]?out|deadline exceeded|ETIMEDOUT)\b", re.IGNORECASE)
+
+
+class ToolOutcome(StrEnum):
+    """How a tool run ended, as the result the agent sends back tells it."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool the model asked the agent to run."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """A tool's output that the agent feeds back to the model."""
+
+    tool_call_id: str
+    is_error: bool
+    chars: int
+    #: The tool's name, from the assistant turn that called it ("" when the call is not in
+    #: the request).
+    name: str = ""
+    #: Success, error, or an error that says the tool timed out.
+    outcome: ToolOutcome = ToolOutcome.SUCCESS
+
+
+def tool_results(request: ParsedRequest) -> tuple[ToolResult, ...]:
+    """The tool results carried by the newest turn of the request (after the last assistant
+    message): older ones were already ingested by earlier calls of the loop."""
+    body = request.body
+    if request.dialect is Dialect.OPENAI_CHAT:
+        messages = body.get("messages")
+        names = _called_names(messages, "assistant")
+        return tuple(
+            _result(
+                str(message.get("tool_call_id") or message.get("name") or ""),
+                message.get("content"),
+                _looks_like_error(message.get("content")),
+                names,
+                fallback_name=str(message.get("name") or ""),
+            )
+            for message in _newest_turn(messages, "assistant", "role")
+            if message.get("role") in ("tool", "function")
+        )
+    if request.dialect is Dialect.OPENAI_RESPONSES:
+        items = body.get("input")
+        names = {
+            str(item.get("call_id")): str(item.get("name") or "")
+            for item in _objects(items)
+            if item.get("type") == "function_call"
+        }
+        return tuple(
+            _result(
+                str(item.get("call_id") or ""),
+                item.get("output"),
+                _looks_like_error(item.get("output")),
+                names,
+            )
+            for item in _newest_turn(items, "function_call", "type")
+            if item.get("type") == "function_call_output"
+        )
+    if request.dialect is Dialect.ANTHROPIC_MESSAGES:
+        messages = body.get("messages")
+        names = _called_names(messages, "assistant")
+        results: list[ToolResult] = []
+        for message in _newest_turn(messages, "assistant", "role"):
+            content = message.get("content")
+            if not isinstance(content, list):
+                continue
+            for block in content:
+                if isinstance(block, dict) and block.get("type") == "tool_result":
+                    results.append(
+                        _result(
+                            str(block.get("tool_use_id") or ""),
+                            block.get("content"),
+                            block.get("is_error") is True,
+                            names,
+                        )
+                    )
+        return tuple(results)
+    return ()
+
+
+def _result(
+    call_id: str,
+    content: JSONValue,
+    is_error: bool,
+    names: dict[str, str],
+    *,
+    fallback_name: str = "",
+) -> ToolResult:
+    text = _text_of(content)
+    outcome = ToolOutcome.SUCCESS
+    if is_error:
+        outcome = ToolOutcome.TIMEOUT if _TIMEOUT.search(text[:2000]) else ToolOutcome.ERROR
+    return ToolResult(
+        tool_call_id=call_id,
+        is_error=is_error,
+        chars=len(text),
+        name=names.get(call_id, fallback_name),
+        outcome=outcome,
+    )
+
+
+def _called_names(messages: JSONValue, role: str) -> dict[str, str]:
+    """Tool call id -> tool name, from the last message of ``role`` (the turn the results
+    answer): OpenAI ``tool_calls`` and Anthropic ``tool_use`` blocks."""
+    objects = _objects(messages)
+    for message in reversed(objects):
+        if message.get("role") != role:
+            continue
+        names: dict[str, str] = {}
+        for call in _objects(message.get("tool_calls")):
+            function = call.get("function")
+            if isinstance(function, dict):
+                names[str(call.get("id") or "")] = str(function.get("name") or "")
+        for block in _objects(message.get("content")):
+            if block.get("type") in ("tool_use", "server_tool_use"):
+                names[str(block.get("id") or "")] = str(block.get("name") or "")
+        return names
+    return {}
+
+
+def tool_calls(dialect: Dialect, answer: JSONValue) -> tuple[ToolCall, ...]:
+    """The tool calls in a non-streaming answer body."""
+    if not isinstance(answer, dict):
+        return ()
+    calls: list[ToolCall] = []
+    if dialect is Dialect.OPENAI_CHAT:
+        for choice in _objects(answer.get("choices")):
+            message = choice.get("message")
+            if not isinstance(message, dict):
+                continue
+            for call in _objects(message.get("tool_calls")):
+                function = call.get("function")
+                if isinstance(function, dict):
+                    calls.append(
+                        ToolCall(
+                            id=str(call.get("id") or ""),
+                            name=str(function.get("name") or ""),
+                            arguments=str(function.get("arguments") or ""),
+                        )
+                    )
+            legacy = message.get("function_call")
+            if isinstance(legacy, dict):
+                calls.append(
+                    ToolCall(
+                        id="",
+                        name=str(legacy.get("name") or ""),
+                        arguments=str(legacy.get("arguments") or ""),
+                    )
+                )
+    elif dialect is Dialect.OPENAI_RESPONSES:
+        for item in _objects(answer.get("output")):
+            if item.get("type") == "function_call":
+                calls.append(
+                    ToolCall(
+                        id=str(item.get("call_id") or ""),
+                        name=str(item.get("name") or ""),
+                        arguments=str(item.get("arguments") or ""),
+                    )
+                )
+    elif dialect is Dialect.ANTHROPIC_MESSAGES:
+        for block in _objects(answer.get("content")):
+            if block.get("type") in ("tool_use", "server_tool_use"):
+                calls.append(
+                    ToolCall(
+                        id=str(block.get("id") or ""),
+                        name=str(block.get("name") or ""),
+                        arguments=json.dumps(block.get("input"), separators=(",", ":")),
+                    )
+                )
+    return tuple(calls)
+
+
+def answer_text(dialect: Dialect, answer: JSONValue) -> str:
+    """The text the model produced in a non-streaming answer (used to count output tokens when
+    the provider reports no usage)."""
+    if not isinstance(answer, dict):
+        return ""
+    parts: list[str] = []
+    if dialect is Dialect.OPENAI_CHAT:
+        for choice in _objects(answer.get("choices")):
+            message = choice.get("message")
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                parts.append(str(message["content"]))
+    elif dialect is Dialect.OPENAI_RESPONSES:
+        for item in _objects(answer.get("output")):
+            for part in _objects(item.get("content")):
+                if isinstance(part.get("text"), str):
+                    parts.append(str(part["text"]))
+    elif dialect is Dialect.ANTHROPIC_MESSAGES:
+        for block in _objects(answer.get("content")):
+            if block.get("type") == "text" and isinstance(block.get("text"), str):
+                parts.append(str(block["text"]))
+    return "".join(parts)
+
+
+def tool_names(request: ParsedRequest) -> tuple[str, ...]:
+    """Names of the tools the request offers the model."""
+    names: list[str] = []
+    for tool in _objects(request.body.get("tools")):
+        function = tool.get("function")
+        name = function.get("name") if isinstance(function, dict) else tool.get("name")
+        if isinstance(name, str) and name:
+            names.append(name)
+    for function in _objects(request.body.get("functions")):
+        if isinstance(function.get("name"), str):
+            names.append(str(function["name"]))
+    return tuple(names)
+
+
+def context_saturation(input_tokens: int, context_window: int) -> Decimal:
+    """Share of the model's context window the prompt fills, in percent (0-100, 1 decimal)."""
+    if context_window <= 0:
+        return Decimal(0)
+    percent = Decimal(100 * input_tokens) / Decimal(context_window)
+    return min(percent, Decimal(100)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+
+
+def _newest_turn(items: JSONValue, boundary: str, key: str) -> list[JSONObject]:
+    objects = _objects(items)
+    for index in range(len(objects) - 1, -1, -1):
+        if objects[index].get(key) == boundary:
+            return objects[index + 1 :]
+    return objects
+
+
+def _objects(value: JSONValue) -> list[JSONObject]:
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, dict)]
+
+
+def _text_of(value: JSONValue) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(
+            str(part.get("text", "")) if isinstance(part, dict) else str(part) for part in value
+        )
+    if value is None:
+        return ""
+    return json.dumps(value)
+
+
+def _looks_like_error(content: JSONValue) -> bool:
+    text = _text_of(content)
+    if _ERROR_PREFIX.match(text):
+        return True
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        try:
+            parsed: object = json.loads(stripped)
+        except (json.JSONDecodeError, RecursionError):
+            return False
+        if isinstance(parsed, dict):
+            return parsed.get("is_error") is True or parsed.get("error") not in (None, "", False)
+    return False

@@ -1,0 +1,368 @@
+"""The four metered API dialects: detect them, validate requests, read usage, shape errors.
+
+Pure: takes bytes or JSON values already read by the proxy, returns typed values. Nothing here
+opens a socket or a file. Validation is deliberately shallow where the provider's own validation
+is authoritative (the content of a message), and strict where a11i's metering depends on it
+(model, messages, token limits, stream flags): a request a11i cannot meter is never forwarded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import cast
+
+from a11i.core.errors import A11iError, BadRequest
+from a11i.core.model import Dialect, JSONObject, JSONValue, Usage
+
+#: Path of each metered route, relative to the provider's base URL.
+METERED_PATHS: Mapping[str, Dialect] = {
+    "/v1/chat/completions": Dialect.OPENAI_CHAT,
+    "/v1/responses": Dialect.OPENAI_RESPONSES,
+    "/v1/embeddings": Dialect.OPENAI_EMBEDDINGS,
+    "/v1/messages": Dialect.ANTHROPIC_MESSAGES,
+}
+
+_CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_ANTHROPIC_ROLES = frozenset({"user", "assistant"})
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    """A validated metered request: what metering needs, plus the JSON body as sent."""
+
+    dialect: Dialect
+    model: str
+    body: JSONObject
+    stream: bool = False
+    #: The client itself asked for a usage chunk (OpenAI chat ``stream_options.include_usage``).
+    stream_usage_requested: bool = False
+    #: The request's own cap on output tokens per choice, if it set one.
+    max_output_tokens: int | None = None
+    #: Number of choices asked for (OpenAI ``n``): output is paid once per choice.
+    choices: int = 1
+
+
+def dialect_for_path(path: str) -> Dialect | None:
+    """The dialect of a metered path, or None for a path that is passed through unmetered."""
+    return METERED_PATHS.get(path.rstrip("/") or "/")
+
+
+def parse_json_body(raw: bytes) -> JSONObject:
+    """Decode a request body into a JSON object, or raise BadRequest saying why not."""
+    if not raw.strip():
+        raise BadRequest("The request body is empty; expected a JSON object.")
+    try:
+        value: object = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise BadRequest("The request body is not valid UTF-8 JSON.") from exc
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            f"The request body is not valid JSON: {exc.msg} "
+            f"at line {exc.lineno} column {exc.colno}."
+        ) from exc
+    except RecursionError as exc:
+        raise BadRequest("The request body is nested too deeply to be parsed.") from exc
+    if not isinstance(value, dict):
+        raise BadRequest(f"The request body must be a JSON object, not {_json_type(value)}.")
+    return cast(JSONObject, value)
+
+
+def parse_request(dialect: Dialect, body: JSONObject) -> ParsedRequest:
+    """Validate ``body`` for ``dialect`` and extract what metering needs."""
+    model = _model_name(body)
+    stream = _optional_bool(body, "stream") or False
+    if dialect is Dialect.OPENAI_CHAT:
+        return _parse_chat(body, model, stream)
+    if dialect is Dialect.OPENAI_RESPONSES:
+        return _parse_responses(body, model, stream)
+    if dialect is Dialect.OPENAI_EMBEDDINGS:
+        return _parse_embeddings(body, model)
+    return _parse_anthropic(body, model, stream)
+
+
+def _parse_chat(body: JSONObject, model: str, stream: bool) -> ParsedRequest:
+    messages = _required_list(body, "messages")
+    if not messages:
+        raise BadRequest("'messages' must contain at least one message.", param="messages")
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise BadRequest(
+                f"'{where}' must be an object, not {_json_type(message)}.", param=where
+            )
+        role = message.get("role")
+        if not isinstance(role, str) or role not in _CHAT_ROLES:
+            raise BadRequest(
+                f"'{where}.role' must be one of {sorted(_CHAT_ROLES)}, not {json.dumps(role)}.",
+                param=f"{where}.role",
+            )
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise BadRequest(
+                f"'{where}.content' must be a string, an array of parts or null, "
+                f"not {_json_type(content)}.",
+                param=f"{where}.content",
+            )
+    _optional_list(body, "tools")
+    _optional_list(body, "functions")
+    max_tokens = _optional_positive_int(body, "max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = _optional_positive_int(body, "max_tokens")
+    choices = _optional_positive_int(body, "n") or 1
+    usage_requested = False
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            raise BadRequest("'stream_options' must be an object.", param="stream_options")
+        usage_requested = _optional_bool(options, "include_usage", "stream_options.") or False
+    return ParsedRequest(
+        Dialect.OPENAI_CHAT,
+        model,
+        body,
+        stream=stream,
+        stream_usage_requested=usage_requested,
+        max_output_tokens=max_tokens,
+        choices=choices,
+    )
+
+
+def _parse_responses(body: JSONObject, model: str, stream: bool) -> ParsedRequest:
+    if "input" not in body and "previous_response_id" not in body and "prompt" not in body:
+        raise BadRequest("'input' is required.", param="input")
+    value = body.get("input")
+    if value is not None and not isinstance(value, str | list):
+        raise BadRequest(
+            f"'input' must be a string or an array of items, not {_json_type(value)}.",
+            param="input",
+        )
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise BadRequest(
+                    f"'input[{index}]' must be an object, not {_json_type(item)}.",
+                    param=f"input[{index}]",
+                )
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise BadRequest("'instructions' must be a string.", param="instructions")
+    _optional_list(body, "tools")
+    return ParsedRequest(
+        Dialect.OPENAI_RESPONSES,
+        model,
+        body,
+        stream=stream,
+        max_output_tokens=_optional_positive_int(body, "max_output_tokens"),
+    )
+
+
+def _parse_embeddings(body: JSONObject, model: str) -> ParsedRequest:
+    if "input" not in body:
+        raise BadRequest("'input' is required.", param="input")
+    value = body["input"]
+    valid = isinstance(value, str) or (
+        isinstance(value, list)
+        and bool(value)
+        and (
+            all(isinstance(item, str) for item in value)
+            or all(_is_token(item) for item in value)
+            or all(
+                isinstance(item, list) and item and all(_is_token(tok) for tok in item)
+                for item in value
+            )
+        )
+    )
+    if not valid:
+        raise BadRequest(
+            "'input' must be a string, a non-empty array of strings, an array of token ids "
+            "or an array of arrays of token ids.",
+            param="input",
+        )
+    return ParsedRequest(Dialect.OPENAI_EMBEDDINGS, model, body, max_output_tokens=0)
+
+
+def _parse_anthropic(body: JSONObject, model: str, stream: bool) -> ParsedRequest:
+    max_tokens = _optional_positive_int(body, "max_tokens")
+    if max_tokens is None:
+        raise BadRequest("'max_tokens' is required.", param="max_tokens")
+    messages = _required_list(body, "messages")
+    for index, message in enumerate(messages):
+        where = f"messages.{index}"
+        if not isinstance(message, dict):
+            raise BadRequest(
+                f"'{where}' must be an object, not {_json_type(message)}.", param=where
+            )
+        role = message.get("role")
+        if not isinstance(role, str) or role not in _ANTHROPIC_ROLES:
+            raise BadRequest(
+                f'\'{where}.role\' must be "user" or "assistant", not {json.dumps(role)}.',
+                param=f"{where}.role",
+            )
+        content = message.get("content")
+        if not isinstance(content, str | list):
+            raise BadRequest(
+                f"'{where}.content' must be a string or an array of content blocks, "
+                f"not {_json_type(content)}.",
+                param=f"{where}.content",
+            )
+    system = body.get("system")
+    if system is not None and not isinstance(system, str | list):
+        raise BadRequest("'system' must be a string or an array of text blocks.", param="system")
+    _optional_list(body, "tools")
+    return ParsedRequest(
+        Dialect.ANTHROPIC_MESSAGES, model, body, stream=stream, max_output_tokens=max_tokens
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Usage reported by the provider
+
+
+def usage_from_body(dialect: Dialect, body: JSONValue) -> Usage | None:
+    """The usage in a non-streaming answer body, or None when the provider reported none."""
+    if not isinstance(body, dict):
+        return None
+    return usage_from_object(dialect, body.get("usage"))
+
+
+def usage_from_object(dialect: Dialect, usage: JSONValue) -> Usage | None:
+    """Normalise one dialect's ``usage`` object; None when absent or malformed."""
+    if not isinstance(usage, dict):
+        return None
+    if dialect is Dialect.ANTHROPIC_MESSAGES:
+        uncached = _int_field(usage, "input_tokens")
+        read = _int_field(usage, "cache_read_input_tokens") or 0
+        written = _int_field(usage, "cache_creation_input_tokens") or 0
+        output = _int_field(usage, "output_tokens")
+        if uncached is None and output is None:
+            return None
+        return Usage(
+            input_tokens=(uncached or 0) + read + written,
+            output_tokens=output or 0,
+            cached_input_tokens=read,
+            cache_write_tokens=written,
+        )
+    if dialect is Dialect.OPENAI_RESPONSES:
+        prompt = _int_field(usage, "input_tokens")
+        output = _int_field(usage, "output_tokens")
+        details = usage.get("input_tokens_details")
+    else:
+        prompt = _int_field(usage, "prompt_tokens")
+        output = _int_field(usage, "completion_tokens")
+        details = usage.get("prompt_tokens_details")
+    if prompt is None:
+        return None
+    cached = _int_field(details, "cached_tokens") if isinstance(details, dict) else None
+    return Usage(input_tokens=prompt, output_tokens=output or 0, cached_input_tokens=cached or 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors in the dialect's own shape, so the official SDKs raise a clear, typed error
+
+
+def error_body(dialect: Dialect | None, error: A11iError) -> JSONObject:
+    """The JSON error body for ``error`` in ``dialect`` (OpenAI's shape when unknown)."""
+    if dialect is Dialect.ANTHROPIC_MESSAGES:
+        return {"type": "error", "error": {"type": error.kind, "message": error.message}}
+    return {
+        "error": {
+            "message": error.message,
+            "type": error.kind,
+            "param": error.param,
+            "code": error.kind,
+        }
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Small validators: each raises BadRequest naming the field and what is wrong with it
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _is_token(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+#: Longer model names, or ones with control characters, are refused: the name is echoed in
+#: answer headers, logs and metric attributes.
+MAX_MODEL_CHARS = 256
+
+
+def _model_name(body: JSONObject) -> str:
+    model = _required_str(body, "model")
+    if len(model) > MAX_MODEL_CHARS:
+        raise BadRequest(
+            f"'model' is {len(model)} characters long; at most {MAX_MODEL_CHARS} are accepted.",
+            param="model",
+        )
+    if not model.isprintable():
+        raise BadRequest("'model' must not contain control characters.", param="model")
+    return model
+
+
+def _required_str(body: JSONObject, key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value.strip():
+        if key not in body:
+            raise BadRequest(f"'{key}' is required.", param=key)
+        raise BadRequest(f"'{key}' must be a non-empty string, not {_json_type(value)}.", param=key)
+    return value
+
+
+def _required_list(body: JSONObject, key: str) -> list[JSONValue]:
+    if key not in body:
+        raise BadRequest(f"'{key}' is required.", param=key)
+    value = body[key]
+    if not isinstance(value, list):
+        raise BadRequest(f"'{key}' must be an array, not {_json_type(value)}.", param=key)
+    return value
+
+
+def _optional_list(body: JSONObject, key: str) -> list[JSONValue] | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise BadRequest(f"'{key}' must be an array, not {_json_type(value)}.", param=key)
+    return value
+
+
+def _optional_bool(body: JSONObject, key: str, prefix: str = "") -> bool | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise BadRequest(
+            f"'{prefix}{key}' must be a boolean, not {_json_type(value)}.", param=prefix + key
+        )
+    return value
+
+
+def _optional_positive_int(body: JSONObject, key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise BadRequest(f"'{key}' must be a positive integer, not {json.dumps(value)}.", param=key)
+    return value
+
+
+def _int_field(obj: Mapping[str, JSONValue], key: str) -> int | None:
+    value = obj.get(key)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None

@@ -1,0 +1,264 @@
+"""Where the dashboard's data comes from and where its actions go: the shared Redis.
+
+Adapter: reads the event stream ``a11i:events`` (history, then blocking XREAD from the last id),
+lists the wallets by scanning the ``a11i:wallet:*`` hashes (not their ``:leases``/``:settled``
+keys) read-only, and applies actions through the same code the sidecars and ``a11i wallet``
+use (``RedisWallet.suspend``/``top_up``, ``set_cluster_stop``), recording each as an event;
+after a top-up through an AgentBudget it configures the wallet as the operator does
+(``budgets.Wallets.apply``).
+
+What it may not do: hold state between calls (the hub does), block longer than its timeouts,
+or let a Redis exception escape unwrapped (``SourceUnavailable`` says what to do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final, Protocol, TypeVar
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.typing import EncodableT, FieldT
+
+from a11i.core.errors import WalletUnavailable
+from a11i.core.policy import BudgetPolicy, Period
+from a11i.dashboard.state import WalletView, wallet_from_fields
+from a11i.operator import budgets
+from a11i.operator.status import BudgetSpec
+from a11i.sidecar.telemetry.events import STREAM
+from a11i.sidecar.wallets.redis import CLUSTER_STOP_KEY, RedisWallet, set_cluster_stop
+
+WALLET_PREFIX: Final = "a11i:wallet:"
+#: Length the event stream is capped at, as the sidecars cap it.
+STREAM_MAX_LENGTH: Final = 100_000
+
+RawEvent = tuple[str, dict[str, str]]
+_T = TypeVar("_T")
+
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    TimeoutError,
+    OSError,
+    WalletUnavailable,
+)
+
+
+class DashboardError(Exception):
+    """Root error of the dashboard: carries the HTTP status and what the user should know."""
+
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class SourceUnavailable(DashboardError):
+    """Redis does not answer: the page says so and keeps retrying."""
+
+    status = 503
+
+
+class UnknownWallet(DashboardError):
+    status = 404
+
+
+@dataclass(frozen=True, slots=True)
+class Wallets:
+    wallets: list[WalletView]
+    cluster_stop: bool
+
+
+class Source(Protocol):
+    """What the hub needs of a backend (Redis now; the embedded sidecar later)."""
+
+    mode: str
+
+    async def history(self, count: int) -> list[RawEvent]: ...
+
+    async def read(self, after: str, block_ms: int, count: int) -> list[RawEvent]: ...
+
+    async def range_after(self, after: str, count: int) -> list[RawEvent]: ...
+
+    async def wallets(self, now: float) -> Wallets: ...
+
+    async def suspend(self, namespace: str, on: bool) -> None: ...
+
+    async def cluster_stop(self, on: bool) -> None: ...
+
+    async def top_up(self, namespace: str, amount: Decimal) -> None: ...
+
+    async def record(self, event: Mapping[str, str]) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+class RedisSource:
+    """The shared Redis of a cluster (or of a laptop running ``redis-server``)."""
+
+    mode = "redis"
+
+    def __init__(self, client: aioredis.Redis, *, timeout_s: float = 2.0) -> None:
+        self._client = client
+        self._timeout = timeout_s
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout_s: float = 2.0) -> RedisSource:
+        client = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=timeout_s,
+            # Above the blocking read's wait, so a quiet stream is not taken for a dead socket.
+            socket_timeout=timeout_s + 5.0,
+        )
+        return cls(client, timeout_s=timeout_s)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def history(self, count: int) -> list[RawEvent]:
+        """The last ``count`` events, oldest first."""
+        reply = await self._call(self._client.xrevrange(STREAM, "+", "-", count=count))
+        return list(reversed(_entries(reply)))
+
+    async def read(self, after: str, block_ms: int, count: int) -> list[RawEvent]:
+        """Events after ``after``, waiting up to ``block_ms`` for the first."""
+        wait = self._timeout + block_ms / 1000
+        reply = await self._call(
+            self._client.xread({STREAM: after}, count=count, block=block_ms), wait
+        )
+        if not reply:
+            return []
+        # redis-py 8 answers a dict {stream: [entries]} under RESP3, a list under RESP2.
+        if isinstance(reply, dict):
+            return _entries(reply.get(STREAM, []))
+        return _entries(reply[0][1]) if reply else []
+
+    async def range_after(self, after: str, count: int) -> list[RawEvent]:
+        """Up to ``count`` events after ``after`` (exclusive), oldest first."""
+        reply = await self._call(self._client.xrange(STREAM, f"({after}", "+", count=count))
+        return _entries(reply)
+
+    async def wallets(self, now: float) -> Wallets:
+        names: list[str] = []
+        cursor: int = 0
+        while True:
+            cursor, keys = await self._call(
+                self._client.scan(cursor, match=f"{WALLET_PREFIX}*", count=500)
+            )
+            for key in keys:
+                name = str(key)[len(WALLET_PREFIX) :]
+                # ``{ns}:leases`` and ``{ns}:settled`` belong to a wallet; they are not one.
+                if name and ":" not in name:
+                    names.append(name)
+            if not cursor:
+                break
+        names = sorted(set(names))
+        pipe = self._client.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(f"{WALLET_PREFIX}{name}")
+            pipe.hvals(f"{WALLET_PREFIX}{name}:leases")
+        pipe.get(CLUSTER_STOP_KEY)
+        replies = await self._call(pipe.execute())
+        cluster = replies[-1] == "1"
+        views = []
+        for index, name in enumerate(names):
+            fields, leases = replies[2 * index], replies[2 * index + 1]
+            view = wallet_from_fields(name, fields, leases, cluster, now)
+            if view is not None:
+                views.append(view)
+        return Wallets(views, cluster)
+
+    async def suspend(self, namespace: str, on: bool) -> None:
+        await self._wallet(namespace).suspend(on)
+
+    async def cluster_stop(self, on: bool) -> None:
+        try:
+            await set_cluster_stop(self._client, on, timeout_s=self._timeout)
+        except WalletUnavailable as exc:
+            raise SourceUnavailable(exc.message) from exc
+
+    async def top_up(self, namespace: str, amount: Decimal) -> None:
+        await self._wallet(namespace).top_up(amount)
+
+    async def configure(self, namespace: str, spec: BudgetSpec) -> None:
+        """Write an AgentBudget's spec into the namespace's wallet exactly as the operator does
+        (``budgets.Wallets.apply``: absolute limit, thresholds, period; the stop left as is), so
+        the operator applying the same spec later changes nothing."""
+        try:
+            await budgets.Wallets(self._client, self._timeout).apply(namespace, spec, suspend=False)
+        except WalletUnavailable as exc:
+            raise SourceUnavailable(exc.message) from exc
+
+    async def record(self, event: Mapping[str, str]) -> str:
+        fields: dict[FieldT, EncodableT] = {key: value for key, value in event.items()}
+        reply = await self._call(
+            self._client.xadd(STREAM, fields, maxlen=STREAM_MAX_LENGTH, approximate=True)
+        )
+        return str(reply)
+
+    async def exists(self, namespace: str) -> bool:
+        return bool(await self._call(self._client.exists(f"{WALLET_PREFIX}{namespace}")))
+
+    async def _checked(self, namespace: str) -> None:
+        if not await self.exists(namespace):
+            raise UnknownWallet(f"there is no wallet for namespace {namespace!r}")
+
+    def _wallet(self, namespace: str) -> _CheckedWallet:
+        return _CheckedWallet(self, namespace)
+
+    async def _call(self, awaitable: Awaitable[_T], limit_s: float | None = None) -> _T:
+        try:
+            async with asyncio.timeout(limit_s or self._timeout):
+                return await awaitable
+        except _UNREACHABLE as exc:
+            raise SourceUnavailable(f"Redis does not answer: {exc!r}") from exc
+
+    def _redis_wallet(self, namespace: str) -> RedisWallet:
+        # The wallet's own policy is in Redis; these settings would only fill a wallet that
+        # does not exist, which _checked rules out.
+        return RedisWallet(
+            self._client,
+            namespace=namespace,
+            agent="a11i-dashboard",
+            policy=BudgetPolicy(),
+            period=Period.TOTAL,
+            timeout_s=self._timeout,
+        )
+
+
+class _CheckedWallet:
+    """An action on a wallet that must already exist (the dashboard never creates one)."""
+
+    def __init__(self, source: RedisSource, namespace: str) -> None:
+        self._source = source
+        self._namespace = namespace
+
+    async def suspend(self, on: bool) -> None:
+        await self._source._checked(self._namespace)
+        try:
+            await self._source._redis_wallet(self._namespace).suspend(on)
+        except WalletUnavailable as exc:
+            raise SourceUnavailable(exc.message) from exc
+
+    async def top_up(self, amount: Decimal) -> None:
+        await self._source._checked(self._namespace)
+        try:
+            await self._source._redis_wallet(self._namespace).top_up(amount)
+        except WalletUnavailable as exc:
+            raise SourceUnavailable(exc.message) from exc
+
+
+def _entries(reply: Sequence[object] | None) -> list[RawEvent]:
+    out: list[RawEvent] = []
+    for entry in reply or []:
+        if not isinstance(entry, list | tuple) or len(entry) != 2:
+            continue
+        event_id, fields = entry
+        if isinstance(fields, dict):
+            out.append((str(event_id), {str(k): str(v) for k, v in fields.items()}))
+    return out

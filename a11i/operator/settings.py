@@ -1,0 +1,179 @@
+"""The operator's settings, from the environment, built once in ``run.main``.
+
+Pure: reads only the mapping it is given (``os.environ`` in ``main``), never at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from a11i.core.errors import SettingsError
+from a11i.operator.injection import InjectionSettings
+from a11i.operator.policy_config import is_object_name
+
+#: The value of ``A11I_OPERATOR_PEERING`` that turns peering off.
+STANDALONE = "standalone"
+
+
+class Role(StrEnum):
+    """``--role``: which half of the operator a process runs."""
+
+    ALL = "all"
+    """The reconcilers, and the injection webhook when ``A11I_SIDECAR_IMAGE`` is set."""
+    RECONCILER = "reconciler"
+    """AgentBudgets and TelemetryPolicies; no webhook server."""
+    WEBHOOK = "webhook"
+    """Only the injection webhook (no Redis, no peering: every replica serves)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """The injection webhook's server and what it injects."""
+
+    injection: InjectionSettings
+    """What the sidecar is (``A11I_SIDECAR_IMAGE``, ``A11I_SIDECAR_REDIS_URL``,
+    ``A11I_OPERATOR_NAMESPACE``); ``native_sidecars`` is settled at start when auto."""
+    port: int = 9443
+    """``--webhook-port`` / ``A11I_WEBHOOK_PORT``: the HTTPS port the API server calls."""
+    cert_dir: Path = Path("/etc/a11i/webhook-tls")
+    """``--webhook-cert-dir`` / ``A11I_WEBHOOK_CERT_DIR``: ``tls.crt`` and ``tls.key``, re-read
+    when they change (a renewed Secret or cert-manager Certificate, without a restart)."""
+    native_sidecars: bool | None = None
+    """``A11I_NATIVE_SIDECARS``: ``true``/``false``; ``auto`` (None here) asks the API
+    server's ``/version`` at start: 1.29 or later runs the proxy as a native sidecar."""
+    self_signed: bool = False
+    """``--self-signed``: write a fresh CA and serving certificate into ``cert_dir`` at start
+    (a laptop; in a cluster the chart or cert-manager provides them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorSettings:
+    """Everything the operator is configured with."""
+
+    redis_url: str
+    """``A11I_REDIS_URL``: the Redis that holds the namespaces' shared wallets (required by
+    the reconcilers; the webhook role does without)."""
+    status_interval_s: float = 10.0
+    """``A11I_OPERATOR_STATUS_INTERVAL``: seconds between two reads of a wallet into a status."""
+    namespaces: tuple[str, ...] = ()
+    """``A11I_OPERATOR_NAMESPACES``: comma-separated namespaces (globs) to serve; empty: all."""
+    peering: str | None = "a11i"
+    """``A11I_OPERATOR_PEERING``: the kopf peering object (one replica reconciles at a time);
+    ``standalone`` (None here) turns peering off."""
+    redis_timeout_s: float = 2.0
+    """``A11I_REDIS_TIMEOUT``: seconds any one Redis call may take before Redis counts as down."""
+    sidecar_redis_secret: str = ""
+    """``A11I_OPERATOR_SIDECAR_REDIS_SECRET``: the name of a Secret the operator keeps in every
+    namespace with an AgentBudget or the ``a11i.io/inject=enabled`` label, holding its own
+    ``A11I_REDIS_URL`` (password included) for the sidecars there; empty: none."""
+    role: Role = Role.ALL
+    """``--role``: all, reconciler or webhook."""
+    webhook: WebhookSettings | None = None
+    """The injection webhook; None: this process serves none."""
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces
+
+    @property
+    def reconciles(self) -> bool:
+        return self.role is not Role.WEBHOOK
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        role: Role = Role.ALL,
+        *,
+        webhook_port: int | None = None,
+        webhook_cert_dir: Path | None = None,
+        self_signed: bool = False,
+    ) -> OperatorSettings:
+        """The settings from environment variables (and the flags that override them);
+        ``SettingsError`` says what is wrong."""
+        redis_url = env.get("A11I_REDIS_URL", "").strip()
+        webhook = _webhook(env, role, webhook_port, webhook_cert_dir, self_signed)
+        if not redis_url and role is not Role.WEBHOOK:
+            raise SettingsError(
+                "A11I_REDIS_URL is not set: the operator keeps the namespaces' wallets in the "
+                "Redis the sidecars share; set it to that Redis, e.g. redis://redis.a11i:6379/0"
+            )
+        peering = env.get("A11I_OPERATOR_PEERING", "a11i").strip() or "a11i"
+        namespaces = tuple(
+            name.strip() for name in env.get("A11I_OPERATOR_NAMESPACES", "").split(",")
+        )
+        return cls(
+            redis_url=redis_url,
+            status_interval_s=_seconds(env, "A11I_OPERATOR_STATUS_INTERVAL", 10.0),
+            namespaces=tuple(name for name in namespaces if name),
+            peering=None if peering == STANDALONE else peering,
+            redis_timeout_s=_seconds(env, "A11I_REDIS_TIMEOUT", 2.0),
+            sidecar_redis_secret=_secret_name(env, "A11I_OPERATOR_SIDECAR_REDIS_SECRET"),
+            role=role,
+            webhook=webhook,
+        )
+
+
+def _webhook(
+    env: Mapping[str, str],
+    role: Role,
+    port: int | None,
+    cert_dir: Path | None,
+    self_signed: bool,
+) -> WebhookSettings | None:
+    image = env.get("A11I_SIDECAR_IMAGE", "").strip()
+    if role is Role.RECONCILER or (role is Role.ALL and not image):
+        return None
+    if not image:
+        raise SettingsError(
+            "A11I_SIDECAR_IMAGE is not set: the webhook injects that image as the a11i-proxy "
+            "sidecar; set it, e.g. ghcr.io/a11i/a11i:0.1.0"
+        )
+    native_raw = env.get("A11I_NATIVE_SIDECARS", "auto").strip().lower() or "auto"
+    natives = {"auto": None, "true": True, "false": False}
+    if native_raw not in natives:
+        raise SettingsError(f"A11I_NATIVE_SIDECARS must be auto, true or false, not {native_raw!r}")
+    if port is None:
+        raw_port = env.get("A11I_WEBHOOK_PORT", "").strip() or "9443"
+        port = int(raw_port) if raw_port.isdigit() else 0
+    if not 0 < port < 65536:
+        raise SettingsError("A11I_WEBHOOK_PORT (--webhook-port) must be a TCP port (1-65535)")
+    if cert_dir is None:
+        cert_dir = Path(env.get("A11I_WEBHOOK_CERT_DIR", "").strip() or "/etc/a11i/webhook-tls")
+    native = natives[native_raw]
+    return WebhookSettings(
+        injection=InjectionSettings(
+            image=image,
+            redis_url=env.get("A11I_SIDECAR_REDIS_URL", "").strip(),
+            redis_secret=_secret_name(env, "A11I_SIDECAR_REDIS_SECRET"),
+            operator_namespace=env.get("A11I_OPERATOR_NAMESPACE", "").strip(),
+            native_sidecars=True if native is None else native,
+        ),
+        port=port,
+        cert_dir=cert_dir,
+        native_sidecars=native,
+        self_signed=self_signed,
+    )
+
+
+def _secret_name(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if value and not is_object_name(value):
+        raise SettingsError(f"{name} must be the name of a Secret (DNS subdomain), not {value!r}")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise SettingsError(f"{name} must be a positive number of seconds, not {raw!r}")
+    return value

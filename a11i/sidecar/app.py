@@ -1,0 +1,121 @@
+"""The sidecar's wiring: settings in, the proxy's state and aiohttp application out.
+
+``a11i sidecar`` serves what ``sidecar_app`` builds and ``a11i up`` embeds it beside the dashboard;
+the backends (wallet, events) are chosen here from the settings, once. What it may not do: read
+the environment itself (entry points hand it theirs) or import the operator or the dashboard.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from a11i import __version__
+from a11i.core.policy import BudgetPolicy
+from a11i.sidecar.meter import load_meter
+from a11i.sidecar.proxy import Sidecar, build_app
+from a11i.sidecar.settings import SidecarSettings, from_env
+from a11i.sidecar.telemetry.events import EventRing, EventSink, RedisEventStream
+from a11i.sidecar.telemetry.traces import ScrubbingFilter
+from a11i.sidecar.wallets.base import Wallet
+from a11i.sidecar.wallets.memory import MemoryWallet
+from a11i.sidecar.wallets.nested import NestedWallet
+from a11i.sidecar.wallets.sqlite import SQLiteWallet, wallet_path
+
+log = logging.getLogger("a11i")
+
+
+def serve(env: Mapping[str, str]) -> int:
+    """``a11i sidecar``: serve the proxy until SIGINT/SIGTERM."""
+    settings, _sidecar, app = sidecar_app(env)
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    return 0
+
+
+def sidecar_app(env: Mapping[str, str]) -> tuple[SidecarSettings, Sidecar, web.Application]:
+    """The sidecar's settings, state and application from the environment, logging configured
+    (every line through the PII scrubber): what ``a11i sidecar`` serves and ``a11i up``
+    embeds."""
+    settings = from_env(env)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    meter = load_meter(encodings_dir=settings.encodings_dir, rate_card_path=settings.rate_card_path)
+    wallet = wallet_for(settings)
+    # The OTLP exporters log every retry of every failed batch; a11i logs export failures
+    # itself, once a minute per signal, with the count (and counts them in /a11i/metrics).
+    logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
+    sidecar = Sidecar(settings, meter, wallet, events_for(settings))
+    # Every line the sidecar logs passes the PII scrubber (and never carries a held key).
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ScrubbingFilter(sidecar.telemetry.scrub_log))
+    app = build_app(sidecar)
+    log.info(
+        "a11i sidecar %s on http://%s:%d (OpenAI %s, Anthropic %s, budget %s, keys held: %r)",
+        __version__,
+        settings.host,
+        settings.port,
+        settings.upstream.openai_base,
+        settings.upstream.anthropic_base,
+        settings.budget.limit_usd if settings.budget.limit_usd is not None else "unlimited",
+        settings.custody,
+    )
+    return settings, sidecar, app
+
+
+def events_for(settings: SidecarSettings) -> EventSink:
+    """The Redis stream ``a11i:events`` with Redis, else the in-process ring."""
+    if settings.redis_url is None:
+        return EventRing()
+    from redis.asyncio import Redis  # only with Redis: its import costs the sidecar memory
+
+    return RedisEventStream(Redis.from_url(settings.redis_url), owns_client=True)
+
+
+def wallet_for(settings: SidecarSettings) -> Wallet:
+    """The wallet backend the settings ask for: Redis when ``A11I_REDIS_URL`` is set, else the
+    embedded SQLite file (or memory, with ``A11I_WALLET_FILE=:memory:``); nested with the
+    agent's own wallet (key ``namespace/agent``) when ``A11I_AGENT_BUDGET_USD`` is set."""
+    wallet = _backend(settings, settings.namespace, settings.budget)
+    if settings.agent_budget is None:
+        return wallet
+    own = _backend(settings, f"{settings.namespace}/{settings.agent}", settings.agent_budget)
+    return NestedWallet(wallet, own)
+
+
+def _backend(settings: SidecarSettings, key: str, policy: BudgetPolicy) -> Wallet:
+    if settings.redis_url is not None:
+        from redis.asyncio import Redis  # only with Redis: its import costs the sidecar memory
+
+        from a11i.sidecar.wallets.redis import RedisWallet
+
+        return RedisWallet(
+            Redis.from_url(settings.redis_url),
+            namespace=key,
+            agent=settings.agent,
+            policy=policy,
+            period=settings.period,
+            timeout_s=settings.redis_timeout_s,
+            fail_open=settings.redis_fail_open,
+            owns_client=True,
+            zone=settings.timezone,
+        )
+    path = wallet_path(settings.wallet_file)
+    if path is None:  # A11I_WALLET_FILE=:memory:
+        return MemoryWallet(
+            policy,
+            namespace=key,
+            agent=settings.agent,
+            period=settings.period,
+            zone=settings.timezone,
+        )
+    return SQLiteWallet(
+        path,
+        policy,
+        namespace=key,
+        agent=settings.agent,
+        period=settings.period,
+        zone=settings.timezone,
+    )

@@ -1,0 +1,778 @@
+"""The sidecar's HTTP server: an aiohttp reverse proxy that meters, guards and relays LLM calls.
+
+Adapter: parses the agent's request at the edge, calls the pure core once to plan the call,
+asks the wallet, forwards, relays the answer chunk by chunk, and settles. It holds one client
+session for all upstream calls, closed on shutdown. It never logs or exports a credential, and
+telemetry observers can never fail or delay the traffic they observe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Final, TypeVar
+
+import aiohttp
+from aiohttp import web
+
+from a11i.core.analysis import ToolCall, answer_text, tool_calls
+from a11i.core.dialects import dialect_for_path, error_body, parse_json_body, usage_from_body
+from a11i.core.errors import (
+    A11iError,
+    BadRequest,
+    BodyTooLarge,
+    BudgetExceeded,
+    EmergencyStop,
+    InternalError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from a11i.core.headers import downstream_headers, provider_for_unmetered, upstream_headers
+from a11i.core.meter import CallPlan, Meter, OutputHistory, Settlement, UsageSource
+from a11i.core.model import Dialect, JSONObject, JSONValue, Provider, Usage, usd
+from a11i.core.optimizer import optimize, validate_conversation
+from a11i.core.policy import Decision, Verdict, WalletState
+from a11i.core.pricing import RateCard, RateCardError
+from a11i.core.streaming import SSEEvent, SSEParser, StreamTracker
+from a11i.core.wallets import Reservation
+from a11i.sidecar.call import Call, CallOrigin, CallRecord, Optimization
+from a11i.sidecar.config import (
+    ConfigError,
+    OptimizerConfig,
+    TelemetryConfig,
+    load_config,
+    optimizer_config,
+)
+from a11i.sidecar.meter import effective_rate_card
+from a11i.sidecar.settings import SidecarSettings
+from a11i.sidecar.telemetry.attributes import scrub_event
+from a11i.sidecar.telemetry.events import EventRing, EventSink, call_event
+from a11i.sidecar.telemetry.metrics import Metrics
+from a11i.sidecar.telemetry.traces import Telemetry, otlp_metric_readers
+from a11i.sidecar.wallets.base import Wallet
+from a11i.sidecar.wallets.nested import NestedWallet
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: Bodies larger than this are counted on a worker thread, off the event loop.
+_OFFLOAD_BYTES: Final = 128 * 1024
+_READ_CHUNK: Final = 64 * 1024
+
+H_DECISION: Final = "x-a11i-decision"
+H_INPUT_TOKENS: Final = "x-a11i-input-tokens"
+H_TOKEN_COUNT: Final = "x-a11i-token-count"
+H_PROJECTED: Final = "x-a11i-projected-cost-usd"
+H_COST: Final = "x-a11i-cost-usd"
+H_REMAINING: Final = "x-a11i-budget-remaining-usd"
+H_PRICING: Final = "x-a11i-pricing"
+H_SATURATION: Final = "x-a11i-context-saturation"
+H_OPTIMIZED: Final = "x-a11i-optimized"
+
+_DIALECT_KEY: Final = web.RequestKey("a11i_dialect", Dialect)
+
+
+Observer = Callable[[CallRecord], None]
+
+
+@dataclass
+class Reloads:
+    """How often a watched file was applied again, and how often it was refused."""
+
+    done: int = 0
+    errors: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        return {"reloads": self.done, "reload_errors": self.errors}
+
+
+@dataclass
+class Counters:
+    """Totals since start, for ``/a11i/budget`` and the logs."""
+
+    metered_calls: int = 0
+    passthrough_calls: int = 0
+    blocked_calls: int = 0
+    upstream_errors: int = 0
+    fallback_priced_calls: int = 0
+    by_decision: dict[str, int] = field(default_factory=dict)
+    rate_card: Reloads = field(default_factory=Reloads)
+    config: Reloads = field(default_factory=Reloads)
+
+
+class Sidecar:
+    """The proxy's state: settings, meter, wallet, the upstream session and observers."""
+
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        meter: Meter,
+        wallet: Wallet,
+        events: EventSink | None = None,
+    ) -> None:
+        self.settings = settings
+        self.meter = meter
+        self.wallet = wallet
+        self.events = events if events is not None else EventRing()
+        self.outputs = OutputHistory()
+        self.telemetry = Telemetry(settings, settings.telemetry_config)
+        self.metrics = Metrics(
+            namespace=settings.namespace,
+            agent=settings.agent,
+            project=settings.project,
+            resource=self.telemetry.resource,
+            readers=otlp_metric_readers(settings.telemetry, self.telemetry.stats),
+            scrub=self.telemetry.scrub_name,
+            export_stats=self.telemetry.stats,
+        )
+        self.observers: list[Observer] = [
+            self._record_output,
+            self._record_event,
+            self.metrics.record,
+            self.telemetry.record,
+        ]
+        self.counters = Counters()
+        self._session: aiohttp.ClientSession | None = None
+        self._watchers: list[asyncio.Task[None]] = []
+        #: The optimizer in force: a11i.yaml's, reloaded when the file changes.
+        self.optimizer = settings.optimizer
+        # One worker: counting is CPU-bound and holds the GIL; a second thread would only
+        # contend for it. The token cache is shared with the loop thread and is thread-safe.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a11i-count")
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=settings.upstream.connect_timeout_s,
+            sock_read=settings.upstream.read_timeout_s,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self, _app: web.Application) -> None:
+        await self.wallet.start()
+        await self.events.start()
+        if self.settings.rate_card_path is not None:
+            self._watch(
+                self.settings.rate_card_path,
+                effective_rate_card,
+                self._apply_rate_card,
+                self.counters.rate_card,
+            )
+        if self.settings.config_path is not None:
+            self._watch(
+                self.settings.config_path,
+                self._load_config,
+                self._apply_config,
+                self.counters.config,
+            )
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout,
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            # The agent's cookies never reach the provider, and the provider's are not kept.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=True,
+        )
+
+    async def stop(self, _app: web.Application) -> None:
+        for watcher in self._watchers:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        if self._session is not None:
+            await self._session.close()
+        await self.wallet.close()
+        await self.events.close()
+        # Flushing may wait for a slow collector (bounded by the export timeout): off the loop.
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.metrics.shutdown)
+        await loop.run_in_executor(None, self.telemetry.shutdown)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _watch(
+        self,
+        path: Path,
+        load: Callable[[Path], _T],
+        apply: Callable[[_T], str],
+        reloads: Reloads,
+    ) -> None:
+        """Apply a changed mounted file (a ConfigMap update swaps it in place) without a
+        restart: ``load`` reads it off the loop, ``apply`` swaps it in on the loop. A broken
+        file is reported and what is in force stays: a typo in a ConfigMap never makes calls
+        free, unpriceable or unguarded."""
+
+        async def watch() -> None:
+            seen = _file_version(path)
+            loop = asyncio.get_running_loop()
+            while True:
+                await asyncio.sleep(self.settings.reload_interval_s)
+                version = _file_version(path)
+                if version == seen:
+                    continue
+                seen = version
+                try:
+                    loaded = await loop.run_in_executor(None, load, path)
+                except (RateCardError, ConfigError) as error:
+                    reloads.errors += 1
+                    log.error("%s not reloaded, what is in force stays: %s", path, error)
+                    continue
+                reloads.done += 1
+                log.info("%s reloaded: %s", path, apply(loaded))
+
+        self._watchers.append(asyncio.create_task(watch(), name=f"a11i-watch-{path.name}"))
+
+    def _apply_rate_card(self, card: RateCard) -> str:
+        self.meter = Meter(self.meter.counter, card)
+        return f"{len(card.models)} models"
+
+    def _load_config(self, path: Path) -> tuple[OptimizerConfig, TelemetryConfig]:
+        env = dict(self.settings.optimizer_env)
+        file = load_config(path)
+        return optimizer_config(file.optimizer, env, source=str(path)), file.telemetry
+
+    def _apply_config(self, loaded: tuple[OptimizerConfig, TelemetryConfig]) -> str:
+        self.optimizer, telemetry = loaded
+        return f"optimizer settings and {self.telemetry.apply(telemetry)} applied"
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the sidecar has not started")
+        return self._session
+
+    # -- own endpoints -----------------------------------------------------------------------
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        missing = self.meter.counter.missing_encodings
+        ready = self._session is not None and not self._session.closed
+        body: JSONObject = {
+            "status": "ready" if ready else "starting",
+            "exact_token_counts": not missing,
+            "missing_encodings": list(missing),
+        }
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def prometheus(self, _request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.metrics.exposition(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    async def recent_events(self, request: web.Request) -> web.Response:
+        """The embedded event ring after ``?since=<id>`` (the dashboard's feed on a laptop)."""
+        if not isinstance(self.events, EventRing):
+            raise BadRequest("Events go to the Redis stream a11i:events; read them there.")
+        try:
+            since = int(request.query.get("since", "0"))
+        except ValueError as error:
+            raise BadRequest("'since' must be an event id (a whole number).") from error
+        body = [{"id": i, **event} for i, event in self.events.since(since)]
+        return web.json_response(body)
+
+    def _record_output(self, record: CallRecord) -> None:
+        settled = record.settlement
+        if settled is not None and record.complete and record.plan.output_bound:
+            choices = record.plan.request.choices
+            self.outputs.observe(record.plan.request.model, settled.usage.output_tokens // choices)
+
+    def _record_event(self, record: CallRecord) -> None:
+        event = call_event(record, self.settings.namespace, self.settings.agent)
+        self.events.append(scrub_event(event, self.telemetry.scrub_value))
+
+    async def budget(self, _request: web.Request) -> web.Response:
+        snapshot = await self.wallet.snapshot()
+        body: dict[str, object] = dict(snapshot.as_json())
+        body["calls"] = {
+            "metered": self.counters.metered_calls,
+            "passthrough": self.counters.passthrough_calls,
+            "blocked": self.counters.blocked_calls,
+            "upstream_errors": self.counters.upstream_errors,
+            "fallback_priced": self.counters.fallback_priced_calls,
+        }
+        if isinstance(self.wallet, NestedWallet):
+            body["agent_wallet"] = (await self.wallet.agent_wallet.snapshot()).as_json()
+        body["rate_card"] = self.counters.rate_card.as_json()
+        body["config"] = self.counters.config.as_json()
+        body["telemetry"] = {
+            **self.telemetry.stats.as_json(),
+            "scrubber": self.telemetry.scrub_stats(),
+        }
+        return web.json_response(body)
+
+    # -- metered calls -----------------------------------------------------------------------
+    async def metered(self, request: web.Request) -> web.StreamResponse:
+        dialect = request[_DIALECT_KEY]
+        started = time.perf_counter()
+        origin = CallOrigin.of(request.headers, time.time_ns())
+        raw = await _read_body(request, self.settings.max_body_bytes)
+        body = parse_json_body(raw)
+        plan = await self._plan(dialect, body, len(raw))
+        if plan.price.is_fallback:
+            self.counters.fallback_priced_calls += 1
+            log.warning(
+                "model %r is not on the rate card: priced at the fallback price",
+                plan.request.model,
+            )
+        verdict, reservation = await self.wallet.reserve(plan.projected_usd)
+        call = Call(plan=plan, verdict=verdict, origin=origin, started=started)
+        if self._should_optimize(verdict, reservation is not None):
+            # A call that does not fit is tried again smaller, with every strategy.
+            state = verdict.state if reservation is not None else WalletState.RED
+            smaller = await self._optimize(plan, state, len(raw))
+            if smaller is not None:
+                if reservation is None:
+                    retried, reservation = await self.wallet.reserve(smaller[0].projected_usd)
+                    if reservation is not None:
+                        call.verdict = retried
+                if reservation is not None:
+                    # A kept reservation made for the larger request covers the smaller one;
+                    # settlement charges what the provider reports.
+                    call.plan, call.optimization = smaller
+        self.counters.metered_calls += 1
+        decision = call.verdict.decision
+        self.counters.by_decision[decision] = self.counters.by_decision.get(decision, 0) + 1
+        if reservation is None:
+            self.counters.blocked_calls += 1
+            refusal = self._refusal(call.verdict)
+            call.fail(refusal.status, refusal.kind)
+            self._emit(call.record(time.perf_counter()))
+            raise refusal
+        outbound, strip_usage = _outbound_body(
+            call.plan, raw, rewritten=call.optimization is not None
+        )
+        headers = self._a11i_headers(call.plan, call.verdict)
+        if call.optimization is not None:
+            headers[H_OPTIMIZED] = call.optimization.header
+        return await self._forward(request, call, reservation, outbound, strip_usage, headers)
+
+    def _should_optimize(self, verdict: Verdict, admitted: bool) -> bool:
+        if not self.optimizer.enabled or verdict.state is WalletState.SUSPENDED:
+            return False
+        return not admitted or verdict.decision in (Decision.WARN, Decision.OPTIMIZE)
+
+    async def _optimize(
+        self, plan: CallPlan, state: WalletState, size: int
+    ) -> tuple[CallPlan, Optimization] | None:
+        """The request made smaller for ``state``, re-counted and re-priced; None when the
+        optimizer changed nothing, saved nothing, or would break the API's rules."""
+        request = plan.request
+        expected = self.outputs.estimate(request.model)
+
+        def run() -> tuple[CallPlan, Optimization] | None:
+            result = optimize(request.dialect, request.body, state, self.optimizer.core)
+            if not result.changed:
+                return None
+            before = set(validate_conversation(request.dialect, request.body))
+            if set(validate_conversation(request.dialect, result.body)) - before:
+                log.warning(
+                    "optimized %s request broke the API's rules; sent unchanged", request.dialect
+                )
+                return None
+            smaller = self.meter.plan(request.dialect, result.body, expected)
+            saved = plan.input.tokens - smaller.input.tokens
+            if saved <= 0:
+                return None
+            return smaller, Optimization(result.strategies, saved)
+
+        return await self._off_loop_if_large(size, run)
+
+    def _refusal(self, verdict: Verdict) -> A11iError:
+        """The error for a call the wallet refused: the emergency stop, or no money left."""
+        who = f"{self.settings.namespace}/{self.settings.agent}"
+        if verdict.state is WalletState.SUSPENDED:
+            return EmergencyStop(
+                f"The emergency stop is on for {who}: a11i refuses every LLM call until it is "
+                "lifted."
+            )
+        return BudgetExceeded(f"a11i budget exceeded for {who}: {verdict.reason}.")
+
+    async def _plan(self, dialect: Dialect, body: JSONObject, size: int) -> CallPlan:
+        model = body.get("model")
+        expected = self.outputs.estimate(model) if isinstance(model, str) else None
+        return await self._off_loop_if_large(size, self.meter.plan, dialect, body, expected)
+
+    async def _off_loop_if_large(self, size: int, function: Callable[..., _T], *args: object) -> _T:
+        """Run CPU-bound work on the request inline when the body is small, on the worker
+        thread when it is large enough to hold up the event loop."""
+        if size < _OFFLOAD_BYTES:
+            return function(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def _a11i_headers(self, plan: CallPlan, verdict: Verdict) -> dict[str, str]:
+        headers = {
+            H_DECISION: verdict.decision.value,
+            H_INPUT_TOKENS: str(plan.input.tokens),
+            H_TOKEN_COUNT: "exact" if plan.input.exact else "estimate",
+            H_PROJECTED: usd(plan.projected_usd),
+            H_SATURATION: str(plan.saturation_percent),
+        }
+        if plan.price.is_fallback:
+            headers[H_PRICING] = f"fallback; model={plan.request.model}"
+        return headers
+
+    async def _forward(
+        self,
+        request: web.Request,
+        call: Call,
+        reservation: Reservation,
+        outbound: bytes,
+        strip_usage: bool,
+        a11i_headers: dict[str, str],
+    ) -> web.StreamResponse:
+        plan = call.plan
+        provider = plan.request.dialect.provider
+        url = self._base(provider) + request.rel_url.path_qs
+        headers = upstream_headers(request.headers.items(), provider, self.settings.custody)
+        settled = False
+        try:
+            async with self.session.post(
+                url, data=outbound, headers=headers, timeout=self._timeout
+            ) as upstream:
+                call.status = upstream.status
+                is_sse = upstream.content_type == "text/event-stream"
+                if plan.request.stream and upstream.status < 400 and is_sse:
+                    return await self._relay_stream(
+                        request, upstream, call, strip_usage, a11i_headers
+                    )
+                payload = await upstream.read()
+                answer = _json_or_none(payload)
+                if upstream.status < 400:
+                    usage = usage_from_body(plan.request.dialect, answer)
+                    call.output_text = answer_text(plan.request.dialect, answer)
+                    call.settlement = self.meter.settle(plan, usage, call.output_text)
+                    call.tool_calls = tool_calls(plan.request.dialect, answer)
+                    call.complete = True
+                    a11i_headers[H_COST] = usd(call.settlement.cost_usd)
+                else:
+                    self.counters.upstream_errors += 1
+                    call.error_type = str(upstream.status)
+                remaining = await self._settle(reservation, call.settlement)
+                settled = True
+                if remaining is not None:
+                    a11i_headers[H_REMAINING] = remaining
+                return web.Response(
+                    status=upstream.status,
+                    body=payload,
+                    headers=_merge(downstream_headers(upstream.headers.items()), a11i_headers),
+                )
+        except TimeoutError as exc:
+            self.counters.upstream_errors += 1
+            timeout = UpstreamTimeout(
+                f"The provider at {self._base(provider)} did not answer within "
+                f"{self.settings.upstream.read_timeout_s:g} s."
+            )
+            call.fail(timeout.status, timeout.kind)
+            raise timeout from exc
+        except aiohttp.ClientError as exc:
+            self.counters.upstream_errors += 1
+            unavailable = UpstreamUnavailable(
+                f"The provider at {self._base(provider)} could not be reached: "
+                f"{type(exc).__name__}."
+            )
+            call.fail(unavailable.status, unavailable.kind)
+            raise unavailable from exc
+        except asyncio.CancelledError:
+            call.error_type = "cancelled"
+            raise
+        finally:
+            # Settlement must survive the agent hanging up: shield it from cancellation.
+            if not settled:
+                await asyncio.shield(self._settle(reservation, call.settlement))
+            self._emit(call.record(time.perf_counter()))
+
+    async def _relay_stream(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        call: Call,
+        strip_usage: bool,
+        a11i_headers: dict[str, str],
+    ) -> web.StreamResponse:
+        """Relay an SSE answer chunk by chunk; the call gets its settlement, tool calls and
+        text from what the stream reported (or the sidecar's own count where it was cut)."""
+        plan = call.plan
+        remaining = self._remaining()
+        if remaining is not None:
+            a11i_headers[H_REMAINING] = remaining
+        response = web.StreamResponse(
+            status=upstream.status,
+            headers=_merge(downstream_headers(upstream.headers.items()), a11i_headers),
+        )
+        await response.prepare(request)
+        parser = SSEParser()
+        tracker = StreamTracker(plan.request.dialect, strip_usage=strip_usage)
+        cut = False
+        try:
+            async for chunk in upstream.content.iter_any():
+                if not strip_usage:
+                    # Relay first, read after: reading never delays the agent's first token.
+                    await response.write(chunk)
+                for event in parser.feed(chunk):
+                    relay = _observe(tracker, event)
+                    if strip_usage and relay:
+                        await response.write(relay)
+            for event in parser.flush():
+                relay = _observe(tracker, event)
+                if strip_usage and relay:
+                    await response.write(relay)
+        except ConnectionResetError:
+            # Writing to an agent that hung up (aiohttp's reset error is also a ClientError,
+            # so this clause comes first).
+            cut = True
+            log.info("the agent closed the stream of a %s call", plan.request.dialect)
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+            # The provider cut the stream: pass the cut on, so the agent's SDK raises as it
+            # would have without a11i, instead of seeing a clean but truncated answer.
+            cut = True
+            log.warning("%s stream from the provider was cut: %s", plan.request.dialect, exc)
+        outcome = tracker.outcome()
+        usage = outcome.usage
+        if not outcome.complete:
+            usage = _partial_usage(self.meter, plan, usage, outcome.text)
+        settlement = self.meter.settle(plan, usage, outcome.text)
+        if not outcome.complete or cut:
+            # Part of what was used may never have been reported: the figure is our own.
+            settlement = Settlement(settlement.usage, settlement.cost_usd, UsageSource.ESTIMATE)
+        call.settlement = settlement
+        call.tool_calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in outcome.tool_calls)
+        call.output_text = outcome.text
+        call.complete = outcome.complete and not cut
+        if not call.complete:
+            call.error_type = "stream_cut"
+        if cut:
+            if request.transport is not None:
+                request.transport.close()
+        else:
+            try:
+                await response.write_eof()
+            except ConnectionResetError:
+                log.info("the agent closed the stream of a %s call", plan.request.dialect)
+        return response
+
+    async def _settle(self, reservation: Reservation, settlement: Settlement | None) -> str | None:
+        """Settle a reservation (nothing spent when there is no settlement: the provider
+        refused the call); returns the remaining budget as a header value, if limited."""
+        await self.wallet.settle(
+            reservation, settlement.cost_usd if settlement is not None else Decimal(0)
+        )
+        return self._remaining()
+
+    def _remaining(self) -> str | None:
+        """What is left of the wallet as of this sidecar's last wallet operation: no extra
+        round trip to the wallet's store on the path of a call."""
+        snapshot = self.wallet.last_snapshot
+        if snapshot is None or snapshot.remaining_usd is None:
+            return None
+        return usd(snapshot.remaining_usd)
+
+    # -- unmetered calls ---------------------------------------------------------------------
+    async def passthrough(self, request: web.Request) -> web.StreamResponse:
+        provider = provider_for_unmetered(request.headers)
+        length = request.content_length
+        if length is not None and length > self.settings.max_body_bytes:
+            raise BodyTooLarge(_too_large(self.settings.max_body_bytes))
+        url = self._base(provider) + request.rel_url.path_qs
+        headers = upstream_headers(request.headers.items(), provider, self.settings.custody)
+        data = _limited(request, self.settings.max_body_bytes) if request.body_exists else None
+        self.counters.passthrough_calls += 1
+        log.info("unmetered %s %s passed through to %s", request.method, request.path, provider)
+        try:
+            async with self.session.request(
+                request.method, url, data=data, headers=headers, timeout=self._timeout
+            ) as upstream:
+                response = web.StreamResponse(
+                    status=upstream.status,
+                    headers=downstream_headers(upstream.headers.items()),
+                )
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"The provider at {self._base(provider)} timed out.") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(
+                f"The provider at {self._base(provider)} could not be reached: "
+                f"{type(exc).__name__}."
+            ) from exc
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _base(self, provider: Provider) -> str:
+        upstream = self.settings.upstream
+        return upstream.anthropic_base if provider is Provider.ANTHROPIC else upstream.openai_base
+
+    def _emit(self, record: CallRecord) -> None:
+        """Hand the record to the observers after the answer is on its way: metrics, events
+        and logs never add to the latency of the call they describe."""
+        asyncio.get_running_loop().call_soon(self._observe_call, record)
+
+    def _observe_call(self, record: CallRecord) -> None:
+        for observer in self.observers:
+            try:
+                observer(record)
+            except Exception:
+                # Telemetry never breaks the traffic it observes.
+                log.exception("a call observer failed; the call is unaffected")
+        settled = record.settlement
+        log.info(
+            "%s model=%s decision=%s status=%d input_tokens=%d cost_usd=%s source=%s %.1fms",
+            record.plan.request.dialect,
+            record.plan.request.model,
+            record.verdict.decision,
+            record.status,
+            record.plan.input.tokens,
+            usd(settled.cost_usd) if settled else "0",
+            settled.source if settled else "-",
+            record.duration_s * 1000,
+        )
+
+
+def _file_version(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+def _observe(tracker: StreamTracker, event: SSEEvent) -> bytes | None:
+    try:
+        return tracker.observe(event)
+    except Exception:
+        log.exception("could not read a stream event; relaying it unread")
+        return event.raw
+
+
+def _partial_usage(meter: Meter, plan: CallPlan, usage: Usage | None, text: str) -> Usage:
+    """Usage of a cut stream: what the provider had reported, raised to the sidecar's own
+    count where that is larger, so a cut never settles less than was received."""
+    own_output = meter.counter.count_text(plan.request.model, text).tokens
+    if usage is None:
+        return Usage(input_tokens=plan.input.tokens, output_tokens=own_output)
+    return Usage(
+        input_tokens=usage.input_tokens or plan.input.tokens,
+        output_tokens=max(usage.output_tokens, own_output),
+        cached_input_tokens=usage.cached_input_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+    )
+
+
+def _outbound_body(plan: CallPlan, raw: bytes, *, rewritten: bool) -> tuple[bytes, bool]:
+    """The body to forward (the agent's bytes unless a11i changed the request), and whether
+    a11i added the usage chunk (to strip it again)."""
+    request = plan.request
+    add_usage = (
+        request.dialect is Dialect.OPENAI_CHAT
+        and request.stream
+        and not request.stream_usage_requested
+    )
+    if not add_usage and not rewritten:
+        return raw, False
+    body: dict[str, JSONValue] = dict(request.body)
+    if add_usage:
+        options = body.get("stream_options")
+        merged: dict[str, JSONValue] = dict(options) if isinstance(options, dict) else {}
+        merged["include_usage"] = True
+        body["stream_options"] = merged
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), add_usage
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """Read the body, refusing it as soon as it passes ``limit`` bytes (no unbounded buffer)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(_too_large(limit))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(_too_large(limit))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _limited(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+    size = 0
+    async for chunk in request.content.iter_chunked(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(_too_large(limit))
+        yield chunk
+
+
+def _too_large(limit: int) -> str:
+    return (
+        f"The request body is larger than the sidecar's limit of {limit} bytes "
+        "(A11I_MAX_BODY_BYTES)."
+    )
+
+
+def _json_or_none(payload: bytes) -> JSONValue:
+    try:
+        value: JSONValue = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    return value
+
+
+def _merge(headers: list[tuple[str, str]], extra: dict[str, str]) -> list[tuple[str, str]]:
+    lowered = {name.lower() for name in extra}
+    return [(n, v) for n, v in headers if n.lower() not in lowered] + list(extra.items())
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Turn every a11i error into an answer in the dialect of the request."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except A11iError as error:
+        return _error_response(request, error)
+    except Exception:
+        # A bug in a11i must still answer the agent in its SDK's shape, and be seen in the log.
+        log.exception("internal error while handling %s %s", request.method, request.path)
+        return _error_response(request, InternalError("a11i failed to handle the request."))
+
+
+def _error_response(request: web.Request, error: A11iError) -> web.Response:
+    dialect = request.get(_DIALECT_KEY)
+    if dialect is None and provider_for_unmetered(request.headers) is Provider.ANTHROPIC:
+        dialect = Dialect.ANTHROPIC_MESSAGES
+    headers = {}
+    if isinstance(error, BudgetExceeded | EmergencyStop):
+        headers[H_DECISION] = Decision.BLOCK.value
+    return web.json_response(error_body(dialect, error), status=error.status, headers=headers)
+
+
+def build_app(sidecar: Sidecar) -> web.Application:
+    """The aiohttp application of one sidecar."""
+    app = web.Application(middlewares=[_errors], client_max_size=sidecar.settings.max_body_bytes)
+    app.on_startup.append(sidecar.start)
+    app.on_cleanup.append(sidecar.stop)
+    app.router.add_get("/a11i/healthz", sidecar.healthz)
+    app.router.add_get("/a11i/readyz", sidecar.readyz)
+    app.router.add_get("/a11i/budget", sidecar.budget)
+    app.router.add_get("/a11i/events", sidecar.recent_events)
+    app.router.add_get("/a11i/metrics", sidecar.prometheus)
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        dialect = dialect_for_path(request.path)
+        if dialect is not None and request.method == "POST":
+            request[_DIALECT_KEY] = dialect
+            return await sidecar.metered(request)
+        return await sidecar.passthrough(request)
+
+    app.router.add_route("*", "/{tail:.*}", route)
+    return app

@@ -1,0 +1,541 @@
+"""Sidecar settings: built once, in ``main``, from the environment and files, then frozen.
+
+Nothing reads the environment at import time. Every setting is documented here and in
+docs/configuration.md; an invalid value stops the sidecar at start with a message naming the
+variable, rather than running with a guess.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from pathlib import Path
+from typing import Final, TypeVar
+from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from a11i.core.errors import SettingsError
+from a11i.core.headers import KeyCustody
+from a11i.core.policy import BudgetPolicy, ExhaustedAction, Period
+from a11i.sidecar.config import (
+    ConfigError,
+    FileConfig,
+    OptimizerConfig,
+    TelemetryConfig,
+    load_config,
+    optimizer_config,
+    parse_flag,
+)
+
+E = TypeVar("E", Period, ExhaustedAction)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    """Where the providers are and how long to wait for them."""
+
+    #: ``A11I_OPENAI_BASE``: base URL of the OpenAI-compatible API (without ``/v1``).
+    openai_base: str = "https://api.openai.com"
+    #: ``A11I_ANTHROPIC_BASE``: base URL of the Anthropic API.
+    anthropic_base: str = "https://api.anthropic.com"
+    #: ``A11I_UPSTREAM_CONNECT_TIMEOUT``: seconds to open a connection (502 after).
+    connect_timeout_s: float = 10.0
+    #: ``A11I_UPSTREAM_READ_TIMEOUT``: longest silence from the provider, in seconds, before the
+    #: call is answered 504 (non-streaming: the time to the whole answer).
+    read_timeout_s: float = 600.0
+
+
+class OtlpProtocol(StrEnum):
+    """``OTEL_EXPORTER_OTLP_PROTOCOL``: the OTLP transports a11i speaks."""
+
+    GRPC = "grpc"
+    HTTP = "http/protobuf"
+
+
+class Signal(StrEnum):
+    TRACES = "traces"
+    METRICS = "metrics"
+    LOGS = "logs"
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpExport:
+    """Where and how one signal is exported over OTLP (the standard ``OTEL_EXPORTER_OTLP_*``
+    variables, signal-specific ones first)."""
+
+    #: gRPC: ``scheme://host:port``; HTTP: the full URL of the signal (``.../v1/traces``).
+    endpoint: str
+    protocol: OtlpProtocol = OtlpProtocol.HTTP
+    #: ``OTEL_EXPORTER_OTLP[_<SIGNAL>]_HEADERS``: ``key=value,...`` (URL-encoded values).
+    #: Often a credential of the collector: never logged.
+    headers: tuple[tuple[str, str], ...] = ()
+    #: ``OTEL_EXPORTER_OTLP[_<SIGNAL>]_TIMEOUT`` (milliseconds in the variable).
+    timeout_s: float = 10.0
+    #: gRPC without TLS (an ``http://`` endpoint or ``OTEL_EXPORTER_OTLP_INSECURE=true``).
+    insecure: bool = False
+
+
+#: OTel's samplers by their ``OTEL_TRACES_SAMPLER`` names.
+SAMPLERS: Final = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySettings:
+    """Traces, metrics and decision logs: what is exported, where, and what it may contain."""
+
+    #: OTLP export of spans; None: spans are not exported (``OTEL_TRACES_EXPORTER=none``, or
+    #: no endpoint set).
+    traces: OtlpExport | None = None
+    #: OTLP export of metrics (``/a11i/metrics`` serves them in any case).
+    metrics: OtlpExport | None = None
+    #: OTLP export of the decision logs (only when ``decision_logs`` is on).
+    logs: OtlpExport | None = None
+    #: ``OTEL_SERVICE_NAME``.
+    service_name: str = "a11i-sidecar"
+    #: ``OTEL_RESOURCE_ATTRIBUTES``: ``key=value,...`` added to the resource.
+    resource_attributes: tuple[tuple[str, str], ...] = ()
+    #: ``OTEL_TRACES_SAMPLER`` and ``OTEL_TRACES_SAMPLER_ARG``; a loop's turns share the
+    #: decision of its first turn (parent-based).
+    sampler: str = "parentbased_always_on"
+    sampler_arg: float = 1.0
+    #: ``OTEL_BSP_SCHEDULE_DELAY`` (ms): how long spans wait in the buffer before export.
+    span_schedule_delay_s: float = 5.0
+    #: ``OTEL_BSP_MAX_QUEUE_SIZE``: spans buffered at most; more are dropped, never waited for.
+    span_queue_size: int = 2048
+    #: ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``.
+    span_batch_size: int = 512
+    #: ``OTEL_METRIC_EXPORT_INTERVAL`` (ms).
+    metric_interval_s: float = 60.0
+    #: ``A11I_CAPTURE_CONTENT``: export prompt and completion text (scrubbed); off by default.
+    #: ``capture_content`` in a11i.yaml overrides it.
+    capture_content: bool = False
+    #: ``A11I_CAPTURE_MAX_CHARS``: captured text per message is cut to this many characters.
+    capture_max_chars: int = 16384
+    #: ``A11I_DECISION_LOGS``: structured log records of the guard's decisions and the tools
+    #: the model chose (exported over OTLP when an endpoint is set, and logged); off by default.
+    decision_logs: bool = False
+    #: ``A11I_LOOP_IDLE_TIMEOUT``: seconds of silence after which an agent loop's next call
+    #: starts a new trace.
+    loop_idle_s: float = 1800.0
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarSettings:
+    """Everything ``a11i sidecar`` needs, resolved."""
+
+    #: ``A11I_HOST``: the address to listen on; loopback, since the agent shares the pod.
+    host: str = "127.0.0.1"
+    #: ``A11I_PORT``: the port to listen on.
+    port: int = 11000
+    #: ``A11I_MAX_BODY_BYTES``: larger request bodies are answered 413.
+    max_body_bytes: int = 20 * 1024 * 1024
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    #: ``A11I_OPENAI_API_KEY[_FILE]``, ``A11I_ANTHROPIC_API_KEY[_FILE]``: keys held by the sidecar.
+    custody: KeyCustody = field(default_factory=KeyCustody)
+    #: ``A11I_NAMESPACE``: whose wallet (downward API in a pod).
+    namespace: str = "default"
+    #: ``A11I_AGENT``: whose spend (the pod name in a pod; the host name elsewhere).
+    agent: str = "agent"
+    #: ``A11I_PROJECT``: the project the agent's spend is reported under (the pod's
+    #: ``a11i.io/project`` label in a pod); default: the namespace.
+    project: str = "default"
+    #: ``A11I_BUDGET_USD`` and ``A11I_BUDGET_*``: the standalone budget when no AgentBudget
+    #: applies.
+    budget: BudgetPolicy = field(default_factory=BudgetPolicy)
+    #: ``A11I_AGENT_BUDGET_USD``: this agent's own limit inside the namespace's wallet (same
+    #: period and thresholds); None: the agent shares the namespace's wallet only.
+    agent_budget: BudgetPolicy | None = None
+    #: ``A11I_BUDGET_PERIOD``: Daily | Weekly | Monthly | Total.
+    period: Period = Period.TOTAL
+    #: ``A11I_BUDGET_TIMEZONE``: IANA time zone whose midnights start the periods.
+    timezone: str = "UTC"
+    #: ``A11I_CONFIG``: path of a11i.yaml (skills, saturation threshold, PII rules).
+    config_path: Path | None = None
+    #: ``A11I_RATE_CARD``: path of a rate card (our YAML or LiteLLM's JSON) over the built-in one.
+    rate_card_path: Path | None = None
+    #: ``A11I_RELOAD_INTERVAL``: seconds between checks of the mounted files for changes (a
+    #: ConfigMap update swaps them in place); a change is applied without a restart.
+    reload_interval_s: float = 10.0
+    #: ``A11I_ENCODINGS_DIR``: folder of the tiktoken encoding files (else the packaged ones).
+    encodings_dir: Path | None = None
+    #: ``A11I_WALLET_FILE``: the embedded wallet's SQLite file (``:memory:``: not persisted).
+    #: Default ``$XDG_STATE_HOME/a11i/wallets.sqlite``.
+    wallet_file: str | None = None
+    #: ``A11I_REDIS_URL``: the shared wallet, events and emergency stop (absent: embedded).
+    redis_url: str | None = None
+    #: ``A11I_REDIS_TIMEOUT``: seconds any one Redis call may take before it counts as failed.
+    redis_timeout_s: float = 0.25
+    #: ``A11I_REDIS_FAILURE``: ``open`` (calls go on, accounted locally and reconciled when Redis
+    #: is back) or ``closed`` (calls are refused while Redis is unreachable).
+    redis_fail_open: bool = True
+    #: The optimizer: ``optimizer`` in a11i.yaml, overridden by ``A11I_OPTIMIZER*``.
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    #: The telemetry sections of a11i.yaml (PII rules, skills, saturation threshold).
+    telemetry_config: TelemetryConfig = field(default_factory=TelemetryConfig)
+    #: The ``A11I_OPTIMIZER*`` variables, applied again over a reloaded a11i.yaml.
+    optimizer_env: tuple[tuple[str, str], ...] = ()
+    #: ``A11I_LOG_LEVEL``: DEBUG, INFO, WARNING or ERROR.
+    log_level: str = "INFO"
+    #: Traces, metrics over OTLP, decision logs (``OTEL_*``, ``A11I_CAPTURE_*``).
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+
+
+def from_env(env: Mapping[str, str]) -> SidecarSettings:
+    """Build the settings from environment variables (``os.environ`` in ``main``)."""
+    upstream = UpstreamSettings(
+        openai_base=_base_url(env, "A11I_OPENAI_BASE", "https://api.openai.com"),
+        anthropic_base=_base_url(env, "A11I_ANTHROPIC_BASE", "https://api.anthropic.com"),
+        connect_timeout_s=_positive_float(env, "A11I_UPSTREAM_CONNECT_TIMEOUT", 10.0),
+        read_timeout_s=_positive_float(env, "A11I_UPSTREAM_READ_TIMEOUT", 600.0),
+    )
+    limit = env.get("A11I_BUDGET_USD", "").strip()
+    warn_at = _percent(env, "A11I_BUDGET_WARN_AT", Decimal(75))
+    optimize_at = _percent(env, "A11I_BUDGET_OPTIMIZE_AT", Decimal(90))
+    if warn_at > optimize_at:
+        raise SettingsError("A11I_BUDGET_WARN_AT must not be above A11I_BUDGET_OPTIMIZE_AT")
+    budget = BudgetPolicy(
+        limit_usd=_money(limit, "A11I_BUDGET_USD") if limit else None,
+        warn_at_percent=warn_at,
+        optimize_at_percent=optimize_at,
+        when_exhausted=_choice(
+            env, "A11I_BUDGET_WHEN_EXHAUSTED", ExhaustedAction, ExhaustedAction.BLOCK
+        ),
+    )
+    agent_limit = env.get("A11I_AGENT_BUDGET_USD", "").strip()
+    agent_budget = (
+        replace(budget, limit_usd=_money(agent_limit, "A11I_AGENT_BUDGET_USD"))
+        if agent_limit
+        else None
+    )
+    config_path = _path(env, "A11I_CONFIG")
+    namespace = env.get("A11I_NAMESPACE") or env.get("POD_NAMESPACE") or "default"
+    optimizer, telemetry_config = _file_config(env, config_path)
+    return SidecarSettings(
+        host=env.get("A11I_HOST", "127.0.0.1"),
+        port=_port(env),
+        max_body_bytes=_positive_int(env, "A11I_MAX_BODY_BYTES", 20 * 1024 * 1024),
+        upstream=upstream,
+        custody=KeyCustody(
+            openai_key=_secret(env, "A11I_OPENAI_API_KEY"),
+            anthropic_key=_secret(env, "A11I_ANTHROPIC_API_KEY"),
+        ),
+        namespace=namespace,
+        project=env.get("A11I_PROJECT", "").strip() or namespace,
+        agent=env.get("A11I_AGENT") or env.get("POD_NAME") or socket.gethostname(),
+        budget=budget,
+        agent_budget=agent_budget,
+        period=_choice(env, "A11I_BUDGET_PERIOD", Period, Period.TOTAL),
+        timezone=_timezone(env),
+        config_path=config_path,
+        rate_card_path=_path(env, "A11I_RATE_CARD"),
+        reload_interval_s=_positive_float(env, "A11I_RELOAD_INTERVAL", 10.0),
+        encodings_dir=_path(env, "A11I_ENCODINGS_DIR", must_exist=False),
+        wallet_file=env.get("A11I_WALLET_FILE", "").strip() or None,
+        redis_url=_redis_url(env),
+        redis_timeout_s=_positive_float(env, "A11I_REDIS_TIMEOUT", 0.25),
+        redis_fail_open=_choice_str(env, "A11I_REDIS_FAILURE", ("OPEN", "CLOSED"), "OPEN")
+        == "OPEN",
+        optimizer=optimizer,
+        telemetry_config=telemetry_config,
+        optimizer_env=tuple(
+            (name, value) for name, value in env.items() if name.startswith("A11I_OPTIMIZER")
+        ),
+        log_level=_choice_str(env, "A11I_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+        telemetry=telemetry_from_env(env),
+    )
+
+
+def telemetry_from_env(env: Mapping[str, str]) -> TelemetrySettings:
+    """The telemetry settings from the standard ``OTEL_*`` variables and ``A11I_CAPTURE_*``,
+    ``A11I_DECISION_LOGS``, ``A11I_LOOP_IDLE_TIMEOUT``."""
+    sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
+    if sampler not in SAMPLERS:
+        raise SettingsError(
+            f"OTEL_TRACES_SAMPLER must be one of {', '.join(SAMPLERS)}, not {sampler!r}"
+        )
+    sampler_arg = 1.0
+    raw_arg = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    if raw_arg and sampler.endswith("traceidratio"):
+        try:
+            sampler_arg = float(raw_arg)
+        except ValueError:
+            sampler_arg = -1.0
+        if not 0.0 <= sampler_arg <= 1.0:
+            raise SettingsError(
+                f"OTEL_TRACES_SAMPLER_ARG must be a ratio between 0 and 1, not {raw_arg!r}"
+            )
+    return TelemetrySettings(
+        traces=_otlp(env, Signal.TRACES),
+        metrics=_otlp(env, Signal.METRICS),
+        logs=_otlp(env, Signal.LOGS),
+        service_name=env.get("OTEL_SERVICE_NAME", "").strip() or "a11i-sidecar",
+        resource_attributes=_pairs(env, "OTEL_RESOURCE_ATTRIBUTES"),
+        sampler=sampler,
+        sampler_arg=sampler_arg,
+        span_schedule_delay_s=_milliseconds(env, "OTEL_BSP_SCHEDULE_DELAY", 5000),
+        span_queue_size=_positive_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048),
+        span_batch_size=_positive_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
+        metric_interval_s=_milliseconds(env, "OTEL_METRIC_EXPORT_INTERVAL", 60000),
+        capture_content=_flag(env, "A11I_CAPTURE_CONTENT", default=False),
+        capture_max_chars=_positive_int(env, "A11I_CAPTURE_MAX_CHARS", 16384),
+        decision_logs=_flag(env, "A11I_DECISION_LOGS", default=False),
+        loop_idle_s=_positive_float(env, "A11I_LOOP_IDLE_TIMEOUT", 1800.0),
+    )
+
+
+def _otlp(env: Mapping[str, str], signal: Signal) -> OtlpExport | None:
+    """One signal's OTLP export. Exported when ``OTEL_<SIGNAL>_EXPORTER`` is ``otlp``, or when
+    it is unset and an endpoint is: unlike the SDK's default, no endpoint means no export, so a
+    laptop without a collector is not flooded with connection errors."""
+    upper = signal.value.upper()
+    exporter_var = f"OTEL_{upper}_EXPORTER"
+    exporter = env.get(exporter_var, "").strip().lower()
+    if exporter not in ("", "otlp", "none"):
+        raise SettingsError(f"{exporter_var} must be otlp or none, not {exporter!r}")
+    specific = env.get(f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT", "").strip()
+    general = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if exporter == "none" or (not exporter and not specific and not general):
+        return None
+    protocol_var = f"OTEL_EXPORTER_OTLP_{upper}_PROTOCOL"
+    raw_protocol = (
+        env.get(protocol_var, "").strip() or env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip()
+    )
+    protocol = OtlpProtocol.HTTP
+    if raw_protocol:
+        try:
+            protocol = OtlpProtocol(raw_protocol.lower())
+        except ValueError:
+            raise SettingsError(
+                f"OTEL_EXPORTER_OTLP_PROTOCOL must be grpc or http/protobuf, not {raw_protocol!r}"
+                + (" (http/json is not supported)" if raw_protocol.lower() == "http/json" else "")
+            ) from None
+    if specific:
+        endpoint, variable = specific, f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT"
+    elif general:
+        endpoint, variable = general, "OTEL_EXPORTER_OTLP_ENDPOINT"
+        if protocol is OtlpProtocol.HTTP:
+            # The general endpoint is a base: each signal has its own path under it.
+            endpoint = endpoint.rstrip("/") + f"/v1/{signal.value}"
+    else:
+        endpoint, variable = (
+            ("http://localhost:4317", "")
+            if protocol is OtlpProtocol.GRPC
+            else (f"http://localhost:4318/v1/{signal.value}", "")
+        )
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(
+            f"{variable} must be an http(s) URL such as http://otel-collector:4318, "
+            f"not {endpoint!r}"
+        )
+    headers = _pairs(env, f"OTEL_EXPORTER_OTLP_{upper}_HEADERS") or _pairs(
+        env, "OTEL_EXPORTER_OTLP_HEADERS"
+    )
+    timeout_var = f"OTEL_EXPORTER_OTLP_{upper}_TIMEOUT"
+    if not env.get(timeout_var, "").strip():
+        timeout_var = "OTEL_EXPORTER_OTLP_TIMEOUT"
+    insecure_var = f"OTEL_EXPORTER_OTLP_{upper}_INSECURE"
+    if not env.get(insecure_var, "").strip():
+        insecure_var = "OTEL_EXPORTER_OTLP_INSECURE"
+    return OtlpExport(
+        endpoint=endpoint,
+        protocol=protocol,
+        headers=headers,
+        timeout_s=_milliseconds(env, timeout_var, 10000),
+        insecure=_flag(env, insecure_var, default=parts.scheme == "http"),
+    )
+
+
+def _pairs(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
+    """``key=value,key2=value2`` with URL-encoded values (the W3C Baggage shape the OTel
+    specification uses for headers and resource attributes)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ()
+    pairs: list[tuple[str, str]] = []
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            # The value may be a credential: name the variable, never echo its content.
+            raise SettingsError(f"{name} must be a list of key=value pairs separated by commas")
+        pairs.append((unquote(key.strip()), unquote(value.strip())))
+    return tuple(pairs)
+
+
+def _milliseconds(env: Mapping[str, str], name: str, default: int) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default / 1000
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of milliseconds, not {raw!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{name} must be positive, not {raw}")
+    return value / 1000
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return parse_flag(raw, name)
+    except ValueError:
+        raise SettingsError(f"{name} must be true or false, not {raw.lower()!r}") from None
+
+
+def _file_config(
+    env: Mapping[str, str], config_path: Path | None
+) -> tuple[OptimizerConfig, TelemetryConfig]:
+    """What a11i.yaml says, read once at start (a broken file stops the sidecar here; once it
+    runs, a broken reload keeps what is in force)."""
+    try:
+        file = load_config(config_path) if config_path is not None else FileConfig()
+        optimizer = optimizer_config(file.optimizer, env, source=str(config_path or "environment"))
+    except ConfigError as error:
+        raise SettingsError(str(error)) from error
+    return optimizer, file.telemetry
+
+
+def _timezone(env: Mapping[str, str]) -> str:
+    name = env.get("A11I_BUDGET_TIMEZONE", "").strip() or "UTC"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"A11I_BUDGET_TIMEZONE must be an IANA time zone such as Europe/Berlin, not {name!r}"
+        ) from None
+    return name
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    value = env.get("A11I_REDIS_URL", "").strip()
+    if not value:
+        return None
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError(
+            f"A11I_REDIS_URL must be a redis://, rediss:// or unix:// URL, not {value!r}"
+        )
+    return value
+
+
+def _port(env: Mapping[str, str]) -> int:
+    port = _positive_int(env, "A11I_PORT", 11000)
+    if port > 65535:
+        raise SettingsError(f"A11I_PORT must be a TCP port (1-65535), not {port}")
+    return port
+
+
+def _base_url(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip() or default
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"{name} must be an http(s) URL such as {default}, not {value!r}")
+    # The metered paths carry /v1 themselves; accept a base given with it, as SDKs take it.
+    value = value.rstrip("/")
+    return value[: -len("/v1")] if value.endswith("/v1") else value
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < 1:
+        raise SettingsError(f"{name} must be positive, not {value}")
+    return value
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{name} must be positive, not {raw}")
+    return value
+
+
+def _money(raw: str, name: str) -> Decimal:
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise SettingsError(
+            f"{name} must be a decimal amount of USD such as 25.00, not {raw!r}"
+        ) from None
+    if not value.is_finite() or value < 0:
+        raise SettingsError(f"{name} must be a non-negative amount of USD, not {raw!r}")
+    return value
+
+
+def _percent(env: Mapping[str, str], name: str, default: Decimal) -> Decimal:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    value = _money(raw, name)
+    if value > 100:
+        raise SettingsError(f"{name} is a percentage of the limit (0-100), not {raw}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, kind: type[E], default: E) -> E:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    for member in kind:
+        if member.value.lower() == raw.lower():
+            return member
+    allowed = " | ".join(member.value for member in kind)
+    raise SettingsError(f"{name} must be one of {allowed}, not {raw!r}")
+
+
+def _choice_str(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    raw = env.get(name, "").strip().upper()
+    if not raw:
+        return default
+    if raw not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, not {raw!r}")
+    return raw
+
+
+def _path(env: Mapping[str, str], name: str, *, must_exist: bool = True) -> Path | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw)
+    if must_exist and not path.is_file():
+        raise SettingsError(f"{name} names {raw!r}, which is not a readable file")
+    return path
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """A key from ``NAME`` or from the file named by ``NAME_FILE`` (a mounted Secret)."""
+    value = env.get(name, "").strip()
+    file_name = env.get(f"{name}_FILE", "").strip()
+    if file_name:
+        try:
+            value = Path(file_name).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(
+                f"{name}_FILE names {file_name!r}, which cannot be read: {exc.strerror}"
+            ) from exc
+    return value or None

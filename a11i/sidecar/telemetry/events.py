@@ -1,0 +1,216 @@
+"""The event stream: one record per decision and settlement, for the dashboard and the operator.
+
+Adapter: turns each ``CallRecord`` into a flat event of strings and appends it to a sink. The
+embedded sink is a bounded in-memory ring; the Redis sink appends to the capped stream
+``a11i:events`` from a background task, through a bounded queue, so a slow or absent Redis can
+never delay a call (events that cannot be queued are dropped and counted, never waited for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final, Protocol
+
+from a11i.core.meter import UsageSource
+from a11i.core.model import usd
+from a11i.sidecar.call import CallRecord
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+
+log = logging.getLogger(__name__)
+
+STREAM: Final = "a11i:events"
+
+Event = Mapping[str, str]
+
+
+def call_event(record: CallRecord, namespace: str, agent: str) -> dict[str, str]:
+    """The event of one metered call: who, what model, what was decided, what it cost."""
+    plan = record.plan
+    settled = record.settlement
+    event = {
+        "kind": "call",
+        "ts": f"{time.time():.3f}",
+        "namespace": namespace,
+        "agent": agent,
+        "dialect": plan.request.dialect.value,
+        "model": plan.request.model,
+        "decision": record.verdict.decision.value,
+        "state": record.verdict.state.value,
+        "status": str(record.status),
+        "streamed": "1" if record.streamed else "0",
+        "complete": "1" if record.complete else "0",
+        "input_tokens": str(settled.usage.input_tokens if settled else plan.input.tokens),
+        "output_tokens": str(settled.usage.output_tokens if settled else 0),
+        "projected_usd": usd(plan.projected_usd),
+        "cost_usd": usd(settled.cost_usd) if settled else "0",
+        "usage_source": settled.source.value if settled else UsageSource.ESTIMATE.value,
+        "tool_calls": ",".join(call.name for call in record.tool_calls),
+        "duration_ms": f"{record.duration_s * 1000:.1f}",
+    }
+    if plan.price.is_fallback:
+        event["pricing"] = "fallback"
+    if record.optimization is not None:
+        event["optimized"] = ",".join(record.optimization.strategies)
+        event["tokens_saved"] = str(record.optimization.tokens_saved)
+    return event
+
+
+class EventSink(Protocol):
+    def append(self, event: Event) -> None:
+        """Record an event without blocking the caller."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class EventRing:
+    """The embedded sink: the last ``capacity`` events, each with an increasing id, so a
+    reader can resume after the last id it saw. Appended to on the event loop's thread (the
+    proxy's observers run there); a reader on the same loop may wait for the next event."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._events: deque[tuple[int, Event]] = deque(maxlen=capacity)
+        self._ids = itertools.count(1)
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def last_id(self) -> int:
+        """The id of the newest event (0 before the first)."""
+        return self._events[-1][0] if self._events else 0
+
+    def append(self, event: Event) -> None:
+        self.add(event)
+
+    def add(self, event: Event) -> int:
+        """Append and return the event's id."""
+        event_id = next(self._ids)
+        self._events.append((event_id, dict(event)))
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        return event_id
+
+    async def start(self) -> None:
+        """Nothing to start: the ring lives in this process."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    def since(self, last_id: int = 0, limit: int = 1000) -> list[tuple[int, Event]]:
+        """Events after ``last_id``, oldest first (at most ``limit``)."""
+        if last_id >= self.last_id:
+            return []
+        out: list[tuple[int, Event]] = []
+        # Ids are consecutive: the first wanted event's position is known without a scan.
+        first = self._events[0][0]
+        start = max(last_id + 1 - first, 0)
+        for index in range(start, min(start + limit, len(self._events))):
+            out.append(self._events[index])
+        return out
+
+    def latest(self, count: int) -> list[tuple[int, Event]]:
+        """The newest ``count`` events, oldest first."""
+        return self.since(max(self.last_id - count, 0), count)
+
+    async def wait(self, last_id: int, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for an event after ``last_id``; whether there is one."""
+        if self.last_id > last_id:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return self.last_id > last_id
+
+
+class RedisEventStream:
+    """Appends events to the capped Redis stream ``a11i:events`` from a background task."""
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        max_length: int = 100_000,
+        queue_size: int = 10_000,
+        timeout_s: float = 0.5,
+        owns_client: bool = False,
+    ) -> None:
+        self._client = client
+        self._owns_client = owns_client
+        self._max_length = max_length
+        self._timeout_s = timeout_s
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def append(self, event: Event) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._drain(), name="a11i-events")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def _append(self, event: Event) -> None:
+        async with asyncio.timeout(self._timeout_s):
+            await self._client.xadd(
+                STREAM,
+                dict(event),  # type: ignore[arg-type]
+                maxlen=self._max_length,
+                approximate=True,
+            )
+
+    async def _drain(self) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        failing = False
+        while True:
+            event = await self._queue.get()
+            try:
+                try:
+                    await self._append(event)
+                except RedisConnectionError:
+                    # A pooled connection that died with a restarted Redis fails once, then
+                    # the pool connects anew: one more try, so the first event after a
+                    # restart is not lost.
+                    await self._append(event)
+                if failing:
+                    log.info("event stream %s reachable again", STREAM)
+                    failing = False
+            except (TimeoutError, OSError, ConnectionError) as error:
+                self.dropped += 1
+                if not failing:
+                    log.warning("events are being dropped: Redis unreachable (%s)", error)
+                    failing = True
+            except Exception as error:  # redis.RedisError and friends
+                self.dropped += 1
+                if not failing:
+                    log.warning("events are being dropped: %s", error)
+                    failing = True

@@ -1,0 +1,44 @@
+"""Wallets as the proxy sees them: the interface every backend serves.
+
+Adapter over the pure rules of ``a11i.core.wallets``: a backend owns the clock and the storage,
+applies those rules atomically and reports a ``WalletSnapshot``. No backend lives here:
+``memory`` keeps one wallet in this process (a library user, a test), ``sqlite`` persists it to
+a local file (the embedded default), ``redis`` shares it between sidecars, ``nested`` puts an
+agent's wallet inside its namespace's.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Protocol
+
+from a11i.core.policy import Verdict
+from a11i.core.wallets import Reservation, WalletSnapshot
+
+
+class Wallet(Protocol):
+    """What the proxy needs of a wallet backend."""
+
+    async def reserve(self, projected: Decimal) -> tuple[Verdict, Reservation | None]:
+        """Decide a call and hold ``projected`` USD for it; no reservation when it is refused
+        (verdict BLOCK; state SUSPENDED for the emergency stop)."""
+        ...
+
+    async def settle(self, reservation: Reservation, actual: Decimal) -> None:
+        """Charge what the call cost and release its reservation."""
+        ...
+
+    async def snapshot(self) -> WalletSnapshot: ...
+
+    @property
+    def last_snapshot(self) -> WalletSnapshot | None:
+        """The wallet as this process last read or wrote it (no I/O); None before any call."""
+        ...
+
+    async def start(self) -> None:
+        """Connect and configure; called once before the first call."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and background tasks."""
+        ...

@@ -1,0 +1,838 @@
+"""The shared wallet: one Redis holds a namespace's wallet for every sidecar of that namespace.
+
+Adapter over the pure rules of ``a11i.core.wallets``: each operation is one Lua script run
+atomically by Redis (EVALSHA), applying exactly those rules — a property test holds this backend
+to ``MemoryWallet`` — so concurrent sidecars can never all pass one stale check. Admission is
+decided inside the script; Python only turns the script's numbers into a ``Verdict`` with
+``a11i.core.policy.decide`` and builds the ``Reservation``.
+
+Keys (``{ns}`` is the namespace):
+
+- ``a11i:wallet:{ns}`` — hash: ``limit_nanos`` (integer nano-dollars, ``""`` = no limit),
+  ``warn_at`` and ``optimize_at`` (decimal percent strings), ``when_exhausted`` (Block | Warn),
+  ``period`` (Daily | Weekly | Monthly | Total), ``zone`` (the IANA zone whose midnights start
+  the periods; every sidecar adopts it), ``period_start`` and ``origin`` (unix seconds),
+  ``spent_nanos`` (integer), ``suspended`` ("0" / "1": the namespace's emergency stop).
+- ``a11i:wallet:{ns}:leases`` — hash: lease id -> ``"nanos:expires_at:period_start"``.
+- ``a11i:wallet:{ns}:settled`` — sorted set: ids of settled leases scored by when, kept for
+  ``SETTLED_RETENTION_S``; it makes a settlement idempotent, so a settlement retried after a
+  timeout (did it run?) is never charged twice.
+- ``a11i:stop:cluster`` — ``"1"`` while the cluster-wide emergency stop is on.
+- channel ``a11i:stop`` — a message (the namespace, or ``"cluster"``) when a stop changes.
+
+Numbers: Redis runs Lua 5.1, whose numbers are doubles, exact for integers up to 2^53 nano-dollars
+(about $9,007,199), so a limit or a spend must stay below that; money is only ever added in Redis
+with HINCRBY of a decimal string (never a Lua number turned back into text, which would print
+``1e+15``), and timestamps travel as Python ``repr`` strings, read by Lua as the same doubles.
+
+Failure: every Redis call is bounded by ``timeout_s``. When Redis does not answer, the wallet is
+*down*: with ``fail_open`` calls are decided against a local shadow book (the last state Redis
+gave, with this sidecar's own leases) and settlements are recorded locally; a watcher reconnects
+and replays those settlements through the same (idempotent) settle script, so local spend is
+never lost and never counted twice. Without ``fail_open`` ``reserve`` raises
+``WalletUnavailable`` (503) at once. Settling and ``snapshot`` never fail for want of Redis.
+
+What it may not do: own the policy once Redis holds a wallet (the sidecar's settings only fill a
+wallet that does not exist yet; an operator's ``configure`` wins), block a call longer than the
+timeout, or lose a settlement. The emergency stop reaches every sidecar within a second: pub/sub
+for speed, and a poll every ``POLL_S`` in case a message is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Literal
+from zoneinfo import ZoneInfo
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.typing import EncodableT, FieldT
+
+from a11i.core.errors import WalletUnavailable
+from a11i.core.policy import (
+    BudgetPolicy,
+    Decision,
+    ExhaustedAction,
+    Period,
+    Verdict,
+    WalletState,
+    decide,
+    period_start,
+    state_of,
+)
+from a11i.core.wallets import (
+    Reservation,
+    WalletBook,
+    WalletSnapshot,
+    advance,
+    new_book,
+    reserve,
+    settle,
+    snapshot_of,
+    to_nanos,
+    to_usd,
+)
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
+
+    from a11i.sidecar.settings import SidecarSettings
+
+log = logging.getLogger(__name__)
+
+STOP_CHANNEL = "a11i:stop"
+CLUSTER_STOP_KEY = "a11i:stop:cluster"
+#: Seconds between checks of the stop flags (and of whether Redis is back).
+POLL_S = 0.5
+#: Seconds a settled lease id is remembered, so that a retried settlement is not charged twice.
+SETTLED_RETENTION_S = 3600.0
+#: Largest amount of nano-dollars Lua's doubles hold exactly.
+MAX_NANOS = 2**53
+
+#: What "Redis did not answer" looks like; anything else (a script error) is a bug and raises.
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    TimeoutError,
+    OSError,
+)
+
+
+# Shared by the scripts. KEYS: 1 wallet hash, 2 leases hash, 3 cluster stop, 4 settled zset.
+# ARGV 1-4: now, and the starts of the Daily, Weekly and Monthly periods that contain it (the
+# Python side computes them with ``period_start``; Total starts at the stored origin).
+_PRELUDE = """
+local function advance()
+  local w = redis.call('HMGET', KEYS[1], 'period', 'period_start', 'origin')
+  if not w[1] or not w[2] or not w[3] then return nil end
+  local start = w[3]
+  if w[1] == 'Daily' then start = ARGV[2]
+  elseif w[1] == 'Weekly' then start = ARGV[3]
+  elseif w[1] == 'Monthly' then start = ARGV[4] end
+  local current = w[2]
+  if tonumber(start) > tonumber(current) then
+    redis.call('HSET', KEYS[1], 'period_start', start, 'spent_nanos', '0')
+    current = start
+  end
+  local now = tonumber(ARGV[1])
+  local leases = redis.call('HGETALL', KEYS[2])
+  for i = 1, #leases, 2 do
+    local _, expires = string.match(leases[i + 1], '^([^:]+):([^:]+):')
+    if tonumber(expires) <= now then redis.call('HDEL', KEYS[2], leases[i]) end
+  end
+  return current
+end
+
+local function reserved(current)
+  local total = 0
+  local leases = redis.call('HVALS', KEYS[2])
+  for i = 1, #leases do
+    local nanos, _, start = string.match(leases[i], '^([^:]+):([^:]+):(.+)$')
+    if tonumber(start) == tonumber(current) then total = total + tonumber(nanos) end
+  end
+  return total
+end
+
+local function state(flag, current, held)
+  local w = redis.call('HMGET', KEYS[1], 'spent_nanos', 'limit_nanos', 'warn_at', 'optimize_at',
+    'when_exhausted', 'period', 'origin', 'suspended', 'zone')
+  local cluster = redis.call('GET', KEYS[3]) or '0'
+  return {'ok', flag, w[1], held, w[2], w[3], w[4], w[5], w[6], current, w[7], w[8], cluster,
+    w[9] or ''}
+end
+
+local function stopped()
+  return redis.call('HGET', KEYS[1], 'suspended') == '1' or redis.call('GET', KEYS[3]) == '1'
+end
+"""
+
+# ARGV 5: lease id, 6: projected nanos, 7: expires_at. Admission is decided here.
+_RESERVE = (
+    _PRELUDE
+    + """
+local current = advance()
+if not current then return {'missing'} end
+local held = reserved(current)
+if stopped() then return state(0, current, held) end
+local w = redis.call('HMGET', KEYS[1], 'spent_nanos', 'limit_nanos', 'when_exhausted')
+local fits = w[2] == '' or w[3] == 'Warn'
+  or tonumber(w[1]) + held + tonumber(ARGV[6]) <= tonumber(w[2])
+if not fits then return state(0, current, held) end
+redis.call('HSET', KEYS[2], ARGV[5], ARGV[6] .. ':' .. ARGV[7] .. ':' .. current)
+return state(1, current, held)
+"""
+)
+
+# ARGV 5: lease id, 6: the lease's period start, 7: actual nanos, 8: forget settled ids before.
+# Flag: 1 charged to the current period, 0 the lease's period is over, -1 already settled.
+_SETTLE = (
+    _PRELUDE
+    + """
+local current = advance()
+if not current then return {'missing'} end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[8])
+local flag = -1
+if not redis.call('ZSCORE', KEYS[4], ARGV[5]) then
+  redis.call('ZADD', KEYS[4], ARGV[1], ARGV[5])
+  redis.call('HDEL', KEYS[2], ARGV[5])
+  flag = 0
+  if tonumber(ARGV[6]) == tonumber(current) then
+    redis.call('HINCRBY', KEYS[1], 'spent_nanos', ARGV[7])
+    flag = 1
+  end
+end
+return state(flag, current, reserved(current))
+"""
+)
+
+_SNAPSHOT = (
+    _PRELUDE
+    + """
+local current = advance()
+if not current then return {'missing'} end
+return state(0, current, reserved(current))
+"""
+)
+
+# Fills only the fields that are absent: a starting sidecar never overwrites a wallet that an
+# operator or another sidecar already holds. ARGV: the fields' values in _FIELDS order.
+_INIT = """
+local fields = {'limit_nanos', 'warn_at', 'optimize_at', 'when_exhausted', 'period', 'zone',
+  'period_start', 'origin', 'spent_nanos', 'suspended'}
+local created = 0
+for i = 1, #fields do created = created + redis.call('HSETNX', KEYS[1], fields[i], ARGV[i]) end
+return created
+"""
+
+# ARGV 1: nanos added to the limit (a wallet without a limit stays without one).
+_TOP_UP = """
+local limit = redis.call('HGET', KEYS[1], 'limit_nanos')
+if not limit then return -1 end
+if limit == '' then return 0 end
+redis.call('HINCRBY', KEYS[1], 'limit_nanos', ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Remote:
+    """The wallet as a script last returned it."""
+
+    policy: BudgetPolicy
+    period: Period
+    period_start: float
+    origin: float
+    spent: int
+    reserved: int
+    namespace_stop: bool
+    cluster_stop: bool
+    #: The IANA zone whose midnights start the wallet's periods ("" for a wallet written
+    #: before zones were stored: each sidecar then uses its own A11I_BUDGET_TIMEZONE).
+    zone: str = ""
+
+    @property
+    def committed(self) -> int:
+        return self.spent + self.reserved
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A settlement made while Redis was down, to replay when it is back."""
+
+    lease_id: str
+    period_start: float
+    nanos: int
+
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class RedisWallet:
+    """One namespace's wallet, shared through Redis by every sidecar of the namespace."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        namespace: str,
+        agent: str,
+        policy: BudgetPolicy,
+        period: Period,
+        lease_seconds: float = 900.0,
+        timeout_s: float = 0.25,
+        fail_open: bool = True,
+        clock: Clock = _utcnow,
+        owns_client: bool = False,
+        zone: str = "UTC",
+    ) -> None:
+        _check_nanos(policy)
+        self.namespace = namespace
+        self.agent = agent
+        self._client = client
+        self._owns_client = owns_client
+        self._policy = policy
+        self._period = period
+        self._lease_seconds = lease_seconds
+        self._timeout = timeout_s
+        self.fail_open = fail_open
+        self._clock = clock
+        self._key = f"a11i:wallet:{namespace}"
+        self._keys = [self._key, f"{self._key}:leases", CLUSTER_STOP_KEY, f"{self._key}:settled"]
+        self._prefix = f"{os.getpid()}-"
+        # register_script only hashes the source; the script is loaded on first use (and again
+        # after a NOSCRIPT, e.g. a restarted Redis) by redis-py.
+        self._reserve_script = client.register_script(_RESERVE)
+        self._settle_script = client.register_script(_SETTLE)
+        self._snapshot_script = client.register_script(_SNAPSHOT)
+        self._init_script = client.register_script(_INIT)
+        self._top_up_script = client.register_script(_TOP_UP)
+        self._link: Literal["new", "up", "down"] = "new"
+        self._remote: _Remote | None = None
+        #: Leases this sidecar holds in Redis, so a shadow book knows what is its own.
+        self._held: dict[str, Reservation] = {}
+        #: While down: the local book calls are decided against.
+        self._shadow: WalletBook | None = None
+        self._pending: list[_Pending] = []
+        #: The local view of the emergency stops; reserve refuses on it without a round trip.
+        self._namespace_stop = False
+        self._cluster_stop = False
+        #: Bumped by each local change of the stops, so an older read does not undo it.
+        self._stop_version = 0
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        #: Set by close(): the background loops also end on it, because a cancellation that
+        #: lands while redis-py's own read timeout expires can be swallowed (Python 3.11).
+        self._closing = False
+        self._zone = ZoneInfo(zone)
+        self._zone_name = zone
+
+    @classmethod
+    def from_settings(cls, settings: SidecarSettings, *, clock: Clock = _utcnow) -> RedisWallet:
+        """The sidecar's wallet from its settings (``redis_url`` must be set); owns its client."""
+        if settings.redis_url is None:
+            raise ValueError("A11I_REDIS_URL is not set")
+        client = aioredis.Redis.from_url(settings.redis_url)
+        return cls(
+            client,
+            namespace=settings.namespace,
+            agent=settings.agent,
+            policy=settings.budget,
+            period=settings.period,
+            timeout_s=settings.redis_timeout_s,
+            fail_open=settings.redis_fail_open,
+            clock=clock,
+            owns_client=True,
+            zone=settings.timezone,
+        )
+
+    @property
+    def last_snapshot(self) -> WalletSnapshot | None:
+        """The wallet as the last script run by this sidecar returned it (no round trip)."""
+        return None if self._remote is None else self._snapshot_of(self._remote)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the last exchange with Redis succeeded."""
+        return self._link == "up"
+
+    @property
+    def pending_usd(self) -> Decimal:
+        """Spend settled locally and not yet reconciled into Redis."""
+        return to_usd(sum(item.nanos for item in self._pending))
+
+    async def start(self) -> None:
+        """Create the wallet in Redis if absent and start watching the stops. Never fails for
+        want of Redis: the wallet then starts down and the watcher connects when it can."""
+        try:
+            # The wallet's own zone first: a period start computed in another zone could
+            # look like a new period to the first script and reset the spend.
+            async with asyncio.timeout(self._timeout):
+                stored = await self._client.hget(self._key, "zone")
+            if stored:
+                self._adopt_zone(_text(stored))
+            await self._init(self._clock())
+            await self._refresh()
+            self._up()
+        except _UNREACHABLE as exc:
+            self._lost(exc)
+        self._tasks = [
+            asyncio.create_task(self._watch(), name=f"a11i-wallet-watch-{self.namespace}"),
+            asyncio.create_task(self._listen(), name=f"a11i-wallet-listen-{self.namespace}"),
+        ]
+
+    async def close(self) -> None:
+        """Stop the background tasks, try once more to reconcile, close an owned client."""
+        self._closing = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._pending:
+            with contextlib.suppress(*_UNREACHABLE):
+                await self._reconcile()
+            if self._pending:
+                log.error(
+                    "wallet %s: closing with $%s settled locally that Redis never received",
+                    self.namespace,
+                    self.pending_usd,
+                )
+        if self._owns_client:
+            await self._client.aclose()
+
+    # --- the Wallet protocol -----------------------------------------------------------------
+
+    async def reserve(self, projected: Decimal) -> tuple[Verdict, Reservation | None]:
+        if self._namespace_stop or self._cluster_stop:
+            return self._stop_verdict(self._cluster_stop and not self._namespace_stop), None
+        now = self._clock()
+        amount = to_nanos(projected)
+        lease_id = self._new_id()
+        expires_at = now.timestamp() + self._lease_seconds
+        if self._link == "up":
+            version = self._stop_version
+            try:
+                remote, admitted = await self._run(
+                    self._reserve_script, now, lease_id, str(amount), repr(expires_at)
+                )
+            except _UNREACHABLE as exc:
+                self._lost(exc)
+                # The script may have run before the answer was lost: release that lease.
+                self._pending.append(_Pending(lease_id, 0.0, 0))
+            else:
+                return self._admitted(remote, admitted, version, lease_id, amount, expires_at)
+        if not self.fail_open:
+            raise WalletUnavailable(
+                f"the shared wallet of {self.namespace} cannot be reached (Redis), "
+                "and A11I_REDIS_FAILURE=closed refuses calls until it can"
+            )
+        # A new id: the one sent to Redis is queued for release, which marks it settled.
+        self._shadow, verdict, lease = reserve(
+            self._shadow_book(now), self._new_id(), projected, now, self._lease_seconds
+        )
+        return verdict, lease
+
+    async def settle(self, reservation: Reservation, actual: Decimal) -> None:
+        now = self._clock()
+        nanos = to_nanos(actual)
+        if self._link == "up":
+            version = self._stop_version
+            try:
+                remote, flag = await self._run(
+                    self._settle_script,
+                    now,
+                    reservation.id,
+                    repr(reservation.period_start),
+                    str(nanos),
+                    repr(now.timestamp() - SETTLED_RETENTION_S),
+                )
+            except _UNREACHABLE as exc:
+                self._lost(exc)
+            else:
+                self._held.pop(reservation.id, None)
+                self._remember(remote, version)
+                if self._shadow is not None:
+                    # Another call lost Redis meanwhile: keep the shadow in step.
+                    self._shadow, _ = settle(self._shadow, reservation, actual, now)
+                if flag == 0:
+                    log.info(
+                        "wallet %s/%s: $%s charged to the period the call was reserved in",
+                        self.namespace,
+                        self.agent,
+                        actual,
+                    )
+                return
+        # Down: account locally and keep the settlement for Redis. It may have run already (the
+        # answer was lost): the settle script remembers settled ids, so replaying is safe.
+        self._shadow, _ = settle(self._shadow_book(now), reservation, actual, now)
+        self._held.pop(reservation.id, None)
+        self._pending.append(_Pending(reservation.id, reservation.period_start, nanos))
+
+    async def snapshot(self) -> WalletSnapshot:
+        now = self._clock()
+        if self._link == "up":
+            version = self._stop_version
+            try:
+                remote, _ = await self._run(self._snapshot_script, now)
+            except _UNREACHABLE as exc:
+                self._lost(exc)
+            else:
+                self._remember(remote, version)
+                return self._snapshot_of(remote)
+        # Informational, so it never fails: the local view while Redis is away.
+        self._shadow = advance(self._shadow_book(now), now)
+        return snapshot_of(self._shadow, self.namespace, self.agent)
+
+    # --- administration (needs Redis: raises WalletUnavailable without it) --------------------
+
+    async def suspend(self, on: bool) -> None:
+        """Turn the namespace's emergency stop on or off, and tell every sidecar."""
+        await self._admin(self._client.hset(self._key, "suspended", "1" if on else "0"))
+        self._stop_version += 1
+        self._namespace_stop = on
+        await self._admin(self._client.publish(STOP_CHANNEL, self.namespace))
+
+    async def cluster_stop(self, on: bool) -> None:
+        """Turn the cluster-wide emergency stop on or off, and tell every sidecar."""
+        await set_cluster_stop(self._client, on, timeout_s=self._timeout)
+        self._stop_version += 1
+        self._cluster_stop = on
+
+    async def top_up(self, amount: Decimal) -> None:
+        """Raise the limit by ``amount`` USD (rounded down to a nano-dollar)."""
+        if amount <= 0:
+            raise ValueError("a top-up must be a positive amount")
+        nanos = math.floor(amount * 10**9)
+        for _ in range(2):
+            found = await self._admin(self._top_up_script(keys=self._keys, args=[str(nanos)]))
+            if found != -1:
+                return
+            await self._admin(self._init(self._clock()))
+
+    async def configure(self, policy: BudgetPolicy, period: Period) -> None:
+        """Set the wallet's limit, thresholds, period and time zone (this wallet's ``zone``);
+        what was spent is kept."""
+        _check_nanos(policy)
+        fields: dict[FieldT, EncodableT] = {
+            name: value for name, value in _policy_fields(policy, period, self._zone_name).items()
+        }
+        await self._admin(self._client.hset(self._key, mapping=fields))
+        # A wallet that did not exist gets its other fields (spent, period start) now.
+        await self._admin(self._init(self._clock()))
+
+    # --- internals ----------------------------------------------------------------------------
+
+    async def _admin(self, call: object) -> object:
+        """Await an administrative Redis call within the timeout; WalletUnavailable if not."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await call  # type: ignore[misc]
+        except _UNREACHABLE as exc:
+            raise WalletUnavailable(
+                f"the shared wallet of {self.namespace} cannot be reached (Redis): {exc!r}"
+            ) from exc
+
+    async def _init(self, now: datetime) -> None:
+        remote = self._remote
+        if remote is None:
+            fields = _policy_fields(self._policy, self._period, self._zone_name)
+            start = period_start(self._period, now, now, self._zone).timestamp()
+            origin, suspended = None, "0"
+        else:
+            # Redis lost the wallet (restarted without persistence): recreate it as it was last
+            # seen, so its period (and the leases of that period) carry on; only spend is lost.
+            fields = _policy_fields(
+                replace(remote.policy, suspended=False),
+                remote.period,
+                remote.zone or self._zone_name,
+            )
+            start, origin = remote.period_start, remote.origin
+            suspended = "1" if remote.namespace_stop else "0"
+        values = [
+            *fields.values(),
+            repr(start),
+            repr(now.timestamp() if origin is None else origin),
+            "0",
+            suspended,
+        ]
+        async with asyncio.timeout(self._timeout):
+            created = await self._init_script(keys=[self._key], args=values)
+        if created:
+            log.info("wallet %s: created in Redis from this sidecar's settings", self.namespace)
+
+    async def _run(self, script: AsyncScript, now: datetime, *args: str) -> tuple[_Remote, int]:
+        """Run a wallet script at ``now`` (creating the wallet first if Redis has none)."""
+        stamps = [repr(now.timestamp())] + [
+            repr(period_start(period, now, now, self._zone).timestamp())
+            for period in (Period.DAILY, Period.WEEKLY, Period.MONTHLY)
+        ]
+        for _ in range(2):
+            async with asyncio.timeout(self._timeout):
+                reply = await script(keys=self._keys, args=[*stamps, *args])
+            if _text(reply[0]) == "ok":
+                return _parse(reply), int(reply[1])
+            # The wallet is gone (a Redis that lost its data, a deleted key): recreate it.
+            await self._init(now)
+        raise redis.exceptions.ResponseError(f"the wallet {self._key} could not be created")
+
+    async def _refresh(self) -> None:
+        version = self._stop_version
+        remote, _ = await self._run(self._snapshot_script, self._clock())
+        self._remember(remote, version)
+
+    def _admitted(
+        self,
+        remote: _Remote,
+        admitted: int,
+        version: int,
+        lease_id: str,
+        amount: int,
+        expires_at: float,
+    ) -> tuple[Verdict, Reservation | None]:
+        if remote.namespace_stop or remote.cluster_stop:
+            self._remember(remote, version)
+            return self._stop_verdict(not remote.namespace_stop), None
+        verdict = decide(remote.policy, to_usd(remote.committed), to_usd(amount))
+        if not admitted:
+            self._remember(remote, version)
+            if verdict.decision is not Decision.BLOCK:  # the script decides; the reason follows
+                verdict = Verdict(
+                    Decision.BLOCK, state_of(remote.policy, to_usd(remote.committed)), "no budget"
+                )
+            return verdict, None
+        lease = Reservation(lease_id, amount, expires_at, remote.period_start)
+        self._held[lease_id] = lease
+        self._remember(replace(remote, reserved=remote.reserved + amount), version)
+        return verdict, lease
+
+    def _new_id(self) -> str:
+        # Unique across sidecars and restarts: settled ids are remembered to stop replays.
+        return f"{self._prefix}{uuid.uuid4().hex}"
+
+    def _remember(self, remote: _Remote, version: int) -> None:
+        self._remote = remote
+        if remote.zone:
+            self._adopt_zone(remote.zone)
+        if version == self._stop_version:
+            self._namespace_stop = remote.namespace_stop
+            self._cluster_stop = remote.cluster_stop
+
+    def _adopt_zone(self, name: str) -> None:
+        """Compute period starts in the wallet's zone (an operator sets it from the
+        AgentBudget's ``timeZone``), whatever this sidecar's own setting says."""
+        if name == self._zone_name:
+            return
+        try:
+            zone = ZoneInfo(name)
+        except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+            log.error(
+                "wallet %s: unknown time zone %r in Redis; periods stay in %s",
+                self.namespace,
+                name,
+                self._zone_name,
+            )
+            return
+        log.info(
+            "wallet %s: periods start at midnight in %s (the wallet's zone)", self.namespace, name
+        )
+        self._zone, self._zone_name = zone, name
+
+    def _stop_verdict(self, cluster: bool) -> Verdict:
+        reason = "the cluster-wide emergency stop is on" if cluster else "the emergency stop is on"
+        return Verdict(Decision.BLOCK, WalletState.SUSPENDED, reason)
+
+    def _snapshot_of(self, remote: _Remote) -> WalletSnapshot:
+        return WalletSnapshot(
+            namespace=self.namespace,
+            agent=self.agent,
+            limit_usd=remote.policy.limit_usd,
+            spent_usd=to_usd(remote.spent),
+            reserved_usd=to_usd(remote.reserved),
+            period=remote.period,
+            period_start=datetime.fromtimestamp(remote.period_start, tz=UTC),
+            state=state_of(remote.policy, to_usd(remote.committed)),
+        )
+
+    def _shadow_book(self, now: datetime) -> WalletBook:
+        if self._shadow is not None:
+            return self._shadow
+        remote = self._remote
+        if remote is None:  # never reached Redis: the settings are all there is
+            self._shadow = new_book(self._policy, self._period, now, self._zone_name)
+            return self._shadow
+        # What others hold is counted as spent (conservative); this sidecar's own leases stay
+        # leases, so settling them charges what they cost, not what they reserved.
+        own = sum(
+            lease.nanos
+            for lease in self._held.values()
+            if lease.period_start == remote.period_start
+        )
+        self._shadow = WalletBook(
+            policy=remote.policy,
+            period=remote.period,
+            period_start=remote.period_start,
+            origin=remote.origin,
+            spent=remote.spent + max(remote.reserved - own, 0),
+            leases=tuple(self._held.values()),
+            zone=self._zone_name,
+        )
+        return self._shadow
+
+    def _lost(self, exc: BaseException) -> None:
+        if self._link != "down" and isinstance(exc, redis.exceptions.AuthenticationError):
+            # Reachable, but the password is missing or wrong: a setting to fix, not an outage.
+            log.error(
+                "wallet %s: Redis refused the password in A11I_REDIS_URL (%s); calls are %s "
+                "until it accepts one",
+                self.namespace,
+                exc,
+                "admitted and accounted locally" if self.fail_open else "refused",
+            )
+        elif self._link != "down":
+            log.warning(
+                "wallet %s: Redis lost (%r); calls are %s until it answers",
+                self.namespace,
+                exc,
+                "admitted and accounted locally" if self.fail_open else "refused",
+            )
+        self._link = "down"
+        self._shadow_book(self._clock())
+
+    def _up(self) -> None:
+        self._link = "up"
+        self._shadow = None
+
+    async def _reconcile(self) -> Decimal:
+        """Replay the settlements made while down; returns what they charged."""
+        charged = 0
+        while self._pending:
+            item = self._pending[0]
+            now = self._clock()
+            _, flag = await self._run(
+                self._settle_script,
+                now,
+                item.lease_id,
+                repr(item.period_start),
+                str(item.nanos),
+                repr(now.timestamp() - SETTLED_RETENTION_S),
+            )
+            self._pending.pop(0)
+            if flag == 1:
+                charged += item.nanos
+        return to_usd(charged)
+
+    async def _recover(self) -> None:
+        await self._init(self._clock())
+        charged = await self._reconcile()
+        # No await between the last replay and going up: no settlement can slip in between.
+        self._up()
+        log.warning(
+            "wallet %s: Redis is back; reconciled $%s spent meanwhile", self.namespace, charged
+        )
+        await self._refresh()
+
+    async def _watch(self) -> None:
+        """Every POLL_S (or at once on a stop message): refresh the stops, or reconnect."""
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POLL_S):
+                    await self._wake.wait()
+            self._wake.clear()
+            if self._closing:
+                return
+            try:
+                if self._link == "up":
+                    await self._refresh()
+                else:
+                    await self._recover()
+            except _UNREACHABLE as exc:
+                self._lost(exc)
+            except Exception:
+                # A bug here must not end the watching of the emergency stop.
+                log.exception("wallet %s: the watcher failed", self.namespace)
+
+    async def _listen(self) -> None:
+        """Wake the watcher when a stop message concerns this namespace."""
+        while not self._closing:
+            pubsub = self._client.pubsub()
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await pubsub.subscribe(STOP_CHANNEL)
+                while not self._closing:
+                    async with asyncio.timeout(POLL_S + self._timeout):
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=POLL_S
+                        )
+                    if message is not None and _text(message["data"]) in (
+                        self.namespace,
+                        "cluster",
+                    ):
+                        self._wake.set()
+            except Exception:
+                # Redis away (or a broken connection): the watcher notices; subscribe again later.
+                if not self._closing:
+                    await asyncio.sleep(POLL_S)
+            finally:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(self._timeout):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def set_cluster_stop(client: aioredis.Redis, on: bool, *, timeout_s: float = 1.0) -> None:
+    """Turn the cluster-wide emergency stop on or off and tell every sidecar."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            if on:
+                await client.set(CLUSTER_STOP_KEY, "1")
+            else:
+                await client.delete(CLUSTER_STOP_KEY)
+            await client.publish(STOP_CHANNEL, "cluster")
+    except _UNREACHABLE as exc:
+        raise WalletUnavailable(f"the cluster stop cannot be set (Redis): {exc!r}") from exc
+
+
+def _policy_fields(policy: BudgetPolicy, period: Period, zone: str) -> dict[str, str]:
+    limit = policy.limit_usd
+    return {
+        # Rounded down: a fraction of a nano-dollar of limit is never spendable.
+        "limit_nanos": "" if limit is None else str(math.floor(limit * 10**9)),
+        "warn_at": str(policy.warn_at_percent),
+        "optimize_at": str(policy.optimize_at_percent),
+        "when_exhausted": policy.when_exhausted.value,
+        "period": period.value,
+        # Every sidecar computes period starts in the wallet's zone, not its own.
+        "zone": zone,
+    }
+
+
+def _check_nanos(policy: BudgetPolicy) -> None:
+    if policy.limit_usd is not None and policy.limit_usd * 10**9 >= MAX_NANOS:
+        raise ValueError(f"a Redis wallet's limit must stay below ${to_usd(MAX_NANOS)}")
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _parse(reply: Sequence[object]) -> _Remote:
+    """The ``state`` a script returned: flag, spent, reserved, limit, warn_at, optimize_at,
+    when_exhausted, period, period_start, origin, suspended, cluster stop."""
+    (spent, reserved, limit, warn_at, optimize_at, when, period, start, origin, ns, cluster) = (
+        _text(value) for value in reply[2:13]
+    )
+    zone = _text(reply[13]) if len(reply) > 13 else ""
+    namespace_stop = ns == "1"
+    cluster_stop = cluster == "1"
+    policy = BudgetPolicy(
+        limit_usd=None if limit == "" else to_usd(int(limit)),
+        warn_at_percent=Decimal(warn_at),
+        optimize_at_percent=Decimal(optimize_at),
+        when_exhausted=ExhaustedAction(when),
+        suspended=namespace_stop or cluster_stop,
+    )
+    return _Remote(
+        policy=policy,
+        period=Period(period),
+        period_start=float(start),
+        origin=float(origin),
+        spent=int(spent),
+        reserved=int(reserved),
+        namespace_stop=namespace_stop,
+        cluster_stop=cluster_stop,
+        zone=zone,
+    )

@@ -1,0 +1,493 @@
+"""The embedded wallet: one SQLite file, shared by every process on the machine that opens it.
+
+Adapter: stores each wallet's state (``a11i.core.wallets.WalletBook``) as one row and applies
+the pure rules inside a ``BEGIN IMMEDIATE`` transaction, so a reservation is atomic across
+processes (several sidecars on a laptop, and the ``a11i wallet`` command). All SQLite work runs
+on one dedicated thread: the event loop never waits on the disk. WAL journal with
+``synchronous=NORMAL``: a crash of the process loses nothing committed (a power cut may lose the
+last transactions). What it may not do: talk to the network; Redis is a separate backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+from a11i.core.errors import WalletUnavailable
+from a11i.core.policy import BudgetPolicy, ExhaustedAction, Period, Verdict
+from a11i.core.wallets import (
+    Reservation,
+    WalletBook,
+    WalletSnapshot,
+    advance,
+    new_book,
+    reserve,
+    settle,
+    snapshot_of,
+    top_up,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS wallets (
+    namespace TEXT PRIMARY KEY,
+    -- The WalletBook as JSON; money in integer nano-dollars, limits as decimal strings.
+    book TEXT NOT NULL,
+    -- What was topped up over the configured limit: kept when the limit is configured again.
+    topped_up TEXT NOT NULL DEFAULT '0',
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stops (
+    scope TEXT PRIMARY KEY,   -- 'cluster': the emergency stop of every wallet in the file
+    since REAL NOT NULL
+);
+"""
+
+
+def state_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """``$XDG_STATE_HOME/a11i`` (``~/.local/state/a11i`` when unset): a11i's files on a laptop."""
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "a11i"
+
+
+def default_path(env: Mapping[str, str] = os.environ) -> Path:
+    """``$XDG_STATE_HOME/a11i/wallets.sqlite`` (``~/.local/state`` when unset)."""
+    return state_dir(env) / "wallets.sqlite"
+
+
+def wallet_path(wallet_file: str | None, env: Mapping[str, str] = os.environ) -> Path | None:
+    """The file ``A11I_WALLET_FILE`` names (the default when unset); None for ``:memory:``."""
+    if wallet_file == ":memory:":
+        return None
+    return Path(wallet_file) if wallet_file else default_path(env)
+
+
+class SQLiteWallet:
+    """One namespace's wallet in a SQLite file (the embedded default)."""
+
+    def __init__(
+        self,
+        path: Path,
+        policy: BudgetPolicy,
+        *,
+        namespace: str,
+        agent: str,
+        period: Period = Period.TOTAL,
+        lease: timedelta = timedelta(minutes=15),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        zone: str = "UTC",
+    ) -> None:
+        self.path = path
+        self._zone = zone
+        self.namespace = namespace
+        self.agent = agent
+        self._policy = policy
+        self._period = period
+        self._lease = lease
+        self._clock = clock
+        self._ids = itertools.count(1)
+        self._prefix = f"{os.getpid()}-{id(self):x}-"
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a11i-wallet")
+        self._local = threading.local()
+        self._last_book: WalletBook | None = None
+        #: The text last written and its book: parsing is skipped when the row is unchanged.
+        self._parsed: tuple[str, WalletBook] | None = None
+        # A second connection for the event loop's thread that never waits for a lock.
+        self._loop_connection: sqlite3.Connection | None = None
+        self._loop_thread: int | None = None
+        self._loop_commits = 0
+        self._checkpoint: asyncio.Future[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the file (creating it) and configure this namespace's wallet. An existing
+        wallet keeps its spend, reservations, top-ups and emergency stop; its limit, thresholds
+        and period follow this process's configuration."""
+        await self._run(self._configure)
+        try:
+            connection = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+            connection.execute("PRAGMA synchronous=NORMAL")
+            # Checkpointing the WAL takes milliseconds: never on the loop (see _fast).
+            connection.execute("PRAGMA wal_autocheckpoint=0")
+        except sqlite3.Error as error:
+            raise self._unusable(error) from error
+        self._loop_connection = connection
+        self._loop_thread = threading.get_ident()
+
+    async def close(self) -> None:
+        if self._checkpoint is not None:
+            await self._checkpoint
+        await self._run(self._close_connection)
+        if self._loop_connection is not None:
+            self._loop_connection.close()
+            self._loop_connection = None
+        self._executor.shutdown(wait=True)
+
+    # -- the Wallet protocol -----------------------------------------------------------------
+    async def reserve(self, projected: Decimal) -> tuple[Verdict, Reservation | None]:
+        lease_id = f"{self._prefix}{next(self._ids)}"
+
+        def apply(
+            book: WalletBook, now: datetime
+        ) -> tuple[WalletBook, tuple[Verdict, Reservation | None]]:
+            book, verdict, lease = reserve(book, lease_id, projected, now, self._seconds)
+            return book, (verdict, lease)
+
+        return await self._fast(self._transaction, apply)
+
+    async def settle(self, reservation: Reservation, actual: Decimal) -> None:
+        def apply(book: WalletBook, now: datetime) -> tuple[WalletBook, bool]:
+            return settle(book, reservation, actual, now)
+
+        await self._fast(self._transaction, apply)
+
+    async def snapshot(self) -> WalletSnapshot:
+        def apply(book: WalletBook, now: datetime) -> tuple[WalletBook, WalletBook]:
+            book = advance(book, now)
+            return book, book
+
+        book = await self._run(self._transaction, apply)
+        return snapshot_of(book, self.namespace, self.agent)
+
+    @property
+    def last_snapshot(self) -> WalletSnapshot | None:
+        book = self._last_book
+        return None if book is None else snapshot_of(book, self.namespace, self.agent)
+
+    # -- admin -------------------------------------------------------------------------------
+    async def suspend(self, on: bool) -> None:
+        """The namespace's emergency stop: every call is refused with 403 while it is on."""
+
+        def apply(book: WalletBook, now: datetime) -> tuple[WalletBook, None]:
+            return replace(book, policy=replace(book.policy, suspended=on)), None
+
+        await self._run(partial(self._transaction, apply, cluster_stop_applies=False))
+
+    async def top_up(self, amount: Decimal) -> None:
+        """Raise the limit by ``amount`` USD; kept across restarts and reconfiguration."""
+        if amount <= 0:
+            raise ValueError("a top-up must be a positive amount")
+        await self._run(self._top_up, amount)
+
+    # -- on the wallet thread ----------------------------------------------------------------
+    @property
+    def _seconds(self) -> float:
+        return self._lease.total_seconds()
+
+    async def _fast(self, function: Callable[..., T], *args: object) -> T:
+        """Run a reserve or settle on the event loop when the file is free at once (a WAL
+        transaction without fsync takes ~0.1 ms, less than the hop to a thread and back);
+        when another process holds the lock, wait for it on the wallet thread instead."""
+        if self._loop_connection is not None:
+            try:
+                result = function(*args)
+            except (sqlite3.Error, OSError) as error:
+                busy = isinstance(error, sqlite3.OperationalError) and (
+                    "locked" in str(error) or "busy" in str(error)
+                )
+                if not busy:
+                    raise self._unusable(error) from error
+            else:
+                self._loop_commits += 1
+                if self._loop_commits % 500 == 0 and (
+                    self._checkpoint is None or self._checkpoint.done()
+                ):
+                    loop = asyncio.get_running_loop()
+                    self._checkpoint = loop.run_in_executor(self._executor, self._wal_checkpoint)
+                return result
+        return await self._run(function, *args)
+
+    def _wal_checkpoint(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    async def _run(self, function: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, function, *args)
+        except (sqlite3.Error, OSError) as error:
+            raise self._unusable(error) from error
+
+    def _unusable(self, error: Exception) -> WalletUnavailable:
+        """A full disk, a path that cannot be created, a file locked past the busy timeout:
+        the call is refused rather than let through unaccounted (the file is local)."""
+        return WalletUnavailable(f"The wallet file {self.path} cannot be used: {error}.")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._loop_thread == threading.get_ident() and self._loop_connection is not None:
+            return self._loop_connection
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+            for attempt in itertools.count(1):
+                try:
+                    # Switching to WAL takes an exclusive lock and does not wait for a busy
+                    # file: two processes opening a new file at once must retry.
+                    connection.execute("PRAGMA journal_mode=WAL")
+                    connection.execute("PRAGMA synchronous=NORMAL")
+                    connection.executescript(_SCHEMA)
+                    break
+                except sqlite3.OperationalError as error:
+                    if "locked" not in str(error) or attempt >= 50:
+                        connection.close()
+                        raise
+                    time.sleep(0.05)
+            self._local.connection = connection
+        return connection
+
+    def _close_connection(self) -> None:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+    def _transaction(
+        self,
+        apply: Callable[[WalletBook, datetime], tuple[WalletBook, T]],
+        *,
+        cluster_stop_applies: bool = True,
+        topped_up: Decimal = Decimal(0),
+    ) -> T:
+        """Load, apply the pure rules, store: one ``BEGIN IMMEDIATE`` transaction, so no other
+        process can interleave between the check and the write."""
+        connection = self._connection()
+        now = self._clock()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            book, cluster_stopped = self._load(connection, now)
+            stored_suspension = book.policy.suspended
+            if cluster_stop_applies and cluster_stopped:
+                # The cluster stop applies to every wallet without being written into each.
+                book = replace(book, policy=replace(book.policy, suspended=True))
+            book, result = apply(book, now)
+            self._last_book = book
+            if cluster_stop_applies and cluster_stopped:
+                book = replace(book, policy=replace(book.policy, suspended=stored_suspension))
+            text = dump_book(book)
+            connection.execute(
+                "UPDATE wallets SET book = ?, updated_at = ? WHERE namespace = ?",
+                (text, now.timestamp(), self.namespace),
+            )
+            if topped_up:
+                row = connection.execute(
+                    "SELECT topped_up FROM wallets WHERE namespace = ?", (self.namespace,)
+                ).fetchone()
+                connection.execute(
+                    "UPDATE wallets SET topped_up = ? WHERE namespace = ?",
+                    (str(Decimal(str(row[0])) + topped_up), self.namespace),
+                )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        self._parsed = (text, book)
+        return result
+
+    def _load(self, connection: sqlite3.Connection, now: datetime) -> tuple[WalletBook, bool]:
+        """The stored book (parsed again only when another process changed it) and whether
+        the cluster stop is on, in one query."""
+        row = connection.execute(
+            "SELECT book, EXISTS (SELECT 1 FROM stops WHERE scope = 'cluster') "
+            "FROM wallets WHERE namespace = ?",
+            (self.namespace,),
+        ).fetchone()
+        if row is not None:
+            text, stopped = str(row[0]), bool(row[1])
+            cached = self._parsed
+            book = cached[1] if cached is not None and cached[0] == text else load_book(text)
+            return book, stopped
+        return self._insert_new(connection, now), self._cluster_stopped(connection)
+
+    def _insert_new(self, connection: sqlite3.Connection, now: datetime) -> WalletBook:
+        """A new wallet from this process's configuration, stored."""
+        book = new_book(self._policy, self._period, now, self._zone)
+        connection.execute(
+            "INSERT INTO wallets (namespace, book, updated_at) VALUES (?, ?, ?)",
+            (self.namespace, dump_book(book), now.timestamp()),
+        )
+        return book
+
+    @staticmethod
+    def _cluster_stopped(connection: sqlite3.Connection) -> bool:
+        return (
+            connection.execute("SELECT 1 FROM stops WHERE scope = 'cluster'").fetchone() is not None
+        )
+
+    def _configure(self) -> None:
+        connection = self._connection()
+        now = self._clock()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            row = connection.execute(
+                "SELECT book, topped_up FROM wallets WHERE namespace = ?", (self.namespace,)
+            ).fetchone()
+            if row is None:
+                self._insert_new(connection, now)
+            else:
+                book = load_book(str(row[0]))
+                topped = Decimal(str(row[1]))
+                limit = self._policy.limit_usd
+                policy = replace(
+                    self._policy,
+                    limit_usd=None if limit is None else limit + topped,
+                    suspended=book.policy.suspended,
+                )
+                book = advance(
+                    replace(book, policy=policy, period=self._period, zone=self._zone), now
+                )
+                connection.execute(
+                    "UPDATE wallets SET book = ?, updated_at = ? WHERE namespace = ?",
+                    (dump_book(book), now.timestamp(), self.namespace),
+                )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        log.info("embedded wallet %s in %s", self.namespace, self.path)
+
+    def _top_up(self, amount: Decimal) -> None:
+        def apply(book: WalletBook, now: datetime) -> tuple[WalletBook, None]:
+            return top_up(book, amount), None
+
+        self._transaction(apply, topped_up=amount)
+
+
+def exists(path: Path, namespace: str) -> bool:
+    if not path.is_file():
+        return False
+    with contextlib.closing(sqlite3.connect(path, timeout=5.0)) as connection:
+        connection.executescript(_SCHEMA)
+        row = connection.execute("SELECT 1 FROM wallets WHERE namespace = ?", (namespace,))
+        return row.fetchone() is not None
+
+
+def read_books(
+    path: Path, now: datetime | None = None
+) -> tuple[list[tuple[str, WalletBook]], bool]:
+    """Every wallet in the file as it stands ``now`` (a period that is over shows as the new,
+    empty one), with each wallet's own emergency stop, and whether the cluster stop is on."""
+    if not path.is_file():
+        return [], False
+    moment = now or datetime.now(UTC)
+    with contextlib.closing(sqlite3.connect(path, timeout=5.0)) as connection:
+        connection.executescript(_SCHEMA)
+        rows = connection.execute("SELECT namespace, book FROM wallets ORDER BY namespace")
+        books = [(str(name), advance(load_book(str(text)), moment)) for name, text in rows]
+        return books, SQLiteWallet._cluster_stopped(connection)
+
+
+def read_snapshots(path: Path) -> list[WalletSnapshot]:
+    """Every wallet in the file, as it stands now (``a11i wallet show``)."""
+    books, stopped = read_books(path)
+    snapshots = []
+    for namespace, book in books:
+        if stopped:
+            book = replace(book, policy=replace(book.policy, suspended=True))
+        snapshots.append(snapshot_of(book, namespace, "*"))
+    return snapshots
+
+
+async def administer(
+    path: Path, namespace: str, *, suspend: bool | None = None, top_up: Decimal | None = None
+) -> None:
+    """Stop, resume or top up an existing wallet in the file, keeping its configuration."""
+    with contextlib.closing(sqlite3.connect(path, timeout=5.0)) as connection:
+        row = connection.execute(
+            "SELECT book FROM wallets WHERE namespace = ?", (namespace,)
+        ).fetchone()
+    if row is None:
+        raise KeyError(namespace)
+    book = load_book(str(row[0]))
+    wallet = SQLiteWallet(
+        path, book.policy, namespace=namespace, agent="a11i-cli", period=book.period
+    )
+    try:
+        if suspend is not None:
+            await wallet.suspend(suspend)
+        if top_up is not None:
+            await wallet.top_up(top_up)
+    finally:
+        await wallet.close()
+
+
+def set_cluster_stop(path: Path, on: bool) -> None:
+    """The emergency stop of every wallet in the file (``a11i wallet stop --cluster``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path, timeout=5.0, isolation_level=None)) as connection:
+        connection.executescript(_SCHEMA)
+        if on:
+            connection.execute(
+                "INSERT OR REPLACE INTO stops (scope, since) VALUES ('cluster', ?)",
+                (datetime.now(UTC).timestamp(),),
+            )
+        else:
+            connection.execute("DELETE FROM stops WHERE scope = 'cluster'")
+
+
+def dump_book(book: WalletBook) -> str:
+    policy = book.policy
+    return json.dumps(
+        {
+            "limit_usd": _limit_text(policy),
+            "warn_at": str(policy.warn_at_percent),
+            "optimize_at": str(policy.optimize_at_percent),
+            "when_exhausted": policy.when_exhausted.value,
+            "suspended": policy.suspended,
+            "period": book.period.value,
+            "period_start": book.period_start,
+            "origin": book.origin,
+            "spent_nanos": book.spent,
+            "zone": book.zone,
+            "leases": [
+                [lease.id, lease.nanos, lease.expires_at, lease.period_start]
+                for lease in book.leases
+            ],
+        },
+        separators=(",", ":"),
+    )
+
+
+def load_book(text: str) -> WalletBook:
+    data = json.loads(text)
+    limit = data["limit_usd"]
+    policy = BudgetPolicy(
+        limit_usd=None if limit is None else Decimal(limit),
+        warn_at_percent=Decimal(data["warn_at"]),
+        optimize_at_percent=Decimal(data["optimize_at"]),
+        when_exhausted=ExhaustedAction(data["when_exhausted"]),
+        suspended=bool(data["suspended"]),
+    )
+    return WalletBook(
+        policy=policy,
+        period=Period(data["period"]),
+        period_start=float(data["period_start"]),
+        origin=float(data["origin"]),
+        spent=int(data["spent_nanos"]),
+        zone=str(data.get("zone", "UTC")),
+        leases=tuple(
+            Reservation(str(i), int(n), float(e), float(p)) for i, n, e, p in data["leases"]
+        ),
+    )
+
+
+def _limit_text(policy: BudgetPolicy) -> str | None:
+    return None if policy.limit_usd is None else str(policy.limit_usd)
