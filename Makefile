@@ -52,7 +52,7 @@ cluster-bins:
 ## cluster: the tests' Kubernetes control plane in the foreground; prints `export KUBECONFIG=...`,
 ## Ctrl-C stops it
 cluster: install cluster-bins
-	$(PY) -m tests.cluster
+	$(PY) -m tests.support.cluster
 
 install: $(VENV)/.installed encodings
 

@@ -157,7 +157,7 @@ async def main(pages_list: list[int], rates: list[int], seconds: float) -> None:
     if shutil.which("redis-server") is None:
         print("redis-server is not installed (apt-get install redis-server)")
         return
-    from tests.redis_server import RedisServer, free_port
+    from tests.support.redis_server import RedisServer, free_port
 
     server = RedisServer()
     server.start()

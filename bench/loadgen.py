@@ -10,7 +10,7 @@ Two ways of loading a target, both over one aiohttp session per target:
 
 The pure parts (percentiles, the pacing schedule, the interleaving order, parsing
 ``/proc/<pid>/stat``) take and return plain values and are unit-tested
-(``tests/unit/test_loadgen.py``); the rest drives the network. Nothing here asserts a timing.
+(``tests/unit/bench/test_loadgen.py``); the rest drives the network. Nothing here asserts a timing.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Run with ``python -m bench.optimizer``. Prints two markdown tables:
 
 - tokens saved (%) by each strategy alone, and by all of them at Red, on each transcript of the
-  test corpus (tests/unit/data/transcripts), counted with the real token counter;
+  test corpus (tests/data/transcripts), counted with the real token counter;
 - time per optimization of a ~128k-token history, built by repeating the SRE transcript's
   tool-call turns (with fresh call ids), for the Yellow (lossless) and Red (all) defaults.
 
@@ -16,15 +16,15 @@ import copy
 import json
 import statistics
 import time
-from pathlib import Path
 
 from a11i.core.model import Dialect, JSONObject, JSONValue
 from a11i.core.optimizer import ALL_STRATEGIES, OptimizerSettings, optimize
 from a11i.core.policy import WalletState
 from a11i.core.tokens import TokenCounter
 from a11i.sidecar.meter import load_meter
+from tests.support.paths import TRANSCRIPTS
 
-CORPUS = Path(__file__).resolve().parent.parent / "tests" / "unit" / "data" / "transcripts"
+CORPUS = TRANSCRIPTS
 STRATEGIES = (
     "json_minify",
     "whitespace",

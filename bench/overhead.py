@@ -79,7 +79,7 @@ async def start_standin(prefix: Sequence[str] = ()) -> tuple[asyncio.subprocess.
         *prefix,
         sys.executable,
         "-m",
-        "tests.standin",
+        "tests.support.standin",
         "--host",
         "127.0.0.1",
         "--port",

@@ -1,7 +1,7 @@
 """Throughput of the PII scrubber on agent prompts, against the naive way of scrubbing.
 
 Run with ``python -m bench.scrubber``. Builds prompt text from the test corpus
-(tests/unit/data/transcripts: every message text and tool-call argument, as the sidecar would
+(tests/data/transcripts: every message text and tool-call argument, as the sidecar would
 export them with content capture on) with some PII sprinkled in (an e-mail address, a phone
 number, a card number, an IP address or a provider key about every 2 KiB), cut to 1 KiB, 32 KiB
 and 512 KiB. For each size it times, interleaved:
@@ -25,12 +25,12 @@ import re
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from a11i.core.model import JSONValue
 from a11i.core.scrub import Scrubber, luhn_valid
+from tests.support.paths import TRANSCRIPTS
 
-CORPUS = Path(__file__).resolve().parent.parent / "tests" / "unit" / "data" / "transcripts"
+CORPUS = TRANSCRIPTS
 SIZES = ((1024, "short (1 KiB)"), (32 * 1024, "medium (32 KiB)"), (512 * 1024, "long (512 KiB)"))
 ROUNDS = 9
 #: Text handed to each scrubber per round, whatever the size (so short texts run many calls).

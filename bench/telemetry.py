@@ -30,7 +30,7 @@ from bench.overhead import (
     start_standin,
     timed_call,
 )
-from tests.otelcol import OtelCollector
+from tests.support.otelcol import OtelCollector
 
 
 async def exported_spans(url: str) -> dict[str, int]:

@@ -61,7 +61,7 @@ async def main(concurrency: int, seconds: float) -> None:
         ]
         server = None
         if shutil.which("redis-server"):
-            from tests.redis_server import RedisServer
+            from tests.support.redis_server import RedisServer
 
             server = RedisServer()
             server.start()

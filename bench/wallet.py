@@ -84,7 +84,7 @@ async def _redis_run() -> Callable[[], Awaitable[tuple[str, float, float, float]
     from redis.asyncio import Redis
 
     from a11i.sidecar.wallets.redis import RedisWallet
-    from tests.redis_server import RedisServer
+    from tests.support.redis_server import RedisServer
 
     async def run() -> tuple[str, float, float, float]:
         server = RedisServer()

@@ -1,9 +1,9 @@
 """Admission latency of the injection webhook: AdmissionReviews at a paced rate over HTTPS.
 
 Run with ``python -m bench.webhook [--rate 100 --seconds 20]``. Starts the test control plane
-(``tests.cluster``; the binaries must be built: ``make cluster-bins``) because kopf discovers
-the API's resources before it serves admissions, then ``a11i operator --role webhook`` as a
-process with a certificate from ``a11i.operator.certs`` on loopback, and a baseline: an empty
+(``tests.support.cluster``; the binaries must be built: ``make cluster-bins``) because kopf
+discovers the API's resources before it serves admissions, then ``a11i operator --role webhook``
+as a process with a certificate from ``a11i.operator.certs`` on loopback, and a baseline: an empty
 aiohttp handler (answers ``allowed`` without reading the review) over the same certificate in a
 process of its own. Sends, at a fixed pace (open loop, one new review every 1/rate s whatever
 the answers do), AdmissionReviews of a pod asking for injection, of a pod not asking, and to the
@@ -29,7 +29,7 @@ from pathlib import Path
 import aiohttp
 
 from a11i.operator import certs
-from tests.cluster import ROOT, ControlPlane, free_port
+from tests.support.cluster import ROOT, ControlPlane, free_port
 
 BASELINE = """
 import ssl, sys

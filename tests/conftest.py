@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-ENCODINGS = Path(__file__).resolve().parent.parent / "a11i" / "sidecar" / "data" / "encodings"
+from tests.support.paths import ENCODINGS
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -65,7 +65,7 @@ class EncodingSpec:
     """The constructor arguments of one encoding, as in ``tiktoken_ext.openai_public``.
 
     They are copied here because tiktoken's own constructors load the file from its URL;
-    tests/unit/test_encodings.py checks the copy against the installed tiktoken.
+    tests/unit/sidecar/test_encodings.py checks the copy against the installed tiktoken.
     """
 
     name: str

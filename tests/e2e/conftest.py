@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster import ControlPlane, ControlPlaneError, binaries_dir
+from tests.support.cluster import ControlPlane, ControlPlaneError, binaries_dir
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import ROOT, ControlPlane, ControlPlaneError
+from tests.support.cluster import ROOT, ControlPlane, ControlPlaneError
 
 CRD_DIR: Path = ROOT / "crds"
 CRD_NAMES = ("agentbudgets.a11i.io", "telemetrypolicies.a11i.io")

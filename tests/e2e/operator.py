@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from tests.cluster import ROOT, ControlPlane
+from tests.support.cluster import ROOT, ControlPlane
 
 CHART = ROOT / "charts" / "a11i"
 RELEASE = "a11i"

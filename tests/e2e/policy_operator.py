@@ -21,9 +21,9 @@ from typing import TypeVar
 
 import pytest
 
-from tests.cluster import ROOT, ControlPlane
 from tests.e2e.operator import install_rbac, service_account_kubeconfig
-from tests.redis_server import RedisServer
+from tests.support.cluster import ROOT, ControlPlane
+from tests.support.redis_server import RedisServer
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import ControlPlane
+from tests.support.cluster import ControlPlane
 
 pytestmark = pytest.mark.e2e
 

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from a11i.core.scrub import rules_from_config
-from tests.cluster import ROOT, ControlPlane
 from tests.e2e.crds import CRD_DIR, CRD_NAMES, a11i_crds  # noqa: F401  (a fixture)
+from tests.support.cluster import ROOT, ControlPlane
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("a11i_crds")]
 

@@ -37,7 +37,6 @@ from a11i.dashboard.agentbudgets import AgentBudgets, BudgetConflict
 from a11i.operator.kube import KubeClient, KubeObject
 from a11i.sidecar.telemetry.events import STREAM
 from a11i.sidecar.wallets.redis import RedisWallet
-from tests.cluster import ROOT, ControlPlane, free_port
 from tests.e2e.crds import a11i_crds  # noqa: F401  (a fixture)
 from tests.e2e.operator import (
     CHART,
@@ -48,7 +47,8 @@ from tests.e2e.operator import (
     service_account_kubeconfig,
     token_kubeconfig,
 )
-from tests.redis_server import RedisServer
+from tests.support.cluster import ROOT, ControlPlane, free_port
+from tests.support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("a11i_crds")]
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster import ROOT, ControlPlane
 from tests.e2e.crds import a11i_crds
+from tests.support.cluster import ROOT, ControlPlane
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures(a11i_crds.__name__)]
 

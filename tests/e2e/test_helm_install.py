@@ -32,8 +32,8 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import ROOT, ControlPlane, free_port
 from tests.e2e.operator import service_account_kubeconfig
+from tests.support.cluster import ROOT, ControlPlane, free_port
 
 pytestmark = pytest.mark.e2e
 

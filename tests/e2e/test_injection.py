@@ -30,7 +30,6 @@ from typing import Any
 import pytest
 
 from a11i.operator import certs
-from tests.cluster import ROOT, ControlPlane, free_port
 from tests.e2e.crds import a11i_crds  # noqa: F401  (a fixture: the peering CRDs the RBAC needs)
 from tests.e2e.operator import (
     SYSTEM_NAMESPACE,
@@ -38,6 +37,7 @@ from tests.e2e.operator import (
     install_rbac,
     service_account_kubeconfig,
 )
+from tests.support.cluster import ROOT, ControlPlane, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("a11i_crds")]
 

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from tests.cluster import ROOT
+from tests.support.cluster import ROOT
 
 SCRIPT = ROOT / "tools" / "kind" / "e2e.sh"
 SKIP_MESSAGE = "skipped: no Docker engine (docker info failed)"

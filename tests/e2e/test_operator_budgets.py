@@ -26,10 +26,10 @@ import redis
 from a11i.core.policy import BudgetPolicy, Decision, Period, WalletState
 from a11i.sidecar.telemetry.events import STREAM
 from a11i.sidecar.wallets.redis import RedisWallet
-from tests.cluster import ROOT, ControlPlane
 from tests.e2e.crds import a11i_crds  # noqa: F401  (a fixture)
 from tests.e2e.operator import SIDECAR_REDIS_SECRET, OperatorProcess, reconciling_operator
-from tests.redis_server import RedisServer, free_port
+from tests.support.cluster import ROOT, ControlPlane
+from tests.support.redis_server import RedisServer, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("a11i_crds")]
 

@@ -17,9 +17,9 @@ from a11i.operator.policy_config import (
     HEADERS_SECRET_NAME,
 )
 from a11i.sidecar.config import load_config
-from tests.cluster import ROOT
 from tests.e2e.crds import a11i_crds
 from tests.e2e.policy_operator import PolicyOperator, policy_operator
+from tests.support.cluster import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,7 @@ from a11i.sidecar.app import wallet_for
 from a11i.sidecar.meter import effective_rate_card, load_meter
 from a11i.sidecar.proxy import CallRecord, Sidecar, build_app
 from a11i.sidecar.settings import from_env
-from tests.standin import StandIn
+from tests.support.standin import StandIn
 
 pytestmark = pytest.mark.integration
 

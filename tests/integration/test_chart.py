@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster import ROOT, binaries_dir
+from tests.support.cluster import ROOT, binaries_dir
 
 pytestmark = pytest.mark.integration
 

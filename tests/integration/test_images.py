@@ -34,11 +34,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.redis_server import free_port
+from tests.support.paths import ROOT
+from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ("sidecar", "operator")
 HADOLINT_CONFIG = ROOT / ".hadolint.yaml"
 # An exact patch release of the official slim Python image, optionally with a digest.

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 
 from a11i.sidecar.meter import effective_rate_card
+from tests.support.paths import ROOT
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = ROOT / "examples"
 
 
 def test_example_rate_card_lays_over_the_built_in_one() -> None:

@@ -1,0 +1,179 @@
+"""The optimizer in the proxy: a Red wallet makes real agent conversations smaller, safely."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import anthropic
+import openai
+import pytest
+
+from a11i.core.meter import UsageSource
+from a11i.core.model import Dialect
+from a11i.core.optimizer import validate_conversation
+from tests.integration.conftest import SidecarFactory
+from tests.support.paths import TRANSCRIPTS
+from tests.support.standin import StandIn
+
+pytestmark = pytest.mark.integration
+
+SRE_OPENAI = json.loads((TRANSCRIPTS / "sre_openai.json").read_text())
+SRE_ANTHROPIC = json.loads((TRANSCRIPTS / "sre_anthropic.json").read_text())
+# Every call counts as Red: the optimizer runs all its strategies.
+RED = {"A11I_BUDGET_USD": "100", "A11I_BUDGET_WARN_AT": "0", "A11I_BUDGET_OPTIMIZE_AT": "0"}
+
+
+async def test_a_red_wallet_compacts_an_openai_agent_loop(
+    start_sidecar: SidecarFactory, standin: StandIn
+) -> None:
+    running = await start_sidecar(**RED)
+    async with openai.AsyncOpenAI(
+        base_url=running.openai_url, api_key="sk-agent", max_retries=0
+    ) as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model=SRE_OPENAI["model"], messages=SRE_OPENAI["messages"], tools=SRE_OPENAI["tools"]
+        )
+        completion = raw.parse()
+    assert raw.headers["x-a11i-decision"] == "optimize"
+    strategies, saved = raw.headers["x-a11i-optimized"].split("; saved=")
+    assert "compact_history" in strategies.split(",")
+    original = running.sidecar.meter.plan(Dialect.OPENAI_CHAT, SRE_OPENAI).input.tokens
+    assert int(raw.headers["x-a11i-input-tokens"]) == original - int(saved)
+    assert int(saved) > original * 0.3
+    forwarded = standin.requests[-1].json
+    assert isinstance(forwarded, dict)
+    assert len(forwarded["messages"]) < len(SRE_OPENAI["messages"])
+    assert forwarded["messages"][0] == SRE_OPENAI["messages"][0]  # the system prompt
+    assert validate_conversation(Dialect.OPENAI_CHAT, forwarded) == []
+    # The provider was billed for what was sent, and said so.
+    assert completion.usage is not None
+    record = (await running.settled(1))[-1]
+    assert record.optimization is not None
+    assert record.settlement is not None
+    assert record.settlement.usage.input_tokens == completion.usage.prompt_tokens
+    assert completion.usage.prompt_tokens < original
+
+
+async def test_a_red_wallet_keeps_anthropics_rules(
+    start_sidecar: SidecarFactory, standin: StandIn
+) -> None:
+    running = await start_sidecar(**RED)
+    async with anthropic.AsyncAnthropic(
+        base_url=running.url, api_key="sk-ant", max_retries=0
+    ) as client:
+        raw = await client.messages.with_raw_response.create(
+            model="claude-haiku-4-5",
+            max_tokens=SRE_ANTHROPIC["max_tokens"],
+            system=SRE_ANTHROPIC["system"],
+            messages=SRE_ANTHROPIC["messages"],
+            tools=SRE_ANTHROPIC["tools"],
+        )
+        message = await raw.parse()
+    assert message.content
+    assert "x-a11i-optimized" in raw.headers
+    forwarded = standin.requests[-1].json
+    assert isinstance(forwarded, dict)
+    assert forwarded["system"] == SRE_ANTHROPIC["system"]
+    assert forwarded["messages"][0] == SRE_ANTHROPIC["messages"][0]  # the goal
+    assert validate_conversation(Dialect.ANTHROPIC_MESSAGES, forwarded) == []
+
+
+async def test_a_call_too_big_for_the_wallet_gets_through_once_smaller(
+    start_sidecar: SidecarFactory, standin: StandIn
+) -> None:
+    body = {**SRE_OPENAI, "max_tokens": 10}
+    probe = await start_sidecar(A11I_OPTIMIZER="off")
+    full = probe.sidecar.meter.plan(Dialect.OPENAI_CHAT, body).projected_usd
+    # Room for the compacted call, not for the original.
+    limit = (full * Decimal("0.6")).quantize(Decimal("0.000001"))
+    for optimizer, expected in (("off", 402), ("on", 200)):
+        running = await start_sidecar(A11I_BUDGET_USD=str(limit), A11I_OPTIMIZER=optimizer)
+        async with openai.AsyncOpenAI(
+            base_url=running.openai_url, api_key="sk-agent", max_retries=0
+        ) as client:
+            try:
+                raw = await client.chat.completions.with_raw_response.create(**body)
+                status = raw.http_response.status_code
+                assert "compact_history" in raw.headers["x-a11i-optimized"]
+            except openai.APIStatusError as error:
+                status = error.status_code
+        assert status == expected, optimizer
+    spent = (await running.sidecar.wallet.snapshot()).spent_usd
+    assert 0 < spent <= limit
+
+
+async def test_a_green_wallet_sends_the_agents_bytes_untouched(
+    start_sidecar: SidecarFactory, standin: StandIn
+) -> None:
+    running = await start_sidecar(A11I_BUDGET_USD="100")
+    async with openai.AsyncOpenAI(
+        base_url=running.openai_url, api_key="sk-agent", max_retries=0
+    ) as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model=SRE_OPENAI["model"], messages=SRE_OPENAI["messages"], tools=SRE_OPENAI["tools"]
+        )
+    assert raw.headers["x-a11i-decision"] == "allow"
+    assert "x-a11i-optimized" not in raw.headers
+    assert standin.requests[-1].json == {
+        "model": SRE_OPENAI["model"],
+        "messages": SRE_OPENAI["messages"],
+        "tools": SRE_OPENAI["tools"],
+    }
+
+
+async def test_a11i_yaml_turns_the_optimizer_on_without_a_restart(
+    start_sidecar: SidecarFactory, standin: StandIn, tmp_path: Path
+) -> None:
+    config = tmp_path / "a11i.yaml"
+    config.write_text("optimizer:\n  enabled: false\n")
+    running = await start_sidecar(**RED, A11I_CONFIG=str(config), A11I_RELOAD_INTERVAL="0.05")
+    body = {"model": SRE_OPENAI["model"], "messages": SRE_OPENAI["messages"]}
+    async with openai.AsyncOpenAI(
+        base_url=running.openai_url, api_key="sk-agent", max_retries=0
+    ) as client:
+        off = await client.chat.completions.with_raw_response.create(**body)
+        assert off.headers["x-a11i-decision"] == "optimize"
+        assert "x-a11i-optimized" not in off.headers
+        config.write_text("optimizer:\n  enabled: true\n  keep_last_turns: 2\n")
+        for _ in range(200):
+            if running.sidecar.counters.config.done:
+                break
+            await asyncio.sleep(0.02)
+        on = await client.chat.completions.with_raw_response.create(**body)
+        assert "compact_history" in on.headers["x-a11i-optimized"]
+        config.write_text("optimizer:\n  keep_last_turns: -1\n")
+        for _ in range(200):
+            if running.sidecar.counters.config.errors:
+                break
+            await asyncio.sleep(0.02)
+        still = await client.chat.completions.with_raw_response.create(**body)
+        assert "compact_history" in still.headers["x-a11i-optimized"]
+
+
+async def test_an_optimized_stream_still_hides_the_usage_chunk_a11i_asked_for(
+    start_sidecar: SidecarFactory, standin: StandIn
+) -> None:
+    running = await start_sidecar(**RED)
+    async with openai.AsyncOpenAI(
+        base_url=running.openai_url, api_key="sk-agent", max_retries=0
+    ) as client:
+        stream = await client.chat.completions.create(
+            model=SRE_OPENAI["model"], messages=SRE_OPENAI["messages"], stream=True
+        )
+        chunks = [chunk async for chunk in stream]
+    assert chunks
+    assert all(chunk.choices and chunk.usage is None for chunk in chunks)
+    forwarded = standin.requests[-1].json
+    assert isinstance(forwarded, dict)
+    assert forwarded["stream_options"] == {"include_usage": True}
+    assert len(forwarded["messages"]) < len(SRE_OPENAI["messages"])
+    (record,) = await running.settled(1)
+    assert record.optimization is not None
+    assert record.settlement is not None
+    # Settled from the usage the provider reported for the smaller request.
+    assert record.settlement.source is UsageSource.PROVIDER
+    original = running.sidecar.meter.plan(Dialect.OPENAI_CHAT, SRE_OPENAI).input.tokens
+    assert record.settlement.usage.input_tokens < original / 2

@@ -1,0 +1,239 @@
+"""Two real sidecar processes sharing one wallet in a real Redis, under concurrent load."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from tests.support.redis_server import RedisServer, free_port
+from tests.support.standin import StandIn
+
+pytestmark = pytest.mark.integration
+
+CHAT = {
+    "model": "gpt-4o",
+    "max_tokens": 200,
+    "messages": [{"role": "user", "content": "Is the checkout service healthy?"}],
+}
+HEADERS = {"Authorization": "Bearer sk-agent"}
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(appendonly=True)
+    server.start()
+    yield server
+    server.close()
+
+
+class Sidecars:
+    """``a11i sidecar`` processes started with shared settings."""
+
+    def __init__(self) -> None:
+        self.processes: list[asyncio.subprocess.Process] = []
+
+    async def start(self, **env: str) -> str:
+        port = free_port()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "a11i.cli",
+            "sidecar",
+            env={**os.environ, "A11I_PORT": str(port), "A11I_LOG_LEVEL": "WARNING", **env},
+        )
+        self.processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as http:
+            for _ in range(300):
+                try:
+                    async with http.get(url + "/a11i/readyz") as response:
+                        if response.status == 200:
+                            return url
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError("the sidecar did not start")
+
+    async def stop(self) -> None:
+        for process in self.processes:
+            if process.returncode is None:
+                process.send_signal(signal.SIGINT)
+        for process in self.processes:
+            await asyncio.wait_for(process.wait(), 20)
+
+
+@pytest.fixture
+async def sidecars() -> AsyncIterator[Sidecars]:
+    running = Sidecars()
+    yield running
+    await running.stop()
+
+
+async def wallet_of(url: str, namespace: str = "team-a") -> dict[str, str]:
+    client = Redis.from_url(url, decode_responses=True)
+    try:
+        return await client.hgetall(f"a11i:wallet:{namespace}")  # type: ignore[no-any-return]
+    finally:
+        await client.aclose()
+
+
+async def test_two_sidecars_share_one_wallet_without_overspending(
+    standin: StandIn, redis_server: RedisServer, sidecars: Sidecars
+) -> None:
+    assert standin.url is not None
+    settings = {
+        "A11I_OPENAI_BASE": standin.url,
+        "A11I_REDIS_URL": redis_server.url,
+        "A11I_NAMESPACE": "team-a",
+        "A11I_BUDGET_USD": "0.05",
+        "A11I_REDIS_TIMEOUT": "2",
+    }
+    urls = [await sidecars.start(**settings, A11I_AGENT=f"agent-{i}") for i in range(2)]
+    standin.configure(chunk_delay_ms=5)
+    statuses: list[int] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def call(index: int) -> None:
+            body = {**CHAT, "stream": index % 3 == 0}
+            async with http.post(
+                urls[index % 2] + "/v1/chat/completions", json=body, headers=HEADERS
+            ) as response:
+                await response.read()
+                statuses.append(response.status)
+
+        await asyncio.gather(*(call(i) for i in range(60)))
+    assert set(statuses) <= {200, 402}
+    admitted = statuses.count(200)
+    # Worst case of one call: its input and 200 output tokens of gpt-4o, about $0.0021: at
+    # least the ~23 calls that fit by their worst case were let in, from both sidecars.
+    assert admitted >= 20
+    assert statuses.count(402) > 0
+    wallet = await wallet_of(redis_server.url)
+    spent = Decimal(wallet["spent_nanos"]) / 10**9
+    assert 0 < spent <= Decimal("0.05")
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        assert await client.hlen("a11i:wallet:team-a:leases") == 0
+        # Every call, admitted or blocked, is an event in the shared stream.
+        for _ in range(50):
+            if await client.xlen("a11i:events") >= 60:
+                break
+            await asyncio.sleep(0.1)
+        events = await client.xrange("a11i:events")
+    finally:
+        await client.aclose()
+    assert len(events) == 60
+    decided = [fields["decision"] for _, fields in events]
+    assert decided.count("block") == statuses.count(402)
+    assert {fields["agent"] for _, fields in events} == {"agent-0", "agent-1"}
+    charged = sum(Decimal(fields["cost_usd"]) for _, fields in events)
+    # Costs are charged rounded up to the nano-dollar.
+    assert abs(charged - spent) <= Decimal("0.000001")
+
+
+async def test_the_emergency_stop_reaches_every_sidecar_within_a_second(
+    standin: StandIn, redis_server: RedisServer, sidecars: Sidecars
+) -> None:
+    assert standin.url is not None
+    settings = {
+        "A11I_OPENAI_BASE": standin.url,
+        "A11I_REDIS_URL": redis_server.url,
+        "A11I_NAMESPACE": "team-a",
+        "A11I_BUDGET_USD": "10",
+    }
+    urls = [await sidecars.start(**settings) for _ in range(2)]
+    env = {**os.environ, **settings}
+
+    async def a11i(*args: str) -> int:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "a11i.cli",
+            "wallet",
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        return await process.wait()
+
+    async with aiohttp.ClientSession() as http:
+
+        async def statuses() -> list[int]:
+            codes = []
+            for url in urls:
+                async with http.post(
+                    url + "/v1/chat/completions", json=CHAT, headers=HEADERS
+                ) as response:
+                    codes.append(response.status)
+            return codes
+
+        assert await statuses() == [200, 200]
+        for scope in (["stop"], ["stop", "--cluster"]):
+            assert await a11i(*scope) == 0
+            stopped_at = asyncio.get_running_loop().time()
+            while await statuses() != [403, 403]:
+                assert asyncio.get_running_loop().time() - stopped_at < 1.0, "stop too slow"
+                await asyncio.sleep(0.05)
+            assert await a11i("resume", *scope[1:]) == 0
+            resumed_at = asyncio.get_running_loop().time()
+            while await statuses() != [200, 200]:
+                assert asyncio.get_running_loop().time() - resumed_at < 1.0, "resume too slow"
+                await asyncio.sleep(0.05)
+
+
+async def test_redis_going_away_under_load_fails_open_and_reconciles(
+    standin: StandIn, redis_server: RedisServer, sidecars: Sidecars
+) -> None:
+    assert standin.url is not None
+    url = await sidecars.start(
+        A11I_OPENAI_BASE=standin.url,
+        A11I_REDIS_URL=redis_server.url,
+        A11I_NAMESPACE="team-a",
+        A11I_BUDGET_USD="10",
+    )
+    closed = await sidecars.start(
+        A11I_OPENAI_BASE=standin.url,
+        A11I_REDIS_URL=redis_server.url,
+        A11I_NAMESPACE="team-a",
+        A11I_BUDGET_USD="10",
+        A11I_REDIS_FAILURE="closed",
+    )
+    async with aiohttp.ClientSession() as http:
+
+        async def call(target: str) -> int:
+            async with http.post(
+                target + "/v1/chat/completions", json=CHAT, headers=HEADERS
+            ) as response:
+                await response.read()
+                return response.status
+
+        assert await call(url) == 200
+        before = Decimal((await wallet_of(redis_server.url))["spent_nanos"])
+        redis_server.stop()
+        started = asyncio.get_running_loop().time()
+        during = await asyncio.gather(*(call(url) for _ in range(10)))
+        refused = await call(closed)
+        # Never a hang: every call answered within a few Redis timeouts.
+        assert asyncio.get_running_loop().time() - started < 10
+        assert during == [200] * 10
+        assert refused == 503
+        redis_server.start()
+        expected = before * 11  # the first call, and the ten made while Redis was away
+        for _ in range(200):
+            after = Decimal((await wallet_of(redis_server.url)).get("spent_nanos", "0"))
+            if after >= expected:
+                break
+            await asyncio.sleep(0.1)
+        # The ten calls accounted locally while Redis was away are in the shared wallet now,
+        # replayed one settlement at a time, each exactly once.
+        assert after == expected
+        await asyncio.sleep(1.5)  # three more rounds of the reconnect watcher
+        assert Decimal((await wallet_of(redis_server.url))["spent_nanos"]) == expected

@@ -1,0 +1,1010 @@
+"""The rate card: exact cost arithmetic, name matching, both file shapes, every invalid input."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from a11i.core.model import Usage
+from a11i.core.pricing import (
+    DEFAULT_FALLBACK,
+    ModelPrice,
+    PriceLookup,
+    RateCard,
+    RateCardError,
+    cost,
+    normalize_model_name,
+    parse_rate_card,
+    per_million,
+    project,
+)
+from a11i.sidecar.rates import builtin_rate_card, load_rate_card_file, parse_text
+from tests.support.paths import DATA
+
+LITELLM_SAMPLE = DATA / "litellm_prices_sample.json"
+SOURCE = "/etc/a11i/rates.yaml"
+
+
+def price(
+    input_mtok: str,
+    output_mtok: str,
+    *,
+    cached: str | None = None,
+    write: str | None = None,
+    window: int = 128_000,
+    max_output: int | None = None,
+) -> ModelPrice:
+    return ModelPrice(
+        input_per_token=per_million(input_mtok),
+        output_per_token=per_million(output_mtok),
+        cached_input_per_token=per_million(cached) if cached is not None else None,
+        cache_write_per_token=per_million(write) if write is not None else None,
+        context_window=window,
+        max_output_tokens=max_output,
+    )
+
+
+def load_sample(*, decimals: bool = True) -> RateCard:
+    text = LITELLM_SAMPLE.read_text(encoding="utf-8")
+    data: object = json.loads(text, parse_float=Decimal) if decimals else json.loads(text)
+    return parse_rate_card(data, source=str(LITELLM_SAMPLE))
+
+
+GPT_4O = price("2.50", "10.00", cached="1.25", max_output=16_384)
+SONNET = price("3", "15", cached="0.30", write="3.75", window=200_000, max_output=64_000)
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+
+def test_per_million_moves_the_decimal_point_exactly() -> None:
+    assert per_million("2.50") == Decimal("0.0000025")
+    assert per_million(15) == Decimal("0.000015")
+    # More digits than the default context's 28 would keep: still exact.
+    long = "1.234567890123456789012345678901234"
+    assert per_million(long) == Decimal("0.000001234567890123456789012345678901234")
+
+
+@pytest.mark.parametrize(
+    ("card_price", "usage", "expected"),
+    [
+        pytest.param(GPT_4O, Usage(1_000, 500), "0.0075", id="gpt-4o-1k-in-500-out"),
+        pytest.param(GPT_4O, Usage(0, 0), "0", id="nothing-costs-nothing"),
+        pytest.param(GPT_4O, Usage(1, 0), "0.0000025", id="one-input-token"),
+        pytest.param(
+            GPT_4O,
+            Usage(1_000, 0, cached_input_tokens=400),
+            # 600 x 2.50/M + 400 x 1.25/M
+            "0.002",
+            id="openai-cached-input-at-half-price",
+        ),
+        pytest.param(
+            SONNET,
+            Usage(10_000, 1_000, cached_input_tokens=6_000, cache_write_tokens=2_000),
+            # 2000 x 3/M + 6000 x 0.30/M + 2000 x 3.75/M + 1000 x 15/M
+            "0.0303",
+            id="anthropic-cache-read-and-write",
+        ),
+        pytest.param(
+            price("2", "8"),
+            Usage(1_000, 0, cached_input_tokens=1_000, cache_write_tokens=0),
+            "0.002",
+            id="no-cached-price-means-input-price",
+        ),
+        pytest.param(
+            GPT_4O,
+            Usage(100, 0, cached_input_tokens=500),
+            # An inconsistent report: the cache reads are billed, uncached input is not negative.
+            "0.000625",
+            id="more-cached-than-input-never-negative",
+        ),
+        pytest.param(
+            price("0.02", "0"), Usage(1_000_000, 0), "0.02", id="embedding-million-tokens"
+        ),
+    ],
+)
+def test_cost_is_exact(card_price: ModelPrice, usage: Usage, expected: str) -> None:
+    amount = cost(card_price, usage)
+    assert isinstance(amount, Decimal)
+    assert amount == Decimal(expected)
+
+
+def test_cost_of_the_built_in_gpt_4o() -> None:
+    found = builtin_rate_card().lookup("gpt-4o")
+    assert cost(found, Usage(1_000, 500)) == Decimal("0.0075")
+    assert cost(found.price, Usage(1_000, 500)) == Decimal("0.0075")
+
+
+def test_cost_does_not_drift_over_many_small_calls() -> None:
+    one_call = cost(GPT_4O, Usage(3, 7))
+    total = sum((one_call for _ in range(100_000)), Decimal(0))
+    assert total == cost(GPT_4O, Usage(300_000, 700_000))
+
+
+@pytest.mark.parametrize(
+    ("card_price", "input_tokens", "output_tokens", "expected"),
+    [
+        pytest.param(GPT_4O, 1_000, 4_096, "0.04346", id="gpt-4o"),
+        pytest.param(GPT_4O, 0, 0, "0", id="empty"),
+        pytest.param(SONNET, 100_000, 64_000, "1.26", id="sonnet-full-output"),
+        pytest.param(DEFAULT_FALLBACK, 1_000, 32_000, "2.415", id="fallback"),
+    ],
+)
+def test_projection(
+    card_price: ModelPrice, input_tokens: int, output_tokens: int, expected: str
+) -> None:
+    assert project(card_price, input_tokens, output_tokens) == Decimal(expected)
+
+
+def test_projection_accepts_a_lookup_and_ignores_the_cache() -> None:
+    found = PriceLookup("gpt-4o", "gpt-4o", GPT_4O, is_fallback=False)
+    # Every input token at the full input price: a cache hit is not known in advance.
+    assert project(found, 1_000, 0) == Decimal("0.0025")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"input_per_token": Decimal(-1)}, id="negative-input"),
+        pytest.param({"output_per_token": Decimal("NaN")}, id="nan-output"),
+        pytest.param({"cached_input_per_token": Decimal("-0.1")}, id="negative-cached"),
+        pytest.param({"context_window": 0}, id="zero-window"),
+        pytest.param({"context_window": True}, id="bool-window"),
+        pytest.param({"max_output_tokens": 0}, id="zero-max-output"),
+    ],
+)
+def test_model_price_refuses_nonsense(kwargs: dict[str, object]) -> None:
+    fields: dict[str, object] = {
+        "input_per_token": Decimal(1),
+        "output_per_token": Decimal(1),
+        "context_window": 10,
+        **kwargs,
+    }
+    with pytest.raises(ValueError, match="must be"):
+        ModelPrice(**fields)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- lookup
+
+
+@pytest.mark.parametrize(
+    ("model", "matched"),
+    [
+        pytest.param("gpt-4o", "gpt-4o", id="exact"),
+        pytest.param("GPT-4o", "gpt-4o", id="case"),
+        pytest.param("gpt-4o-2024-08-06", "gpt-4o", id="openai-dated"),
+        pytest.param("gpt-4o-2024-05-13", "gpt-4o-2024-05-13", id="dated-with-own-price"),
+        pytest.param("gpt-4-0613", "gpt-4", id="openai-mmdd"),
+        pytest.param("gpt-3.5-turbo-0125", "gpt-3.5-turbo", id="gpt-35-mmdd"),
+        pytest.param("gpt-3.5-turbo-1106", "gpt-3.5-turbo-1106", id="mmdd-with-own-price"),
+        pytest.param("claude-3-5-sonnet-20241022", "claude-3-5-sonnet", id="anthropic-dated"),
+        pytest.param("claude-sonnet-4-5-20250929", "claude-sonnet-4-5", id="claude-4-dated"),
+        pytest.param("claude-opus-4-1-20250805", "claude-opus-4-1", id="opus-4-1-dated"),
+        pytest.param("claude-opus-4-20250514", "claude-opus-4", id="opus-4-dated"),
+        pytest.param("claude-3-7-sonnet-latest", "claude-3-7-sonnet", id="latest"),
+        pytest.param("openai/gpt-4o-mini", "gpt-4o-mini", id="openai-prefix"),
+        pytest.param("anthropic/claude-haiku-4-5", "claude-haiku-4-5", id="anthropic-prefix"),
+        pytest.param("azure/GPT-4.1-2025-04-14", "gpt-4.1", id="azure-prefix-case-dated"),
+        pytest.param("openrouter/openai/o3-mini", "o3-mini", id="nested-prefix"),
+        pytest.param(
+            "anthropic.claude-3-5-sonnet-20241022-v2:0", "claude-3-5-sonnet", id="bedrock"
+        ),
+        pytest.param(
+            "us.anthropic.claude-3-haiku-20240307-v1:0", "claude-3-haiku", id="bedrock-us"
+        ),
+        pytest.param("claude-3-5-sonnet-v2@20241022", "claude-3-5-sonnet", id="vertex"),
+        pytest.param("gpt-4o-mini-audio-preview", "gpt-4o-mini", id="longest-prefix"),
+        pytest.param("gpt-4o-mini-search-preview-2025-03-11", "gpt-4o-mini", id="prefix-dated"),
+        pytest.param("gpt-4.1-mini", "gpt-4.1-mini", id="mini-not-base"),
+        pytest.param("gpt-5-chat-latest", "gpt-5", id="gpt-5-chat"),
+        pytest.param("gpt-5-codex", "gpt-5", id="gpt-5-codex"),
+        pytest.param("o3-pro-2025-06-10", "o3-pro", id="o3-pro-not-o3"),
+        pytest.param("o1-mini", "o1", id="cheaper-variant-priced-high"),
+        pytest.param("text-embedding-3-small", "text-embedding-3-small", id="embedding"),
+    ],
+)
+def test_lookup_matches(model: str, matched: str) -> None:
+    found = builtin_rate_card().lookup(model)
+    assert found.model == model
+    assert found.matched == matched
+    assert not found.is_fallback
+    assert found.price is builtin_rate_card().models[matched]
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        pytest.param("acme-llm-9000", id="unknown"),
+        pytest.param("", id="empty"),
+        pytest.param("gpt", id="too-short"),
+        pytest.param("gpt-4o-mini-pro", id="premium-tier-of-known-model"),
+        pytest.param("o3-research", id="research-tier"),
+        pytest.param("ft:gpt-4o-mini-2024-07-18:acme::abc123", id="fine-tune"),
+        pytest.param("claude-2.1", id="retired-family"),
+        pytest.param("mistral/mistral-large", id="other-provider"),
+    ],
+)
+def test_unknown_models_are_priced_at_the_fallback_and_flagged(model: str) -> None:
+    card = builtin_rate_card()
+    found = card.lookup(model)
+    assert found.is_fallback
+    assert found.matched is None
+    assert found.price == card.fallback
+    assert cost(found, Usage(1_000, 1_000)) > 0
+
+
+def test_lookup_is_remembered() -> None:
+    card = builtin_rate_card()
+    assert card.lookup("gpt-4o-2024-11-20") is card.lookup("gpt-4o-2024-11-20")
+
+
+def test_lowercase_key_wins_over_a_differently_cased_twin() -> None:
+    card = RateCard({"Model-X": price("9", "9"), "model-x": price("1", "1")})
+    assert card.lookup("MODEL-X").matched == "model-x"
+    assert card.lookup("Model-X").matched == "Model-X"
+
+
+def test_own_names_win_over_prefixed_aliases() -> None:
+    card = RateCard({"gpt-4o": GPT_4O, "azure/gpt-4o": price("2.75", "11")})
+    assert card.lookup("gpt-4o").matched == "gpt-4o"
+    assert card.lookup("azure/gpt-4o").matched == "azure/gpt-4o"
+    assert card.lookup("openai/gpt-4o-2024-08-06").matched == "gpt-4o"
+
+
+def test_an_ambiguous_alias_takes_the_dearest_price() -> None:
+    card = RateCard(
+        {"cheap/model-y": price("1", "1"), "dear/model-y": price("5", "5"), "z/model-y-v": GPT_4O}
+    )
+    assert card.lookup("model-y").matched == "dear/model-y"
+
+
+@pytest.mark.parametrize(
+    ("model", "family"),
+    [
+        pytest.param("openai/GPT-4o-2024-08-06", "gpt-4o", id="prefix-case-date"),
+        pytest.param("claude-3-5-sonnet-20241022-v2:0", "claude-3-5-sonnet", id="bedrock"),
+        pytest.param("o3", "o3", id="short"),
+        pytest.param("2024-08-06", "2024-08-06", id="all-suffix-kept"),
+    ],
+)
+def test_normalize_model_name(model: str, family: str) -> None:
+    assert normalize_model_name(model) == family
+
+
+# --------------------------------------------------------------------------- merging
+
+
+def test_a_users_card_overrides_model_by_model() -> None:
+    builtin = builtin_rate_card()
+    user = parse_rate_card(
+        {
+            "models": {
+                "GPT-4o": {"input_per_mtok": "1", "output_per_mtok": "2", "context_window": 1000}
+            }
+        },
+        source="user.yaml",
+    )
+    card = builtin.merged(user)
+    assert card.lookup("gpt-4o").matched == "GPT-4o"
+    assert card.lookup("gpt-4o-2024-08-06").price.input_per_token == Decimal("0.000001")
+    assert card.lookup("gpt-4o-mini") == builtin.lookup("gpt-4o-mini")
+    assert card.fallback == builtin.fallback
+    assert card.source == f"{builtin.source} + user.yaml"
+    # The built-in card is untouched.
+    assert builtin.lookup("gpt-4o").matched == "gpt-4o"
+
+
+def test_a_users_fallback_wins_only_when_stated() -> None:
+    builtin = builtin_rate_card()
+    stated = parse_rate_card(
+        {"fallback": {"input_per_mtok": 30, "output_per_mtok": 150, "context_window": 1_000_000}},
+        source="user.yaml",
+    )
+    assert builtin.merged(stated).fallback.input_per_token == Decimal("0.00003")
+    assert builtin.merged(stated).explicit_fallback
+    assert builtin.merged(load_sample()).fallback == builtin.fallback
+
+
+def test_a_litellm_card_over_the_built_in_one() -> None:
+    card = builtin_rate_card().merged(load_sample())
+    assert card.lookup("gpt-4o").price.provider == "openai"
+    assert card.lookup("azure/gpt-4o").price.input_per_token == Decimal("0.00000275")
+    assert card.lookup("claude-3-opus").matched == "claude-3-opus"
+    assert card.skipped == ("dall-e-3", "whisper-1")
+
+
+# --------------------------------------------------------------------------- our YAML shape
+
+OUR_CARD = """
+fallback: {input_per_mtok: "20", output_per_mtok: "80", context_window: 300000}
+models:
+  gpt-4o: {input_per_mtok: "2.50", cached_input_per_mtok: "1.25", output_per_mtok: "10.00",
+           context_window: 128000, max_output_tokens: 16384, provider: openai}
+  claude-sonnet-4-5:
+    input_per_mtok: 3
+    cached_input_per_mtok: 0.30
+    cache_write_per_mtok: "3.75"
+    output_per_mtok: 15
+    context_window: 200000
+  local-llama: {input_per_mtok: "0", output_per_mtok: "0", context_window: 8192}
+"""
+
+
+def test_our_yaml_shape() -> None:
+    card = parse_rate_card(parse_text(OUR_CARD, source="t", suffix=".yaml"), source="t")
+    assert card.explicit_fallback
+    assert card.fallback == ModelPrice(
+        input_per_token=Decimal("0.00002"),
+        output_per_token=Decimal("0.00008"),
+        context_window=300_000,
+    )
+    assert card.models["gpt-4o"] == ModelPrice(
+        input_per_token=Decimal("0.0000025"),
+        output_per_token=Decimal("0.00001"),
+        cached_input_per_token=Decimal("0.00000125"),
+        context_window=128_000,
+        max_output_tokens=16_384,
+        provider="openai",
+    )
+    sonnet = card.models["claude-sonnet-4-5"]
+    # YAML numbers (a float 0.30 among them) are taken at their written decimal value.
+    assert sonnet.cached_input_per_token == Decimal("0.0000003")
+    assert sonnet.cache_write_per_token == Decimal("0.00000375")
+    assert sonnet.max_output_tokens is None
+    assert sonnet.provider is None
+    assert card.lookup("local-llama").price.input_per_token == 0
+    assert card.skipped == ()
+
+
+@pytest.mark.parametrize(
+    ("data", "models"),
+    [
+        pytest.param({"models": None}, 0, id="models-null"),
+        pytest.param({"models": {}}, 0, id="models-empty"),
+        pytest.param(
+            {"fallback": {"input_per_mtok": "1", "output_per_mtok": "1", "context_window": 9}},
+            0,
+            id="fallback-only",
+        ),
+        pytest.param(
+            {"models": {"m": {"input_per_mtok": 1.5, "output_per_mtok": 2, "context_window": 9.0}}},
+            1,
+            id="numbers-accepted",
+        ),
+    ],
+)
+def test_small_cards_of_our_shape(data: object, models: int) -> None:
+    card = parse_rate_card(data, source="t")
+    assert len(card.models) == models
+
+
+def test_float_prices_keep_their_written_value() -> None:
+    card = parse_rate_card(
+        {"models": {"m": {"input_per_mtok": 0.1, "output_per_mtok": 0.3, "context_window": 9}}},
+        source="t",
+    )
+    assert card.models["m"].input_per_token == Decimal("0.0000001")
+    assert card.models["m"].output_per_token == Decimal("0.0000003")
+
+
+# --------------------------------------------------------------------------- LiteLLM's shape
+
+
+def test_litellm_shape() -> None:
+    card = load_sample()
+    assert card.source == str(LITELLM_SAMPLE)
+    assert not card.explicit_fallback
+    assert card.fallback == DEFAULT_FALLBACK
+    assert "sample_spec" not in card.models
+    # Priced per image and per second: skipped and listed, sample_spec not counted.
+    assert card.skipped == ("dall-e-3", "whisper-1")
+    assert len(card.models) == 9
+    assert card.models["gpt-4o"] == ModelPrice(
+        input_per_token=Decimal("0.0000025"),
+        output_per_token=Decimal("0.00001"),
+        cached_input_per_token=Decimal("0.00000125"),
+        context_window=128_000,
+        max_output_tokens=16_384,
+        provider="openai",
+    )
+    sonnet = card.models["claude-sonnet-4-5-20250929"]
+    assert sonnet.cache_write_per_token == Decimal("0.00000375")
+    assert sonnet.cached_input_per_token == Decimal("0.0000003")
+    assert cost(sonnet, Usage(10_000, 1_000, 6_000, 2_000)) == Decimal("0.0303")
+
+
+def test_litellm_special_entries() -> None:
+    card = load_sample()
+    # An embedding without an output price produces no output tokens: output costs 0.
+    assert card.models["text-embedding-3-large"].output_per_token == 0
+    # A window of 0 means unknown: the fallback's (large) window is assumed.
+    ada = card.models["vercel_ai_gateway/openai/text-embedding-ada-002"]
+    assert ada.context_window == DEFAULT_FALLBACK.context_window
+    assert ada.max_output_tokens is None
+
+
+@pytest.mark.parametrize(
+    ("model", "matched"),
+    [
+        pytest.param("gpt-4o", "gpt-4o", id="own-name"),
+        pytest.param("gpt-4o-2024-08-06", "gpt-4o", id="dated"),
+        pytest.param("azure/gpt-4o", "azure/gpt-4o", id="prefixed-as-given"),
+        pytest.param("gpt-4.1-nano", "azure/gpt-4.1-nano", id="only-prefixed-entry"),
+        pytest.param(
+            "openai/gpt-4.1-nano-2025-04-14", "azure/gpt-4.1-nano", id="prefix-alias-dated"
+        ),
+        pytest.param("claude-sonnet-4-5", "claude-sonnet-4-5-20250929", id="only-dated-entry"),
+        pytest.param("claude-3-haiku", "anthropic.claude-3-haiku-20240307-v1:0", id="bedrock-key"),
+        pytest.param(
+            "text-embedding-ada-002",
+            "vercel_ai_gateway/openai/text-embedding-ada-002",
+            id="gateway",
+        ),
+    ],
+)
+def test_litellm_lookup(model: str, matched: str) -> None:
+    assert load_sample().lookup(model).matched == matched
+
+
+def test_litellm_float_and_decimal_json_agree() -> None:
+    assert load_sample(decimals=False) == load_sample(decimals=True)
+
+
+# --------------------------------------------------------------------------- invalid cards
+
+
+def _model(**fields: object) -> dict[str, object]:
+    entry: dict[str, object] = {
+        "input_per_mtok": "2.50",
+        "output_per_mtok": "10",
+        "context_window": 128_000,
+    }
+    entry.update(fields)
+    return {"models": {"gpt-4o": {k: v for k, v in entry.items() if v is not _DROP}}}
+
+
+_DROP = object()
+
+
+def _litellm(**fields: object) -> dict[str, object]:
+    entry: dict[str, object] = {
+        "input_cost_per_token": 2.5e-06,
+        "output_cost_per_token": 1e-05,
+        "litellm_provider": "openai",
+        "max_input_tokens": 128_000,
+        "mode": "chat",
+    }
+    entry.update(fields)
+    return {"gpt-4o": {k: v for k, v in entry.items() if v is not _DROP}}
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "message"),
+    [
+        pytest.param(None, "", "the card is empty", id="empty"),
+        pytest.param([1, 2], "", "expected a mapping at the top level, got a list", id="list"),
+        pytest.param("rates", "", 'got a string ("rates")', id="string"),
+        pytest.param({}, "", "not a rate card", id="empty-mapping"),
+        pytest.param({"gpt-4o": 1}, "", "not a rate card", id="no-recognisable-shape"),
+        pytest.param(
+            {"models": {}, "fallbak": {}}, "fallbak", "did you mean 'fallback'?", id="top-typo"
+        ),
+        pytest.param({"models": {}, 3: 1}, "3", "unknown key", id="top-non-string-key"),
+        pytest.param(
+            {"models": ["gpt-4o"]}, "models", "expected a mapping of model name", id="models-list"
+        ),
+        pytest.param(
+            {"models": {"gpt-4o": "2.50"}},
+            "models.gpt-4o",
+            "expected a mapping of price fields, got a string",
+            id="entry-not-mapping",
+        ),
+        pytest.param({"models": {"gpt-4o": None}}, "models.gpt-4o", "got null", id="entry-null"),
+        pytest.param(
+            {"models": {4: {}}},
+            "models.4",
+            "a model name must be a non-empty string",
+            id="int-name",
+        ),
+        pytest.param({"models": {"": {}}}, 'models.""', "non-empty string", id="empty-name"),
+        pytest.param(
+            {"models": {" gpt-4o": {}}}, "models. gpt-4o", "surrounding spaces", id="spaced-name"
+        ),
+        pytest.param(
+            _model(input_per_mtok="abc"),
+            "models.gpt-4o.input_per_mtok",
+            '"abc" is not a decimal number',
+            id="price-not-decimal",
+        ),
+        pytest.param(
+            _model(output_per_mtok="-1"),
+            "models.gpt-4o.output_per_mtok",
+            '"-1" is negative: a price must be zero or more',
+            id="price-negative-string",
+        ),
+        pytest.param(
+            _model(cached_input_per_mtok=-0.5),
+            "models.gpt-4o.cached_input_per_mtok",
+            "-0.5 is negative",
+            id="cached-negative",
+        ),
+        pytest.param(
+            _model(cache_write_per_mtok="NaN"),
+            "models.gpt-4o.cache_write_per_mtok",
+            "is not a finite number",
+            id="nan",
+        ),
+        pytest.param(
+            _model(input_per_mtok=float("inf")),
+            "models.gpt-4o.input_per_mtok",
+            "inf is not a finite number",
+            id="infinity",
+        ),
+        pytest.param(
+            _model(input_per_mtok=True),
+            "models.gpt-4o.input_per_mtok",
+            "true is not a decimal number",
+            id="price-bool",
+        ),
+        pytest.param(
+            _model(input_per_mtok=["2.50"]),
+            "models.gpt-4o.input_per_mtok",
+            "expected a decimal number, got a list",
+            id="price-list",
+        ),
+        pytest.param(
+            _model(output_per_mtok="2000000"),
+            "models.gpt-4o.output_per_mtok",
+            "implausibly high for a price per million tokens",
+            id="price-absurd",
+        ),
+        pytest.param(
+            _model(input_per_mtok=_DROP),
+            "models.gpt-4o.input_per_mtok",
+            "is required",
+            id="missing-input",
+        ),
+        pytest.param(
+            _model(output_per_mtok=None),
+            "models.gpt-4o.output_per_mtok",
+            "is required",
+            id="null-output",
+        ),
+        pytest.param(
+            _model(context_window=_DROP),
+            "models.gpt-4o.context_window",
+            "is required",
+            id="missing-window",
+        ),
+        pytest.param(
+            _model(context_window=1.5),
+            "models.gpt-4o.context_window",
+            "1.5 is not a whole number of tokens",
+            id="window-fraction",
+        ),
+        pytest.param(
+            _model(context_window="128k"),
+            "models.gpt-4o.context_window",
+            'expected a whole number of tokens, got a string ("128k")',
+            id="window-string",
+        ),
+        pytest.param(
+            _model(context_window=0),
+            "models.gpt-4o.context_window",
+            "0 must be a positive number of tokens",
+            id="window-zero",
+        ),
+        pytest.param(
+            _model(context_window=-1),
+            "models.gpt-4o.context_window",
+            "must be a positive number",
+            id="window-negative",
+        ),
+        pytest.param(
+            _model(context_window=False),
+            "models.gpt-4o.context_window",
+            "false is not a whole number",
+            id="window-bool",
+        ),
+        pytest.param(
+            _model(context_window=10**12),
+            "models.gpt-4o.context_window",
+            "implausibly large",
+            id="window-absurd",
+        ),
+        pytest.param(
+            _model(max_output_tokens=0),
+            "models.gpt-4o.max_output_tokens",
+            "must be a positive number",
+            id="max-output-zero",
+        ),
+        pytest.param(
+            _model(provider=1),
+            "models.gpt-4o.provider",
+            "expected a string, got a number (1)",
+            id="provider-number",
+        ),
+        pytest.param(
+            _model(input_per_mtoks="2.50"),
+            "models.gpt-4o.input_per_mtoks",
+            "did you mean 'input_per_mtok'?",
+            id="field-typo",
+        ),
+        pytest.param(
+            _model(input_cost_per_token=2.5e-6),
+            "models.gpt-4o.input_cost_per_token",
+            "unknown key",
+            id="litellm-field-in-our-shape",
+        ),
+        pytest.param(
+            {"fallback": {"input_per_mtok": "1", "output_per_mtok": "x", "context_window": 9}},
+            "fallback.output_per_mtok",
+            '"x" is not a decimal number',
+            id="fallback-bad-price",
+        ),
+        pytest.param({"fallback": []}, "fallback", "got a list", id="fallback-list"),
+        pytest.param(
+            _litellm(input_cost_per_token="abc"),
+            "gpt-4o.input_cost_per_token",
+            '"abc" is not a decimal number',
+            id="litellm-price-not-decimal",
+        ),
+        pytest.param(
+            _litellm(output_cost_per_token=-1e-05),
+            "gpt-4o.output_cost_per_token",
+            "is negative",
+            id="litellm-negative",
+        ),
+        pytest.param(
+            _litellm(cache_read_input_token_cost=15),
+            "gpt-4o.cache_read_input_token_cost",
+            "implausibly high for a price per token",
+            id="litellm-per-million-by-mistake",
+        ),
+        pytest.param(
+            _litellm(max_input_tokens=-5),
+            "gpt-4o.max_input_tokens",
+            "must be a positive number",
+            id="litellm-window-negative",
+        ),
+        pytest.param(
+            _litellm(max_output_tokens="lots"),
+            "gpt-4o.max_output_tokens",
+            "expected a whole number of tokens",
+            id="litellm-window-string",
+        ),
+        pytest.param(
+            _litellm(litellm_provider=["openai"]),
+            "gpt-4o.litellm_provider",
+            "expected a string, got a list",
+            id="litellm-provider-list",
+        ),
+        pytest.param(
+            {**_litellm(), "gpt-4o-mini": [1]},
+            "gpt-4o-mini",
+            "expected a mapping of fields, got a list",
+            id="litellm-entry-not-mapping",
+        ),
+        pytest.param(
+            {7: {"mode": "chat"}, "gpt-4o": _litellm()["gpt-4o"]},
+            "7",
+            "a model name must be a non-empty string",
+            id="litellm-int-name",
+        ),
+        pytest.param(
+            {"sample_spec": {"mode": "chat"}},
+            "",
+            "no model in the card has token prices",
+            id="litellm-only-sample-spec",
+        ),
+        pytest.param(
+            {"dall-e-3": {"mode": "image_generation", "output_cost_per_image": 0.04}},
+            "",
+            "no model in the card has token prices",
+            id="litellm-nothing-priced",
+        ),
+    ],
+)
+def test_invalid_cards_are_refused_with_a_helpful_message(
+    data: object, path: str, message: str
+) -> None:
+    with pytest.raises(RateCardError) as caught:
+        parse_rate_card(data, source=SOURCE)
+    error = caught.value
+    assert error.source == SOURCE
+    assert error.path == path
+    assert message in error.message
+    prefix = f"rate card {SOURCE}: {path}: " if path else f"rate card {SOURCE}: "
+    assert str(error) == prefix + error.message
+
+
+def test_the_documented_error_message() -> None:
+    with pytest.raises(RateCardError) as caught:
+        parse_rate_card(_model(input_per_mtok="abc"), source=SOURCE)
+    assert str(caught.value) == (
+        "rate card /etc/a11i/rates.yaml: "
+        'models.gpt-4o.input_per_mtok: "abc" is not a decimal number'
+    )
+
+
+def test_one_bad_entry_spoils_the_whole_card() -> None:
+    data = {**load_sample_data(), "gpt-4o-mini": {"input_cost_per_token": "free", "mode": "chat"}}
+    with pytest.raises(RateCardError, match=r"gpt-4o-mini\.input_cost_per_token"):
+        parse_rate_card(data, source="t")
+
+
+def load_sample_data() -> dict[str, object]:
+    data = json.loads(LITELLM_SAMPLE.read_text(encoding="utf-8"), parse_float=Decimal)
+    assert isinstance(data, dict)
+    return data
+
+
+# --------------------------------------------------------------------------- property
+
+_KEYS = st.sampled_from(
+    [
+        "models",
+        "fallback",
+        "sample_spec",
+        "gpt-4o",
+        "input_per_mtok",
+        "output_per_mtok",
+        "cached_input_per_mtok",
+        "cache_write_per_mtok",
+        "context_window",
+        "max_output_tokens",
+        "provider",
+        "input_cost_per_token",
+        "output_cost_per_token",
+        "cache_read_input_token_cost",
+        "cache_creation_input_token_cost",
+        "max_input_tokens",
+        "max_tokens",
+        "litellm_provider",
+        "mode",
+        "embedding",
+    ]
+)
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.decimals()
+    | st.text(max_size=12)
+    | st.sampled_from(["2.50", "-1", "1e400", "NaN", "0", "1_000", " 3 ", "embedding"])
+)
+_JSONISH = st.recursive(
+    _SCALARS,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(_KEYS | st.text(max_size=8) | st.integers(), children, max_size=6)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_JSONISH)
+def test_any_data_is_a_card_or_a_rate_card_error(data: object) -> None:
+    try:
+        card = parse_rate_card(data, source="fuzz")
+    except RateCardError as error:
+        message = str(error)
+    else:
+        message = ""
+    if message:
+        assert message.startswith("rate card fuzz: ")
+        return
+    assert isinstance(card, RateCard)
+    # Whatever parsed can be used: looked up and priced without surprises.
+    found = card.lookup("gpt-4o")
+    assert cost(found, Usage(1_000, 1_000, 100, 100)) >= 0
+    assert project(found, 1_000, 1_000) >= 0
+
+
+_MTOK = st.decimals(min_value=0, max_value=100_000, places=6, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=20).filter(lambda s: s == s.strip()),
+        st.fixed_dictionaries(
+            {
+                "input_per_mtok": _MTOK.map(str),
+                "output_per_mtok": _MTOK,
+                "context_window": st.integers(1, 10_000_000),
+            },
+            optional={
+                "cached_input_per_mtok": _MTOK.map(str),
+                "max_output_tokens": st.integers(1, 1_000_000),
+                "provider": st.sampled_from(["openai", "anthropic"]),
+            },
+        ),
+        max_size=5,
+    )
+)
+def test_valid_cards_keep_their_prices_exactly(models: dict[str, dict[str, object]]) -> None:
+    card = parse_rate_card({"models": models}, source="gen")
+    for name, entry in models.items():
+        parsed = card.models[name]
+        assert parsed.input_per_token * 1_000_000 == Decimal(str(entry["input_per_mtok"]))
+        assert parsed.output_per_token * 1_000_000 == entry["output_per_mtok"]
+        assert card.lookup(name).matched == name
+
+
+# --------------------------------------------------------------------------- the built-in card
+
+REQUIRED_MODELS = [
+    "gpt-5",
+    "gpt-5-mini",
+    "gpt-5-nano",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-4.1-nano",
+    "gpt-4o",
+    "gpt-4o-mini",
+    "o1",
+    "o3",
+    "o3-mini",
+    "o4-mini",
+    "gpt-4-turbo",
+    "gpt-4",
+    "gpt-3.5-turbo",
+    "text-embedding-3-small",
+    "text-embedding-3-large",
+    "text-embedding-ada-002",
+    "claude-opus-4-1",
+    "claude-opus-4",
+    "claude-sonnet-4-5",
+    "claude-sonnet-4",
+    "claude-haiku-4-5",
+    "claude-3-7-sonnet",
+    "claude-3-5-sonnet",
+    "claude-3-5-haiku",
+    "claude-3-haiku",
+    "claude-3-opus",
+]
+
+
+def test_the_built_in_card_loads_once() -> None:
+    card = builtin_rate_card()
+    assert card is builtin_rate_card()
+    assert card.explicit_fallback
+    assert card.fallback == DEFAULT_FALLBACK
+
+
+@pytest.mark.parametrize("model", REQUIRED_MODELS)
+def test_the_built_in_card_lists(model: str) -> None:
+    assert model in builtin_rate_card().models
+
+
+@pytest.mark.parametrize("model", sorted(builtin_rate_card().models))
+def test_every_built_in_price_is_sane(model: str) -> None:
+    card = builtin_rate_card()
+    p = card.models[model]
+    assert p.input_per_token > 0
+    assert p.context_window > 0
+    assert p.provider in ("openai", "anthropic")
+    assert p.cached_input_price <= p.input_per_token
+    if model.startswith("text-embedding"):
+        assert p.output_per_token == 0
+    else:
+        assert p.output_per_token > p.input_per_token
+        assert p.max_output_tokens is not None
+        assert p.max_output_tokens <= p.context_window
+    if p.cache_write_per_token is not None:
+        # Writing to a prompt cache never costs less than plain input (Anthropic: 1.25x).
+        assert p.cache_write_per_token >= p.input_per_token
+    if p.provider == "anthropic":
+        # Anthropic bills cache reads and writes for every model, at their own price.
+        assert p.cached_input_per_token is not None
+        assert p.cache_write_per_token is not None
+    if p.provider == "anthropic" and p.context_window <= 200_000:
+        # Until 2026 a cache read cost 0.1x and a 5-minute write 1.25x the input price,
+        # published rounded to the cent (Claude 3 Haiku: $0.03 and $0.30 for $0.25).
+        assert p.cached_input_per_token is not None
+        assert p.cache_write_per_token is not None
+        cent = per_million("0.0125")
+        assert abs(p.cached_input_per_token - p.input_per_token / 10) <= cent
+        assert abs(p.cache_write_per_token - p.input_per_token * Decimal("1.25")) <= cent
+    if not {"pro", "research"} & set(model.split("-")):
+        # The fallback is as dear as any ordinary model: an unknown one is never cheap.
+        fallback = card.fallback
+        assert p.output_per_token <= fallback.output_per_token
+        assert p.input_per_token + p.output_per_token <= (
+            fallback.input_per_token + fallback.output_per_token
+        )
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_load_litellm_json_file() -> None:
+    card = load_rate_card_file(LITELLM_SAMPLE)
+    assert card == load_sample()
+    assert card.source == str(LITELLM_SAMPLE)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        pytest.param("rates.yaml", OUR_CARD, id="yaml"),
+        pytest.param("rates.yml", OUR_CARD, id="yml"),
+        pytest.param("rates", OUR_CARD, id="yaml-by-content"),
+        pytest.param(
+            "rates.json",
+            '{"models": {"m": {"input_per_mtok": 2.5, "output_per_mtok": "10",'
+            ' "context_window": 9}}}',
+            id="our-shape-as-json",
+        ),
+        pytest.param(
+            "prices",
+            '{"m": {"input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05}}',
+            id="json-by-content",
+        ),
+        pytest.param("bom.yaml", "\ufeff" + OUR_CARD, id="utf8-bom"),
+    ],
+)
+def test_load_rate_card_files(tmp_path: Path, name: str, text: str) -> None:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    card = load_rate_card_file(path)
+    assert card.source == str(path)
+    assert card.models
+
+
+def test_json_numbers_are_decimals_not_floats(tmp_path: Path) -> None:
+    path = tmp_path / "rates.json"
+    # 0.1 + 0.2 in binary floating point is 0.30000000000000004.
+    path.write_text('{"m": {"input_cost_per_token": 1e-07, "output_cost_per_token": 2e-07}}')
+    p = load_rate_card_file(path).models["m"]
+    assert p.input_per_token + p.output_per_token == Decimal("0.0000003")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        pytest.param("bad.json", b'{"gpt-4o": ', "invalid JSON at line 1 column", id="json"),
+        pytest.param("bad.yaml", b"models: [unclosed", "invalid YAML at line", id="yaml"),
+        pytest.param("tab.yaml", b"models:\n\t- x", "invalid YAML", id="yaml-tab"),
+        pytest.param("date.yaml", b"models: 2025-13-45", "invalid YAML", id="yaml-bad-date"),
+        pytest.param("latin1.yaml", b"models: {caf\xe9: 1}", "not UTF-8 text", id="not-utf8"),
+        pytest.param("empty.yaml", b"", "the card is empty", id="empty"),
+        pytest.param(
+            "shape.yaml",
+            b"models:\n  gpt-4o: {input_per_mtok: abc, output_per_mtok: 1, context_window: 9}\n",
+            'models.gpt-4o.input_per_mtok: "abc" is not a decimal number',
+            id="bad-value",
+        ),
+    ],
+)
+def test_file_errors_name_the_file(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(RateCardError) as caught:
+        load_rate_card_file(path)
+    assert caught.value.source == str(path)
+    assert str(caught.value).startswith(f"rate card {path}: ")
+    assert message in str(caught.value)
+
+
+def test_a_missing_file_is_a_rate_card_error(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    with pytest.raises(RateCardError, match="cannot read the file: No such file") as caught:
+        load_rate_card_file(path)
+    assert isinstance(caught.value.__cause__, FileNotFoundError)
+
+
+def test_syntax_errors_keep_their_cause(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text("{,}")
+    with pytest.raises(RateCardError) as caught:
+        load_rate_card_file(path)
+    assert isinstance(caught.value.__cause__, json.JSONDecodeError)
