@@ -18,6 +18,7 @@ from pathlib import Path
 from a11i import __version__
 from a11i.core.errors import A11iError, ConfigurationError
 from a11i.core.model import Dialect
+from a11i.sidecar.contract import READYZ
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         "exit 0 on HTTP 200, 1 otherwise. The sidecar listens on the pod's loopback only, "
         "which the kubelet's HTTP probes cannot reach, so the injector uses this as exec probe.",
     )
-    probe.add_argument("--path", default="/a11i/readyz", help="default /a11i/readyz")
+    probe.add_argument("--path", default=READYZ, help=f"default {READYZ}")
     probe.add_argument("--timeout", type=float, default=1.0, help="seconds (default 1)")
     probe.set_defaults(run=_run_probe)
 

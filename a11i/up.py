@@ -27,6 +27,7 @@ from typing import Final
 
 from aiohttp import web
 
+from a11i.core.errors import ConfigurationError
 from a11i.dashboard.auth import AuthError, settings_from_env
 from a11i.dashboard.embedded import EmbeddedSource, in_process_wallets
 from a11i.dashboard.server import DashboardSettings, build_app
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
             auth=settings_from_env(env, insecure_no_auth=args.insecure_no_auth),
         )
         dashboard_web = build_app(dashboard, source_for(settings, sidecar))
-    except (AuthError, DashboardError, OSError) as exc:
+    except (ConfigurationError, DashboardError, OSError) as exc:
         print(f"a11i up: {exc}", file=sys.stderr)
         return 2
     url = f"http://{_url_host(dashboard.host)}:{dashboard.port}"

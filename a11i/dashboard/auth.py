@@ -26,6 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
+from a11i.core import variables as var
 from a11i.core.errors import ConfigurationError
 
 COOKIE: Final = "a11i_session"
@@ -180,20 +181,10 @@ def settings_from_env(
         admin_token=_token(env, "A11I_DASHBOARD_ADMIN_TOKEN"),
         viewer_token=_token(env, "A11I_DASHBOARD_VIEWER_TOKEN"),
         insecure_no_auth=insecure_no_auth,
-        secure_cookie=flag(env, "A11I_DASHBOARD_SECURE_COOKIE"),
-        kubernetes=kubernetes or flag(env, "A11I_DASHBOARD_KUBERNETES_AUTH"),
+        secure_cookie=var.flag(env, "A11I_DASHBOARD_SECURE_COOKIE", default=False),
+        kubernetes=kubernetes or var.flag(env, "A11I_DASHBOARD_KUBERNETES_AUTH", default=False),
         session_key=_token(env, "A11I_DASHBOARD_SESSION_KEY"),
     )
-
-
-def flag(env: Mapping[str, str], name: str) -> bool:
-    """A boolean variable: true/1/yes or false/0/no/empty; anything else is an error."""
-    value = env.get(name, "").strip().lower()
-    if value in ("1", "true", "yes"):
-        return True
-    if value in ("", "0", "false", "no"):
-        return False
-    raise AuthError(f"{name} must be true or false, not {env[name]!r}")
 
 
 def _token(env: Mapping[str, str], name: str) -> str | None:

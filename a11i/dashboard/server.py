@@ -33,17 +33,17 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
+from a11i.core import variables as var
+from a11i.core.errors import ConfigurationError
 from a11i.dashboard.agentbudgets import AgentBudgets
 from a11i.dashboard.auth import (
     COOKIE,
     CSRF_HEADER,
     Authenticator,
-    AuthError,
     AuthSettings,
     Identity,
     Principal,
     SessionTooLarge,
-    flag,
     settings_from_env,
 )
 from a11i.dashboard.hub import Hub, HubSettings, Outgoing, dumps
@@ -681,26 +681,15 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]) -> DashboardSet
         ),
         allowed_origins=origins,
         agentbudgets=getattr(args, "agentbudgets", False)
-        or flag(env, "A11I_DASHBOARD_AGENTBUDGETS"),
-        kubernetes=KubernetesAuthSettings(review_ttl_s=_seconds(env, REVIEW_TTL_ENV, 60.0)),
+        or var.flag(env, "A11I_DASHBOARD_AGENTBUDGETS", default=False),
+        kubernetes=KubernetesAuthSettings(
+            review_ttl_s=var.seconds(env, REVIEW_TTL_ENV, 60.0, maximum=3600)
+        ),
     )
 
 
 #: Seconds a Kubernetes review is reused (how soon a revoked RoleBinding takes effect).
 REVIEW_TTL_ENV: Final = "A11I_DASHBOARD_KUBERNETES_REVIEW_TTL"
-
-
-def _seconds(env: dict[str, str], name: str, default: float) -> float:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 3600:
-        raise DashboardError(f"{name} must be seconds between 0 and 3600, not {text!r}")
-    return value
 
 
 DESCRIPTION: Final = (
@@ -759,7 +748,7 @@ def run(args: argparse.Namespace) -> int:
             server = login().server
             log.info("dashboard: Kubernetes API at %s", server)
         app = build_app(settings)
-    except (AuthError, DashboardError, KubeError) as exc:
+    except (ConfigurationError, DashboardError, KubeError) as exc:
         print(f"a11i dashboard: {exc}", file=sys.stderr)
         return 2
     if settings.auth.kubernetes and settings.auth.session_key is None:

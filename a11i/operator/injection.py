@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final, Literal, TypedDict
 
+from a11i.sidecar import contract
+
 #: Pod annotation: ``"true"`` asks for the sidecar, ``"false"`` refuses it whatever the namespace.
 INJECT: Final = "a11i.io/inject"
 #: Namespace label value that asks for the sidecar in every pod of the namespace.
@@ -97,7 +99,7 @@ class InjectionSettings:
     native_sidecars: bool = True
     """Whether the API server runs init containers with ``restartPolicy: Always`` as sidecars
     (Kubernetes 1.29+); else the proxy is a regular container."""
-    port: int = 11000
+    port: int = contract.DEFAULT_PORT
     """The sidecar's port on the pod's loopback (its default ``A11I_PORT``)."""
     cpu_request: str = "50m"
     memory_request: str = "128Mi"
@@ -389,26 +391,29 @@ def _sidecar(
     budget: AgentBudgetRule | None = None,
 ) -> dict[str, object]:
     env: list[dict[str, object]] = [
-        {"name": "A11I_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        {"name": "A11I_AGENT", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {
+            "name": contract.NAMESPACE,
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        },
+        {"name": contract.AGENT, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
     project = labels.get(PROJECT, "").strip()
     if project:
-        env.append({"name": "A11I_PROJECT", "value": project})
+        env.append({"name": contract.PROJECT, "value": project})
     if settings.redis_secret:
         # Not optional: a pod whose namespace lacks the Secret waits for it (the operator
         # writes it) rather than run with a wallet of its own that no budget governs.
-        reference = {"name": settings.redis_secret, "key": "A11I_REDIS_URL"}
-        env.append({"name": "A11I_REDIS_URL", "valueFrom": {"secretKeyRef": reference}})
+        reference = {"name": settings.redis_secret, "key": contract.REDIS_URL}
+        env.append({"name": contract.REDIS_URL, "valueFrom": {"secretKeyRef": reference}})
     elif settings.redis_url:
-        env.append({"name": "A11I_REDIS_URL", "value": settings.redis_url})
+        env.append({"name": contract.REDIS_URL, "value": settings.redis_url})
     else:
-        env.append({"name": "A11I_WALLET_FILE", "value": WALLET_FILE})
-    if settings.port != 11000:
-        env.append({"name": "A11I_PORT", "value": str(settings.port)})
+        env.append({"name": contract.WALLET_FILE, "value": WALLET_FILE})
+    if settings.port != contract.DEFAULT_PORT:
+        env.append({"name": contract.PORT, "value": str(settings.port)})
     if budget is not None:
         # The pod's own wallet (namespace/pod name) inside the namespace's.
-        env.append({"name": "A11I_AGENT_BUDGET_USD", "value": budget.limit_usd})
+        env.append({"name": contract.AGENT_BUDGET_USD, "value": budget.limit_usd})
     cpu = _quantity(annotations, PROXY_CPU, settings.cpu_request, warnings)
     memory = _quantity(annotations, PROXY_MEMORY, "", warnings)
     mounts: list[dict[str, object]] = [
@@ -437,7 +442,7 @@ def _sidecar(
         # the pod's budget), where the kubelet's HTTP probes cannot reach: exec probes.
         "startupProbe": _probe(period=1, failures=60),
         "readinessProbe": _probe(period=10, failures=3),
-        "livenessProbe": _probe(period=20, failures=3, path="/a11i/healthz"),
+        "livenessProbe": _probe(period=20, failures=3, path=contract.HEALTHZ),
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": NONROOT_UID,
@@ -447,6 +452,11 @@ def _sidecar(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
+
+
+def _field(path: str) -> dict[str, object]:
+    """A value from the downward API: the pod's own metadata."""
+    return {"fieldRef": {"fieldPath": path}}
 
 
 def _probe(*, period: int, failures: int, path: str = "") -> dict[str, object]:

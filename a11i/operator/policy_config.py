@@ -28,6 +28,7 @@ import yaml
 from a11i.core.errors import SettingsError
 from a11i.core.pricing import RateCardError, parse_rate_card
 from a11i.core.scrub import ScrubRuleError, rules_from_config
+from a11i.sidecar import contract
 from a11i.sidecar.config import ConfigError, telemetry_config
 from a11i.sidecar.rates import parse_text
 from a11i.sidecar.settings import telemetry_from_env
@@ -307,16 +308,16 @@ def sidecar_config(
         raise PolicyConfigError(Reason.INVALID_SPEC, f"the generated {error}") from error
     config = {CONFIG_KEY: a11i_yaml}
     env = {
-        "A11I_CONFIG": f"{MOUNT_DIR}/{CONFIG_KEY}",
-        "A11I_CAPTURE_CONTENT": _flag(spec.capture_content),
-        "A11I_DECISION_LOGS": _flag(spec.decision_logs),
+        contract.CONFIG: f"{MOUNT_DIR}/{CONFIG_KEY}",
+        contract.CAPTURE_CONTENT: _flag(spec.capture_content),
+        contract.DECISION_LOGS: _flag(spec.decision_logs),
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
         "OTEL_TRACES_SAMPLER_ARG": spec.sampling_ratio,
     }
     if spec.rate_card is not None:
         key, text = _rate_card(spec.rate_card, _text(spec.rate_card, config_maps))
         config[key] = text
-        env["A11I_RATE_CARD"] = f"{MOUNT_DIR}/{key}"
+        env[contract.RATE_CARD] = f"{MOUNT_DIR}/{key}"
     headers: dict[str, str] | None = None
     if spec.otlp is not None:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = spec.otlp.endpoint

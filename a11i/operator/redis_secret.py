@@ -30,10 +30,11 @@ import kopf
 from a11i.operator.injection import ENABLED, NAMESPACE_LABEL
 from a11i.operator.kube import SECRETS, KubeClient, KubeError
 from a11i.operator.settings import OperatorSettings
+from a11i.sidecar import contract
 
 log = logging.getLogger(__name__)
 
-KEY: Final = "A11I_REDIS_URL"
+KEY: Final = contract.REDIS_URL
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "a11i"
 #: Seconds between retries of namespaces whose Secret could not be written.

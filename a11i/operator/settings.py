@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from a11i.core import variables as var
 from a11i.core.errors import SettingsError
 from a11i.operator.injection import InjectionSettings
 from a11i.operator.policy_config import is_object_name
@@ -94,23 +95,20 @@ class OperatorSettings:
     ) -> OperatorSettings:
         """The settings from environment variables (and the flags that override them);
         ``SettingsError`` says what is wrong."""
-        redis_url = env.get("A11I_REDIS_URL", "").strip()
+        redis_url = var.text(env, "A11I_REDIS_URL")
         webhook = _webhook(env, role, webhook_port, webhook_cert_dir, self_signed)
         if not redis_url and role is not Role.WEBHOOK:
             raise SettingsError(
                 "A11I_REDIS_URL is not set: the operator keeps the namespaces' wallets in the "
                 "Redis the sidecars share; set it to that Redis, e.g. redis://redis.a11i:6379/0"
             )
-        peering = env.get("A11I_OPERATOR_PEERING", "a11i").strip() or "a11i"
-        namespaces = tuple(
-            name.strip() for name in env.get("A11I_OPERATOR_NAMESPACES", "").split(",")
-        )
+        peering = var.text(env, "A11I_OPERATOR_PEERING", "a11i")
         return cls(
             redis_url=redis_url,
-            status_interval_s=_seconds(env, "A11I_OPERATOR_STATUS_INTERVAL", 10.0),
-            namespaces=tuple(name for name in namespaces if name),
+            status_interval_s=var.seconds(env, "A11I_OPERATOR_STATUS_INTERVAL", 10.0),
+            namespaces=var.names(env, "A11I_OPERATOR_NAMESPACES"),
             peering=None if peering == STANDALONE else peering,
-            redis_timeout_s=_seconds(env, "A11I_REDIS_TIMEOUT", 2.0),
+            redis_timeout_s=var.seconds(env, "A11I_REDIS_TIMEOUT", 2.0),
             sidecar_redis_secret=_secret_name(env, "A11I_OPERATOR_SIDECAR_REDIS_SECRET"),
             role=role,
             webhook=webhook,
@@ -124,7 +122,7 @@ def _webhook(
     cert_dir: Path | None,
     self_signed: bool,
 ) -> WebhookSettings | None:
-    image = env.get("A11I_SIDECAR_IMAGE", "").strip()
+    image = var.text(env, "A11I_SIDECAR_IMAGE")
     if role is Role.RECONCILER or (role is Role.ALL and not image):
         return None
     if not image:
@@ -132,24 +130,25 @@ def _webhook(
             "A11I_SIDECAR_IMAGE is not set: the webhook injects that image as the a11i-proxy "
             "sidecar; set it, e.g. ghcr.io/a11i/a11i:0.1.0"
         )
-    native_raw = env.get("A11I_NATIVE_SIDECARS", "auto").strip().lower() or "auto"
-    natives = {"auto": None, "true": True, "false": False}
-    if native_raw not in natives:
-        raise SettingsError(f"A11I_NATIVE_SIDECARS must be auto, true or false, not {native_raw!r}")
+    native_raw = var.text(env, "A11I_NATIVE_SIDECARS", "auto")
+    # auto: native sidecars when the API server's version has them (the webhook asks it).
+    native = (
+        None
+        if native_raw.lower() == "auto"
+        else var.parse_flag(native_raw, "A11I_NATIVE_SIDECARS (or auto)")
+    )
     if port is None:
-        raw_port = env.get("A11I_WEBHOOK_PORT", "").strip() or "9443"
-        port = int(raw_port) if raw_port.isdigit() else 0
+        port = var.port(env, "A11I_WEBHOOK_PORT", 9443)
     if not 0 < port < 65536:
         raise SettingsError("A11I_WEBHOOK_PORT (--webhook-port) must be a TCP port (1-65535)")
     if cert_dir is None:
-        cert_dir = Path(env.get("A11I_WEBHOOK_CERT_DIR", "").strip() or "/etc/a11i/webhook-tls")
-    native = natives[native_raw]
+        cert_dir = Path(var.text(env, "A11I_WEBHOOK_CERT_DIR", "/etc/a11i/webhook-tls"))
     return WebhookSettings(
         injection=InjectionSettings(
             image=image,
-            redis_url=env.get("A11I_SIDECAR_REDIS_URL", "").strip(),
+            redis_url=var.text(env, "A11I_SIDECAR_REDIS_URL"),
             redis_secret=_secret_name(env, "A11I_SIDECAR_REDIS_SECRET"),
-            operator_namespace=env.get("A11I_OPERATOR_NAMESPACE", "").strip(),
+            operator_namespace=var.text(env, "A11I_OPERATOR_NAMESPACE"),
             native_sidecars=True if native is None else native,
         ),
         port=port,
@@ -160,20 +159,7 @@ def _webhook(
 
 
 def _secret_name(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name, "").strip()
+    value = var.text(env, name)
     if value and not is_object_name(value):
         raise SettingsError(f"{name} must be the name of a Secret (DNS subdomain), not {value!r}")
-    return value
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise SettingsError(f"{name} must be a positive number of seconds, not {raw!r}")
     return value

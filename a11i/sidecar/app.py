@@ -8,6 +8,7 @@ the environment itself (entry points hand it theirs) or import the operator or t
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -28,9 +29,18 @@ log = logging.getLogger("a11i")
 
 
 def serve(env: Mapping[str, str]) -> int:
-    """``a11i sidecar``: serve the proxy until SIGINT/SIGTERM."""
+    """``a11i sidecar``: serve the proxy until SIGINT/SIGTERM; 2 when it cannot listen (the
+    port is taken, ``A11I_HOST`` is no address of this machine)."""
     settings, _sidecar, app = sidecar_app(env)
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    try:
+        web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    except OSError as error:
+        print(
+            f"a11i sidecar: cannot listen on {settings.host}:{settings.port} "
+            f"(A11I_HOST, A11I_PORT): {error.strerror or error}",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 

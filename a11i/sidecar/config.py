@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import yaml
 
+from a11i.core import variables as var
 from a11i.core.errors import ConfigurationError
 from a11i.core.optimizer import ALL_STRATEGIES, OptimizerSettings
 from a11i.core.scrub import BUILTIN_RULES, Rule, ScrubRuleError, rules_from_config
@@ -166,7 +167,7 @@ def optimizer_config(
         if raw:
             values[key] = raw
     try:
-        enabled = parse_flag(values.get("enabled", True), "enabled")
+        enabled = var.parse_flag(values.get("enabled", True), "enabled")
         core = OptimizerSettings(
             at_yellow=_strategies(values.get("at_yellow"), OptimizerSettings().at_yellow),
             at_red=_strategies(values.get("at_red"), OptimizerSettings().at_red),
@@ -183,18 +184,6 @@ def optimizer_config(
 
 def _or(value: T | None, default: T) -> T:
     return default if value is None else value
-
-
-def parse_flag(value: object, name: str) -> bool:
-    """A switch as a11i.yaml and the environment write it: on/true/yes/1 or off/false/no/0."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("on", "true", "yes", "1"):
-        return True
-    if text in ("off", "false", "no", "0"):
-        return False
-    raise ValueError(f"{name} must be on or off, not {value!r}")
 
 
 def _strategies(value: object, default: frozenset[str]) -> frozenset[str]:

@@ -11,15 +11,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 
-from a11i.core.errors import SettingsError
+from a11i.core import variables as var
+from a11i.sidecar import contract
 
 
 def run(path: str, timeout_s: float, env: Mapping[str, str]) -> int:
     """GET ``path`` of the sidecar on ``127.0.0.1:$A11I_PORT``: exit 0 on HTTP 200, else 1."""
-    raw = env.get("A11I_PORT", "").strip() or "11000"
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise SettingsError(f"A11I_PORT must be a TCP port (1-65535), not {raw!r}")
-    url = f"http://127.0.0.1:{int(raw)}{path}"
+    url = f"http://127.0.0.1:{var.port(env, contract.PORT, contract.DEFAULT_PORT)}{path}"
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as answer:
             status = int(answer.status)

@@ -43,6 +43,7 @@ from a11i.core.policy import Decision, Verdict, WalletState
 from a11i.core.pricing import RateCard, RateCardError
 from a11i.core.streaming import SSEEvent, SSEParser, StreamTracker
 from a11i.core.wallets import Reservation
+from a11i.sidecar import contract
 from a11i.sidecar.call import Call, CallOrigin, CallRecord, Optimization
 from a11i.sidecar.config import (
     ConfigError,
@@ -761,11 +762,11 @@ def build_app(sidecar: Sidecar) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=sidecar.settings.max_body_bytes)
     app.on_startup.append(sidecar.start)
     app.on_cleanup.append(sidecar.stop)
-    app.router.add_get("/a11i/healthz", sidecar.healthz)
-    app.router.add_get("/a11i/readyz", sidecar.readyz)
-    app.router.add_get("/a11i/budget", sidecar.budget)
-    app.router.add_get("/a11i/events", sidecar.recent_events)
-    app.router.add_get("/a11i/metrics", sidecar.prometheus)
+    app.router.add_get(contract.HEALTHZ, sidecar.healthz)
+    app.router.add_get(contract.READYZ, sidecar.readyz)
+    app.router.add_get(contract.BUDGET, sidecar.budget)
+    app.router.add_get(contract.EVENTS, sidecar.recent_events)
+    app.router.add_get(contract.METRICS, sidecar.prometheus)
 
     async def route(request: web.Request) -> web.StreamResponse:
         dialect = dialect_for_path(request.path)

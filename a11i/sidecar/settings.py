@@ -10,16 +10,18 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from a11i.core import variables as var
 from a11i.core.errors import SettingsError
 from a11i.core.headers import KeyCustody
 from a11i.core.policy import BudgetPolicy, ExhaustedAction, Period
+from a11i.sidecar import contract
 from a11i.sidecar.config import (
     ConfigError,
     FileConfig,
@@ -27,10 +29,7 @@ from a11i.sidecar.config import (
     TelemetryConfig,
     load_config,
     optimizer_config,
-    parse_flag,
 )
-
-E = TypeVar("E", Period, ExhaustedAction)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,62 +194,61 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
     upstream = UpstreamSettings(
         openai_base=_base_url(env, "A11I_OPENAI_BASE", "https://api.openai.com"),
         anthropic_base=_base_url(env, "A11I_ANTHROPIC_BASE", "https://api.anthropic.com"),
-        connect_timeout_s=_positive_float(env, "A11I_UPSTREAM_CONNECT_TIMEOUT", 10.0),
-        read_timeout_s=_positive_float(env, "A11I_UPSTREAM_READ_TIMEOUT", 600.0),
+        connect_timeout_s=var.seconds(env, "A11I_UPSTREAM_CONNECT_TIMEOUT", 10.0),
+        read_timeout_s=var.seconds(env, "A11I_UPSTREAM_READ_TIMEOUT", 600.0),
     )
     limit = env.get("A11I_BUDGET_USD", "").strip()
-    warn_at = _percent(env, "A11I_BUDGET_WARN_AT", Decimal(75))
-    optimize_at = _percent(env, "A11I_BUDGET_OPTIMIZE_AT", Decimal(90))
+    warn_at = var.percent(env, "A11I_BUDGET_WARN_AT", Decimal(75))
+    optimize_at = var.percent(env, "A11I_BUDGET_OPTIMIZE_AT", Decimal(90))
     if warn_at > optimize_at:
         raise SettingsError("A11I_BUDGET_WARN_AT must not be above A11I_BUDGET_OPTIMIZE_AT")
     budget = BudgetPolicy(
-        limit_usd=_money(limit, "A11I_BUDGET_USD") if limit else None,
+        limit_usd=var.money(limit, "A11I_BUDGET_USD") if limit else None,
         warn_at_percent=warn_at,
         optimize_at_percent=optimize_at,
-        when_exhausted=_choice(
+        when_exhausted=var.choice(
             env, "A11I_BUDGET_WHEN_EXHAUSTED", ExhaustedAction, ExhaustedAction.BLOCK
         ),
     )
-    agent_limit = env.get("A11I_AGENT_BUDGET_USD", "").strip()
+    agent_limit = env.get(contract.AGENT_BUDGET_USD, "").strip()
     agent_budget = (
-        replace(budget, limit_usd=_money(agent_limit, "A11I_AGENT_BUDGET_USD"))
+        replace(budget, limit_usd=var.money(agent_limit, contract.AGENT_BUDGET_USD))
         if agent_limit
         else None
     )
-    config_path = _path(env, "A11I_CONFIG")
-    namespace = env.get("A11I_NAMESPACE") or env.get("POD_NAMESPACE") or "default"
+    config_path = _path(env, contract.CONFIG)
+    namespace = env.get(contract.NAMESPACE) or env.get("POD_NAMESPACE") or "default"
     optimizer, telemetry_config = _file_config(env, config_path)
     return SidecarSettings(
         host=env.get("A11I_HOST", "127.0.0.1"),
-        port=_port(env),
-        max_body_bytes=_positive_int(env, "A11I_MAX_BODY_BYTES", 20 * 1024 * 1024),
+        port=var.port(env, contract.PORT, contract.DEFAULT_PORT),
+        max_body_bytes=var.whole(env, "A11I_MAX_BODY_BYTES", 20 * 1024 * 1024),
         upstream=upstream,
         custody=KeyCustody(
             openai_key=_secret(env, "A11I_OPENAI_API_KEY"),
             anthropic_key=_secret(env, "A11I_ANTHROPIC_API_KEY"),
         ),
         namespace=namespace,
-        project=env.get("A11I_PROJECT", "").strip() or namespace,
-        agent=env.get("A11I_AGENT") or env.get("POD_NAME") or socket.gethostname(),
+        project=env.get(contract.PROJECT, "").strip() or namespace,
+        agent=env.get(contract.AGENT) or env.get("POD_NAME") or socket.gethostname(),
         budget=budget,
         agent_budget=agent_budget,
-        period=_choice(env, "A11I_BUDGET_PERIOD", Period, Period.TOTAL),
+        period=var.choice(env, "A11I_BUDGET_PERIOD", Period, Period.TOTAL),
         timezone=_timezone(env),
         config_path=config_path,
-        rate_card_path=_path(env, "A11I_RATE_CARD"),
-        reload_interval_s=_positive_float(env, "A11I_RELOAD_INTERVAL", 10.0),
+        rate_card_path=_path(env, contract.RATE_CARD),
+        reload_interval_s=var.seconds(env, "A11I_RELOAD_INTERVAL", 10.0),
         encodings_dir=_path(env, "A11I_ENCODINGS_DIR", must_exist=False),
-        wallet_file=env.get("A11I_WALLET_FILE", "").strip() or None,
+        wallet_file=env.get(contract.WALLET_FILE, "").strip() or None,
         redis_url=_redis_url(env),
-        redis_timeout_s=_positive_float(env, "A11I_REDIS_TIMEOUT", 0.25),
-        redis_fail_open=_choice_str(env, "A11I_REDIS_FAILURE", ("OPEN", "CLOSED"), "OPEN")
-        == "OPEN",
+        redis_timeout_s=var.seconds(env, "A11I_REDIS_TIMEOUT", 0.25),
+        redis_fail_open=var.one_of(env, "A11I_REDIS_FAILURE", ("OPEN", "CLOSED"), "OPEN") == "OPEN",
         optimizer=optimizer,
         telemetry_config=telemetry_config,
         optimizer_env=tuple(
             (name, value) for name, value in env.items() if name.startswith("A11I_OPTIMIZER")
         ),
-        log_level=_choice_str(env, "A11I_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+        log_level=var.one_of(env, "A11I_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
         telemetry=telemetry_from_env(env),
     )
 
@@ -282,14 +280,14 @@ def telemetry_from_env(env: Mapping[str, str]) -> TelemetrySettings:
         resource_attributes=_pairs(env, "OTEL_RESOURCE_ATTRIBUTES"),
         sampler=sampler,
         sampler_arg=sampler_arg,
-        span_schedule_delay_s=_milliseconds(env, "OTEL_BSP_SCHEDULE_DELAY", 5000),
-        span_queue_size=_positive_int(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048),
-        span_batch_size=_positive_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
-        metric_interval_s=_milliseconds(env, "OTEL_METRIC_EXPORT_INTERVAL", 60000),
-        capture_content=_flag(env, "A11I_CAPTURE_CONTENT", default=False),
-        capture_max_chars=_positive_int(env, "A11I_CAPTURE_MAX_CHARS", 16384),
-        decision_logs=_flag(env, "A11I_DECISION_LOGS", default=False),
-        loop_idle_s=_positive_float(env, "A11I_LOOP_IDLE_TIMEOUT", 1800.0),
+        span_schedule_delay_s=var.milliseconds(env, "OTEL_BSP_SCHEDULE_DELAY", 5000),
+        span_queue_size=var.whole(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048),
+        span_batch_size=var.whole(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
+        metric_interval_s=var.milliseconds(env, "OTEL_METRIC_EXPORT_INTERVAL", 60000),
+        capture_content=var.flag(env, contract.CAPTURE_CONTENT, default=False),
+        capture_max_chars=var.whole(env, "A11I_CAPTURE_MAX_CHARS", 16384),
+        decision_logs=var.flag(env, contract.DECISION_LOGS, default=False),
+        loop_idle_s=var.seconds(env, "A11I_LOOP_IDLE_TIMEOUT", 1800.0),
     )
 
 
@@ -351,8 +349,8 @@ def _otlp(env: Mapping[str, str], signal: Signal) -> OtlpExport | None:
         endpoint=endpoint,
         protocol=protocol,
         headers=headers,
-        timeout_s=_milliseconds(env, timeout_var, 10000),
-        insecure=_flag(env, insecure_var, default=parts.scheme == "http"),
+        timeout_s=var.milliseconds(env, timeout_var, 10000),
+        insecure=var.flag(env, insecure_var, default=parts.scheme == "http"),
     )
 
 
@@ -372,29 +370,6 @@ def _pairs(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
             raise SettingsError(f"{name} must be a list of key=value pairs separated by commas")
         pairs.append((unquote(key.strip()), unquote(value.strip())))
     return tuple(pairs)
-
-
-def _milliseconds(env: Mapping[str, str], name: str, default: int) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default / 1000
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of milliseconds, not {raw!r}") from None
-    if not value > 0:
-        raise SettingsError(f"{name} must be positive, not {raw}")
-    return value / 1000
-
-
-def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return parse_flag(raw, name)
-    except ValueError:
-        raise SettingsError(f"{name} must be true or false, not {raw.lower()!r}") from None
 
 
 def _file_config(
@@ -422,99 +397,15 @@ def _timezone(env: Mapping[str, str]) -> str:
 
 
 def _redis_url(env: Mapping[str, str]) -> str | None:
-    value = env.get("A11I_REDIS_URL", "").strip()
-    if not value:
+    if not var.text(env, contract.REDIS_URL):
         return None
-    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-        raise SettingsError(
-            f"A11I_REDIS_URL must be a redis://, rediss:// or unix:// URL, not {value!r}"
-        )
-    return value
-
-
-def _port(env: Mapping[str, str]) -> int:
-    port = _positive_int(env, "A11I_PORT", 11000)
-    if port > 65535:
-        raise SettingsError(f"A11I_PORT must be a TCP port (1-65535), not {port}")
-    return port
+    return var.url(env, contract.REDIS_URL, "", schemes=("redis", "rediss", "unix"))
 
 
 def _base_url(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name, "").strip() or default
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SettingsError(f"{name} must be an http(s) URL such as {default}, not {value!r}")
     # The metered paths carry /v1 themselves; accept a base given with it, as SDKs take it.
-    value = value.rstrip("/")
+    value = var.url(env, name, default).rstrip("/")
     return value[: -len("/v1")] if value.endswith("/v1") else value
-
-
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
-    if value < 1:
-        raise SettingsError(f"{name} must be positive, not {value}")
-    return value
-
-
-def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if not value > 0:
-        raise SettingsError(f"{name} must be positive, not {raw}")
-    return value
-
-
-def _money(raw: str, name: str) -> Decimal:
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise SettingsError(
-            f"{name} must be a decimal amount of USD such as 25.00, not {raw!r}"
-        ) from None
-    if not value.is_finite() or value < 0:
-        raise SettingsError(f"{name} must be a non-negative amount of USD, not {raw!r}")
-    return value
-
-
-def _percent(env: Mapping[str, str], name: str, default: Decimal) -> Decimal:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    value = _money(raw, name)
-    if value > 100:
-        raise SettingsError(f"{name} is a percentage of the limit (0-100), not {raw}")
-    return value
-
-
-def _choice(env: Mapping[str, str], name: str, kind: type[E], default: E) -> E:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    for member in kind:
-        if member.value.lower() == raw.lower():
-            return member
-    allowed = " | ".join(member.value for member in kind)
-    raise SettingsError(f"{name} must be one of {allowed}, not {raw!r}")
-
-
-def _choice_str(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
-    raw = env.get(name, "").strip().upper()
-    if not raw:
-        return default
-    if raw not in allowed:
-        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, not {raw!r}")
-    return raw
 
 
 def _path(env: Mapping[str, str], name: str, *, must_exist: bool = True) -> Path | None:

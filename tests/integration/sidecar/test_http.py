@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -439,3 +440,36 @@ async def test_every_decision_and_settlement_is_an_event(
         assert [e["id"] for e in await response.json()] == [blocked["id"]]
     async with http.get(running.url + "/a11i/events?since=abc") as response:
         assert response.status == 400
+
+
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [("127.0.0.1", "address already in use"), ("no-such-host.invalid", "cannot listen")],
+    ids=["busy-port", "unknown-host"],
+)
+def test_a_sidecar_that_cannot_listen_says_why_and_exits_2(
+    host: str, said: str, tmp_path: Path
+) -> None:
+    """A busy port or an A11I_HOST that is no address here is a configuration error (exit 2,
+    one line on standard error), not a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {
+            **os.environ,
+            "A11I_HOST": host,
+            "A11I_PORT": str(taken.getsockname()[1]),
+            "A11I_WALLET_FILE": str(tmp_path / "wallets.sqlite"),
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "a11i", "sidecar"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2, result.stderr
+    assert said in result.stderr
+    assert "a11i sidecar: cannot listen on" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from a11i.core.errors import SettingsError
 from a11i.dashboard.agentbudgets import TopUpRefused, owner, raised_limit
 from a11i.dashboard.auth import (
     MAX_COOKIE_LENGTH,
@@ -22,7 +23,6 @@ from a11i.dashboard.auth import (
     Principal,
     Role,
     SessionTooLarge,
-    flag,
 )
 from a11i.dashboard.kube_auth import (
     ReviewCache,
@@ -270,20 +270,6 @@ def test_short_session_key_is_refused() -> None:
         AuthSettings(kubernetes=True, session_key="short")
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [("true", True), ("TRUE", True), ("1", True), ("yes", True), ("false", False), ("0", False),
-     ("", False), ("no", False)],
-)  # fmt: skip
-def test_flag(value: str, expected: bool) -> None:
-    assert flag({"X": value}, "X") is expected
-
-
-def test_flag_refuses_anything_else() -> None:
-    with pytest.raises(AuthError, match="X must be true or false, not 'maybe'"):
-        flag({"X": "maybe"}, "X")
-
-
 def test_settings_from_flags_and_environment() -> None:
     args = argparse.Namespace(
         host="0.0.0.0",
@@ -306,6 +292,25 @@ def test_settings_from_flags_and_environment() -> None:
     args.kubernetes_auth = True
     assert settings_from(args, {"A11I_DASHBOARD_ADMIN_TOKEN": "a" * 20}).auth.kubernetes
     assert not settings_from(args, {"A11I_DASHBOARD_ADMIN_TOKEN": "a" * 20}).agentbudgets
+
+
+def test_dashboard_switches_are_spelled_as_everywhere_else() -> None:
+    """The dashboard's switches take the spellings every a11i variable takes (on/off too) and
+    refuse the rest by name, as configuration errors."""
+    args = argparse.Namespace(
+        host="127.0.0.1", port=11080, redis="redis://r:6379/0", insecure_no_auth=False
+    )
+    env = {"A11I_DASHBOARD_ADMIN_TOKEN": "a" * 20, "A11I_DASHBOARD_SECURE_COOKIE": "on"}
+    assert settings_from(args, env).auth.secure_cookie
+    env["A11I_DASHBOARD_SECURE_COOKIE"] = "OFF"
+    assert not settings_from(args, env).auth.secure_cookie
+    env["A11I_DASHBOARD_AGENTBUDGETS"] = "sometimes"
+    with pytest.raises(SettingsError, match="A11I_DASHBOARD_AGENTBUDGETS must be on or off"):
+        settings_from(args, env)
+    env["A11I_DASHBOARD_AGENTBUDGETS"] = "no"
+    env["A11I_DASHBOARD_KUBERNETES_REVIEW_TTL"] = "7200"
+    with pytest.raises(SettingsError, match="REVIEW_TTL must be a positive number of seconds up"):
+        settings_from(args, env)
 
 
 # --- the limit arithmetic of a top-up through an AgentBudget --------------------------------------

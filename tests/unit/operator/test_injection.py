@@ -4,12 +4,14 @@ a reason to admit the pod unchanged."""
 from __future__ import annotations
 
 import copy
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from a11i.operator import injection
 from a11i.operator.injection import Injection, InjectionSettings, Skip, apply, decide
+from a11i.sidecar.settings import from_env
 
 SETTINGS = InjectionSettings(image="a11i:test", operator_namespace="a11i-system")
 REGULAR = InjectionSettings(image="a11i:test", native_sidecars=False)
@@ -482,3 +484,47 @@ def test_selected_by_several_the_smallest_limit_applies() -> None:
     assert len(decision.warnings) == 1
     assert "strict" in decision.warnings[0]
     assert "also: tie-newer, generous" in decision.warnings[0]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        SETTINGS,
+        SHARED,
+        InjectionSettings(image="a11i:test", redis_url="redis://r:6379/0", port=12000),
+    ],
+    ids=["embedded", "shared-redis", "other-port"],
+)
+def test_the_injected_environment_is_what_the_sidecar_reads(settings: InjectionSettings) -> None:
+    """The contract both sides import (a11i.sidecar.contract): the sidecar built from the
+    environment the webhook writes (the downward API resolved as the kubelet would) is the pod's
+    namespace and name, on the port and wallet the webhook chose, with the pod's own budget."""
+    rule = injection.agent_budget_rule(
+        budget("bots", {"matchLabels": {"app": "bot"}}, per_agent="2.5")
+    )
+    assert rule is not None
+    body = pod(ASK, labels={"app": "bot", "a11i.io/project": "research"}, name="bot-7")
+    decision = decide(
+        body, namespace="agents", namespace_labels={}, settings=settings, agent_budgets=[rule]
+    )
+    assert isinstance(decision, Injection)
+    result = copy.deepcopy(body)
+    apply(result, decision.patch)
+    (proxy,) = result["spec"]["initContainers"]
+    downward = {"metadata.namespace": "agents", "metadata.name": "bot-7"}
+    env: dict[str, str] = {}
+    for variable in proxy["env"]:
+        if "value" in variable:
+            env[variable["name"]] = variable["value"]
+        else:
+            env[variable["name"]] = downward[variable["valueFrom"]["fieldRef"]["fieldPath"]]
+    sidecar = from_env(env)
+    assert (sidecar.namespace, sidecar.agent, sidecar.project) == ("agents", "bot-7", "research")
+    assert sidecar.port == settings.port
+    assert sidecar.redis_url == (settings.redis_url or None)
+    assert sidecar.wallet_file == (None if settings.redis_url else injection.WALLET_FILE)
+    assert sidecar.agent_budget is not None
+    assert sidecar.agent_budget.limit_usd == Decimal("2.5")
+    # The app containers are sent to the port the sidecar listens on.
+    (app,) = result["spec"]["containers"]
+    assert env_of(app)["OPENAI_BASE_URL"] == f"http://127.0.0.1:{settings.port}/v1"

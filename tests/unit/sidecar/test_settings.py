@@ -53,9 +53,12 @@ def test_values(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"A11I_PORT": "eleven"}, "A11I_PORT must be a whole number"),
+        ({"A11I_PORT": "eleven"}, "A11I_PORT must be a TCP port"),
         ({"A11I_PORT": "70000"}, "A11I_PORT must be a TCP port"),
-        ({"A11I_OPENAI_BASE": "api.openai.com"}, "A11I_OPENAI_BASE must be an http"),
+        (
+            {"A11I_OPENAI_BASE": "api.openai.com"},
+            "A11I_OPENAI_BASE must be an http:// or https:// URL",
+        ),
         ({"A11I_BUDGET_USD": "ten"}, "A11I_BUDGET_USD must be a decimal"),
         ({"A11I_BUDGET_USD": "-1"}, "non-negative"),
         ({"A11I_BUDGET_USD": "NaN"}, "non-negative"),
@@ -63,7 +66,7 @@ def test_values(tmp_path: Path) -> None:
         ({"A11I_BUDGET_WARN_AT": "95", "A11I_BUDGET_OPTIMIZE_AT": "90"}, "must not be above"),
         ({"A11I_BUDGET_WARN_AT": "120"}, "percentage"),
         ({"A11I_MAX_BODY_BYTES": "0"}, "must be positive"),
-        ({"A11I_UPSTREAM_READ_TIMEOUT": "-3"}, "must be positive"),
+        ({"A11I_UPSTREAM_READ_TIMEOUT": "-3"}, "must be a positive number of seconds"),
         ({"A11I_RATE_CARD": "/nonexistent/rates.yaml"}, "not a readable file"),
         ({"A11I_OPENAI_API_KEY_FILE": "/nonexistent/key"}, "cannot be read"),
         ({"A11I_LOG_LEVEL": "LOUD"}, "A11I_LOG_LEVEL must be one of"),
@@ -165,8 +168,11 @@ def test_exporter_otlp_without_endpoint_uses_the_default() -> None:
             {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"},
             "OTEL_TRACES_SAMPLER_ARG must be a ratio",
         ),
-        ({"OTEL_BSP_SCHEDULE_DELAY": "soon"}, "OTEL_BSP_SCHEDULE_DELAY must be a number of milli"),
-        ({"A11I_CAPTURE_CONTENT": "maybe"}, "A11I_CAPTURE_CONTENT must be true or false"),
+        (
+            {"OTEL_BSP_SCHEDULE_DELAY": "soon"},
+            "OTEL_BSP_SCHEDULE_DELAY must be a positive number of milli",
+        ),
+        ({"A11I_CAPTURE_CONTENT": "maybe"}, "A11I_CAPTURE_CONTENT must be on or off"),
     ],
     ids=["exporter", "http-json", "endpoint", "headers", "sampler", "ratio", "delay", "capture"],
 )

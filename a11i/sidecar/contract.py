@@ -1,0 +1,37 @@
+"""What the sidecar and whoever starts it agree on: the variables it reads, its port and its own
+endpoints. The injection webhook and the TelemetryPolicy reconciler write these names into pod
+specs and ConfigMaps; the sidecar's settings read them. Defined once, here.
+
+Constants only: no parsing (``a11i.sidecar.settings``), no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: The port the proxy listens on (on the pod's loopback), and its variable.
+PORT: Final = "A11I_PORT"
+DEFAULT_PORT: Final = 11000
+#: Whose wallet and whose attribution (the injector sets them from the downward API).
+NAMESPACE: Final = "A11I_NAMESPACE"
+AGENT: Final = "A11I_AGENT"
+#: The project a call is attributed to (default: the namespace).
+PROJECT: Final = "A11I_PROJECT"
+#: The shared wallet and event stream; absent: the embedded SQLite file at ``WALLET_FILE``.
+REDIS_URL: Final = "A11I_REDIS_URL"
+WALLET_FILE: Final = "A11I_WALLET_FILE"
+#: An agent's own budget inside its namespace's (USD, a decimal string).
+AGENT_BUDGET_USD: Final = "A11I_AGENT_BUDGET_USD"
+#: a11i.yaml and the rate card, mounted from ConfigMaps.
+CONFIG: Final = "A11I_CONFIG"
+RATE_CARD: Final = "A11I_RATE_CARD"
+#: Prompt and completion text in the telemetry (scrubbed), and decision logs: switches.
+CAPTURE_CONTENT: Final = "A11I_CAPTURE_CONTENT"
+DECISION_LOGS: Final = "A11I_DECISION_LOGS"
+
+#: The sidecar's own endpoints.
+HEALTHZ: Final = "/a11i/healthz"
+READYZ: Final = "/a11i/readyz"
+BUDGET: Final = "/a11i/budget"
+EVENTS: Final = "/a11i/events"
+METRICS: Final = "/a11i/metrics"
