@@ -391,11 +391,8 @@ def _sidecar(
     budget: AgentBudgetRule | None = None,
 ) -> dict[str, object]:
     env: list[dict[str, object]] = [
-        {
-            "name": contract.NAMESPACE,
-            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
-        },
-        {"name": contract.AGENT, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": contract.NAMESPACE, "valueFrom": _field("metadata.namespace")},
+        {"name": contract.AGENT, "valueFrom": _field("metadata.name")},
     ]
     project = labels.get(PROJECT, "").strip()
     if project:

@@ -476,10 +476,6 @@ class Telemetry:
         with self._lock:
             return self._log_scrubber.scrub(text)
 
-    @property
-    def exporting_traces(self) -> bool:
-        return self._tracer is not None
-
     # -- the observer --------------------------------------------------------------------
     def record(self, record: CallRecord) -> None:
         """Make the spans and decision logs of one call (after its answer is on its way)."""

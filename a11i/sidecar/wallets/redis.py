@@ -85,7 +85,6 @@ from a11i.core.wallets import (
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
-    from a11i.sidecar.settings import SidecarSettings
 
 log = logging.getLogger(__name__)
 
@@ -318,25 +317,6 @@ class RedisWallet:
         self._closing = False
         self._zone = ZoneInfo(zone)
         self._zone_name = zone
-
-    @classmethod
-    def from_settings(cls, settings: SidecarSettings, *, clock: Clock = _utcnow) -> RedisWallet:
-        """The sidecar's wallet from its settings (``redis_url`` must be set); owns its client."""
-        if settings.redis_url is None:
-            raise ValueError("A11I_REDIS_URL is not set")
-        client = aioredis.Redis.from_url(settings.redis_url)
-        return cls(
-            client,
-            namespace=settings.namespace,
-            agent=settings.agent,
-            policy=settings.budget,
-            period=settings.period,
-            timeout_s=settings.redis_timeout_s,
-            fail_open=settings.redis_fail_open,
-            clock=clock,
-            owns_client=True,
-            zone=settings.timezone,
-        )
 
     @property
     def last_snapshot(self) -> WalletSnapshot | None:
