@@ -298,6 +298,7 @@ class Sidecar:
             "upstream_errors": self.counters.upstream_errors,
             "fallback_priced": self.counters.fallback_priced_calls,
         }
+        body["store"] = self.wallet.store()
         if isinstance(self.wallet, NestedWallet):
             body["agent_wallet"] = (await self.wallet.agent_wallet.snapshot()).as_json()
         body["rate_card"] = self.counters.rate_card.as_json()

@@ -444,9 +444,17 @@ def test_admin_tops_up_through_the_agentbudget_and_the_operator_keeps_it(
         )
 
     operator.wait_for(applied, "the operator applied the topped-up AgentBudget")
-    for _ in range(10):  # several status rounds (interval 1 s)
+    # Three status rounds of the operator (one lastSyncTime each, 1 s apart): the topped-up
+    # limit stays in the wallet, never put back by a stale spec.
+    synced: set[str] = set()
+    deadline = time.monotonic() + 20
+    while len(synced) < 3:
         assert store.hget(key, "limit_nanos") == str(1255 * NANOS // 10)
-        time.sleep(0.3)
+        synced.add(
+            str((agentbudget(plane, namespace, "team").get("status") or {}).get("lastSyncTime"))
+        )
+        assert time.monotonic() < deadline, synced
+        time.sleep(0.2)
 
     # A second top-up builds on the AgentBudget's new limit.
     status, done = dashboard.call(

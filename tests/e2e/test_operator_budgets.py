@@ -476,7 +476,13 @@ def test_redis_down_is_retried_and_recovered(
         )
         assert isinstance(condition, dict)
         assert condition["status"] == "False"
-        time.sleep(2)
+        # kopf retries the handlers while Redis is away (each retry logs the temporary error):
+        # two more retries, and the operator is still there.
+        retries = operator.logs(lines=1_000_000).count("failed temporarily")
+        operator.wait_for(
+            lambda: operator.logs(lines=1_000_000).count("failed temporarily") >= retries + 2,
+            "two more retries while Redis is away",
+        )
         assert operator.running, operator.logs()
     finally:
         redis_server.start()

@@ -35,6 +35,11 @@ class Wallet(Protocol):
         """The wallet as this process last read or wrote it (no I/O); None before any call."""
         ...
 
+    def store(self) -> dict[str, str | int | bool]:
+        """Where the wallet lives and how that store is doing, for ``/a11i/budget`` (no I/O):
+        ``kind`` (memory, sqlite, redis) and what else an operator needs of that kind."""
+        ...
+
     async def start(self) -> None:
         """Connect and configure; called once before the first call."""
         ...

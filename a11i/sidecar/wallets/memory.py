@@ -89,6 +89,9 @@ class MemoryWallet:
     async def suspend(self, on: bool) -> None:
         self.policy = replace(self.policy, suspended=on)
 
+    def store(self) -> dict[str, str | int | bool]:
+        return {"kind": "memory"}
+
     async def start(self) -> None:
         """Nothing to connect: the wallet lives in this process."""
 

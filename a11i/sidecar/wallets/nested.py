@@ -62,6 +62,10 @@ class NestedWallet:
             return outer
         return inner
 
+    def store(self) -> dict[str, str | int | bool]:
+        """The namespace's store (the agent's own wallet lives in the same kind of store)."""
+        return self.namespace_wallet.store()
+
     async def start(self) -> None:
         await self.namespace_wallet.start()
         await self.agent_wallet.start()

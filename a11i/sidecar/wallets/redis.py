@@ -58,6 +58,7 @@ import redis.exceptions
 from redis.typing import EncodableT, FieldT
 
 from a11i.core.errors import WalletUnavailable
+from a11i.core.model import usd
 from a11i.core.policy import (
     BudgetPolicy,
     Decision,
@@ -276,6 +277,7 @@ class RedisWallet:
         clock: Clock = _utcnow,
         owns_client: bool = False,
         zone: str = "UTC",
+        poll_s: float = POLL_S,
     ) -> None:
         _check_nanos(policy)
         self.namespace = namespace
@@ -317,6 +319,11 @@ class RedisWallet:
         self._closing = False
         self._zone = ZoneInfo(zone)
         self._zone_name = zone
+        #: Seconds between the watcher's rounds when no stop message wakes it.
+        self._poll_s = poll_s
+        #: Rounds the watcher has finished (refreshed the stops, or tried to reconnect).
+        self.watch_rounds = 0
+        self._round_done = asyncio.Condition()
 
     @property
     def last_snapshot(self) -> WalletSnapshot | None:
@@ -332,6 +339,21 @@ class RedisWallet:
     def pending_usd(self) -> Decimal:
         """Spend settled locally and not yet reconciled into Redis."""
         return to_usd(sum(item.nanos for item in self._pending))
+
+    def store(self) -> dict[str, str | int | bool]:
+        return {
+            "kind": "redis",
+            "connected": self.connected,
+            "pending_usd": usd(self.pending_usd),
+            "watch_rounds": self.watch_rounds,
+        }
+
+    async def watched(self, rounds: int) -> None:
+        """Return once the watcher has finished ``rounds`` more rounds: what a caller waits
+        on instead of sleeping through a guessed number of polls."""
+        target = self.watch_rounds + rounds
+        async with self._round_done:
+            await self._round_done.wait_for(lambda: self.watch_rounds >= target)
 
     async def start(self) -> None:
         """Create the wallet in Redis if absent and start watching the stops. Never fails for
@@ -707,10 +729,10 @@ class RedisWallet:
         await self._refresh()
 
     async def _watch(self) -> None:
-        """Every POLL_S (or at once on a stop message): refresh the stops, or reconnect."""
+        """Every ``poll_s`` (or at once on a stop message): refresh the stops, or reconnect."""
         while not self._closing:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(POLL_S):
+                async with asyncio.timeout(self._poll_s):
                     await self._wake.wait()
             self._wake.clear()
             if self._closing:
@@ -725,6 +747,9 @@ class RedisWallet:
             except Exception:
                 # A bug here must not end the watching of the emergency stop.
                 log.exception("wallet %s: the watcher failed", self.namespace)
+            self.watch_rounds += 1
+            async with self._round_done:
+                self._round_done.notify_all()
 
     async def _listen(self) -> None:
         """Wake the watcher when a stop message concerns this namespace."""
@@ -734,9 +759,9 @@ class RedisWallet:
                 async with asyncio.timeout(self._timeout):
                     await pubsub.subscribe(STOP_CHANNEL)
                 while not self._closing:
-                    async with asyncio.timeout(POLL_S + self._timeout):
+                    async with asyncio.timeout(self._poll_s + self._timeout):
                         message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=POLL_S
+                            ignore_subscribe_messages=True, timeout=self._poll_s
                         )
                     if message is not None and _text(message["data"]) in (
                         self.namespace,
@@ -746,7 +771,7 @@ class RedisWallet:
             except Exception:
                 # Redis away (or a broken connection): the watcher notices; subscribe again later.
                 if not self._closing:
-                    await asyncio.sleep(POLL_S)
+                    await asyncio.sleep(self._poll_s)
             finally:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(self._timeout):

@@ -116,6 +116,9 @@ class SQLiteWallet:
         self._loop_commits = 0
         self._checkpoint: asyncio.Future[None] | None = None
 
+    def store(self) -> dict[str, str | int | bool]:
+        return {"kind": "sqlite", "path": str(self.path)}
+
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         """Open the file (creating it) and configure this namespace's wallet. An existing

@@ -520,9 +520,15 @@ async def test_an_operator_in_the_browser(
             await expect(page.locator("#connection")).to_have_attribute(
                 "data-state", "reconnecting"
             )
+            length = await redis.xlen(STREAM)
             await chat(team_a)
             await chat(team_a)
-            await asyncio.sleep(0.3)  # the sidecar's background task appends to the stream
+            # The sidecar appends each call's event after its answer: wait until both are in
+            # the stream, so the dashboard starts with them there to resume from.
+            deadline = asyncio.get_running_loop().time() + 10
+            while await redis.xlen(STREAM) < length + 2:
+                assert asyncio.get_running_loop().time() < deadline, "no events appended"
+                await asyncio.sleep(0.05)
             await dashboard.start()
             await expect(page.locator("#connection")).to_have_text("live", timeout=10_000)
             await expect(page.locator('#feed tr[data-kind="call"]')).to_have_count(calls_before + 2)

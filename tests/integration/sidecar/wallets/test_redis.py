@@ -408,7 +408,7 @@ async def test_fail_open_accounts_locally_and_reconciles_once(
         stored = await _wallet_hash(check, namespace)
         assert int(stored["spent_nanos"]) == 33_000_000
         assert await check.hlen(f"a11i:wallet:{namespace}:leases") == 0
-        await asyncio.sleep(1.2)  # several watcher rounds: nothing is replayed twice
+        await wallet.watched(3)  # three more watcher rounds: nothing is replayed twice
         stored = await _wallet_hash(check, namespace)
         assert int(stored["spent_nanos"]) == 33_000_000
     finally:

@@ -85,6 +85,15 @@ async def wallet_of(url: str, namespace: str = "team-a") -> dict[str, str]:
         await client.aclose()
 
 
+async def store_of(http: aiohttp.ClientSession, url: str) -> dict[str, object]:
+    """The sidecar's view of its wallet's store (``store`` of ``/a11i/budget``)."""
+    async with http.get(url + "/a11i/budget") as response:
+        body = await response.json()
+    store: dict[str, object] = body["store"]
+    assert store["kind"] == "redis"
+    return store
+
+
 async def test_two_sidecars_share_one_wallet_without_overspending(
     standin: StandIn, redis_server: RedisServer, sidecars: Sidecars
 ) -> None:
@@ -225,6 +234,9 @@ async def test_redis_going_away_under_load_fails_open_and_reconciles(
         assert asyncio.get_running_loop().time() - started < 10
         assert during == [200] * 10
         assert refused == 503
+        away = await store_of(http, url)
+        assert away["connected"] is False
+        assert Decimal(str(away["pending_usd"])) * 10**9 == before * 10  # nano-dollars
         redis_server.start()
         expected = before * 11  # the first call, and the ten made while Redis was away
         for _ in range(200):
@@ -235,5 +247,13 @@ async def test_redis_going_away_under_load_fails_open_and_reconciles(
         # The ten calls accounted locally while Redis was away are in the shared wallet now,
         # replayed one settlement at a time, each exactly once.
         assert after == expected
-        await asyncio.sleep(1.5)  # three more rounds of the reconnect watcher
+        # Three more rounds of the sidecar's watcher (its /a11i/budget counts them): nothing
+        # is replayed twice.
+        rounds = int(str((await store_of(http, url))["watch_rounds"]))
+        deadline = asyncio.get_running_loop().time() + 10
+        while int(str((await store_of(http, url))["watch_rounds"])) < rounds + 3:
+            assert asyncio.get_running_loop().time() < deadline, "the watcher stopped"
+            await asyncio.sleep(0.1)
+        store = await store_of(http, url)
+        assert (store["connected"], store["pending_usd"]) == (True, "0")
         assert Decimal((await wallet_of(redis_server.url))["spent_nanos"]) == expected
