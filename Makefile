@@ -7,10 +7,10 @@ BIN := $(VENV)/bin
 
 .PHONY: install encodings system assets otelcol cluster-bins cluster e2e e2e-kind run test lint typecheck unit integration bench bench-peers clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
 ## encodings: the tiktoken files, offline (from the litellm wheel on PyPI, hash-verified)

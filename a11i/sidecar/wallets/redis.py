@@ -775,7 +775,7 @@ class RedisWallet:
             finally:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(self._timeout):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                        await pubsub.aclose()
 
 
 async def set_cluster_stop(client: aioredis.Redis, on: bool, *, timeout_s: float = 1.0) -> None:
