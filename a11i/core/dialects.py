@@ -54,7 +54,13 @@ def parse_json_body(raw: bytes) -> JSONObject:
     if not raw.strip():
         raise BadRequest("The request body is empty; expected a JSON object.")
     try:
-        value: object = json.loads(raw)
+        value: object = json.loads(raw, object_pairs_hook=_unique_keys)
+    except DuplicateKey as exc:
+        raise BadRequest(
+            f"The request body has the key {json.dumps(exc.key)} twice in one object; a11i "
+            "refuses it, since a provider may read the other value than the one a11i priced.",
+            param=exc.key,
+        ) from exc
     except UnicodeDecodeError as exc:
         raise BadRequest("The request body is not valid UTF-8 JSON.") from exc
     except json.JSONDecodeError as exc:
@@ -67,6 +73,26 @@ def parse_json_body(raw: bytes) -> JSONObject:
     if not isinstance(value, dict):
         raise BadRequest(f"The request body must be a JSON object, not {_json_type(value)}.")
     return cast(JSONObject, value)
+
+
+class DuplicateKey(ValueError):
+    """A JSON object with one key twice (RFC 8259 section 4: names SHOULD be unique; parsers
+    disagree on which value wins)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, JSONValue]]) -> dict[str, JSONValue]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return obj
 
 
 def parse_request(dialect: Dialect, body: JSONObject) -> ParsedRequest:

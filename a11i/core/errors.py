@@ -89,3 +89,31 @@ class WalletUnavailable(A11iError):
 
     status = 503
     kind = "wallet_unavailable"
+
+
+class UnmeteredEndpoint(A11iError):
+    """A call a11i cannot meter, refused because the sidecar holds the provider key (403):
+    forwarding it would spend the held key outside the budget."""
+
+    status = 403
+    kind = "unmetered_endpoint"
+
+
+class MethodNotAllowed(A11iError):
+    """A metered path asked with a method other than its own (405): never passed through."""
+
+    status = 405
+    kind = "method_not_allowed"
+
+    def __init__(self, message: str, *, allowed: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+
+class UpgradeRefused(A11iError):
+    """A WebSocket upgrade (OpenAI Realtime, the Responses API's WebSocket mode), which a11i
+    cannot meter yet (426: the status on which clients such as the Codex CLI fall back to
+    HTTP at once)."""
+
+    status = 426
+    kind = "websocket_unsupported"

@@ -67,6 +67,12 @@ class KeyCustody:
     openai_key: str | None = None
     anthropic_key: str | None = None
 
+    @property
+    def holds_any(self) -> bool:
+        """Whether the sidecar holds a key: then only what it can meter (or is allowed
+        explicitly) may leave the pod, since anything else would spend that key unmetered."""
+        return bool(self.openai_key or self.anthropic_key)
+
     def key_for(self, provider: Provider) -> str | None:
         return self.anthropic_key if provider is Provider.ANTHROPIC else self.openai_key
 
@@ -81,9 +87,14 @@ class KeyCustody:
 
 
 def upstream_headers(
-    headers: Iterable[tuple[str, str]], provider: Provider, custody: KeyCustody
+    headers: Iterable[tuple[str, str]],
+    provider: Provider,
+    custody: KeyCustody,
+    *,
+    azure: bool = False,
 ) -> list[tuple[str, str]]:
-    """The headers to send to the provider for an agent's request headers."""
+    """The headers to send to the provider for an agent's request headers; a held key goes in
+    the provider's own header (Azure OpenAI's API keys in ``api-key``)."""
     out: list[tuple[str, str]] = []
     for name, value in headers:
         lower = name.lower()
@@ -97,6 +108,8 @@ def upstream_headers(
         out = [(name, value) for name, value in out if name.lower() not in CREDENTIAL_HEADERS]
         if provider is Provider.ANTHROPIC:
             out.append(("x-api-key", key))
+        elif azure:
+            out.append(("api-key", key))
         else:
             out.append(("Authorization", f"Bearer {key}"))
     return out

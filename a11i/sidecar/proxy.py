@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Final, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from a11i.core.analysis import ToolCall, answer_text, tool_calls
-from a11i.core.dialects import dialect_for_path, error_body, parse_json_body, usage_from_body
+from a11i.core.dialects import error_body, parse_json_body, usage_from_body
 from a11i.core.errors import (
     A11iError,
     BadRequest,
@@ -32,6 +34,9 @@ from a11i.core.errors import (
     BudgetExceeded,
     EmergencyStop,
     InternalError,
+    MethodNotAllowed,
+    UnmeteredEndpoint,
+    UpgradeRefused,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -39,8 +44,9 @@ from a11i.core.headers import downstream_headers, provider_for_unmetered, upstre
 from a11i.core.meter import CallPlan, Meter, OutputHistory, Settlement, UsageSource
 from a11i.core.model import Dialect, JSONObject, JSONValue, Provider, Usage, usd
 from a11i.core.optimizer import optimize, validate_conversation
-from a11i.core.policy import Decision, Verdict, WalletState
+from a11i.core.policy import Decision, ExhaustedAction, Verdict, WalletState
 from a11i.core.pricing import RateCard, RateCardError
+from a11i.core.routes import Access, Route, allowed_unmetered, route
 from a11i.core.streaming import SSEEvent, SSEParser, StreamTracker
 from a11i.core.wallets import Reservation
 from a11i.sidecar import contract
@@ -65,6 +71,9 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
+#: A body key the agent did not send.
+_ABSENT: Final = object()
+
 #: Bodies larger than this are counted on a worker thread, off the event loop.
 _OFFLOAD_BYTES: Final = 128 * 1024
 _READ_CHUNK: Final = 64 * 1024
@@ -80,6 +89,11 @@ H_SATURATION: Final = "x-a11i-context-saturation"
 H_OPTIMIZED: Final = "x-a11i-optimized"
 
 _DIALECT_KEY: Final = web.RequestKey("a11i_dialect", Dialect)
+_ROUTE_KEY: Final = web.RequestKey("a11i_route", Route)
+
+#: Characters left as they are when a canonical path is encoded again for the provider
+#: (RFC 3986 section 3.3: pchar, minus what would change the path's meaning).
+_PATH_SAFE: Final = "/:@!$&'()*+,;=-._~"
 
 
 Observer = Callable[[CallRecord], None]
@@ -102,6 +116,8 @@ class Counters:
 
     metered_calls: int = 0
     passthrough_calls: int = 0
+    #: Unmetered calls refused because the sidecar holds the provider key.
+    refused_unmetered_calls: int = 0
     blocked_calls: int = 0
     upstream_errors: int = 0
     fallback_priced_calls: int = 0
@@ -294,6 +310,7 @@ class Sidecar:
         body["calls"] = {
             "metered": self.counters.metered_calls,
             "passthrough": self.counters.passthrough_calls,
+            "refused_unmetered": self.counters.refused_unmetered_calls,
             "blocked": self.counters.blocked_calls,
             "upstream_errors": self.counters.upstream_errors,
             "fallback_priced": self.counters.fallback_priced_calls,
@@ -310,12 +327,19 @@ class Sidecar:
         return web.json_response(body)
 
     # -- metered calls -----------------------------------------------------------------------
-    async def metered(self, request: web.Request) -> web.StreamResponse:
-        dialect = request[_DIALECT_KEY]
+    async def metered(self, request: web.Request, route: Route) -> web.StreamResponse:
+        assert route.dialect is not None  # a metered route has one
+        dialect = route.dialect
         started = time.perf_counter()
         origin = CallOrigin.of(request.headers, time.time_ns())
         raw = await _read_body(request, self.settings.max_body_bytes)
         body = parse_json_body(raw)
+        sent_model = body.get("model", _ABSENT)
+        if route.azure:
+            # Azure OpenAI serves a deployment: the path (or the body's "model") names it, and
+            # the deployment's model is what is priced; the body goes on as the agent wrote it.
+            deployment = route.deployment or (sent_model if isinstance(sent_model, str) else "")
+            body = {**body, "model": self.settings.guard.deployment_model(deployment)}
         plan = await self._plan(dialect, body, len(raw))
         if plan.price.is_fallback:
             self.counters.fallback_priced_calls += 1
@@ -348,12 +372,17 @@ class Sidecar:
             self._emit(call.record(time.perf_counter()))
             raise refusal
         outbound, strip_usage = _outbound_body(
-            call.plan, raw, rewritten=call.optimization is not None
+            call.plan,
+            raw,
+            rewritten=call.optimization is not None,
+            model=sent_model,
         )
         headers = self._a11i_headers(call.plan, call.verdict)
         if call.optimization is not None:
             headers[H_OPTIMIZED] = call.optimization.header
-        return await self._forward(request, call, reservation, outbound, strip_usage, headers)
+        return await self._forward(
+            request, route, call, reservation, outbound, strip_usage, headers
+        )
 
     def _should_optimize(self, verdict: Verdict, admitted: bool) -> bool:
         if not self.optimizer.enabled or verdict.state is WalletState.SUSPENDED:
@@ -423,6 +452,7 @@ class Sidecar:
     async def _forward(
         self,
         request: web.Request,
+        route: Route,
         call: Call,
         reservation: Reservation,
         outbound: bytes,
@@ -431,8 +461,10 @@ class Sidecar:
     ) -> web.StreamResponse:
         plan = call.plan
         provider = plan.request.dialect.provider
-        url = self._base(provider) + request.rel_url.path_qs
-        headers = upstream_headers(request.headers.items(), provider, self.settings.custody)
+        url = self._url(provider, route, request)
+        headers = upstream_headers(
+            request.headers.items(), provider, self.settings.custody, azure=route.azure
+        )
         settled = False
         try:
             async with self.session.post(
@@ -576,16 +608,59 @@ class Sidecar:
         return usd(snapshot.remaining_usd)
 
     # -- unmetered calls ---------------------------------------------------------------------
-    async def passthrough(self, request: web.Request) -> web.StreamResponse:
-        provider = provider_for_unmetered(request.headers)
+    async def unmetered(self, request: web.Request, route: Route) -> web.StreamResponse:
+        """A call a11i cannot meter. Under key custody it is refused unless an operator
+        allowed it (A11I_ALLOW_UNMETERED); otherwise it spends the agent's own key and passes,
+        except while the emergency stop is on or the wallet is exhausted: it could spend."""
+        method = request.method.upper()
+        if self.settings.custody.holds_any and not allowed_unmetered(
+            method, route.path, self.settings.guard.allow_unmetered
+        ):
+            self.counters.refused_unmetered_calls += 1
+            log.warning("refused unmetered %s %s: the sidecar holds the key", method, route.path)
+            raise UnmeteredEndpoint(
+                f"a11i cannot meter {method} {route.path}, and the sidecar holds the provider "
+                "key: the call is refused so that it cannot spend outside the budget. An "
+                f"operator can allow it unmetered with A11I_ALLOW_UNMETERED='{method} "
+                f"{route.path}' (docs/security.md)."
+            )
+        await self._refuse_when_stopped()
+        return await self.passthrough(request, route)
+
+    async def _refuse_when_stopped(self) -> None:
+        """The emergency stop and an exhausted wallet refuse every call that could spend."""
+        snapshots = [await self.wallet.snapshot()]
+        if isinstance(self.wallet, NestedWallet):
+            snapshots.append(await self.wallet.agent_wallet.snapshot())
+        for snapshot in snapshots:
+            if snapshot.state is WalletState.SUSPENDED:
+                raise self._refusal(Verdict(Decision.BLOCK, WalletState.SUSPENDED, "stopped"))
+            blocks = self.settings.budget.when_exhausted is ExhaustedAction.BLOCK
+            if snapshot.state is WalletState.EXHAUSTED and blocks:
+                self.counters.blocked_calls += 1
+                raise self._refusal(
+                    Verdict(
+                        Decision.BLOCK,
+                        WalletState.EXHAUSTED,
+                        f"the wallet {snapshot.namespace} is exhausted",
+                    )
+                )
+
+    async def passthrough(self, request: web.Request, route: Route) -> web.StreamResponse:
+        """Forward a free or allowed call as it is, streamed both ways, counted."""
+        provider = route.provider or provider_for_unmetered(request.headers)
         length = request.content_length
         if length is not None and length > self.settings.max_body_bytes:
             raise BodyTooLarge(_too_large(self.settings.max_body_bytes))
-        url = self._base(provider) + request.rel_url.path_qs
-        headers = upstream_headers(request.headers.items(), provider, self.settings.custody)
+        url = self._url(provider, route, request)
+        headers = upstream_headers(
+            request.headers.items(), provider, self.settings.custody, azure=route.azure
+        )
         data = _limited(request, self.settings.max_body_bytes) if request.body_exists else None
         self.counters.passthrough_calls += 1
-        log.info("unmetered %s %s passed through to %s", request.method, request.path, provider)
+        log.info(
+            "%s %s %s passed through to %s", route.access, request.method, route.path, provider
+        )
         try:
             async with self.session.request(
                 request.method, url, data=data, headers=headers, timeout=self._timeout
@@ -608,6 +683,13 @@ class Sidecar:
             ) from exc
 
     # -- helpers -----------------------------------------------------------------------------
+    def _url(self, provider: Provider, route: Route, request: web.Request) -> URL:
+        """The provider's URL for a request: its base, the canonical path (never the agent's
+        spelling of it) and the query as sent."""
+        target = self._base(provider) + quote(route.path, safe=_PATH_SAFE)
+        query = request.rel_url.raw_query_string
+        return URL(f"{target}?{query}" if query else target, encoded=True)
+
     def _base(self, provider: Provider) -> str:
         upstream = self.settings.upstream
         return upstream.anthropic_base if provider is Provider.ANTHROPIC else upstream.openai_base
@@ -668,9 +750,13 @@ def _partial_usage(meter: Meter, plan: CallPlan, usage: Usage | None, text: str)
     )
 
 
-def _outbound_body(plan: CallPlan, raw: bytes, *, rewritten: bool) -> tuple[bytes, bool]:
+def _outbound_body(
+    plan: CallPlan, raw: bytes, *, rewritten: bool, model: object = None
+) -> tuple[bytes, bool]:
     """The body to forward (the agent's bytes unless a11i changed the request), and whether
-    a11i added the usage chunk (to strip it again)."""
+    a11i added the usage chunk (to strip it again). ``model`` is the body's ``model`` as the
+    agent sent it (``_ABSENT`` when it sent none): the planned body may carry the priced model
+    instead (an Azure deployment's), which never goes to the provider."""
     request = plan.request
     add_usage = (
         request.dialect is Dialect.OPENAI_CHAT
@@ -680,6 +766,10 @@ def _outbound_body(plan: CallPlan, raw: bytes, *, rewritten: bool) -> tuple[byte
     if not add_usage and not rewritten:
         return raw, False
     body: dict[str, JSONValue] = dict(request.body)
+    if model is _ABSENT:
+        body.pop("model", None)
+    elif isinstance(model, str):
+        body["model"] = model
     if add_usage:
         options = body.get("stream_options")
         merged: dict[str, JSONValue] = dict(options) if isinstance(options, dict) else {}
@@ -726,6 +816,12 @@ def _json_or_none(payload: bytes) -> JSONValue:
     return value
 
 
+def _is_upgrade(request: web.Request) -> bool:
+    """A WebSocket (or any protocol) upgrade, RFC 9110 section 7.8."""
+    connection = request.headers.get("Connection", "").lower()
+    return "upgrade" in connection or "Upgrade" in request.headers
+
+
 def _merge(headers: list[tuple[str, str]], extra: dict[str, str]) -> list[tuple[str, str]]:
     lowered = {name.lower() for name in extra}
     return [(n, v) for n, v in headers if n.lower() not in lowered] + list(extra.items())
@@ -749,12 +845,17 @@ async def _errors(
 
 
 def _error_response(request: web.Request, error: A11iError) -> web.Response:
-    dialect = request.get(_DIALECT_KEY)
-    if dialect is None and provider_for_unmetered(request.headers) is Provider.ANTHROPIC:
-        dialect = Dialect.ANTHROPIC_MESSAGES
+    known = request.get(_ROUTE_KEY)
+    dialect = known.dialect if known is not None else None
+    if dialect is None:
+        provider = known.provider if known is not None else None
+        if (provider or provider_for_unmetered(request.headers)) is Provider.ANTHROPIC:
+            dialect = Dialect.ANTHROPIC_MESSAGES
     headers = {}
     if isinstance(error, BudgetExceeded | EmergencyStop):
         headers[H_DECISION] = Decision.BLOCK.value
+    if isinstance(error, MethodNotAllowed):
+        headers["Allow"] = ", ".join(error.allowed)
     return web.json_response(error_body(dialect, error), status=error.status, headers=headers)
 
 
@@ -769,12 +870,33 @@ def build_app(sidecar: Sidecar) -> web.Application:
     app.router.add_get(contract.EVENTS, sidecar.recent_events)
     app.router.add_get(contract.METRICS, sidecar.prometheus)
 
-    async def route(request: web.Request) -> web.StreamResponse:
-        dialect = dialect_for_path(request.path)
-        if dialect is not None and request.method == "POST":
-            request[_DIALECT_KEY] = dialect
-            return await sidecar.metered(request)
-        return await sidecar.passthrough(request)
+    async def guard(request: web.Request) -> web.StreamResponse:
+        # Every path, method and spelling an agent can write goes through here: nothing
+        # reaches the provider without a route (docs/security.md).
+        if request.method in ("CONNECT", "TRACE"):
+            raise MethodNotAllowed(
+                f"a11i does not forward {request.method} requests.", allowed=("GET", "POST")
+            )
+        if _is_upgrade(request):
+            raise UpgradeRefused(
+                "a11i cannot meter WebSocket sessions (OpenAI Realtime, the Responses API's "
+                "WebSocket mode) yet: use the HTTP API (streaming works through a11i)."
+            )
+        found = route(request.method, request.raw_path)
+        request[_ROUTE_KEY] = found
+        if found.method_not_allowed:
+            raise MethodNotAllowed(
+                f"{found.path} is metered and takes only {', '.join(found.allowed)}; a11i "
+                f"does not forward {request.method} to it.",
+                allowed=found.allowed,
+            )
+        if found.access is Access.METERED:
+            assert found.dialect is not None
+            request[_DIALECT_KEY] = found.dialect
+            return await sidecar.metered(request, found)
+        if found.access is Access.FREE:
+            return await sidecar.passthrough(request, found)
+        return await sidecar.unmetered(request, found)
 
-    app.router.add_route("*", "/{tail:.*}", route)
+    app.router.add_route("*", "/{tail:.*}", guard)
     return app

@@ -128,6 +128,28 @@ class TelemetrySettings:
     loop_idle_s: float = 1800.0
 
 
+_METHODS: Final = frozenset({"*", "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSettings:
+    """What may pass the guard without being metered (docs/security.md)."""
+
+    #: ``A11I_ALLOW_UNMETERED``: ``METHOD /path-glob`` patterns, comma separated, forwarded
+    #: unmetered even while the sidecar holds the provider key (e.g. ``GET /v1/files*``).
+    #: Whoever sets this accepts that such calls spend outside the budget.
+    allow_unmetered: tuple[str, ...] = ()
+    #: ``A11I_AZURE_DEPLOYMENTS``: ``deployment=model`` pairs: the model an Azure OpenAI
+    #: deployment serves, for pricing (a deployment not listed is priced as a model of its name).
+    azure_deployments: tuple[tuple[str, str], ...] = ()
+
+    def deployment_model(self, deployment: str) -> str:
+        for name, model in self.azure_deployments:
+            if name == deployment:
+                return model
+        return deployment
+
+
 @dataclass(frozen=True, slots=True)
 class SidecarSettings:
     """Everything ``a11i sidecar`` needs, resolved."""
@@ -141,6 +163,8 @@ class SidecarSettings:
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     #: ``A11I_OPENAI_API_KEY[_FILE]``, ``A11I_ANTHROPIC_API_KEY[_FILE]``: keys held by the sidecar.
     custody: KeyCustody = field(default_factory=KeyCustody)
+    #: ``A11I_ALLOW_UNMETERED``, ``A11I_AZURE_DEPLOYMENTS``: what passes the guard unmetered.
+    guard: GuardSettings = field(default_factory=GuardSettings)
     #: ``A11I_NAMESPACE``: whose wallet (downward API in a pod).
     namespace: str = "default"
     #: ``A11I_AGENT``: whose spend (the pod name in a pod; the host name elsewhere).
@@ -227,6 +251,10 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         custody=KeyCustody(
             openai_key=_secret(env, "A11I_OPENAI_API_KEY"),
             anthropic_key=_secret(env, "A11I_ANTHROPIC_API_KEY"),
+        ),
+        guard=GuardSettings(
+            allow_unmetered=_unmetered_patterns(env, "A11I_ALLOW_UNMETERED"),
+            azure_deployments=_pairs(env, "A11I_AZURE_DEPLOYMENTS"),
         ),
         namespace=namespace,
         project=env.get(contract.PROJECT, "").strip() or namespace,
@@ -352,6 +380,22 @@ def _otlp(env: Mapping[str, str], signal: Signal) -> OtlpExport | None:
         timeout_s=var.milliseconds(env, timeout_var, 10000),
         insecure=var.flag(env, insecure_var, default=parts.scheme == "http"),
     )
+
+
+def _unmetered_patterns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """``METHOD /glob`` patterns, comma separated; a malformed one stops the sidecar (exit 2)
+    rather than silently opening or closing a door."""
+    patterns: list[str] = []
+    for entry in var.names(env, name):
+        method, _, glob = entry.partition(" ")
+        glob = glob.strip()
+        if method.upper() not in _METHODS or not glob.startswith("/"):
+            raise SettingsError(
+                f"{name} entries must be 'METHOD /path-glob' (METHOD one of "
+                f"{', '.join(sorted(_METHODS))}), not {entry!r}"
+            )
+        patterns.append(f"{method.upper()} {glob}")
+    return tuple(patterns)
 
 
 def _pairs(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:

@@ -13,6 +13,10 @@ OpenAI (``Authorization: Bearer <key>`` required, any key accepted):
   ``POST /v1/embeddings``        (``encoding_format`` ``float`` or ``base64``; the SDK
                                   sends ``base64`` unless told otherwise)
   ``GET  /v1/models``, ``GET /v1/models/{id}``  (unmetered paths)
+Azure OpenAI (``api-key: <key>`` required, any key accepted; answers as OpenAI chat, the
+deployment standing in for ``model`` when the body has none):
+  ``POST /openai/deployments/{deployment}/chat/completions?api-version=...``
+  ``POST /openai/v1/chat/completions``
 Anthropic (``x-api-key`` or ``Authorization: Bearer`` required -- anthropic SDK 2.x sends
 the key as a bearer token -- and the ``anthropic-version`` header):
   ``POST /v1/messages``          (plain and ``stream: true``)
@@ -662,6 +666,11 @@ class StandIn:
         r.add_post("/v1/chat/completions", self._provider("openai", self._chat))
         r.add_post("/v1/responses", self._provider("openai", self._responses))
         r.add_post("/v1/embeddings", self._provider("openai", self._embeddings))
+        r.add_post(
+            "/openai/deployments/{deployment}/chat/completions",
+            self._provider("openai", self._azure_chat, azure=True),
+        )
+        r.add_post("/openai/v1/chat/completions", self._provider("openai", self._chat, azure=True))
         r.add_post("/v1/messages", self._provider("anthropic", self._messages))
         r.add_post("/v1/messages/count_tokens", self._provider("anthropic", self._count_tokens))
         r.add_get("/v1/models", self._provider("openai", self._models, sniff=True))
@@ -783,6 +792,7 @@ class StandIn:
         *,
         route_known: bool = True,
         sniff: bool = False,
+        azure: bool = False,
     ) -> _Handler:
         """Wrap an endpoint: record, apply knobs, check auth and JSON, then answer.
 
@@ -811,7 +821,14 @@ class StandIn:
                 return self._openai_error(400, str(exc))
             if knobs.delay_ms > 0:
                 await asyncio.sleep(knobs.delay_ms / 1000)
-            if route_known:
+            if azure and not request.headers.get("api-key"):
+                return self._openai_error(
+                    401,
+                    "Access denied due to missing subscription key. Make sure to include "
+                    "subscription key when making requests to an API.",
+                    code="401",
+                )
+            if route_known and not azure:
                 denied = self._check_auth(request, prov)
                 if denied is not None:
                     return denied
@@ -926,6 +943,14 @@ class StandIn:
                 "rejected_prediction_tokens": 0,
             },
         }
+
+    async def _azure_chat(
+        self, request: web.Request, body: Json, knobs: Knobs, prov: Provider
+    ) -> web.StreamResponse:
+        """Azure OpenAI's deployment route: the deployment names the model."""
+        if isinstance(body, dict) and not body.get("model"):
+            body = {**body, "model": request.match_info["deployment"]}
+        return await self._chat(request, body, knobs, prov)
 
     async def _chat(
         self, request: web.Request, body: Json, knobs: Knobs, _prov: Provider
