@@ -26,6 +26,9 @@ class UsageSource(StrEnum):
     PROVIDER = "provider"
     #: The provider reported none (or the stream was cut): the sidecar's own count.
     ESTIMATE = "estimate"
+    #: The provider answers later (an OpenAI background response): charged at the call's
+    #: projection, its worst case, since the answer that would report usage never passes a11i.
+    PROJECTION = "projection"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +118,12 @@ class Meter:
             output = self.counter.count_text(plan.request.model, output_text).tokens
             usage = Usage(input_tokens=plan.input.tokens, output_tokens=output)
         return Settlement(usage=usage, cost_usd=cost(plan.price.price, usage), source=source)
+
+    @staticmethod
+    def settle_projected(plan: CallPlan) -> Settlement:
+        """A call whose usage the provider reports elsewhere, charged at its projection."""
+        usage = Usage(input_tokens=plan.input.tokens, output_tokens=plan.output_bound)
+        return Settlement(usage=usage, cost_usd=plan.projected_usd, source=UsageSource.PROJECTION)
 
     @staticmethod
     def _output_bound(

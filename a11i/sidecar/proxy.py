@@ -481,7 +481,12 @@ class Sidecar:
                 if upstream.status < 400:
                     usage = usage_from_body(plan.request.dialect, answer)
                     call.output_text = answer_text(plan.request.dialect, answer)
-                    call.settlement = self.meter.settle(plan, usage, call.output_text)
+                    if usage is None and plan.request.body.get("background") is True:
+                        # The model runs on at the provider and its usage is read elsewhere
+                        # (GET /v1/responses/{id}): charge the worst case, never less.
+                        call.settlement = self.meter.settle_projected(plan)
+                    else:
+                        call.settlement = self.meter.settle(plan, usage, call.output_text)
                     call.tool_calls = tool_calls(plan.request.dialect, answer)
                     call.complete = True
                     a11i_headers[H_COST] = usd(call.settlement.cost_usd)

@@ -9,7 +9,8 @@ Endpoints
 ---------
 OpenAI (``Authorization: Bearer <key>`` required, any key accepted):
   ``POST /v1/chat/completions``  (plain and ``stream: true``, ``stream_options.include_usage``)
-  ``POST /v1/responses``         (plain and streaming, named SSE events)
+  ``POST /v1/responses``         (plain and streaming, named SSE events; ``background: true``
+                                  answers a queued response without usage)
   ``POST /v1/embeddings``        (``encoding_format`` ``float`` or ``base64``; the SDK
                                   sends ``base64`` unless told otherwise)
   ``GET  /v1/models``, ``GET /v1/models/{id}``  (unmetered paths)
@@ -1166,6 +1167,11 @@ class StandIn:
                 "role": "assistant",
             }
         final = self._responses_object(body, resp_id, created, status, [item], usage, truncated)
+        if body.get("background") is True and not body.get("stream"):
+            # Background mode: the answer is a queued response; the model runs on, and its
+            # usage is read later with GET /v1/responses/{id}.
+            queued = self._responses_object(body, resp_id, created, "queued", [], None, False)
+            return web.json_response({**queued, "background": True}, headers=headers, dumps=_dumps)
         if not body.get("stream"):
             return web.json_response(final, headers=headers, dumps=_dumps)
 

@@ -364,3 +364,21 @@ async def test_azure_openai_paths_are_metered_as_the_deployments_model(
     assert record.plan.request.model == "gpt-4o"
     assert record.settlement is not None
     assert record.settlement.cost_usd > 0
+
+
+async def test_a_background_response_is_charged_at_its_projection(
+    custody: RunningSidecar, standin: StandIn
+) -> None:
+    """Its usage is read later through a free GET: settling by what the answer showed (a
+    queued response, no output) would let the model's output go unbilled."""
+    body = {"model": "gpt-4o-mini", "input": "hi", "background": True, "max_output_tokens": 500}
+    answer = await send(
+        custody.url, "POST", "/v1/responses", OPENAI_HEADERS, json.dumps(body).encode()
+    )
+    assert answer.status == 200, answer.body
+    assert answer.json()["status"] == "queued"
+    [record] = await custody.settled(1)
+    assert record.settlement is not None
+    assert record.settlement.source == "projection"
+    assert record.settlement.cost_usd == record.plan.projected_usd
+    assert answer.headers["x-a11i-cost-usd"] == answer.headers["x-a11i-projected-cost-usd"]
