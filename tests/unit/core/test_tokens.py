@@ -20,19 +20,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from a11i.core.model import JSONObject, JSONValue, TokenCount
-from a11i.core.tokens import (
-    ANTHROPIC_IMAGE_MAX_TOKENS,
-    ANTHROPIC_TOOL_SYSTEM_PROMPT,
+from a11i.core.tokens.anthropic import ANTHROPIC_IMAGE_MAX_TOKENS, ANTHROPIC_TOOL_SYSTEM_PROMPT
+from a11i.core.tokens.counter import TokenCounter
+from a11i.core.tokens.encoding import (
     CL100K_BASE,
     O200K_BASE,
     Encoder,
     Encodings,
-    TokenCounter,
     chunked_count,
     encoding_name_for_model,
-    image_size,
-    openai_image_tokens,
 )
+from a11i.core.tokens.images import image_size, openai_image_tokens
 from a11i.sidecar.encodings import PACKAGE_DIR, load_encodings
 
 
