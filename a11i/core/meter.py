@@ -100,6 +100,11 @@ class Meter:
             )
         if request.dialect is Dialect.OPENAI_EMBEDDINGS:
             return self.counter.count_embeddings(request.model, body.get("input"))
+        if request.dialect is Dialect.OPENAI_COMPLETIONS:
+            suffix = body.get("suffix")
+            return self.counter.count_completions(
+                request.model, body.get("prompt"), suffix if isinstance(suffix, str) else None
+            )
         return self.counter.count_anthropic(
             request.model,
             body.get("system"),

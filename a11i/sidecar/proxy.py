@@ -673,7 +673,7 @@ def _outbound_body(plan: CallPlan, raw: bytes, *, rewritten: bool) -> tuple[byte
     a11i added the usage chunk (to strip it again)."""
     request = plan.request
     add_usage = (
-        request.dialect is Dialect.OPENAI_CHAT
+        request.dialect in (Dialect.OPENAI_CHAT, Dialect.OPENAI_COMPLETIONS)
         and request.stream
         and not request.stream_usage_requested
     )

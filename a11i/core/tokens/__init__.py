@@ -4,8 +4,8 @@ The modules, one per section: ``encoding`` (the encodings a counter is handed, w
 which, text counted exactly in chunks), ``images`` (image sizes and OpenAI's image rules),
 ``openai_chat`` (OpenAI's chat accounting: messages, parts, tool calls and definitions),
 ``responses`` (Responses API input items), ``anthropic`` (the Anthropic estimate),
-``plain_inputs`` (strings and token ids: embeddings inputs) and ``counter`` (``TokenCounter``,
-which puts them together behind a per-message cache).
+``plain_inputs`` (strings and token ids: embeddings inputs, legacy completions prompts) and
+``counter`` (``TokenCounter``, which puts them together behind a per-message cache).
 
 Pure: no file, network or environment access, no logging, no clock. The tiktoken encodings are
 handed in already loaded (``a11i.sidecar.encodings.load_encodings``); without one, the counts fall
@@ -28,7 +28,9 @@ What is exact (``TokenCount.exact`` True), and why:
   and ``strict`` are ignored as the cookbook does. Constants: ``func_init`` 7 on o200k models and
   10 on cl100k models, ``prop_init`` 3, ``prop_key`` 3, ``enum_init`` -3, ``enum_item`` 3,
   ``func_end`` 12. The cookbook verified them with a system message present.
-* Embeddings inputs: the encoded length of every input, token-id inputs as given.
+* Embeddings inputs and legacy completions prompts (gpt-3.5-turbo-instruct, davinci-002,
+  babbage-002): the encoded length of every text, token-id inputs by their length. A
+  completion's ``suffix`` makes its count an estimate.
 * ``count_text``: the encoded length of a text, with no overhead.
 
 What is an estimate (``exact`` False):

@@ -172,6 +172,20 @@ class TokenCounter:
         count_plain_input(tally, text, input)
         return _finish(tally, text)
 
+    def count_completions(
+        self, model: str, prompt: JSONValue, suffix: str | None = None
+    ) -> TokenCount:
+        """Prompt tokens of a legacy completions request, as the API reports ``prompt_tokens``:
+        every prompt string encoded, token-id prompts by their length. A ``suffix`` (insert mode)
+        is added with its text, an estimate: the tokens that frame it are not published."""
+        text = self._text_for(model)
+        tally = Tally()
+        tally.exact = text.exact
+        count_plain_input(tally, text, prompt)
+        if suffix:
+            tally.add(text.count(suffix), exact=False)
+        return _finish(tally, text)
+
     def count_anthropic(
         self,
         model: str,

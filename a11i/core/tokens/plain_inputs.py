@@ -1,5 +1,6 @@
 """Inputs without a message format: a string, strings, token ids or lists of token ids (the
-embeddings input). Texts are encoded, token ids counted as given.
+embeddings input and the legacy completions prompt). Texts are encoded, token ids counted as
+given: OpenAI bills exactly these tokens, with no per-message overhead.
 
 Pure: adds to a ``Tally``.
 """
