@@ -1093,12 +1093,14 @@ class StandIn:
                 400, "'$.prompt' is invalid. Please check the API reference.", param="prompt"
             )
         n = body.get("n") if isinstance(body.get("n"), int) else 1
-        best_of = body.get("best_of") if isinstance(body.get("best_of"), int) else 1
+        asked = body.get("best_of")
+        # Absent, best_of is n: n answers generated, n returned.
+        best_of = asked if isinstance(asked, int) else n
         if best_of < n:
             return self._openai_error(
                 400, "best_of must be greater than or equal to n.", param="best_of"
             )
-        if body.get("stream") and best_of > 1:
+        if body.get("stream") and isinstance(asked, int) and asked > 1:
             return self._openai_error(
                 400, "Cannot stream results with best_of > 1.", param="best_of"
             )
