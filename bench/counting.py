@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from a11i.core.model import JSONValue
-from a11i.core.tokens import TokenCounter
+from a11i.core.tokens.counter import TokenCounter
 from a11i.sidecar.encodings import load_encodings
 
 MODEL = "gpt-4o"

@@ -20,7 +20,7 @@ import time
 from a11i.core.model import Dialect, JSONObject, JSONValue
 from a11i.core.optimizer import ALL_STRATEGIES, OptimizerSettings, optimize
 from a11i.core.policy import WalletState
-from a11i.core.tokens import TokenCounter
+from a11i.core.tokens.counter import TokenCounter
 from a11i.sidecar.meter import load_meter
 from tests.support.paths import TRANSCRIPTS
 

@@ -216,6 +216,10 @@ def answer_text(dialect: Dialect, answer: JSONValue) -> str:
             message = choice.get("message")
             if isinstance(message, dict) and isinstance(message.get("content"), str):
                 parts.append(str(message["content"]))
+    elif dialect is Dialect.OPENAI_COMPLETIONS:
+        for choice in _objects(answer.get("choices")):
+            if isinstance(choice.get("text"), str):
+                parts.append(str(choice["text"]))
     elif dialect is Dialect.OPENAI_RESPONSES:
         for item in _objects(answer.get("output")):
             for part in _objects(item.get("content")):

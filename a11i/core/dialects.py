@@ -1,4 +1,4 @@
-"""The four metered API dialects: detect them, validate requests, read usage, shape errors.
+"""The five metered API dialects: detect them, validate requests, read usage, shape errors.
 
 Pure: takes bytes or JSON values already read by the proxy, returns typed values. Nothing here
 opens a socket or a file. Validation is deliberately shallow where the provider's own validation
@@ -21,8 +21,12 @@ METERED_PATHS: Mapping[str, Dialect] = {
     "/v1/chat/completions": Dialect.OPENAI_CHAT,
     "/v1/responses": Dialect.OPENAI_RESPONSES,
     "/v1/embeddings": Dialect.OPENAI_EMBEDDINGS,
+    "/v1/completions": Dialect.OPENAI_COMPLETIONS,
     "/v1/messages": Dialect.ANTHROPIC_MESSAGES,
 }
+
+#: OpenAI's default ``max_tokens`` of a legacy completion that sets none.
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 
 _CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _ANTHROPIC_ROLES = frozenset({"user", "assistant"})
@@ -40,7 +44,8 @@ class ParsedRequest:
     stream_usage_requested: bool = False
     #: The request's own cap on output tokens per choice, if it set one.
     max_output_tokens: int | None = None
-    #: Number of choices asked for (OpenAI ``n``): output is paid once per choice.
+    #: Outputs generated and paid for, each up to ``max_output_tokens``: OpenAI chat's ``n``;
+    #: legacy completions' ``max(n, best_of)`` times the number of prompts.
     choices: int = 1
 
 
@@ -105,6 +110,8 @@ def parse_request(dialect: Dialect, body: JSONObject) -> ParsedRequest:
         return _parse_responses(body, model, stream)
     if dialect is Dialect.OPENAI_EMBEDDINGS:
         return _parse_embeddings(body, model)
+    if dialect is Dialect.OPENAI_COMPLETIONS:
+        return _parse_completions(body, model, stream)
     return _parse_anthropic(body, model, stream)
 
 
@@ -137,21 +144,25 @@ def _parse_chat(body: JSONObject, model: str, stream: bool) -> ParsedRequest:
     if max_tokens is None:
         max_tokens = _optional_positive_int(body, "max_tokens")
     choices = _optional_positive_int(body, "n") or 1
-    usage_requested = False
-    options = body.get("stream_options")
-    if options is not None:
-        if not isinstance(options, dict):
-            raise BadRequest("'stream_options' must be an object.", param="stream_options")
-        usage_requested = _optional_bool(options, "include_usage", "stream_options.") or False
     return ParsedRequest(
         Dialect.OPENAI_CHAT,
         model,
         body,
         stream=stream,
-        stream_usage_requested=usage_requested,
+        stream_usage_requested=_usage_requested(body),
         max_output_tokens=max_tokens,
         choices=choices,
     )
+
+
+def _usage_requested(body: JSONObject) -> bool:
+    """OpenAI's ``stream_options.include_usage`` (chat and legacy completions)."""
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise BadRequest("'stream_options' must be an object.", param="stream_options")
+    return _optional_bool(options, "include_usage", "stream_options.") or False
 
 
 def _parse_responses(body: JSONObject, model: str, stream: bool) -> ParsedRequest:
@@ -206,6 +217,54 @@ def _parse_embeddings(body: JSONObject, model: str) -> ParsedRequest:
             param="input",
         )
     return ParsedRequest(Dialect.OPENAI_EMBEDDINGS, model, body, max_output_tokens=0)
+
+
+def _parse_completions(body: JSONObject, model: str, stream: bool) -> ParsedRequest:
+    """The legacy ``POST /v1/completions``: ``best_of`` completions are generated (and billed)
+    per prompt and the best ``n`` returned, so the output bound is ``max_tokens`` times
+    ``max(n, best_of)`` times the number of prompts."""
+    prompts = _prompt_count(body)
+    # Non-negative: max_tokens 0 with echo scores a prompt without generating anything.
+    max_tokens = _optional_count(body, "max_tokens")
+    n = _optional_positive_int(body, "n") or 1
+    best_of = _optional_positive_int(body, "best_of") or 1
+    _optional_bool(body, "echo")
+    suffix = body.get("suffix")
+    if suffix is not None and not isinstance(suffix, str):
+        raise BadRequest(f"'suffix' must be a string, not {_json_type(suffix)}.", param="suffix")
+    return ParsedRequest(
+        Dialect.OPENAI_COMPLETIONS,
+        model,
+        body,
+        stream=stream,
+        stream_usage_requested=_usage_requested(body),
+        max_output_tokens=COMPLETIONS_DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
+        choices=max(n, best_of) * prompts,
+    )
+
+
+def _prompt_count(body: JSONObject) -> int:
+    """How many prompts ``prompt`` holds: a string or an array of token ids is one."""
+    if "prompt" not in body:
+        raise BadRequest("'prompt' is required.", param="prompt")
+    value = body["prompt"]
+    if isinstance(value, str):
+        return 1
+    if isinstance(value, list) and value:
+        if all(isinstance(item, str) for item in value):
+            return len(value)
+        if all(_is_token(item) for item in value):
+            return 1
+        if all(
+            isinstance(item, list) and item and all(_is_token(tok) for tok in item)
+            for item in value
+        ):
+            return len(value)
+    raise BadRequest(
+        "'prompt' must be a string, a non-empty array of strings, an array of token ids "
+        "or an array of arrays of token ids.",
+        param="prompt",
+    )
 
 
 def _parse_anthropic(body: JSONObject, model: str, stream: bool) -> ParsedRequest:
@@ -384,6 +443,17 @@ def _optional_positive_int(body: JSONObject, key: str) -> int | None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise BadRequest(f"'{key}' must be a positive integer, not {json.dumps(value)}.", param=key)
+    return value
+
+
+def _optional_count(body: JSONObject, key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise BadRequest(
+            f"'{key}' must be a non-negative integer, not {json.dumps(value)}.", param=key
+        )
     return value
 
 

@@ -17,7 +17,7 @@ from a11i.core.analysis import ToolResult, context_saturation, tool_names, tool_
 from a11i.core.dialects import ParsedRequest, parse_request
 from a11i.core.model import Dialect, JSONObject, JSONValue, TokenCount, Usage
 from a11i.core.pricing import PriceLookup, RateCard, cost, project
-from a11i.core.tokens import TokenCounter
+from a11i.core.tokens.counter import TokenCounter
 
 
 class UsageSource(StrEnum):
@@ -103,6 +103,11 @@ class Meter:
             )
         if request.dialect is Dialect.OPENAI_EMBEDDINGS:
             return self.counter.count_embeddings(request.model, body.get("input"))
+        if request.dialect is Dialect.OPENAI_COMPLETIONS:
+            suffix = body.get("suffix")
+            return self.counter.count_completions(
+                request.model, body.get("prompt"), suffix if isinstance(suffix, str) else None
+            )
         return self.counter.count_anthropic(
             request.model,
             body.get("system"),

@@ -27,6 +27,8 @@ class Dialect(StrEnum):
     OPENAI_CHAT = "openai.chat"
     OPENAI_RESPONSES = "openai.responses"
     OPENAI_EMBEDDINGS = "openai.embeddings"
+    #: The legacy ``POST /v1/completions`` (gpt-3.5-turbo-instruct, davinci-002, babbage-002).
+    OPENAI_COMPLETIONS = "openai.completions"
     ANTHROPIC_MESSAGES = "anthropic.messages"
 
     @property

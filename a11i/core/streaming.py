@@ -24,6 +24,9 @@ _LINE = re.compile(rb"\r\n|\n|\r")
 # client's behalf it removes that key again so the client sees exactly what it would have seen.
 _NULL_USAGE = re.compile(rb',\s*"usage":\s*null(?=\s*\}\s*$)|"usage":\s*null\s*,')
 
+#: Dialects whose stream is OpenAI's: data-only chunks, ``[DONE]`` at the end.
+_OPENAI_CHUNKED = frozenset({Dialect.OPENAI_CHAT, Dialect.OPENAI_COMPLETIONS})
+
 
 @dataclass(frozen=True, slots=True)
 class SSEEvent:
@@ -125,8 +128,8 @@ class StreamTracker:
     """Reads one dialect's streamed answer event by event.
 
     ``strip_usage`` is set when a11i itself added ``stream_options.include_usage`` to an OpenAI
-    chat request: the usage-only chunk is read and then withheld, and ``"usage":null`` removed
-    from the other chunks, so the client sees the stream it asked for.
+    chat or legacy completions request: the usage-only chunk is read and then withheld, and
+    ``"usage":null`` removed from the other chunks, so the client sees the stream it asked for.
     """
 
     def __init__(self, dialect: Dialect, *, strip_usage: bool = False) -> None:
@@ -142,14 +145,15 @@ class StreamTracker:
 
     def observe(self, event: SSEEvent) -> bytes | None:
         """Read ``event``; return the bytes to relay for it (None: withhold it)."""
-        if self.dialect is Dialect.OPENAI_CHAT and event.data.strip() == "[DONE]":
+        chunked = self.dialect in _OPENAI_CHUNKED
+        if chunked and event.data.strip() == "[DONE]":
             self._complete = True
             return event.raw
         payload = self._decode(event.data)
         if payload is None:
             return event.raw
-        if self.dialect is Dialect.OPENAI_CHAT:
-            return self._observe_chat(event, payload)
+        if chunked:
+            return self._observe_chunk(event, payload)
         if self.dialect is Dialect.OPENAI_RESPONSES:
             self._observe_responses(payload)
         elif self.dialect is Dialect.ANTHROPIC_MESSAGES:
@@ -183,15 +187,20 @@ class StreamTracker:
             return None
         return value
 
-    # -- OpenAI Chat Completions: chat.completion.chunk objects, then [DONE]
-    def _observe_chat(self, event: SSEEvent, chunk: JSONObject) -> bytes | None:
-        usage = usage_from_object(Dialect.OPENAI_CHAT, chunk.get("usage"))
+    # -- OpenAI Chat Completions (chat.completion.chunk objects) and legacy Completions
+    # (text_completion objects): then [DONE]; usage in a last chunk without choices
+    def _observe_chunk(self, event: SSEEvent, chunk: JSONObject) -> bytes | None:
+        usage = usage_from_object(self.dialect, chunk.get("usage"))
         if usage is not None:
             self._usage = usage
         choices = chunk.get("choices")
         if isinstance(choices, list):
             for choice in choices:
-                if isinstance(choice, dict):
+                if not isinstance(choice, dict):
+                    continue
+                if self.dialect is Dialect.OPENAI_COMPLETIONS:
+                    self._completion_choice(choice)
+                else:
                     self._chat_choice(choice)
         if not self.strip_usage:
             return event.raw
@@ -199,6 +208,14 @@ class StreamTracker:
             return None
         body = event.raw.rstrip(b"\r\n")
         return _NULL_USAGE.sub(b"", body) + event.raw[len(body) :]
+
+    def _completion_choice(self, choice: JSONObject) -> None:
+        finish = choice.get("finish_reason")
+        if isinstance(finish, str):
+            self._finish = finish
+        text = choice.get("text")
+        if isinstance(text, str):
+            self._text.append(text)
 
     def _chat_choice(self, choice: JSONObject) -> None:
         finish = choice.get("finish_reason")

@@ -59,6 +59,9 @@ def guess_dialect(body: JSONObject) -> Dialect:
         return Dialect.OPENAI_CHAT
     if "embedding" in model:
         return Dialect.OPENAI_EMBEDDINGS
+    # The Responses API's "prompt" is a template object; a legacy completion's is text or ids.
+    if isinstance(body.get("prompt"), str | list) and "input" not in body:
+        return Dialect.OPENAI_COMPLETIONS
     return Dialect.OPENAI_RESPONSES
 
 

@@ -36,7 +36,7 @@ from typing import Final
 
 import tiktoken
 
-from a11i.core.tokens import Encoder, Encodings
+from a11i.core.tokens.encoding import Encoder, Encodings
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from a11i.core.meter import Meter
 from a11i.core.pricing import RateCard
-from a11i.core.tokens import TokenCounter
+from a11i.core.tokens.counter import TokenCounter
 from a11i.sidecar.encodings import load_encodings
 from a11i.sidecar.rates import builtin_rate_card, load_rate_card_file
 

@@ -764,7 +764,7 @@ def _outbound_body(
     instead (an Azure deployment's), which never goes to the provider."""
     request = plan.request
     add_usage = (
-        request.dialect is Dialect.OPENAI_CHAT
+        request.dialect in (Dialect.OPENAI_CHAT, Dialect.OPENAI_COMPLETIONS)
         and request.stream
         and not request.stream_usage_requested
     )

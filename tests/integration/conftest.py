@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from a11i.core.meter import Meter
-from a11i.core.tokens import TokenCounter
+from a11i.core.tokens.counter import TokenCounter
 from a11i.sidecar.app import wallet_for
 from a11i.sidecar.meter import effective_rate_card, load_meter
 from a11i.sidecar.proxy import CallRecord, Sidecar, build_app

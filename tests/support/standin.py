@@ -13,6 +13,8 @@ OpenAI (``Authorization: Bearer <key>`` required, any key accepted):
                                   answers a queued response without usage)
   ``POST /v1/embeddings``        (``encoding_format`` ``float`` or ``base64``; the SDK
                                   sends ``base64`` unless told otherwise)
+  ``POST /v1/completions``       (legacy text completions, plain and ``stream: true``,
+                                  ``stream_options.include_usage``, ``n``, ``best_of``, ``echo``)
   ``GET  /v1/models``, ``GET /v1/models/{id}``  (unmetered paths)
 Azure OpenAI (``api-key: <key>`` required, any key accepted; answers as OpenAI chat, the
 deployment standing in for ``model`` when the body has none):
@@ -34,8 +36,11 @@ Deterministic behaviour
 * The answer is ``ANSWER`` ("The stand-in model answers deterministically.", 5 words), or
   ``words`` words cycling through it when the ``words`` knob is set. It is truncated to
   ``max_tokens`` / ``max_completion_tokens`` / ``max_output_tokens`` words, and then
-  finishes with ``length`` / ``max_tokens`` / status ``incomplete``.
-  **Completion tokens = number of words emitted** (+ the ``reasoning_tokens`` knob).
+  finishes with ``length`` / ``max_tokens`` / status ``incomplete``. A legacy completion
+  without ``max_tokens`` is cut at 16 words (OpenAI's default of 16 tokens).
+  **Completion tokens = number of words emitted** (+ the ``reasoning_tokens`` knob); a legacy
+  completion reports them for all ``max(n, best_of)`` generations of every prompt, as OpenAI
+  bills them.
   A tool call costs ``TOOL_CALL_TOKENS + len(arguments_json) // 4`` completion tokens.
 * OpenAI chat prompt tokens follow OpenAI's cookbook rules (3 per message, 1 per name,
   3 for priming, plus the cookbook's function-definition rules when tools are offered),
@@ -44,7 +49,9 @@ Deterministic behaviour
   ``a11i/sidecar/data/encodings/<name>.tiktoken`` (``STANDIN_ENCODINGS_DIR`` overrides the
   directory). Without those files the count falls back to ``len(json text) // 4``.
   Responses input is counted the same way (``instructions`` as a developer message),
-  embeddings as the exact token count of each input. Anthropic input tokens are
+  embeddings as the exact token count of each input, a legacy completion's prompt likewise
+  (every prompt string encoded, token-id prompts by their length, plus the ``suffix``
+  text). Anthropic input tokens are
   ``ceil(len(text) / 4) + 1`` per message, plus ``ceil(len / 4)`` for the system prompt
   and for the JSON of the tools.
 * Tools: when the request offers (function) tools, ``tool_choice`` is not ``none`` and the
@@ -118,6 +125,7 @@ __all__ = [
     "StandIn",
     "count_anthropic_input_tokens",
     "count_chat_prompt_tokens",
+    "count_completion_prompt_tokens",
     "encoding_name_for_model",
 ]
 
@@ -182,7 +190,7 @@ _O200K_PREFIXES = (
     "o4",
     "codex",
 )
-_CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "gpt-35", "text-embedding-")
+_CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "gpt-35", "text-embedding-", "davinci-002", "babbage-002")
 
 
 def encodings_dir() -> Path:
@@ -318,6 +326,38 @@ def count_chat_prompt_tokens(
     total += 3
     if tools:
         total += _tools_tokens(encoding, tools)
+    return total
+
+
+def _completion_prompts(prompt: Json) -> list[str | list[int]] | None:
+    """The prompts of a legacy completion (a string or one token-id array is one), or None
+    when ``prompt`` has none of OpenAI's four shapes."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if not isinstance(prompt, list) or not prompt:
+        return None
+    if all(isinstance(item, str) for item in prompt):
+        return list(prompt)
+    if all(isinstance(item, int) and not isinstance(item, bool) for item in prompt):
+        return [list(prompt)]
+    if all(
+        isinstance(item, list)
+        and item
+        and all(isinstance(t, int) and not isinstance(t, bool) for t in item)
+        for item in prompt
+    ):
+        return [list(item) for item in prompt]
+    return None
+
+
+def count_completion_prompt_tokens(model: str, prompt: Json, suffix: Json = None) -> int:
+    """Prompt tokens of a legacy completion: each prompt string encoded, token-id prompts by
+    their length, plus the ``suffix`` text."""
+    encoding = encoding_name_for_model(model)
+    prompts = _completion_prompts(prompt) or []
+    total = sum(len(p) if isinstance(p, list) else _text_tokens(encoding, p) for p in prompts)
+    if isinstance(suffix, str):
+        total += _text_tokens(encoding, suffix)
     return total
 
 
@@ -667,6 +707,7 @@ class StandIn:
         r.add_post("/v1/chat/completions", self._provider("openai", self._chat))
         r.add_post("/v1/responses", self._provider("openai", self._responses))
         r.add_post("/v1/embeddings", self._provider("openai", self._embeddings))
+        r.add_post("/v1/completions", self._provider("openai", self._completions))
         r.add_post(
             "/openai/deployments/{deployment}/chat/completions",
             self._provider("openai", self._azure_chat, azure=True),
@@ -1059,6 +1100,103 @@ class StandIn:
         frames.append(frame({}, finish))
         if include_usage and usage is not None:
             frames.append(f"data: {prefix}[],{_dumps({'usage': usage})[1:]}\n\n".encode())
+        frames.append(b"data: [DONE]\n\n")
+        return await self._stream(request, frames, knobs, rid)
+
+    async def _completions(
+        self, request: web.Request, body: Json, knobs: Knobs, _prov: Provider
+    ) -> web.StreamResponse:
+        """Legacy text completions: ``max(n, best_of)`` answers per prompt are generated (and
+        counted in ``completion_tokens``), ``n`` per prompt returned, indexed prompt-major."""
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return self._openai_missing("model")
+        if "prompt" not in body:
+            return self._openai_missing("prompt")
+        prompts = _completion_prompts(body.get("prompt"))
+        if prompts is None:
+            return self._openai_error(
+                400, "'$.prompt' is invalid. Please check the API reference.", param="prompt"
+            )
+        n = body.get("n") if isinstance(body.get("n"), int) else 1
+        asked = body.get("best_of")
+        # Absent, best_of is n: n answers generated, n returned.
+        best_of = asked if isinstance(asked, int) else n
+        if best_of < n:
+            return self._openai_error(
+                400, "best_of must be greater than or equal to n.", param="best_of"
+            )
+        if body.get("stream") and isinstance(asked, int) and asked > 1:
+            return self._openai_error(
+                400, "Cannot stream results with best_of > 1.", param="best_of"
+            )
+        limit = body.get("max_tokens")
+        pieces, truncated = _answer_pieces(knobs.words, 16 if limit is None else limit)
+        finish = "length" if truncated else "stop"
+        prompt_tokens = count_completion_prompt_tokens(
+            model, body.get("prompt"), body.get("suffix")
+        )
+        completion = len(pieces) * best_of * len(prompts)
+        usage: dict[str, Json] | None = None
+        if not knobs.no_usage:
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion,
+                "total_tokens": prompt_tokens + completion,
+            }
+        echo = body.get("echo") is True
+        texts = [(p if echo and isinstance(p, str) else "") + "".join(pieces) for p in prompts]
+        cid = self._next_id("cmpl-")
+        created = int(time.time())
+        rid = {"x-request-id": self._next_id("req_")}
+
+        if not body.get("stream"):
+            out: dict[str, Json] = {
+                "id": cid,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "system_fingerprint": SYSTEM_FINGERPRINT,
+                "choices": [
+                    {
+                        "text": text,
+                        "index": i * n + j,
+                        "logprobs": None,
+                        "finish_reason": finish,
+                    }
+                    for i, text in enumerate(texts)
+                    for j in range(n)
+                ],
+            }
+            if usage is not None:
+                out["usage"] = usage
+            return web.json_response(out, headers=rid, dumps=_dumps)
+
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        prefix = f'{{"id":"{cid}","object":"text_completion","created":{created},"choices":'
+        meta = f',"model":{_dumps(model)},"system_fingerprint":"{SYSTEM_FINGERPRINT}"'
+        tail = meta + (',"usage":null}\n\n' if include_usage else "}\n\n")
+
+        def frame(index: int, text: str, finish_reason: str | None = None) -> bytes:
+            choice = {
+                "text": text,
+                "index": index,
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+            return f"data: {prefix}[{_dumps(choice)}]{tail}".encode()
+
+        frames: list[bytes] = []
+        for i, prompt in enumerate(prompts):
+            for j in range(n):
+                index = i * n + j
+                if echo and isinstance(prompt, str):
+                    frames.append(frame(index, prompt))
+                frames.extend(frame(index, piece) for piece in pieces)
+                frames.append(frame(index, "", finish))
+        if include_usage and usage is not None:
+            frames.append(f"data: {prefix}[]{meta},{_dumps({'usage': usage})[1:]}\n\n".encode())
         frames.append(b"data: [DONE]\n\n")
         return await self._stream(request, frames, knobs, rid)
 

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Final
 
 from a11i.core.analysis import ToolResult
+from a11i.core.dialects import ParsedRequest
 from a11i.core.model import Dialect, JSONObject, JSONValue
 from a11i.core.scrub import Scrubber, Target
 from a11i.sidecar.call import CallRecord
@@ -60,8 +61,9 @@ def turn_attributes(
     }
     if request.max_output_tokens is not None:
         attributes[names.GEN_AI_REQUEST_MAX_TOKENS] = request.max_output_tokens
-    if request.choices != 1:
-        attributes[names.GEN_AI_REQUEST_CHOICE_COUNT] = request.choices
+    choice_count = _choice_count(request)
+    if choice_count != 1:
+        attributes[names.GEN_AI_REQUEST_CHOICE_COUNT] = choice_count
     temperature = request.body.get("temperature")
     if isinstance(temperature, int | float) and not isinstance(temperature, bool):
         attributes[names.GEN_AI_REQUEST_TEMPERATURE] = float(temperature)
@@ -198,8 +200,24 @@ def captured_content(record: CallRecord, scrubber: Scrubber, max_chars: int) -> 
     return attributes
 
 
+def _choice_count(request: ParsedRequest) -> int:
+    """The completions asked for: ``request.choices`` counts what is generated and billed, which
+    for a legacy completion is ``best_of`` per prompt; the convention wants ``n``."""
+    if request.dialect is not Dialect.OPENAI_COMPLETIONS:
+        return request.choices
+    n = request.body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+
+
 def _newest_messages(dialect: Dialect, body: JSONObject) -> list[JSONObject]:
     """The messages after the model's last answer: what this turn adds to the loop."""
+    if dialect is Dialect.OPENAI_COMPLETIONS:
+        # Prompt strings as user messages; token-id prompts carry no text to capture.
+        prompt = body.get("prompt")
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, list):
+            return []
+        return [{"role": "user", "content": item} for item in prompts if isinstance(item, str)]
     key = "input" if dialect is Dialect.OPENAI_RESPONSES else "messages"
     items = body.get(key)
     if isinstance(items, str):

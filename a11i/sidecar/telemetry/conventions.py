@@ -131,5 +131,6 @@ OPERATION: Final = {
     Dialect.OPENAI_CHAT: gen_ai.GenAiOperationNameValues.CHAT.value,
     Dialect.OPENAI_RESPONSES: gen_ai.GenAiOperationNameValues.CHAT.value,
     Dialect.OPENAI_EMBEDDINGS: gen_ai.GenAiOperationNameValues.EMBEDDINGS.value,
+    Dialect.OPENAI_COMPLETIONS: gen_ai.GenAiOperationNameValues.TEXT_COMPLETION.value,
     Dialect.ANTHROPIC_MESSAGES: gen_ai.GenAiOperationNameValues.CHAT.value,
 }

@@ -29,7 +29,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from a11i.core.meter import Meter
-from a11i.core.tokens import TokenCounter
+from a11i.core.tokens.counter import TokenCounter
 from a11i.dashboard.auth import AuthError, AuthSettings
 from a11i.dashboard.hub import HubSettings
 from a11i.dashboard.server import DashboardSettings, build_app, main

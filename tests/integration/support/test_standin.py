@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sys
 import time
@@ -24,6 +25,7 @@ from tests.support.standin import (
     StandIn,
     count_anthropic_input_tokens,
     count_chat_prompt_tokens,
+    count_completion_prompt_tokens,
     encodings_available,
 )
 
@@ -395,6 +397,105 @@ async def test_models_list(oai: openai.AsyncOpenAI, ant: anthropic.AsyncAnthropi
     assert "gpt-4o" in [m.id for m in page.data]
     claude = await ant.models.list()
     assert all(m.id.startswith("claude-") for m in claude.data)
+
+
+# ---- OpenAI legacy Completions --------------------------------------------------------
+
+
+async def test_completions_plain(oai: openai.AsyncOpenAI, standin: StandIn) -> None:
+    r = await oai.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say this is a test")
+    assert r.object == "text_completion"
+    assert r.id.startswith("cmpl-")
+    assert r.model == "gpt-3.5-turbo-instruct"
+    (choice,) = r.choices
+    assert (choice.index, choice.text, choice.finish_reason) == (0, ANSWER, "stop")
+    assert choice.logprobs is None
+    assert r.usage is not None
+    # OpenAI's API reference reports 5 prompt tokens for this prompt.
+    assert r.usage.prompt_tokens == 5
+    assert r.usage.completion_tokens == len(ANSWER.split())
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    assert standin.requests[-1].path == "/v1/completions"
+
+
+@pytest.mark.parametrize(
+    ("args", "texts", "completion_tokens"),
+    [
+        ({"prompt": ["a", "b"], "n": 2}, [ANSWER] * 4, 20),
+        ({"prompt": "a", "n": 2, "best_of": 3}, [ANSWER] * 2, 15),
+        ({"prompt": [[1, 2], [3]], "max_tokens": 2}, ["The stand-in"] * 2, 4),
+        ({"prompt": "Echo: ", "echo": True}, ["Echo: " + ANSWER], 5),
+        ({"prompt": [15339, 1917], "max_tokens": 0}, [""], 0),
+    ],
+    ids=["batch-n", "best-of", "token-id-lists", "echo", "score-only"],
+)
+async def test_completions_choices_and_usage(
+    oai: openai.AsyncOpenAI, args: dict[str, Any], texts: list[str], completion_tokens: int
+) -> None:
+    r = await oai.completions.create(model="davinci-002", **args)
+    assert [c.text for c in r.choices] == texts
+    assert [c.index for c in r.choices] == list(range(len(texts)))
+    assert r.usage is not None
+    assert r.usage.prompt_tokens == count_completion_prompt_tokens("davinci-002", args["prompt"])
+    # Every generated answer is billed, best_of per prompt.
+    assert r.usage.completion_tokens == completion_tokens
+
+
+async def test_completions_default_to_16_tokens(oai: openai.AsyncOpenAI) -> None:
+    r = await oai.completions.create(
+        model="babbage-002", prompt="x", extra_headers={"x-standin-words": "40"}
+    )
+    assert len(r.choices[0].text.split(" ")) == 16
+    assert r.choices[0].finish_reason == "length"
+
+
+async def test_completions_stream_raw_frames(url: str, http: aiohttp.ClientSession) -> None:
+    body = {
+        "model": "gpt-3.5-turbo-instruct",
+        "prompt": "Say this is a test",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    async with http.post(url + "/v1/completions", json=body, headers=OPENAI_HEADERS) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        raw = (await r.read()).decode()
+    frames = raw.split("\n\n")
+    assert frames[-2:] == ["data: [DONE]", ""]
+    payloads = [json.loads(f.removeprefix("data: ")) for f in frames[:-2]]
+    assert all(p["object"] == "text_completion" for p in payloads)
+    assert all(p["usage"] is None for p in payloads[:-1])
+    assert "".join(p["choices"][0]["text"] for p in payloads[:-1]) == ANSWER
+    assert payloads[-2]["choices"][0]["finish_reason"] == "stop"
+    assert payloads[-1]["choices"] == []
+    assert payloads[-1]["usage"] == {
+        "prompt_tokens": 5,
+        "completion_tokens": 5,
+        "total_tokens": 10,
+    }
+
+
+async def test_completions_stream_without_usage(oai: openai.AsyncOpenAI) -> None:
+    stream = await oai.completions.create(model="davinci-002", prompt="x", stream=True)
+    chunks = [chunk async for chunk in stream]
+    assert all(chunk.choices and chunk.usage is None for chunk in chunks)
+    assert "".join(chunk.choices[0].text for chunk in chunks) == ANSWER
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"prompt": "x", "n": 3, "best_of": 2}, "best_of must be greater than or equal to n"),
+        ({"prompt": "x", "best_of": 2, "stream": True}, "Cannot stream results with best_of"),
+        ({"prompt": []}, "'$.prompt' is invalid"),
+    ],
+    ids=["best-of-under-n", "stream-best-of", "empty-prompt"],
+)
+async def test_completions_errors(
+    oai: openai.AsyncOpenAI, args: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(openai.BadRequestError, match=re.escape(message)):
+        await oai.completions.create(model="gpt-3.5-turbo-instruct", **args)
 
 
 # ---- Anthropic Messages ---------------------------------------------------------------

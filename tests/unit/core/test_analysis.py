@@ -212,6 +212,9 @@ def test_answer_text_and_tool_names() -> None:
     assert (
         answer_text(Dialect.ANTHROPIC_MESSAGES, {"content": [{"type": "text", "text": "a"}]}) == "a"
     )
+    completion = {"object": "text_completion", "choices": [{"text": "a"}, {"text": "b"}, {}]}
+    assert answer_text(Dialect.OPENAI_COMPLETIONS, completion) == "ab"
+    assert tool_calls(Dialect.OPENAI_COMPLETIONS, completion) == ()
     assert tool_names(parse_request(Dialect.OPENAI_CHAT, SRE_CHAT)) == ("get_pods",)
 
 

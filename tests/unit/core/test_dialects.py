@@ -1,4 +1,4 @@
-"""Request validation, usage extraction and error shapes of the four dialects."""
+"""Request validation, usage extraction and error shapes of the five dialects."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from a11i.core.dialects import (
+    COMPLETIONS_DEFAULT_MAX_TOKENS,
     dialect_for_path,
     error_body,
     parse_json_body,
@@ -19,6 +20,7 @@ from a11i.core.errors import BadRequest, BudgetExceeded
 from a11i.core.model import Dialect, Usage
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+COMPLETION = {"model": "gpt-3.5-turbo-instruct", "prompt": "Say this is a test"}
 
 
 @pytest.mark.parametrize(
@@ -28,6 +30,8 @@ CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
         ("/v1/chat/completions/", Dialect.OPENAI_CHAT),
         ("/v1/responses", Dialect.OPENAI_RESPONSES),
         ("/v1/embeddings", Dialect.OPENAI_EMBEDDINGS),
+        ("/v1/completions", Dialect.OPENAI_COMPLETIONS),
+        ("/v1/completions/", Dialect.OPENAI_COMPLETIONS),
         ("/v1/messages", Dialect.ANTHROPIC_MESSAGES),
         ("/v1/models", None),
         ("/v1/messages/count_tokens", None),
@@ -122,6 +126,125 @@ def test_parse_request_rejects(dialect: Dialect, body: dict[str, object], messag
         parse_request(dialect, body)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"prompt": "x"}, "'model' is required"),
+        ({"model": "gpt-3.5-turbo-instruct"}, "'prompt' is required"),
+        ({**COMPLETION, "prompt": None}, "'prompt' must be a string"),
+        ({**COMPLETION, "prompt": 5}, "'prompt' must be a string"),
+        ({**COMPLETION, "prompt": []}, "'prompt' must be a string"),
+        ({**COMPLETION, "prompt": ["a", 1]}, "'prompt' must be a string"),
+        ({**COMPLETION, "prompt": [[]]}, "'prompt' must be a string"),
+        ({**COMPLETION, "prompt": [[1, "a"]]}, "'prompt' must be a string"),
+        ({**COMPLETION, "prompt": [True]}, "'prompt' must be a string"),
+        ({**COMPLETION, "prompt": [-1]}, "'prompt' must be a string"),
+        ({**COMPLETION, "prompt": {"text": "x"}}, "'prompt' must be a string"),
+        ({**COMPLETION, "max_tokens": -1}, "'max_tokens' must be a non-negative integer"),
+        ({**COMPLETION, "max_tokens": "16"}, "'max_tokens' must be a non-negative integer"),
+        ({**COMPLETION, "max_tokens": 1.5}, "'max_tokens' must be a non-negative integer"),
+        ({**COMPLETION, "n": 0}, "'n' must be a positive integer"),
+        ({**COMPLETION, "best_of": "3"}, "'best_of' must be a positive integer"),
+        ({**COMPLETION, "echo": "yes"}, "'echo' must be a boolean"),
+        ({**COMPLETION, "suffix": 3}, "'suffix' must be a string"),
+        ({**COMPLETION, "stream": 1}, "'stream' must be a boolean"),
+        ({**COMPLETION, "stream_options": "usage"}, "'stream_options' must be an object"),
+        (
+            {**COMPLETION, "stream_options": {"include_usage": "yes"}},
+            "'stream_options.include_usage' must be a boolean",
+        ),
+    ],
+    ids=[
+        "no-model",
+        "no-prompt",
+        "null-prompt",
+        "number-prompt",
+        "empty-prompt",
+        "mixed-prompt",
+        "empty-id-list",
+        "mixed-id-list",
+        "boolean-id",
+        "negative-id",
+        "object-prompt",
+        "negative-max-tokens",
+        "string-max-tokens",
+        "float-max-tokens",
+        "zero-n",
+        "string-best-of",
+        "string-echo",
+        "number-suffix",
+        "number-stream",
+        "string-stream-options",
+        "string-include-usage",
+    ],
+)
+def test_parse_completions_rejects(body: dict[str, object], message: str) -> None:
+    with pytest.raises(BadRequest, match=message) as caught:
+        parse_request(Dialect.OPENAI_COMPLETIONS, body)  # type: ignore[arg-type]
+    # Answered in OpenAI's shape, naming the field, so the SDK raises BadRequestError.
+    assert error_body(Dialect.OPENAI_COMPLETIONS, caught.value) == {
+        "error": {
+            "message": caught.value.message,
+            "type": "invalid_request_error",
+            "param": caught.value.param,
+            "code": "invalid_request_error",
+        }
+    }
+    assert caught.value.status == 400
+    assert caught.value.param
+
+
+@pytest.mark.parametrize(
+    ("body", "max_output", "choices", "stream", "usage_requested"),
+    [
+        (COMPLETION, COMPLETIONS_DEFAULT_MAX_TOKENS, 1, False, False),
+        ({**COMPLETION, "max_tokens": None}, COMPLETIONS_DEFAULT_MAX_TOKENS, 1, False, False),
+        ({**COMPLETION, "max_tokens": 0, "echo": True}, 0, 1, False, False),
+        ({**COMPLETION, "max_tokens": 100, "n": 3}, 100, 3, False, False),
+        # best_of answers are generated and billed; n of them returned.
+        ({**COMPLETION, "max_tokens": 100, "n": 2, "best_of": 5}, 100, 5, False, False),
+        ({**COMPLETION, "n": 4, "best_of": 1}, 16, 4, False, False),
+        # Every prompt of a batch gets its own max(n, best_of) answers.
+        ({**COMPLETION, "prompt": ["a", "b", "c"], "n": 2}, 16, 6, False, False),
+        ({**COMPLETION, "prompt": [1, 2, 3]}, 16, 1, False, False),
+        ({**COMPLETION, "prompt": [[1, 2], [3]], "best_of": 2}, 16, 4, False, False),
+        ({**COMPLETION, "prompt": ""}, 16, 1, False, False),
+        ({**COMPLETION, "suffix": None, "echo": None}, 16, 1, False, False),
+        ({**COMPLETION, "stream": True}, 16, 1, True, False),
+        (
+            {**COMPLETION, "stream": True, "stream_options": {"include_usage": True}},
+            16,
+            1,
+            True,
+            True,
+        ),
+    ],
+    ids=[
+        "defaults",
+        "null-max-tokens",
+        "score-only",
+        "n",
+        "best-of",
+        "n-over-best-of",
+        "string-batch",
+        "token-ids",
+        "token-id-batch",
+        "empty-string",
+        "nulls",
+        "stream",
+        "stream-usage",
+    ],
+)
+def test_parse_completions_reads_metering_fields(
+    body: dict[str, object], max_output: int, choices: int, stream: bool, usage_requested: bool
+) -> None:
+    parsed = parse_request(Dialect.OPENAI_COMPLETIONS, body)  # type: ignore[arg-type]
+    assert parsed.dialect is Dialect.OPENAI_COMPLETIONS
+    assert parsed.model == "gpt-3.5-turbo-instruct"
+    assert (parsed.max_output_tokens, parsed.choices) == (max_output, choices)
+    assert (parsed.stream, parsed.stream_usage_requested) == (stream, usage_requested)
+
+
 def test_parse_chat_reads_metering_fields() -> None:
     body = {
         **CHAT,
@@ -183,6 +306,16 @@ def test_parse_request_accepts(
             Usage(8, 0),
         ),
         (
+            # OpenAI's API reference example for POST /v1/completions.
+            Dialect.OPENAI_COMPLETIONS,
+            {
+                "object": "text_completion",
+                "choices": [{"text": "\n\nThis is indeed a test", "index": 0}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+            },
+            Usage(5, 7),
+        ),
+        (
             Dialect.OPENAI_RESPONSES,
             {
                 "usage": {
@@ -213,6 +346,7 @@ def test_parse_request_accepts(
     ids=[
         "chat",
         "embeddings",
+        "completions",
         "responses",
         "anthropic-cache",
         "null",
@@ -235,6 +369,7 @@ def test_error_bodies_match_each_dialect() -> None:
             "code": "budget_exceeded",
         }
     }
+    assert error_body(Dialect.OPENAI_COMPLETIONS, error) == error_body(Dialect.OPENAI_CHAT, error)
     assert error_body(Dialect.ANTHROPIC_MESSAGES, error) == {
         "type": "error",
         "error": {"type": "budget_exceeded", "message": "over budget"},
@@ -264,6 +399,10 @@ request_like = st.fixed_dictionaries(
             max_size=4,
         ),
         "input": json_values,
+        "prompt": json_values | st.lists(st.text(max_size=8) | st.integers(), max_size=3),
+        "n": json_values,
+        "best_of": json_values,
+        "suffix": json_values,
         "max_tokens": json_values,
         "stream": json_values,
         "stream_options": json_values,

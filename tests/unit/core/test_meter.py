@@ -58,8 +58,31 @@ def test_plan_counts_prices_and_projects(meter: Meter) -> None:
             321,
         ),
         (Dialect.OPENAI_RESPONSES, {"model": "gpt-4.1", "input": "x", "max_output_tokens": 9}, 9),
+        # Legacy completions: OpenAI's default max_tokens of 16 when unset...
+        (Dialect.OPENAI_COMPLETIONS, {"model": "gpt-3.5-turbo-instruct", "prompt": "x"}, 16),
+        # ...times max(n, best_of): best_of answers are generated and billed...
+        (
+            Dialect.OPENAI_COMPLETIONS,
+            {"model": "davinci-002", "prompt": "x", "max_tokens": 100, "n": 2, "best_of": 3},
+            300,
+        ),
+        # ...for every prompt of a batch.
+        (
+            Dialect.OPENAI_COMPLETIONS,
+            {"model": "babbage-002", "prompt": ["a", "b"], "max_tokens": 10, "n": 3},
+            60,
+        ),
     ],
-    ids=["n-choices", "model-cap", "embeddings", "anthropic", "responses"],
+    ids=[
+        "n-choices",
+        "model-cap",
+        "embeddings",
+        "anthropic",
+        "responses",
+        "completion-default",
+        "completion-best-of",
+        "completion-batch",
+    ],
 )
 def test_output_bound(meter: Meter, dialect: Dialect, body: JSONObject, bound: int) -> None:
     assert meter.plan(dialect, body).output_bound == bound
@@ -69,6 +92,41 @@ def test_output_bound_never_exceeds_the_room_left_in_the_window(meter: Meter) ->
     big = {"model": "gpt-4", "messages": [{"role": "user", "content": "word " * 8000}]}
     plan = meter.plan(Dialect.OPENAI_CHAT, big)  # type: ignore[arg-type]
     assert plan.input.tokens + plan.output_bound == 8192
+
+
+@pytest.mark.parametrize(
+    ("model", "input_per_mtok", "output_per_mtok"),
+    [
+        ("gpt-3.5-turbo-instruct", "1.50", "2.00"),
+        ("gpt-3.5-turbo-instruct-0914", "1.50", "2.00"),
+        ("davinci-002", "2.00", "2.00"),
+        ("babbage-002", "0.40", "0.40"),
+    ],
+    ids=["instruct", "instruct-dated", "davinci", "babbage"],
+)
+def test_completion_is_planned_and_settled_at_openais_list_price(
+    meter: Meter, model: str, input_per_mtok: str, output_per_mtok: str
+) -> None:
+    plan = meter.plan(Dialect.OPENAI_COMPLETIONS, {"model": model, "prompt": "Say this is a test"})
+    mtok = Decimal(1_000_000)
+    assert not plan.price.is_fallback
+    assert plan.price.price.input_per_token == Decimal(input_per_mtok) / mtok
+    assert plan.price.price.output_per_token == Decimal(output_per_mtok) / mtok
+    assert plan.input.exact
+    assert plan.input.tokens == 5
+    assert plan.output_bound == 16
+    assert (
+        plan.projected_usd == (Decimal(input_per_mtok) * 5 + Decimal(output_per_mtok) * 16) / mtok
+    )
+    settled = meter.settle(plan, Usage(5, 7))
+    assert settled.source is UsageSource.PROVIDER
+    assert settled.cost_usd == (Decimal(input_per_mtok) * 5 + Decimal(output_per_mtok) * 7) / mtok
+    # Without usage the answer text is counted.
+    text = "\n\nThis is indeed a test"
+    estimated = meter.settle(plan, None, text)
+    assert estimated.source is UsageSource.ESTIMATE
+    assert estimated.usage == Usage(5, meter.counter.count_text(model, text).tokens)
+    assert estimated.usage.output_tokens > 0
 
 
 def test_unknown_model_is_priced_at_the_fallback(meter: Meter) -> None:

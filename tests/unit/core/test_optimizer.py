@@ -45,7 +45,7 @@ from a11i.core.optimizer import (
     validate_conversation,
 )
 from a11i.core.policy import WalletState
-from a11i.core.tokens import TokenCounter
+from a11i.core.tokens.counter import TokenCounter
 from a11i.sidecar.meter import load_meter
 from tests.support.paths import TRANSCRIPTS
 

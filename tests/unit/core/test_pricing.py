@@ -841,6 +841,8 @@ def test_valid_cards_keep_their_prices_exactly(models: dict[str, dict[str, objec
 
 # --------------------------------------------------------------------------- the built-in card
 
+#: OpenAI's base models for the legacy completions endpoint.
+BASE_MODELS = ("davinci-002", "babbage-002")
 REQUIRED_MODELS = [
     "gpt-5",
     "gpt-5-mini",
@@ -870,6 +872,8 @@ REQUIRED_MODELS = [
     "claude-3-5-haiku",
     "claude-3-haiku",
     "claude-3-opus",
+    "gpt-3.5-turbo-instruct",
+    *BASE_MODELS,
 ]
 
 
@@ -896,7 +900,11 @@ def test_every_built_in_price_is_sane(model: str) -> None:
     if model.startswith("text-embedding"):
         assert p.output_per_token == 0
     else:
-        assert p.output_per_token > p.input_per_token
+        if model in BASE_MODELS:
+            # OpenAI's base models bill input and output tokens alike.
+            assert p.output_per_token == p.input_per_token
+        else:
+            assert p.output_per_token > p.input_per_token
         assert p.max_output_tokens is not None
         assert p.max_output_tokens <= p.context_window
     if p.cache_write_per_token is not None:

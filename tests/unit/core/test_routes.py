@@ -74,11 +74,13 @@ def test_a_path_no_server_could_mean_is_400(target: str) -> None:
         ("POST", "/V1/Chat/Completions", Dialect.OPENAI_CHAT, "/v1/chat/completions"),
         ("post", "/v1/responses", Dialect.OPENAI_RESPONSES, "/v1/responses"),
         ("POST", "/v1/embeddings", Dialect.OPENAI_EMBEDDINGS, "/v1/embeddings"),
+        ("POST", "/v1//completions/", Dialect.OPENAI_COMPLETIONS, "/v1/completions"),
         ("POST", "//v1/messages", Dialect.ANTHROPIC_MESSAGES, "/v1/messages"),
         ("POST", "/openai/v1/chat/completions", Dialect.OPENAI_CHAT, "/openai/v1/chat/completions"),
         ("POST", "/openai/responses?api-version=x", Dialect.OPENAI_RESPONSES, "/openai/responses"),
     ],
-    ids=["chat", "chat-variant", "chat-upper-case", "responses", "embeddings", "messages",
+    ids=["chat", "chat-variant", "chat-upper-case", "responses", "embeddings", "completions",
+         "messages",
          "azure-v1", "azure-responses"],
 )  # fmt: skip
 def test_metered_routes(method: str, target: str, dialect: Dialect, forwarded: str) -> None:

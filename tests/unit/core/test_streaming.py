@@ -100,6 +100,112 @@ def test_strip_usage_hides_what_a11i_added() -> None:
     assert tracker.outcome().usage == Usage(12, 2)
 
 
+def completion_chunk(
+    text: str, finish: str | None = None, index: int = 0, **extra: object
+) -> bytes:
+    """One chunk of a streamed legacy completion, in the key order OpenAI sends."""
+    return sse(
+        {
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "created": 1,
+            "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": finish}],
+            "model": "gpt-3.5-turbo-instruct",
+            **extra,
+        }
+    )
+
+
+COMPLETION_USAGE_CHUNK = sse(
+    {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 1,
+        "choices": [],
+        "model": "gpt-3.5-turbo-instruct",
+        "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("stream", "strip", "relayed", "usage"),
+    [
+        (
+            [
+                completion_chunk("\n\nThis", usage=None),
+                completion_chunk(" is indeed", usage=None),
+                completion_chunk(" a test", "length", usage=None),
+                COMPLETION_USAGE_CHUNK,
+                b"data: [DONE]\n\n",
+            ],
+            True,
+            # What the client would have seen without include_usage: no usage key, no last chunk.
+            [
+                completion_chunk("\n\nThis"),
+                completion_chunk(" is indeed"),
+                completion_chunk(" a test", "length"),
+                b"data: [DONE]\n\n",
+            ],
+            Usage(5, 7),
+        ),
+        (
+            [
+                completion_chunk("\n\nThis", usage=None),
+                completion_chunk(" is indeed", usage=None),
+                completion_chunk(" a test", "length", usage=None),
+                COMPLETION_USAGE_CHUNK,
+                b"data: [DONE]\n\n",
+            ],
+            False,
+            None,
+            Usage(5, 7),
+        ),
+        (
+            [
+                completion_chunk("\n\nThis"),
+                completion_chunk(" is indeed"),
+                completion_chunk(" a test", "length"),
+                b"data: [DONE]\n\n",
+            ],
+            False,
+            None,
+            None,
+        ),
+    ],
+    ids=["usage-added-by-a11i", "usage-asked-by-client", "no-usage"],
+)
+def test_completion_stream(
+    stream: list[bytes], strip: bool, relayed: list[bytes] | None, usage: Usage | None
+) -> None:
+    tracker = StreamTracker(Dialect.OPENAI_COMPLETIONS, strip_usage=strip)
+    assert feed_all(tracker, stream, split=5) == b"".join(relayed or stream)
+    outcome = tracker.outcome()
+    assert outcome.usage == usage
+    assert outcome.text == "\n\nThis is indeed a test"
+    assert outcome.finish_reason == "length"
+    assert outcome.complete
+    assert outcome.tool_calls == ()
+    assert outcome.malformed_events == 0
+
+
+def test_completion_stream_gathers_every_choice() -> None:
+    tracker = StreamTracker(Dialect.OPENAI_COMPLETIONS)
+    feed_all(
+        tracker,
+        [
+            completion_chunk("a", index=0),
+            completion_chunk("b", index=1),
+            completion_chunk("", "stop", index=0),
+            completion_chunk("", "length", index=1),
+        ],
+    )
+    outcome = tracker.outcome()
+    assert outcome.text == "ab"
+    assert outcome.finish_reason == "length"
+    assert not outcome.complete
+
+
 def test_chat_tool_call_fragments_are_assembled() -> None:
     def tool_delta(**call: object) -> bytes:
         return sse({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})
@@ -259,7 +365,10 @@ def test_parser_bounds_an_event_that_never_ends() -> None:
 @given(
     dialect=st.sampled_from(list(Dialect)),
     strip=st.booleans(),
-    chunks=st.lists(st.binary(max_size=64) | st.sampled_from(CHAT_STREAM), max_size=12),
+    chunks=st.lists(
+        st.binary(max_size=64) | st.sampled_from([*CHAT_STREAM, COMPLETION_USAGE_CHUNK]),
+        max_size=12,
+    ),
 )
 def test_trackers_never_crash(dialect: Dialect, strip: bool, chunks: list[bytes]) -> None:
     tracker = StreamTracker(dialect, strip_usage=strip)

@@ -20,19 +20,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from a11i.core.model import JSONObject, JSONValue, TokenCount
-from a11i.core.tokens import (
-    ANTHROPIC_IMAGE_MAX_TOKENS,
-    ANTHROPIC_TOOL_SYSTEM_PROMPT,
+from a11i.core.tokens.anthropic import ANTHROPIC_IMAGE_MAX_TOKENS, ANTHROPIC_TOOL_SYSTEM_PROMPT
+from a11i.core.tokens.counter import TokenCounter
+from a11i.core.tokens.encoding import (
     CL100K_BASE,
     O200K_BASE,
     Encoder,
     Encodings,
-    TokenCounter,
     chunked_count,
     encoding_name_for_model,
-    image_size,
-    openai_image_tokens,
 )
+from a11i.core.tokens.images import image_size, openai_image_tokens
 from a11i.sidecar.encodings import PACKAGE_DIR, load_encodings
 
 
@@ -533,6 +531,66 @@ def test_embeddings_token_ids(counter: TokenCounter, value: JSONValue, tokens: i
     assert counter.count_embeddings("text-embedding-3-small", value) == TokenCount(tokens, True)
 
 
+# ---- Legacy completions --------------------------------------------------------------------------
+
+
+def test_completion_prompt_matches_openai_api_reference(counter: TokenCounter) -> None:
+    # OpenAI's API reference, POST /v1/completions: "Say this is a test" with
+    # gpt-3.5-turbo-instruct reports "prompt_tokens": 5.
+    assert counter.count_completions("gpt-3.5-turbo-instruct", "Say this is a test") == (
+        TokenCount(5, exact=True)
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "prompt", "texts", "ids"),
+    [
+        ("gpt-3.5-turbo-instruct", "Once upon a time", ["Once upon a time"], 0),
+        (
+            "davinci-002",
+            ["def add(a, b):", "class Pod:\n    name: str"],
+            ["def add(a, b):", "class Pod:\n    name: str"],
+            0,
+        ),
+        ("babbage-002", ["", "x"], ["", "x"], 0),
+        ("gpt-3.5-turbo-instruct", [15339, 1917, 0], [], 3),
+        ("davinci-002", [[1, 2, 3], [4]], [], 4),
+        ("gpt-3.5-turbo-instruct-0914", "Dated snapshot", ["Dated snapshot"], 0),
+    ],
+    ids=["string", "strings", "empty-string", "token-ids", "token-id-lists", "dated-model"],
+)
+def test_completion_prompts_are_exact(
+    counter: TokenCounter,
+    encodings: Encodings,
+    model: str,
+    prompt: JSONValue,
+    texts: list[str],
+    ids: int,
+) -> None:
+    # The legacy models all use cl100k_base; a prompt carries no per-message overhead.
+    assert encoding_name_for_model(model) == CL100K_BASE
+    expected = sum(encode_len(encodings, CL100K_BASE, text) for text in texts) + ids
+    assert counter.count_completions(model, prompt) == TokenCount(expected, exact=True)
+
+
+def test_completion_suffix_is_added_as_an_estimate(
+    counter: TokenCounter, encodings: Encodings
+) -> None:
+    plain = counter.count_completions("gpt-3.5-turbo-instruct", "def main():")
+    with_suffix = counter.count_completions(
+        "gpt-3.5-turbo-instruct", "def main():", suffix="    return 0"
+    )
+    assert with_suffix == TokenCount(
+        plain.tokens + encode_len(encodings, CL100K_BASE, "    return 0"), exact=False
+    )
+    assert counter.count_completions("gpt-3.5-turbo-instruct", "def main():", suffix="") == plain
+
+
+def test_completion_without_encodings_is_an_estimate() -> None:
+    counted = TokenCounter(Encodings()).count_completions("davinci-002", "abcdefgh")
+    assert counted == TokenCount(2, exact=False)
+
+
 def test_count_text(counter: TokenCounter, encodings: Encodings) -> None:
     text = "Streaming completions are counted by their text alone."
     assert counter.count_text("gpt-4o", text) == TokenCount(
@@ -929,7 +987,7 @@ def test_chat_never_raises(
 
 @given(value=JSON, instructions=st.none() | st.text(max_size=20), tools=st.none() | st.lists(JSON))
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_responses_and_embeddings_never_raise(
+def test_responses_embeddings_and_completions_never_raise(
     shared_counter: TokenCounter,
     value: JSONValue,
     instructions: str | None,
@@ -937,6 +995,7 @@ def test_responses_and_embeddings_never_raise(
 ) -> None:
     assert shared_counter.count_responses("gpt-5", value, instructions, tools).tokens >= 0
     assert shared_counter.count_embeddings("text-embedding-3-small", value).tokens >= 0
+    assert shared_counter.count_completions("babbage-002", value, instructions).tokens >= 0
     assert shared_counter.count_text("gpt-4o", value).tokens >= 0  # type: ignore[arg-type]
 
 

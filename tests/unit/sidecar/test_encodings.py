@@ -12,7 +12,8 @@ import tiktoken
 import tiktoken_ext.openai_public as openai_public  # type: ignore[import-untyped]
 
 from a11i.core.model import TokenCount
-from a11i.core.tokens import CL100K_BASE, ENCODING_NAMES, O200K_BASE, Encodings, TokenCounter
+from a11i.core.tokens.counter import TokenCounter
+from a11i.core.tokens.encoding import CL100K_BASE, ENCODING_NAMES, O200K_BASE, Encodings
 from a11i.sidecar import encodings as module
 from a11i.sidecar.encodings import (
     PACKAGE_DIR,

@@ -10,7 +10,7 @@ import pytest
 
 from a11i.core.analysis import ToolCall
 from a11i.core.meter import Meter
-from a11i.core.model import Dialect, JSONObject, Usage
+from a11i.core.model import Dialect, JSONObject, JSONValue, Usage
 from a11i.core.policy import Decision, Verdict, WalletState
 from a11i.core.scrub import Scrubber, rules_from_config
 from a11i.sidecar.call import CallOrigin, CallRecord, Optimization
@@ -185,6 +185,43 @@ def test_the_first_turn_captures_system_and_user(meter: Meter) -> None:
     inputs = json.loads(str(attributes["gen_ai.input.messages"]))
     assert [m["role"] for m in inputs] == ["system", "user"]
     assert inputs[1]["parts"][0]["content"] == "Mail [REDACTED:email] when checkout is back."
+
+
+@pytest.mark.parametrize(
+    ("prompt", "n", "best_of", "choice_count", "captured"),
+    [
+        ("Mail jane.doe@example.com", None, None, None, ["Mail [REDACTED:email]"]),
+        (["first", "second"], 2, 5, 2, ["first", "second"]),
+        ([[15339, 1917]], 3, None, 3, []),
+    ],
+    ids=["string", "strings-best-of", "token-ids"],
+)
+def test_a_legacy_completion(
+    meter: Meter,
+    prompt: JSONValue,
+    n: int | None,
+    best_of: int | None,
+    choice_count: int | None,
+    captured: list[str],
+) -> None:
+    body: JSONObject = {"model": "gpt-3.5-turbo-instruct", "prompt": prompt}
+    if n is not None:
+        body["n"] = n
+    if best_of is not None:
+        body["best_of"] = best_of
+    plan = meter.plan(Dialect.OPENAI_COMPLETIONS, body)
+    record = replace(record_of(meter), plan=plan, tool_calls=(), output_text="Done.")
+    attributes = turn_attributes(record, SCRUBBER, Tagging(capture_content=True))
+    assert attributes["gen_ai.operation.name"] == "text_completion"
+    assert attributes["gen_ai.provider.name"] == "openai"
+    assert attributes["gen_ai.request.max_tokens"] == 16
+    # The convention's choice count is n, not the best_of answers that are billed.
+    assert attributes.get("gen_ai.request.choice.count") == choice_count
+    inputs = json.loads(str(attributes["gen_ai.input.messages"]))
+    assert [m["parts"][0]["content"] for m in inputs] == captured
+    assert all(m["role"] == "user" for m in inputs)
+    output = json.loads(str(attributes["gen_ai.output.messages"]))
+    assert output == [{"role": "assistant", "parts": [{"type": "text", "content": "Done."}]}]
 
 
 def test_custom_rules_apply_to_their_targets(meter: Meter) -> None:

@@ -1,0 +1,297 @@
+"""``TokenCounter``: the input tokens of a whole request, from the rules of its dialect, behind a
+per-message cache so a history re-sent every turn is tokenized once.
+
+Pure: no I/O; the cache is in memory and guarded by a lock (large bodies may be counted on worker
+threads). Never raises on odd input: a rule that trips degrades to a character estimate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Final
+
+from a11i.core.model import JSONObject, JSONValue, TokenCount
+from a11i.core.tokens.anthropic import (
+    ANTHROPIC_REQUEST_OVERHEAD,
+    anthropic_message,
+    anthropic_system,
+    anthropic_tools,
+)
+from a11i.core.tokens.encoding import (
+    CHARS_PER_TOKEN,
+    CL100K_BASE,
+    Encodings,
+    Tally,
+    Text,
+    approximate_chars,
+    encoding_name_for_model,
+    is_empty,
+)
+from a11i.core.tokens.images import image_rules
+from a11i.core.tokens.openai_chat import (
+    IMPLICIT_SYSTEM_TOKENS,
+    REPLY_PRIMING,
+    TOKENS_PER_MESSAGE,
+    TOOLS_CL100K,
+    TOOLS_O200K,
+    chat_message,
+    forced_choice,
+    is_system,
+    openai_tools,
+)
+from a11i.core.tokens.plain_inputs import count_plain_input
+from a11i.core.tokens.responses import responses_item
+
+#: Default capacity of the per-message cache (entries, not bytes: an entry is ~200 bytes).
+DEFAULT_CACHE_SIZE: Final = 65_536
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """Per-message cache statistics: a hit is a message (or tool list) not tokenized again."""
+
+    hits: int
+    misses: int
+    size: int
+    capacity: int
+
+
+def _digest(value: object) -> bytes | None:
+    """A collision-resistant key of a value's canonical JSON, or None if it has none."""
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    # ensure_ascii (the default) makes the text ASCII, lone surrogates included.
+    return hashlib.blake2b(text.encode("ascii"), digest_size=16).digest()
+
+
+class TokenCounter:
+    """Counts the input tokens of OpenAI and Anthropic requests (the package docstring,
+    ``a11i.core.tokens``, says what is exact). Thread-safe: the per-message cache is guarded by a
+    lock, so large bodies may be counted on worker threads."""
+
+    def __init__(self, encodings: Encodings, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        self.encodings = encodings
+        self._capacity = max(int(cache_size), 0)
+        self._cache: OrderedDict[tuple[str, bytes], tuple[int, bool]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._hits = 0
+        self._misses = 0
+
+    @property
+    def missing_encodings(self) -> tuple[str, ...]:
+        return self.encodings.missing
+
+    def cache_stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(self._hits, self._misses, len(self._cache), self._capacity)
+
+    # ---- public counts -------------------------------------------------------------------
+
+    def count_text(self, model: str, text: str) -> TokenCount:
+        """Tokens of a plain text (a streamed completion), no overhead."""
+        counter = self._text_for(model)
+        if not isinstance(text, str):
+            return TokenCount(counter.json(text), exact=False)
+        tokens = counter.count(text)
+        return TokenCount(tokens, exact=counter.exact and counter.cuts == 0)
+
+    def count_chat(
+        self,
+        model: str,
+        messages: Sequence[JSONValue],
+        tools: Sequence[JSONValue] | None = None,
+        functions: Sequence[JSONValue] | None = None,
+        tool_choice: JSONValue = None,
+    ) -> TokenCount:
+        """Prompt tokens of a chat completions request, as the API reports ``prompt_tokens``."""
+        text = self._text_for(model)
+        images = image_rules(model)
+        tally = Tally()
+        tally.exact = text.exact
+        message_list = _as_list(messages, tally, text)
+        prefix = f"chat/{text.name}/{images.key}"
+        for message in message_list:
+            tally.add(
+                *self._cached(prefix, message, partial(chat_message, message, text, images), text)
+            )
+        tally.add(REPLY_PRIMING)
+        tool_list = _as_list(tools, tally, text)
+        function_list = _as_list(functions, tally, text)
+        if tool_list or function_list:
+            tally.add(*self._tools(text, tool_list, function_list))
+            if not any(is_system(message) for message in message_list):
+                tally.add(IMPLICIT_SYSTEM_TOKENS, exact=False)
+        forced_choice(tally, text, tool_choice)
+        return _finish(tally, text)
+
+    def count_responses(
+        self,
+        model: str,
+        input: JSONValue,
+        instructions: str | None = None,
+        tools: Sequence[JSONValue] | None = None,
+    ) -> TokenCount:
+        """Input tokens of a Responses API request. Always an estimate: OpenAI published no rules
+        for it, so the chat rules are applied to the input items."""
+        text = self._text_for(model)
+        images = image_rules(model)
+        tally = Tally()
+        tally.exact = False
+        if isinstance(instructions, str) and instructions:
+            tally.add(TOKENS_PER_MESSAGE + text.count("system") + text.count(instructions))
+        if isinstance(input, str):
+            tally.add(TOKENS_PER_MESSAGE + text.count("user") + text.count(input))
+        elif isinstance(input, list):
+            prefix = f"responses/{text.name}/{images.key}"
+            for item in input:
+                tally.add(
+                    *self._cached(prefix, item, partial(responses_item, item, text, images), text)
+                )
+        elif input is not None:
+            tally.add(text.json(input))
+        tally.add(REPLY_PRIMING)
+        tool_list = _as_list(tools, tally, text)
+        if tool_list:
+            tally.add(*self._tools(text, tool_list, []))
+        return _finish(tally, text)
+
+    def count_embeddings(self, model: str, input: JSONValue) -> TokenCount:
+        """Tokens of an embeddings input: a string, strings, token ids or lists of token ids."""
+        text = self._text_for(model)
+        tally = Tally()
+        tally.exact = text.exact
+        count_plain_input(tally, text, input)
+        return _finish(tally, text)
+
+    def count_completions(
+        self, model: str, prompt: JSONValue, suffix: str | None = None
+    ) -> TokenCount:
+        """Prompt tokens of a legacy completions request, as the API reports ``prompt_tokens``:
+        every prompt string encoded, token-id prompts by their length. A ``suffix`` (insert mode)
+        is added with its text, an estimate: the tokens that frame it are not published."""
+        text = self._text_for(model)
+        tally = Tally()
+        tally.exact = text.exact
+        count_plain_input(tally, text, prompt)
+        if suffix:
+            tally.add(text.count(suffix), exact=False)
+        return _finish(tally, text)
+
+    def count_anthropic(
+        self,
+        model: str,
+        system: JSONValue,
+        messages: Sequence[JSONValue],
+        tools: Sequence[JSONValue] | None = None,
+    ) -> TokenCount:
+        """Input tokens of an Anthropic messages request. Always an estimate: ``cl100k_base``
+        text counts times ``ANTHROPIC_TEXT_FACTOR``, plus overheads and image estimates."""
+        text = self._text_for_encoding(CL100K_BASE)
+        tally = Tally()
+        tally.add(ANTHROPIC_REQUEST_OVERHEAD, exact=False)
+        if not is_empty(system):
+            tally.add(
+                *self._cached(
+                    "anthropic/system", system, partial(anthropic_system, system, text), text
+                )
+            )
+        for message in _as_list(messages, tally, text):
+            tally.add(
+                *self._cached("anthropic", message, partial(anthropic_message, message, text), text)
+            )
+        tool_list = _as_list(tools, tally, text)
+        if tool_list:
+            tally.add(
+                *self._cached(
+                    "anthropic/tools", tool_list, partial(anthropic_tools, tool_list, text), text
+                )
+            )
+        return _finish(tally, text)
+
+    # ---- caching -------------------------------------------------------------------------
+
+    def _text_for(self, model: str) -> Text:
+        return self._text_for_encoding(encoding_name_for_model(model))
+
+    def _text_for_encoding(self, name: str) -> Text:
+        return Text(name, self.encodings.get(name))
+
+    def _tools(
+        self, text: Text, tools: list[JSONValue], functions: list[JSONValue]
+    ) -> tuple[int, bool]:
+        """All tool definitions of a request, cached as one unit."""
+        rules = TOOLS_CL100K if text.name == CL100K_BASE else TOOLS_O200K
+        unit: JSONObject = {"tools": tools, "functions": functions}
+        rule = partial(openai_tools, text, rules, tools, functions)
+        return self._cached(f"tools/{text.name}/{rules.func_init}", unit, rule, text)
+
+    def _cached(
+        self, prefix: str, unit: JSONValue, rule: Callable[[], Tally], text: Text
+    ) -> tuple[int, bool]:
+        """The count of one unit (a message, an item, the tools) by the hash of its canonical
+        JSON, so a history re-sent every turn is tokenized once. The prefix names the rules and
+        the encoding: the same message counts differently under another model's rules."""
+        digest = _digest(unit)
+        # Interned: 65,536 keys share a handful of prefix strings.
+        key = (sys.intern(prefix), digest) if digest is not None else None
+        if key is not None:
+            with self._lock:
+                found = self._cache.get(key)
+                if found is not None:
+                    self._cache.move_to_end(key)
+                    self._hits += 1
+                    return found
+                self._misses += 1
+        cuts = text.cuts
+        tokens, exact = _guarded(rule, unit)
+        value = (tokens, exact and text.exact and text.cuts == cuts)
+        if key is not None and self._capacity:
+            with self._lock:
+                self._cache[key] = value
+                self._cache.move_to_end(key)
+                while len(self._cache) > self._capacity:
+                    self._cache.popitem(last=False)
+        return value
+
+
+def _finish(tally: Tally, text: Text) -> TokenCount:
+    return TokenCount(max(tally.tokens, 0), exact=tally.exact and text.exact and text.cuts == 0)
+
+
+def _guarded(rule: Callable[[], Tally], unit: JSONValue) -> tuple[int, bool]:
+    """Runs one counting rule. A rule that trips on an unforeseen shape, or on nesting deeper
+    than the interpreter's recursion limit, degrades to a character estimate: never raises."""
+    try:
+        tally = rule()
+    except (
+        RecursionError,
+        ArithmeticError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        KeyError,
+        IndexError,
+    ):
+        return -(-approximate_chars(unit) // CHARS_PER_TOKEN), False
+    return tally.tokens, tally.exact
+
+
+def _as_list(value: object, tally: Tally, text: Text) -> list[JSONValue]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return value
+    if isinstance(value, tuple):
+        return list(value)
+    # Validated elsewhere; count what came rather than fail.
+    tally.add(text.json(value), exact=False)
+    return []
