@@ -179,6 +179,16 @@ def check_common(manifests: list[Manifest], values: dict[str, Any]) -> None:
     assert reconciler["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert operator["spec"]["template"]["spec"]["serviceAccountName"] == f"{RELEASE}-operator"
 
+    custody = values.get("injection", {}).get("keyCustody", {})
+    custody_env = (
+        {
+            "A11I_KEY_CUSTODY_SECRET": custody["secretName"],
+            "A11I_KEY_CUSTODY_OPENAI_KEY": custody.get("openaiKey", ""),
+            "A11I_KEY_CUSTODY_ANTHROPIC_KEY": custody.get("anthropicKey", ""),
+        }
+        if custody.get("secretName")
+        else {}
+    )
     webhook = only(manifests, "Deployment", f"{RELEASE}-webhook")
     replicas = webhook_values.get("replicas", 2)
     assert webhook["spec"]["replicas"] == replicas
@@ -192,6 +202,7 @@ def check_common(manifests: list[Manifest], values: dict[str, Any]) -> None:
         "A11I_SIDECAR_IMAGE": "ghcr.io/a11i/sidecar:0.1.0",
         **sidecar_redis,
         "A11I_NATIVE_SIDECARS": "auto",
+        **custody_env,
     }
     assert server["ports"] == [{"name": "https", "containerPort": 9443, "protocol": "TCP"}]
     for probe in ("readinessProbe", "livenessProbe"):
