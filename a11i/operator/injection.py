@@ -18,6 +18,12 @@ A pod that a per-agent AgentBudget of its namespace selects (``agentSelector``) 
 budget's ``perAgentLimit`` (or its ``limit``) as ``A11I_AGENT_BUDGET_USD``: its sidecar keeps a
 wallet of its own inside the namespace's. Selected by several, the smallest limit applies.
 
+Key custody: the ``keyCustody`` of the namespace's wallet owner (the oldest namespace-wide
+AgentBudget), else the cluster-wide default of the settings, names a Secret of provider keys.
+It is mounted into the ``a11i-proxy`` container alone (files, read-only; never an env var,
+never in an app container) and named by ``A11I_OPENAI_API_KEY_FILE`` /
+``A11I_ANTHROPIC_API_KEY_FILE``; the app containers get a placeholder key when they set none.
+
 What it may not do: I/O of any kind, kopf, a clock, or raise on any input (a bad pod is a
 :class:`Skip`, never an exception: a webhook that raises refuses the pod).
 """
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final, Literal, TypedDict
 
+from a11i.operator.policy_config import is_object_name
 from a11i.sidecar import contract
 
 #: Pod annotation: ``"true"`` asks for the sidecar, ``"false"`` refuses it whatever the namespace.
@@ -51,6 +58,8 @@ PROXY_MEMORY: Final = "a11i.io/proxy-memory"
 PROJECT: Final = "a11i.io/project"
 #: Pod annotation the webhook sets: the AgentBudget whose per-agent limit the pod got, and it.
 AGENT_BUDGET: Final = "a11i.io/agent-budget"
+#: Pod annotation the webhook sets under key custody: the providers whose key the sidecar holds.
+KEY_CUSTODY: Final = "a11i.io/key-custody"
 
 SIDECAR: Final = "a11i-proxy"
 CONFIG_VOLUME: Final = "a11i-config"
@@ -59,7 +68,12 @@ TMP_VOLUME: Final = "a11i-tmp"
 CONFIG_MAP: Final = "a11i-sidecar-config"
 ENV_CONFIG_MAP: Final = "a11i-sidecar-env"
 OTLP_HEADERS_SECRET: Final = "a11i-sidecar-otlp-headers"
+KEYS_VOLUME: Final = "a11i-provider-keys"
 CONFIG_DIR: Final = "/etc/a11i"
+#: Where the provider keys' Secret is mounted, in the sidecar only: one file per held key.
+KEYS_DIR: Final = "/var/run/secrets/a11i/provider-keys"
+#: The value app containers get for a provider key they do not set (their SDK insists on one).
+PLACEHOLDER_KEY: Final = "held-by-the-a11i-sidecar"
 STATE_DIR: Final = "/var/lib/a11i"
 WALLET_FILE: Final = f"{STATE_DIR}/wallets.sqlite"
 #: The sidecar image's distroless "nonroot" user.
@@ -72,6 +86,41 @@ _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _CONTAINER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # USD as the CRD writes it (a decimal string, at most 6 decimals).
 _MONEY = re.compile(r"^(0|[1-9][0-9]{0,8})(\.[0-9]{1,6})?$")
+# A key of a Secret's data (k8s.io/apimachinery IsConfigMapKey).
+_DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+def is_data_key(value: str) -> bool:
+    """Whether ``value`` can be a key of a Secret's data."""
+    return len(value) <= 253 and value not in (".", "..") and _DATA_KEY.match(value) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCustodyRef:
+    """Where the sidecars of a namespace find the provider keys they hold: a Secret of the pod's
+    namespace and which of its keys holds each provider's API key ("" : not held)."""
+
+    secret_name: str
+    openai_key: str = ""
+    anthropic_key: str = ""
+
+    @property
+    def held(self) -> tuple[tuple[str, str, str], ...]:
+        """(provider, key in the Secret, the sidecar's variable) for each held provider."""
+        pairs = (
+            ("openai", self.openai_key, contract.OPENAI_API_KEY_FILE),
+            ("anthropic", self.anthropic_key, contract.ANTHROPIC_API_KEY_FILE),
+        )
+        return tuple((provider, key, variable) for provider, key, variable in pairs if key)
+
+    @property
+    def valid(self) -> bool:
+        keys = (self.openai_key, self.anthropic_key)
+        return (
+            is_object_name(self.secret_name)
+            and any(keys)
+            and all(is_data_key(key) for key in keys if key)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +143,10 @@ class InjectionSettings:
         """Whether the sidecars share a Redis (else each keeps an embedded wallet)."""
         return bool(self.redis_url or self.redis_secret)
 
+    key_custody: KeyCustodyRef | None = None
+    """``A11I_KEY_CUSTODY_SECRET`` (with ``A11I_KEY_CUSTODY_OPENAI_KEY`` /
+    ``A11I_KEY_CUSTODY_ANTHROPIC_KEY``): the cluster-wide default Secret of provider keys, for
+    namespaces whose AgentBudget names none; None: no key custody by default."""
     operator_namespace: str = ""
     """``A11I_OPERATOR_NAMESPACE``: never injected (nor is ``kube-system``)."""
     native_sidecars: bool = True
@@ -172,6 +225,56 @@ def agent_budget_rule(budget: Mapping[str, object]) -> AgentBudgetRule | None:
     return AgentBudgetRule(name, str(metadata.get("creationTimestamp") or ""), selector, limit)
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class NamespaceBudget:
+    """A namespace-wide AgentBudget (no ``agentSelector``), ordered oldest first as the
+    reconciler orders them: the oldest owns the namespace's wallet, and its ``keyCustody``."""
+
+    #: ``metadata.creationTimestamp`` (RFC 3339), then the name: the reconciler's order.
+    created: str
+    name: str
+    #: ``spec.keyCustody``; None when the budget has none.
+    key_custody: KeyCustodyRef | None = field(default=None, compare=False)
+
+
+def namespace_budget(budget: Mapping[str, object]) -> NamespaceBudget | None:
+    """The namespace-wide AgentBudget of an AgentBudget object, or None when it has an
+    ``agentSelector``, is being deleted, or is not shaped as the CRD says. A ``keyCustody`` the
+    CRD would refuse is read as none."""
+    metadata, spec = budget.get("metadata"), budget.get("spec")
+    if not isinstance(metadata, Mapping) or not isinstance(spec, Mapping):
+        return None
+    name = metadata.get("name")
+    if metadata.get("deletionTimestamp") or "agentSelector" in spec or not isinstance(name, str):
+        return None
+    return NamespaceBudget(
+        str(metadata.get("creationTimestamp") or ""), name, key_custody_ref(spec.get("keyCustody"))
+    )
+
+
+def key_custody_ref(value: object) -> KeyCustodyRef | None:
+    """``spec.keyCustody`` as a :class:`KeyCustodyRef`, or None when absent or malformed."""
+    if not isinstance(value, Mapping):
+        return None
+    fields = [value.get(k, "") for k in ("secretName", "openaiKey", "anthropicKey")]
+    if not all(isinstance(f, str) for f in fields):
+        return None
+    ref = KeyCustodyRef(*(str(f) for f in fields))
+    return ref if ref.valid else None
+
+
+def key_custody(
+    budgets: Sequence[NamespaceBudget], default: KeyCustodyRef | None
+) -> KeyCustodyRef | None:
+    """The Secret of provider keys for a namespace: the ``keyCustody`` of the namespace's wallet
+    owner (its oldest namespace-wide AgentBudget; a newer one is in conflict and ignored), else
+    the cluster-wide default."""
+    owner = min(budgets, default=None)
+    if owner is not None and owner.key_custody is not None:
+        return owner.key_custody
+    return default
+
+
 def selects(selector: Mapping[str, object], labels: Mapping[str, str]) -> bool:
     """Whether a label selector (``matchLabels`` and ``matchExpressions``, ANDed) selects
     ``labels``; an empty selector selects everything, a malformed one nothing."""
@@ -232,10 +335,11 @@ def decide(
     namespace_labels: Mapping[str, str],
     settings: InjectionSettings,
     agent_budgets: Sequence[AgentBudgetRule] = (),
+    namespace_budgets: Sequence[NamespaceBudget] = (),
 ) -> Decision:
     """Whether and how to inject ``pod``, created in ``namespace`` (from the admission
     request: a pod made by a controller may carry neither name nor namespace yet), given the
-    namespace's per-agent AgentBudgets."""
+    namespace's per-agent and namespace-wide AgentBudgets."""
     if not isinstance(pod, Mapping):
         return _malformed("the pod is not an object")
     metadata = pod.get("metadata", {})
@@ -265,8 +369,15 @@ def decide(
             (f"a11i: pod not injected: {SIDECAR} does not run in host-network pods",),
         )
     try:
+        custody = key_custody(namespace_budgets, settings.key_custody)
         return _inject(
-            spec, annotations, labels, settings, agent_budgets, has_metadata="metadata" in pod
+            spec,
+            annotations,
+            labels,
+            settings,
+            agent_budgets,
+            custody,
+            has_metadata="metadata" in pod,
         )
     except _Malformed as problem:
         return _malformed(str(problem))
@@ -278,6 +389,7 @@ def _inject(
     labels: Mapping[str, str],
     settings: InjectionSettings,
     agent_budgets: Sequence[AgentBudgetRule],
+    custody: KeyCustodyRef | None,
     *,
     has_metadata: bool,
 ) -> Decision:
@@ -290,6 +402,7 @@ def _inject(
         return Skip(f"already has a container named {SIDECAR}")
     taken = {v.get("name") for v in volumes}
     ours = [CONFIG_VOLUME, TMP_VOLUME] + ([] if settings.shared_wallet else [STATE_VOLUME])
+    ours += [KEYS_VOLUME] if custody is not None else []
     clash = [name for name in ours if name in taken]
     if clash:
         raise _Malformed(f"the pod already has a volume named {clash[0]}")
@@ -304,13 +417,20 @@ def _inject(
         "OPENAI_BASE_URL": settings.openai_base_url,
         "ANTHROPIC_BASE_URL": settings.anthropic_base_url,
     }
+    placeholders = _placeholders(custody)
     for index, container in enumerate(containers):
         if names[index] not in targets:
             continue
-        ops += _env_ops(index, names[index], container, wanted, override, warnings)
+        ops += _env_ops(index, names[index], container, wanted, override, warnings, placeholders)
+    if custody is not None and spec.get("shareProcessNamespace") is True:
+        warnings.append(
+            f"a11i: the pod shares one process namespace: a container running as uid "
+            f"{NONROOT_UID} or with CAP_SYS_PTRACE can read the key {SIDECAR} holds through "
+            "/proc; leave shareProcessNamespace off under key custody"
+        )
 
     budget = agent_limit(labels, agent_budgets, warnings)
-    sidecar = _sidecar(annotations, labels, settings, warnings, budget)
+    sidecar = _sidecar(annotations, labels, settings, warnings, budget, custody)
     if settings.native_sidecars:
         sidecar["restartPolicy"] = "Always"
         if "initContainers" in spec:
@@ -320,7 +440,7 @@ def _inject(
     else:
         ops.append(_add("/spec/containers/-", sidecar))
 
-    new_volumes = _volumes(settings)
+    new_volumes = _volumes(settings, custody, _fs_group(spec))
     if "volumes" in spec:
         ops += [_add("/spec/volumes/-", volume) for volume in new_volumes]
     else:
@@ -329,6 +449,8 @@ def _inject(
     marks = {STATUS: INJECTED}
     if budget is not None:
         marks[AGENT_BUDGET] = f"{budget.name}=${budget.limit_usd}"
+    if custody is not None:
+        marks[KEY_CUSTODY] = ",".join(provider for provider, _, _ in custody.held)
     if not has_metadata:
         ops.append(_add("/metadata", {"annotations": marks}))
     elif annotations:
@@ -360,27 +482,84 @@ def _env_ops(
     wanted: Mapping[str, str],
     override: bool,
     warnings: list[str],
+    placeholders: Sequence[str] = (),
 ) -> list[PatchOp]:
     base = f"/spec/containers/{index}/env"
     env = container.get("env")
+    if env is not None and (
+        not isinstance(env, list) or not all(isinstance(e, Mapping) for e in env)
+    ):
+        raise _Malformed(f"containers[{index}].env is not a list of objects")
+    entries: list[Mapping[str, object]] = env or []
+    positions = {e.get("name"): i for i, e in enumerate(entries)}
+    # A key the container sets itself is kept (the sidecar replaces it on every call).
+    wanted = {**wanted, **_placeholder_env(index, name, container, positions, placeholders)}
+    for key in placeholders:
+        position = positions.get(key)
+        if position is not None and isinstance(entries[position].get("valueFrom"), Mapping):
+            warnings.append(
+                f"a11i: container {name} reads {key} from {_source(entries[position])}: under "
+                f"key custody the agent needs no key of its own, and with one it can call the "
+                f"provider directly, outside its budget (remove it)"
+            )
     if env is None:
         return [_add(base, [{"name": k, "value": v} for k, v in wanted.items()])]
-    if not isinstance(env, list) or not all(isinstance(e, Mapping) for e in env):
-        raise _Malformed(f"containers[{index}].env is not a list of objects")
     ops: list[PatchOp] = []
-    positions = {e.get("name"): i for i, e in enumerate(env)}
     for key, value in wanted.items():
         position = positions.get(key)
         if position is None:
             ops.append(_add(f"{base}/-", {"name": key, "value": value}))
         elif override:
             ops.append(_replace(f"{base}/{position}", {"name": key, "value": value}))
-        elif env[position].get("value") != value:
+        elif entries[position].get("value") != value:
             warnings.append(
                 f"a11i: container {name} sets {key} itself; kept, so its calls bypass the "
                 f'budget (set {OVERRIDE_ENV}: "true" to replace it)'
             )
     return ops
+
+
+def _placeholders(custody: KeyCustodyRef | None) -> tuple[str, ...]:
+    """The app containers' key variables that get a placeholder under key custody."""
+    variables = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+    return tuple(variables[provider] for provider, _, _ in custody.held) if custody else ()
+
+
+def _placeholder_env(
+    index: int,
+    name: str,
+    container: Mapping[str, object],
+    positions: Mapping[object, int],
+    placeholders: Sequence[str],
+) -> dict[str, str]:
+    """The placeholder keys a container gets: those it does not set in ``env`` and no
+    ``envFrom`` of it may set (their content is not visible at admission: a key from there is
+    kept, never shadowed)."""
+    sources = container.get("envFrom") or []
+    if not isinstance(sources, list) or not all(isinstance(s, Mapping) for s in sources):
+        raise _Malformed(f"containers[{index}].envFrom is not a list of objects")
+    prefixes = [str(source.get("prefix") or "") for source in sources]
+    return {
+        key: PLACEHOLDER_KEY
+        for key in placeholders
+        if key not in positions and not any(key.startswith(prefix) for prefix in prefixes)
+    }
+
+
+def _source(entry: Mapping[str, object]) -> str:
+    """Where an env entry's ``valueFrom`` reads, for a warning (never the value)."""
+    value_from = entry.get("valueFrom")
+    if isinstance(value_from, Mapping):
+        for kind, label in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
+            reference = value_from.get(kind)
+            if isinstance(reference, Mapping):
+                return f"{label} {reference.get('name')}"
+    return "a reference"
+
+
+def _fs_group(spec: Mapping[str, object]) -> bool:
+    context = spec.get("securityContext")
+    return isinstance(context, Mapping) and isinstance(context.get("fsGroup"), int)
 
 
 def _sidecar(
@@ -389,6 +568,7 @@ def _sidecar(
     settings: InjectionSettings,
     warnings: list[str],
     budget: AgentBudgetRule | None = None,
+    custody: KeyCustodyRef | None = None,
 ) -> dict[str, object]:
     env: list[dict[str, object]] = [
         {"name": contract.NAMESPACE, "valueFrom": _field("metadata.namespace")},
@@ -411,6 +591,12 @@ def _sidecar(
     if budget is not None:
         # The pod's own wallet (namespace/pod name) inside the namespace's.
         env.append({"name": contract.AGENT_BUDGET_USD, "value": budget.limit_usd})
+    if custody is not None:
+        # Paths, never the keys: the keys stay in the Secret and in the sidecar's files.
+        env += [
+            {"name": variable, "value": f"{KEYS_DIR}/{provider}"}
+            for provider, _, variable in custody.held
+        ]
     cpu = _quantity(annotations, PROXY_CPU, settings.cpu_request, warnings)
     memory = _quantity(annotations, PROXY_MEMORY, "", warnings)
     mounts: list[dict[str, object]] = [
@@ -419,6 +605,8 @@ def _sidecar(
     ]
     if not settings.shared_wallet:
         mounts.append({"name": STATE_VOLUME, "mountPath": STATE_DIR})
+    if custody is not None:
+        mounts.append({"name": KEYS_VOLUME, "mountPath": KEYS_DIR, "readOnly": True})
     return {
         "name": SIDECAR,
         "image": settings.image,
@@ -466,14 +654,36 @@ def _probe(*, period: int, failures: int, path: str = "") -> dict[str, object]:
     }
 
 
-def _volumes(settings: InjectionSettings) -> list[dict[str, object]]:
+def _volumes(
+    settings: InjectionSettings, custody: KeyCustodyRef | None, fs_group: bool
+) -> list[dict[str, object]]:
     volumes: list[dict[str, object]] = [
         {"name": CONFIG_VOLUME, "configMap": {"name": CONFIG_MAP, "optional": True}},
         {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "16Mi"}},
     ]
     if not settings.shared_wallet:
         volumes.append({"name": STATE_VOLUME, "emptyDir": {}})
+    if custody is not None:
+        volumes.append(_keys_volume(custody, fs_group))
     return volumes
+
+
+def _keys_volume(custody: KeyCustodyRef, fs_group: bool) -> dict[str, object]:
+    """The Secret of provider keys, one file per held key. Not optional: a pod whose namespace
+    lacks the Secret (or a named key of it) stays Pending with a FailedMount event, rather than
+    run with a sidecar that holds no key. The kubelet writes the files as root: 0440 when the
+    pod has an fsGroup (the group is then the fsGroup, of which the sidecar is a member), else
+    0444, or the non-root sidecar could not read them; the files exist in the sidecar's mount
+    namespace only, no app container's."""
+    return {
+        "name": KEYS_VOLUME,
+        "secret": {
+            "secretName": custody.secret_name,
+            "items": [{"key": key, "path": provider} for provider, key, _ in custody.held],
+            "defaultMode": 0o440 if fs_group else 0o444,
+            "optional": False,
+        },
+    }
 
 
 def _quantity(annotations: Mapping[str, str], key: str, default: str, warnings: list[str]) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from a11i.core import variables as var
 from a11i.core.errors import SettingsError
-from a11i.operator.injection import InjectionSettings
+from a11i.operator.injection import InjectionSettings, KeyCustodyRef, is_data_key
 from a11i.operator.policy_config import is_object_name
 
 #: The value of ``A11I_OPERATOR_PEERING`` that turns peering off.
@@ -36,7 +36,8 @@ class WebhookSettings:
 
     injection: InjectionSettings
     """What the sidecar is (``A11I_SIDECAR_IMAGE``, ``A11I_SIDECAR_REDIS_URL``,
-    ``A11I_OPERATOR_NAMESPACE``); ``native_sidecars`` is settled at start when auto."""
+    ``A11I_KEY_CUSTODY_*``, ``A11I_OPERATOR_NAMESPACE``); ``native_sidecars`` is settled at
+    start when auto."""
     port: int = 9443
     """``--webhook-port`` / ``A11I_WEBHOOK_PORT``: the HTTPS port the API server calls."""
     cert_dir: Path = Path("/etc/a11i/webhook-tls")
@@ -148,6 +149,7 @@ def _webhook(
             image=image,
             redis_url=var.text(env, "A11I_SIDECAR_REDIS_URL"),
             redis_secret=_secret_name(env, "A11I_SIDECAR_REDIS_SECRET"),
+            key_custody=_key_custody(env),
             operator_namespace=var.text(env, "A11I_OPERATOR_NAMESPACE"),
             native_sidecars=True if native is None else native,
         ),
@@ -155,6 +157,38 @@ def _webhook(
         cert_dir=cert_dir,
         native_sidecars=native,
         self_signed=self_signed,
+    )
+
+
+def _key_custody(env: Mapping[str, str]) -> KeyCustodyRef | None:
+    """The cluster-wide default Secret of provider keys: ``A11I_KEY_CUSTODY_SECRET`` and the
+    keys of it that hold each provider's API key (at least one)."""
+    secret = _secret_name(env, "A11I_KEY_CUSTODY_SECRET")
+    keys = {
+        name: var.text(env, name)
+        for name in ("A11I_KEY_CUSTODY_OPENAI_KEY", "A11I_KEY_CUSTODY_ANTHROPIC_KEY")
+    }
+    for name, key in keys.items():
+        if key and not is_data_key(key):
+            raise SettingsError(
+                f"{name} must be a key of the Secret's data (letters, digits, '-', '_', '.'), "
+                f"not {key!r}"
+            )
+    if not secret:
+        if any(keys.values()):
+            raise SettingsError(
+                "A11I_KEY_CUSTODY_OPENAI_KEY / _ANTHROPIC_KEY need A11I_KEY_CUSTODY_SECRET: the "
+                "Secret (in each agent pod's namespace) that holds the provider keys"
+            )
+        return None
+    if not any(keys.values()):
+        raise SettingsError(
+            "A11I_KEY_CUSTODY_SECRET needs A11I_KEY_CUSTODY_OPENAI_KEY or "
+            "A11I_KEY_CUSTODY_ANTHROPIC_KEY (or both): the key of the Secret that holds each "
+            "provider's API key, e.g. openai"
+        )
+    return KeyCustodyRef(
+        secret, keys["A11I_KEY_CUSTODY_OPENAI_KEY"], keys["A11I_KEY_CUSTODY_ANTHROPIC_KEY"]
     )
 
 

@@ -9,6 +9,9 @@ of that id, so the admission path is ``/a11i-inject``.
   namespace the watch has not reported yet (a namespace created a moment before its first pod).
 - Per-agent AgentBudgets (those with an ``agentSelector``) come from a watch of AgentBudgets, kept
   per namespace as :class:`injection.AgentBudgetRule`; a pod they select gets its own limit.
+  The same watch keeps the namespace-wide ones (:class:`injection.NamespaceBudget`), whose
+  ``keyCustody`` names the Secret of provider keys the sidecars hold. The webhook only names
+  that Secret in the pod spec: it never reads Secrets.
 - ``A11I_NATIVE_SIDECARS=auto`` asks the API server's ``/version`` once at start.
 - TLS: :class:`ReloadingWebhookServer` serves ``tls.crt``/``tls.key`` from a directory and loads
   renewed files into the same SSL context (new connections get the new certificate; the
@@ -29,17 +32,24 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp.web
 import kopf
 
 from a11i.operator import certs, injection
-from a11i.operator.injection import AgentBudgetRule, Decision, Injection, InjectionSettings
+from a11i.operator.injection import (
+    AgentBudgetRule,
+    Decision,
+    Injection,
+    InjectionSettings,
+    NamespaceBudget,
+)
 from a11i.operator.kube import KubeClient, KubeError
 from a11i.operator.settings import WebhookSettings
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: kopf's handler id, and so the URL path the API server posts AdmissionReviews to.
 HANDLER_ID = "a11i-inject"
@@ -171,6 +181,8 @@ class Injector:
         self._client: _ClusterReader | None = None
         #: Per-agent AgentBudgets by namespace, then name (from the watch).
         self._agent_budgets: dict[str, dict[str, AgentBudgetRule]] = {}
+        #: Namespace-wide AgentBudgets by namespace, then name (from the same watch).
+        self._namespace_budgets: dict[str, dict[str, NamespaceBudget]] = {}
 
     @property
     def client(self) -> _ClusterReader:
@@ -216,17 +228,17 @@ class Injector:
     ) -> None:
         if name is None or namespace is None:
             return
-        rule = None if event.get("type") == "DELETED" else injection.agent_budget_rule(body)
-        rules = self._agent_budgets.setdefault(namespace, {})
-        if rule is None:
-            rules.pop(name, None)
-        else:
-            rules[name] = rule
-        if not rules:
-            self._agent_budgets.pop(namespace, None)
+        deleted = event.get("type") == "DELETED"
+        _keep(self._agent_budgets, namespace, name,
+              None if deleted else injection.agent_budget_rule(body))  # fmt: skip
+        _keep(self._namespace_budgets, namespace, name,
+              None if deleted else injection.namespace_budget(body))  # fmt: skip
 
     def agent_budgets(self, namespace: str) -> list[AgentBudgetRule]:
         return list(self._agent_budgets.get(namespace, {}).values())
+
+    def namespace_budgets(self, namespace: str) -> list[NamespaceBudget]:
+        return list(self._namespace_budgets.get(namespace, {}).values())
 
     async def labels_of(self, namespace: str) -> Mapping[str, str]:
         watched = self._watched.get(namespace)
@@ -289,6 +301,7 @@ class Injector:
                 namespace_labels={},
                 settings=self.injection,
                 agent_budgets=self.agent_budgets(namespace),
+                namespace_budgets=self.namespace_budgets(namespace),
             )
         try:
             labels = await self.labels_of(namespace)
@@ -302,7 +315,19 @@ class Injector:
             namespace_labels=labels,
             settings=self.injection,
             agent_budgets=self.agent_budgets(namespace),
+            namespace_budgets=self.namespace_budgets(namespace),
         )
+
+
+def _keep(index: dict[str, dict[str, _T]], namespace: str, name: str, value: _T | None) -> None:
+    """Put ``value`` under namespace and name in ``index``, or take the name out when None."""
+    entries = index.setdefault(namespace, {})
+    if value is None:
+        entries.pop(name, None)
+    else:
+        entries[name] = value
+    if not entries:
+        index.pop(namespace, None)
 
 
 def register(settings: WebhookSettings, registry: kopf.OperatorRegistry | None = None) -> Injector:

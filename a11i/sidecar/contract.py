@@ -22,6 +22,9 @@ REDIS_URL: Final = "A11I_REDIS_URL"
 WALLET_FILE: Final = "A11I_WALLET_FILE"
 #: An agent's own budget inside its namespace's (USD, a decimal string).
 AGENT_BUDGET_USD: Final = "A11I_AGENT_BUDGET_USD"
+#: Key custody: files holding the provider keys (a Secret mounted into the sidecar alone).
+OPENAI_API_KEY_FILE: Final = "A11I_OPENAI_API_KEY_FILE"
+ANTHROPIC_API_KEY_FILE: Final = "A11I_ANTHROPIC_API_KEY_FILE"
 #: a11i.yaml and the rate card, mounted from ConfigMaps.
 CONFIG: Final = "A11I_CONFIG"
 RATE_CARD: Final = "A11I_RATE_CARD"

@@ -58,6 +58,7 @@ from a11i.sidecar.config import (
     load_config,
     optimizer_config,
 )
+from a11i.sidecar.keys import watch_key_files
 from a11i.sidecar.meter import effective_rate_card
 from a11i.sidecar.settings import SidecarSettings
 from a11i.sidecar.telemetry.attributes import scrub_event
@@ -189,6 +190,7 @@ class Sidecar:
                 self._apply_config,
                 self.counters.config,
             )
+        self._watchers.append(asyncio.create_task(watch_key_files(self), name="a11i-watch-keys"))
         self._session = aiohttp.ClientSession(
             timeout=self._timeout,
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),

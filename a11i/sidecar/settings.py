@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from a11i.core import variables as var
 from a11i.core.errors import SettingsError
 from a11i.core.headers import KeyCustody
+from a11i.core.model import Provider
 from a11i.core.policy import BudgetPolicy, ExhaustedAction, Period
 from a11i.sidecar import contract
 from a11i.sidecar.config import (
@@ -165,6 +166,9 @@ class SidecarSettings:
     custody: KeyCustody = field(default_factory=KeyCustody)
     #: ``A11I_ALLOW_UNMETERED``, ``A11I_AZURE_DEPLOYMENTS``: what passes the guard unmetered.
     guard: GuardSettings = field(default_factory=GuardSettings)
+    #: The files the held keys come from (``A11I_*_API_KEY_FILE``), re-read when they change (a
+    #: rotated Secret, ``a11i.sidecar.keys``).
+    key_files: tuple[tuple[Provider, Path], ...] = ()
     #: ``A11I_NAMESPACE``: whose wallet (downward API in a pod).
     namespace: str = "default"
     #: ``A11I_AGENT``: whose spend (the pod name in a pod; the host name elsewhere).
@@ -255,6 +259,14 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         guard=GuardSettings(
             allow_unmetered=_unmetered_patterns(env, "A11I_ALLOW_UNMETERED"),
             azure_deployments=_pairs(env, "A11I_AZURE_DEPLOYMENTS"),
+        ),
+        key_files=tuple(
+            (provider, Path(env[variable].strip()))
+            for provider, variable in (
+                (Provider.OPENAI, contract.OPENAI_API_KEY_FILE),
+                (Provider.ANTHROPIC, contract.ANTHROPIC_API_KEY_FILE),
+            )
+            if env.get(variable, "").strip()
         ),
         namespace=namespace,
         project=env.get(contract.PROJECT, "").strip() or namespace,
@@ -467,10 +479,20 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     file_name = env.get(f"{name}_FILE", "").strip()
     if file_name:
-        try:
-            value = Path(file_name).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise SettingsError(
-                f"{name}_FILE names {file_name!r}, which cannot be read: {exc.strerror}"
-            ) from exc
+        value = read_key_file(Path(file_name), f"{name}_FILE")
     return value or None
+
+
+def read_key_file(path: Path, variable: str) -> str:
+    """A held key from its file; an unreadable or empty file is a ``SettingsError`` (a key
+    file that holds nothing must not turn custody off and let the agent's own key through)."""
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SettingsError(
+            f"{variable} names {str(path)!r}, which cannot be read: {reason}"
+        ) from exc
+    if not value:
+        raise SettingsError(f"{variable} names {str(path)!r}, which is empty: put the key in it")
+    return value

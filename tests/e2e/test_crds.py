@@ -446,6 +446,37 @@ REJECTED: dict[str, tuple[str, dict[str, Any], list[str]]] = {
         "spec.agentSelector.matchExpressions[0]",
         "values must list at least one value with operator In or NotIn",
     ]),
+    "key-custody-with-selector": (AB, {
+        "limit": "10", "perAgentLimit": "1", "agentSelector": SELECTOR,
+        "keyCustody": {"secretName": "a11i-provider-keys", "openaiKey": "openai"},
+    }, [
+        "spec.keyCustody: Forbidden",
+        "keyCustody belongs to the namespace-wide AgentBudget (without agentSelector)",
+        "move keyCustody there",
+    ]),
+    "key-custody-without-a-key": (AB, {
+        "limit": "10", "keyCustody": {"secretName": "a11i-provider-keys"},
+    }, [
+        "spec.keyCustody",
+        "keyCustody must name at least one key of the Secret: openaiKey, anthropicKey or both",
+    ]),
+    "key-custody-bad-secret-name": (AB, {
+        "limit": "10", "keyCustody": {"secretName": "Provider_Keys", "openaiKey": "openai"},
+    }, [
+        'spec.keyCustody.secretName: Invalid value: "Provider_Keys"',
+        "keyCustody.secretName must be the name of a Secret in this namespace",
+    ]),
+    "key-custody-bad-key": (AB, {
+        "limit": "10", "keyCustody": {"secretName": "keys", "openaiKey": "open ai"},
+    }, [
+        "spec.keyCustody.openaiKey",
+        "keyCustody.openaiKey must be a key of the Secret's data",
+    ]),
+    "key-custody-dot-dot": (AB, {
+        "limit": "10", "keyCustody": {"secretName": "keys", "anthropicKey": ".."},
+    }, [
+        "keyCustody.anthropicKey must be a key of the Secret's data",
+    ]),
     "otlp-endpoint-without-scheme": (TP, {"otlp": {"endpoint": "collector:4317"}}, [
         "spec.otlp.endpoint",
         "otlp.endpoint must be an http:// or https:// URL with a host",
@@ -527,6 +558,15 @@ ACCEPTED: dict[str, tuple[str, dict[str, Any]]] = {
     "time-zone-three-parts": (AB, {"limit": "1", "timeZone": "America/Argentina/Buenos_Aires"}),
     "time-zone-with-offset": (AB, {"limit": "1", "timeZone": "Etc/GMT+5"}),
     "suspended-total": (AB, {"limit": "1", "period": "Total", "suspend": True}),
+    "key-custody-anthropic-only": (AB, {
+        "limit": "10",
+        "keyCustody": {"secretName": "a11i-provider-keys", "anthropicKey": "anthropic"},
+    }),
+    "key-custody-both": (AB, {
+        "limit": "10",
+        "keyCustody": {"secretName": "keys.v2", "openaiKey": "OPENAI_API_KEY",
+                       "anthropicKey": "a.b"},
+    }),
     "sampling-none": (TP, {"sampling": {"ratio": "0"}}),
     "sampling-all-long-form": (TP, {"sampling": {"ratio": "1.000"}}),
     "otlp-grpc-https-with-path": (TP, {

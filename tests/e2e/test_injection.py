@@ -551,3 +551,125 @@ def test_a_per_agent_budget_reaches_the_pods_it_selects(
         return "A11I_AGENT_BUDGET_USD" not in env_of(created["spec"]["initContainers"][0])
 
     process.wait_for(unlimited, "the deleted budget forgotten", timeout=15)
+
+
+def test_key_custody_mounts_the_keys_into_the_sidecar_alone(
+    control_plane: ControlPlane, webhook: tuple[WebhookProcess, int, Path], namespace: str
+) -> None:
+    """The namespace-wide AgentBudget's keyCustody, applied with kubectl: the pod spec the real
+    API server stores has the Secret as a read-only volume of a11i-proxy alone, the key files in
+    its env, a placeholder key in the app container, no key anywhere as an env value, and the
+    mark. The webhook only names the Secret (it does not exist here, nor need it)."""
+    process, _, _ = webhook
+    apply(
+        control_plane,
+        {
+            "apiVersion": "a11i.io/v1alpha1",
+            "kind": "AgentBudget",
+            "metadata": {"name": "default", "namespace": namespace},
+            "spec": {
+                "limit": "50.00",
+                "keyCustody": {
+                    "secretName": "a11i-provider-keys",
+                    "openaiKey": "openai",
+                    "anthropicKey": "anthropic",
+                },
+            },
+        },
+    )
+    containers = [
+        {"name": "agent", "image": "agent:1"},
+        {
+            "name": "tools",
+            "image": "tools:1",
+            "env": [{"name": "OPENAI_API_KEY", "value": "sk-the-tools-own"}],
+        },
+    ]
+    attempt = 0
+
+    def held() -> dict[str, Any] | None:
+        nonlocal attempt
+        attempt += 1
+        manifest = pod_manifest(f"held-{attempt}", {"a11i.io/inject": "true"})
+        manifest["spec"]["containers"] = containers
+        created = create_pod(control_plane, namespace, manifest)
+        marked = "a11i.io/key-custody" in created["metadata"]["annotations"]
+        return created if marked else None
+
+    # The webhook learns of the budget through its watch: the first pods may predate it.
+    pod = process.wait_for(held, "a pod under key custody", timeout=15)
+    assert isinstance(pod, dict)
+    assert pod["metadata"]["annotations"]["a11i.io/key-custody"] == "openai,anthropic"
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["a11i-provider-keys"]["secret"] == {
+        "secretName": "a11i-provider-keys",
+        "items": [{"key": "openai", "path": "openai"}, {"key": "anthropic", "path": "anthropic"}],
+        "defaultMode": 0o444,
+        "optional": False,
+    }
+    (proxy,) = pod["spec"]["initContainers"]
+    keys_dir = "/var/run/secrets/a11i/provider-keys"
+    assert {"name": "a11i-provider-keys", "mountPath": keys_dir, "readOnly": True} in proxy[
+        "volumeMounts"
+    ]
+    env = env_of(proxy)
+    assert env["A11I_OPENAI_API_KEY_FILE"] == f"{keys_dir}/openai"
+    assert env["A11I_ANTHROPIC_API_KEY_FILE"] == f"{keys_dir}/anthropic"
+    agent, tools = pod["spec"]["containers"]
+    for app in (agent, tools):
+        assert "a11i-provider-keys" not in [m["name"] for m in app.get("volumeMounts", [])]
+        assert not any("_FILE" in name for name in env_of(app))
+    assert env_of(agent)["OPENAI_API_KEY"] == "held-by-the-a11i-sidecar"
+    assert env_of(agent)["ANTHROPIC_API_KEY"] == "held-by-the-a11i-sidecar"
+    assert env_of(tools)["OPENAI_API_KEY"] == "sk-the-tools-own"  # its own: kept
+    # No container reads the Secret through env: only the sidecar's volume names it.
+    assert "secretKeyRef" not in json.dumps(pod["spec"]["containers"] + [proxy])
+    assert "a11i-provider-keys" not in json.dumps(pod["spec"]["containers"])
+
+    # "false" wins: no sidecar, no keys, no placeholder.
+    out = create_pod(control_plane, namespace, pod_manifest("out", {"a11i.io/inject": "false"}))
+    assert not is_injected(out)
+    assert "volumes" not in out["spec"] or not [
+        v for v in out["spec"]["volumes"] if v["name"] == "a11i-provider-keys"
+    ]
+    assert out["spec"]["containers"][0].get("env") is None
+
+
+def test_the_cluster_wide_key_custody_default(control_plane: ControlPlane, tmp_path: Path) -> None:
+    """A webhook started with the chart's default (A11I_KEY_CUSTODY_*) holds the keys in a
+    namespace without an AgentBudget; the pod's fsGroup makes the files group-readable only."""
+    namespace = control_plane.create_namespace(
+        f"e2e-custody-{uuid.uuid4().hex[:6]}", labels={ISOLATED: "true"}
+    )
+    name = f"a11i-inject-custody-{uuid.uuid4().hex[:6]}"
+    process, port, certificate = start_webhook(
+        control_plane,
+        tmp_path,
+        A11I_KEY_CUSTODY_SECRET="cluster-keys",
+        A11I_KEY_CUSTODY_OPENAI_KEY="OPENAI_API_KEY",
+    )
+    try:
+        apply(control_plane, webhook_configuration(name, port, certificate.ca_pem,
+                                                   only_namespace=namespace))  # fmt: skip
+        pod = create_pod(
+            control_plane,
+            namespace,
+            pod_manifest("agent", {"a11i.io/inject": "true"}, securityContext={"fsGroup": 2000}),
+        )
+        assert pod["metadata"]["annotations"]["a11i.io/key-custody"] == "openai"
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        assert volumes["a11i-provider-keys"]["secret"] == {
+            "secretName": "cluster-keys",
+            "items": [{"key": "OPENAI_API_KEY", "path": "openai"}],
+            "defaultMode": 0o440,
+            "optional": False,
+        }
+        (proxy,) = pod["spec"]["initContainers"]
+        assert "A11I_ANTHROPIC_API_KEY_FILE" not in env_of(proxy)
+        (agent,) = pod["spec"]["containers"]
+        assert env_of(agent)["OPENAI_API_KEY"] == "held-by-the-a11i-sidecar"
+        assert "ANTHROPIC_API_KEY" not in env_of(agent)
+    finally:
+        process.stop()
+        control_plane.kubectl("delete", "mutatingwebhookconfiguration", name, "--ignore-not-found")
+        control_plane.kubectl("delete", "namespace", namespace, "--wait=false")

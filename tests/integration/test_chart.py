@@ -130,6 +130,7 @@ def test_ci_covers_every_variant() -> None:
         "fail-policy",
         "no-monitoring",
         "dashboard",
+        "key-custody",
     }
 
 
@@ -178,6 +179,16 @@ def check_common(manifests: list[Manifest], values: dict[str, Any]) -> None:
     assert reconciler["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert operator["spec"]["template"]["spec"]["serviceAccountName"] == f"{RELEASE}-operator"
 
+    custody = values.get("injection", {}).get("keyCustody", {})
+    custody_env = (
+        {
+            "A11I_KEY_CUSTODY_SECRET": custody["secretName"],
+            "A11I_KEY_CUSTODY_OPENAI_KEY": custody.get("openaiKey", ""),
+            "A11I_KEY_CUSTODY_ANTHROPIC_KEY": custody.get("anthropicKey", ""),
+        }
+        if custody.get("secretName")
+        else {}
+    )
     webhook = only(manifests, "Deployment", f"{RELEASE}-webhook")
     replicas = webhook_values.get("replicas", 2)
     assert webhook["spec"]["replicas"] == replicas
@@ -191,6 +202,7 @@ def check_common(manifests: list[Manifest], values: dict[str, Any]) -> None:
         "A11I_SIDECAR_IMAGE": "ghcr.io/a11i/sidecar:0.1.0",
         **sidecar_redis,
         "A11I_NATIVE_SIDECARS": "auto",
+        **custody_env,
     }
     assert server["ports"] == [{"name": "https", "containerPort": 9443, "protocol": "TCP"}]
     for probe in ("readinessProbe", "livenessProbe"):
@@ -521,6 +533,30 @@ def test_tags_and_extra_settings(helm_env: dict[str, str]) -> None:
     assert env_of(server)["A11I_NATIVE_SIDECARS"] == "false"
 
 
+# -- key custody
+
+
+def test_key_custody_default_reaches_the_webhook_and_no_secret_access(
+    helm_env: dict[str, str],
+) -> None:
+    manifests = render(helm_env, "--values", str(CHART / "ci" / "key-custody.yaml"))
+    (server,) = only(manifests, "Deployment", f"{RELEASE}-webhook")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = env_of(server)
+    assert env["A11I_KEY_CUSTODY_SECRET"] == "a11i-provider-keys"
+    assert env["A11I_KEY_CUSTODY_OPENAI_KEY"] == "openai"
+    assert env["A11I_KEY_CUSTODY_ANTHROPIC_KEY"] == "anthropic"
+    # The webhook names the Secret; it never reads one (least privilege).
+    role = only(manifests, "ClusterRole", f"{RELEASE}-webhook")
+    assert not [r for r in role["rules"] if "secrets" in r.get("resources", [])]
+    # Off by default: no custody variables at all.
+    (plain,) = only(render(helm_env), "Deployment", f"{RELEASE}-webhook")["spec"]["template"][
+        "spec"
+    ]["containers"]
+    assert not [name for name in env_of(plain) if name.startswith("A11I_KEY_CUSTODY")]
+
+
 # -- the dashboard
 
 
@@ -601,6 +637,8 @@ def test_dashboard_with_an_existing_secret_and_an_external_redis(helm_env: dict[
         ("webhook.caBundle=not base64!", "caBundle"),
         ("dashboard.redisUrl=localhost:6379", "redisUrl"),
         ("dashboard.auth.kubernetes=yes", "kubernetes"),
+        ("injection.keyCustody.secretName=Provider_Keys", "secretName"),
+        ("injection.keyCustody.openaiKey=open ai", "openaiKey"),
     ],
     ids=[
         "failure-policy",
@@ -613,6 +651,8 @@ def test_dashboard_with_an_existing_secret_and_an_external_redis(helm_env: dict[
         "ca-bundle",
         "dashboard-redis-url",
         "dashboard-auth-not-bool",
+        "key-custody-secret-name",
+        "key-custody-key",
     ],
 )
 def test_schema_refuses(helm_env: dict[str, str], setting: str, said: str) -> None:
@@ -643,6 +683,11 @@ def test_schema_refuses(helm_env: dict[str, str], setting: str, said: str) -> No
             ],
             "never runs without auth",
         ),
+        (
+            ["injection.keyCustody.secretName=a11i-provider-keys"],
+            "neither openaiKey nor anthropicKey",
+        ),
+        (["injection.keyCustody.openaiKey=openai"], "secretName is empty"),
     ],
     ids=[
         "no-redis",
@@ -651,6 +696,8 @@ def test_schema_refuses(helm_env: dict[str, str], setting: str, said: str) -> No
         "two-cert-sources",
         "secret-without-ca",
         "dashboard-no-auth",
+        "key-custody-without-a-key",
+        "key-custody-without-a-secret",
     ],
 )
 def test_chart_refuses_with_a_clear_message(

@@ -108,6 +108,13 @@ plain (redis.url, or the bundled Redis without a password).
 {{- fail "webhook.tls.secretName is set but webhook.caBundle is empty: the API server must be given the CA (base64 PEM) that signed the certificate in that Secret." -}}
 {{- end -}}
 {{- $_ := include "a11i.redisURL" . -}}
+{{- $custody := .Values.injection.keyCustody -}}
+{{- if and $custody.secretName (not $custody.openaiKey) (not $custody.anthropicKey) -}}
+{{- fail "injection.keyCustody.secretName is set but neither openaiKey nor anthropicKey: name the key of the Secret that holds each provider's API key, e.g. --set injection.keyCustody.openaiKey=openai" -}}
+{{- end -}}
+{{- if and (not $custody.secretName) (or $custody.openaiKey $custody.anthropicKey) -}}
+{{- fail "injection.keyCustody.openaiKey/anthropicKey are set but secretName is empty: name the Secret (in each agent pod's namespace) that holds the keys" -}}
+{{- end -}}
 {{- $dashboard := .Values.dashboard -}}
 {{- if and $dashboard.enabled (not $dashboard.auth.kubernetes) (not $dashboard.auth.tokens) -}}
 {{- fail "dashboard.enabled with neither dashboard.auth.kubernetes nor dashboard.auth.tokens: the dashboard can stop every agent and never runs without auth in a cluster. Turn on at least one." -}}

@@ -4,7 +4,9 @@ a reason to admit the pod unchanged."""
 from __future__ import annotations
 
 import copy
+import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -528,3 +530,257 @@ def test_the_injected_environment_is_what_the_sidecar_reads(settings: InjectionS
     # The app containers are sent to the port the sidecar listens on.
     (app,) = result["spec"]["containers"]
     assert env_of(app)["OPENAI_BASE_URL"] == f"http://127.0.0.1:{settings.port}/v1"
+
+
+# --- key custody --------------------------------------------------------------------------------
+
+CUSTODY = injection.KeyCustodyRef("provider-keys", openai_key="openai", anthropic_key="claude")
+HELD = InjectionSettings(image="a11i:test", key_custody=CUSTODY)
+
+
+def wide(
+    name: str, custody: dict[str, Any] | None, *, created: str = "2026-11-01T00:00:00Z"
+) -> injection.NamespaceBudget:
+    body = budget(name, None, created=created)
+    if custody is not None:
+        body["spec"]["keyCustody"] = custody
+    parsed = injection.namespace_budget(body)
+    assert parsed is not None
+    return parsed
+
+
+def custody_decision(
+    body: dict[str, Any],
+    settings: InjectionSettings = HELD,
+    budgets: tuple[injection.NamespaceBudget, ...] = (),
+) -> tuple[dict[str, Any], Injection]:
+    decision = decide(
+        body,
+        namespace="agents",
+        namespace_labels={},
+        settings=settings,
+        namespace_budgets=budgets,
+    )
+    assert isinstance(decision, Injection), decision
+    result = copy.deepcopy(body)
+    apply(result, decision.patch)
+    return result, decision
+
+
+def test_the_keys_are_files_in_the_sidecar_alone() -> None:
+    """The Secret is a read-only volume mounted by the proxy only; the proxy's env names the
+    files; no container gets a key as an env value or a secretKeyRef; the pod is marked."""
+    containers = [{"name": "agent", "image": "a"}, {"name": "tools", "image": "t"}]
+    result, decision = custody_decision(pod(ASK, containers=containers))
+    assert decision.warnings == ()
+    (proxy,) = result["spec"]["initContainers"]
+    assert {"name": "a11i-provider-keys", "mountPath": injection.KEYS_DIR, "readOnly": True} in (
+        proxy["volumeMounts"]
+    )
+    env = env_of(proxy)
+    assert env["A11I_OPENAI_API_KEY_FILE"] == f"{injection.KEYS_DIR}/openai"
+    assert env["A11I_ANTHROPIC_API_KEY_FILE"] == f"{injection.KEYS_DIR}/anthropic"
+    assert "A11I_OPENAI_API_KEY" not in env
+    assert "A11I_ANTHROPIC_API_KEY" not in env
+    volumes = {v["name"]: v for v in result["spec"]["volumes"]}
+    assert volumes["a11i-provider-keys"] == {
+        "name": "a11i-provider-keys",
+        "secret": {
+            "secretName": "provider-keys",
+            "items": [
+                {"key": "openai", "path": "openai"},
+                {"key": "claude", "path": "anthropic"},
+            ],
+            "defaultMode": 0o444,
+            "optional": False,
+        },
+    }
+    for app in result["spec"]["containers"]:
+        mounts = [m["name"] for m in app.get("volumeMounts", [])]
+        assert "a11i-provider-keys" not in mounts, app["name"]
+        assert env_of(app)["OPENAI_API_KEY"] == injection.PLACEHOLDER_KEY
+        assert env_of(app)["ANTHROPIC_API_KEY"] == injection.PLACEHOLDER_KEY
+        assert not any("_FILE" in name for name in env_of(app))
+    # Nowhere in the pod a secretKeyRef or a secret envFrom to the keys' Secret.
+    assert '"provider-keys"' not in json.dumps(
+        [c for c in result["spec"]["initContainers"] + result["spec"]["containers"]]
+    )
+    assert result["metadata"]["annotations"][injection.KEY_CUSTODY] == "openai,anthropic"
+
+
+def test_with_an_fs_group_the_files_are_not_world_readable() -> None:
+    result, _ = custody_decision(pod(ASK, securityContext={"fsGroup": 2000}))
+    volumes = {v["name"]: v for v in result["spec"]["volumes"]}
+    assert volumes["a11i-provider-keys"]["secret"]["defaultMode"] == 0o440
+
+
+def test_only_the_held_provider_gets_a_file_and_a_placeholder() -> None:
+    settings = InjectionSettings(
+        image="a11i:test", key_custody=injection.KeyCustodyRef("keys", openai_key="openai")
+    )
+    result, _ = custody_decision(pod(ASK), settings)
+    proxy = result["spec"]["initContainers"][0]
+    assert "A11I_ANTHROPIC_API_KEY_FILE" not in env_of(proxy)
+    volume = next(v for v in result["spec"]["volumes"] if v["name"] == "a11i-provider-keys")
+    assert volume["secret"]["items"] == [{"key": "openai", "path": "openai"}]
+    app = env_of(result["spec"]["containers"][0])
+    assert app["OPENAI_API_KEY"] == injection.PLACEHOLDER_KEY
+    assert "ANTHROPIC_API_KEY" not in app
+    assert result["metadata"]["annotations"][injection.KEY_CUSTODY] == "openai"
+
+
+def test_without_custody_nothing_about_keys_is_injected() -> None:
+    result, _ = injected(pod(ASK))
+    assert "a11i-provider-keys" not in {v["name"] for v in result["spec"]["volumes"]}
+    assert not any("KEY" in name for name in env_of(result["spec"]["initContainers"][0]))
+    assert "OPENAI_API_KEY" not in env_of(result["spec"]["containers"][0])
+    assert injection.KEY_CUSTODY not in result["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize(
+    ("container", "placeholder", "warned"),
+    [
+        pytest.param(
+            {"env": [{"name": "OPENAI_API_KEY", "value": "mine"}]}, "mine", False, id="own-value"
+        ),
+        pytest.param(
+            {
+                "env": [
+                    {
+                        "name": "OPENAI_API_KEY",
+                        "valueFrom": {"secretKeyRef": {"name": "team-key", "key": "k"}},
+                    }
+                ]
+            },
+            {"secretKeyRef": {"name": "team-key", "key": "k"}},
+            True,
+            id="own-secret-warned",
+        ),
+        pytest.param(
+            {"envFrom": [{"secretRef": {"name": "agent-env"}}]}, None, False, id="env-from-kept"
+        ),
+        pytest.param(
+            {"envFrom": [{"prefix": "APP_", "configMapRef": {"name": "settings"}}]},
+            injection.PLACEHOLDER_KEY,
+            False,
+            id="env-from-other-prefix",
+        ),
+        pytest.param({}, injection.PLACEHOLDER_KEY, False, id="none-set"),
+    ],
+)
+def test_a_key_the_container_sets_itself_is_kept(
+    container: dict[str, Any], placeholder: object, warned: bool
+) -> None:
+    settings = InjectionSettings(
+        image="a11i:test", key_custody=injection.KeyCustodyRef("keys", openai_key="openai")
+    )
+    result, decision = custody_decision(
+        pod(ASK, containers=[{"name": "app", "image": "a", **container}]), settings
+    )
+    assert env_of(result["spec"]["containers"][0]).get("OPENAI_API_KEY") == placeholder
+    assert any("Secret team-key" in w for w in decision.warnings) is warned
+
+
+def test_containers_left_out_get_no_placeholder() -> None:
+    containers = [{"name": "agent", "image": "a"}, {"name": "log-shipper", "image": "l"}]
+    result, _ = custody_decision(pod({**ASK, "a11i.io/containers": "agent"}, containers=containers))
+    agent, shipper = result["spec"]["containers"]
+    assert env_of(agent)["OPENAI_API_KEY"] == injection.PLACEHOLDER_KEY
+    assert "env" not in shipper
+
+
+def test_custody_opt_out_and_idempotence() -> None:
+    """inject: false wins (no key volume, nothing); a second admission adds nothing twice."""
+    refused = decide(
+        pod({"a11i.io/inject": "false"}),
+        namespace="agents",
+        namespace_labels={"a11i.io/inject": "enabled"},
+        settings=HELD,
+    )
+    assert isinstance(refused, Skip)
+    once, _ = custody_decision(pod(ASK))
+    again = decide(once, namespace="agents", namespace_labels={}, settings=HELD)
+    assert isinstance(again, Skip)
+    del once["metadata"]["annotations"]["a11i.io/status"]
+    assert isinstance(decide(once, namespace="agents", namespace_labels={}, settings=HELD), Skip)
+
+
+def test_a_volume_named_like_the_keys_is_a_warning_not_a_half_injection() -> None:
+    body = pod(ASK, volumes=[{"name": "a11i-provider-keys", "emptyDir": {}}])
+    decision = decide(body, namespace="agents", namespace_labels={}, settings=HELD)
+    assert isinstance(decision, Skip)
+    assert "a11i-provider-keys" in decision.warnings[0]
+
+
+def test_shared_process_namespace_is_warned() -> None:
+    _, decision = custody_decision(pod(ASK, shareProcessNamespace=True))
+    assert any("shareProcessNamespace" in w for w in decision.warnings)
+
+
+def test_the_namespace_budget_names_the_secret_over_the_default() -> None:
+    own = wide("default", {"secretName": "team-keys", "anthropicKey": "anthropic"})
+    result, _ = custody_decision(pod(ASK), HELD, (own,))
+    volume = next(v for v in result["spec"]["volumes"] if v["name"] == "a11i-provider-keys")
+    assert volume["secret"]["secretName"] == "team-keys"
+    assert volume["secret"]["items"] == [{"key": "anthropic", "path": "anthropic"}]
+    assert result["metadata"]["annotations"][injection.KEY_CUSTODY] == "anthropic"
+    # Without keyCustody in the namespace's budget: the cluster-wide default.
+    result, _ = custody_decision(pod(ASK), HELD, (wide("default", None),))
+    volume = next(v for v in result["spec"]["volumes"] if v["name"] == "a11i-provider-keys")
+    assert volume["secret"]["secretName"] == "provider-keys"
+    # Neither: no custody.
+    result, _ = custody_decision(pod(ASK), SETTINGS, (wide("default", None),))
+    assert "a11i-provider-keys" not in {v["name"] for v in result["spec"]["volumes"]}
+
+
+def test_the_wallet_owner_decides_custody() -> None:
+    """The oldest namespace-wide budget owns the wallet (the reconciler's rule); a newer one in
+    conflict does not name the Secret, even when the owner names none."""
+    older = wide("old", None, created="2026-01-01T00:00:00Z")
+    newer = wide("new", {"secretName": "other", "openaiKey": "k"}, created="2026-02-01T00:00:00Z")
+    assert injection.key_custody([newer, older], None) is None
+    assert injection.key_custody([newer, older], CUSTODY) == CUSTODY
+    assert injection.key_custody([newer], None) == injection.KeyCustodyRef("other", "k")
+
+
+@pytest.mark.parametrize(
+    "custody",
+    [
+        {"secretName": "Bad_Name", "openaiKey": "k"},
+        {"secretName": "keys"},
+        {"secretName": "keys", "openaiKey": "../etc"},
+        {"secretName": "keys", "openaiKey": 1},
+        "keys",
+    ],
+    ids=["bad-secret-name", "no-key", "bad-key", "key-not-string", "not-an-object"],
+)
+def test_a_malformed_key_custody_is_none(custody: object) -> None:
+    assert injection.key_custody_ref(custody) is None
+
+
+def test_budgets_with_a_selector_or_being_deleted_are_not_namespace_wide() -> None:
+    assert injection.namespace_budget(budget("bots", {})) is None
+    assert injection.namespace_budget(budget("going", None, deleting=True)) is None
+    assert injection.namespace_budget({"metadata": {}, "spec": {}}) is None
+
+
+def test_the_sidecar_reads_the_keys_the_webhook_mounts(tmp_path: Path) -> None:
+    """The contract both sides import: the sidecar built from the injected env, with the Secret's
+    files where the kubelet puts them, holds the keys."""
+    result, _ = custody_decision(pod(ASK))
+    proxy = result["spec"]["initContainers"][0]
+    mount = next(m for m in proxy["volumeMounts"] if m["name"] == "a11i-provider-keys")
+    volume = next(v for v in result["spec"]["volumes"] if v["name"] == "a11i-provider-keys")
+    secret_data = {"openai": "sk-held-openai", "claude": "sk-ant-held"}
+    root = tmp_path / mount["mountPath"].lstrip("/")
+    root.mkdir(parents=True)
+    for item in volume["secret"]["items"]:
+        (root / item["path"]).write_text(secret_data[item["key"]])
+    env = {
+        e["name"]: e["value"].replace(injection.KEYS_DIR, str(root))
+        for e in proxy["env"]
+        if "value" in e
+    }
+    sidecar = from_env(env)
+    assert sidecar.custody.openai_key == "sk-held-openai"
+    assert sidecar.custody.anthropic_key == "sk-ant-held"
