@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -376,11 +377,16 @@ def test_error_bodies_match_each_dialect() -> None:
     }
 
 
+def _nest(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    # Named, not a lambda: hypothesis reads the source of ``extend`` (see test_tokens._nest).
+    return st.lists(children, max_size=4) | st.dictionaries(
+        st.text(max_size=12), children, max_size=4
+    )
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
-    ),
+    _nest,
     max_leaves=8,
 )
 request_like = st.fixed_dictionaries(

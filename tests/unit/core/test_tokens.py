@@ -14,6 +14,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -955,14 +956,17 @@ LEAVES = (
         ]
     )
 )
-JSON = st.recursive(
-    LEAVES,
-    lambda children: (
-        st.lists(children, max_size=4)
-        | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), children, max_size=5)
-    ),
-    max_leaves=25,
-)
+
+
+def _nest(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    # A named function, not a lambda: hypothesis inspects the source of ``extend`` to check it
+    # recurses, and cannot read a multi-line lambda's (a deprecation warning, an error here).
+    return st.lists(children, max_size=4) | st.dictionaries(
+        st.sampled_from(KEYS) | st.text(max_size=6), children, max_size=5
+    )
+
+
+JSON = st.recursive(LEAVES, _nest, max_leaves=25)
 
 
 @given(
