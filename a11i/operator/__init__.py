@@ -12,10 +12,12 @@ Modules, and what each may do:
 - ``policy_config``: the pure part of TelemetryPolicy: a spec and the ConfigMaps and Secret it
   references to the generated sidecar configuration, or an error with a reason. No kopf, no I/O.
 - ``policies``: the TelemetryPolicy handlers (and the watch of referenced ConfigMaps).
-- ``kube``: the one small client for Kubernetes objects kopf does not hand over (referenced
-  ConfigMaps and Secrets, generated objects), with kopf's own credentials.
+- ``kube``: the one client for Kubernetes objects kopf does not hand over (referenced
+  ConfigMaps and Secrets, generated objects), over the official ``kubernetes`` client, off the
+  event loop; its credentials (kubectl's: in-cluster, then the kubeconfig) are kopf's too.
 - ``run``: configures kopf (progress storage under ``a11i.io``, finalizer, events, peering) and
-  runs it with the handler modules. ``__main__``: ``python -m a11i.operator``.
+  runs it with the handler modules, each registering its handlers with
+  ``register(settings, registry)`` (none on import). ``__main__``: ``python -m a11i.operator``.
 
 What the package may not do: read settings at import time, talk to the Kubernetes API except
 through kopf and ``kube``, or own what the sidecars own (the wallet's spend: the operator

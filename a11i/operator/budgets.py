@@ -425,8 +425,8 @@ def _post(body: kopf.Body, notice: Notice) -> None:
     kopf.event(body, type=notice.type, reason=notice.reason, message=notice.message)
 
 
-def register(settings: OperatorSettings, registry: kopf.OperatorRegistry | None = None) -> Budgets:
-    """Register the AgentBudget handlers (into kopf's default registry unless given one)."""
+def register(settings: OperatorSettings, registry: kopf.OperatorRegistry) -> Budgets:
+    """The AgentBudget handlers in ``registry``."""
     budgets = Budgets(settings)
     group, version, plural = RESOURCE
     kopf.index(group, version, plural, id=INDEX, registry=registry)(budgets.index)

@@ -13,8 +13,8 @@ a generated ConfigMap (it is put back) or of another policy of the namespace; an
 timer, which also picks up a changed or newly created headers Secret (Secrets are not watched:
 that would stream every Secret of the cluster through the operator).
 
-It may not compute a configuration itself (``policy_config`` does) nor talk to the API other
-than through ``kube``.
+The handlers are registered by :func:`register`, never on import. It may not compute a
+configuration itself (``policy_config`` does) nor talk to the API other than through ``kube``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from a11i.operator.policy_config import (
     parse_spec,
     sidecar_config,
 )
+from a11i.operator.settings import OperatorSettings
 
 GROUP: Final = "a11i.io"
 VERSION: Final = "v1alpha1"
@@ -62,9 +63,8 @@ GENERATED_NAMES: Final = frozenset({CONFIG_MAP_NAME, ENV_CONFIG_MAP_NAME, HEADER
 
 #: Ready=False when an older policy of the namespace is in force (one per namespace).
 DUPLICATE_POLICY: Final = "DuplicatePolicy"
-_MEMO_KEY: Final = "a11i_policy_runtime"
 #: Seconds between resyncs of every policy (a headers Secret created or changed, a generated
-#: object edited by hand); kopf takes it when the module is imported, so it is a constant.
+#: object edited by hand).
 RESYNC_INTERVAL_S: Final = 60.0
 
 
@@ -74,6 +74,8 @@ class PolicySettings:
 
     #: Seconds before a handler is retried after the API server failed or refused it.
     retry_delay_s: float = 10.0
+    #: Seconds between two resyncs of every policy.
+    resync_interval_s: float = RESYNC_INTERVAL_S
 
 
 @dataclass(slots=True)
@@ -89,35 +91,14 @@ class PolicyRuntime:
         return self.locks.setdefault((namespace, name), asyncio.Lock())
 
 
-# --------------------------------------------------------------------------- lifecycle
-
-
-@kopf.on.startup()
-async def start_policy_runtime(memo: kopf.Memo, **_: object) -> None:
-    memo[_MEMO_KEY] = PolicyRuntime(KubeClient())
-
-
-@kopf.on.cleanup()
-async def stop_policy_runtime(memo: kopf.Memo, **_: object) -> None:
-    runtime = memo.get(_MEMO_KEY)
-    if isinstance(runtime, PolicyRuntime):
-        await runtime.client.close()
-
-
-def _runtime(memo: kopf.Memo) -> PolicyRuntime:
-    runtime = memo.get(_MEMO_KEY)
-    if not isinstance(runtime, PolicyRuntime):
-        raise kopf.PermanentError("the policy runtime was not started (on.startup did not run)")
-    return runtime
-
-
 # --------------------------------------------------------------------------- indexes
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
 def policy_references(
     namespace: str | None, name: str | None, spec: kopf.Spec, **_: object
 ) -> dict[tuple[str, str, str], str]:
+    """Index ``policy_references``: (namespace, kind, name) of a referenced object to the
+    policies referencing it."""
     if namespace is None or name is None:
         return {}
     try:
@@ -127,10 +108,10 @@ def policy_references(
     return {(namespace, ref.kind, ref.name): name for ref in parsed.references}
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
 def policies_by_namespace(
     namespace: str | None, name: str | None, meta: kopf.Meta, **_: object
 ) -> dict[str, tuple[str, str]]:
+    """Index ``policies_by_namespace``: a namespace to its policies' (creation time, name)."""
     if namespace is None or name is None:
         return {}
     return {namespace: (str(meta.get("creationTimestamp") or ""), name)}
@@ -160,90 +141,124 @@ def _in_force(
 # --------------------------------------------------------------------------- handlers
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
-async def reconcile_policy(
-    namespace: str | None,
-    name: str | None,
-    memo: kopf.Memo,
-    logger: kopf.Logger,
-    **kwargs: object,
-) -> None:
-    """Generate the sidecar configuration. Invalid content is reported in the status and not
-    retried (it is retried when the policy or a referenced ConfigMap changes); the API server
-    failing or refusing is retried after a delay."""
-    if namespace is None or name is None:
-        raise kopf.PermanentError("a TelemetryPolicy must be namespaced")
-    runtime = _runtime(memo)
-    try:
-        await sync_policy(runtime, namespace, name, _in_force(kwargs, namespace), logger)
-    except KubeError as error:
-        if error.temporary or error.status in (401, 403):
-            # 401/403: credentials or RBAC, fixed outside the operator; worth trying again.
-            raise kopf.TemporaryError(str(error), delay=runtime.settings.retry_delay_s) from error
-        raise kopf.PermanentError(str(error)) from error
+class Policies:
+    """The TelemetryPolicy handlers; the API client lives from kopf's startup to its cleanup."""
+
+    def __init__(self, settings: PolicySettings | None = None) -> None:
+        self.settings = settings or PolicySettings()
+        self._runtime: PolicyRuntime | None = None
+
+    @property
+    def runtime(self) -> PolicyRuntime:
+        if self._runtime is None:
+            raise kopf.PermanentError("the policy runtime was not started (on.startup did not run)")
+        return self._runtime
+
+    async def startup(self, **_: object) -> None:
+        self._runtime = PolicyRuntime(KubeClient(), self.settings)
+
+    async def cleanup(self, **_: object) -> None:
+        runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            await runtime.client.close()
+
+    async def reconcile(
+        self, namespace: str | None, name: str | None, logger: kopf.Logger, **kwargs: object
+    ) -> None:
+        """Generate the sidecar configuration. Invalid content is reported in the status and
+        not retried (it is retried when the policy or a referenced ConfigMap changes); the API
+        server failing or refusing is retried after a delay."""
+        if namespace is None or name is None:
+            raise kopf.PermanentError("a TelemetryPolicy must be namespaced")
+        runtime = self.runtime
+        try:
+            await sync_policy(runtime, namespace, name, _in_force(kwargs, namespace), logger)
+        except KubeError as error:
+            if error.temporary or error.status in (401, 403):
+                # 401/403: credentials or RBAC, fixed outside the operator; worth trying again.
+                raise kopf.TemporaryError(str(error), delay=self.settings.retry_delay_s) from error
+            raise kopf.PermanentError(str(error)) from error
+
+    async def resync(
+        self, namespace: str | None, name: str | None, logger: kopf.Logger, **kwargs: object
+    ) -> None:
+        if namespace is not None and name is not None:
+            in_force = _in_force(kwargs, namespace)
+            await _sync_logged(self.runtime, namespace, name, in_force, logger)
+
+    async def config_map_changed(
+        self,
+        event: kopf.RawEvent,
+        namespace: str | None,
+        name: str | None,
+        labels: kopf.Labels,
+        logger: kopf.Logger,
+        **kwargs: object,
+    ) -> None:
+        """A referenced ConfigMap appeared, changed or went away; or a generated one was
+        deleted (it is put back). Every other ConfigMap of the cluster is dismissed by one
+        index lookup."""
+        if namespace is None or name is None:
+            return
+        references = _index(kwargs, "policy_references")
+        targets = {str(policy) for policy in references.get((namespace, "ConfigMap", name), ())}
+        if (
+            event.get("type") == "DELETED"
+            and name in GENERATED_NAMES
+            and labels.get(MANAGED_BY_LABEL) == MANAGED_BY
+        ):
+            owner = labels.get(POLICY_LABEL)
+            if owner:
+                targets.add(owner)
+        if not targets:
+            return
+        runtime = self.runtime
+        in_force = _in_force(kwargs, namespace)
+        for policy in sorted(targets):
+            await _sync_logged(runtime, namespace, policy, in_force, logger)
+
+    async def policy_deleted(
+        self,
+        event: kopf.RawEvent,
+        namespace: str | None,
+        name: str | None,
+        logger: kopf.Logger,
+        **kwargs: object,
+    ) -> None:
+        """When the policy in force goes, the next one of the namespace takes over at once."""
+        if event.get("type") != "DELETED" or namespace is None or name is None:
+            return
+        successor = _in_force(kwargs, namespace, gone=name)
+        if successor is not None:
+            await _sync_logged(self.runtime, namespace, successor, successor, logger)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_INTERVAL_S, initial_delay=RESYNC_INTERVAL_S)
-async def resync_policy(
-    namespace: str | None,
-    name: str | None,
-    memo: kopf.Memo,
-    logger: kopf.Logger,
-    **kwargs: object,
-) -> None:
-    if namespace is not None and name is not None:
-        await _sync_logged(_runtime(memo), namespace, name, _in_force(kwargs, namespace), logger)
-
-
-@kopf.on.event("", "v1", "configmaps")
-async def config_map_changed(
-    event: kopf.RawEvent,
-    namespace: str | None,
-    name: str | None,
-    labels: kopf.Labels,
-    memo: kopf.Memo,
-    logger: kopf.Logger,
-    **kwargs: object,
-) -> None:
-    """A referenced ConfigMap appeared, changed or went away; or a generated one was deleted
-    (it is put back). Every other ConfigMap of the cluster is dismissed by one index lookup."""
-    if namespace is None or name is None:
-        return
-    references = _index(kwargs, "policy_references")
-    targets = {str(policy) for policy in references.get((namespace, "ConfigMap", name), ())}
-    if (
-        event.get("type") == "DELETED"
-        and name in GENERATED_NAMES
-        and labels.get(MANAGED_BY_LABEL) == MANAGED_BY
-    ):
-        owner = labels.get(POLICY_LABEL)
-        if owner:
-            targets.add(owner)
-    if not targets:
-        return
-    runtime = _runtime(memo)
-    in_force = _in_force(kwargs, namespace)
-    for policy in sorted(targets):
-        await _sync_logged(runtime, namespace, policy, in_force, logger)
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL)
-async def policy_deleted(
-    event: kopf.RawEvent,
-    namespace: str | None,
-    name: str | None,
-    memo: kopf.Memo,
-    logger: kopf.Logger,
-    **kwargs: object,
-) -> None:
-    """When the policy in force goes, the next one of the namespace takes over at once."""
-    if event.get("type") != "DELETED" or namespace is None or name is None:
-        return
-    successor = _in_force(kwargs, namespace, gone=name)
-    if successor is not None:
-        await _sync_logged(_runtime(memo), namespace, successor, successor, logger)
+def register(settings: OperatorSettings, registry: kopf.OperatorRegistry) -> Policies:
+    """The TelemetryPolicy handlers in ``registry``. ``settings`` holds nothing for them yet;
+    the handler ids are the ones kopf's progress annotations on existing policies carry."""
+    del settings
+    policies = Policies()
+    on = kopf.on
+    on.startup(id="start_policy_runtime", registry=registry)(policies.startup)
+    on.cleanup(id="stop_policy_runtime", registry=registry)(policies.cleanup)
+    for index in (policy_references, policies_by_namespace):
+        kopf.index(GROUP, VERSION, PLURAL, id=index.__name__, registry=registry)(index)
+    for reacting in (on.resume, on.create, on.update):
+        reacting(GROUP, VERSION, PLURAL, id="reconcile_policy", registry=registry)(
+            policies.reconcile
+        )
+    interval = policies.settings.resync_interval_s
+    kopf.timer(
+        GROUP, VERSION, PLURAL, id="resync_policy", interval=interval, initial_delay=interval,
+        registry=registry,
+    )(policies.resync)  # fmt: skip
+    on.event("", "v1", "configmaps", id="config_map_changed", registry=registry)(
+        policies.config_map_changed
+    )
+    on.event(GROUP, VERSION, PLURAL, id="policy_deleted", registry=registry)(
+        policies.policy_deleted
+    )
+    return policies
 
 
 async def _sync_logged(

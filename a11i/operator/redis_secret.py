@@ -164,9 +164,9 @@ class SidecarRedisSecrets:
 
 
 def register(
-    settings: OperatorSettings, registry: kopf.OperatorRegistry | None = None
+    settings: OperatorSettings, registry: kopf.OperatorRegistry
 ) -> SidecarRedisSecrets | None:
-    """The handlers in ``registry`` (kopf's default when None), when a Secret name is set."""
+    """The handlers in ``registry``, when a Secret name is set."""
     if not settings.sidecar_redis_secret:
         return None
     keeper = SidecarRedisSecrets(

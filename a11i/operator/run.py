@@ -6,9 +6,10 @@ finalizer, Kubernetes Events for what the handlers post, and peering, so that on
 reconciles at a time while others stand by.
 
 ``--role`` splits the process: ``reconciler`` runs the AgentBudget and TelemetryPolicy handlers
-without a webhook server, ``webhook`` only the injection webhook (its own kopf registry: no
-Redis, no peering, every replica serves), ``all`` both (the webhook only when
-``A11I_SIDECAR_IMAGE`` is set).
+without a webhook server, ``webhook`` only the injection webhook (no Redis, no peering, every
+replica serves), ``all`` both (the webhook only when ``A11I_SIDECAR_IMAGE`` is set). Each role
+gets a fresh kopf registry holding only its handlers, which every module registers with its
+``register(settings, registry)``; kopf logs in with ``kube.kopf_login``.
 """
 
 from __future__ import annotations
@@ -21,18 +22,11 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import kopf
 
 from a11i.core.errors import SettingsError
-from a11i.operator import (
-    budgets,
-    certs,
-    policies,  # noqa: F401  (registers its handlers on import, in kopf's default registry)
-    redis_secret,
-    webhook,
-)
+from a11i.operator import budgets, certs, kube, policies, redis_secret, webhook
 from a11i.operator.settings import OperatorSettings, Role
 
 PREFIX = "a11i.io"
@@ -76,10 +70,18 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     return config
 
 
-def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """How kopf's default registry logs in without a client library: the pod's
-    ServiceAccount, else the kubeconfig (a fresh registry has no login handler)."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
+    """A fresh kopf registry with the handlers of the role: every module registers its own by
+    ``register(settings, registry)`` (none on import), and kopf logs in as ``kube`` does."""
+    handlers = kopf.OperatorRegistry()
+    kopf.on.login(id="a11i-login", registry=handlers)(kube.kopf_login)
+    if settings.reconciles:
+        budgets.register(settings, handlers)
+        policies.register(settings, handlers)
+        redis_secret.register(settings, handlers)
+    if settings.webhook is not None:
+        webhook.register(settings.webhook, handlers)
+    return handlers
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -92,8 +94,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             "A11I_REDIS_URL (required), A11I_OPERATOR_STATUS_INTERVAL, A11I_OPERATOR_NAMESPACES, "
             "A11I_OPERATOR_PEERING, A11I_REDIS_TIMEOUT; the injection webhook by "
             "A11I_SIDECAR_IMAGE, A11I_SIDECAR_REDIS_URL, A11I_OPERATOR_NAMESPACE, "
-            "A11I_NATIVE_SIDECARS (docs/injection.md); the cluster from KUBECONFIG or the "
-            "in-cluster service account."
+            "A11I_NATIVE_SIDECARS (docs/injection.md); the cluster from the in-cluster "
+            "service account, else KUBECONFIG or ~/.kube/config (as kubectl)."
         ),
     )
     parser.add_argument(
@@ -162,25 +164,20 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         )
         return 2
     kopf.configure(verbose=args.verbose, debug=args.debug)
+    handlers = build_registry(settings)
     if not settings.reconciles:
-        # Only the webhook: a registry of its own, without the reconcilers' handlers.
-        registry = kopf.OperatorRegistry()
-        kopf.on.login(id="a11i-login", registry=registry)(_login)
-        assert settings.webhook is not None  # from_env requires it for this role
-        webhook.register(settings.webhook, registry)
+        # Only the webhook: no Redis, no peering, every namespace (its own registry, without
+        # the reconcilers' handlers).
         kopf.run(
-            registry=registry,
+            registry=handlers,
             settings=kopf_settings(settings),
             standalone=True,
             clusterwide=True,
             liveness_endpoint=liveness,
         )
         return 0
-    budgets.register(settings)
-    redis_secret.register(settings)
-    if settings.webhook is not None:
-        webhook.register(settings.webhook)
     kopf.run(
+        registry=handlers,
         settings=kopf_settings(settings),
         standalone=settings.peering is None,
         peering_name=settings.peering,

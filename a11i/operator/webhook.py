@@ -45,7 +45,7 @@ from a11i.operator.injection import (
     InjectionSettings,
     NamespaceBudget,
 )
-from a11i.operator.kube import KubeClient, KubeError
+from a11i.operator.kube import NAMESPACES, KubeClient, KubeError
 from a11i.operator.settings import WebhookSettings
 
 log = logging.getLogger(__name__)
@@ -146,27 +146,14 @@ def _with_namespace(fn: kopf.WebhookFn) -> kopf.WebhookFn:
     return call
 
 
-class _ClusterReader(KubeClient):
-    """The two cluster-scoped reads the webhook needs, over the operator's one client."""
-
-    async def version(self) -> tuple[int, int]:
-        answer = await self._request("GET", "/version")
-        major, minor = str(answer.get("major", "")), str(answer.get("minor", ""))
-        try:
-            return int(major.rstrip("+")), int(minor.rstrip("+"))
-        except ValueError as error:
-            raise KubeError(f"/version: unreadable major/minor {major!r}/{minor!r}") from error
-
-    async def namespace_labels(self, name: str) -> dict[str, str] | None:
-        try:
-            answer = await self._request("GET", f"/api/v1/namespaces/{name}")
-        except KubeError as error:
-            if error.status == 404:
-                return None
-            raise
-        metadata = answer.get("metadata")
-        labels = metadata.get("labels") if isinstance(metadata, dict) else None
-        return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+async def namespace_labels(client: KubeClient, name: str) -> dict[str, str] | None:
+    """The labels of namespace ``name``; None when it does not exist."""
+    found = await client.get(NAMESPACES, None, name)
+    if found is None:
+        return None
+    metadata = found.get("metadata")
+    labels = metadata.get("labels") if isinstance(metadata, dict) else None
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
 
 class Injector:
@@ -178,16 +165,16 @@ class Injector:
         self._watched: dict[str, dict[str, str]] = {}
         self._fetched: dict[str, tuple[float, dict[str, str]]] = {}
         self._pending: dict[str, asyncio.Future[dict[str, str]]] = {}
-        self._client: _ClusterReader | None = None
+        self._client: KubeClient | None = None
         #: Per-agent AgentBudgets by namespace, then name (from the watch).
         self._agent_budgets: dict[str, dict[str, AgentBudgetRule]] = {}
         #: Namespace-wide AgentBudgets by namespace, then name (from the same watch).
         self._namespace_budgets: dict[str, dict[str, NamespaceBudget]] = {}
 
     @property
-    def client(self) -> _ClusterReader:
+    def client(self) -> KubeClient:
         if self._client is None:
-            self._client = _ClusterReader()
+            self._client = KubeClient()
         return self._client
 
     async def startup(self, logger: kopf.Logger, **_: Any) -> None:
@@ -256,7 +243,7 @@ class Injector:
 
     async def _fetch(self, namespace: str) -> dict[str, str]:
         try:
-            labels = await self.client.namespace_labels(namespace) or {}
+            labels = await namespace_labels(self.client, namespace) or {}
             self._fetched[namespace] = (time.monotonic(), labels)
             return labels
         finally:
@@ -330,8 +317,8 @@ def _keep(index: dict[str, dict[str, _T]], namespace: str, name: str, value: _T 
         index.pop(namespace, None)
 
 
-def register(settings: WebhookSettings, registry: kopf.OperatorRegistry | None = None) -> Injector:
-    """The injection handlers in ``registry`` (kopf's default when None)."""
+def register(settings: WebhookSettings, registry: kopf.OperatorRegistry) -> Injector:
+    """The injection handlers in ``registry``."""
     injector = Injector(settings)
     kopf.on.startup(id="a11i-inject-startup", registry=registry)(injector.startup)
     kopf.on.cleanup(id="a11i-inject-cleanup", registry=registry)(injector.cleanup)

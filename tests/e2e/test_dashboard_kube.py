@@ -28,7 +28,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 import redis
 
@@ -517,7 +516,7 @@ class _Racing(KubeClient):
     each of its first ``races`` patches: the real API server answers 409 Conflict."""
 
     def __init__(self, plane: ControlPlane, races: int) -> None:
-        super().__init__(credentials=_kubeconfig_login)
+        super().__init__()  # logs in from $KUBECONFIG, set by the test
         self.plane = plane
         self.races = races
         self.patches = 0
@@ -531,12 +530,6 @@ class _Racing(KubeClient):
                 check=True,
             )  # fmt: skip
         return await super().patch(resource, namespace, name, body)
-
-
-def _kubeconfig_login() -> kopf.ConnectionInfo:
-    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
-    assert info is not None
-    return info
 
 
 async def test_a_concurrent_write_is_retried_on_the_new_limit(

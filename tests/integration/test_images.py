@@ -439,11 +439,11 @@ def test_install_is_the_wheel_alone(installed: Installed) -> None:
     found = json.loads(result.stdout)
     assert Path(found["a11i"]).is_relative_to(installed.prefix), found
     absent = ["a11i_operator", "litellm", "mypy", "openai", "pip", "pytest", "sidecar"]
-    extra = ["cryptography", "kopf"]
+    extra = ["cryptography", "kopf", "kubernetes"]
     if installed.image == "sidecar":
-        assert sorted(found["missing"]) == sorted([*absent, *extra, "kubernetes"])
+        assert sorted(found["missing"]) == sorted([*absent, *extra])
     else:
-        assert sorted(found["missing"]) == sorted([*absent, "kubernetes"])
+        assert sorted(found["missing"]) == sorted(absent)
     encodings = installed.prefix.glob("lib/python*/site-packages/a11i/sidecar/data/encodings/*")
     baked = sorted(path.name for path in encodings)
     if installed.image == "sidecar":
