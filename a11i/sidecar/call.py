@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from a11i.core.analysis import ToolCall
+from a11i.core.capping import CapFit
 from a11i.core.meter import CallPlan, Settlement
 from a11i.core.policy import Verdict
 
@@ -70,6 +71,8 @@ class CallRecord:
     tool_calls: tuple[ToolCall, ...] = ()
     #: What the optimizer did to the request, when it changed it.
     optimization: Optimization | None = None
+    #: The output cap a11i lowered to fit the wallet, when it did.
+    output_cap: CapFit | None = None
     origin: CallOrigin = field(default_factory=CallOrigin)
     #: The text the model produced (for content capture, when it is on).
     output_text: str = ""
@@ -87,6 +90,7 @@ class Call:
     #: ``time.perf_counter()`` when the request arrived.
     started: float
     optimization: Optimization | None = None
+    output_cap: CapFit | None = None
     settlement: Settlement | None = None
     #: The answer's status; 502 until the provider answered.
     status: int = 502
@@ -112,6 +116,7 @@ class Call:
             duration_s=now - self.started,
             tool_calls=self.tool_calls,
             optimization=self.optimization,
+            output_cap=self.output_cap,
             origin=self.origin,
             output_text=self.output_text,
             error_type=self.error_type,

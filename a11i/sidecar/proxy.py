@@ -26,6 +26,7 @@ from aiohttp import web
 from yarl import URL
 
 from a11i.core.analysis import ToolCall, answer_text, tool_calls
+from a11i.core.capping import CapFit, fit_output_cap
 from a11i.core.dialects import error_body, parse_json_body, usage_from_body
 from a11i.core.errors import (
     A11iError,
@@ -88,6 +89,7 @@ H_REMAINING: Final = "x-a11i-budget-remaining-usd"
 H_PRICING: Final = "x-a11i-pricing"
 H_SATURATION: Final = "x-a11i-context-saturation"
 H_OPTIMIZED: Final = "x-a11i-optimized"
+H_OUTPUT_CAP: Final = "x-a11i-output-cap"
 
 _DIALECT_KEY: Final = web.RequestKey("a11i_dialect", Dialect)
 _ROUTE_KEY: Final = web.RequestKey("a11i_route", Route)
@@ -351,19 +353,31 @@ class Sidecar:
             )
         verdict, reservation = await self.wallet.reserve(plan.projected_usd)
         call = Call(plan=plan, verdict=verdict, origin=origin, started=started)
+        # A call that does not fit as asked is tried again smaller: its input made smaller by
+        # the optimizer, then its output cap fitted to what is left.
+        candidate: tuple[CallPlan, Optimization] | None = None
         if self._should_optimize(verdict, reservation is not None):
-            # A call that does not fit is tried again smaller, with every strategy.
             state = verdict.state if reservation is not None else WalletState.RED
-            smaller = await self._optimize(plan, state, len(raw))
-            if smaller is not None:
+            candidate = await self._optimize(plan, state, len(raw))
+            if candidate is not None:
                 if reservation is None:
-                    retried, reservation = await self.wallet.reserve(smaller[0].projected_usd)
+                    retried, reservation = await self.wallet.reserve(candidate[0].projected_usd)
                     if reservation is not None:
                         call.verdict = retried
                 if reservation is not None:
                     # A kept reservation made for the larger request covers the smaller one;
                     # settlement charges what the provider reports.
-                    call.plan, call.optimization = smaller
+                    call.plan, call.optimization = candidate
+        if reservation is None and self._may_fit_cap(call.verdict):
+            smaller_plan = candidate[0] if candidate is not None else plan
+            fitted = await self._fit_output_cap(smaller_plan, len(raw))
+            if fitted is not None:
+                fit_plan, cap = fitted
+                retried, reservation = await self.wallet.reserve(fit_plan.projected_usd)
+                if reservation is not None:
+                    call.verdict, call.plan, call.output_cap = retried, fit_plan, cap
+                    if candidate is not None:
+                        call.optimization = candidate[1]
         self.counters.metered_calls += 1
         decision = call.verdict.decision
         self.counters.by_decision[decision] = self.counters.by_decision.get(decision, 0) + 1
@@ -376,15 +390,38 @@ class Sidecar:
         outbound, strip_usage = _outbound_body(
             call.plan,
             raw,
-            rewritten=call.optimization is not None,
+            rewritten=call.optimization is not None or call.output_cap is not None,
             model=sent_model,
         )
         headers = self._a11i_headers(call.plan, call.verdict)
         if call.optimization is not None:
             headers[H_OPTIMIZED] = call.optimization.header
+        if call.output_cap is not None:
+            headers[H_OUTPUT_CAP] = call.output_cap.header
         return await self._forward(
             request, route, call, reservation, outbound, strip_usage, headers
         )
+
+    def _may_fit_cap(self, verdict: Verdict) -> bool:
+        """Whether a refused call may go on with a lower output cap: not under the emergency
+        stop, not when the budget is strict (A11I_BUDGET_FIT_OUTPUT_CAP=off)."""
+        admission = self.settings.admission
+        return admission.fit_output_cap and verdict.state is not WalletState.SUSPENDED
+
+    async def _fit_output_cap(self, plan: CallPlan, size: int) -> tuple[CallPlan, CapFit] | None:
+        """The plan with its output cap lowered to what the wallet has left (as of the refusal
+        just made), re-planned; None when no useful answer fits."""
+        snapshot = self.wallet.last_snapshot
+        if snapshot is None or snapshot.remaining_usd is None:
+            return None
+        fit = fit_output_cap(
+            plan, snapshot.remaining_usd, self.settings.admission.min_output_tokens
+        )
+        if fit is None:
+            return None
+        request = plan.request
+        fitted = await self._off_loop_if_large(size, self.meter.plan, request.dialect, fit.body)
+        return fitted, fit
 
     def _should_optimize(self, verdict: Verdict, admitted: bool) -> bool:
         if not self.optimizer.enabled or verdict.state is WalletState.SUSPENDED:

@@ -152,6 +152,19 @@ class GuardSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AdmissionSettings:
+    """How a call that does not fit the wallet as asked may still be admitted (docs/budget.md)."""
+
+    #: ``A11I_BUDGET_FIT_OUTPUT_CAP``: when a call's worst case does not fit but a useful answer
+    #: does, lower its forwarded output cap to what is left (``x-a11i-output-cap``) instead of
+    #: refusing it; off: strict, such a call is refused with 402.
+    fit_output_cap: bool = True
+    #: ``A11I_BUDGET_MIN_OUTPUT_TOKENS``: the smallest cap worth forwarding; a call that can
+    #: afford less (and asked for more) is refused. A call asking for less needs all of it.
+    min_output_tokens: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
 class SidecarSettings:
     """Everything ``a11i sidecar`` needs, resolved."""
 
@@ -164,6 +177,8 @@ class SidecarSettings:
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     #: ``A11I_OPENAI_API_KEY[_FILE]``, ``A11I_ANTHROPIC_API_KEY[_FILE]``: keys held by the sidecar.
     custody: KeyCustody = field(default_factory=KeyCustody)
+    #: ``A11I_BUDGET_FIT_OUTPUT_CAP``, ``A11I_BUDGET_MIN_OUTPUT_TOKENS``.
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     #: ``A11I_ALLOW_UNMETERED``, ``A11I_AZURE_DEPLOYMENTS``: what passes the guard unmetered.
     guard: GuardSettings = field(default_factory=GuardSettings)
     #: The files the held keys come from (``A11I_*_API_KEY_FILE``), re-read when they change (a
@@ -255,6 +270,10 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         custody=KeyCustody(
             openai_key=_secret(env, "A11I_OPENAI_API_KEY"),
             anthropic_key=_secret(env, "A11I_ANTHROPIC_API_KEY"),
+        ),
+        admission=AdmissionSettings(
+            fit_output_cap=var.flag(env, "A11I_BUDGET_FIT_OUTPUT_CAP", default=True),
+            min_output_tokens=var.whole(env, "A11I_BUDGET_MIN_OUTPUT_TOKENS", 1024),
         ),
         guard=GuardSettings(
             allow_unmetered=_unmetered_patterns(env, "A11I_ALLOW_UNMETERED"),

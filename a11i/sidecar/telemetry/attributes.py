@@ -101,6 +101,10 @@ def turn_attributes(
     if record.optimization is not None:
         attributes[names.OPTIMIZER_STRATEGY] = list(record.optimization.strategies)
         attributes[names.OPTIMIZER_TOKENS_SAVED_ATTR] = record.optimization.tokens_saved
+    if record.output_cap is not None:
+        attributes[names.OUTPUT_CAP_FORWARDED] = record.output_cap.forwarded
+        if record.output_cap.asked is not None:
+            attributes[names.OUTPUT_CAP_ASKED] = record.output_cap.asked
     if plan.saturation_percent > tagging.saturation_warning_percent:
         attributes[names.SATURATION_WARNING] = True
     if tagging.capture_content:

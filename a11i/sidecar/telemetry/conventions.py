@@ -90,6 +90,10 @@ GEN_AI_TOOL_NAME: Final = gen_ai.GEN_AI_TOOL_NAME
 DECISION: Final = "a11i.decision"
 OPTIMIZER_STRATEGY: Final = "a11i.optimizer.strategy"
 OPTIMIZER_TOKENS_SAVED_ATTR: Final = "a11i.optimizer.tokens_saved"
+#: The output cap a11i forwarded after fitting it to the wallet, and the one the agent asked
+#: for (absent: it set none).
+OUTPUT_CAP_FORWARDED: Final = "a11i.output_cap.forwarded"
+OUTPUT_CAP_ASKED: Final = "a11i.output_cap.asked"
 WALLET_STATE: Final = "a11i.wallet.state"
 COST_PROJECTED: Final = "a11i.cost.projected_usd"
 COST_SETTLED: Final = "a11i.cost.settled_usd"

@@ -61,6 +61,8 @@ def call_event(record: CallRecord, namespace: str, agent: str) -> dict[str, str]
     if record.optimization is not None:
         event["optimized"] = ",".join(record.optimization.strategies)
         event["tokens_saved"] = str(record.optimization.tokens_saved)
+    if record.output_cap is not None:
+        event["output_cap"] = record.output_cap.header
     return event
 
 
