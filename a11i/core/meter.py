@@ -14,6 +14,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from a11i.core.analysis import ToolResult, context_saturation, tool_names, tool_results
+from a11i.core.conversations import ConversationLedger, Estimate
 from a11i.core.dialects import ParsedRequest, parse_request
 from a11i.core.model import Dialect, JSONObject, JSONValue, TokenCount, Usage
 from a11i.core.pricing import PriceLookup, RateCard, cost, project
@@ -44,6 +45,8 @@ class CallPlan:
     saturation_percent: Decimal
     tool_results: tuple[ToolResult, ...]
     tools_offered: tuple[str, ...]
+    #: An Anthropic request's estimate, to be calibrated by the provider's report.
+    conversation: Estimate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,8 @@ class Meter:
     def __init__(self, counter: TokenCounter, rate_card: RateCard) -> None:
         self.counter = counter
         self.rate_card = rate_card
+        #: Anthropic input counts learned from the provider's reports.
+        self.conversations = ConversationLedger()
 
     def plan(
         self, dialect: Dialect, body: JSONObject, expected_output: int | None = None
@@ -69,7 +74,18 @@ class Meter:
         ``expected_output`` is the realistic output of a call that sets no cap of its own
         (``OutputHistory.estimate``); without it such a call is projected at the model's cap."""
         request = parse_request(dialect, body)
-        counted = self.count_input(request)
+        conversation: Estimate | None = None
+        if dialect is Dialect.ANTHROPIC_MESSAGES:
+            parts = self.counter.anthropic_parts(
+                request.model,
+                body.get("system"),
+                _list(body.get("messages")),
+                tools=_optional_list(body.get("tools")),
+            )
+            conversation = self.conversations.estimate(request.model, parts)
+            counted = TokenCount(conversation.tokens, exact=False)
+        else:
+            counted = self.count_input(request)
         price = self.rate_card.lookup(request.model)
         bound = self._output_bound(request, price, counted.tokens, expected_output)
         return CallPlan(
@@ -81,6 +97,7 @@ class Meter:
             saturation_percent=context_saturation(counted.tokens, price.price.context_window),
             tool_results=tool_results(request),
             tools_offered=tool_names(request),
+            conversation=conversation,
         )
 
     def count_input(self, request: ParsedRequest) -> TokenCount:
@@ -115,9 +132,20 @@ class Meter:
             tools=_optional_list(body.get("tools")),
         )
 
-    def settle(self, plan: CallPlan, usage: Usage | None, output_text: str = "") -> Settlement:
-        """Price the call by the provider's usage, or by the sidecar's own count without one."""
+    def settle(
+        self,
+        plan: CallPlan,
+        usage: Usage | None,
+        output_text: str = "",
+        *,
+        input_reported: bool = True,
+    ) -> Settlement:
+        """Price the call by the provider's usage, or by the sidecar's own count without one.
+        ``input_reported``: the usage's input tokens are the provider's (not filled in from the
+        sidecar's count for a cut stream), so they may calibrate later estimates."""
         source = UsageSource.PROVIDER
+        if usage is not None and plan.conversation is not None and input_reported:
+            self.conversations.record(plan.request.model, plan.conversation, usage.input_tokens)
         if usage is None:
             source = UsageSource.ESTIMATE
             output = self.counter.count_text(plan.request.model, output_text).tokens

@@ -322,6 +322,7 @@ class Sidecar:
         body["store"] = self.wallet.store()
         if isinstance(self.wallet, NestedWallet):
             body["agent_wallet"] = (await self.wallet.agent_wallet.snapshot()).as_json()
+        body["token_estimates"] = {"anthropic": self.meter.conversations.errors().as_json()}
         body["rate_card"] = self.counters.rate_card.as_json()
         body["config"] = self.counters.config.as_json()
         body["telemetry"] = {
@@ -613,9 +614,10 @@ class Sidecar:
             log.warning("%s stream from the provider was cut: %s", plan.request.dialect, exc)
         outcome = tracker.outcome()
         usage = outcome.usage
+        reported = usage is not None and usage.input_tokens > 0
         if not outcome.complete:
             usage = _partial_usage(self.meter, plan, usage, outcome.text)
-        settlement = self.meter.settle(plan, usage, outcome.text)
+        settlement = self.meter.settle(plan, usage, outcome.text, input_reported=reported)
         if not outcome.complete or cut:
             # Part of what was used may never have been reported: the figure is our own.
             settlement = Settlement(settlement.usage, settlement.cost_usd, UsageSource.ESTIMATE)

@@ -73,6 +73,20 @@ def _digest(value: object) -> bytes | None:
     return hashlib.blake2b(text.encode("ascii"), digest_size=16).digest()
 
 
+@dataclass(frozen=True, slots=True)
+class AnthropicParts:
+    """An Anthropic request's estimate, part by part."""
+
+    #: The whole estimate (``count_anthropic``).
+    count: TokenCount
+    #: The request overhead, the system prompt and the tools.
+    fixed: int
+    #: Each message's estimate, in order.
+    per_message: tuple[int, ...]
+    #: ``prefixes[k]``: a key of the system prompt, the tools and messages ``0..k``.
+    prefixes: tuple[bytes, ...]
+
+
 class TokenCounter:
     """Counts the input tokens of OpenAI and Anthropic requests (the package docstring,
     ``a11i.core.tokens``, says what is exact). Thread-safe: the per-message cache is guarded by a
@@ -195,27 +209,52 @@ class TokenCounter:
     ) -> TokenCount:
         """Input tokens of an Anthropic messages request. Always an estimate: ``cl100k_base``
         text counts times ``ANTHROPIC_TEXT_FACTOR``, plus overheads and image estimates."""
+        return self.anthropic_parts(model, system, messages, tools).count
+
+    def anthropic_parts(
+        self,
+        model: str,
+        system: JSONValue,
+        messages: Sequence[JSONValue],
+        tools: Sequence[JSONValue] | None = None,
+    ) -> AnthropicParts:
+        """The estimate of an Anthropic request part by part, with a key for each prefix of its
+        conversation (so a later turn can start from what the provider reported for this one,
+        ``a11i.core.conversations``)."""
         text = self._text_for_encoding(CL100K_BASE)
         tally = Tally()
         tally.add(ANTHROPIC_REQUEST_OVERHEAD, exact=False)
+        chain = hashlib.blake2b(b"anthropic", digest_size=16)
         if not is_empty(system):
-            tally.add(
-                *self._cached(
-                    "anthropic/system", system, partial(anthropic_system, system, text), text
-                )
+            tokens, exact, digest = self._cached_digest(
+                "anthropic/system", system, partial(anthropic_system, system, text), text
             )
-        for message in _as_list(messages, tally, text):
-            tally.add(
-                *self._cached("anthropic", message, partial(anthropic_message, message, text), text)
-            )
+            tally.add(tokens, exact=exact)
+            chain.update(digest or b"?")
         tool_list = _as_list(tools, tally, text)
         if tool_list:
-            tally.add(
-                *self._cached(
-                    "anthropic/tools", tool_list, partial(anthropic_tools, tool_list, text), text
-                )
+            tokens, exact, digest = self._cached_digest(
+                "anthropic/tools", tool_list, partial(anthropic_tools, tool_list, text), text
             )
-        return _finish(tally, text)
+            tally.add(tokens, exact=exact)
+            chain.update(digest or b"?")
+        per_message: list[int] = []
+        prefixes: list[bytes] = []
+        for message in _as_list(messages, tally, text):
+            tokens, exact, digest = self._cached_digest(
+                "anthropic", message, partial(anthropic_message, message, text), text
+            )
+            tally.add(tokens, exact=exact)
+            per_message.append(tokens)
+            chain.update(digest or b"?")
+            prefixes.append(chain.copy().digest())
+        count = _finish(tally, text)
+        return AnthropicParts(
+            count=count,
+            fixed=count.tokens - sum(per_message),
+            per_message=tuple(per_message),
+            prefixes=tuple(prefixes),
+        )
 
     # ---- caching -------------------------------------------------------------------------
 
@@ -240,6 +279,13 @@ class TokenCounter:
         """The count of one unit (a message, an item, the tools) by the hash of its canonical
         JSON, so a history re-sent every turn is tokenized once. The prefix names the rules and
         the encoding: the same message counts differently under another model's rules."""
+        tokens, exact, _digest_of_unit = self._cached_digest(prefix, unit, rule, text)
+        return tokens, exact
+
+    def _cached_digest(
+        self, prefix: str, unit: JSONValue, rule: Callable[[], Tally], text: Text
+    ) -> tuple[int, bool, bytes | None]:
+        """``_cached``, with the unit's digest (None: it has no canonical JSON)."""
         digest = _digest(unit)
         # Interned: 65,536 keys share a handful of prefix strings.
         key = (sys.intern(prefix), digest) if digest is not None else None
@@ -249,7 +295,7 @@ class TokenCounter:
                 if found is not None:
                     self._cache.move_to_end(key)
                     self._hits += 1
-                    return found
+                    return (*found, digest)
                 self._misses += 1
         cuts = text.cuts
         tokens, exact = _guarded(rule, unit)
@@ -260,7 +306,7 @@ class TokenCounter:
                 self._cache.move_to_end(key)
                 while len(self._cache) > self._capacity:
                     self._cache.popitem(last=False)
-        return value
+        return (*value, digest)
 
 
 def _finish(tally: Tally, text: Text) -> TokenCount:

@@ -114,7 +114,7 @@ async def test_an_uncapped_openai_call_gets_a_cap_when_its_projection_does_not_f
         raw = await client.chat.completions.with_raw_response.create(
             model="gpt-4o", messages=[{"role": "user", "content": PROMPT}]
         )
-    answer = raw.parse()
+        answer = raw.parse()
     forwarded, asked = raw.headers["x-a11i-output-cap"].split("; ")
     assert asked == "asked=none"
     [sent] = standin.requests
@@ -123,3 +123,31 @@ async def test_an_uncapped_openai_call_gets_a_cap_when_its_projection_does_not_f
     assert answer.usage is not None
     assert answer.usage.completion_tokens == int(forwarded)
     assert Decimal(raw.headers["x-a11i-cost-usd"]) <= Decimal("0.02")
+
+
+async def test_anthropic_estimates_on_later_turns_are_within_a_few_percent(
+    start_sidecar: SidecarFactory, standin: StandIn
+) -> None:
+    """Turn 1 is a local estimate (cl100k x 1.2, off by tens of percent against the stand-in's
+    own count); from turn 2 the count starts from what the provider reported."""
+    running = await start_sidecar()
+    system = "You are an SRE agent for the shop. Answer briefly and cite the logs. " * 30
+    messages: list[anthropic.types.MessageParam] = []
+    errors: list[float] = []
+    async with claude(running) as client:
+        for i in range(6):
+            messages.append(
+                {"role": "user", "content": f"Turn {i}: why did pod shop-{i} restart? " * 5}
+            )
+            raw = await client.messages.with_raw_response.create(
+                model="claude-sonnet-4-5", max_tokens=200, system=system, messages=messages
+            )
+            answer = await raw.parse()
+            ours = int(raw.headers["x-a11i-input-tokens"])
+            assert raw.headers["x-a11i-token-count"] == "estimate"
+            errors.append(abs(ours - answer.usage.input_tokens) / answer.usage.input_tokens)
+            text = "".join(block.text for block in answer.content if block.type == "text")
+            messages.append({"role": "assistant", "content": text})
+    assert max(errors[1:]) < 0.03, errors
+    budget = running.sidecar.meter.conversations.errors()
+    assert budget.calls == 6
