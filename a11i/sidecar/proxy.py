@@ -51,6 +51,7 @@ from a11i.core.routes import Access, Route, allowed_unmetered, route
 from a11i.core.streaming import SSEEvent, SSEParser, StreamTracker
 from a11i.core.wallets import Reservation
 from a11i.sidecar import contract
+from a11i.sidecar.admission import AdmissionQueue
 from a11i.sidecar.call import Call, CallOrigin, CallRecord, Optimization
 from a11i.sidecar.config import (
     ConfigError,
@@ -90,6 +91,7 @@ H_PRICING: Final = "x-a11i-pricing"
 H_SATURATION: Final = "x-a11i-context-saturation"
 H_OPTIMIZED: Final = "x-a11i-optimized"
 H_OUTPUT_CAP: Final = "x-a11i-output-cap"
+H_WAITED: Final = "x-a11i-admission-wait-ms"
 
 _DIALECT_KEY: Final = web.RequestKey("a11i_dialect", Dialect)
 _ROUTE_KEY: Final = web.RequestKey("a11i_route", Route)
@@ -161,6 +163,8 @@ class Sidecar:
             self.telemetry.record,
         ]
         self.counters = Counters()
+        #: Calls that wait for money held by calls in flight, in arrival order.
+        self.admission = AdmissionQueue(wallet, wait_s=settings.admission.wait_s)
         self._session: aiohttp.ClientSession | None = None
         self._watchers: list[asyncio.Task[None]] = []
         #: The optimizer in force: a11i.yaml's, reloaded when the file changes.
@@ -208,6 +212,7 @@ class Sidecar:
                 await watcher
         if self._session is not None:
             await self._session.close()
+        await self.admission.close()
         await self.wallet.close()
         await self.events.close()
         # Flushing may wait for a slow collector (bounded by the export timeout): off the loop.
@@ -320,6 +325,11 @@ class Sidecar:
             "fallback_priced": self.counters.fallback_priced_calls,
         }
         body["store"] = self.wallet.store()
+        body["admission"] = {
+            "waiting": self.admission.waiting,
+            "waited": self.admission.waited,
+            "admitted_after_wait": self.admission.admitted_after_wait,
+        }
         if isinstance(self.wallet, NestedWallet):
             body["agent_wallet"] = (await self.wallet.agent_wallet.snapshot()).as_json()
         body["token_estimates"] = {"anthropic": self.meter.conversations.errors().as_json()}
@@ -352,7 +362,7 @@ class Sidecar:
                 "model %r is not on the rate card: priced at the fallback price",
                 plan.request.model,
             )
-        verdict, reservation = await self.wallet.reserve(plan.projected_usd)
+        verdict, reservation, waited = await self.admission.reserve(plan.projected_usd)
         call = Call(plan=plan, verdict=verdict, origin=origin, started=started)
         # A call that does not fit as asked is tried again smaller: its input made smaller by
         # the optimizer, then its output cap fitted to what is left.
@@ -399,6 +409,8 @@ class Sidecar:
             headers[H_OPTIMIZED] = call.optimization.header
         if call.output_cap is not None:
             headers[H_OUTPUT_CAP] = call.output_cap.header
+        if waited > 0:
+            headers[H_WAITED] = f"{waited * 1000:.0f}"
         return await self._forward(
             request, route, call, reservation, outbound, strip_usage, headers
         )
@@ -640,9 +652,12 @@ class Sidecar:
     async def _settle(self, reservation: Reservation, settlement: Settlement | None) -> str | None:
         """Settle a reservation (nothing spent when there is no settlement: the provider
         refused the call); returns the remaining budget as a header value, if limited."""
-        await self.wallet.settle(
-            reservation, settlement.cost_usd if settlement is not None else Decimal(0)
-        )
+        try:
+            await self.wallet.settle(
+                reservation, settlement.cost_usd if settlement is not None else Decimal(0)
+            )
+        finally:
+            self.admission.released()
         return self._remaining()
 
     def _remaining(self) -> str | None:

@@ -162,6 +162,10 @@ class AdmissionSettings:
     #: ``A11I_BUDGET_MIN_OUTPUT_TOKENS``: the smallest cap worth forwarding; a call that can
     #: afford less (and asked for more) is refused. A call asking for less needs all of it.
     min_output_tokens: int = 1024
+    #: ``A11I_BUDGET_ADMISSION_WAIT``: seconds a call that fits beside what is spent, but not
+    #: beside what calls in flight hold, waits for them to settle (in arrival order) before it
+    #: is capped or refused; 0: never wait.
+    wait_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +278,7 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         admission=AdmissionSettings(
             fit_output_cap=var.flag(env, "A11I_BUDGET_FIT_OUTPUT_CAP", default=True),
             min_output_tokens=var.whole(env, "A11I_BUDGET_MIN_OUTPUT_TOKENS", 1024),
+            wait_s=_seconds_or_zero(env, "A11I_BUDGET_ADMISSION_WAIT", 5.0),
         ),
         guard=GuardSettings(
             allow_unmetered=_unmetered_patterns(env, "A11I_ALLOW_UNMETERED"),
@@ -411,6 +416,13 @@ def _otlp(env: Mapping[str, str], signal: Signal) -> OtlpExport | None:
         timeout_s=var.milliseconds(env, timeout_var, 10000),
         insecure=var.flag(env, insecure_var, default=parts.scheme == "http"),
     )
+
+
+def _seconds_or_zero(env: Mapping[str, str], name: str, default: float) -> float:
+    """Seconds, where 0 turns the behaviour off."""
+    if env.get(name, "").strip() in ("0", "0.0"):
+        return 0.0
+    return var.seconds(env, name, default)
 
 
 def _unmetered_patterns(env: Mapping[str, str], name: str) -> tuple[str, ...]:

@@ -106,7 +106,8 @@ async def test_two_sidecars_share_one_wallet_without_overspending(
         "A11I_REDIS_TIMEOUT": "2",
     }
     urls = [await sidecars.start(**settings, A11I_AGENT=f"agent-{i}") for i in range(2)]
-    standin.configure(chunk_delay_ms=5)
+    # 100 output tokens a call (about $0.00104): 60 calls need more than the limit.
+    standin.configure(chunk_delay_ms=5, words=100)
     statuses: list[int] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
 
@@ -121,9 +122,10 @@ async def test_two_sidecars_share_one_wallet_without_overspending(
         await asyncio.gather(*(call(i) for i in range(60)))
     assert set(statuses) <= {200, 402}
     admitted = statuses.count(200)
-    # Worst case of one call: its input and 200 output tokens of gpt-4o, about $0.0021: at
-    # least the ~23 calls that fit by their worst case were let in, from both sidecars.
-    assert admitted >= 20
+    # Worst case of one call: its input and 200 output tokens of gpt-4o, about $0.0021; real
+    # cost about $0.00104: calls wait for held money, so ~45 of them are let in, not the ~23 that
+    # fit by their worst case at once.
+    assert admitted >= 40
     assert statuses.count(402) > 0
     wallet = await wallet_of(redis_server.url)
     spent = Decimal(wallet["spent_nanos"]) / 10**9
@@ -257,3 +259,48 @@ async def test_redis_going_away_under_load_fails_open_and_reconciles(
         store = await store_of(http, url)
         assert (store["connected"], store["pending_usd"]) == (True, "0")
         assert Decimal((await wallet_of(redis_server.url))["spent_nanos"]) == expected
+
+
+async def test_calls_wait_for_held_money_and_use_the_limit_before_refusals(
+    standin: StandIn, redis_server: RedisServer, sidecars: Sidecars
+) -> None:
+    """100 concurrent calls through two sidecars on one Redis wallet: a call that fits beside
+    what is spent waits for the holds of the calls in flight instead of being refused, so the
+    wallet is used to the end, and never past its limit."""
+    assert standin.url is not None
+    settings = {
+        "A11I_OPENAI_BASE": standin.url,
+        "A11I_REDIS_URL": redis_server.url,
+        "A11I_NAMESPACE": "team-a",
+        "A11I_BUDGET_USD": "0.03",
+        "A11I_REDIS_TIMEOUT": "2",
+    }
+    urls = [await sidecars.start(**settings, A11I_AGENT=f"agent-{i}") for i in range(2)]
+    # 40 output tokens a call, about $0.00044 with the input: 100 calls need more than the
+    # limit; each is held at its worst case (200 output tokens, about $0.00204) while in flight.
+    standin.configure(words=40)
+    statuses: list[int] = []
+    waited: list[int] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def call(index: int) -> None:
+            async with http.post(
+                urls[index % 2] + "/v1/chat/completions", json=CHAT, headers=HEADERS
+            ) as response:
+                await response.read()
+                statuses.append(response.status)
+                if "x-a11i-admission-wait-ms" in response.headers:
+                    waited.append(int(response.headers["x-a11i-admission-wait-ms"]))
+
+        await asyncio.gather(*(call(i) for i in range(100)))
+        budgets = [await (await http.get(url + "/a11i/budget")).json() for url in urls]
+    assert set(statuses) <= {200, 402}
+    assert statuses.count(402) > 0  # the money ran out in the end
+    assert waited  # some calls waited for holds instead of being refused
+    wallet = await wallet_of(redis_server.url)
+    spent = Decimal(wallet["spent_nanos"]) / 10**9
+    assert spent <= Decimal("0.03")
+    # Refused only when even the worst case of one more call no longer fitted (<$0.00204 left).
+    assert spent >= Decimal("0.03") * Decimal("0.9"), spent
+    assert sum(b["admission"]["admitted_after_wait"] for b in budgets) > 0
+    assert all(b["admission"]["waiting"] == 0 for b in budgets)
