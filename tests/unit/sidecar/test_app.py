@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -27,6 +28,17 @@ def test_the_held_providers_are_named_never_their_keys(custody: KeyCustody, said
     assert held_providers(custody) == said
 
 
+@pytest.fixture
+def root_handlers_restored() -> Iterator[None]:
+    """``sidecar_app`` puts its scrubbing filter on the root logger's handlers, pytest's own
+    among them, which outlive the test: their filters are put back as they were."""
+    before = {handler: list(handler.filters) for handler in logging.getLogger().handlers}
+    yield
+    for handler, filters in before.items():
+        handler.filters[:] = filters
+
+
+@pytest.mark.usefixtures("root_handlers_restored")
 def test_the_start_line_names_the_held_providers(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="a11i")
     sidecar_app(
