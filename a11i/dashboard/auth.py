@@ -123,6 +123,19 @@ class Principal:
 
 
 @dataclass(frozen=True, slots=True)
+class KubernetesAuthSettings:
+    """How Kubernetes users are reviewed."""
+
+    #: Seconds a TokenReview or an RBAC answer is reused (a revoked binding or token takes
+    #: effect within this time).
+    review_ttl_s: float = 60.0
+    #: Seconds a rejected token is remembered as rejected (spares the API server a retry loop).
+    rejected_ttl_s: float = 10.0
+    #: Answers cached at most, per kind (tokens, identities); the oldest are forgotten first.
+    max_entries: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
 class AuthSettings:
     """Access to the dashboard."""
 

@@ -24,10 +24,15 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
-from a11i.dashboard.auth import Identity, Principal, Role, fingerprint
+from a11i.dashboard.auth import (
+    Identity,
+    KubernetesAuthSettings,
+    Principal,
+    Role,
+    fingerprint,
+)
 from a11i.dashboard.source import DashboardError
 from a11i.operator.kube import (
     SUBJECT_ACCESS_REVIEWS,
@@ -47,19 +52,6 @@ VIEWER_VERB: Final = "list"
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
-
-
-@dataclass(frozen=True, slots=True)
-class KubernetesAuthSettings:
-    """How Kubernetes users are reviewed."""
-
-    #: Seconds a TokenReview or an RBAC answer is reused (a revoked binding or token takes
-    #: effect within this time).
-    review_ttl_s: float = 60.0
-    #: Seconds a rejected token is remembered as rejected (spares the API server a retry loop).
-    rejected_ttl_s: float = 10.0
-    #: Answers cached at most, per kind (tokens, identities); the oldest are forgotten first.
-    max_entries: int = 1024
 
 
 class KubernetesUnavailable(DashboardError):

@@ -6,6 +6,8 @@ turns authenticated, CSRF-checked POSTs into actions on the wallets (emergency s
 top-up), each recorded as an event with who did it. With ``--kubernetes-auth`` a token that is
 not a static one is reviewed by the Kubernetes API (``kube_auth``); with ``--agentbudgets`` a
 namespace's top-up raises the limit of its AgentBudget (``agentbudgets``), then its wallet.
+Both need the ``a11i[operator]`` extra (the Kubernetes client), imported only when one is on:
+``a11i up`` and a dashboard without them run on the base distribution.
 
 What it may not do: read settings outside ``main``, answer anything but the login page to a
 visitor without a session, or let a viewer act. Routes parse input, call the hub or the source
@@ -24,34 +26,39 @@ import os
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
 from a11i.core import variables as var
 from a11i.core.errors import ConfigurationError
-from a11i.dashboard.agentbudgets import AgentBudgets
 from a11i.dashboard.auth import (
     COOKIE,
     CSRF_HEADER,
     Authenticator,
     AuthSettings,
     Identity,
+    KubernetesAuthSettings,
     Principal,
     SessionTooLarge,
     settings_from_env,
 )
 from a11i.dashboard.hub import Hub, HubSettings, Outgoing, dumps
-from a11i.dashboard.kube_auth import KubernetesAuthSettings, KubernetesReviewer
 from a11i.dashboard.source import DashboardError, RedisSource, Source
 from a11i.dashboard.state import CLUSTER, DashboardState, StateSettings, action_event
-from a11i.operator.kube import KubeClient, KubeError, KubeSettings, login
 from a11i.operator.status import money
+
+if TYPE_CHECKING:
+    # The operator extra's modules (kopf, kubernetes): imported at run time only where
+    # --kubernetes-auth or --agentbudgets is on (``_operator_extra``).
+    from a11i.dashboard.agentbudgets import AgentBudgets
+    from a11i.dashboard.kube_auth import KubernetesReviewer
+    from a11i.operator.kube import KubeClient
 
 log = logging.getLogger("a11i.dashboard")
 
@@ -130,6 +137,39 @@ class BadRequest(DashboardError):
     status = 400
 
 
+#: What only the ``a11i[operator]`` extra installs (kopf, cryptography, the Kubernetes client).
+EXTRA_MODULES: Final = frozenset({"kopf", "kubernetes", "cryptography"})
+
+
+class MissingExtra(ConfigurationError):
+    """A Kubernetes feature is on (``--kubernetes-auth``, ``--agentbudgets``) but the
+    ``a11i[operator]`` extra it needs is not installed."""
+
+
+@contextlib.contextmanager
+def _operator_extra(settings: DashboardSettings) -> Iterator[None]:
+    """Around the imports of the Kubernetes features: a module of the extra that is missing
+    becomes ``MissingExtra``, naming the features that are on and the extra to install."""
+    try:
+        yield
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] not in EXTRA_MODULES:
+            raise
+        features = [
+            flag
+            for flag, on in (
+                ("--kubernetes-auth", settings.auth.kubernetes),
+                ("--agentbudgets", settings.agentbudgets),
+            )
+            if on
+        ]
+        verb = "needs" if len(features) == 1 else "need"
+        raise MissingExtra(
+            f"{' and '.join(features)} {verb} the operator's dependencies ({error.name} is not "
+            "installed): pip install 'a11i[operator]'"
+        ) from error
+
+
 # --- the app ------------------------------------------------------------------------------------
 
 
@@ -144,24 +184,33 @@ def build_app(
             "top-up through the AgentBudget (--agentbudgets) needs the shared Redis the "
             "operator configures, not the embedded wallet"
         )
+    reviewer: KubernetesReviewer | None = None
+    budgets: AgentBudgets | None = None
+    if settings.uses_kubernetes:
+        with _operator_extra(settings):
+            # Here only: the Kubernetes client is the operator extra, which `a11i up` lacks.
+            from a11i.dashboard.agentbudgets import AgentBudgets
+            from a11i.dashboard.kube_auth import KubernetesReviewer
+            from a11i.operator.kube import KubeClient, KubeSettings
+        if kube is None:
+            # Lazy: it logs in on its first call, so nothing is open yet.
+            kube = KubeClient(
+                settings=KubeSettings(
+                    timeout_s=settings.kube_timeout_s, user_agent="a11i-dashboard"
+                )
+            )
+        if settings.auth.kubernetes:
+            reviewer = KubernetesReviewer(kube, settings.kubernetes)
+        if settings.agentbudgets:
+            budgets = AgentBudgets(kube)
     if source is None:
         if settings.redis_url is None:
             raise DashboardError("the dashboard needs --redis URL or A11I_REDIS_URL")
         source = RedisSource.from_url(settings.redis_url, timeout_s=settings.redis_timeout_s)
-    if kube is None and settings.uses_kubernetes:
-        kube = KubeClient(
-            settings=KubeSettings(timeout_s=settings.kube_timeout_s, user_agent="a11i-dashboard")
-        )
     app = web.Application(middlewares=[_security_headers, _errors], client_max_size=64 * 1024)
     hub = Hub(source, DashboardState(settings.state), settings.hub)
     app[_HUB] = hub
     app[_AUTH] = Authenticator(settings.auth)
-    reviewer = (
-        KubernetesReviewer(kube, settings.kubernetes)
-        if kube is not None and settings.auth.kubernetes
-        else None
-    )
-    budgets = AgentBudgets(kube) if kube is not None and settings.agentbudgets else None
     routes = _Routes(settings, app[_AUTH], hub, _read_login_page(), reviewer, budgets)
     app.router.add_get("/", routes.index)
     app.router.add_get("/login", routes.login_page)
@@ -744,11 +793,9 @@ def run(args: argparse.Namespace) -> int:
         if settings.redis_url is None:
             raise DashboardError("give --redis URL or set A11I_REDIS_URL")
         if settings.uses_kubernetes:
-            # Fail at start, not at the first login, when there are no credentials at all.
-            server = login().server
-            log.info("dashboard: Kubernetes API at %s", server)
+            log.info("dashboard: Kubernetes API at %s", _kubernetes_server(settings))
         app = build_app(settings)
-    except (ConfigurationError, DashboardError, KubeError) as exc:
+    except (ConfigurationError, DashboardError) as exc:
         print(f"a11i dashboard: {exc}", file=sys.stderr)
         return 2
     if settings.auth.kubernetes and settings.auth.session_key is None:
@@ -773,6 +820,18 @@ def run(args: argparse.Namespace) -> int:
     )
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
     return 0
+
+
+def _kubernetes_server(settings: DashboardSettings) -> str:
+    """The API server the dashboard's credentials name: fails at start, not at the first
+    login, when the extra or the credentials are missing."""
+    with _operator_extra(settings):
+        # Here only: the Kubernetes client is the operator extra, which `a11i up` lacks.
+        from a11i.operator.kube import KubeError, login
+    try:
+        return login().server
+    except KubeError as exc:
+        raise DashboardError(str(exc)) from exc
 
 
 def _auth_kinds(auth: AuthSettings) -> str:

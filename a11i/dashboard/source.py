@@ -26,7 +26,6 @@ from redis.typing import EncodableT, FieldT
 from a11i.core.errors import WalletUnavailable
 from a11i.core.policy import BudgetPolicy, Period
 from a11i.dashboard.state import WalletView, wallet_from_fields
-from a11i.operator import budgets
 from a11i.operator.status import BudgetSpec
 from a11i.sidecar.telemetry.events import STREAM
 from a11i.sidecar.wallets.redis import CLUSTER_STOP_KEY, RedisWallet, set_cluster_stop
@@ -189,6 +188,9 @@ class RedisSource:
         """Write an AgentBudget's spec into the namespace's wallet exactly as the operator does
         (``budgets.Wallets.apply``: absolute limit, thresholds, period; the stop left as is), so
         the operator applying the same spec later changes nothing."""
+        # Here only (with --agentbudgets): the operator's module imports kopf, an extra.
+        from a11i.operator import budgets
+
         try:
             await budgets.Wallets(self._client, self._timeout).apply(namespace, spec, suspend=False)
         except WalletUnavailable as exc:

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from a11i import __version__
+from a11i.core.headers import KeyCustody
+from a11i.core.model import Provider
 from a11i.core.policy import BudgetPolicy
 from a11i.sidecar.meter import load_meter
 from a11i.sidecar.proxy import Sidecar, build_app
@@ -63,16 +65,22 @@ def sidecar_app(env: Mapping[str, str]) -> tuple[SidecarSettings, Sidecar, web.A
         handler.addFilter(ScrubbingFilter(sidecar.telemetry.scrub_log))
     app = build_app(sidecar)
     log.info(
-        "a11i sidecar %s on http://%s:%d (OpenAI %s, Anthropic %s, budget %s, keys held: %r)",
+        "a11i sidecar %s on http://%s:%d (OpenAI %s, Anthropic %s, budget %s, keys held: %s)",
         __version__,
         settings.host,
         settings.port,
         settings.upstream.openai_base,
         settings.upstream.anthropic_base,
         settings.budget.limit_usd if settings.budget.limit_usd is not None else "unlimited",
-        settings.custody,
+        held_providers(settings.custody),
     )
     return settings, sidecar, app
+
+
+def held_providers(custody: KeyCustody) -> str:
+    """The providers whose key the sidecar holds, for a person: ``openai, anthropic`` or
+    ``none`` (their names only, never a key)."""
+    return ", ".join(provider for provider in Provider if custody.key_for(provider)) or "none"
 
 
 def events_for(settings: SidecarSettings) -> EventSink:

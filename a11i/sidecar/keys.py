@@ -5,7 +5,8 @@ Under key custody the keys come from files (``A11I_OPENAI_API_KEY_FILE``,
 updated, the kubelet swaps the files in place (a new ``..data`` directory behind the same
 names) within its sync period; :func:`watch_key_files` notices the swap by the file's identity
 (inode, mtime, size) every ``A11I_RELOAD_INTERVAL`` seconds and puts the new key in force
-without a restart. A key file that cannot be read, or is empty, keeps the key in force.
+without a restart, and gives it to the telemetry's scrubber (which keeps the old one too). A key
+file that cannot be read, or is empty, keeps the key in force.
 
 What it may not do: log or return a key in any form (only the provider's name and the path).
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from a11i.core.errors import SettingsError
+from a11i.core.headers import KeyCustody
 from a11i.core.model import Provider
 from a11i.sidecar.settings import SidecarSettings, read_key_file
 
@@ -28,10 +30,20 @@ log = logging.getLogger(__name__)
 FileVersion = tuple[int, int, int] | None
 
 
+class ScrubsKeys(Protocol):
+    """What keeps the held keys out of telemetry and logs (the sidecar's ``Telemetry``)."""
+
+    def hold_keys(self, custody: KeyCustody) -> None: ...
+
+
 class HoldsSettings(Protocol):
-    """Whoever serves calls with ``settings`` (the proxy's ``Sidecar``)."""
+    """Whoever serves calls with ``settings`` (the proxy's ``Sidecar``) and scrubs the keys it
+    holds from its telemetry."""
 
     settings: SidecarSettings
+
+    @property
+    def telemetry(self) -> ScrubsKeys: ...
 
 
 def file_version(path: Path) -> FileVersion:
@@ -84,4 +96,6 @@ async def watch_key_files(sidecar: HoldsSettings) -> None:
         # and the settings are swapped between two calls, never during one.
         refreshed = files.refresh(sidecar.settings)
         if refreshed is not None:
+            # Scrubbed before it is used: no line about a call with the new key can carry it.
+            sidecar.telemetry.hold_keys(refreshed.custody)
             sidecar.settings = refreshed

@@ -390,6 +390,87 @@ async def test_bad_setups_are_refused_with_a_message(laptop: Laptop) -> None:
     assert "A11I_BUDGET_USD" in process.output()
 
 
+# --- on the base distribution (without the a11i[operator] extra) --------------------------------
+
+#: What only the ``a11i[operator]`` extra installs.
+EXTRA_MODULES = ("kopf", "kubernetes", "cryptography")
+
+
+def without_operator_extra(laptop: Laptop, folder: Path) -> dict[str, str]:
+    """The laptop's environment for an interpreter in which the extra's modules cannot be
+    imported: a ``sitecustomize`` that maps each to None in ``sys.modules`` (``import kopf``
+    then raises ModuleNotFoundError, as on a plain ``pip install a11i``)."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(
+        f"import sys\nfor name in {EXTRA_MODULES!r}:\n    sys.modules[name] = None\n",
+        encoding="utf-8",
+    )
+    paths = [str(folder), *filter(None, [laptop.env.get("PYTHONPATH")])]
+    return {**laptop.env, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+async def test_a_laptop_runs_without_the_operator_extra(laptop: Laptop, tmp_path: Path) -> None:
+    env = without_operator_extra(laptop, tmp_path / "no-extra")
+    # The interpreter really lacks them.
+    for name in EXTRA_MODULES:
+        check = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", f"import {name}", env=env, stderr=asyncio.subprocess.DEVNULL
+        )
+        assert await check.wait() == 1, name
+    up = await laptop.run(
+        "up", "--port", str(laptop.port), "--dashboard-port", str(laptop.dashboard_port), env=env
+    )
+    await until_serving(up, f"http://127.0.0.1:{laptop.port}/a11i/healthz")
+    await until_serving(up, laptop.dashboard + "/healthz")
+    async with (
+        aiohttp.ClientSession(laptop.dashboard) as client,
+        client.get("/", headers=laptop.headers()) as response,
+    ):
+        assert response.status == 200, await response.text()
+        assert "<html" in await response.text()
+    # A metered call goes through and shows on the dashboard.
+    agent = openai.AsyncOpenAI(base_url=laptop.openai_url, api_key="sk-laptop", max_retries=0)
+    try:
+        await chat(agent)
+    finally:
+        await agent.close()
+    assert float(wallet(await spent_shows(laptop), "laptop")["spent_usd"]) > 0
+    assert await up.stop() == 0, up.output()
+    assert "ModuleNotFoundError" not in up.output()
+
+
+async def test_kubernetes_features_without_the_operator_extra_name_it(
+    laptop: Laptop, tmp_path: Path
+) -> None:
+    env = without_operator_extra(laptop, tmp_path / "no-extra")
+    # Never connected to: the missing extra is said before anything is reached.
+    redis = f"redis://127.0.0.1:{free_port()}"
+    for flags, named in (
+        (["--kubernetes-auth"], "--kubernetes-auth needs"),
+        (["--agentbudgets", "--insecure-no-auth"], "--agentbudgets needs"),
+    ):
+        dashboard = await laptop.run(
+            "dashboard", "--redis", redis, "--port", str(laptop.dashboard_port), *flags, env=env
+        )
+        assert await asyncio.wait_for(dashboard.process.wait(), 30) == 2, dashboard.output()
+        output = dashboard.output()
+        assert named in output
+        assert "pip install 'a11i[operator]'" in output
+        assert "Traceback" not in output
+    # `a11i up` asked for Kubernetes authentication through the environment: the same answer.
+    up = await laptop.run(
+        "up",
+        "--port",
+        str(laptop.port),
+        "--dashboard-port",
+        str(laptop.dashboard_port),
+        env={**env, "A11I_DASHBOARD_KUBERNETES_AUTH": "true"},
+    )
+    assert await asyncio.wait_for(up.process.wait(), 30) == 2, up.output()
+    assert "a11i[operator]" in up.output()
+    assert "Traceback" not in up.output()
+
+
 # --- in the browser -----------------------------------------------------------------------------
 
 

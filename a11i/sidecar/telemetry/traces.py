@@ -53,6 +53,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status,
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from a11i import __version__
+from a11i.core.headers import KeyCustody
 from a11i.core.loops import LoopKey, loop_key
 from a11i.core.scrub import Scrubber
 from a11i.sidecar.call import CallRecord
@@ -375,15 +376,13 @@ class Telemetry:
         self.settings = settings.telemetry
         self.resource = telemetry_resource(settings)
         self.stats = ExportStats()
-        self._secrets = tuple(
-            key
-            for key in (settings.custody.openai_key, settings.custody.anthropic_key)
-            if key is not None
-        )
+        #: The held keys scrubbed from everything: those at start and every rotated one since.
+        self._secrets: tuple[str, ...] = ()
         self._lock = threading.Lock()
         self._name_cache: OrderedDict[str, str] = OrderedDict()
-        self.scrubber = Scrubber(config.pii_rules, secrets=self._secrets)
-        self._log_scrubber = Scrubber(config.pii_rules, secrets=self._secrets)
+        self.scrubber = Scrubber(config.pii_rules)
+        self._log_scrubber = Scrubber(config.pii_rules)
+        self.hold_keys(settings.custody)
         self.tagging = self._tagging(config)
         self._loops = LoopTraces(idle_s=self.settings.loop_idle_s)
         self._propagator = TraceContextTextMapPropagator()
@@ -447,6 +446,17 @@ class Telemetry:
             self.tagging = self._tagging(config)
             self._name_cache.clear()
         return f"{len(config.pii_rules)} PII rules, {len(config.skills)} skills"
+
+    def hold_keys(self, custody: KeyCustody) -> None:
+        """Scrub the keys ``custody`` holds from now on, with every key held before: after a
+        rotation, a line about a call made with the old key may still come. On the loop."""
+        keys = [key for key in (custody.openai_key, custody.anthropic_key) if key]
+        with self._lock:
+            self._secrets = tuple(dict.fromkeys((*self._secrets, *keys)))
+            self.scrubber.add_secrets(keys)
+            self._log_scrubber.add_secrets(keys)
+            # A cached name was scrubbed without the new keys.
+            self._name_cache.clear()
 
     def scrub_stats(self) -> dict[str, object]:
         stats = self.scrubber.stats

@@ -79,3 +79,42 @@ async def test_a_rotated_key_reaches_the_provider_without_a_restart(
     await until(lambda: "the openai key in force stays" in caplog.text)
     assert "sk-" not in caplog.text
     assert await keys_at_provider(sidecar, standin) == ("Bearer sk-two", "sk-ant-two")
+
+
+async def models_in_the_event_feed(sidecar: RunningSidecar, *models: str) -> list[str]:
+    """One call per model name through the sidecar; the model of each call's event as the
+    sidecar's own feed (``/a11i/events``, every value through its scrubber) shows it."""
+    async with aiohttp.ClientSession() as http:
+        for model in models:
+            async with http.post(
+                sidecar.url + "/v1/chat/completions",
+                json={**CHAT, "model": model},
+                headers={"Authorization": "Bearer held-by-the-a11i-sidecar"},
+            ) as response:
+                assert response.status == 200, await response.text()
+        async with http.get(sidecar.url + "/a11i/events") as response:
+            events = await response.json()
+    return [event["model"] for event in events[-len(models) :]]
+
+
+async def test_a_rotated_key_is_scrubbed_from_telemetry_and_so_is_the_old_one(
+    start_sidecar: SidecarFactory, tmp_path: Path
+) -> None:
+    # Of no shape the PII rules know (as an Azure key is not): only the held keys catch them.
+    old, new = "held-key-one-0123456789", "held-key-two-9876543210"
+    volume = SecretVolume(tmp_path / "keys", {"openai": old})
+    sidecar = await start_sidecar(
+        A11I_OPENAI_API_KEY_FILE=str(volume.root / "openai"), A11I_RELOAD_INTERVAL="0.05"
+    )
+    # A model name stands for any string that leaves in telemetry. The new key is no key yet,
+    # so it shows (and its scrubbed form is cached, as names are).
+    assert await models_in_the_event_feed(sidecar, old, new) == ["[REDACTED:secret]", new]
+
+    volume.update({"openai": new})
+    await until(lambda: sidecar.sidecar.settings.custody.openai_key == new)
+    # The new key is scrubbed from then on, and the old one still is: a line about a call made
+    # with it may come after the rotation.
+    assert await models_in_the_event_feed(sidecar, new, old) == ["[REDACTED:secret]"] * 2
+    assert sidecar.sidecar.telemetry.scrub_log(f"{old} {new}") == (
+        "[REDACTED:secret] [REDACTED:secret]"
+    )

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from a11i.core.errors import SettingsError
+from a11i.core.scrub import SECRET_REDACTION
 from a11i.sidecar.keys import KeyFiles, watch_key_files
 from a11i.sidecar.settings import SidecarSettings, from_env
+from a11i.sidecar.telemetry.traces import Telemetry
 from tests.support.secret_volume import SecretVolume
 
 
@@ -67,20 +69,30 @@ def test_an_empty_key_file_stops_the_sidecar_at_start(tmp_path: Path) -> None:
 
 
 class Holder:
+    """What the watcher needs of a sidecar: its settings and its (real) telemetry."""
+
     def __init__(self, settings: SidecarSettings) -> None:
         self.settings = settings
+        self.telemetry = Telemetry(settings, settings.telemetry_config)
 
 
 async def test_the_watcher_swaps_the_settings_of_the_sidecar(tmp_path: Path) -> None:
-    volume = SecretVolume(tmp_path / "keys", {"openai": "sk-one", "anthropic": "sk-ant-one"})
+    # Of no shape the PII rules know: only the held keys' list catches them.
+    old, new = "held-openai-one-0123", "held-openai-two-4567"
+    volume = SecretVolume(tmp_path / "keys", {"openai": old, "anthropic": "sk-ant-one"})
     holder = Holder(replace(settings_for(volume), reload_interval_s=0.01))
+    assert holder.telemetry.scrub_log(new) == new
     watcher = asyncio.create_task(watch_key_files(holder))
     try:
-        volume.update({"openai": "sk-two", "anthropic": "sk-ant-two"})
+        volume.update({"openai": new, "anthropic": "sk-ant-two"})
         while holder.settings.custody.anthropic_key != "sk-ant-two":
             assert not watcher.done()
             await asyncio.sleep(0.01)
-        assert holder.settings.custody.openai_key == "sk-two"
+        assert holder.settings.custody.openai_key == new
+        # The telemetry scrubs the new key, and the old one still (a late line about it).
+        redacted = f"{SECRET_REDACTION} {SECRET_REDACTION}"
+        assert holder.telemetry.scrub_log(f"{new} {old}") == redacted
+        assert holder.telemetry.scrubber.scrub(f"{old} {new}") == redacted
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)

@@ -1,0 +1,54 @@
+"""The sidecar's wiring: what its start line says about the keys it holds."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from a11i.core.headers import KeyCustody
+from a11i.sidecar.app import held_providers, sidecar_app
+
+OPENAI_KEY = "sk-held-openai-0123456789abcdef"
+ANTHROPIC_KEY = "sk-ant-held-0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("custody", "said"),
+    [
+        (KeyCustody(), "none"),
+        (KeyCustody(openai_key=OPENAI_KEY), "openai"),
+        (KeyCustody(anthropic_key=ANTHROPIC_KEY), "anthropic"),
+        (KeyCustody(openai_key=OPENAI_KEY, anthropic_key=ANTHROPIC_KEY), "openai, anthropic"),
+    ],
+    ids=["none", "openai", "anthropic", "both"],
+)
+def test_the_held_providers_are_named_never_their_keys(custody: KeyCustody, said: str) -> None:
+    assert held_providers(custody) == said
+
+
+@pytest.fixture
+def root_handlers_restored() -> Iterator[None]:
+    """``sidecar_app`` puts its scrubbing filter on the root logger's handlers, pytest's own
+    among them, which outlive the test: their filters are put back as they were."""
+    before = {handler: list(handler.filters) for handler in logging.getLogger().handlers}
+    yield
+    for handler, filters in before.items():
+        handler.filters[:] = filters
+
+
+@pytest.mark.usefixtures("root_handlers_restored")
+def test_the_start_line_names_the_held_providers(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="a11i")
+    sidecar_app(
+        {
+            "A11I_WALLET_FILE": ":memory:",
+            "A11I_OPENAI_API_KEY": OPENAI_KEY,
+            "A11I_ANTHROPIC_API_KEY": ANTHROPIC_KEY,
+        }
+    )
+    (line,) = [r.getMessage() for r in caplog.records if "a11i sidecar" in r.getMessage()]
+    assert line.endswith("keys held: openai, anthropic)")
+    assert "KeyCustody" not in line
+    assert "held-" not in caplog.text
