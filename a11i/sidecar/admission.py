@@ -31,6 +31,11 @@ from a11i.sidecar.wallets.base import Wallet
 log = logging.getLogger(__name__)
 
 
+def verdict_gone() -> Verdict:
+    """The verdict of a waiter whose agent hung up."""
+    return Verdict(Decision.BLOCK, WalletState.EXHAUSTED, "the agent hung up while waiting")
+
+
 class AdmissionQueue:
     """The wallet's ``reserve``, waiting in line while the money is only held."""
 
@@ -62,8 +67,12 @@ class AdmissionQueue:
         self._released.set()
         self._released = asyncio.Event()
 
-    async def reserve(self, projected: Decimal) -> tuple[Verdict, Reservation | None, float]:
-        """The verdict and reservation for ``projected``, and the seconds spent waiting."""
+    async def reserve(
+        self, projected: Decimal, gone: Callable[[], bool] = lambda: False
+    ) -> tuple[Verdict, Reservation | None, float]:
+        """The verdict and reservation for ``projected``, and the seconds spent waiting.
+        ``gone`` says whether the agent hung up: a waiter whose agent is gone leaves the line
+        without reserving (nothing would read the answer)."""
         if not self._line:
             verdict, reservation = await self._reserve(projected)
             if reservation is not None or not self._worth_waiting(verdict, projected):
@@ -76,10 +85,14 @@ class AdmissionQueue:
             turn.set()
         self.waited += 1
         try:
-            if not await self._until(turn.wait(), deadline):
-                verdict, reservation = await self._reserve(projected)
+            if not await self._until(turn.wait(), deadline) or gone():
+                verdict, reservation = (
+                    (verdict_gone(), None) if gone() else await self._reserve(projected)
+                )
                 return verdict, reservation, self._clock() - started
             while True:
+                if gone():
+                    return verdict_gone(), None, self._clock() - started
                 verdict, reservation = await self._reserve(projected)
                 waited = self._clock() - started
                 if reservation is not None:

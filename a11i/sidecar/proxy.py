@@ -362,7 +362,9 @@ class Sidecar:
                 "model %r is not on the rate card: priced at the fallback price",
                 plan.request.model,
             )
-        verdict, reservation, waited = await self.admission.reserve(plan.projected_usd)
+        verdict, reservation, waited = await self.admission.reserve(
+            plan.projected_usd, gone=lambda: _hung_up(request)
+        )
         call = Call(plan=plan, verdict=verdict, origin=origin, started=started)
         # A call that does not fit as asked is tried again smaller: its input made smaller by
         # the optimizer, then its output cap fitted to what is left.
@@ -875,6 +877,12 @@ def _json_or_none(payload: bytes) -> JSONValue:
     except (ValueError, RecursionError):
         return None
     return value
+
+
+def _hung_up(request: web.Request) -> bool:
+    """The agent closed its connection (aiohttp lets a handler run on after that)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _is_upgrade(request: web.Request) -> bool:
