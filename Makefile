@@ -90,6 +90,7 @@ bench: install otelcol
 	$(PY) -m bench.overhead
 	$(PY) -m bench.counting
 	$(PY) -m bench.wallet
+	$(PY) -m bench.admission
 	$(PY) -m bench.throughput
 	$(PY) -m bench.optimizer
 	$(PY) -m bench.telemetry
