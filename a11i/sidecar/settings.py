@@ -127,6 +127,10 @@ class TelemetrySettings:
     #: ``A11I_LOOP_IDLE_TIMEOUT``: seconds of silence after which an agent loop's next call
     #: starts a new trace.
     loop_idle_s: float = 1800.0
+    #: ``OTEL_SEMCONV_STABILITY_OPT_IN``: the GenAI names emitted where the conventions
+    #: renamed them (old, new or both; read by ``a11i.sidecar.telemetry.conventions.Semconv``,
+    #: docs/telemetry.md).
+    semconv_opt_in: str = ""
 
 
 _METHODS: Final = frozenset({"*", "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -347,6 +351,7 @@ def telemetry_from_env(env: Mapping[str, str]) -> TelemetrySettings:
         capture_max_chars=var.whole(env, "A11I_CAPTURE_MAX_CHARS", 16384),
         decision_logs=var.flag(env, contract.DECISION_LOGS, default=False),
         loop_idle_s=var.seconds(env, "A11I_LOOP_IDLE_TIMEOUT", 1800.0),
+        semconv_opt_in=env.get("OTEL_SEMCONV_STABILITY_OPT_IN", ""),
     )
 
 
