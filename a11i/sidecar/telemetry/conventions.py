@@ -162,6 +162,9 @@ GEN_AI_REQUEST_MAX_TOKENS: Final = gen_ai.GEN_AI_REQUEST_MAX_TOKENS
 GEN_AI_REQUEST_CHOICE_COUNT: Final = gen_ai.GEN_AI_REQUEST_CHOICE_COUNT
 GEN_AI_REQUEST_TEMPERATURE: Final = gen_ai.GEN_AI_REQUEST_TEMPERATURE
 GEN_AI_CONVERSATION_ID: Final = gen_ai.GEN_AI_CONVERSATION_ID
+#: True (never false, as the conventions say) when a11i's optimizer compacted the history this
+#: turn sent.
+GEN_AI_CONVERSATION_COMPACTED: Final = "gen_ai.conversation.compacted"
 #: Where the conversation id came from: a11i | claude-code | openai-conversation |
 #: openai-previous-response | request-id.
 CONVERSATION_SOURCE: Final = "a11i.conversation.source"

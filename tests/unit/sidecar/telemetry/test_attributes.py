@@ -154,6 +154,9 @@ def test_optimized_call(meter: Meter) -> None:
     attributes = turn_attributes(record, SCRUBBER, Tagging())
     assert attributes["a11i.optimizer.strategy"] == ["dedupe", "whitespace"]
     assert attributes["a11i.optimizer.tokens_saved"] == 42
+    assert "gen_ai.conversation.compacted" not in attributes  # only ever true
+    compacted = record_of(meter, optimization=Optimization(("compact_history",), 900))
+    assert turn_attributes(compacted, SCRUBBER, Tagging())["gen_ai.conversation.compacted"] is True
 
 
 def test_tool_result_attributes(meter: Meter) -> None:
