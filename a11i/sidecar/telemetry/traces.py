@@ -55,6 +55,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from a11i import __version__
 from a11i.core.analysis import client_ids
 from a11i.core.loops import LoopKey, loop_key
+from a11i.core.model import Dialect
 from a11i.core.scrub import Scrubber
 from a11i.sidecar.call import CallRecord
 from a11i.sidecar.config import TelemetryConfig
@@ -604,13 +605,15 @@ class Telemetry:
                 loop.length = key.length
                 loop.last_seen = now
                 loop.last_end_ns = end_ns
-        if record.response.id and conversation is None and key is not None:
-            # A Responses API chain without a conversation id: the next turn names this
-            # answer as its previous_response_id and joins this turn's loop through it.
-            conversation = Conversation(record.response.id, "openai-previous-response")
-            self._loops.alias(key, LoopKey(f"session:{record.response.id}", key.length, True))
-        if record.response.id and conversation is not None:
-            self._responses.remember(record.response.id, conversation)
+        answer = record.response.id
+        if answer and record.plan.request.dialect is Dialect.OPENAI_RESPONSES:
+            # The next turn of a Responses API chain may name only this answer (its
+            # previous_response_id): remember which conversation, and loop, it continues.
+            if conversation is None and key is not None:
+                conversation = Conversation(answer, "openai-previous-response")
+                self._loops.alias(key, LoopKey(f"session:{answer}", key.length, named=True))
+            if conversation is not None:
+                self._responses.remember(answer, conversation)
         return turn_context
 
     def _conversation(self, record: CallRecord) -> Conversation | None:
