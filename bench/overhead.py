@@ -96,8 +96,15 @@ async def start_standin(prefix: Sequence[str] = ()) -> tuple[asyncio.subprocess.
 
 
 async def start_sidecar(
-    upstream: str, wallet_file: str | None = None, env: dict[str, str] | None = None
+    upstream: str,
+    wallet_file: str | None = None,
+    env: dict[str, str] | None = None,
+    *,
+    root: Path = ROOT,
 ) -> tuple[asyncio.subprocess.Process, str]:
+    """A sidecar process on loopback; ``root`` is the source tree it runs (``python -m`` puts
+    its working directory first on the path), so another commit's a11i can run beside this
+    one."""
     port = free_port()
     variables = {
         **os.environ,
@@ -115,7 +122,7 @@ async def start_sidecar(
         "-m",
         "a11i.cli",
         "sidecar",
-        cwd=ROOT,
+        cwd=root,
         env=variables,
     )
     url = f"http://127.0.0.1:{port}"

@@ -6,6 +6,9 @@ Run with ``make bench`` (or ``python -m bench.telemetry --calls 2000``). Needs t
 built by ``tools/otelcol/build.sh`` (``make otelcol``). Starts the stand-in provider, the
 collector and two ``a11i sidecar`` processes on loopback, then sends the same agent turn
 directly, through the quiet sidecar and through the observed one, interleaved, one at a time.
+With ``--baseline DIR`` (a checkout of another commit, e.g. ``git worktree add /tmp/base
+<commit>``) a third sidecar runs that commit's a11i with the same telemetry settings, so a
+change's cost is measured before and after in one run, on the same machine load.
 Figures, never assertions: this is not a test.
 """
 
@@ -18,6 +21,7 @@ import os
 import signal
 import statistics
 import sys
+from pathlib import Path
 
 import aiohttp
 
@@ -39,7 +43,7 @@ async def exported_spans(url: str) -> dict[str, int]:
     return dict(body["telemetry"]["traces"])
 
 
-async def main(calls: int, warmup: int) -> None:
+async def main(calls: int, warmup: int, baseline: Path | None = None) -> None:
     with OtelCollector() as collector:
         standin, upstream = await start_standin()
         observed_env = {
@@ -52,26 +56,36 @@ async def main(calls: int, warmup: int) -> None:
         }
         quiet, quiet_url = await start_sidecar(upstream, ":memory:", {"A11I_LOG_LEVEL": "WARNING"})
         observed, observed_url = await start_sidecar(upstream, ":memory:", observed_env)
+        before: asyncio.subprocess.Process | None = None
+        paths_extra: list[tuple[str, list[float]]] = []
+        before_added: list[float] = []
+        if baseline is not None:
+            before, before_url = await start_sidecar(
+                upstream, ":memory:", observed_env, root=baseline
+            )
+            paths_extra.append((before_url, before_added))
         try:
             connector = aiohttp.TCPConnector(limit=1)
             async with aiohttp.ClientSession(connector=connector) as http:
                 for _ in range(warmup):
-                    for url in (upstream, quiet_url, observed_url):
+                    for url in (upstream, quiet_url, observed_url, *(u for u, _ in paths_extra)):
                         await timed_call(http, url, REQUEST)
                 direct: list[float] = []
                 off: list[float] = []
                 on: list[float] = []
-                paths = [(upstream, direct), (quiet_url, off), (observed_url, on)]
+                paths = [(upstream, direct), (quiet_url, off), (observed_url, on), *paths_extra]
                 for index in range(calls):
                     # Rotate the order so no path always follows another.
-                    shift = index % 3
+                    shift = index % len(paths)
                     for url, sink in paths[shift:] + paths[:shift]:
                         sink.append(await timed_call(http, url, REQUEST))
             await asyncio.sleep(1.5)  # one export period: the spans of the run leave
             stats = await exported_spans(observed_url)
             rss = {"off": rss_kib(quiet.pid), "on": rss_kib(observed.pid)}
+            if before is not None:
+                rss["before"] = rss_kib(before.pid)
         finally:
-            for process in (observed, quiet, standin):
+            for process in (observed, quiet, standin, *([before] if before else [])):
                 process.send_signal(signal.SIGINT)
                 await process.wait()
         received = len(collector.spans())
@@ -83,10 +97,14 @@ async def main(calls: int, warmup: int) -> None:
     print()
     print("| sidecar | added p50 | added p99 | added mean | RSS after |")
     print("|---|---|---|---|---|")
-    for name, added, kib in (
+    rows = [
         ("telemetry off (baseline)", added_off, rss["off"]),
         ("traces + metrics + logs over OTLP, content captured", added_on, rss["on"]),
-    ):
+    ]
+    if baseline is not None:
+        added_before = [b - a for a, b in zip(direct, before_added, strict=True)]
+        rows.append((f"the same, a11i of {baseline}", added_before, rss["before"]))
+    for name, added, kib in rows:
         print(
             f"| {name} | {ms(percentile(added, 50))} | {ms(percentile(added, 99))} "
             f"| {ms(statistics.fmean(added))} | {kib / 1024:.1f} MiB |"
@@ -101,5 +119,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=1500)
     parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument(
+        "--baseline", type=Path, help="a source tree of another a11i commit, run beside this one"
+    )
     options = parser.parse_args()
-    asyncio.run(main(options.calls, options.warmup))
+    asyncio.run(main(options.calls, options.warmup, options.baseline))

@@ -3,7 +3,8 @@
 Pure: reads validated request bodies and answer bodies, returns typed facts that telemetry and
 the policy consume. OpenAI's tool messages carry no error flag, so an OpenAI tool result counts as
 an error when it looks like one (see ``_looks_like_error``); Anthropic's ``is_error`` is taken as
-given.
+given. A failed result is then classified by what it says: a timeout, a syntax or validation
+error (the model's arguments were refused), or any other error output.
 """
 
 from __future__ import annotations
@@ -18,19 +19,32 @@ from a11i.core.dialects import ParsedRequest
 from a11i.core.model import Dialect, JSONObject, JSONValue
 
 _ERROR_PREFIX = re.compile(
-    r"^\s*(error\b|exception\b|traceback \(most recent call last\)|fatal\b|failed\b)",
+    r"^\s*(\w*error\b|exception\b|traceback \(most recent call last\)|fatal\b|failed\b"
+    r"|invalid\b)",
     re.IGNORECASE,
 )
 
 _TIMEOUT = re.compile(r"\b(timed?[ -]?out|deadline exceeded|ETIMEDOUT)\b", re.IGNORECASE)
+#: What a tool (or the agent's framework) says when it refused the model's arguments.
+_INVALID = re.compile(
+    r"(\binvalid (arguments?|parameters?|input|json|value|type)\b|validation ?error"
+    r"|\b(json ?decode|syntax|schema|type|key|value)error\b|\bsyntax error\b"
+    r"|missing (\d+ |a )?required (positional )?(arguments?|parameters?|fields?|properties)"
+    r"|unexpected keyword argument|is not valid json|malformed (json|arguments?|input)"
+    r"|\bfield required\b|does not match (the )?schema)",
+    re.IGNORECASE,
+)
 
 
 class ToolOutcome(StrEnum):
     """How a tool run ended, as the result the agent sends back tells it."""
 
     SUCCESS = "success"
+    #: The tool ran and failed (error output).
     ERROR = "error"
     TIMEOUT = "timeout"
+    #: The tool refused the model's arguments: a syntax or validation error.
+    INVALID = "invalid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +136,7 @@ def _result(
     fallback_name: str = "",
 ) -> ToolResult:
     text = _text_of(content)
-    outcome = ToolOutcome.SUCCESS
-    if is_error:
-        outcome = ToolOutcome.TIMEOUT if _TIMEOUT.search(text[:2000]) else ToolOutcome.ERROR
+    outcome = classify_failure(text) if is_error else ToolOutcome.SUCCESS
     return ToolResult(
         tool_call_id=call_id,
         is_error=is_error,
@@ -132,6 +144,89 @@ def _result(
         name=names.get(call_id, fallback_name),
         outcome=outcome,
     )
+
+
+def classify_failure(text: str) -> ToolOutcome:
+    """How a failed tool run ended, from what its result says (the first 2,000 characters)."""
+    head = text[:2000]
+    if _TIMEOUT.search(head):
+        return ToolOutcome.TIMEOUT
+    if _INVALID.search(head):
+        return ToolOutcome.INVALID
+    return ToolOutcome.ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFacts:
+    """What the provider said about its answer: ``gen_ai.response.*`` of the conventions."""
+
+    id: str = ""
+    model: str = ""
+    finish_reasons: tuple[str, ...] = ()
+
+
+def response_facts(dialect: Dialect, answer: JSONValue) -> ResponseFacts:
+    """The id, model and finish reasons of a non-streaming answer body."""
+    if not isinstance(answer, dict):
+        return ResponseFacts()
+    reasons: list[str] = []
+    if dialect in (Dialect.OPENAI_CHAT, Dialect.OPENAI_COMPLETIONS):
+        for choice in _objects(answer.get("choices")):
+            reason = choice.get("finish_reason")
+            if isinstance(reason, str):
+                reasons.append(reason)
+    elif dialect is Dialect.OPENAI_RESPONSES:
+        status = answer.get("status")
+        if isinstance(status, str):
+            reasons.append(status)
+    elif dialect is Dialect.ANTHROPIC_MESSAGES:
+        reason = answer.get("stop_reason")
+        if isinstance(reason, str):
+            reasons.append(reason)
+    identifier, model = answer.get("id"), answer.get("model")
+    return ResponseFacts(
+        id=identifier if isinstance(identifier, str) else "",
+        model=model if isinstance(model, str) else "",
+        finish_reasons=tuple(reasons),
+    )
+
+
+#: Claude Code's ``metadata.user_id``: ``user_<hash>_account_<uuid>_session_<uuid>``.
+_CLAUDE_CODE_SESSION = re.compile(r"_session_([0-9A-Za-z-]{1,128})$")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientIds:
+    """The ids an agent's own framework put in the request body for its conversation."""
+
+    #: The conversation, and who named it (``claude-code``, ``openai-conversation``).
+    conversation: str | None = None
+    source: str = ""
+    #: The Responses API's ``previous_response_id``: the turn this one continues.
+    previous_response: str | None = None
+
+
+def client_ids(request: ParsedRequest) -> ClientIds:
+    """Conversation ids from the body: the Responses API's ``conversation`` (a string or
+    ``{"id": ...}``) and ``previous_response_id``, Claude Code's session in ``metadata``."""
+    body = request.body
+    if request.dialect is Dialect.OPENAI_RESPONSES:
+        conversation = body.get("conversation")
+        if isinstance(conversation, dict):
+            conversation = conversation.get("id")
+        previous = body.get("previous_response_id")
+        return ClientIds(
+            conversation=conversation if isinstance(conversation, str) and conversation else None,
+            source="openai-conversation",
+            previous_response=previous if isinstance(previous, str) and previous else None,
+        )
+    if request.dialect is Dialect.ANTHROPIC_MESSAGES:
+        metadata = body.get("metadata")
+        user = metadata.get("user_id") if isinstance(metadata, dict) else None
+        found = _CLAUDE_CODE_SESSION.search(user) if isinstance(user, str) else None
+        if found is not None:
+            return ClientIds(conversation=found.group(1), source="claude-code")
+    return ClientIds()
 
 
 def _called_names(messages: JSONValue, role: str) -> dict[str, str]:

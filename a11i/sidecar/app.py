@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from aiohttp import web
 
@@ -17,6 +17,7 @@ from a11i import __version__
 from a11i.core.headers import KeyCustody
 from a11i.core.model import Provider
 from a11i.core.policy import BudgetPolicy
+from a11i.sidecar import contract
 from a11i.sidecar.meter import load_meter
 from a11i.sidecar.proxy import Sidecar, build_app
 from a11i.sidecar.settings import SidecarSettings, from_env
@@ -64,6 +65,8 @@ def sidecar_app(env: Mapping[str, str]) -> tuple[SidecarSettings, Sidecar, web.A
     for handler in logging.getLogger().handlers:
         handler.addFilter(ScrubbingFilter(sidecar.telemetry.scrub_log))
     app = build_app(sidecar)
+    if settings.telemetry.metrics_port is not None:
+        app.cleanup_ctx.append(metrics_listener(sidecar, settings))
     log.info(
         "a11i sidecar %s on http://%s:%d (OpenAI %s, Anthropic %s, budget %s, keys held: %s)",
         __version__,
@@ -81,6 +84,37 @@ def held_providers(custody: KeyCustody) -> str:
     """The providers whose key the sidecar holds, for a person: ``openai, anthropic`` or
     ``none`` (their names only, never a key)."""
     return ", ".join(provider for provider in Provider if custody.key_for(provider)) or "none"
+
+
+def metrics_app(sidecar: Sidecar) -> web.Application:
+    """The metrics listener's application: the Prometheus exposition and the liveness probe,
+    nothing else. It listens beyond the pod's loopback, so nothing on it proxies, spends or
+    touches a wallet (reading the wallets' figures for the budget gauges is all it does)."""
+    app = web.Application()
+    app.router.add_get(contract.METRICS, sidecar.prometheus)
+    app.router.add_get(contract.HEALTHZ, sidecar.healthz)
+    return app
+
+
+def metrics_listener(
+    sidecar: Sidecar, settings: SidecarSettings
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The second listener of ``A11I_METRICS_PORT`` as a cleanup context of the proxy's
+    application: up when the proxy starts, closed when it stops."""
+    port = settings.telemetry.metrics_port
+    host = settings.telemetry.metrics_host
+
+    async def listen(_app: web.Application) -> AsyncIterator[None]:
+        runner = web.AppRunner(metrics_app(sidecar), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+            log.info("metrics on http://%s:%s%s", host, port, contract.METRICS)
+            yield
+        finally:
+            await runner.cleanup()
+
+    return listen
 
 
 def events_for(settings: SidecarSettings) -> EventSink:

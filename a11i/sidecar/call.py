@@ -12,13 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from a11i.core.analysis import ToolCall
+from a11i.core.analysis import ResponseFacts, ToolCall
 from a11i.core.capping import CapFit
 from a11i.core.meter import CallPlan, Settlement
 from a11i.core.policy import Verdict
 
 #: The agent's name for its loop: the turns of one loop share one trace.
 H_SESSION: Final = "x-a11i-session"
+#: Claude Code's id of its session (one per process), sent on every call.
+H_CLAUDE_CODE_SESSION: Final = "x-claude-code-session-id"
+#: A client's id of one request (OpenAI and Anthropic SDKs, gateways).
+H_REQUEST_IDS: Final = ("x-request-id", "x-client-request-id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,10 @@ class CallOrigin:
     #: W3C trace context of an instrumented agent: its turns join the agent's own trace.
     traceparent: str | None = None
     tracestate: str | None = None
+    #: ``x-claude-code-session-id``: Claude Code's session, a loop of its own.
+    client_session: str | None = None
+    #: ``x-request-id`` (or ``x-client-request-id``): the client's id of this request.
+    request_id: str | None = None
 
     @classmethod
     def of(cls, headers: Mapping[str, str], started_ns: int) -> CallOrigin:
@@ -41,6 +49,8 @@ class CallOrigin:
             session=headers.get(H_SESSION),
             traceparent=headers.get("traceparent"),
             tracestate=headers.get("tracestate"),
+            client_session=headers.get(H_CLAUDE_CODE_SESSION),
+            request_id=next((headers[h] for h in H_REQUEST_IDS if h in headers), None),
         )
 
 
@@ -78,6 +88,8 @@ class CallRecord:
     output_text: str = ""
     #: Why the call failed, when it did: ``error.type`` of the conventions.
     error_type: str | None = None
+    #: The answer's id, model and finish reasons, as far as the provider said them.
+    response: ResponseFacts = field(default_factory=ResponseFacts)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -98,6 +110,7 @@ class Call:
     tool_calls: tuple[ToolCall, ...] = ()
     output_text: str = ""
     error_type: str | None = None
+    response: ResponseFacts = field(default_factory=ResponseFacts)
 
     def fail(self, status: int, error_type: str) -> None:
         """The call ended without a usable answer: refused, timed out, cut, cancelled."""
@@ -120,4 +133,5 @@ class Call:
             origin=self.origin,
             output_text=self.output_text,
             error_type=self.error_type,
+            response=self.response,
         )

@@ -25,7 +25,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from a11i.core.analysis import ToolCall, answer_text, tool_calls
+from a11i.core.analysis import ResponseFacts, ToolCall, answer_text, response_facts, tool_calls
 from a11i.core.capping import CapFit, fit_output_cap
 from a11i.core.dialects import error_body, parse_json_body, usage_from_body
 from a11i.core.errors import (
@@ -155,6 +155,7 @@ class Sidecar:
             readers=otlp_metric_readers(settings.telemetry, self.telemetry.stats),
             scrub=self.telemetry.scrub_name,
             export_stats=self.telemetry.stats,
+            semconv=self.telemetry.tagging.semconv,
         )
         self.observers: list[Observer] = [
             self._record_output,
@@ -197,6 +198,11 @@ class Sidecar:
                 self.counters.config,
             )
         self._watchers.append(asyncio.create_task(watch_key_files(self), name="a11i-watch-keys"))
+        if self.settings.telemetry.metrics is not None:
+            # OTLP exports the budget gauges from its own thread: keep their snapshot fresh.
+            self._watchers.append(
+                asyncio.create_task(self._observe_wallets_every(), name="a11i-observe-wallets")
+            )
         self._session = aiohttp.ClientSession(
             timeout=self._timeout,
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
@@ -286,7 +292,28 @@ class Sidecar:
         }
         return web.json_response(body, status=200 if ready else 503)
 
+    async def _observe_wallets(self) -> None:
+        """Hand the wallets' snapshots to the budget gauges; a wallet that cannot answer now
+        (Redis away) leaves its last figures in place."""
+        wallets = (
+            [self.wallet.namespace_wallet, self.wallet.agent_wallet]
+            if isinstance(self.wallet, NestedWallet)
+            else [self.wallet]
+        )
+        try:
+            snapshots = [await wallet.snapshot() for wallet in wallets]
+        except Exception as error:  # telemetry never fails the scrape
+            log.debug("wallet snapshot for the budget gauges failed: %s", error)
+            return
+        self.metrics.observe_wallets(snapshots, time.monotonic())
+
+    async def _observe_wallets_every(self) -> None:
+        while True:
+            await self._observe_wallets()
+            await asyncio.sleep(self.settings.telemetry.metric_interval_s / 2)
+
     async def prometheus(self, _request: web.Request) -> web.Response:
+        await self._observe_wallets()
         return web.Response(
             body=self.metrics.exposition(),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
@@ -542,6 +569,7 @@ class Sidecar:
                     else:
                         call.settlement = self.meter.settle(plan, usage, call.output_text)
                     call.tool_calls = tool_calls(plan.request.dialect, answer)
+                    call.response = response_facts(plan.request.dialect, answer)
                     call.complete = True
                     a11i_headers[H_COST] = usd(call.settlement.cost_usd)
                 else:
@@ -638,6 +666,8 @@ class Sidecar:
         call.settlement = settlement
         call.tool_calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in outcome.tool_calls)
         call.output_text = outcome.text
+        if outcome.finish_reason is not None:
+            call.response = ResponseFacts(finish_reasons=(outcome.finish_reason,))
         call.complete = outcome.complete and not cut
         if not call.complete:
             call.error_type = "stream_cut"

@@ -127,6 +127,16 @@ class TelemetrySettings:
     #: ``A11I_LOOP_IDLE_TIMEOUT``: seconds of silence after which an agent loop's next call
     #: starts a new trace.
     loop_idle_s: float = 1800.0
+    #: ``OTEL_SEMCONV_STABILITY_OPT_IN``: the GenAI names emitted where the conventions
+    #: renamed them (old, new or both; read by ``a11i.sidecar.telemetry.conventions.Semconv``,
+    #: docs/telemetry.md).
+    semconv_opt_in: str = ""
+    #: ``A11I_METRICS_PORT``: a second listener serving ``/a11i/metrics`` and
+    #: ``/a11i/healthz`` only (nothing on it can spend), for a cluster's Prometheus (the proxy
+    #: itself listens on loopback); unset: none.
+    metrics_port: int | None = None
+    #: ``A11I_METRICS_HOST``: its address; all of the pod's by default.
+    metrics_host: str = "0.0.0.0"
 
 
 _METHODS: Final = frozenset({"*", "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -266,9 +276,16 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
     config_path = _path(env, contract.CONFIG)
     namespace = env.get(contract.NAMESPACE) or env.get("POD_NAMESPACE") or "default"
     optimizer, telemetry_config = _file_config(env, config_path)
+    port = var.port(env, contract.PORT, contract.DEFAULT_PORT)
+    telemetry = telemetry_from_env(env)
+    if telemetry.metrics_port == port:
+        raise SettingsError(
+            f"A11I_METRICS_PORT must differ from A11I_PORT ({port}): the metrics listener is "
+            "a second one"
+        )
     return SidecarSettings(
         host=env.get("A11I_HOST", "127.0.0.1"),
-        port=var.port(env, contract.PORT, contract.DEFAULT_PORT),
+        port=port,
         max_body_bytes=var.whole(env, "A11I_MAX_BODY_BYTES", 20 * 1024 * 1024),
         upstream=upstream,
         custody=KeyCustody(
@@ -313,7 +330,7 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
             (name, value) for name, value in env.items() if name.startswith("A11I_OPTIMIZER")
         ),
         log_level=var.one_of(env, "A11I_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
-        telemetry=telemetry_from_env(env),
+        telemetry=telemetry,
     )
 
 
@@ -352,6 +369,9 @@ def telemetry_from_env(env: Mapping[str, str]) -> TelemetrySettings:
         capture_max_chars=var.whole(env, "A11I_CAPTURE_MAX_CHARS", 16384),
         decision_logs=var.flag(env, contract.DECISION_LOGS, default=False),
         loop_idle_s=var.seconds(env, "A11I_LOOP_IDLE_TIMEOUT", 1800.0),
+        semconv_opt_in=env.get("OTEL_SEMCONV_STABILITY_OPT_IN", ""),
+        metrics_port=var.port(env, "A11I_METRICS_PORT", 0) or None,
+        metrics_host=env.get("A11I_METRICS_HOST", "").strip() or "0.0.0.0",
     )
 
 

@@ -355,14 +355,24 @@ def test_template(helm_env: dict[str, str], values: Path) -> None:
         str(values),
         "--api-versions",
         "monitoring.coreos.com/v1/PrometheusRule",
+        "--api-versions",
+        "monitoring.coreos.com/v1/PodMonitor",
     )
     chosen = values_of(values)
     check_common(manifests, chosen)
     monitoring = chosen.get("monitoring", {})
     shows_dashboards = monitoring.get("grafanaDashboards", {}).get("enabled", True)
     shows_rule = monitoring.get("prometheusRule", {}).get("enabled", True)
+    shows_monitor = monitoring.get("podMonitor", {}).get("enabled", True)
     assert ("ConfigMap" in kinds(manifests)) == shows_dashboards
     assert ("PrometheusRule" in kinds(manifests)) == shows_rule
+    assert ("PodMonitor" in kinds(manifests)) == shows_monitor
+    if shows_monitor:
+        monitor = only(manifests, "PodMonitor", f"{RELEASE}-sidecars")
+        # Only the metrics listener: never the proxy's port, which can spend.
+        (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+        assert (endpoint["port"], endpoint["path"]) == ("a11i-metrics", "/a11i/metrics")
+        assert monitor["spec"]["namespaceSelector"] == {"any": True}
     redis = chosen.get("redis", {})
     if redis.get("enabled", True):
         statefulset = only(manifests, "StatefulSet", f"{RELEASE}-redis")

@@ -60,7 +60,10 @@ TOOL_RESULTS = {
     "success": ("kubectl_get", "NAME READY STATUS\napi-7d9f 1/1 Running"),
     "error": ("kubectl_logs", 'Error: pods "api-0" not found'),
     "timeout": ("http_get", "Error: request to http://metrics.internal timed out after 30s"),
+    "invalid": ("kubectl_scale", "ValidationError: replicas: Input should be a valid integer"),
 }
+#: The Budget row's panels.
+BUDGET_PANELS = ("Budget Remaining", "Budget Spent vs Limit", "Time to Exhaustion")
 
 
 def dashboard() -> dict[str, Any]:
@@ -170,6 +173,24 @@ def test_tool_success_ratio_splits_the_three_outcomes() -> None:
     assert colored == set(TOOL_RESULTS)
 
 
+def test_budget_row_shows_every_wallet() -> None:
+    board = dashboard()
+    (row,) = [p for p in board["panels"] if p["type"] == "row" and p["title"] == "Budget"]
+    below = [p for p in board["panels"] if p["gridPos"]["y"] > row["gridPos"]["y"]]
+    assert [p["title"] for p in below] == list(BUDGET_PANELS)
+    for p in below:
+        for target in p["targets"]:
+            assert "a11i_wallet" in target["expr"], p["title"]
+            assert target["legendFormat"].startswith("{{a11i_wallet}}"), p["title"]
+    exhaustion = panel(board, "Time to Exhaustion")
+    assert exhaustion["fieldConfig"]["defaults"]["unit"] == "s"
+    # Red where the burn alert fires (4 hours).
+    steps = exhaustion["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert {"color": "orange", "value": 4 * 3600} in steps
+    (decisions,) = panel(board, "Calls by Decision")["targets"]
+    assert "a11i_budget_decisions_total" in decisions["expr"]
+
+
 # -- the rules, by promtool
 
 
@@ -204,6 +225,23 @@ def test_saturation_alert_says_who_and_how_much() -> None:
         for shown in ("$labels.a11i_agent", "$labels.gen_ai_request_model", "$value"):
             assert shown in text, (annotation, shown)
     assert rule["annotations"]["runbook_url"].startswith("docs/")
+
+
+def test_burn_alert_is_relative_and_says_when() -> None:
+    (rule,) = (
+        r
+        for group in rule_groups()
+        for r in group["rules"]
+        if r.get("alert") == "AgentBudgetBurnFast"
+    )
+    # Relative to the wallet: what is left over the pace of its spending, never a USD amount.
+    assert "a11i_budget_remaining_USD" in rule["expr"]
+    assert "deriv(a11i_budget_spent_USD" in rule["expr"]
+    assert "4 * 3600" in rule["expr"]
+    for annotation in ("summary", "description"):
+        text = rule["annotations"][annotation]
+        assert "$labels.a11i_wallet" in text
+        assert "humanizeDuration" in text
 
 
 # -- the chart's templates (once helm is built on this machine)
@@ -302,7 +340,8 @@ async def test_every_query_returns_data_from_live_sidecars(
 ) -> None:
     card = tmp_path / "rate-card.yaml"
     card.write_text(RATE_CARD)
-    sre = await start_sidecar(A11I_AGENT="sre-bot", A11I_PROJECT="payments")
+    # sre-bot spends from a small budget: at its pace it is empty within minutes.
+    sre = await start_sidecar(A11I_AGENT="sre-bot", A11I_PROJECT="payments", A11I_BUDGET_USD="2")
     doc = await start_sidecar(
         A11I_AGENT="doc-bot", A11I_PROJECT="research", A11I_RATE_CARD=str(card)
     )
@@ -311,22 +350,24 @@ async def test_every_query_returns_data_from_live_sidecars(
         await prometheus.wait_for("up == 1", accept=lambda result: len(result) == 2)
         # Counters are born at their first increment, which rate() and increase() cannot see:
         # the first round creates the series, the second is what the panels measure.
-        await drive(sre, doc, [["success", "error", "timeout"]])
+        await drive(sre, doc, [["success", "error", "timeout", "invalid"]])
         await sre.settled(1)
         await doc.settled(1)
         await prometheus.wait_for(
-            "ai_tool_result_counter_total", accept=lambda result: len(result) == 3
+            "ai_tool_result_counter_total", accept=lambda result: len(result) == 4
         )
         await prometheus.wait_for(
             "ai_cost_estimate_counter_USD_total", accept=lambda result: len(result) == 2
         )
-        await drive(sre, doc, [["success", "error", "timeout", "error"]] * 2)
+        await drive(sre, doc, [["success", "error", "timeout", "invalid", "error"]] * 2)
 
         board = dashboard()
         every = {name: ".*" for name in ("namespace", "project", "agent")}
         for title, expr in queries(board):
+            # What calls in flight hold is 0 between calls: there only, a 0 is data.
+            held = "a11i_budget_reserved_USD" in expr
             result = await prometheus.wait_for(
-                interpolate(expr, every), timeout_s=20, accept=positive
+                interpolate(expr, every), timeout_s=20, accept=bool if held else positive
             )
             assert result, title
 
@@ -360,7 +401,7 @@ async def test_every_query_returns_data_from_live_sidecars(
             await prometheus.wait_for(
                 interpolate(ratio["expr"], every),
                 timeout_s=20,
-                accept=lambda result: len([s for s in result if s.value > 0]) == 3,
+                accept=lambda result: len([s for s in result if s.value > 0]) == 4,
             ),
             "a11i_tool_outcome",
         )
@@ -391,6 +432,30 @@ async def test_every_query_returns_data_from_live_sidecars(
         assert {(s.labels["a11i_agent"], s.labels["alertstate"]) for s in saturated} == {
             ("doc-bot", "pending")
         }
+        # The budget gauges of sre-bot's wallet, and its burn alert on the way to firing.
+        # (Each sidecar here has an embedded wallet of its own; in a cluster they share one.)
+        gauges = {
+            name: by(
+                await prometheus.query(f'a11i_budget_{name}_USD{{a11i_agent="sre-bot"}}'),
+                "a11i_wallet",
+            )
+            for name in ("limit", "spent", "remaining")
+        }
+        assert gauges["limit"] == {"team-a": 2.0}
+        spent = gauges["spent"]["team-a"]
+        assert 0 < spent < 2
+        assert gauges["remaining"]["team-a"] == pytest.approx(2 - spent, abs=0.01)
+        # doc-bot's wallet has no limit: spent, but no limit and nothing remaining to show.
+        assert not await prometheus.query('a11i_budget_limit_USD{a11i_agent="doc-bot"}')
+        burning = await prometheus.wait_for('ALERTS{alertname="AgentBudgetBurnFast"}', timeout_s=20)
+        assert {(s.labels["a11i_wallet"], s.labels["alertstate"]) for s in burning} == {
+            ("team-a", "pending")
+        }
+        decisions = by(
+            await prometheus.query("sum by (a11i_agent) (a11i_budget_decisions_total)"),
+            "a11i_agent",
+        )
+        assert decisions == {"sre-bot": 3, "doc-bot": 2}  # one per metered call of each
         alerts = await prometheus.alerts()
         assert any(
             alert["labels"]["alertname"] == "AgentContextSaturationHigh"

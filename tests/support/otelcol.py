@@ -104,6 +104,13 @@ class SpanEvent:
 
 
 @dataclass(frozen=True)
+class SpanLink:
+    trace_id: str
+    span_id: str
+    attributes: Attributes
+
+
+@dataclass(frozen=True)
 class Span:
     """One span, with its resource and instrumentation scope folded in."""
 
@@ -121,6 +128,7 @@ class Span:
     resource: Attributes
     scope: str
     scope_version: str
+    links: list[SpanLink] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -231,6 +239,14 @@ def parse_spans(line: Json) -> list[Span]:
                     resource=resource,
                     scope=scope.get("name", ""),
                     scope_version=scope.get("version", ""),
+                    links=[
+                        SpanLink(
+                            trace_id=link.get("traceId", ""),
+                            span_id=link.get("spanId", ""),
+                            attributes=decode_attributes(link.get("attributes", [])),
+                        )
+                        for link in span.get("links", [])
+                    ],
                 )
             )
     return spans

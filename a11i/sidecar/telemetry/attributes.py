@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final
 
-from a11i.core.analysis import ToolResult
+from a11i.core.analysis import ToolResult, client_ids
 from a11i.core.dialects import ParsedRequest
 from a11i.core.model import Dialect, JSONObject, JSONValue
+from a11i.core.optimizer import COMPACT_HISTORY
 from a11i.core.scrub import Scrubber, Target
 from a11i.sidecar.call import CallRecord
 from a11i.sidecar.telemetry import conventions as names
@@ -30,25 +31,62 @@ _MAX_NAME_CHARS: Final = 256
 
 @dataclass(frozen=True, slots=True)
 class Tagging:
-    """What the configuration adds to spans: skills, the saturation threshold, content."""
+    """What the configuration adds to spans: skills, the saturation threshold, content, and
+    the GenAI names in force."""
 
+    #: Tool names tagged ``skill.name``; empty: every tool is a skill.
     skills: frozenset[str] = frozenset()
     saturation_warning_percent: Decimal = Decimal(90)
     #: Export prompt and completion text (scrubbed), cut to ``capture_max_chars`` each.
     capture_content: bool = False
     capture_max_chars: int = 16384
+    semconv: names.Semconv = field(default_factory=names.Semconv)
+
+    def is_skill(self, tool: str) -> bool:
+        """Whether a tool is tagged ``skill.name``: any tool unless a list restricts it."""
+        return bool(tool) and (not self.skills or tool in self.skills)
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """The conversation a call belongs to, and who named it."""
+
+    id: str
+    source: str
+
+
+def conversation_of(record: CallRecord) -> Conversation | None:
+    """The conversation id the agent gave, strongest first: ``x-a11i-session``, Claude Code's
+    session header, then the body's ids (the Responses API's ``conversation``, Claude Code's
+    ``metadata.user_id``). A ``previous_response_id`` chain is joined by the caller, which
+    remembers the responses it saw."""
+    origin = record.origin
+    if origin.session and origin.session.strip():
+        return Conversation(origin.session.strip(), "a11i")
+    if origin.client_session and origin.client_session.strip():
+        return Conversation(origin.client_session.strip(), "claude-code")
+    ids = client_ids(record.plan.request)
+    if ids.conversation:
+        return Conversation(ids.conversation, ids.source)
+    return None
 
 
 def turn_attributes(
-    record: CallRecord, scrubber: Scrubber, tagging: Tagging, *, loop_turn: int | None = None
+    record: CallRecord,
+    scrubber: Scrubber,
+    tagging: Tagging,
+    *,
+    loop_turn: int | None = None,
+    conversation: Conversation | None = None,
 ) -> Attributes:
-    """The ``agent_turn`` span's attributes: the GenAI conventions' and a11i's own."""
+    """The ``agent_turn`` span's attributes: the GenAI conventions' and a11i's own.
+    ``conversation`` defaults to what the call itself says (``conversation_of``)."""
     plan = record.plan
     request = plan.request
     other = Target.OTHER
     attributes: Attributes = {
         names.GEN_AI_OPERATION_NAME: names.OPERATION[request.dialect],
-        names.GEN_AI_PROVIDER_NAME: request.dialect.provider.value,
+        **tagging.semconv.provider(request.dialect.provider.value),
         names.GEN_AI_REQUEST_MODEL: scrubber.scrub(request.model[:_MAX_NAME_CHARS], other),
         names.GEN_AI_REQUEST_STREAM: request.stream,
         names.HTTP_RESPONSE_STATUS_CODE: record.status,
@@ -67,10 +105,26 @@ def turn_attributes(
     temperature = request.body.get("temperature")
     if isinstance(temperature, int | float) and not isinstance(temperature, bool):
         attributes[names.GEN_AI_REQUEST_TEMPERATURE] = float(temperature)
-    if record.origin.session:
+    if conversation is None:
+        conversation = conversation_of(record)
+    if conversation is not None:
         attributes[names.GEN_AI_CONVERSATION_ID] = scrubber.scrub(
-            record.origin.session[:_MAX_NAME_CHARS], other
+            conversation.id[:_MAX_NAME_CHARS], other
         )
+        attributes[names.CONVERSATION_SOURCE] = conversation.source
+    if record.origin.request_id:
+        attributes[names.HTTP_REQUEST_HEADER_REQUEST_ID] = [
+            scrubber.scrub(record.origin.request_id[:_MAX_NAME_CHARS], other)
+        ]
+    response = record.response
+    if response.id:
+        attributes[names.GEN_AI_RESPONSE_ID] = scrubber.scrub(response.id[:_MAX_NAME_CHARS], other)
+    if response.model:
+        attributes[names.GEN_AI_RESPONSE_MODEL] = scrubber.scrub(
+            response.model[:_MAX_NAME_CHARS], other
+        )
+    if response.finish_reasons:
+        attributes[names.GEN_AI_RESPONSE_FINISH_REASONS] = _names(response.finish_reasons, scrubber)
     if loop_turn is not None:
         attributes[names.LOOP_TURN] = loop_turn
     if plan.price.is_fallback:
@@ -83,6 +137,10 @@ def turn_attributes(
             attributes[names.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = (
                 settled.usage.cached_input_tokens
             )
+        if settled.usage.cache_write_tokens:
+            attributes[names.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = (
+                settled.usage.cache_write_tokens
+            )
         attributes[names.COST_SETTLED] = float(settled.cost_usd)
         attributes[names.USAGE_SOURCE] = settled.source.value
     if record.error_type is not None:
@@ -92,7 +150,7 @@ def turn_attributes(
     called = tuple(call.name for call in record.tool_calls)
     if called:
         attributes[names.TOOLS_CALLED] = _names(called, scrubber)
-    skills = [name for name in called if name in tagging.skills]
+    skills = [name for name in called if tagging.is_skill(name)]
     if skills:
         attributes[names.SKILL_NAME] = scrubber.scrub(skills[0][:_MAX_NAME_CHARS], other)
         attributes[names.SKILLS] = _names(tuple(dict.fromkeys(skills)), scrubber)
@@ -101,6 +159,8 @@ def turn_attributes(
     if record.optimization is not None:
         attributes[names.OPTIMIZER_STRATEGY] = list(record.optimization.strategies)
         attributes[names.OPTIMIZER_TOKENS_SAVED_ATTR] = record.optimization.tokens_saved
+        if COMPACT_HISTORY in record.optimization.strategies:
+            attributes[names.GEN_AI_CONVERSATION_COMPACTED] = True
     if record.output_cap is not None:
         attributes[names.OUTPUT_CAP_FORWARDED] = record.output_cap.forwarded
         if record.output_cap.asked is not None:
@@ -112,17 +172,39 @@ def turn_attributes(
     return attributes
 
 
+def tool_call_events(record: CallRecord, scrubber: Scrubber, tagging: Tagging) -> list[Attributes]:
+    """The attributes of one ``a11i.tool_call`` span event per tool the model asked for in its
+    answer: name, call id, type and skill (arguments only with content capture)."""
+    events: list[Attributes] = []
+    for call in record.tool_calls:
+        name = scrubber.scrub(call.name[:_MAX_NAME_CHARS], Target.OTHER)
+        attributes: Attributes = {
+            names.GEN_AI_TOOL_NAME: name,
+            names.GEN_AI_TOOL_CALL_ID: scrubber.scrub(call.id[:_MAX_NAME_CHARS]),
+            names.GEN_AI_TOOL_TYPE: names.TOOL_TYPE_FUNCTION,
+        }
+        if tagging.is_skill(call.name):
+            attributes[names.SKILL_NAME] = name
+        if tagging.capture_content:
+            attributes[names.GEN_AI_TOOL_CALL_ARGUMENTS] = scrubber.scrub(
+                call.arguments[: tagging.capture_max_chars], Target.TOOL_ARGS
+            )
+        events.append(attributes)
+    return events
+
+
 def tool_result_attributes(result: ToolResult, scrubber: Scrubber, tagging: Tagging) -> Attributes:
     """A ``tool_result_ingest`` span's attributes: which tool, how it ended, how large."""
     name = scrubber.scrub(result.name[:_MAX_NAME_CHARS], Target.OTHER)
     attributes: Attributes = {
-        names.GEN_AI_OPERATION_NAME: "execute_tool",
+        names.GEN_AI_OPERATION_NAME: names.OPERATION_EXECUTE_TOOL,
         names.GEN_AI_TOOL_NAME: name,
         names.GEN_AI_TOOL_CALL_ID: scrubber.scrub(result.tool_call_id[:_MAX_NAME_CHARS]),
+        names.GEN_AI_TOOL_TYPE: names.TOOL_TYPE_FUNCTION,
         names.TOOL_OUTCOME: result.outcome.value,
         names.TOOL_RESULT_CHARS: result.chars,
     }
-    if result.name in tagging.skills:
+    if tagging.is_skill(result.name):
         attributes[names.SKILL_NAME] = name
     if result.outcome.value != "success":
         attributes[names.ERROR_TYPE] = result.outcome.value
@@ -141,11 +223,18 @@ def decision_record(record: CallRecord, scrubber: Scrubber) -> tuple[str, Attrib
         names.COST_PROJECTED: float(plan.projected_usd),
         names.HTTP_RESPONSE_STATUS_CODE: record.status,
     }
+    reason = scrubber.scrub(verdict.reason)
+    attributes[names.DECISION_REASON] = reason
     if record.settlement is not None:
         attributes[names.COST_SETTLED] = float(record.settlement.cost_usd)
     if record.optimization is not None:
         attributes[names.OPTIMIZER_STRATEGY] = list(record.optimization.strategies)
-    reason = scrubber.scrub(verdict.reason)
+    if record.output_cap is not None:
+        attributes[names.OUTPUT_CAP_FORWARDED] = record.output_cap.forwarded
+        if record.output_cap.asked is not None:
+            attributes[names.OUTPUT_CAP_ASKED] = record.output_cap.asked
+    if record.error_type is not None:
+        attributes[names.ERROR_TYPE] = record.error_type
     message = f"{verdict.decision.value} {plan.request.model[:_MAX_NAME_CHARS]}: {reason}"
     return scrubber.scrub(message), attributes
 
@@ -162,7 +251,7 @@ def tool_choice_records(
             names.GEN_AI_TOOL_NAME: name,
             names.GEN_AI_TOOL_CALL_ID: scrubber.scrub(call.id[:_MAX_NAME_CHARS]),
         }
-        if call.name in tagging.skills:
+        if tagging.is_skill(call.name):
             attributes[names.SKILL_NAME] = name
         if tagging.capture_content:
             attributes[names.GEN_AI_TOOL_CALL_ARGUMENTS] = scrubber.scrub(

@@ -1,11 +1,16 @@
 """Every telemetry name a11i emits, defined once: the OpenTelemetry GenAI semantic conventions
 where they have a name, the mission's own names where they have none.
 
-Constants only; no instruments, no exporters (those live in ``a11i.sidecar.telemetry.metrics``).
+The GenAI conventions (now in their own repository, semantic-conventions-genai) renamed some of
+what a11i emitted; ``OTEL_SEMCONV_STABILITY_OPT_IN`` picks the old names, the new ones or both
+(``Semconv``). Constants and that one pure choice only; no instruments, no exporters (those
+live in ``a11i.sidecar.telemetry.metrics`` and ``traces``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Final
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
@@ -27,9 +32,31 @@ TELEMETRY_EXPORT_FAILURES: Final = "a11i.telemetry.export_failures"
 #: Tool results the agents sent back, by outcome (the Tool Success Ratio panel).
 TOOL_RESULTS: Final = "ai.tool_result_counter"
 
+#: Calls by the guard's decision (attribute ``a11i.decision``).
+DECISIONS: Final = "a11i.budget.decisions"
+#: The wallets a sidecar spends from (attribute ``a11i.wallet``: ``<namespace>`` for the
+#: namespace's, ``<namespace>/<agent>`` for an agent's own), in USD.
+BUDGET_LIMIT: Final = "a11i.budget.limit"
+BUDGET_SPENT: Final = "a11i.budget.spent"
+BUDGET_RESERVED: Final = "a11i.budget.reserved"
+BUDGET_REMAINING: Final = "a11i.budget.remaining"
+#: Seconds until the wallet is empty at the burn rate of the last minutes (absent while
+#: nothing is spent or the wallet has no limit).
+BUDGET_EXHAUSTION: Final = "a11i.budget.time_to_exhaustion"
+
 # -- metrics of the GenAI conventions
-CLIENT_TOKEN_USAGE: Final = gen_ai_metrics.GEN_AI_CLIENT_TOKEN_USAGE
 CLIENT_OPERATION_DURATION: Final = gen_ai_metrics.GEN_AI_CLIENT_OPERATION_DURATION
+#: Old (semantic-conventions v1.36): one histogram of tokens per call, by ``gen_ai.token.type``.
+CLIENT_TOKEN_USAGE: Final = gen_ai_metrics.GEN_AI_CLIENT_TOKEN_USAGE
+#: New (semantic-conventions-genai, gen-ai-token-metrics): counters of what was spent, with
+#: ``gen_ai.token.modality``; the cache counters are parts of the input counter.
+INFERENCE_INPUT_TOKENS: Final = "gen_ai.client.inference.usage.input_tokens"
+INFERENCE_OUTPUT_TOKENS: Final = "gen_ai.client.inference.usage.output_tokens"
+INFERENCE_CACHE_READ_TOKENS: Final = "gen_ai.client.inference.usage.cache_read.input_tokens"
+INFERENCE_CACHE_WRITE_TOKENS: Final = "gen_ai.client.inference.usage.cache_write.input_tokens"
+#: New: histograms of each call's tokens, for percentiles.
+INFERENCE_OPERATION_INPUT_TOKENS: Final = "gen_ai.client.inference.operation.input_tokens"
+INFERENCE_OPERATION_OUTPUT_TOKENS: Final = "gen_ai.client.inference.operation.output_tokens"
 
 #: Bucket boundaries the conventions give for gen_ai.client.token.usage (tokens).
 TOKEN_USAGE_BUCKETS: Final = (
@@ -69,6 +96,8 @@ DURATION_BUCKETS: Final = (
 # -- spans
 SPAN_AGENT_TURN: Final = "agent_turn"
 SPAN_TOOL_RESULT_INGEST: Final = "tool_result_ingest"
+#: Span event of each tool call the model asked for in its answer (on ``agent_turn``).
+EVENT_TOOL_CALL: Final = "a11i.tool_call"
 #: Span event when a call's prompt passes the saturation threshold (a11i.yaml).
 EVENT_SATURATION_WARNING: Final = "a11i.context_saturation_warning"
 #: Instrumentation scope of every span, metric and log record of the sidecar.
@@ -78,16 +107,32 @@ SCOPE: Final = "a11i.sidecar"
 TOKEN_TYPE: Final = "token.type"  # the mission's: prompt | completion
 GEN_AI_TOKEN_TYPE: Final = gen_ai.GEN_AI_TOKEN_TYPE  # the conventions': input | output
 GEN_AI_OPERATION_NAME: Final = gen_ai.GEN_AI_OPERATION_NAME
-GEN_AI_PROVIDER_NAME: Final = gen_ai.GEN_AI_PROVIDER_NAME
+GEN_AI_PROVIDER_NAME: Final = gen_ai.GEN_AI_PROVIDER_NAME  # new name of gen_ai.system
+GEN_AI_SYSTEM: Final = "gen_ai.system"  # old (v1.36)
+GEN_AI_AGENT_NAME: Final = gen_ai.GEN_AI_AGENT_NAME
+GEN_AI_TOKEN_MODALITY: Final = "gen_ai.token.modality"
+GEN_AI_RESPONSE_ID: Final = gen_ai.GEN_AI_RESPONSE_ID
+GEN_AI_RESPONSE_MODEL: Final = gen_ai.GEN_AI_RESPONSE_MODEL
+GEN_AI_RESPONSE_FINISH_REASONS: Final = gen_ai.GEN_AI_RESPONSE_FINISH_REASONS
 GEN_AI_REQUEST_MODEL: Final = gen_ai.GEN_AI_REQUEST_MODEL
 K8S_NAMESPACE_NAME: Final = k8s.K8S_NAMESPACE_NAME
 K8S_POD_NAME: Final = k8s.K8S_POD_NAME
 AGENT: Final = "a11i.agent"
 PROJECT: Final = "a11i.project"
 SIGNAL: Final = "a11i.signal"  # traces | metrics | logs
-TOOL_OUTCOME: Final = "a11i.tool.outcome"  # success | error | timeout
+TOOL_OUTCOME: Final = "a11i.tool.outcome"  # success | error | timeout | invalid
 GEN_AI_TOOL_NAME: Final = gen_ai.GEN_AI_TOOL_NAME
+GEN_AI_TOOL_TYPE: Final = gen_ai.GEN_AI_TOOL_TYPE
+#: ``gen_ai.tool.type`` of a tool the agent runs itself (all a proxy sees of function calls).
+TOOL_TYPE_FUNCTION: Final = "function"
+#: The span context of the ``agent_turn`` whose answer asked for a tool (on a link).
+TOOL_REQUESTED_BY: Final = "a11i.tool.requested_by"
+WALLET: Final = "a11i.wallet"
 DECISION: Final = "a11i.decision"
+#: Why the guard decided as it did (thresholds crossed, cap fitted, refused), on decision logs.
+DECISION_REASON: Final = "a11i.decision.reason"
+#: The client's ``x-request-id``, as the HTTP conventions name a captured request header.
+HTTP_REQUEST_HEADER_REQUEST_ID: Final = "http.request.header.x-request-id"
 OPTIMIZER_STRATEGY: Final = "a11i.optimizer.strategy"
 OPTIMIZER_TOKENS_SAVED_ATTR: Final = "a11i.optimizer.tokens_saved"
 #: The output cap a11i forwarded after fitting it to the wallet, and the one the agent asked
@@ -117,9 +162,16 @@ GEN_AI_REQUEST_MAX_TOKENS: Final = gen_ai.GEN_AI_REQUEST_MAX_TOKENS
 GEN_AI_REQUEST_CHOICE_COUNT: Final = gen_ai.GEN_AI_REQUEST_CHOICE_COUNT
 GEN_AI_REQUEST_TEMPERATURE: Final = gen_ai.GEN_AI_REQUEST_TEMPERATURE
 GEN_AI_CONVERSATION_ID: Final = gen_ai.GEN_AI_CONVERSATION_ID
+#: True (never false, as the conventions say) when a11i's optimizer compacted the history this
+#: turn sent.
+GEN_AI_CONVERSATION_COMPACTED: Final = "gen_ai.conversation.compacted"
+#: Where the conversation id came from: a11i | claude-code | openai-conversation |
+#: openai-previous-response | request-id.
+CONVERSATION_SOURCE: Final = "a11i.conversation.source"
 GEN_AI_USAGE_INPUT_TOKENS: Final = gen_ai.GEN_AI_USAGE_INPUT_TOKENS
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS
 GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = gen_ai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = gen_ai.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS
 GEN_AI_TOOL_CALL_ID: Final = gen_ai.GEN_AI_TOOL_CALL_ID
 GEN_AI_TOOL_CALL_ARGUMENTS: Final = gen_ai.GEN_AI_TOOL_CALL_ARGUMENTS
 GEN_AI_INPUT_MESSAGES: Final = gen_ai.GEN_AI_INPUT_MESSAGES
@@ -138,3 +190,62 @@ OPERATION: Final = {
     Dialect.OPENAI_COMPLETIONS: gen_ai.GenAiOperationNameValues.TEXT_COMPLETION.value,
     Dialect.ANTHROPIC_MESSAGES: gen_ai.GenAiOperationNameValues.CHAT.value,
 }
+
+#: ``gen_ai.operation.name`` of a tool run (on ``tool_result_ingest``).
+OPERATION_EXECUTE_TOOL: Final = gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value
+
+# -- old and new names ------------------------------------------------------------------------
+#: ``OTEL_SEMCONV_STABILITY_OPT_IN`` values (comma separated, other categories ignored).
+OPT_IN_LATEST: Final = "gen_ai_latest_experimental"
+OPT_IN_DUP: Final = "gen_ai_latest_experimental/dup"
+#: a11i's own value: only the names of semantic-conventions v1.36 (for dashboards not yet moved).
+OPT_IN_OLD: Final = "gen_ai_v1.36"
+
+
+class NameSet(StrEnum):
+    """Which GenAI names are emitted where the conventions renamed them."""
+
+    OLD = "old"
+    NEW = "new"
+    BOTH = "both"
+
+
+@dataclass(frozen=True, slots=True)
+class Semconv:
+    """The names in force: old (v1.36: ``gen_ai.system``, the ``gen_ai.client.token.usage``
+    histogram), new (``gen_ai.provider.name``, the ``gen_ai.client.inference.*`` token metrics),
+    or both. Names that did not change are emitted whatever the choice."""
+
+    names: NameSet = NameSet.BOTH
+
+    @property
+    def old(self) -> bool:
+        return self.names is not NameSet.NEW
+
+    @property
+    def new(self) -> bool:
+        return self.names is not NameSet.OLD
+
+    @classmethod
+    def from_opt_in(cls, value: str | None) -> Semconv:
+        """The choice of ``OTEL_SEMCONV_STABILITY_OPT_IN``: ``gen_ai_latest_experimental`` new
+        only, ``gen_ai_latest_experimental/dup`` both, ``gen_ai_v1.36`` old only. Unset (or no
+        gen_ai value) is both: nothing a dashboard read from a11i before disappears, and the
+        current names are there to move to."""
+        values = {item.strip() for item in (value or "").split(",")}
+        if OPT_IN_DUP in values:
+            return cls(NameSet.BOTH)
+        if OPT_IN_LATEST in values:
+            return cls(NameSet.NEW)
+        if OPT_IN_OLD in values:
+            return cls(NameSet.OLD)
+        return cls(NameSet.BOTH)
+
+    def provider(self, provider: str) -> dict[str, str]:
+        """The provider's attribute(s) under the names in force."""
+        attributes: dict[str, str] = {}
+        if self.new:
+            attributes[GEN_AI_PROVIDER_NAME] = provider
+        if self.old:
+            attributes[GEN_AI_SYSTEM] = provider
+        return attributes

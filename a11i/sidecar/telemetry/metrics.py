@@ -6,14 +6,21 @@ over OTLP (``a11i.sidecar.telemetry.traces.otlp_metric_readers``). Recording nev
 the traffic:
 the proxy calls it as an observer, and observers' failures are logged and swallowed. Model and
 tool names pass the PII scrubber (``scrub``) before they become attributes.
+
+The wallets are observed, not counted here: the proxy hands their snapshots to
+``observe_wallets`` before a scrape (and on a timer for OTLP), and the budget gauges report the
+last ones, with the time to exhaustion at the burn rate between them (``BurnRate``).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -23,11 +30,58 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest
 
+from a11i.core.wallets import WalletSnapshot
 from a11i.sidecar.call import CallRecord
 from a11i.sidecar.telemetry import conventions as names
 
 if TYPE_CHECKING:
     from a11i.sidecar.telemetry.traces import ExportStats
+
+#: The burn rate is measured over the spend of at most this many seconds.
+BURN_WINDOW_S: Final = 900.0
+#: A modality a proxy cannot tell apart from the usage it reads.
+_MODALITY_UNKNOWN: Final = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    at: float
+    spent: Decimal
+
+
+class BurnRate:
+    """How fast one wallet is spent: its spend observed over the last ``window_s`` seconds.
+    Pure bookkeeping over the snapshots it is given, with the clock passed in."""
+
+    def __init__(self, window_s: float = BURN_WINDOW_S) -> None:
+        self._window_s = window_s
+        self._seen: deque[_Seen] = deque()
+
+    def observe(self, spent: Decimal, now: float) -> None:
+        if self._seen and spent < self._seen[-1].spent:
+            self._seen.clear()  # a new period began: the old spend says nothing about it
+        self._seen.append(_Seen(now, spent))
+        while len(self._seen) > 2 and now - self._seen[1].at >= self._window_s:
+            self._seen.popleft()
+
+    def usd_per_second(self) -> float | None:
+        """The spend per second between the oldest and the newest snapshot in the window;
+        None until two snapshots a moment apart are known."""
+        if len(self._seen) < 2:
+            return None
+        first, last = self._seen[0], self._seen[-1]
+        elapsed = last.at - first.at
+        if elapsed <= 0:
+            return None
+        return float(last.spent - first.spent) / elapsed
+
+    def seconds_left(self, remaining: Decimal | None) -> float | None:
+        """Seconds until ``remaining`` is spent at this rate; None while nothing burns or the
+        wallet has no limit."""
+        rate = self.usd_per_second()
+        if remaining is None or rate is None or rate <= 0:
+            return None
+        return float(remaining) / rate
 
 
 class Metrics:
@@ -44,11 +98,16 @@ class Metrics:
         scrub: Callable[[str], str] = str,
         export_stats: ExportStats | None = None,
         tool_window: int = 100,
+        semconv: names.Semconv | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         reader = PrometheusMetricReader(registry=self.registry)
         self._scrub = scrub
         self._export_stats = export_stats
+        self._semconv = semconv or names.Semconv()
+        self._wallet_lock = threading.Lock()
+        self._wallets: dict[str, WalletSnapshot] = {}
+        self._burn: dict[str, BurnRate] = {}
         self._provider = MeterProvider(
             metric_readers=[reader, *readers],
             resource=resource
@@ -67,6 +126,16 @@ class Metrics:
                 View(
                     instrument_name=names.CLIENT_OPERATION_DURATION,
                     aggregation=ExplicitBucketHistogramAggregation(names.DURATION_BUCKETS),
+                ),
+                *(
+                    View(
+                        instrument_name=name,
+                        aggregation=ExplicitBucketHistogramAggregation(names.TOKEN_USAGE_BUCKETS),
+                    )
+                    for name in (
+                        names.INFERENCE_OPERATION_INPUT_TOKENS,
+                        names.INFERENCE_OPERATION_OUTPUT_TOKENS,
+                    )
                 ),
             ],
         )
@@ -108,6 +177,45 @@ class Metrics:
         self._usage = meter.create_histogram(
             names.CLIENT_TOKEN_USAGE, unit="{token}", description="Tokens used per call"
         )
+        self._inference = {
+            name: meter.create_counter(name, unit="{token}", description=description)
+            for name, description in (
+                (names.INFERENCE_INPUT_TOKENS, "Input tokens, cached ones included"),
+                (names.INFERENCE_OUTPUT_TOKENS, "Output tokens"),
+                (names.INFERENCE_CACHE_READ_TOKENS, "Input tokens read from the provider cache"),
+                (names.INFERENCE_CACHE_WRITE_TOKENS, "Input tokens written to the provider cache"),
+            )
+        }
+        self._operation_tokens = {
+            name: meter.create_histogram(name, unit="{token}", description=description)
+            for name, description in (
+                (names.INFERENCE_OPERATION_INPUT_TOKENS, "Input tokens per call"),
+                (names.INFERENCE_OPERATION_OUTPUT_TOKENS, "Output tokens per call"),
+            )
+        }
+        self._decisions = meter.create_counter(
+            names.DECISIONS,
+            unit="{call}",
+            description="Metered calls by the guard's decision (allow, warn, optimize, block)",
+        )
+        for name, description, field_of in (
+            (names.BUDGET_LIMIT, "The wallet's limit this period", _limit),
+            (names.BUDGET_SPENT, "Settled spend this period", _spent),
+            (names.BUDGET_RESERVED, "Held by calls in flight", _reserved),
+            (names.BUDGET_REMAINING, "What is left to spend this period", _remaining),
+        ):
+            meter.create_observable_gauge(
+                name,
+                callbacks=[self._wallet_gauge(field_of)],
+                unit="USD",
+                description=description,
+            )
+        meter.create_observable_gauge(
+            names.BUDGET_EXHAUSTION,
+            callbacks=[self._exhaustion],
+            unit="s",
+            description="Seconds until the wallet is empty at the burn rate of the last minutes",
+        )
         self._duration = meter.create_histogram(
             names.CLIENT_OPERATION_DURATION, unit="s", description="Duration of each call"
         )
@@ -125,10 +233,11 @@ class Metrics:
         attributes = {
             **self._base,
             names.GEN_AI_OPERATION_NAME: names.OPERATION[request.dialect],
-            names.GEN_AI_PROVIDER_NAME: request.dialect.provider.value,
+            **self._semconv.provider(request.dialect.provider.value),
             names.GEN_AI_REQUEST_MODEL: self._scrub(request.model),
             names.DECISION: record.verdict.decision.value,
         }
+        self._decisions.add(1, {**self._base, names.DECISION: record.verdict.decision.value})
         now = time.monotonic()
         if self._last_turn is not None:
             self._velocity.set(now - self._last_turn, self._base)
@@ -159,12 +268,66 @@ class Metrics:
         if settled is None:
             return
         self._cost.add(float(settled.cost_usd), attributes)
+        usage = settled.usage
         for mission, convention, count in (
-            ("prompt", "input", settled.usage.input_tokens),
-            ("completion", "output", settled.usage.output_tokens),
+            ("prompt", "input", usage.input_tokens),
+            ("completion", "output", usage.output_tokens),
         ):
             self._tokens.add(count, {**attributes, names.TOKEN_TYPE: mission})
-            self._usage.record(count, {**attributes, names.GEN_AI_TOKEN_TYPE: convention})
+            if self._semconv.old:
+                self._usage.record(count, {**attributes, names.GEN_AI_TOKEN_TYPE: convention})
+        if self._semconv.new:
+            by_modality = {**attributes, names.GEN_AI_TOKEN_MODALITY: _MODALITY_UNKNOWN}
+            for name, count in (
+                (names.INFERENCE_INPUT_TOKENS, usage.input_tokens),
+                (names.INFERENCE_OUTPUT_TOKENS, usage.output_tokens),
+                (names.INFERENCE_CACHE_READ_TOKENS, usage.cached_input_tokens),
+                (names.INFERENCE_CACHE_WRITE_TOKENS, usage.cache_write_tokens),
+            ):
+                self._inference[name].add(count, by_modality)
+            self._operation_tokens[names.INFERENCE_OPERATION_INPUT_TOKENS].record(
+                usage.input_tokens, attributes
+            )
+            self._operation_tokens[names.INFERENCE_OPERATION_OUTPUT_TOKENS].record(
+                usage.output_tokens, attributes
+            )
+
+    # -- wallets ---------------------------------------------------------------------------
+    def observe_wallets(self, snapshots: Iterable[WalletSnapshot], now: float) -> None:
+        """The wallets as they are now (``now``: ``time.monotonic()``), for the budget gauges.
+        Called on the loop; the gauges are read from the scrape or the OTLP reader's thread."""
+        with self._wallet_lock:
+            for snapshot in snapshots:
+                self._wallets[snapshot.namespace] = snapshot
+                self._burn.setdefault(snapshot.namespace, BurnRate()).observe(
+                    snapshot.spent_usd, now
+                )
+
+    def _wallet_gauge(
+        self, field_of: Callable[[WalletSnapshot], Decimal | None]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(_options: CallbackOptions) -> Iterable[Observation]:
+            with self._wallet_lock:
+                wallets = list(self._wallets.values())
+            return [
+                Observation(float(value), {**self._base, names.WALLET: snapshot.namespace})
+                for snapshot in wallets
+                if (value := field_of(snapshot)) is not None
+            ]
+
+        return observe
+
+    def _exhaustion(self, _options: CallbackOptions) -> Iterable[Observation]:
+        with self._wallet_lock:
+            pairs = [
+                (key, self._burn[key].seconds_left(snapshot.remaining_usd))
+                for key, snapshot in self._wallets.items()
+            ]
+        return [
+            Observation(seconds, {**self._base, names.WALLET: key})
+            for key, seconds in pairs
+            if seconds is not None
+        ]
 
     def _export_failures(self, _options: CallbackOptions) -> Iterable[Observation]:
         stats = self._export_stats
@@ -182,3 +345,19 @@ class Metrics:
 
     def shutdown(self) -> None:
         self._provider.shutdown()
+
+
+def _limit(snapshot: WalletSnapshot) -> Decimal | None:
+    return snapshot.limit_usd
+
+
+def _spent(snapshot: WalletSnapshot) -> Decimal | None:
+    return snapshot.spent_usd
+
+
+def _reserved(snapshot: WalletSnapshot) -> Decimal | None:
+    return snapshot.reserved_usd
+
+
+def _remaining(snapshot: WalletSnapshot) -> Decimal | None:
+    return snapshot.remaining_usd

@@ -49,12 +49,14 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from a11i import __version__
+from a11i.core.analysis import client_ids
 from a11i.core.headers import KeyCustody
 from a11i.core.loops import LoopKey, loop_key
+from a11i.core.model import Dialect
 from a11i.core.scrub import Scrubber
 from a11i.sidecar.call import CallRecord
 from a11i.sidecar.config import TelemetryConfig
@@ -62,8 +64,11 @@ from a11i.sidecar.settings import OtlpExport, OtlpProtocol, SidecarSettings, Tel
 from a11i.sidecar.telemetry import conventions as names
 from a11i.sidecar.telemetry.attributes import (
     Attributes,
+    Conversation,
     Tagging,
+    conversation_of,
     decision_record,
+    tool_call_events,
     tool_choice_records,
     tool_result_attributes,
     turn_attributes,
@@ -71,6 +76,7 @@ from a11i.sidecar.telemetry.attributes import (
 
 log = logging.getLogger(__name__)
 _R = TypeVar("_R")
+_V = TypeVar("_V")
 #: The decision logs, also written here when they are on (pod logs carry them without OTLP).
 decisions_log = logging.getLogger("a11i.decisions")
 
@@ -78,6 +84,9 @@ decisions_log = logging.getLogger("a11i.decisions")
 MAX_LOOPS: Final = 10_000
 #: Scrubbed model and tool names remembered (they repeat on every call).
 _NAME_CACHE: Final = 4096
+#: Tool calls (and Responses API answers) remembered at most, to link what comes back to
+#: the turn that asked for it.
+MAX_REMEMBERED: Final = 10_000
 #: A failing export is logged at most this often per signal.
 _LOG_EVERY_S: Final = 60.0
 
@@ -361,11 +370,33 @@ class LoopTraces:
         self._loops.move_to_end(key.key)
         return loop
 
+    def alias(self, key: LoopKey, alias: LoopKey) -> None:
+        """Let calls under ``alias`` join the loop of ``key`` (the same ``_Loop``)."""
+        loop = self._loops.get(key.key)
+        if loop is not None:
+            self._loops[alias.key] = loop
+            while len(self._loops) > self._max:
+                self._loops.popitem(last=False)
+
     def begin(self, key: LoopKey, context: SpanContext, now: float, end_ns: int) -> None:
         self._loops[key.key] = _Loop(context, key.length, now, end_ns)
         self._loops.move_to_end(key.key)
         while len(self._loops) > self._max:
             self._loops.popitem(last=False)
+
+
+class _Bounded(OrderedDict[str, _V]):
+    """A map that forgets its oldest entries beyond ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def remember(self, key: str, value: _V) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
 
 
 # -- the telemetry of one sidecar -------------------------------------------------------------
@@ -385,6 +416,10 @@ class Telemetry:
         self.hold_keys(settings.custody)
         self.tagging = self._tagging(config)
         self._loops = LoopTraces(idle_s=self.settings.loop_idle_s)
+        #: Tool call id -> the ``agent_turn`` whose answer asked for the tool.
+        self._tool_requests: _Bounded[SpanContext] = _Bounded(MAX_REMEMBERED)
+        #: Responses API answer id -> the conversation (and loop) it belongs to.
+        self._responses: _Bounded[Conversation] = _Bounded(MAX_REMEMBERED)
         self._propagator = TraceContextTextMapPropagator()
         self._tracer_provider: TracerProvider | None = None
         self._tracer: trace.Tracer | None = None
@@ -433,6 +468,7 @@ class Telemetry:
             saturation_warning_percent=config.saturation_warning_percent,
             capture_content=capture,
             capture_max_chars=self.settings.capture_max_chars,
+            semconv=names.Semconv.from_opt_in(self.settings.semconv_opt_in),
         )
 
     def apply(self, config: TelemetryConfig) -> str:
@@ -513,14 +549,17 @@ class Telemetry:
             extracted = self._propagator.extract(carrier)
             if trace.get_current_span(extracted).get_span_context().is_valid:
                 parent = extracted
+        conversation = self._conversation(record)
         if parent is None:
-            key = loop_key(record.plan.request, origin.session)
+            key = loop_key(record.plan.request, conversation.id if conversation else None)
             if key is not None:
                 loop = self._loops.join(key, now)
                 if loop is not None:
                     parent = trace.set_span_in_context(NonRecordingSpan(loop.context))
         turn = loop.turns + 1 if loop is not None else 1 if key is not None else None
-        attributes = turn_attributes(record, scrubber, tagging, loop_turn=turn)
+        attributes = turn_attributes(
+            record, scrubber, tagging, loop_turn=turn, conversation=conversation
+        )
         span = tracer.start_span(
             names.SPAN_AGENT_TURN,
             context=parent,
@@ -537,6 +576,8 @@ class Telemetry:
                 },
                 timestamp=start_ns,
             )
+        for event in tool_call_events(record, scrubber, tagging):
+            span.add_event(names.EVENT_TOOL_CALL, event, timestamp=end_ns)
         if record.error_type is not None or record.status >= 400:
             span.set_status(Status(StatusCode.ERROR, record.error_type or str(record.status)))
         turn_context = trace.set_span_in_context(span)
@@ -544,17 +585,28 @@ class Telemetry:
         ingest_start = loop.last_end_ns if loop is not None else start_ns
         ingest_start = min(ingest_start, start_ns)
         for result in record.plan.tool_results:
+            requested = self._tool_requests.pop(result.tool_call_id, None)
+            links = (
+                [Link(requested, {names.TOOL_REQUESTED_BY: names.SPAN_AGENT_TURN})]
+                if requested is not None
+                else None
+            )
             child = tracer.start_span(
                 names.SPAN_TOOL_RESULT_INGEST,
                 context=turn_context,
                 kind=SpanKind.INTERNAL,
                 attributes=tool_result_attributes(result, scrubber, tagging),
+                links=links,
                 start_time=ingest_start,
             )
             if result.outcome.value != "success":
                 child.set_status(Status(StatusCode.ERROR, result.outcome.value))
             child.end(end_time=start_ns)
         span.end(end_time=end_ns)
+        requester = span.get_span_context()
+        for call in record.tool_calls:
+            if call.id:
+                self._tool_requests.remember(call.id, requester)
         if key is not None:
             if loop is None:
                 self._loops.begin(key, span.get_span_context(), now, end_ns)
@@ -563,7 +615,28 @@ class Telemetry:
                 loop.length = key.length
                 loop.last_seen = now
                 loop.last_end_ns = end_ns
+        answer = record.response.id
+        if answer and record.plan.request.dialect is Dialect.OPENAI_RESPONSES:
+            # The next turn of a Responses API chain may name only this answer (its
+            # previous_response_id): remember which conversation, and loop, it continues.
+            if conversation is None and key is not None:
+                conversation = Conversation(answer, "openai-previous-response")
+                self._loops.alias(key, LoopKey(f"session:{answer}", key.length, named=True))
+            if conversation is not None:
+                self._responses.remember(answer, conversation)
         return turn_context
+
+    def _conversation(self, record: CallRecord) -> Conversation | None:
+        """The call's conversation: what it says itself, else the conversation of the answer
+        its ``previous_response_id`` continues."""
+        conversation = conversation_of(record)
+        if conversation is not None:
+            return conversation
+        previous = client_ids(record.plan.request).previous_response
+        if previous is None:
+            return None
+        known = self._responses.get(previous)
+        return known if known is not None else Conversation(previous, "openai-previous-response")
 
     def _decision_logs(
         self,

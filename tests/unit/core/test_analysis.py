@@ -7,15 +7,20 @@ from decimal import Decimal
 import pytest
 
 from a11i.core.analysis import (
+    ClientIds,
+    ResponseFacts,
     ToolOutcome,
     answer_text,
+    classify_failure,
+    client_ids,
     context_saturation,
+    response_facts,
     tool_calls,
     tool_names,
     tool_results,
 )
 from a11i.core.dialects import parse_request
-from a11i.core.model import Dialect, JSONObject
+from a11i.core.model import Dialect, JSONObject, JSONValue
 
 SRE_CHAT: JSONObject = {
     "model": "gpt-4o",
@@ -225,3 +230,85 @@ def test_answer_text_and_tool_names() -> None:
 )
 def test_context_saturation(tokens: int, window: int, percent: str) -> None:
     assert context_saturation(tokens, window) == Decimal(percent)
+
+
+@pytest.mark.parametrize(
+    ("dialect", "answer", "facts"),
+    [
+        pytest.param(
+            Dialect.OPENAI_CHAT,
+            {
+                "id": "chatcmpl-1",
+                "model": "gpt-4o-2024-08-06",
+                "choices": [{"finish_reason": "stop"}, {"finish_reason": "length"}],
+            },
+            ResponseFacts("chatcmpl-1", "gpt-4o-2024-08-06", ("stop", "length")),
+            id="chat",
+        ),
+        pytest.param(
+            Dialect.OPENAI_RESPONSES,
+            {"id": "resp_1", "model": "gpt-4o", "status": "completed"},
+            ResponseFacts("resp_1", "gpt-4o", ("completed",)),
+            id="responses",
+        ),
+        pytest.param(
+            Dialect.ANTHROPIC_MESSAGES,
+            {"id": "msg_1", "model": "claude-sonnet-4-5", "stop_reason": "tool_use"},
+            ResponseFacts("msg_1", "claude-sonnet-4-5", ("tool_use",)),
+            id="anthropic",
+        ),
+        pytest.param(Dialect.OPENAI_CHAT, ["not", "an", "object"], ResponseFacts(), id="junk"),
+        pytest.param(
+            Dialect.OPENAI_EMBEDDINGS, {"model": 3, "id": None}, ResponseFacts(), id="wrong-types"
+        ),
+    ],
+)
+def test_response_facts(dialect: Dialect, answer: JSONValue, facts: ResponseFacts) -> None:
+    assert response_facts(dialect, answer) == facts
+
+
+@pytest.mark.parametrize(
+    ("text", "outcome"),
+    [
+        ("Error: connection refused", ToolOutcome.ERROR),
+        ("context deadline exceeded", ToolOutcome.TIMEOUT),
+        ("missing 1 required positional argument: 'pod'", ToolOutcome.INVALID),
+        ("SyntaxError: unexpected EOF", ToolOutcome.INVALID),
+        ("Input does not match the schema", ToolOutcome.INVALID),
+    ],
+    ids=["error", "timeout", "missing-argument", "syntax", "schema"],
+)
+def test_failures_are_classified(text: str, outcome: ToolOutcome) -> None:
+    assert classify_failure(text) is outcome
+
+
+@pytest.mark.parametrize(
+    ("dialect", "body", "ids"),
+    [
+        pytest.param(
+            Dialect.OPENAI_RESPONSES,
+            {"model": "m", "input": "x", "conversation": "conv_1", "previous_response_id": "r"},
+            ClientIds("conv_1", "openai-conversation", "r"),
+            id="responses",
+        ),
+        pytest.param(
+            Dialect.ANTHROPIC_MESSAGES,
+            {
+                "model": "m",
+                "max_tokens": 1,
+                "metadata": {"user_id": "user_ab_account_cd_session_0f-1e"},
+                "messages": [],
+            },
+            ClientIds("0f-1e", "claude-code"),
+            id="claude-code",
+        ),
+        pytest.param(
+            Dialect.ANTHROPIC_MESSAGES,
+            {"model": "m", "max_tokens": 1, "metadata": {"user_id": "u-1"}, "messages": []},
+            ClientIds(),
+            id="plain-user-id",
+        ),
+    ],
+)
+def test_client_ids(dialect: Dialect, body: JSONObject, ids: ClientIds) -> None:
+    assert client_ids(parse_request(dialect, body)) == ids

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from a11i.core.analysis import ToolCall
+from a11i.core.analysis import ResponseFacts, ToolCall
 from a11i.core.meter import Meter
 from a11i.core.model import Dialect, JSONObject, JSONValue, Usage
 from a11i.core.policy import Decision, Verdict, WalletState
@@ -16,14 +16,18 @@ from a11i.core.scrub import Scrubber, rules_from_config
 from a11i.sidecar.call import CallOrigin, CallRecord, Optimization
 from a11i.sidecar.meter import load_meter
 from a11i.sidecar.telemetry.attributes import (
+    Conversation,
     Tagging,
     captured_content,
+    conversation_of,
     decision_record,
     scrub_event,
+    tool_call_events,
     tool_choice_records,
     tool_result_attributes,
     turn_attributes,
 )
+from a11i.sidecar.telemetry.conventions import NameSet, Semconv
 
 SCRUBBER = Scrubber(secrets=["sk-proj-HELDKEYheldkey0123456789"])
 ALLOW = Verdict(Decision.ALLOW, WalletState.GREEN, "within budget")
@@ -139,6 +143,10 @@ def test_a_refused_call(meter: Meter) -> None:
     assert message == "block gpt-4o: limit 1.00 USD reached"
     assert log["a11i.decision"] == "block"
     assert log["event.name"] == "a11i.decision"
+    # The log alone explains the refusal.
+    assert log["a11i.decision.reason"] == "limit 1.00 USD reached"
+    assert log["a11i.wallet.state"] == "Exhausted"
+    assert log["error.type"] == "budget_exceeded"
 
 
 def test_optimized_call(meter: Meter) -> None:
@@ -146,6 +154,9 @@ def test_optimized_call(meter: Meter) -> None:
     attributes = turn_attributes(record, SCRUBBER, Tagging())
     assert attributes["a11i.optimizer.strategy"] == ["dedupe", "whitespace"]
     assert attributes["a11i.optimizer.tokens_saved"] == 42
+    assert "gen_ai.conversation.compacted" not in attributes  # only ever true
+    compacted = record_of(meter, optimization=Optimization(("compact_history",), 900))
+    assert turn_attributes(compacted, SCRUBBER, Tagging())["gen_ai.conversation.compacted"] is True
 
 
 def test_tool_result_attributes(meter: Meter) -> None:
@@ -155,6 +166,7 @@ def test_tool_result_attributes(meter: Meter) -> None:
         "gen_ai.operation.name": "execute_tool",
         "gen_ai.tool.name": "get_pods",
         "gen_ai.tool.call.id": "c1",
+        "gen_ai.tool.type": "function",
         "a11i.tool.outcome": "timeout",
         "a11i.tool_result.chars": len("Error: request timed out"),
         "skill.name": "get_pods",
@@ -265,3 +277,186 @@ def test_events_are_scrubbed() -> None:
         {"model": "ft:gpt-4o:jane.doe@example.com", "cost_usd": "0.1"}, SCRUBBER.scrub
     )
     assert event == {"model": "ft:gpt-4o:[REDACTED:email]", "cost_usd": "0.1"}
+
+
+# -- tools described and tagged
+
+
+@pytest.mark.parametrize(
+    ("skills", "tagged"),
+    [
+        pytest.param(frozenset(), "check_logs", id="no-list-every-tool-is-a-skill"),
+        pytest.param(frozenset({"check_logs"}), "check_logs", id="listed"),
+        pytest.param(frozenset({"restart_server"}), None, id="not-listed"),
+    ],
+)
+def test_skills_by_default_and_restricted_by_a_list(
+    meter: Meter, skills: frozenset[str], tagged: str | None
+) -> None:
+    record = record_of(meter)
+    tagging = Tagging(skills=skills)
+    assert turn_attributes(record, SCRUBBER, tagging).get("skill.name") == tagged
+    ((event),) = tool_call_events(record, SCRUBBER, tagging)
+    assert event.get("skill.name") == tagged
+    (result,) = record.plan.tool_results  # get_pods
+    ingest = tool_result_attributes(result, SCRUBBER, tagging)
+    assert ingest.get("skill.name") == ("get_pods" if not skills else None)
+
+
+def test_tool_call_events_follow_the_conventions(meter: Meter) -> None:
+    (event,) = tool_call_events(record_of(meter), SCRUBBER, Tagging())
+    assert event == {
+        "gen_ai.tool.name": "check_logs",
+        "gen_ai.tool.call.id": "c2",
+        "gen_ai.tool.type": "function",
+        "skill.name": "check_logs",
+    }
+    (captured,) = tool_call_events(record_of(meter), SCRUBBER, Tagging(capture_content=True))
+    assert "[REDACTED:email]" in str(captured["gen_ai.tool.call.arguments"])
+
+
+@pytest.mark.parametrize(
+    ("content", "outcome"),
+    [
+        ("NAME READY\napi-0 1/1", "success"),
+        ("Error: connection refused", "error"),
+        ("Error: request timed out after 30s", "timeout"),
+        ("ValidationError: 1 validation error for Args\npod\n  Field required", "invalid"),
+        ("Error: invalid arguments: 'replicas' must be an integer", "invalid"),
+        ('{"error": "JSONDecodeError: Expecting value: line 1 column 1"}', "invalid"),
+        ("TypeError: get_pods() got an unexpected keyword argument 'ns'", "invalid"),
+    ],
+    ids=["success", "error-output", "timeout", "pydantic", "invalid-args", "json", "kwarg"],
+)
+def test_tool_errors_are_classified(meter: Meter, content: str, outcome: str) -> None:
+    messages = [*BODY["messages"][:3], {"role": "tool", "tool_call_id": "c1", "content": content}]  # type: ignore[index]
+    body: JSONObject = {**BODY, "messages": messages}
+    (result,) = record_of(meter, body).plan.tool_results
+    attributes = tool_result_attributes(result, SCRUBBER, Tagging())
+    assert attributes["a11i.tool.outcome"] == outcome
+    assert attributes.get("error.type") == (None if outcome == "success" else outcome)
+
+
+# -- old and new names
+
+
+@pytest.mark.parametrize(
+    ("opt_in", "names"),
+    [
+        (None, NameSet.BOTH),
+        ("", NameSet.BOTH),
+        ("http,gen_ai_latest_experimental", NameSet.NEW),
+        ("gen_ai_latest_experimental/dup", NameSet.BOTH),
+        ("gen_ai_latest_experimental, gen_ai_latest_experimental/dup", NameSet.BOTH),
+        ("gen_ai_v1.36", NameSet.OLD),
+        ("database", NameSet.BOTH),
+    ],
+    ids=["unset", "empty", "latest", "dup", "latest-and-dup", "old", "other-category"],
+)
+def test_stability_opt_in(opt_in: str | None, names: NameSet) -> None:
+    assert Semconv.from_opt_in(opt_in).names is names
+
+
+@pytest.mark.parametrize(
+    ("names", "present", "absent"),
+    [
+        (NameSet.NEW, {"gen_ai.provider.name"}, {"gen_ai.system"}),
+        (NameSet.OLD, {"gen_ai.system"}, {"gen_ai.provider.name"}),
+        (NameSet.BOTH, {"gen_ai.system", "gen_ai.provider.name"}, set()),
+    ],
+    ids=["new", "old", "both"],
+)
+def test_provider_name_under_each_choice(
+    meter: Meter, names: NameSet, present: set[str], absent: set[str]
+) -> None:
+    attributes = turn_attributes(record_of(meter), SCRUBBER, Tagging(semconv=Semconv(names)))
+    assert present <= set(attributes)
+    assert not absent & set(attributes)
+    assert all(attributes[key] == "openai" for key in present)
+
+
+def test_response_usage_and_ids(meter: Meter) -> None:
+    plan = meter.plan(Dialect.OPENAI_CHAT, BODY)
+    usage = Usage(input_tokens=120, output_tokens=30, cached_input_tokens=64, cache_write_tokens=8)
+    record = record_of(
+        meter,
+        settlement=meter.settle(plan, usage),
+        response=ResponseFacts("chatcmpl-9", "gpt-4o-2024-08-06", ("tool_calls",)),
+        origin=CallOrigin(started_ns=1, request_id="req-42"),
+    )
+    attributes = turn_attributes(record, SCRUBBER, Tagging())
+    assert attributes["gen_ai.usage.cache_read.input_tokens"] == 64
+    assert attributes["gen_ai.usage.cache_creation.input_tokens"] == 8
+    assert attributes["gen_ai.response.id"] == "chatcmpl-9"
+    assert attributes["gen_ai.response.model"] == "gpt-4o-2024-08-06"
+    assert attributes["gen_ai.response.finish_reasons"] == ["tool_calls"]
+    assert attributes["http.request.header.x-request-id"] == ["req-42"]
+    assert "gen_ai.conversation.id" not in attributes
+
+
+# -- the agents' own ids
+
+CLAUDE_BODY: JSONObject = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 1024,
+    "metadata": {"user_id": "user_0784b2_account_261d5434-c8c2_session_b4e5aaaa-9a3e-47c4"},
+    "messages": [{"role": "user", "content": "Fix the flaky test."}],
+}
+
+
+@pytest.mark.parametrize(
+    ("dialect", "body", "origin", "expected"),
+    [
+        pytest.param(
+            Dialect.OPENAI_CHAT,
+            BODY,
+            CallOrigin(session="run-7", client_session="cc-1"),
+            Conversation("run-7", "a11i"),
+            id="a11i-session-wins",
+        ),
+        pytest.param(
+            Dialect.ANTHROPIC_MESSAGES,
+            CLAUDE_BODY,
+            CallOrigin(client_session="cc-header"),
+            Conversation("cc-header", "claude-code"),
+            id="claude-code-header",
+        ),
+        pytest.param(
+            Dialect.ANTHROPIC_MESSAGES,
+            CLAUDE_BODY,
+            CallOrigin(),
+            Conversation("b4e5aaaa-9a3e-47c4", "claude-code"),
+            id="claude-code-metadata",
+        ),
+        pytest.param(
+            Dialect.OPENAI_RESPONSES,
+            {"model": "gpt-4o", "input": "hi", "conversation": {"id": "conv_5j66"}},
+            CallOrigin(),
+            Conversation("conv_5j66", "openai-conversation"),
+            id="responses-conversation",
+        ),
+        pytest.param(
+            Dialect.OPENAI_RESPONSES,
+            {"model": "gpt-4o", "input": "hi", "previous_response_id": "resp_1"},
+            CallOrigin(),
+            None,
+            id="previous-response-joined-by-telemetry",
+        ),
+        pytest.param(Dialect.OPENAI_CHAT, BODY, CallOrigin(), None, id="none"),
+    ],
+)
+def test_conversation_ids(
+    meter: Meter,
+    dialect: Dialect,
+    body: JSONObject,
+    origin: CallOrigin,
+    expected: Conversation | None,
+) -> None:
+    record = replace(record_of(meter), plan=meter.plan(dialect, body), origin=origin)
+    assert conversation_of(record) == expected
+    attributes = turn_attributes(record, SCRUBBER, Tagging())
+    if expected is None:
+        assert "gen_ai.conversation.id" not in attributes
+    else:
+        assert attributes["gen_ai.conversation.id"] == expected.id
+        assert attributes["a11i.conversation.source"] == expected.source
