@@ -15,6 +15,8 @@ from a11i.operator.injection import Injection, InjectionSettings
 from tests.integration.conftest import SidecarFactory
 from tests.support.standin import StandIn
 
+pytestmark = pytest.mark.integration
+
 PROMPT = "Fix the failing test in the shop service and explain the change."
 SETTINGS = InjectionSettings(image="a11i:test")
 
