@@ -24,6 +24,11 @@ It is mounted into the ``a11i-proxy`` container alone (files, read-only; never a
 never in an app container) and named by ``A11I_OPENAI_API_KEY_FILE`` /
 ``A11I_ANTHROPIC_API_KEY_FILE``; the app containers get a placeholder key when they set none.
 
+Admission (``spec.admission``: fit the output cap to the wallet, its floor, the wait for held
+money) is resolved field by field: the per-agent AgentBudget that gives the pod its limit, else
+the namespace's wallet owner, else the cluster-wide default of the settings; a field none of them
+sets is left to the sidecar's own default. The result is the sidecar's ``A11I_BUDGET_*`` env.
+
 What it may not do: I/O of any kind, kopf, a clock, or raise on any input (a bad pod is a
 :class:`Skip`, never an exception: a webhook that raises refuses the pod).
 """
@@ -90,6 +95,11 @@ _MONEY = re.compile(r"^(0|[1-9][0-9]{0,8})(\.[0-9]{1,6})?$")
 _DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
+#: ``spec.admission`` bounds, as the CRD checks them (a value outside is read as unset).
+MAX_MIN_OUTPUT_TOKENS: Final = 1_000_000
+MAX_WAIT_S: Final = 60.0
+
+
 def is_data_key(value: str) -> bool:
     """Whether ``value`` can be a key of a Secret's data."""
     return len(value) <= 253 and value not in (".", "..") and _DATA_KEY.match(value) is not None
@@ -124,6 +134,77 @@ class KeyCustodyRef:
 
 
 @dataclass(frozen=True, slots=True)
+class AdmissionSpec:
+    """How the sidecar admits a call that does not fit the wallet as asked (an AgentBudget's
+    ``spec.admission``, docs/budget.md); None where the source says nothing, so the next source
+    (then the sidecar's own default) decides."""
+
+    fit_output_cap: bool | None = None
+    """``fitOutputCap`` → ``A11I_BUDGET_FIT_OUTPUT_CAP``: lower the forwarded output cap to what
+    the wallet affords; False: strict, such a call is refused with 402."""
+    min_output_tokens: int | None = None
+    """``minOutputTokens`` → ``A11I_BUDGET_MIN_OUTPUT_TOKENS``: the smallest cap worth fitting."""
+    wait_s: float | None = None
+    """``waitSeconds`` → ``A11I_BUDGET_ADMISSION_WAIT``: how long a call waits for held money."""
+
+    def over(self, fallback: AdmissionSpec) -> AdmissionSpec:
+        """This spec, with ``fallback``'s value for each field it leaves unset."""
+        return AdmissionSpec(
+            self.fit_output_cap if self.fit_output_cap is not None else fallback.fit_output_cap,
+            (
+                self.min_output_tokens
+                if self.min_output_tokens is not None
+                else fallback.min_output_tokens
+            ),
+            self.wait_s if self.wait_s is not None else fallback.wait_s,
+        )
+
+    @property
+    def env(self) -> tuple[tuple[str, str], ...]:
+        """The sidecar's variables for the fields that are set, as its settings parse them."""
+        pairs: list[tuple[str, str]] = []
+        if self.fit_output_cap is not None:
+            pairs.append((contract.BUDGET_FIT_OUTPUT_CAP, "on" if self.fit_output_cap else "off"))
+        if self.min_output_tokens is not None:
+            pairs.append((contract.BUDGET_MIN_OUTPUT_TOKENS, str(self.min_output_tokens)))
+        if self.wait_s is not None:
+            pairs.append((contract.BUDGET_ADMISSION_WAIT, seconds_text(self.wait_s)))
+        return tuple(pairs)
+
+
+def seconds_text(value: float) -> str:
+    """Seconds as the sidecar reads them: ``0`` (never wait) exactly, whole seconds without a
+    point, else the shortest decimal that round-trips."""
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+def admission_spec(value: object) -> AdmissionSpec:
+    """``spec.admission`` as an :class:`AdmissionSpec`; a field that is absent, or that the CRD
+    would refuse (wrong type, out of bounds), is read as unset."""
+    if not isinstance(value, Mapping):
+        return AdmissionSpec()
+    fit = value.get("fitOutputCap")
+    return AdmissionSpec(
+        fit if isinstance(fit, bool) else None,
+        _whole(value.get("minOutputTokens"), 1, MAX_MIN_OUTPUT_TOKENS),
+        _number(value.get("waitSeconds"), 0.0, MAX_WAIT_S),
+    )
+
+
+def _whole(value: object, low: int, high: int) -> int | None:
+    # bool is an int in Python: a JSON true is no number.
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return None
+    return value
+
+
+def _number(value: object, low: float, high: float) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if low <= value <= high else None  # NaN fails both comparisons
+
+
+@dataclass(frozen=True, slots=True)
 class InjectionSettings:
     """What the webhook injects; built once from the operator's environment."""
 
@@ -147,6 +228,10 @@ class InjectionSettings:
     """``A11I_KEY_CUSTODY_SECRET`` (with ``A11I_KEY_CUSTODY_OPENAI_KEY`` /
     ``A11I_KEY_CUSTODY_ANTHROPIC_KEY``): the cluster-wide default Secret of provider keys, for
     namespaces whose AgentBudget names none; None: no key custody by default."""
+    admission: AdmissionSpec = AdmissionSpec()
+    """``A11I_SIDECAR_BUDGET_FIT_OUTPUT_CAP``, ``A11I_SIDECAR_BUDGET_MIN_OUTPUT_TOKENS``,
+    ``A11I_SIDECAR_BUDGET_ADMISSION_WAIT``: the cluster-wide default of ``spec.admission``, for
+    the fields no AgentBudget of the pod sets; unset: the sidecar's own default."""
     operator_namespace: str = ""
     """``A11I_OPERATOR_NAMESPACE``: never injected (nor is ``kube-system``)."""
     native_sidecars: bool = True
@@ -205,6 +290,8 @@ class AgentBudgetRule:
     selector: Mapping[str, object]
     #: ``perAgentLimit``, else ``limit``: USD as a decimal string.
     limit_usd: str
+    #: ``spec.admission``: wins, field by field, over the namespace's for the pods it limits.
+    admission: AdmissionSpec = AdmissionSpec()
 
 
 def agent_budget_rule(budget: Mapping[str, object]) -> AgentBudgetRule | None:
@@ -222,7 +309,13 @@ def agent_budget_rule(budget: Mapping[str, object]) -> AgentBudgetRule | None:
         return None
     if not _MONEY.match(limit):
         return None
-    return AgentBudgetRule(name, str(metadata.get("creationTimestamp") or ""), selector, limit)
+    return AgentBudgetRule(
+        name,
+        str(metadata.get("creationTimestamp") or ""),
+        selector,
+        limit,
+        admission_spec(spec.get("admission")),
+    )
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -235,6 +328,8 @@ class NamespaceBudget:
     name: str
     #: ``spec.keyCustody``; None when the budget has none.
     key_custody: KeyCustodyRef | None = field(default=None, compare=False)
+    #: ``spec.admission``: the namespace's, under a per-agent budget's.
+    admission: AdmissionSpec = field(default=AdmissionSpec(), compare=False)
 
 
 def namespace_budget(budget: Mapping[str, object]) -> NamespaceBudget | None:
@@ -248,7 +343,10 @@ def namespace_budget(budget: Mapping[str, object]) -> NamespaceBudget | None:
     if metadata.get("deletionTimestamp") or "agentSelector" in spec or not isinstance(name, str):
         return None
     return NamespaceBudget(
-        str(metadata.get("creationTimestamp") or ""), name, key_custody_ref(spec.get("keyCustody"))
+        str(metadata.get("creationTimestamp") or ""),
+        name,
+        key_custody_ref(spec.get("keyCustody")),
+        admission_spec(spec.get("admission")),
     )
 
 
@@ -273,6 +371,17 @@ def key_custody(
     if owner is not None and owner.key_custody is not None:
         return owner.key_custody
     return default
+
+
+def admission(
+    budgets: Sequence[NamespaceBudget], agent: AgentBudgetRule | None, default: AdmissionSpec
+) -> AdmissionSpec:
+    """How a pod's sidecar admits calls, field by field: the per-agent AgentBudget that gives
+    the pod its limit, else the namespace's wallet owner (its oldest namespace-wide AgentBudget,
+    as for key custody), else the cluster-wide default."""
+    owner = min(budgets, default=None)
+    namespace = owner.admission.over(default) if owner is not None else default
+    return agent.admission.over(namespace) if agent is not None else namespace
 
 
 def selects(selector: Mapping[str, object], labels: Mapping[str, str]) -> bool:
@@ -376,6 +485,7 @@ def decide(
             labels,
             settings,
             agent_budgets,
+            namespace_budgets,
             custody,
             has_metadata="metadata" in pod,
         )
@@ -389,6 +499,7 @@ def _inject(
     labels: Mapping[str, str],
     settings: InjectionSettings,
     agent_budgets: Sequence[AgentBudgetRule],
+    namespace_budgets: Sequence[NamespaceBudget],
     custody: KeyCustodyRef | None,
     *,
     has_metadata: bool,
@@ -430,7 +541,8 @@ def _inject(
         )
 
     budget = agent_limit(labels, agent_budgets, warnings)
-    sidecar = _sidecar(annotations, labels, settings, warnings, budget, custody)
+    admits = admission(namespace_budgets, budget, settings.admission)
+    sidecar = _sidecar(annotations, labels, settings, warnings, budget, custody, admits)
     if settings.native_sidecars:
         sidecar["restartPolicy"] = "Always"
         if "initContainers" in spec:
@@ -569,6 +681,7 @@ def _sidecar(
     warnings: list[str],
     budget: AgentBudgetRule | None = None,
     custody: KeyCustodyRef | None = None,
+    admits: AdmissionSpec = AdmissionSpec(),
 ) -> dict[str, object]:
     env: list[dict[str, object]] = [
         {"name": contract.NAMESPACE, "valueFrom": _field("metadata.namespace")},
@@ -591,6 +704,8 @@ def _sidecar(
     if budget is not None:
         # The pod's own wallet (namespace/pod name) inside the namespace's.
         env.append({"name": contract.AGENT_BUDGET_USD, "value": budget.limit_usd})
+    # Set here, these win over the same names in a11i-sidecar-env (envFrom).
+    env += [{"name": name, "value": value} for name, value in admits.env]
     if custody is not None:
         # Paths, never the keys: the keys stay in the Secret and in the sidecar's files.
         env += [

@@ -5,6 +5,7 @@ Pure: reads only the mapping it is given (``os.environ`` in ``main``), never at 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -12,7 +13,14 @@ from pathlib import Path
 
 from a11i.core import variables as var
 from a11i.core.errors import SettingsError
-from a11i.operator.injection import InjectionSettings, KeyCustodyRef, is_data_key
+from a11i.operator.injection import (
+    MAX_MIN_OUTPUT_TOKENS,
+    MAX_WAIT_S,
+    AdmissionSpec,
+    InjectionSettings,
+    KeyCustodyRef,
+    is_data_key,
+)
 from a11i.operator.policy_config import is_object_name
 
 #: The value of ``A11I_OPERATOR_PEERING`` that turns peering off.
@@ -36,7 +44,8 @@ class WebhookSettings:
 
     injection: InjectionSettings
     """What the sidecar is (``A11I_SIDECAR_IMAGE``, ``A11I_SIDECAR_REDIS_URL``,
-    ``A11I_KEY_CUSTODY_*``, ``A11I_OPERATOR_NAMESPACE``); ``native_sidecars`` is settled at
+    ``A11I_KEY_CUSTODY_*``, ``A11I_SIDECAR_BUDGET_*``, ``A11I_OPERATOR_NAMESPACE``);
+    ``native_sidecars`` is settled at
     start when auto."""
     port: int = 9443
     """``--webhook-port`` / ``A11I_WEBHOOK_PORT``: the HTTPS port the API server calls."""
@@ -150,6 +159,7 @@ def _webhook(
             redis_url=var.text(env, "A11I_SIDECAR_REDIS_URL"),
             redis_secret=_secret_name(env, "A11I_SIDECAR_REDIS_SECRET"),
             key_custody=_key_custody(env),
+            admission=_admission(env),
             operator_namespace=var.text(env, "A11I_OPERATOR_NAMESPACE"),
             native_sidecars=True if native is None else native,
         ),
@@ -189,6 +199,32 @@ def _key_custody(env: Mapping[str, str]) -> KeyCustodyRef | None:
         )
     return KeyCustodyRef(
         secret, keys["A11I_KEY_CUSTODY_OPENAI_KEY"], keys["A11I_KEY_CUSTODY_ANTHROPIC_KEY"]
+    )
+
+
+def _admission(env: Mapping[str, str]) -> AdmissionSpec:
+    """The cluster-wide default of ``spec.admission``, with the bounds the CRD has; a variable
+    left unset leaves that field to the sidecar's own default."""
+    fit = var.text(env, "A11I_SIDECAR_BUDGET_FIT_OUTPUT_CAP")
+    tokens = "A11I_SIDECAR_BUDGET_MIN_OUTPUT_TOKENS"
+    wait = "A11I_SIDECAR_BUDGET_ADMISSION_WAIT"
+    wait_raw = var.text(env, wait)
+    try:
+        wait_s = float(wait_raw) if wait_raw else None
+    except ValueError:
+        wait_s = math.nan
+    if wait_s is not None and not 0 <= wait_s <= MAX_WAIT_S:
+        raise SettingsError(
+            f"{wait} must be seconds from 0 (never wait) to {MAX_WAIT_S:g}, not {wait_raw!r}"
+        )
+    return AdmissionSpec(
+        var.parse_flag(fit, "A11I_SIDECAR_BUDGET_FIT_OUTPUT_CAP") if fit else None,
+        (
+            var.whole(env, tokens, 1, maximum=MAX_MIN_OUTPUT_TOKENS)
+            if var.text(env, tokens)
+            else None
+        ),
+        wait_s,
     )
 
 

@@ -11,7 +11,8 @@ of that id, so the admission path is ``/a11i-inject``.
   per namespace as :class:`injection.AgentBudgetRule`; a pod they select gets its own limit.
   The same watch keeps the namespace-wide ones (:class:`injection.NamespaceBudget`), whose
   ``keyCustody`` names the Secret of provider keys the sidecars hold. The webhook only names
-  that Secret in the pod spec: it never reads Secrets.
+  that Secret in the pod spec: it never reads Secrets. Both kinds carry ``spec.admission``,
+  which becomes the sidecar's ``A11I_BUDGET_*`` admission settings.
 - ``A11I_NATIVE_SIDECARS=auto`` asks the API server's ``/version`` once at start.
 - TLS: :class:`ReloadingWebhookServer` serves ``tls.crt``/``tls.key`` from a directory and loads
   renewed files into the same SSL context (new connections get the new certificate; the

@@ -22,6 +22,12 @@ REDIS_URL: Final = "A11I_REDIS_URL"
 WALLET_FILE: Final = "A11I_WALLET_FILE"
 #: An agent's own budget inside its namespace's (USD, a decimal string).
 AGENT_BUDGET_USD: Final = "A11I_AGENT_BUDGET_USD"
+#: Admission (docs/budget.md): fit the output cap to the wallet (a switch), the smallest cap worth
+#: forwarding (tokens), the seconds a call waits for held money (0: never). An AgentBudget's
+#: ``spec.admission`` reaches the sidecar through these.
+BUDGET_FIT_OUTPUT_CAP: Final = "A11I_BUDGET_FIT_OUTPUT_CAP"
+BUDGET_MIN_OUTPUT_TOKENS: Final = "A11I_BUDGET_MIN_OUTPUT_TOKENS"
+BUDGET_ADMISSION_WAIT: Final = "A11I_BUDGET_ADMISSION_WAIT"
 #: Key custody: files holding the provider keys (a Secret mounted into the sidecar alone).
 OPENAI_API_KEY_FILE: Final = "A11I_OPENAI_API_KEY_FILE"
 ANTHROPIC_API_KEY_FILE: Final = "A11I_ANTHROPIC_API_KEY_FILE"

@@ -477,6 +477,44 @@ REJECTED: dict[str, tuple[str, dict[str, Any], list[str]]] = {
     }, [
         "keyCustody.anthropicKey must be a key of the Secret's data",
     ]),
+    "admission-floor-without-fitting": (AB, {
+        "limit": "10", "admission": {"fitOutputCap": False, "minOutputTokens": 512},
+    }, [
+        "spec.admission.minOutputTokens: Forbidden",
+        "minOutputTokens is the floor of a fitted output cap: with fitOutputCap: false no cap "
+        "is fitted",
+        "remove minOutputTokens or set fitOutputCap: true",
+    ]),
+    "admission-floor-zero": (AB, {"limit": "10", "admission": {"minOutputTokens": 0}}, [
+        "spec.admission.minOutputTokens: Invalid value: 0",
+        "minOutputTokens must be a whole number of output tokens from 1 to 1000000",
+        "e.g. 1024, not 0",
+    ]),
+    "admission-floor-too-high": (AB, {"limit": "10", "admission": {"minOutputTokens": 1000001}}, [
+        "spec.admission.minOutputTokens",
+        "minOutputTokens must be a whole number of output tokens from 1 to 1000000",
+        "not 1000001",
+    ]),
+    "admission-floor-fraction": (AB, {"limit": "10", "admission": {"minOutputTokens": 1.5}}, [
+        "spec.admission.minOutputTokens", "must be of type integer",
+    ]),
+    "admission-wait-too-long": (AB, {"limit": "10", "admission": {"waitSeconds": 90}}, [
+        "spec.admission.waitSeconds",
+        "waitSeconds must be seconds from 0 (never wait) to 60, e.g. 5",
+    ]),
+    "admission-wait-negative": (AB, {"limit": "10", "admission": {"waitSeconds": -0.5}}, [
+        "spec.admission.waitSeconds",
+        "waitSeconds must be seconds from 0 (never wait) to 60, e.g. 5",
+    ]),
+    "admission-wait-quoted": (AB, {"limit": "10", "admission": {"waitSeconds": "5s"}}, [
+        "spec.admission.waitSeconds", "must be of type number",
+    ]),
+    "admission-fit-quoted": (AB, {"limit": "10", "admission": {"fitOutputCap": "off"}}, [
+        "spec.admission.fitOutputCap", "must be of type boolean",
+    ]),
+    "admission-unknown-field": (AB, {"limit": "10", "admission": {"strict": True}}, [
+        'strict decoding error: unknown field "spec.admission.strict"',
+    ]),
     "otlp-endpoint-without-scheme": (TP, {"otlp": {"endpoint": "collector:4317"}}, [
         "spec.otlp.endpoint",
         "otlp.endpoint must be an http:// or https:// URL with a host",
@@ -566,6 +604,20 @@ ACCEPTED: dict[str, tuple[str, dict[str, Any]]] = {
         "limit": "10",
         "keyCustody": {"secretName": "keys.v2", "openaiKey": "OPENAI_API_KEY",
                        "anthropicKey": "a.b"},
+    }),
+    "admission-strict": (AB, {
+        "limit": "10", "admission": {"fitOutputCap": False, "waitSeconds": 0},
+    }),
+    "admission-edges": (AB, {
+        "limit": "10",
+        "admission": {"fitOutputCap": True, "minOutputTokens": 1000000, "waitSeconds": 60},
+    }),
+    "admission-floor-one-wait-fraction": (AB, {
+        "limit": "10", "admission": {"minOutputTokens": 1, "waitSeconds": 0.25},
+    }),
+    "admission-per-agent": (AB, {
+        "limit": "10", "perAgentLimit": "1", "agentSelector": SELECTOR,
+        "admission": {"fitOutputCap": False},
     }),
     "sampling-none": (TP, {"sampling": {"ratio": "0"}}),
     "sampling-all-long-form": (TP, {"sampling": {"ratio": "1.000"}}),

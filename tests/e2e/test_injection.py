@@ -673,3 +673,106 @@ def test_the_cluster_wide_key_custody_default(control_plane: ControlPlane, tmp_p
         process.stop()
         control_plane.kubectl("delete", "mutatingwebhookconfiguration", name, "--ignore-not-found")
         control_plane.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def test_agent_budget_admission_reaches_the_sidecars(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """spec.admission, applied with kubectl, in the pod specs the real API server stores, field
+    by field: the per-agent AgentBudget that limits a pod over the namespace's over the chart's
+    default (A11I_SIDECAR_BUDGET_*); a change reaches the pods created after it."""
+    namespace = control_plane.create_namespace(
+        f"e2e-admission-{uuid.uuid4().hex[:6]}", labels={ISOLATED: "true"}
+    )
+    name = f"a11i-inject-admission-{uuid.uuid4().hex[:6]}"
+    process, port, certificate = start_webhook(
+        control_plane,
+        tmp_path,
+        A11I_SIDECAR_BUDGET_MIN_OUTPUT_TOKENS="512",
+        A11I_SIDECAR_BUDGET_ADMISSION_WAIT="3",
+    )
+    variables = (
+        "A11I_BUDGET_FIT_OUTPUT_CAP",
+        "A11I_BUDGET_MIN_OUTPUT_TOKENS",
+        "A11I_BUDGET_ADMISSION_WAIT",
+    )
+    attempt = 0
+
+    def admission_of(**labels: str) -> dict[str, Any]:
+        nonlocal attempt
+        attempt += 1
+        manifest = pod_manifest(f"agent-{attempt}", {"a11i.io/inject": "true"})
+        manifest["metadata"]["labels"] = labels
+        created = create_pod(control_plane, namespace, manifest)
+        (proxy,) = created["spec"]["initContainers"]
+        env = env_of(proxy)
+        return {key: env[key] for key in variables if key in env} | {
+            "limit": env.get("A11I_AGENT_BUDGET_USD")
+        }
+
+    try:
+        apply(control_plane, webhook_configuration(name, port, certificate.ca_pem,
+                                                   only_namespace=namespace))  # fmt: skip
+        # No AgentBudget yet: the chart's default, and the sidecar's own for the rest.
+        assert admission_of() == {
+            "A11I_BUDGET_MIN_OUTPUT_TOKENS": "512",
+            "A11I_BUDGET_ADMISSION_WAIT": "3",
+            "limit": None,
+        }
+        for budget in (
+            {"metadata": {"name": "team"}, "spec": {
+                "limit": "50.00", "admission": {"fitOutputCap": False, "waitSeconds": 0},
+            }},
+            {"metadata": {"name": "bots"}, "spec": {
+                "limit": "50.00", "perAgentLimit": "2.00",
+                "agentSelector": {"matchLabels": {"app": "bot"}},
+                "admission": {"fitOutputCap": True, "waitSeconds": 0.5},
+            }},
+        ):  # fmt: skip
+            budget["metadata"]["namespace"] = namespace
+            apply(control_plane, {"apiVersion": "a11i.io/v1alpha1", "kind": "AgentBudget",
+                                  **budget})  # fmt: skip
+
+        strict = {
+            "A11I_BUDGET_FIT_OUTPUT_CAP": "off",
+            "A11I_BUDGET_MIN_OUTPUT_TOKENS": "512",
+            "A11I_BUDGET_ADMISSION_WAIT": "0",
+            "limit": None,
+        }
+        bot = {
+            "A11I_BUDGET_FIT_OUTPUT_CAP": "on",
+            "A11I_BUDGET_MIN_OUTPUT_TOKENS": "512",
+            "A11I_BUDGET_ADMISSION_WAIT": "0.5",
+            "limit": "2.00",
+        }
+        # The webhook learns of the budgets through its watch: the first pods may predate it.
+        process.wait_for(lambda: admission_of() == strict, "a strict namespace", timeout=15)
+        process.wait_for(lambda: admission_of(app="bot") == bot, "a fitting bot", timeout=15)
+        assert admission_of(app="cron") == strict
+
+        # The namespace's budget made lenient again: new pods get the default back.
+        control_plane.kubectl(
+            "patch", "agentbudget", "team", "-n", namespace, "--type=json",
+            "-p", '[{"op": "remove", "path": "/spec/admission"}]', check=True,
+        )  # fmt: skip
+        process.wait_for(
+            lambda: admission_of()
+            == {"A11I_BUDGET_MIN_OUTPUT_TOKENS": "512", "A11I_BUDGET_ADMISSION_WAIT": "3",
+                "limit": None},
+            "the namespace's admission removed",
+            timeout=15,
+        )  # fmt: skip
+        # The pods created before the change keep what they started with.
+        stored = json.loads(
+            control_plane.kubectl("get", "pods", "-n", namespace, "-o", "json", check=True).stdout
+        )["items"]
+        still_strict = [
+            pod["metadata"]["name"]
+            for pod in stored
+            if env_of(pod["spec"]["initContainers"][0]).get("A11I_BUDGET_FIT_OUTPUT_CAP") == "off"
+        ]
+        assert still_strict
+    finally:
+        process.stop()
+        control_plane.kubectl("delete", "mutatingwebhookconfiguration", name, "--ignore-not-found")
+        control_plane.kubectl("delete", "namespace", namespace, "--wait=false")

@@ -13,12 +13,14 @@ import base64
 import filecmp
 import os
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from a11i.operator.settings import OperatorSettings, Role
 from tests.support.cluster import ROOT, binaries_dir
 
 pytestmark = pytest.mark.integration
@@ -567,6 +569,51 @@ def test_key_custody_default_reaches_the_webhook_and_no_secret_access(
     assert not [name for name in env_of(plain) if name.startswith("A11I_KEY_CUSTODY")]
 
 
+# -- admission
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        (
+            ["--set", "injection.admission.fitOutputCap=false",
+             "--set", "injection.admission.waitSeconds=0"],
+            {"A11I_SIDECAR_BUDGET_FIT_OUTPUT_CAP": "false",
+             "A11I_SIDECAR_BUDGET_ADMISSION_WAIT": "0"},
+        ),
+        (
+            # From a values file numbers are floats to Helm: the count stays a whole number.
+            "admission:\n  fitOutputCap: true\n  minOutputTokens: 1000000\n  waitSeconds: 2.5\n",
+            {"A11I_SIDECAR_BUDGET_FIT_OUTPUT_CAP": "true",
+             "A11I_SIDECAR_BUDGET_MIN_OUTPUT_TOKENS": "1000000",
+             "A11I_SIDECAR_BUDGET_ADMISSION_WAIT": "2.5"},
+        ),
+    ],
+    ids=["set-strict", "values-file"],
+)  # fmt: skip
+def test_the_admission_default_reaches_the_webhook(
+    helm_env: dict[str, str], tmp_path: Path, how: list[str] | str, expected: dict[str, str]
+) -> None:
+    if isinstance(how, str):
+        values = tmp_path / "admission.yaml"
+        values.write_text(f"injection:\n{textwrap.indent(how, '  ')}", "utf-8")
+        how = ["--values", str(values)]
+    (server,) = only(render(helm_env, *how), "Deployment", f"{RELEASE}-webhook")["spec"][
+        "template"
+    ]["spec"]["containers"]
+    env = env_of(server)
+    assert {k: v for k, v in env.items() if k.startswith("A11I_SIDECAR_BUDGET_")} == expected
+    # What the webhook then reads: the settings accept every value the chart writes.
+    settings = OperatorSettings.from_env(env, Role.WEBHOOK)
+    assert settings.webhook is not None
+    assert settings.webhook.injection.admission.env
+    # Empty by default: no variables, each sidecar keeps its own defaults.
+    (plain,) = only(render(helm_env), "Deployment", f"{RELEASE}-webhook")["spec"]["template"][
+        "spec"
+    ]["containers"]
+    assert not [name for name in env_of(plain) if name.startswith("A11I_SIDECAR_BUDGET_")]
+
+
 # -- the dashboard
 
 
@@ -649,6 +696,9 @@ def test_dashboard_with_an_existing_secret_and_an_external_redis(helm_env: dict[
         ("dashboard.auth.kubernetes=yes", "kubernetes"),
         ("injection.keyCustody.secretName=Provider_Keys", "secretName"),
         ("injection.keyCustody.openaiKey=open ai", "openaiKey"),
+        ("injection.admission.waitSeconds=90", "waitSeconds"),
+        ("injection.admission.minOutputTokens=0", "minOutputTokens"),
+        ("injection.admission.strict=true", "strict"),
     ],
     ids=[
         "failure-policy",
@@ -663,6 +713,9 @@ def test_dashboard_with_an_existing_secret_and_an_external_redis(helm_env: dict[
         "dashboard-auth-not-bool",
         "key-custody-secret-name",
         "key-custody-key",
+        "admission-wait-too-long",
+        "admission-floor-zero",
+        "admission-unknown-field",
     ],
 )
 def test_schema_refuses(helm_env: dict[str, str], setting: str, said: str) -> None:

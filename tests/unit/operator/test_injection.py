@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -784,3 +785,177 @@ def test_the_sidecar_reads_the_keys_the_webhook_mounts(tmp_path: Path) -> None:
     sidecar = from_env(env)
     assert sidecar.custody.openai_key == "sk-held-openai"
     assert sidecar.custody.anthropic_key == "sk-ant-held"
+
+
+# --- admission (spec.admission) -----------------------------------------------------------------
+
+STRICT = {"fitOutputCap": False, "minOutputTokens": 2048, "waitSeconds": 0}
+
+
+def admitting(
+    name: str,
+    admission: dict[str, Any] | None,
+    *,
+    selector: dict[str, Any] | None = None,
+    per_agent: str | None = None,
+    created: str = "2026-11-01T00:00:00Z",
+) -> dict[str, Any]:
+    body = budget(name, selector, per_agent=per_agent, created=created)
+    if admission is not None:
+        body["spec"]["admission"] = admission
+    return body
+
+
+def proxy_env(
+    settings: InjectionSettings = SETTINGS,
+    *,
+    labels: dict[str, str] | None = None,
+    namespace_budgets: Sequence[dict[str, Any]] = (),
+    agent_budgets: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    wides = [injection.namespace_budget(b) for b in namespace_budgets]
+    rules = [injection.agent_budget_rule(b) for b in agent_budgets]
+    decision = decide(
+        pod(ASK, labels=labels),
+        namespace="agents",
+        namespace_labels={},
+        settings=settings,
+        namespace_budgets=[w for w in wides if w is not None],
+        agent_budgets=[r for r in rules if r is not None],
+    )
+    assert isinstance(decision, Injection), decision
+    result = copy.deepcopy(pod(ASK, labels=labels))
+    apply(result, decision.patch)
+    return env_of(result["spec"]["initContainers"][0])
+
+
+ADMISSION_VARIABLES = (
+    "A11I_BUDGET_FIT_OUTPUT_CAP",
+    "A11I_BUDGET_MIN_OUTPUT_TOKENS",
+    "A11I_BUDGET_ADMISSION_WAIT",
+)
+
+
+def admission_env(env: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in env.items() if k in ADMISSION_VARIABLES}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (STRICT, injection.AdmissionSpec(False, 2048, 0.0)),
+        ({"fitOutputCap": True}, injection.AdmissionSpec(fit_output_cap=True)),
+        ({"waitSeconds": 2.5}, injection.AdmissionSpec(wait_s=2.5)),
+        ({"minOutputTokens": 10**6, "waitSeconds": 60}, injection.AdmissionSpec(None, 10**6, 60.0)),
+        ({}, injection.AdmissionSpec()),
+        (None, injection.AdmissionSpec()),
+        ("strict", injection.AdmissionSpec()),
+        # What the CRD refuses is read as unset, never guessed at.
+        ({"fitOutputCap": "false"}, injection.AdmissionSpec()),
+        ({"minOutputTokens": 0}, injection.AdmissionSpec()),
+        ({"minOutputTokens": 1_000_001}, injection.AdmissionSpec()),
+        ({"minOutputTokens": True}, injection.AdmissionSpec()),
+        ({"minOutputTokens": 1.5}, injection.AdmissionSpec()),
+        ({"waitSeconds": -1}, injection.AdmissionSpec()),
+        ({"waitSeconds": 61}, injection.AdmissionSpec()),
+        ({"waitSeconds": float("nan")}, injection.AdmissionSpec()),
+        ({"waitSeconds": False}, injection.AdmissionSpec()),
+    ],
+    ids=[
+        "strict", "fit-only", "fraction", "maxima", "empty", "absent", "not-an-object",
+        "fit-a-string", "tokens-zero", "tokens-too-many", "tokens-bool", "tokens-fraction",
+        "wait-negative", "wait-too-long", "wait-nan", "wait-bool",
+    ],
+)  # fmt: skip
+def test_spec_admission_is_parsed_as_the_crd_checks_it(
+    value: object, expected: injection.AdmissionSpec
+) -> None:
+    assert injection.admission_spec(value) == expected
+
+
+def test_without_any_admission_setting_the_sidecar_keeps_its_defaults() -> None:
+    assert admission_env(proxy_env(namespace_budgets=[admitting("default", None)])) == {}
+
+
+def test_the_namespace_budget_makes_its_sidecars_strict() -> None:
+    env = proxy_env(namespace_budgets=[admitting("default", STRICT)])
+    assert admission_env(env) == {
+        "A11I_BUDGET_FIT_OUTPUT_CAP": "off",
+        "A11I_BUDGET_MIN_OUTPUT_TOKENS": "2048",
+        "A11I_BUDGET_ADMISSION_WAIT": "0",
+    }
+
+
+def test_fields_fall_through_agent_then_namespace_then_the_default() -> None:
+    """Field by field: the per-agent budget that limits the pod, the namespace's wallet owner,
+    the chart's default; a budget in conflict (not the owner) decides nothing."""
+    default = InjectionSettings(
+        image="a11i:test", admission=injection.AdmissionSpec(True, 512, 3.0)
+    )
+    owner = admitting("old", {"waitSeconds": 1.5}, created="2026-01-01T00:00:00Z")
+    conflict = admitting("new", {"fitOutputCap": False}, created="2026-02-01T00:00:00Z")
+    bots = admitting(
+        "bots", {"fitOutputCap": False}, selector={"matchLabels": {"app": "bot"}}, per_agent="5"
+    )
+    namespace_budgets = [conflict, owner]
+    assert admission_env(proxy_env(default, namespace_budgets=namespace_budgets)) == {
+        "A11I_BUDGET_FIT_OUTPUT_CAP": "on",
+        "A11I_BUDGET_MIN_OUTPUT_TOKENS": "512",
+        "A11I_BUDGET_ADMISSION_WAIT": "1.5",
+    }
+    selected = proxy_env(
+        default, labels={"app": "bot"}, namespace_budgets=namespace_budgets, agent_budgets=[bots]
+    )
+    assert admission_env(selected) == {
+        "A11I_BUDGET_FIT_OUTPUT_CAP": "off",
+        "A11I_BUDGET_MIN_OUTPUT_TOKENS": "512",
+        "A11I_BUDGET_ADMISSION_WAIT": "1.5",
+    }
+    assert selected["A11I_AGENT_BUDGET_USD"] == "5"
+    # A pod the per-agent budget does not select keeps the namespace's.
+    other = proxy_env(
+        default, labels={"app": "cron"}, namespace_budgets=namespace_budgets, agent_budgets=[bots]
+    )
+    assert other["A11I_BUDGET_FIT_OUTPUT_CAP"] == "on"
+
+
+def test_selected_by_several_the_budget_that_limits_the_pod_decides() -> None:
+    """The per-agent budget whose (smallest) limit the pod gets is also the one whose admission
+    applies: one budget governs a pod's own wallet."""
+    selector = {"matchLabels": {"app": "bot"}}
+    tight = admitting("tight", {"waitSeconds": 0}, selector=selector, per_agent="1")
+    loose = admitting("loose", {"fitOutputCap": False}, selector=selector, per_agent="9")
+    env = proxy_env(labels={"app": "bot"}, agent_budgets=[loose, tight])
+    assert env["A11I_AGENT_BUDGET_USD"] == "1"
+    assert admission_env(env) == {"A11I_BUDGET_ADMISSION_WAIT": "0"}
+
+
+@pytest.mark.parametrize(
+    ("admission", "fit", "floor", "wait"),
+    [
+        (STRICT, False, 2048, 0.0),
+        ({"fitOutputCap": True, "waitSeconds": 0.25}, True, 1024, 0.25),
+        ({"minOutputTokens": 1}, True, 1, 5.0),
+        ({}, True, 1024, 5.0),
+    ],
+    ids=["strict", "fitting-short-wait", "floor-one", "defaults"],
+)
+def test_the_sidecar_reads_the_admission_the_webhook_writes(
+    admission: dict[str, Any], fit: bool, floor: int, wait: float
+) -> None:
+    """The contract both sides import: the sidecar built from the injected env has the
+    AgentBudget's admission; ``fitOutputCap: false`` turns fitting off, ``waitSeconds: 0`` the
+    wait."""
+    env = proxy_env(namespace_budgets=[admitting("default", admission)])
+    settings = from_env({k: v for k, v in env.items() if isinstance(v, str)})
+    assert settings.admission.fit_output_cap is fit
+    assert settings.admission.min_output_tokens == floor
+    assert settings.admission.wait_s == wait
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.0, "0"), (5.0, "5"), (60.0, "60"), (2.5, "2.5"), (0.1, "0.1"), (1e-7, "1e-07")],
+)
+def test_seconds_are_written_as_the_sidecar_reads_them(seconds: float, text: str) -> None:
+    assert injection.seconds_text(seconds) == text

@@ -1,11 +1,12 @@
-"""The webhook's settings from the operator's environment: the cluster-wide key custody."""
+"""The webhook's settings from the operator's environment: the cluster-wide key custody and
+admission defaults."""
 
 from __future__ import annotations
 
 import pytest
 
 from a11i.core.errors import SettingsError
-from a11i.operator.injection import KeyCustodyRef
+from a11i.operator.injection import AdmissionSpec, KeyCustodyRef
 from a11i.operator.settings import OperatorSettings, Role
 
 WEBHOOK = {"A11I_SIDECAR_IMAGE": "a11i:test"}
@@ -48,5 +49,48 @@ def test_key_custody_default_from_the_environment() -> None:
     ids=["secret-without-key", "key-without-secret", "bad-secret-name", "bad-key"],
 )
 def test_bad_key_custody_says_what_to_fix(env: dict[str, str], words: str) -> None:
+    with pytest.raises(SettingsError, match=words):
+        OperatorSettings.from_env({**WEBHOOK, **env}, Role.WEBHOOK)
+
+
+def admission_of(env: dict[str, str]) -> AdmissionSpec:
+    settings = OperatorSettings.from_env({**WEBHOOK, **env}, Role.WEBHOOK)
+    assert settings.webhook is not None
+    return settings.webhook.injection.admission
+
+
+def test_the_admission_default_from_the_environment() -> None:
+    """The chart's injection.admission: unset leaves each field to the sidecar's own default."""
+    assert admission_of({}) == AdmissionSpec()
+    assert admission_of(
+        {
+            "A11I_SIDECAR_BUDGET_FIT_OUTPUT_CAP": "false",
+            "A11I_SIDECAR_BUDGET_MIN_OUTPUT_TOKENS": "2048",
+            "A11I_SIDECAR_BUDGET_ADMISSION_WAIT": "0",
+        }
+    ) == AdmissionSpec(False, 2048, 0.0)
+    assert admission_of({"A11I_SIDECAR_BUDGET_ADMISSION_WAIT": "2.5"}) == AdmissionSpec(wait_s=2.5)
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"A11I_SIDECAR_BUDGET_FIT_OUTPUT_CAP": "strict"}, "must be on or off"),
+        ({"A11I_SIDECAR_BUDGET_MIN_OUTPUT_TOKENS": "0"}, "must be positive"),
+        ({"A11I_SIDECAR_BUDGET_MIN_OUTPUT_TOKENS": "1000001"}, "at most 1000000"),
+        ({"A11I_SIDECAR_BUDGET_ADMISSION_WAIT": "61"}, "from 0 .never wait. to 60"),
+        ({"A11I_SIDECAR_BUDGET_ADMISSION_WAIT": "-1"}, "from 0 .never wait. to 60"),
+        ({"A11I_SIDECAR_BUDGET_ADMISSION_WAIT": "soon"}, "from 0 .never wait. to 60"),
+    ],
+    ids=[
+        "fit-word",
+        "tokens-zero",
+        "tokens-too-many",
+        "wait-too-long",
+        "wait-negative",
+        "wait-word",
+    ],
+)
+def test_a_bad_admission_default_says_what_to_fix(env: dict[str, str], words: str) -> None:
     with pytest.raises(SettingsError, match=words):
         OperatorSettings.from_env({**WEBHOOK, **env}, Role.WEBHOOK)
