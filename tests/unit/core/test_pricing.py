@@ -18,6 +18,7 @@ from a11i.core.pricing import (
     PriceLookup,
     RateCard,
     RateCardError,
+    Rates,
     cost,
     normalize_model_name,
     parse_rate_card,
@@ -412,6 +413,12 @@ def test_litellm_shape() -> None:
         context_window=128_000,
         max_output_tokens=16_384,
         provider="openai",
+        # input_cost_per_token_batches / output_cost_per_token_batches
+        service_tiers={
+            "batch": Rates(
+                input_per_token=Decimal("0.00000125"), output_per_token=Decimal("0.000005")
+            )
+        },
     )
     sonnet = card.models["claude-sonnet-4-5-20250929"]
     assert sonnet.cache_write_per_token == Decimal("0.00000375")
