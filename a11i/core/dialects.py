@@ -47,6 +47,9 @@ class ParsedRequest:
     #: Outputs generated and paid for, each up to ``max_output_tokens``: OpenAI chat's ``n``;
     #: legacy completions' ``max(n, best_of)`` times the number of prompts.
     choices: int = 1
+    #: The service tier the request asks for (``service_tier``: OpenAI's flex, priority, ...;
+    #: Anthropic's auto, standard_only), for the projection; the answer says what was served.
+    service_tier: str | None = None
 
 
 def dialect_for_path(path: str) -> Dialect | None:
@@ -104,15 +107,25 @@ def parse_request(dialect: Dialect, body: JSONObject) -> ParsedRequest:
     """Validate ``body`` for ``dialect`` and extract what metering needs."""
     model = _model_name(body)
     stream = _optional_bool(body, "stream") or False
+    parsed: ParsedRequest
     if dialect is Dialect.OPENAI_CHAT:
-        return _parse_chat(body, model, stream)
-    if dialect is Dialect.OPENAI_RESPONSES:
-        return _parse_responses(body, model, stream)
-    if dialect is Dialect.OPENAI_EMBEDDINGS:
+        parsed = _parse_chat(body, model, stream)
+    elif dialect is Dialect.OPENAI_RESPONSES:
+        parsed = _parse_responses(body, model, stream)
+    elif dialect is Dialect.OPENAI_EMBEDDINGS:
         return _parse_embeddings(body, model)
-    if dialect is Dialect.OPENAI_COMPLETIONS:
+    elif dialect is Dialect.OPENAI_COMPLETIONS:
         return _parse_completions(body, model, stream)
-    return _parse_anthropic(body, model, stream)
+    else:
+        parsed = _parse_anthropic(body, model, stream)
+    tier = body.get("service_tier")
+    if tier is None:
+        return parsed
+    if not isinstance(tier, str):
+        raise BadRequest(
+            f"'service_tier' must be a string, not {_json_type(tier)}.", param="service_tier"
+        )
+    return replace(parsed, service_tier=tier)
 
 
 def _parse_chat(body: JSONObject, model: str, stream: bool) -> ParsedRequest:
