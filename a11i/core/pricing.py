@@ -1115,7 +1115,7 @@ def _litellm_multipliers(
         return {}
     factors: dict[str, Decimal] = {}
     for key, factor in value.items():
-        if isinstance(key, str) and isinstance(factor, int | float | Decimal) and factor:
+        if isinstance(key, str) and isinstance(factor, int | float | Decimal | str) and factor:
             where = f"{name}.provider_specific_entry.{key}"
             factors[key] = _decimal(factor, source, where, _MAX_MULTIPLIER, "factor")
     return factors
