@@ -8,7 +8,10 @@ with the stand-in reporting the usage shape of the case. For each call it prints
 - settled: a11i's settled cost (from the provider's usage, by every rule of the card);
 - bill: the provider's bill for that usage, computed here by hand from the card's fields;
 - list price: the same usage priced at the plain input / cache / output prices only (what
-  a11i settled before it modelled cache lifetimes, tiers, long context and tool fees).
+  a11i settled before it modelled cache lifetimes, tiers, long context and tool fees);
+- LiteLLM: LiteLLM's own ``completion_cost`` over the same answer and card (plain calls), when
+  ``A11I_BENCH_LITELLM_PATH`` names a path holding the ``litellm`` package and its
+  dependencies (e.g. ``pip install --target DIR litellm``); it runs in its own interpreter.
 
 Figures, never assertions; a settled figure that differs from the bill is marked.
 """
@@ -17,6 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -223,16 +229,16 @@ CASES = [
 ]
 
 
-async def call(case: Case, url: str, stream: bool) -> None:
+async def call(case: Case, url: str, stream: bool) -> dict[str, Any] | None:
+    """Make the call; the answer body as the SDK parsed it (None for a stream)."""
     params = {"model": case.model, **case.params}
     if case.api == "anthropic":
         async with anthropic.AsyncAnthropic(base_url=url, api_key="sk-ant", max_retries=0) as c:
             if stream:
                 async with c.messages.stream(**params) as events:
                     await events.get_final_message()
-            else:
-                await c.messages.create(**params)
-        return
+                return None
+            return dict((await c.messages.create(**params)).model_dump(mode="json"))
     async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="sk", max_retries=0) as client:
         if case.api == "chat":
             if stream:
@@ -240,13 +246,33 @@ async def call(case: Case, url: str, stream: bool) -> None:
                     **params, stream=True, stream_options={"include_usage": True}
                 ):
                     pass
-            else:
-                await client.chat.completions.create(**params)
-        elif stream:
+                return None
+            return dict((await client.chat.completions.create(**params)).model_dump(mode="json"))
+        if stream:
             async for _ in await client.responses.create(**params, stream=True):
                 pass
-        else:
-            await client.responses.create(**params)
+            return None
+        return dict((await client.responses.create(**params)).model_dump(mode="json"))
+
+
+def litellm_costs(calls: list[dict[str, Any]]) -> list[Decimal | None] | None:
+    """LiteLLM's figures for the plain calls, or None without A11I_BENCH_LITELLM_PATH."""
+    path = os.environ.get("A11I_BENCH_LITELLM_PATH")
+    if not path:
+        return None
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("litellm_cost.py"))],
+        input=json.dumps({"card": CARD, "calls": calls}),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0:
+        print(f"LiteLLM's calculator failed: {done.stderr.strip()[-500:]}")
+        return None
+    return [None if cost is None else Decimal(cost) for cost in json.loads(done.stdout)]
 
 
 async def main() -> None:
@@ -282,12 +308,14 @@ async def main() -> None:
         url = f"http://{host}:{port}"
         print(f"{'case':<62} {'':>8} {'settled':>12} {'bill':>12} {'list price':>12} {'off by':>8}")
         exact = total = 0
+        answers: list[dict[str, Any]] = []
+        bills: list[Decimal] = []
         try:
             for case in CASES:
                 for stream in (False, True):
                     standin.configure(**case.knobs)
                     settled_one.clear()
-                    await call(case, url, stream)
+                    body = await call(case, url, stream)
                     # A streamed call is settled just after the client has read its end.
                     await settled_one.wait()
                     settled = records[-1].settlement
@@ -295,6 +323,9 @@ async def main() -> None:
                     bill = case.bill(settled.usage)
                     listed = list_price(case.model, settled.usage)
                     total += 1
+                    if body is not None:
+                        answers.append({"api": case.api, "model": case.model, "body": body})
+                        bills.append(bill)
                     exact += settled.cost_usd == bill
                     mark = "" if settled.cost_usd == bill else "  <- differs"
                     off = f"{(listed - bill) / bill:+.0%}" if bill else "-"
@@ -308,6 +339,22 @@ async def main() -> None:
             await standin.stop()
     print(f"\n{exact} of {total} calls settled exactly at the bill (to the last decimal).")
     print("'off by': the list-price figure's error against the bill.")
+    peer = litellm_costs(answers)
+    if peer is None:
+        print("LiteLLM: not run (set A11I_BENCH_LITELLM_PATH to a path holding litellm).")
+        return
+    print("\nLiteLLM's completion_cost over the same plain answers and card:")
+    matched = 0
+    for answer, bill, figure in zip(answers, bills, peer, strict=True):
+        # LiteLLM computes in binary floats: equal to the nano-dollar counts as equal here.
+        same = figure is not None and abs(figure - bill) < Decimal("1e-9")
+        matched += same
+        shown = "n/a" if figure is None else format(figure, "f")
+        print(
+            f"  {answer['model']:<20} {answer['api']:<10} bill {usd(bill):>12}  LiteLLM {shown:>14}"
+            + ("" if same else "  <- differs")
+        )
+    print(f"LiteLLM: {matched} of {len(bills)} within a nano-dollar of the bill.")
 
 
 if __name__ == "__main__":
