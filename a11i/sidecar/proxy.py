@@ -618,7 +618,7 @@ class Sidecar:
         settlement = self.meter.settle(plan, usage, outcome.text)
         if not outcome.complete or cut:
             # Part of what was used may never have been reported: the figure is our own.
-            settlement = Settlement(settlement.usage, settlement.cost_usd, UsageSource.ESTIMATE)
+            settlement = replace(settlement, source=UsageSource.ESTIMATE)
         call.settlement = settlement
         call.tool_calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in outcome.tool_calls)
         call.output_text = outcome.text

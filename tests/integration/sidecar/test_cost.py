@@ -387,3 +387,44 @@ async def test_a_long_prompt_is_projected_at_the_long_context_rate(
     assert short <= 2_000 < long
     assert short_usd == short * Decimal("3e-06") + 100 * Decimal("1.5e-05")
     assert long_usd == long * Decimal("6e-06") + 100 * Decimal("2.25e-05")
+
+
+async def test_a_cut_stream_keeps_the_reported_cache_split_and_tier(
+    priced: RunningSidecar, standin: StandIn
+) -> None:
+    """Cut after message_start: the cache writes it reported are still billed by lifetime
+    (the output is the sidecar's own count of what arrived), and the charge says how."""
+    standin.configure(
+        cache_write_tokens=5_000,
+        cache_write_long_tokens=4_000,
+        service_tier="priority",
+        cut_after=3,
+    )
+    async with claude(priced) as client:
+        with pytest.raises(anthropic.APIError):
+            async with client.messages.stream(
+                model="claude-sonnet-4-5",
+                max_tokens=64,
+                messages=[{"role": "user", "content": LONG_PROMPT}],
+            ) as events:
+                await events.get_final_message()
+    (record,) = await priced.settled(1)
+    settled = record.settlement
+    assert settled is not None
+    assert settled.source is UsageSource.ESTIMATE
+    assert (settled.usage.cache_write_tokens, settled.usage.cache_write_long_tokens) == (
+        5_000,
+        4_000,
+    )
+    assert settled.usage.service_tier == "priority"
+    assert settled.charge is not None
+    # No priority prices in this card: standard rates, and the charge says it was reported.
+    assert settled.charge.describe().startswith("standard (reported priority);")
+    m = "claude-sonnet-4-5"
+    uncached = settled.usage.input_tokens - 5_000
+    assert settled.cost_usd == (
+        uncached * rate(m, "input_cost_per_token")
+        + 1_000 * rate(m, "cache_creation_input_token_cost")
+        + 4_000 * rate(m, "cache_creation_input_token_cost_above_1hr")
+        + settled.usage.output_tokens * rate(m, "output_cost_per_token")
+    )
