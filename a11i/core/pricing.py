@@ -15,29 +15,43 @@ Two file shapes are accepted, told apart automatically:
 
        fallback: {input_per_mtok: "15", output_per_mtok: "75", context_window: 200000}
        models:
-         gpt-4o:
-           input_per_mtok: "2.50"
-           cached_input_per_mtok: "1.25"      # optional, default: the input price
-           output_per_mtok: "10.00"
-           context_window: 128000
-           max_output_tokens: 16384           # optional
+         gpt-5.4:
+           input_per_mtok: "2.5"
+           cached_input_per_mtok: "0.25"      # optional, default: the input price
+           output_per_mtok: "15"
+           context_window: 1050000
+           max_output_tokens: 128000          # optional
            provider: openai                   # optional
+           service_tiers:                     # optional: flex, priority, batch, ultrafast
+             flex: {input_per_mtok: "1.25", output_per_mtok: "7.5"}
+           long_context:                      # optional: every token of a longer prompt
+             - {above_tokens: 272000, input_per_mtok: "5", output_per_mtok: "22.5"}
+           web_search_per_call: "0.01"        # optional, USD per search
          claude-sonnet-4-5:
            input_per_mtok: "3"
            cached_input_per_mtok: "0.30"      # Anthropic's cache read
-           cache_write_per_mtok: "3.75"       # Anthropic's cache write (5-minute TTL)
+           cache_write_per_mtok: "3.75"       # cache write, 5-minute TTL (OpenAI: 30 minutes)
+           cache_write_long_per_mtok: "6"     # cache write, 1-hour TTL (OpenAI: 12 hours)
            output_per_mtok: "15"
            context_window: 200000
+           multipliers: {us: "1.1"}           # Anthropic's inference_geo / speed
 
    Both top-level keys are optional, but one of them must be there (that is how the shape is
    recognised); unknown keys and fields are errors, so a typo never silently drops a price.
 
 2. LiteLLM's ``model_prices_and_context_window.json``: model name -> {``input_cost_per_token``,
    ``output_cost_per_token``, ``cache_read_input_token_cost``,
-   ``cache_creation_input_token_cost``, ``max_input_tokens``, ``max_output_tokens``,
-   ``max_tokens``, ``litellm_provider``, ...}. ``sample_spec`` is ignored; entries without token
-   prices (image, audio, rerank, ...) are skipped and listed in :attr:`RateCard.skipped`; every
-   other field is ignored (batch, priority and long-context tiers are not modelled).
+   ``cache_creation_input_token_cost`` (and ``_above_1hr``/``_above_12hr``), each of the token
+   prices with ``_above_<N>k_tokens`` and/or ``_flex``/``_priority``/``_batches``/``_ultrafast``,
+   ``search_context_cost_per_query``, ``provider_specific_entry``, ``max_input_tokens``,
+   ``max_output_tokens``, ``max_tokens``, ``litellm_provider``, ...}. ``sample_spec`` is
+   ignored; entries without token prices (image, audio, rerank, ...) are skipped and listed in
+   :attr:`RateCard.skipped`; fields that state no price (``supports_*``, ...) are ignored; any
+   other price field is not modelled and counted in :attr:`RateCard.unmodelled`, for the loader
+   to report.
+
+:func:`charge` applies every rule to the usage a provider reported (:class:`Charge` says how);
+:func:`project` applies the long-context and asked-tier rules before the call.
 
 A card that is broken anywhere raises :class:`RateCardError` and yields nothing: a half-applied
 card would price some models from the new file and some from the old one without saying so.
@@ -1109,13 +1123,21 @@ def _litellm_multipliers(
     name: str, entry: Mapping[object, object], source: str
 ) -> dict[str, Decimal]:
     # provider_specific_entry: {"us": 1.1, "fast": 2}, the factors of Anthropic's US-only
-    # inference and fast mode; anything else in it is not a factor and is left alone.
+    # inference and fast mode; it also holds settings that are no factor (Bedrock's
+    # "bedrock_invocation_schema": "titan_v2"), which are left alone.
     value = entry.get("provider_specific_entry")
     if not isinstance(value, Mapping):
         return {}
     factors: dict[str, Decimal] = {}
     for key, factor in value.items():
-        if isinstance(key, str) and isinstance(factor, int | float | Decimal | str) and factor:
+        if not isinstance(key, str) or isinstance(factor, bool):
+            continue
+        if isinstance(factor, str):
+            try:
+                factor = Decimal(factor.strip())
+            except InvalidOperation:
+                continue
+        if isinstance(factor, int | float | Decimal) and factor:
             where = f"{name}.provider_specific_entry.{key}"
             factors[key] = _decimal(factor, source, where, _MAX_MULTIPLIER, "factor")
     return factors

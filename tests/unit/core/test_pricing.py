@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from a11i.core.pricing import (
     project,
     service_tier,
 )
+from a11i.sidecar.encodings import DEFAULT_WHEEL_DIR, LITELLM_VERSION, find_wheel
 from a11i.sidecar.rates import (
     builtin_rate_card,
     load_rate_card_file,
@@ -1061,7 +1063,8 @@ RULES_LITELLM: dict[str, Any] = {
             "search_context_size_medium": "0.01",
             "search_context_size_high": "0.01",
         },
-        "provider_specific_entry": {"us": "1.1", "fast": "2"},
+        # Not every entry is a factor: Bedrock keeps settings there too.
+        "provider_specific_entry": {"us": "1.1", "fast": "2", "schema": "titan_v2"},
         "supports_prompt_caching": True,
     },
     "gpt-5.4": {
@@ -1494,3 +1497,26 @@ def test_the_built_in_card_prices_the_issue_examples() -> None:
     assert cost(gpt, Usage(100_000, 0, service_tier="priority")) == D("0.5")
     assert cost(gpt, Usage(0, 0, web_search_requests=2)) == D("0.02")
     assert cost(gpt, Usage(300_000, 0)) == 300_000 * D("5e-6")
+
+
+def test_litellms_whole_price_list_loads_with_its_rules() -> None:
+    """The community list itself, from the litellm wheel ``make encodings`` fetched: it loads
+    (3,600+ models), its billing rules land where they belong, and the price fields a11i does
+    not model are counted, not dropped silently."""
+    wheel = find_wheel(DEFAULT_WHEEL_DIR)
+    if wheel is None:
+        pytest.skip(f"no litellm {LITELLM_VERSION} wheel in {DEFAULT_WHEEL_DIR}")
+    with zipfile.ZipFile(wheel) as archive:
+        text = archive.read("litellm/model_prices_and_context_window_backup.json").decode()
+    card = parse_rate_card(json.loads(text, parse_float=Decimal), source=wheel.name)
+    assert len(card.models) > 3_000
+    gpt = card.lookup("gpt-5.4").price
+    assert set(gpt.service_tiers) == {"flex", "priority", "batch"}
+    assert [tier.above_tokens for tier in gpt.long_context] == [272_000]
+    sonnet = card.lookup("claude-sonnet-4-6").price
+    assert sonnet.cache_write_long_per_token == D("0.000006")
+    assert sonnet.web_search_per_call == D("0.01")
+    assert sonnet.multipliers == {"us": D("1.1")}
+    assert card.unmodelled["input_cost_per_audio_token"] > 0
+    assert "input_cost_per_token_flex" not in card.unmodelled
+    assert "supports_vision" not in card.unmodelled
