@@ -95,6 +95,7 @@ bench: install otelcol
 	$(PY) -m bench.optimizer
 	$(PY) -m bench.telemetry
 	$(PY) -m bench.scrubber
+	$(PY) -m bench.cost
 	$(PY) -m bench.dashboard
 	$(MAKE) bench-peers
 

@@ -18,7 +18,7 @@ from typing import Final
 
 from a11i.core.meter import CallPlan
 from a11i.core.model import Dialect, JSONObject
-from a11i.core.pricing import project
+from a11i.core.pricing import project, rates_for, service_tier
 
 #: Anthropic's smallest extended-thinking budget (``thinking.budget_tokens`` >= 1024), and the
 #: budget must stay below ``max_tokens``.
@@ -66,10 +66,15 @@ def fit_output_cap(plan: CallPlan, available_usd: Decimal, floor_tokens: int) ->
     request = plan.request
     field = cap_field(request.dialect, request.body)
     choices = max(request.choices, 1)
-    per_token = plan.price.price.output_per_token * choices
+    # The output price of the prompt's length and the asked tier (a long prompt costs more).
+    rates = rates_for(plan.price, prompt_tokens=plan.input.tokens)
+    asked = rates_for(
+        plan.price, prompt_tokens=plan.input.tokens, tier=service_tier(request.service_tier)
+    )
+    per_token = max(rates.output, asked.output) * choices
     if field is None or per_token <= 0:
         return None
-    left = available_usd - project(plan.price.price, plan.input.tokens, 0)
+    left = available_usd - project(plan.price, plan.input.tokens, 0, tier=request.service_tier)
     if left <= 0:
         return None
     affordable = int((left / per_token).to_integral_value(rounding=ROUND_FLOOR))

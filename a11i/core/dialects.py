@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 from a11i.core.errors import A11iError, BadRequest
@@ -47,6 +47,9 @@ class ParsedRequest:
     #: Outputs generated and paid for, each up to ``max_output_tokens``: OpenAI chat's ``n``;
     #: legacy completions' ``max(n, best_of)`` times the number of prompts.
     choices: int = 1
+    #: The service tier the request asks for (``service_tier``: OpenAI's flex, priority, ...;
+    #: Anthropic's auto, standard_only), for the projection; the answer says what was served.
+    service_tier: str | None = None
 
 
 def dialect_for_path(path: str) -> Dialect | None:
@@ -104,15 +107,25 @@ def parse_request(dialect: Dialect, body: JSONObject) -> ParsedRequest:
     """Validate ``body`` for ``dialect`` and extract what metering needs."""
     model = _model_name(body)
     stream = _optional_bool(body, "stream") or False
+    parsed: ParsedRequest
     if dialect is Dialect.OPENAI_CHAT:
-        return _parse_chat(body, model, stream)
-    if dialect is Dialect.OPENAI_RESPONSES:
-        return _parse_responses(body, model, stream)
-    if dialect is Dialect.OPENAI_EMBEDDINGS:
+        parsed = _parse_chat(body, model, stream)
+    elif dialect is Dialect.OPENAI_RESPONSES:
+        parsed = _parse_responses(body, model, stream)
+    elif dialect is Dialect.OPENAI_EMBEDDINGS:
         return _parse_embeddings(body, model)
-    if dialect is Dialect.OPENAI_COMPLETIONS:
+    elif dialect is Dialect.OPENAI_COMPLETIONS:
         return _parse_completions(body, model, stream)
-    return _parse_anthropic(body, model, stream)
+    else:
+        parsed = _parse_anthropic(body, model, stream)
+    tier = body.get("service_tier")
+    if tier is None:
+        return parsed
+    if not isinstance(tier, str):
+        raise BadRequest(
+            f"'service_tier' must be a string, not {_json_type(tier)}.", param="service_tier"
+        )
+    return replace(parsed, service_tier=tier)
 
 
 def _parse_chat(body: JSONObject, model: str, stream: bool) -> ParsedRequest:
@@ -305,10 +318,47 @@ def _parse_anthropic(body: JSONObject, model: str, stream: bool) -> ParsedReques
 
 
 def usage_from_body(dialect: Dialect, body: JSONValue) -> Usage | None:
-    """The usage in a non-streaming answer body, or None when the provider reported none."""
+    """The usage in an answer body (or an OpenAI stream chunk, or the ``response`` of a
+    Responses stream's last event), with what the body says beside it that the bill depends
+    on: OpenAI's ``service_tier`` and, on the Responses API, the web searches it ran. None when
+    the provider reported no usage."""
     if not isinstance(body, dict):
         return None
-    return usage_from_object(dialect, body.get("usage"))
+    usage = usage_from_object(dialect, body.get("usage"))
+    if usage is None or dialect is Dialect.ANTHROPIC_MESSAGES:
+        return usage
+    tier = body.get("service_tier")
+    searches = _responses_web_searches(body) if dialect is Dialect.OPENAI_RESPONSES else 0
+    return replace(
+        usage,
+        service_tier=tier if isinstance(tier, str) and tier else usage.service_tier,
+        web_search_requests=searches,
+    )
+
+
+def _responses_web_searches(response: JSONObject) -> int:
+    """Billable web searches of a Responses answer: ``tool_usage.web_search.num_requests``
+    when reported (it leaves out opening a page and finding in it), else the
+    ``web_search_call`` output items whose action is a search."""
+    tool_usage = response.get("tool_usage")
+    if isinstance(tool_usage, dict):
+        web_search = tool_usage.get("web_search")
+        if isinstance(web_search, dict):
+            reported = _int_field(web_search, "num_requests")
+            if reported is not None:
+                return reported
+    output = response.get("output")
+    if not isinstance(output, list):
+        return 0
+    count = 0
+    for item in output:
+        if not isinstance(item, dict) or item.get("type") != "web_search_call":
+            continue
+        action = item.get("action")
+        kind = action.get("type") if isinstance(action, dict) else None
+        if kind in (None, "search"):
+            count += 1
+    return count
 
 
 def usage_from_object(dialect: Dialect, usage: JSONValue) -> Usage | None:
@@ -316,30 +366,78 @@ def usage_from_object(dialect: Dialect, usage: JSONValue) -> Usage | None:
     if not isinstance(usage, dict):
         return None
     if dialect is Dialect.ANTHROPIC_MESSAGES:
-        uncached = _int_field(usage, "input_tokens")
-        read = _int_field(usage, "cache_read_input_tokens") or 0
-        written = _int_field(usage, "cache_creation_input_tokens") or 0
-        output = _int_field(usage, "output_tokens")
-        if uncached is None and output is None:
-            return None
-        return Usage(
-            input_tokens=(uncached or 0) + read + written,
-            output_tokens=output or 0,
-            cached_input_tokens=read,
-            cache_write_tokens=written,
-        )
+        return _anthropic_usage(usage)
     if dialect is Dialect.OPENAI_RESPONSES:
         prompt = _int_field(usage, "input_tokens")
         output = _int_field(usage, "output_tokens")
         details = usage.get("input_tokens_details")
+        output_details = usage.get("output_tokens_details")
     else:
         prompt = _int_field(usage, "prompt_tokens")
         output = _int_field(usage, "completion_tokens")
         details = usage.get("prompt_tokens_details")
+        output_details = usage.get("completion_tokens_details")
     if prompt is None:
         return None
-    cached = _int_field(details, "cached_tokens") if isinstance(details, dict) else None
-    return Usage(input_tokens=prompt, output_tokens=output or 0, cached_input_tokens=cached or 0)
+    cached = written = written_long = reasoning = 0
+    if isinstance(details, dict):
+        cached = _int_field(details, "cached_tokens") or 0
+        written = _int_field(details, "cache_write_tokens") or 0
+        by_ttl = details.get("cache_write_tokens_details")
+        if isinstance(by_ttl, dict):
+            written_long = _int_field(by_ttl, "ttl_12h_tokens") or 0
+            short = _int_field(by_ttl, "ttl_30m_tokens") or 0
+            written = max(written, short + written_long)
+    if isinstance(output_details, dict):
+        # Inside the output tokens already: kept for the record, never billed on top.
+        reasoning = _int_field(output_details, "reasoning_tokens") or 0
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=output or 0,
+        cached_input_tokens=cached,
+        cache_write_tokens=written,
+        cache_write_long_tokens=written_long,
+        reasoning_tokens=reasoning,
+    )
+
+
+def _anthropic_usage(usage: Mapping[str, JSONValue]) -> Usage | None:
+    """Anthropic's usage: ``input_tokens`` excludes the cache reads and writes; the writes
+    split by lifetime in ``cache_creation`` (absent on older answers: all 5-minute writes)."""
+    uncached = _int_field(usage, "input_tokens")
+    output = _int_field(usage, "output_tokens")
+    if uncached is None and output is None:
+        return None
+    read = _int_field(usage, "cache_read_input_tokens") or 0
+    written = _int_field(usage, "cache_creation_input_tokens") or 0
+    written_long = 0
+    split = usage.get("cache_creation")
+    if isinstance(split, dict):
+        written_long = _int_field(split, "ephemeral_1h_input_tokens") or 0
+        short = _int_field(split, "ephemeral_5m_input_tokens") or 0
+        written = max(written, short + written_long)
+    searches = fetches = 0
+    server = usage.get("server_tool_use")
+    if isinstance(server, dict):
+        searches = _int_field(server, "web_search_requests") or 0
+        fetches = _int_field(server, "web_fetch_requests") or 0
+    reasoning = 0
+    output_details = usage.get("output_tokens_details")
+    if isinstance(output_details, dict):
+        reasoning = _int_field(output_details, "thinking_tokens") or 0
+    return Usage(
+        input_tokens=(uncached or 0) + read + written,
+        output_tokens=output or 0,
+        cached_input_tokens=read,
+        cache_write_tokens=written,
+        cache_write_long_tokens=written_long,
+        reasoning_tokens=reasoning,
+        web_search_requests=searches,
+        web_fetch_requests=fetches,
+        service_tier=_str_field(usage, "service_tier"),
+        inference_geo=_str_field(usage, "inference_geo"),
+        speed=_str_field(usage, "speed"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,6 +553,11 @@ def _optional_count(body: JSONObject, key: str) -> int | None:
             f"'{key}' must be a non-negative integer, not {json.dumps(value)}.", param=key
         )
     return value
+
+
+def _str_field(obj: Mapping[str, JSONValue], key: str) -> str | None:
+    value = obj.get(key)
+    return value if isinstance(value, str) and value else None
 
 
 def _int_field(obj: Mapping[str, JSONValue], key: str) -> int | None:

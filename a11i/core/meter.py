@@ -17,7 +17,7 @@ from a11i.core.analysis import ToolResult, context_saturation, tool_names, tool_
 from a11i.core.conversations import ConversationLedger, Estimate
 from a11i.core.dialects import ParsedRequest, parse_request
 from a11i.core.model import Dialect, JSONObject, JSONValue, TokenCount, Usage
-from a11i.core.pricing import PriceLookup, RateCard, cost, project
+from a11i.core.pricing import Charge, PriceLookup, RateCard, charge, project
 from a11i.core.tokens.counter import TokenCounter
 
 
@@ -56,6 +56,8 @@ class Settlement:
     usage: Usage
     cost_usd: Decimal
     source: UsageSource
+    #: How the cost was computed (rule, rates, items), to reconcile with the provider's bill.
+    charge: Charge | None = None
 
 
 class Meter:
@@ -93,7 +95,7 @@ class Meter:
             input=counted,
             price=price,
             output_bound=bound,
-            projected_usd=project(price.price, counted.tokens, bound),
+            projected_usd=project(price.price, counted.tokens, bound, tier=request.service_tier),
             saturation_percent=context_saturation(counted.tokens, price.price.context_window),
             tool_results=tool_results(request),
             tools_offered=tool_names(request),
@@ -150,7 +152,8 @@ class Meter:
             source = UsageSource.ESTIMATE
             output = self.counter.count_text(plan.request.model, output_text).tokens
             usage = Usage(input_tokens=plan.input.tokens, output_tokens=output)
-        return Settlement(usage=usage, cost_usd=cost(plan.price.price, usage), source=source)
+        billed = charge(plan.price.price, usage)
+        return Settlement(usage=usage, cost_usd=billed.total, source=source, charge=billed)
 
     @staticmethod
     def settle_projected(plan: CallPlan) -> Settlement:

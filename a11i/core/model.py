@@ -38,17 +38,33 @@ class Dialect(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens of one call, normalised across dialects.
+    """Tokens of one call, normalised across dialects, and what else the provider bills.
 
     ``input_tokens`` counts every prompt token, cached ones included; ``cached_input_tokens`` is
     the part of it read from the provider's prompt cache and ``cache_write_tokens`` the part
-    written to it (Anthropic bills both at their own price).
+    written to it, of which ``cache_write_long_tokens`` were written with the long lifetime
+    (Anthropic's 1-hour TTL, OpenAI's 12-hour retention; the rest is the short one: 5 minutes,
+    30 minutes). ``output_tokens`` counts every generated token; ``reasoning_tokens`` is the part
+    of it spent thinking (never billed on top). The other fields say how the provider served the
+    call, as reported, for pricing by the card's matching rules.
     """
 
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_long_tokens: int = 0
+    reasoning_tokens: int = 0
+    #: Server-side tool calls billed per call: Anthropic's web search and web fetch, OpenAI's
+    #: web search on the Responses API.
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
+    #: The service tier the answer reports (OpenAI ``service_tier``: default, flex, priority,
+    #: ...; Anthropic ``usage.service_tier``: standard, priority, batch); None: not reported.
+    service_tier: str | None = None
+    #: Anthropic: where inference ran (``usage.inference_geo``) and at what speed (``speed``).
+    inference_geo: str | None = None
+    speed: str | None = None
 
     @property
     def total_tokens(self) -> int:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from a11i.core.dialects import usage_from_object
+from a11i.core.dialects import usage_from_body, usage_from_object
 from a11i.core.model import Dialect, JSONObject, JSONValue, Usage
 
 _BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
@@ -136,6 +136,8 @@ class StreamTracker:
         self.dialect = dialect
         self.strip_usage = strip_usage
         self._usage: Usage | None = None
+        #: OpenAI chat: the service tier of the chunks, for a usage chunk that lacks it.
+        self._service_tier: str | None = None
         self._anthropic_input: JSONObject | None = None
         self._text: list[str] = []
         self._tools: dict[str, _ToolCallParts] = {}
@@ -190,8 +192,14 @@ class StreamTracker:
     # -- OpenAI Chat Completions (chat.completion.chunk objects) and legacy Completions
     # (text_completion objects): then [DONE]; usage in a last chunk without choices
     def _observe_chunk(self, event: SSEEvent, chunk: JSONObject) -> bytes | None:
-        usage = usage_from_object(self.dialect, chunk.get("usage"))
+        tier = chunk.get("service_tier")
+        if isinstance(tier, str) and tier:
+            self._service_tier = tier
+        # The chunk, not only its usage: the service tier the bill depends on sits beside it.
+        usage = usage_from_body(self.dialect, chunk)
         if usage is not None:
+            if usage.service_tier is None and self._service_tier is not None:
+                usage = replace(usage, service_tier=self._service_tier)
             self._usage = usage
         choices = chunk.get("choices")
         if isinstance(choices, list):
@@ -269,7 +277,8 @@ class StreamTracker:
         elif kind in ("response.completed", "response.incomplete", "response.failed"):
             response = payload.get("response")
             if isinstance(response, dict):
-                usage = usage_from_object(Dialect.OPENAI_RESPONSES, response.get("usage"))
+                # The whole response: its service tier and web search calls are billed too.
+                usage = usage_from_body(Dialect.OPENAI_RESPONSES, response)
                 if usage is not None:
                     self._usage = usage
                 status = response.get("status")

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Final, TypeVar
@@ -662,7 +662,7 @@ class Sidecar:
         settlement = self.meter.settle(plan, usage, outcome.text, input_reported=reported)
         if not outcome.complete or cut:
             # Part of what was used may never have been reported: the figure is our own.
-            settlement = Settlement(settlement.usage, settlement.cost_usd, UsageSource.ESTIMATE)
+            settlement = replace(settlement, source=UsageSource.ESTIMATE)
         call.settlement = settlement
         call.tool_calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in outcome.tool_calls)
         call.output_text = outcome.text
@@ -835,11 +835,11 @@ def _partial_usage(meter: Meter, plan: CallPlan, usage: Usage | None, text: str)
     own_output = meter.counter.count_text(plan.request.model, text).tokens
     if usage is None:
         return Usage(input_tokens=plan.input.tokens, output_tokens=own_output)
-    return Usage(
+    # replace(): the cache split, service tier and tool calls reported so far still count.
+    return replace(
+        usage,
         input_tokens=usage.input_tokens or plan.input.tokens,
         output_tokens=max(usage.output_tokens, own_output),
-        cached_input_tokens=usage.cached_input_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
     )
 
 

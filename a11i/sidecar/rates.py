@@ -9,6 +9,7 @@ the caller can refuse to start, or keep the card it had, and say why.
 from __future__ import annotations
 
 import json
+import logging
 from decimal import Decimal
 from functools import cache
 from importlib import resources
@@ -18,6 +19,8 @@ from typing import Final
 import yaml
 
 from a11i.core.pricing import RateCard, RateCardError, parse_rate_card
+
+log = logging.getLogger(__name__)
 
 BUILTIN_SOURCE: Final = "<built-in a11i/sidecar/data/rate_card.yaml>"
 _YAML_SUFFIXES: Final = frozenset({".yaml", ".yml"})
@@ -50,9 +53,26 @@ def load_rate_card_file(path: Path) -> RateCard:
         raise RateCardError(
             source, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})"
         ) from exc
-    return parse_rate_card(
+    card = parse_rate_card(
         parse_text(text, source=source, suffix=path.suffix.lower()), source=source
     )
+    report_unmodelled(card)
+    return card
+
+
+def report_unmodelled(card: RateCard) -> str | None:
+    """Log, once per loaded card, the price fields it states that a11i does not model (a
+    LiteLLM card's audio or image token prices, per-session tool fees, ...): they are not
+    silently ignored. Returns the message, or None when there is nothing to report."""
+    if not card.unmodelled:
+        return None
+    fields = ", ".join(f"{name} ({count})" for name, count in sorted(card.unmodelled.items()))
+    message = (
+        f"rate card {card.source}: price fields a11i does not model, ignored "
+        f"(number of models stating each): {fields}"
+    )
+    log.warning("%s", message)
+    return message
 
 
 def parse_text(text: str, *, source: str, suffix: str = "") -> object:

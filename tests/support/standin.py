@@ -77,8 +77,22 @@ answers 400 (in the provider's error shape for a header).
   ``no_usage``            omit usage everywhere
   ``cached_tokens``       report N cached prompt tokens (capped at the prompt; for Anthropic
                           as ``cache_read_input_tokens``, taken out of ``input_tokens``)
-  ``cache_write_tokens``  Anthropic: report N ``cache_creation_input_tokens`` (same way)
+  ``cache_write_tokens``  report N tokens written to the prompt cache: Anthropic
+                          ``cache_creation_input_tokens`` (taken out of ``input_tokens``),
+                          OpenAI ``cache_write_tokens`` (part of the prompt tokens)
+  ``cache_write_long_tokens``  the part of them written with the long lifetime: Anthropic
+                          ``cache_creation.ephemeral_1h_input_tokens`` (the rest 5m), Responses
+                          ``cache_write_tokens_details.ttl_12h_tokens`` (the rest 30m)
+  ``no_cache_split``      Anthropic: omit ``cache_creation`` (answers before the TTL split)
+  ``extra_input_tokens``  add N to the reported prompt tokens (a long prompt, unsent)
   ``reasoning_tokens``    OpenAI: add N reasoning tokens to the output tokens
+  ``web_search_requests`` N server-side web searches: Anthropic ``server_tool_use``, Responses
+                          N ``web_search_call`` output items
+  ``web_fetch_requests``  Anthropic: N server-side web fetches
+  ``service_tier``        the tier the answer reports (default: OpenAI echoes a requested
+                          flex/priority, else "default"; Anthropic "standard")
+  ``inference_geo``       Anthropic: ``usage.inference_geo``
+  ``speed``               Anthropic: ``usage.speed``
   ``words``               length of the answer in words (default 5)
 
 Recording
@@ -589,7 +603,15 @@ class Knobs:
     no_usage: bool = False
     cached_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_long_tokens: int = 0
+    no_cache_split: bool = False
+    extra_input_tokens: int = 0
     reasoning_tokens: int = 0
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
+    service_tier: str | None = None
+    inference_geo: str | None = None
+    speed: str | None = None
     words: int | None = None
 
     @staticmethod
@@ -613,6 +635,8 @@ class Knobs:
                         out[key] = bool(raw)
                 elif "float" in kind:
                     out[key] = float(raw)
+                elif "str" in kind:
+                    out[key] = str(raw)
                 else:
                     out[key] = int(raw)
             except (TypeError, ValueError) as exc:
@@ -970,14 +994,16 @@ class StandIn:
 
     def _chat_usage(self, prompt: int, completion: int, knobs: Knobs) -> dict[str, Json]:
         output = completion + knobs.reasoning_tokens
+        prompt += knobs.extra_input_tokens
+        cached = min(knobs.cached_tokens, prompt)
+        details: dict[str, Json] = {"cached_tokens": cached, "audio_tokens": 0}
+        if knobs.cache_write_tokens:
+            details["cache_write_tokens"] = min(knobs.cache_write_tokens, prompt - cached)
         return {
             "prompt_tokens": prompt,
             "completion_tokens": output,
             "total_tokens": prompt + output,
-            "prompt_tokens_details": {
-                "cached_tokens": min(knobs.cached_tokens, prompt),
-                "audio_tokens": 0,
-            },
+            "prompt_tokens_details": details,
             "completion_tokens_details": {
                 "reasoning_tokens": knobs.reasoning_tokens,
                 "audio_tokens": 0,
@@ -985,6 +1011,17 @@ class StandIn:
                 "rejected_prediction_tokens": 0,
             },
         }
+
+    @staticmethod
+    def _openai_tier(body: Mapping[str, Json], knobs: Knobs) -> str:
+        """The tier an OpenAI answer reports: the knob, else a requested flex or priority
+        (``fast`` is shown as priority), else ``default``."""
+        if knobs.service_tier is not None:
+            return knobs.service_tier
+        asked = body.get("service_tier")
+        return {"flex": "flex", "priority": "priority", "fast": "priority"}.get(
+            asked if isinstance(asked, str) else "", "default"
+        )
 
     async def _azure_chat(
         self, request: web.Request, body: Json, knobs: Knobs, prov: Provider
@@ -1052,7 +1089,7 @@ class StandIn:
                 "choices": [
                     {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
                 ],
-                "service_tier": "default",
+                "service_tier": self._openai_tier(body, knobs),
                 "system_fingerprint": SYSTEM_FINGERPRINT,
             }
             if usage is not None:
@@ -1063,7 +1100,7 @@ class StandIn:
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         prefix = (
             f'{{"id":"{cid}","object":"chat.completion.chunk","created":{created},'
-            f'"model":{_dumps(model)},"service_tier":"default",'
+            f'"model":{_dumps(model)},"service_tier":{_dumps(self._openai_tier(body, knobs))},'
             f'"system_fingerprint":"{SYSTEM_FINGERPRINT}","choices":'
         )
         tail = ',"usage":null}\n\n' if include_usage else "}\n\n"
@@ -1209,6 +1246,7 @@ class StandIn:
         output: list[Json],
         usage: Json | None,
         incomplete: bool,
+        tier: str = "default",
     ) -> dict[str, Json]:
         text = body.get("text") if isinstance(body.get("text"), dict) else None
         return {
@@ -1230,7 +1268,7 @@ class StandIn:
             "prompt_cache_key": body.get("prompt_cache_key"),
             "reasoning": {"effort": None, "summary": None},
             "safety_identifier": body.get("safety_identifier"),
-            "service_tier": "default",
+            "service_tier": tier,
             "store": body.get("store", True),
             "temperature": body.get("temperature", 1.0),
             "text": text or {"format": {"type": "text"}, "verbosity": "medium"},
@@ -1267,14 +1305,24 @@ class StandIn:
             completion = len(pieces)
         status = "incomplete" if truncated else "completed"
         output_tokens = completion + knobs.reasoning_tokens
+        prompt += knobs.extra_input_tokens
         usage: dict[str, Json] | None = None
         if not knobs.no_usage:
+            cached = min(knobs.cached_tokens, prompt)
+            written = min(knobs.cache_write_tokens, prompt - cached)
+            written_long = min(knobs.cache_write_long_tokens, written)
+            input_details: dict[str, Json] = {
+                "cached_tokens": cached,
+                "cache_write_tokens": written,
+            }
+            if written:
+                input_details["cache_write_tokens_details"] = {
+                    "ttl_30m_tokens": written - written_long,
+                    "ttl_12h_tokens": written_long,
+                }
             usage = {
                 "input_tokens": prompt,
-                "input_tokens_details": {
-                    "cached_tokens": min(knobs.cached_tokens, prompt),
-                    "cache_write_tokens": 0,
-                },
+                "input_tokens_details": input_details,
                 "output_tokens": output_tokens,
                 "output_tokens_details": {"reasoning_tokens": knobs.reasoning_tokens},
                 "total_tokens": prompt + output_tokens,
@@ -1304,7 +1352,19 @@ class StandIn:
                 "content": [part],
                 "role": "assistant",
             }
-        final = self._responses_object(body, resp_id, created, status, [item], usage, truncated)
+        searches: list[Json] = [
+            {
+                "id": self._next_id("ws_"),
+                "type": "web_search_call",
+                "status": "completed",
+                "action": {"type": "search", "query": "a11i", "sources": None},
+            }
+            for _ in range(knobs.web_search_requests)
+        ]
+        tier = self._openai_tier(body, knobs)
+        final = self._responses_object(
+            body, resp_id, created, status, [*searches, item], usage, truncated, tier
+        )
         if body.get("background") is True and not body.get("stream"):
             # Background mode: the answer is a queued response; the model runs on, and its
             # usage is read later with GET /v1/responses/{id}.
@@ -1323,40 +1383,48 @@ class StandIn:
         start = self._responses_object(body, resp_id, created, "in_progress", [], None, False)
         event("response.created", response=start)
         event("response.in_progress", response=start)
+        for at, search in enumerate(searches):
+            event(
+                "response.output_item.added",
+                output_index=at,
+                item={**search, "status": "in_progress"},
+            )
+            event("response.output_item.done", output_index=at, item=search)
+        at = len(searches)
         if call is not None:
             event(
                 "response.output_item.added",
-                output_index=0,
+                output_index=at,
                 item={**item, "status": "in_progress", "arguments": ""},
             )
             for frag in _fragments(call[1]):
                 event(
                     "response.function_call_arguments.delta",
                     item_id=item_id,
-                    output_index=0,
+                    output_index=at,
                     delta=frag,
                 )
             event(
                 "response.function_call_arguments.done",
                 item_id=item_id,
-                output_index=0,
+                output_index=at,
                 name=call[0],
                 arguments=call[1],
             )
         else:
             event(
                 "response.output_item.added",
-                output_index=0,
+                output_index=at,
                 item={**item, "status": "in_progress", "content": []},
             )
             empty_part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
-            loc = {"item_id": item_id, "output_index": 0, "content_index": 0}
+            loc = {"item_id": item_id, "output_index": at, "content_index": 0}
             event("response.content_part.added", **loc, part=empty_part)
             for piece in pieces:
                 event("response.output_text.delta", **loc, delta=piece, logprobs=[])
             event("response.output_text.done", **loc, text=text, logprobs=[])
             event("response.content_part.done", **loc, part={**empty_part, "text": text})
-        event("response.output_item.done", output_index=0, item=item)
+        event("response.output_item.done", output_index=at, item=item)
         event("response.incomplete" if truncated else "response.completed", response=final)
         return await self._stream(request, frames, knobs, headers)
 
@@ -1477,7 +1545,14 @@ class StandIn:
         counted = count_anthropic_input_tokens(body)
         cache_read = min(knobs.cached_tokens, counted)
         cache_write = min(knobs.cache_write_tokens, counted - cache_read)
-        input_tokens = counted - cache_read - cache_write
+        cache_write_1h = min(knobs.cache_write_long_tokens, cache_write)
+        input_tokens = counted - cache_read - cache_write + knobs.extra_input_tokens
+        server_tools: dict[str, Json] | None = None
+        if knobs.web_search_requests or knobs.web_fetch_requests:
+            server_tools = {
+                "web_search_requests": knobs.web_search_requests,
+                "web_fetch_requests": knobs.web_fetch_requests,
+            }
         call = _anthropic_tool(body)
         pieces: list[str] = []
         if call is not None:
@@ -1494,14 +1569,26 @@ class StandIn:
         rid = self._next_id("req_")
         headers = {"request-id": rid}
 
-        def usage(output_tokens: int) -> dict[str, Json]:
-            return {
+        def usage(output_tokens: int, *, tools: bool = True) -> dict[str, Json]:
+            out: dict[str, Json] = {
                 "input_tokens": input_tokens,
                 "cache_creation_input_tokens": cache_write,
                 "cache_read_input_tokens": cache_read,
                 "output_tokens": output_tokens,
-                "service_tier": "standard",
+                "service_tier": knobs.service_tier or "standard",
             }
+            if not knobs.no_cache_split:
+                out["cache_creation"] = {
+                    "ephemeral_5m_input_tokens": cache_write - cache_write_1h,
+                    "ephemeral_1h_input_tokens": cache_write_1h,
+                }
+            if tools and server_tools is not None:
+                out["server_tool_use"] = server_tools
+            if knobs.inference_geo is not None:
+                out["inference_geo"] = knobs.inference_geo
+            if knobs.speed is not None:
+                out["speed"] = knobs.speed
+            return out
 
         if not body.get("stream"):
             block: dict[str, Json]
@@ -1537,7 +1624,8 @@ class StandIn:
             "stop_sequence": None,
         }
         if not knobs.no_usage:
-            start["usage"] = usage(1)
+            # The server tools run during the answer: their count comes with message_delta.
+            start["usage"] = usage(1, tools=False)
         event("message_start", {"type": "message_start", "message": start})
         if call is not None:
             first: dict[str, Json] = {
@@ -1567,7 +1655,10 @@ class StandIn:
             "delta": {"stop_reason": stop_reason, "stop_sequence": None},
         }
         if not knobs.no_usage:
-            message_delta["usage"] = {"output_tokens": completion}
+            delta_usage: dict[str, Json] = {"output_tokens": completion}
+            if server_tools is not None:
+                delta_usage["server_tool_use"] = server_tools
+            message_delta["usage"] = delta_usage
         event("message_delta", message_delta)
         event("message_stop", {"type": "message_stop"})
         return await self._stream(request, frames, knobs, headers)

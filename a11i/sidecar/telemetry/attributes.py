@@ -16,6 +16,7 @@ from typing import Final
 
 from a11i.core.analysis import ToolResult, client_ids
 from a11i.core.dialects import ParsedRequest
+from a11i.core.meter import Settlement
 from a11i.core.model import Dialect, JSONObject, JSONValue
 from a11i.core.optimizer import COMPACT_HISTORY
 from a11i.core.scrub import Scrubber, Target
@@ -143,6 +144,7 @@ def turn_attributes(
             )
         attributes[names.COST_SETTLED] = float(settled.cost_usd)
         attributes[names.USAGE_SOURCE] = settled.source.value
+        attributes.update(cost_basis(settled))
     if record.error_type is not None:
         attributes[names.ERROR_TYPE] = record.error_type
     if plan.tools_offered:
@@ -211,6 +213,22 @@ def tool_result_attributes(result: ToolResult, scrubber: Scrubber, tagging: Tagg
     return attributes
 
 
+def cost_basis(settled: Settlement) -> Attributes:
+    """How a settled cost was computed: the tier priced, the long-context threshold passed,
+    and the items with quantities and rates (``Charge.describe``); numbers and rule names,
+    nothing from the prompt, so nothing to scrub."""
+    charge = settled.charge
+    if charge is None:
+        return {}
+    attributes: Attributes = {
+        names.COST_SERVICE_TIER: charge.service_tier,
+        names.COST_BREAKDOWN: charge.describe(),
+    }
+    if charge.above_tokens is not None:
+        attributes[names.COST_LONG_CONTEXT_ABOVE] = charge.above_tokens
+    return attributes
+
+
 def decision_record(record: CallRecord, scrubber: Scrubber) -> tuple[str, Attributes]:
     """The log record of the guard's decision on a call: a message and its attributes."""
     plan = record.plan
@@ -227,6 +245,8 @@ def decision_record(record: CallRecord, scrubber: Scrubber) -> tuple[str, Attrib
     attributes[names.DECISION_REASON] = reason
     if record.settlement is not None:
         attributes[names.COST_SETTLED] = float(record.settlement.cost_usd)
+        attributes[names.USAGE_SOURCE] = record.settlement.source.value
+        attributes.update(cost_basis(record.settlement))
     if record.optimization is not None:
         attributes[names.OPTIMIZER_STRATEGY] = list(record.optimization.strategies)
     if record.output_cap is not None:

@@ -142,6 +142,11 @@ OUTPUT_CAP_ASKED: Final = "a11i.output_cap.asked"
 WALLET_STATE: Final = "a11i.wallet.state"
 COST_PROJECTED: Final = "a11i.cost.projected_usd"
 COST_SETTLED: Final = "a11i.cost.settled_usd"
+#: How the settled cost was computed, to reconcile with the provider's invoice: the service
+#: tier priced, the long-context threshold passed, and every item with its quantity and rate.
+COST_SERVICE_TIER: Final = "a11i.cost.service_tier"
+COST_LONG_CONTEXT_ABOVE: Final = "a11i.cost.long_context_above_tokens"
+COST_BREAKDOWN: Final = "a11i.cost.breakdown"
 CONTEXT_SATURATION_ATTR: Final = "a11i.context.saturation_percent"
 SATURATION_WARNING: Final = "a11i.context.saturation_warning"
 TOKEN_COUNT: Final = "a11i.token_count"  # exact | estimate

@@ -56,6 +56,9 @@ def call_event(record: CallRecord, namespace: str, agent: str) -> dict[str, str]
         "tool_calls": ",".join(call.name for call in record.tool_calls),
         "duration_ms": f"{record.duration_s * 1000:.1f}",
     }
+    if settled is not None and settled.charge is not None:
+        # How the cost was computed (tier, long-context threshold, items x rates).
+        event["cost_basis"] = settled.charge.describe()
     if plan.price.is_fallback:
         event["pricing"] = "fallback"
     if record.optimization is not None:

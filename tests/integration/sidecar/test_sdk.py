@@ -77,7 +77,9 @@ async def test_chat_is_metered_and_settled_from_usage(
     assert record.settlement is not None
     assert record.settlement.source is UsageSource.PROVIDER
     assert record.settlement.usage == Usage(
-        completion.usage.prompt_tokens, completion.usage.completion_tokens
+        completion.usage.prompt_tokens,
+        completion.usage.completion_tokens,
+        service_tier=completion.service_tier,
     )
     price = record.plan.price.price
     expected = (

@@ -134,3 +134,21 @@ def test_embeddings_have_no_output_to_cap(meter: Meter) -> None:
     )
     assert cap_field(Dialect.OPENAI_EMBEDDINGS, plan.request.body) is None
     assert fit_output_cap(plan, Decimal("0.0000001"), floor_tokens=1) is None
+
+
+def test_a_priority_call_is_fitted_at_the_priority_output_price(meter: Meter) -> None:
+    """The affordable cap is what the asked tier's output price allows (gpt-5.4 priority:
+    $30/M, twice the standard $15/M), so the forwarded worst case fits the wallet."""
+    body: JSONObject = {
+        "model": "gpt-5.4",
+        "service_tier": "priority",
+        "max_completion_tokens": 100_000,
+        "messages": [{"role": "user", "content": "Summarise the incident."}],
+    }
+    plan = meter.plan(Dialect.OPENAI_CHAT, body)
+    fit = fit_output_cap(plan, Decimal("0.5"), floor_tokens=1024)
+    assert fit is not None
+    refitted = meter.plan(Dialect.OPENAI_CHAT, fit.body)
+    assert refitted.projected_usd <= Decimal("0.5")
+    one_more = project(refitted.price, refitted.input.tokens, fit.forwarded + 1, tier="priority")
+    assert one_more > Decimal("0.5")

@@ -442,3 +442,150 @@ def test_parse_json_body_never_crashes(raw: bytes) -> None:
 def test_usage_from_body_never_crashes(dialect: Dialect, body: object) -> None:
     usage = usage_from_body(dialect, body)  # type: ignore[arg-type]
     assert usage is None or usage.input_tokens >= 0
+
+
+# Usage as the official SDKs type it (openai.types.CompletionUsage / responses.ResponseUsage,
+# anthropic.types.Usage): every field the bill depends on.
+BILLING_USAGE = [
+    pytest.param(
+        Dialect.ANTHROPIC_MESSAGES,
+        {
+            "usage": {
+                "input_tokens": 10,
+                "output_tokens": 40,
+                "cache_read_input_tokens": 100,
+                "cache_creation_input_tokens": 5_000,
+                "cache_creation": {
+                    "ephemeral_5m_input_tokens": 1_000,
+                    "ephemeral_1h_input_tokens": 4_000,
+                },
+                "server_tool_use": {"web_search_requests": 3, "web_fetch_requests": 1},
+                "output_tokens_details": {"thinking_tokens": 30},
+                "service_tier": "batch",
+                "inference_geo": "us",
+                "speed": "fast",
+            }
+        },
+        Usage(
+            5_110,
+            40,
+            cached_input_tokens=100,
+            cache_write_tokens=5_000,
+            cache_write_long_tokens=4_000,
+            reasoning_tokens=30,
+            web_search_requests=3,
+            web_fetch_requests=1,
+            service_tier="batch",
+            inference_geo="us",
+            speed="fast",
+        ),
+        id="anthropic-everything",
+    ),
+    pytest.param(
+        Dialect.ANTHROPIC_MESSAGES,
+        {"usage": {"input_tokens": 10, "output_tokens": 4, "cache_creation_input_tokens": 50}},
+        Usage(60, 4, cache_write_tokens=50),
+        id="anthropic-writes-without-split-are-5m",
+    ),
+    pytest.param(
+        Dialect.OPENAI_CHAT,
+        {
+            "service_tier": "flex",
+            "usage": {
+                "prompt_tokens": 300_000,
+                "completion_tokens": 500,
+                "prompt_tokens_details": {"cached_tokens": 1_000, "cache_write_tokens": 2_000},
+                "completion_tokens_details": {"reasoning_tokens": 400},
+            },
+        },
+        Usage(
+            300_000,
+            500,
+            cached_input_tokens=1_000,
+            cache_write_tokens=2_000,
+            reasoning_tokens=400,
+            service_tier="flex",
+        ),
+        id="chat-tier-cache-write-reasoning",
+    ),
+    pytest.param(
+        Dialect.OPENAI_RESPONSES,
+        {
+            "service_tier": "priority",
+            "output": [
+                {"type": "web_search_call", "id": "ws_1", "action": {"type": "search"}},
+                {"type": "web_search_call", "id": "ws_2", "action": {"type": "open_page"}},
+                {"type": "web_search_call", "id": "ws_3"},
+                {"type": "message", "id": "msg_1", "content": []},
+            ],
+            "usage": {
+                "input_tokens": 1_000,
+                "output_tokens": 50,
+                "input_tokens_details": {
+                    "cached_tokens": 100,
+                    "cache_write_tokens": 600,
+                    "cache_write_tokens_details": {"ttl_30m_tokens": 200, "ttl_12h_tokens": 400},
+                },
+                "output_tokens_details": {"reasoning_tokens": 20},
+            },
+        },
+        Usage(
+            1_000,
+            50,
+            cached_input_tokens=100,
+            cache_write_tokens=600,
+            cache_write_long_tokens=400,
+            reasoning_tokens=20,
+            web_search_requests=2,
+            service_tier="priority",
+        ),
+        id="responses-searches-by-item",
+    ),
+    pytest.param(
+        Dialect.OPENAI_RESPONSES,
+        {
+            "output": [{"type": "web_search_call", "id": "ws_1"}] * 3,
+            "tool_usage": {"web_search": {"num_requests": 1}, "image_gen": {}},
+            "usage": {"input_tokens": 10, "output_tokens": 5},
+        },
+        Usage(10, 5, web_search_requests=1),
+        id="responses-searches-as-reported",
+    ),
+]
+
+
+@pytest.mark.parametrize(("dialect", "body", "usage"), BILLING_USAGE)
+def test_usage_carries_what_the_bill_depends_on(
+    dialect: Dialect, body: object, usage: Usage
+) -> None:
+    assert usage_from_body(dialect, body) == usage  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("dialect", "body", "tier"),
+    [
+        (Dialect.OPENAI_CHAT, {"service_tier": "priority"}, "priority"),
+        (Dialect.OPENAI_RESPONSES, {"service_tier": "flex"}, "flex"),
+        (Dialect.ANTHROPIC_MESSAGES, {"service_tier": "standard_only"}, "standard_only"),
+        (Dialect.OPENAI_CHAT, {}, None),
+    ],
+    ids=["chat", "responses", "anthropic", "absent"],
+)
+def test_the_asked_service_tier_is_parsed(
+    dialect: Dialect, body: dict[str, object], tier: str | None
+) -> None:
+    base: dict[str, object] = {
+        Dialect.OPENAI_CHAT: CHAT,
+        Dialect.OPENAI_RESPONSES: {"model": "gpt-5.4", "input": "hi"},
+        Dialect.ANTHROPIC_MESSAGES: {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 10,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    }[dialect]
+    assert parse_request(dialect, {**base, **body}).service_tier == tier  # type: ignore[arg-type]
+
+
+def test_a_service_tier_that_is_no_string_is_refused() -> None:
+    with pytest.raises(BadRequest, match="'service_tier' must be a string"):
+        parse_request(Dialect.OPENAI_CHAT, {**CHAT, "service_tier": 1})

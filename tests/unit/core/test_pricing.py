@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,22 @@ from a11i.core.pricing import (
     PriceLookup,
     RateCard,
     RateCardError,
+    Rates,
+    charge,
     cost,
     normalize_model_name,
     parse_rate_card,
     per_million,
     project,
+    service_tier,
 )
-from a11i.sidecar.rates import builtin_rate_card, load_rate_card_file, parse_text
+from a11i.sidecar.encodings import DEFAULT_WHEEL_DIR, LITELLM_VERSION, find_wheel
+from a11i.sidecar.rates import (
+    builtin_rate_card,
+    load_rate_card_file,
+    parse_text,
+    report_unmodelled,
+)
 from tests.support.paths import DATA
 
 LITELLM_SAMPLE = DATA / "litellm_prices_sample.json"
@@ -412,6 +422,12 @@ def test_litellm_shape() -> None:
         context_window=128_000,
         max_output_tokens=16_384,
         provider="openai",
+        # input_cost_per_token_batches / output_cost_per_token_batches
+        service_tiers={
+            "batch": Rates(
+                input_per_token=Decimal("0.00000125"), output_per_token=Decimal("0.000005")
+            )
+        },
     )
     sonnet = card.models["claude-sonnet-4-5-20250929"]
     assert sonnet.cache_write_per_token == Decimal("0.00000375")
@@ -1019,3 +1035,488 @@ def test_syntax_errors_keep_their_cause(tmp_path: Path) -> None:
     with pytest.raises(RateCardError) as caught:
         load_rate_card_file(path)
     assert isinstance(caught.value.__cause__, json.JSONDecodeError)
+
+
+# --------------------------------------------------------------------------- billing rules
+# Each rule the providers bill by, in LiteLLM's field names (the community card's shape), and
+# the same rules in our YAML; the expected figures are usage x the card's rates, by hand.
+
+RULES_LITELLM: dict[str, Any] = {
+    "claude-sonnet-4-5": {
+        "litellm_provider": "anthropic",
+        "mode": "chat",
+        "max_input_tokens": 1_000_000,
+        "input_cost_per_token": "3e-06",
+        "output_cost_per_token": "1.5e-05",
+        "cache_read_input_token_cost": "3e-07",
+        "cache_creation_input_token_cost": "3.75e-06",
+        "cache_creation_input_token_cost_above_1hr": "6e-06",
+        "input_cost_per_token_above_200k_tokens": "6e-06",
+        "output_cost_per_token_above_200k_tokens": "2.25e-05",
+        "cache_read_input_token_cost_above_200k_tokens": "6e-07",
+        "cache_creation_input_token_cost_above_200k_tokens": "7.5e-06",
+        "cache_creation_input_token_cost_above_1hr_above_200k_tokens": "1.2e-05",
+        "input_cost_per_token_batches": "1.5e-06",
+        "output_cost_per_token_batches": "7.5e-06",
+        "search_context_cost_per_query": {
+            "search_context_size_low": "0.01",
+            "search_context_size_medium": "0.01",
+            "search_context_size_high": "0.01",
+        },
+        # Not every entry is a factor: Bedrock keeps settings there too.
+        "provider_specific_entry": {"us": "1.1", "fast": "2", "schema": "titan_v2"},
+        "supports_prompt_caching": True,
+    },
+    "gpt-5.4": {
+        "litellm_provider": "openai",
+        "mode": "chat",
+        "max_input_tokens": 1_050_000,
+        "input_cost_per_token": "2.5e-06",
+        "output_cost_per_token": "1.5e-05",
+        "cache_read_input_token_cost": "2.5e-07",
+        "input_cost_per_token_flex": "1.25e-06",
+        "output_cost_per_token_flex": "7.5e-06",
+        "cache_read_input_token_cost_flex": "1.25e-07",
+        "input_cost_per_token_priority": "5e-06",
+        "output_cost_per_token_priority": "3e-05",
+        "input_cost_per_token_above_272k_tokens": "5e-06",
+        "output_cost_per_token_above_272k_tokens": "2.25e-05",
+        "cache_read_input_token_cost_above_272k_tokens": "5e-07",
+        "input_cost_per_token_above_272k_tokens_flex": "2.5e-06",
+        "output_cost_per_token_above_272k_tokens_flex": "1.125e-05",
+        "search_context_cost_per_query": {"search_context_size_medium": "0.01"},
+    },
+    "gpt-6-sol": {
+        "litellm_provider": "openai",
+        "mode": "chat",
+        "max_input_tokens": 922_000,
+        "input_cost_per_token": "2e-06",
+        "output_cost_per_token": "1e-05",
+        "cache_read_input_token_cost": "2e-07",
+        "cache_creation_input_token_cost": "2.5e-06",
+        "cache_creation_input_token_cost_above_12hr": "5e-06",
+        "input_cost_per_audio_token": "4e-05",
+        "code_interpreter_cost_per_session": "0.03",
+    },
+}
+
+RULES_OURS: dict[str, Any] = {
+    "models": {
+        "claude-sonnet-4-5": {
+            "input_per_mtok": "3",
+            "output_per_mtok": "15",
+            "cached_input_per_mtok": "0.3",
+            "cache_write_per_mtok": "3.75",
+            "cache_write_long_per_mtok": "6",
+            "context_window": 1_000_000,
+            "provider": "anthropic",
+            "long_context": [
+                {
+                    "above_tokens": 200_000,
+                    "input_per_mtok": "6",
+                    "output_per_mtok": "22.5",
+                    "cached_input_per_mtok": "0.6",
+                    "cache_write_per_mtok": "7.5",
+                    "cache_write_long_per_mtok": "12",
+                }
+            ],
+            "service_tiers": {"batch": {"input_per_mtok": "1.5", "output_per_mtok": "7.5"}},
+            "web_search_per_call": "0.01",
+            "multipliers": {"us": "1.1", "fast": "2"},
+        },
+        "gpt-5.4": {
+            "input_per_mtok": "2.5",
+            "output_per_mtok": "15",
+            "cached_input_per_mtok": "0.25",
+            "context_window": 1_050_000,
+            "provider": "openai",
+            "service_tiers": {
+                "flex": {
+                    "input_per_mtok": "1.25",
+                    "output_per_mtok": "7.5",
+                    "cached_input_per_mtok": "0.125",
+                },
+                "priority": {"input_per_mtok": "5", "output_per_mtok": "30"},
+            },
+            "long_context": [
+                {
+                    "above_tokens": 272_000,
+                    "input_per_mtok": "5",
+                    "output_per_mtok": "22.5",
+                    "cached_input_per_mtok": "0.5",
+                    "service_tiers": {
+                        "flex": {"input_per_mtok": "2.5", "output_per_mtok": "11.25"}
+                    },
+                }
+            ],
+            "web_search_per_call": "0.01",
+        },
+        "gpt-6-sol": {
+            "input_per_mtok": "2",
+            "output_per_mtok": "10",
+            "cached_input_per_mtok": "0.2",
+            "cache_write_per_mtok": "2.5",
+            "cache_write_long_per_mtok": "5",
+            "context_window": 922_000,
+            "provider": "openai",
+        },
+    }
+}
+
+
+def _litellm_rules() -> RateCard:
+    data = json.loads(json.dumps(RULES_LITELLM), parse_float=Decimal)
+    return parse_rate_card(data, source="litellm.json")
+
+
+def _our_rules() -> RateCard:
+    return parse_rate_card(RULES_OURS, source="rules.yaml")
+
+
+D = Decimal
+
+# (id, model, usage, expected cost by hand)
+RULE_CASES: list[tuple[str, str, Usage, Decimal]] = [
+    (
+        "anthropic-cache-writes-5m-and-1h",
+        "claude-sonnet-4-5",
+        # 2,000 uncached + 1,000 written for 5 minutes + 4,000 for an hour; 300 out.
+        Usage(7_000, 300, cache_write_tokens=5_000, cache_write_long_tokens=4_000),
+        2_000 * D("3e-6") + 1_000 * D("3.75e-6") + 4_000 * D("6e-6") + 300 * D("15e-6"),
+    ),
+    (
+        "anthropic-cache-read",
+        "claude-sonnet-4-5",
+        Usage(10_000, 100, cached_input_tokens=8_000),
+        2_000 * D("3e-6") + 8_000 * D("0.3e-6") + 100 * D("15e-6"),
+    ),
+    (
+        "anthropic-above-200k-every-token-at-the-premium",
+        "claude-sonnet-4-5",
+        Usage(250_000, 1_000, cached_input_tokens=50_000, cache_write_tokens=10_000),
+        190_000 * D("6e-6") + 50_000 * D("0.6e-6") + 10_000 * D("7.5e-6") + 1_000 * D("22.5e-6"),
+    ),
+    (
+        "anthropic-exactly-200k-is-standard",
+        "claude-sonnet-4-5",
+        Usage(200_000, 1_000),
+        200_000 * D("3e-6") + 1_000 * D("15e-6"),
+    ),
+    (
+        "anthropic-1h-write-above-200k",
+        "claude-sonnet-4-5",
+        Usage(210_000, 0, cache_write_tokens=10_000, cache_write_long_tokens=10_000),
+        200_000 * D("6e-6") + 10_000 * D("12e-6"),
+    ),
+    (
+        "anthropic-3-web-searches",
+        "claude-sonnet-4-5",
+        Usage(1_000, 200, web_search_requests=3),
+        1_000 * D("3e-6") + 200 * D("15e-6") + 3 * D("0.01"),
+    ),
+    (
+        "anthropic-batch",
+        "claude-sonnet-4-5",
+        Usage(1_000, 200, service_tier="batch"),
+        1_000 * D("1.5e-6") + 200 * D("7.5e-6"),
+    ),
+    (
+        "anthropic-us-inference",
+        "claude-sonnet-4-5",
+        Usage(1_000, 200, inference_geo="us"),
+        (1_000 * D("3e-6") + 200 * D("15e-6")) * D("1.1"),
+    ),
+    (
+        "anthropic-fast-mode-in-the-us",
+        "claude-sonnet-4-5",
+        Usage(1_000, 200, inference_geo="us", speed="fast", web_search_requests=1),
+        (1_000 * D("3e-6") + 200 * D("15e-6")) * D("2.2") + D("0.01"),
+    ),
+    (
+        "openai-flex",
+        "gpt-5.4",
+        Usage(10_000, 1_000, cached_input_tokens=4_000, service_tier="flex"),
+        6_000 * D("1.25e-6") + 4_000 * D("0.125e-6") + 1_000 * D("7.5e-6"),
+    ),
+    (
+        "openai-priority",
+        "gpt-5.4",
+        # No priority cache-read price: the plain one applies (as in LiteLLM's reading).
+        Usage(10_000, 1_000, cached_input_tokens=4_000, service_tier="priority"),
+        6_000 * D("5e-6") + 4_000 * D("0.25e-6") + 1_000 * D("30e-6"),
+    ),
+    (
+        "openai-fast-is-billed-as-priority",
+        "gpt-5.4",
+        Usage(1_000, 100, service_tier="fast"),
+        1_000 * D("5e-6") + 100 * D("30e-6"),
+    ),
+    (
+        "openai-default",
+        "gpt-5.4",
+        Usage(1_000, 100, service_tier="default"),
+        1_000 * D("2.5e-6") + 100 * D("15e-6"),
+    ),
+    (
+        "openai-auto",
+        "gpt-5.4",
+        Usage(1_000, 100, service_tier="auto"),
+        1_000 * D("2.5e-6") + 100 * D("15e-6"),
+    ),
+    (
+        "openai-reasoning-inside-the-output",
+        "gpt-5.4",
+        Usage(1_000, 500, reasoning_tokens=400),
+        1_000 * D("2.5e-6") + 500 * D("15e-6"),
+    ),
+    (
+        "openai-above-272k",
+        "gpt-5.4",
+        Usage(300_000, 2_000, cached_input_tokens=100_000),
+        200_000 * D("5e-6") + 100_000 * D("0.5e-6") + 2_000 * D("22.5e-6"),
+    ),
+    (
+        "openai-flex-above-272k",
+        "gpt-5.4",
+        # The flex long-context tier has no cache-read price: the long-context one applies.
+        Usage(300_000, 2_000, cached_input_tokens=100_000, service_tier="flex"),
+        200_000 * D("2.5e-6") + 100_000 * D("0.5e-6") + 2_000 * D("11.25e-6"),
+    ),
+    (
+        "openai-responses-web-search",
+        "gpt-5.4",
+        Usage(1_000, 100, web_search_requests=2),
+        1_000 * D("2.5e-6") + 100 * D("15e-6") + 2 * D("0.01"),
+    ),
+    (
+        "openai-cache-writes-30m-and-12h",
+        "gpt-6-sol",
+        Usage(
+            10_000,
+            100,
+            cached_input_tokens=1_000,
+            cache_write_tokens=5_000,
+            cache_write_long_tokens=2_000,
+        ),
+        4_000 * D("2e-6")
+        + 1_000 * D("0.2e-6")
+        + 3_000 * D("2.5e-6")
+        + 2_000 * D("5e-6")
+        + 100 * D("10e-6"),
+    ),
+]
+
+
+@pytest.mark.parametrize("card", ["litellm", "ours"])
+@pytest.mark.parametrize(
+    ("model", "usage", "expected"),
+    [case[1:] for case in RULE_CASES],
+    ids=[case[0] for case in RULE_CASES],
+)
+def test_every_billing_rule_settles_to_the_nano_dollar(
+    card: str, model: str, usage: Usage, expected: Decimal
+) -> None:
+    rates = _litellm_rules() if card == "litellm" else _our_rules()
+    billed = charge(rates.lookup(model), usage)
+    assert billed.total == expected
+    assert cost(rates.lookup(model), usage) == expected
+    assert sum(line.amount for line in billed.lines) == expected
+
+
+def test_both_shapes_describe_the_same_rules() -> None:
+    litellm, ours = _litellm_rules(), _our_rules()
+    assert litellm.models["gpt-6-sol"] == ours.models["gpt-6-sol"]
+    sonnet = litellm.models["claude-sonnet-4-5"]
+    assert sonnet.long_context == ours.models["claude-sonnet-4-5"].long_context
+    assert sonnet.multipliers == {"us": D("1.1"), "fast": D(2)}
+    assert sonnet.web_search_per_call == D("0.01")
+
+
+def test_the_charge_says_how_it_was_computed() -> None:
+    card = _litellm_rules()
+    billed = charge(card.lookup("gpt-5.4"), Usage(300_000, 2_000, service_tier="flex"))
+    assert (billed.service_tier, billed.reported_service_tier) == ("flex", "flex")
+    assert billed.above_tokens == 272_000
+    assert [line.item for line in billed.lines] == ["input", "output"]
+    assert billed.describe() == (
+        "flex, prompt above 272000; input 300000 x 0.0000025; output 2000 x 0.00001125"
+    )
+
+
+def test_a_tier_the_card_does_not_price_is_billed_standard_and_says_so() -> None:
+    billed = charge(_litellm_rules().lookup("gpt-6-sol"), Usage(1_000, 10, service_tier="batch"))
+    assert billed.total == 1_000 * D("2e-6") + 10 * D("10e-6")
+    assert (billed.service_tier, billed.reported_service_tier) == ("standard", "batch")
+    assert billed.describe().startswith("standard (reported batch);")
+
+
+def test_a_web_search_without_a_fee_in_the_card_is_flagged_unpriced() -> None:
+    billed = charge(GPT_4O, Usage(1_000, 10, web_search_requests=2, web_fetch_requests=1))
+    assert billed.total == 1_000 * D("2.5e-6") + 10 * D("10e-6")
+    # Anthropic bills a web fetch by its tokens only: not flagged.
+    assert billed.unpriced == ("web_search",)
+    assert billed.describe().endswith("; unpriced: web_search")
+
+
+def test_cache_split_without_the_1h_price_falls_back_to_the_5m_one() -> None:
+    # SONNET states no 1-hour price (LiteLLM's reading too): priced as a 5-minute write.
+    usage = Usage(5_000, 0, cache_write_tokens=5_000, cache_write_long_tokens=4_000)
+    assert cost(SONNET, usage) == 5_000 * D("3.75e-6")
+
+
+def test_inconsistent_cache_counts_never_go_negative() -> None:
+    usage = Usage(100, 0, cache_write_tokens=50, cache_write_long_tokens=500)
+    assert cost(SONNET, usage) == 50 * D("3.75e-6") + 50 * D("3e-6")
+
+
+@pytest.mark.parametrize(
+    ("input_tokens", "output", "tier", "expected"),
+    [
+        (250_000, 1_000, None, 250_000 * D("6e-6") + 1_000 * D("22.5e-6")),
+        (200_000, 1_000, None, 200_000 * D("3e-6") + 1_000 * D("15e-6")),
+        (1_000, 100, "batch", 1_000 * D("3e-6") + 100 * D("15e-6")),
+    ],
+    ids=["above-200k-at-the-premium", "at-200k-standard", "batch-never-below-standard"],
+)
+def test_projection_uses_the_tier_the_request_will_hit(
+    input_tokens: int, output: int, tier: str | None, expected: Decimal
+) -> None:
+    assert (
+        project(_litellm_rules().lookup("claude-sonnet-4-5"), input_tokens, output, tier=tier)
+        == expected
+    )
+
+
+@pytest.mark.parametrize(
+    ("tier", "expected"),
+    [
+        ("priority", 1_000 * D("5e-6") + 100 * D("30e-6")),
+        ("flex", 1_000 * D("2.5e-6") + 100 * D("15e-6")),
+        ("auto", 1_000 * D("2.5e-6") + 100 * D("15e-6")),
+    ],
+    ids=["priority", "flex-at-standard", "auto"],
+)
+def test_projection_at_the_asked_service_tier(tier: str, expected: Decimal) -> None:
+    assert project(_litellm_rules().lookup("gpt-5.4"), 1_000, 100, tier=tier) == expected
+
+
+@pytest.mark.parametrize(
+    ("reported", "tier"),
+    [
+        (None, "standard"),
+        ("default", "standard"),
+        ("auto", "standard"),
+        ("scale", "standard"),
+        ("standard", "standard"),
+        ("flex", "flex"),
+        ("FLEX", "flex"),
+        ("priority", "priority"),
+        ("fast", "priority"),
+        ("batch", "batch"),
+        ("ultrafast", "ultrafast"),
+        ("something-new", "standard"),
+    ],
+)
+def test_service_tier_names(reported: str | None, tier: str) -> None:
+    assert service_tier(reported) == tier
+
+
+def test_a_litellm_card_reports_the_price_fields_it_does_not_model(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    card = _litellm_rules()
+    assert dict(card.unmodelled) == {
+        "input_cost_per_audio_token": 1,
+        "code_interpreter_cost_per_session": 1,
+    }
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps(RULES_LITELLM), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="a11i.sidecar.rates"):
+        loaded = load_rate_card_file(path)
+    assert loaded.unmodelled == card.unmodelled
+    (record,) = caplog.records
+    assert "code_interpreter_cost_per_session (1), input_cost_per_audio_token (1)" in (
+        record.getMessage()
+    )
+    # Merged over the built-in card, the report survives.
+    assert builtin_rate_card().merged(loaded).unmodelled == card.unmodelled
+    assert report_unmodelled(builtin_rate_card()) is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "path", "message"),
+    [
+        (
+            {"service_tiers": {"turbo": {"input_per_mtok": "1"}}},
+            "service_tiers.turbo",
+            "unknown key",
+        ),
+        ({"service_tiers": {"flex": {}}}, "service_tiers.flex", "states no price"),
+        (
+            {"service_tiers": {"flex": {"context_window": 5}}},
+            "service_tiers.flex.context_window",
+            "unknown key",
+        ),
+        (
+            {"long_context": [{"input_per_mtok": "1"}]},
+            "long_context[0].above_tokens",
+            "is required",
+        ),
+        ({"long_context": {"above_tokens": 5}}, "long_context", "expected a list"),
+        (
+            {"long_context": [{"above_tokens": 5}, {"above_tokens": 5}]},
+            "long_context[1].above_tokens",
+            "listed twice",
+        ),
+        ({"multipliers": {"us": "0"}}, "multipliers.us", "more than zero"),
+        ({"multipliers": {"us": "1000"}}, "multipliers.us", "implausibly high"),
+        ({"web_search_per_call": "-1"}, "web_search_per_call", "negative"),
+        ({"web_search_per_call": "500"}, "web_search_per_call", "implausibly high"),
+    ],
+)
+def test_bad_rules_in_our_shape_are_refused(
+    entry: dict[str, object], path: str, message: str
+) -> None:
+    model = {"input_per_mtok": "1", "output_per_mtok": "2", "context_window": 1000, **entry}
+    with pytest.raises(RateCardError) as caught:
+        parse_rate_card({"models": {"m": model}}, source=SOURCE)
+    assert caught.value.path == f"models.m.{path}"
+    assert message in caught.value.message
+
+
+def test_the_built_in_card_prices_the_issue_examples() -> None:
+    card = builtin_rate_card()
+    sonnet = card.lookup("claude-sonnet-4-5-20250929")
+    assert cost(
+        sonnet, Usage(5_000, 0, cache_write_tokens=5_000, cache_write_long_tokens=4_000)
+    ) == (1_000 * D("3.75e-6") + 4_000 * D("6e-6"))
+    assert cost(sonnet, Usage(250_000, 0)) == 250_000 * D("6e-6")
+    assert cost(sonnet, Usage(0, 0, web_search_requests=3)) == D("0.03")
+    gpt = card.lookup("gpt-5.4")
+    assert cost(gpt, Usage(100_000, 0, service_tier="flex")) == D("0.125")
+    assert cost(gpt, Usage(100_000, 0, service_tier="priority")) == D("0.5")
+    assert cost(gpt, Usage(0, 0, web_search_requests=2)) == D("0.02")
+    assert cost(gpt, Usage(300_000, 0)) == 300_000 * D("5e-6")
+
+
+def test_litellms_whole_price_list_loads_with_its_rules() -> None:
+    """The community list itself, from the litellm wheel ``make encodings`` fetched: it loads
+    (3,600+ models), its billing rules land where they belong, and the price fields a11i does
+    not model are counted, not dropped silently."""
+    wheel = find_wheel(DEFAULT_WHEEL_DIR)
+    if wheel is None:
+        pytest.skip(f"no litellm {LITELLM_VERSION} wheel in {DEFAULT_WHEEL_DIR}")
+    with zipfile.ZipFile(wheel) as archive:
+        text = archive.read("litellm/model_prices_and_context_window_backup.json").decode()
+    card = parse_rate_card(json.loads(text, parse_float=Decimal), source=wheel.name)
+    assert len(card.models) > 3_000
+    gpt = card.lookup("gpt-5.4").price
+    assert set(gpt.service_tiers) == {"flex", "priority", "batch"}
+    assert [tier.above_tokens for tier in gpt.long_context] == [272_000]
+    sonnet = card.lookup("claude-sonnet-4-6").price
+    assert sonnet.cache_write_long_per_token == D("0.000006")
+    assert sonnet.web_search_per_call == D("0.01")
+    assert sonnet.multipliers == {"us": D("1.1")}
+    assert card.unmodelled["input_cost_per_audio_token"] > 0
+    assert "input_cost_per_token_flex" not in card.unmodelled
+    assert "supports_vision" not in card.unmodelled

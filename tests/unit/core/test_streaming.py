@@ -374,3 +374,94 @@ def test_trackers_never_crash(dialect: Dialect, strip: bool, chunks: list[bytes]
     tracker = StreamTracker(dialect, strip_usage=strip)
     feed_all(tracker, chunks)
     assert tracker.outcome().malformed_events >= 0
+
+
+def test_anthropic_stream_keeps_the_cache_split_tier_and_server_tools() -> None:
+    """The streamed twin of a non-streaming answer's billing fields: message_start carries
+    the cache split and the tier, message_delta the (cumulative) server tool use."""
+    stream = [
+        sse(
+            {
+                "type": "message_start",
+                "message": {
+                    "usage": {
+                        "input_tokens": 10,
+                        "output_tokens": 1,
+                        "cache_read_input_tokens": 0,
+                        "cache_creation_input_tokens": 5_000,
+                        "cache_creation": {
+                            "ephemeral_5m_input_tokens": 1_000,
+                            "ephemeral_1h_input_tokens": 4_000,
+                        },
+                        "service_tier": "priority",
+                        "inference_geo": "us",
+                    }
+                },
+            },
+            "message_start",
+        ),
+        sse(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn"},
+                "usage": {
+                    "output_tokens": 30,
+                    "server_tool_use": {"web_search_requests": 3, "web_fetch_requests": 0},
+                },
+            },
+            "message_delta",
+        ),
+        sse({"type": "message_stop"}, "message_stop"),
+    ]
+    tracker = StreamTracker(Dialect.ANTHROPIC_MESSAGES)
+    feed_all(tracker, stream, split=7)
+    assert tracker.outcome().usage == Usage(
+        5_010,
+        30,
+        cache_write_tokens=5_000,
+        cache_write_long_tokens=4_000,
+        web_search_requests=3,
+        service_tier="priority",
+        inference_geo="us",
+    )
+
+
+def test_chat_stream_usage_takes_the_service_tier_of_the_chunks() -> None:
+    stream = [
+        chat_chunk("Hi", service_tier="flex"),
+        chat_chunk(finish="stop", service_tier="flex"),
+        sse(
+            {
+                "object": "chat.completion.chunk",
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 300_000,
+                    "completion_tokens": 9,
+                    "completion_tokens_details": {"reasoning_tokens": 4},
+                },
+            }
+        ),
+        b"data: [DONE]\n\n",
+    ]
+    tracker = StreamTracker(Dialect.OPENAI_CHAT)
+    feed_all(tracker, stream)
+    assert tracker.outcome().usage == Usage(300_000, 9, reasoning_tokens=4, service_tier="flex")
+
+
+def test_responses_stream_counts_web_searches_of_the_completed_response() -> None:
+    completed = {
+        "type": "response.completed",
+        "response": {
+            "status": "completed",
+            "service_tier": "priority",
+            "output": [
+                {"type": "web_search_call", "id": "ws_1", "action": {"type": "search"}},
+                {"type": "web_search_call", "id": "ws_2", "action": {"type": "search"}},
+                {"type": "message", "id": "m", "content": []},
+            ],
+            "usage": {"input_tokens": 50, "output_tokens": 7},
+        },
+    }
+    tracker = StreamTracker(Dialect.OPENAI_RESPONSES)
+    feed_all(tracker, [sse(completed, "response.completed")])
+    assert tracker.outcome().usage == Usage(50, 7, web_search_requests=2, service_tier="priority")

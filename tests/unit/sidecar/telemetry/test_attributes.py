@@ -28,6 +28,7 @@ from a11i.sidecar.telemetry.attributes import (
     turn_attributes,
 )
 from a11i.sidecar.telemetry.conventions import NameSet, Semconv
+from a11i.sidecar.telemetry.events import call_event
 
 SCRUBBER = Scrubber(secrets=["sk-proj-HELDKEYheldkey0123456789"])
 ALLOW = Verdict(Decision.ALLOW, WalletState.GREEN, "within budget")
@@ -460,3 +461,29 @@ def test_conversation_ids(
     else:
         assert attributes["gen_ai.conversation.id"] == expected.id
         assert attributes["a11i.conversation.source"] == expected.source
+
+
+def test_how_the_cost_was_computed_is_on_the_span_the_log_and_the_event(meter: Meter) -> None:
+    body: JSONObject = {
+        "model": "gpt-5.4",
+        "service_tier": "priority",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    plan = meter.plan(Dialect.OPENAI_CHAT, body)
+    usage = Usage(300_000, 10, cached_input_tokens=100_000, service_tier="priority")
+    record = replace(record_of(meter), plan=plan, settlement=meter.settle(plan, usage))
+    assert record.settlement is not None
+    charge = record.settlement.charge
+    assert charge is not None
+    span = turn_attributes(record, SCRUBBER, Tagging())
+    assert span["a11i.cost.service_tier"] == charge.service_tier == "priority"
+    assert span["a11i.cost.long_context_above_tokens"] == 272_000
+    assert span["a11i.cost.breakdown"] == charge.describe()
+    assert str(span["a11i.cost.breakdown"]).startswith(
+        "priority, prompt above 272000; input 200000 x "
+    )
+    _, log = decision_record(record, SCRUBBER)
+    assert log["a11i.cost.breakdown"] == charge.describe()
+    assert log["a11i.usage.source"] == "provider"
+    event = call_event(record, "team-a", "sre-bot")
+    assert event["cost_basis"] == charge.describe()
