@@ -819,7 +819,12 @@ def _outbound_body(
         merged: dict[str, JSONValue] = dict(options) if isinstance(options, dict) else {}
         merged["include_usage"] = True
         body["stream_options"] = merged
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), add_usage
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), add_usage
+    except UnicodeEncodeError:
+        # A lone UTF-16 surrogate (an emoji a JS agent cut in half) has no UTF-8 form; its
+        # \uXXXX escape is how the agent sent it and how the provider reads it.
+        return json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode(), add_usage
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:

@@ -7,6 +7,7 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import aiohttp
 import anthropic
 import openai
 import pytest
@@ -177,3 +178,90 @@ async def test_an_optimized_stream_still_hides_the_usage_chunk_a11i_asked_for(
     assert record.settlement.source is UsageSource.PROVIDER
     original = running.sidecar.meter.plan(Dialect.OPENAI_CHAT, SRE_OPENAI).input.tokens
     assert record.settlement.usage.input_tokens < original / 2
+
+
+async def test_a_lone_surrogate_in_the_history_survives_a_rewrite(
+    start_sidecar: SidecarFactory, standin: StandIn
+) -> None:
+    # A JS agent cut an emoji in half: "\ud83d" is on the wire as an escape. Green forwarded
+    # the bytes; a rewrite used to fail to encode it (500 a11i_internal_error).
+    running = await start_sidecar(**RED)
+    messages = [
+        {"role": "user", "content": "Deploy the release.   \n\n\n\nThen report."},
+        {"role": "assistant", "content": "Deployed."},
+        {"role": "user", "content": "Deploy \ud83d status?"},
+    ]
+    raw = json.dumps({"model": "gpt-4o-mini", "messages": messages}).encode()
+    assert b"\\ud83d" in raw
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            running.openai_url + "/chat/completions",
+            data=raw,
+            headers={"content-type": "application/json", "authorization": "Bearer sk-agent"},
+        ) as answer,
+    ):
+        assert answer.status == 200, await answer.text()
+        assert "whitespace" in answer.headers["x-a11i-optimized"]
+    forwarded = standin.requests[-1].json
+    assert isinstance(forwarded, dict)
+    assert forwarded["messages"][-1]["content"] == "Deploy \ud83d status?"
+    assert forwarded["messages"][0]["content"] == "Deploy the release.\n\nThen report."
+
+
+def _thinking_loop(rounds: int) -> list[dict[str, object]]:
+    messages: list[dict[str, object]] = [{"role": "user", "content": "Fix the failing test."}]
+    for turn in range(rounds):
+        content: list[dict[str, object]] = []
+        if turn == 0:
+            content.append(
+                {"type": "thinking", "thinking": "Plan: read files.", "signature": "c2ln"}
+            )
+        content += [
+            {"type": "text", "text": f"Reading file {turn}."},
+            {
+                "type": "tool_use",
+                "id": f"toolu_{turn:02d}",
+                "name": "Read",
+                "input": {"file_path": f"src/m{turn}.py"},
+            },
+        ]
+        messages.append({"role": "assistant", "content": content})
+        result = f"     1\tdef f{turn}():\n     2\t        return  {turn}\n" * 30
+        messages.append(
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": f"toolu_{turn:02d}", "content": result}
+                ],
+            }
+        )
+    return messages
+
+
+async def test_a_thinking_tool_loop_stays_valid_when_compacted(
+    start_sidecar: SidecarFactory, standin: StandIn
+) -> None:
+    running = await start_sidecar(**RED, A11I_OPTIMIZER_KEEP_LAST_TURNS="4")
+    messages = _thinking_loop(24)
+    async with anthropic.AsyncAnthropic(
+        base_url=running.url, api_key="sk-ant", max_retries=0
+    ) as client:
+        raw = await client.messages.with_raw_response.create(
+            model="claude-sonnet-4-5",
+            max_tokens=16000,
+            thinking={"type": "enabled", "budget_tokens": 8000},
+            messages=messages,  # type: ignore[arg-type]
+            tools=[{"name": "Read", "input_schema": {"type": "object"}}],
+        )
+        await raw.parse()
+    assert "compact_history" in raw.headers["x-a11i-optimized"]
+    forwarded = standin.requests[-1].json
+    assert isinstance(forwarded, dict)
+    assert validate_conversation(Dialect.ANTHROPIC_MESSAGES, forwarded) == []
+    assert forwarded["messages"][1] == messages[1]  # the signed thinking opens the loop
+    assert forwarded["messages"][-4:] == messages[-4:]
+    # Tool output indentation (Read's numbered lines) reaches the model as the tool wrote it.
+    assert (
+        forwarded["messages"][-1]["content"][0]["content"] == messages[-1]["content"][0]["content"]
+    )  # type: ignore[index]

@@ -9,6 +9,7 @@ outputs.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -31,6 +32,7 @@ from a11i.core.optimizer import (
     TRUNCATE_TOOL_RESULTS,
     WHITESPACE,
     OptimizerSettings,
+    check_rewrite,
     filter_rag_text,
     minify_json_text,
     optimize,
@@ -44,6 +46,7 @@ from a11i.core.optimizer import (
     truncate_text,
     validate_conversation,
 )
+from a11i.core.optimizer.history import SUMMARY_HEADER
 from a11i.core.policy import WalletState
 from a11i.core.tokens.counter import TokenCounter
 from a11i.sidecar.meter import load_meter
@@ -127,13 +130,13 @@ CODE = "```python\ndef f(x):   \n    if x:\n\n\n\n        return  [1,  2]\n```"
 @pytest.mark.parametrize(
     ("before", "after"),
     [
-        pytest.param("a   b\t\tc   \n\n\n\nd", "a b c\n\nd", id="runs-trailing-blank-lines"),
+        pytest.param("a   b\t\tc   \n\n\n\nd", "a   b\t\tc\n\nd", id="trailing-blank-lines"),
         pytest.param(
-            "  - item   one\n    - nested", "  - item one\n    - nested", id="indent-kept"
+            "  - item   one\n    - nested", "  - item   one\n    - nested", id="inner-runs-kept"
         ),
-        pytest.param(
-            CODE, "```python\ndef f(x):\n    if x:\n\n        return  [1,  2]\n```", id="fence"
-        ),
+        pytest.param(CODE, CODE, id="fence-untouched"),
+        pytest.param("line one  \nline two", "line one  \nline two", id="markdown-hard-break"),
+        pytest.param("NAME    READY\npod-1   1/1  ", "NAME    READY\npod-1   1/1", id="table"),
         pytest.param('{"a":  "two  spaces"}', '{"a":  "two  spaces"}', id="json-untouched"),
         pytest.param("single\ttab kept", "single\ttab kept", id="single-tab"),
     ],
@@ -145,7 +148,6 @@ def test_whitespace(before: str, after: str) -> None:
 def test_whitespace_keeps_code_indentation_in_the_coding_transcript() -> None:
     body = load("coding_openai")
     out = optimize(Dialect.OPENAI_CHAT, body, RED, only(WHITESPACE))
-    assert out.strategies == (WHITESPACE,)
     before = [t for t in texts(body["messages"]) if "```python" in t]
     after = [t for t in texts(out.body["messages"]) if "```python" in t]
     assert before
@@ -160,9 +162,7 @@ def test_whitespace_keeps_code_indentation_in_the_coding_transcript() -> None:
             ln[: len(ln) - len(ln.lstrip())] for ln in new_code.splitlines() if ln.strip()
         ]
         assert indents_old == indents_new
-        assert [ln.rstrip() for ln in old_code.splitlines() if ln.strip()] == [
-            ln for ln in new_code.splitlines() if ln.strip()
-        ]
+        assert old_code == new_code  # code is never touched, not even trailing blanks
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,6 +191,11 @@ def test_json_minify_preserves_meaning(text: str) -> None:
         pytest.param('{"a": 1', id="invalid"),
         pytest.param('see {"a": 1} here', id="embedded"),
         pytest.param('"just a string"', id="scalar"),
+        pytest.param('{"a": 1e400}', id="overflowing-float"),
+        pytest.param('{"pi": 3.141592653589793238}', id="float-precision"),
+        pytest.param('{"a": 1E5,\n "b": 2}', id="exponent-spelling"),
+        pytest.param('{"a": NaN, "b": 1}', id="nan"),
+        pytest.param('{"a": -0, "b":  1}', id="negative-zero"),
     ],
 )
 def test_json_minify_leaves_non_containers_alone(text: str) -> None:
@@ -277,8 +282,8 @@ def test_rag_filter_on_the_rag_transcript() -> None:
     for old, new in zip(body["messages"], out.body["messages"], strict=True):  # type: ignore[arg-type]
         assert isinstance(old, dict)
         assert isinstance(new, dict)
-        if old.get("role") != "tool":
-            assert new == old
+        if old.get("role") != "tool" or old is body["messages"][-1]:  # type: ignore[index]
+            assert new == old  # the retrieval the agent just made is never filtered
             continue
         before, after = json.loads(str(old["content"])), json.loads(str(new["content"]))
         assert 0 < len(after) <= 3
@@ -352,8 +357,8 @@ def test_compaction_keeps_system_goal_and_tail_byte_identical(name: str, keep: i
     before, after = body["messages"], out.body["messages"]
     assert isinstance(before, list)
     assert isinstance(after, list)
-    if len(before) - keep <= 4:  # nothing (or one message) between the goal and the tail
-        assert not out.changed
+    if not out.changed:  # less than one whole block between the goal and the tail
+        assert len(before) - keep - 3 < OptimizerSettings().summary_block_messages
         return
     assert out.strategies == (COMPACT_HISTORY,)
     assert len(after) < len(before)
@@ -364,7 +369,7 @@ def test_compaction_keeps_system_goal_and_tail_byte_identical(name: str, keep: i
     assert out.body.get("system") == body.get("system")
     assert validate_conversation(dialect, out.body) == []
     summary = json.dumps(after)
-    assert "Earlier in this conversation" in summary
+    assert SUMMARY_HEADER in summary
 
 
 def test_compaction_summary_names_the_tools() -> None:
@@ -372,11 +377,11 @@ def test_compaction_summary_names_the_tools() -> None:
     summary = next(
         str(m["content"])
         for m in out.body["messages"]  # type: ignore[union-attr]
-        if isinstance(m, dict) and "Earlier in this conversation" in str(m.get("content"))
+        if isinstance(m, dict) and SUMMARY_HEADER in str(m.get("content"))
     )
-    assert "kubectl_get (x" in summary
-    assert "kubectl_logs (x2)" in summary
-    assert "- assistant: The payments pods are in CrashLoopBackOff." in summary
+    assert "- kubectl_get(" in summary
+    assert "- kubectl_logs(" in summary
+    assert "- The payments pods are in CrashLoopBackOff." in summary
 
 
 @pytest.mark.parametrize("state", list(WalletState), ids=str)
@@ -558,7 +563,6 @@ def test_sdk_types_reject_garbage() -> None:
 
 DESIGNED_FOR = [
     pytest.param(WHITESPACE, "coding_openai", id="whitespace-coding"),
-    pytest.param(WHITESPACE, "sre_openai", id="whitespace-sre"),
     pytest.param(JSON_MINIFY, "sre_openai", id="json-sre"),
     pytest.param(JSON_MINIFY, "sre_anthropic", id="json-sre-anthropic"),
     pytest.param(JSON_MINIFY, "coding_openai", id="json-fence-coding"),
@@ -733,6 +737,9 @@ def test_random_valid_conversations_stay_valid(
     _sdk_accepts(dialect, out.body)
     messages = body["messages"]
     assert isinstance(messages, list)
+    after_all = out.body["messages"]
+    assert isinstance(after_all, list)
+    assert after_all[-1] == messages[-1]  # the latest message is never rewritten
     # The strategies themselves are right, not just saved by optimize's validity guard.
     for step in STEPS:
         stepped, _ = step(dialect, messages, optimizer)
@@ -746,3 +753,376 @@ def test_random_valid_conversations_stay_valid(
         assert [m.get("role") for m in after[-keep:] if isinstance(m, dict)] == [
             m.get("role") for m in messages[-keep:] if isinstance(m, dict)
         ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 17: each way the optimizer broke an agent, reproduced
+
+
+def _thinking(turn: int) -> JSONObject:
+    return {"type": "thinking", "thinking": f"plan {turn}", "signature": f"sig-{turn}=="}
+
+
+def _tool_loop(rounds: int, *, real_user_at: frozenset[int] = frozenset()) -> JSONObject:
+    """A Claude-Code-like loop with extended thinking: one goal, ``rounds`` tool rounds; the
+    first assistant message of each user turn opens with a signed thinking block."""
+    messages: list[JSONValue] = [{"role": "user", "content": "Fix the failing test in src/app.py"}]
+    opens_turn = True
+    for turn in range(rounds):
+        content: list[JSONValue] = [_thinking(turn)] if opens_turn else []
+        content += [
+            {"type": "text", "text": f"Step {turn}: reading a file."},
+            {
+                "type": "tool_use",
+                "id": f"toolu_{turn}",
+                "name": "Read",
+                "input": {"path": f"src/m{turn}.py"},
+            },
+        ]
+        messages.append({"role": "assistant", "content": content})
+        result: list[JSONValue] = [
+            {
+                "type": "tool_result",
+                "tool_use_id": f"toolu_{turn}",
+                "content": f"    {turn}\tline   {turn}\n" * 40,
+            }
+        ]
+        opens_turn = turn in real_user_at
+        if opens_turn:
+            result.append({"type": "text", "text": f"Correction {turn}: use pytest -x"})
+        messages.append({"role": "user", "content": result})
+    return {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 20000,
+        "thinking": {"type": "enabled", "budget_tokens": 10000},
+        "messages": messages,
+    }
+
+
+def test_the_validator_knows_the_thinking_rule() -> None:
+    body = _tool_loop(4)
+    assert validate_conversation(Dialect.ANTHROPIC_MESSAGES, body) == []
+    messages = copy.deepcopy(body["messages"])
+    assert isinstance(messages, list)
+    # What compaction used to do: a text block in the tool results makes that message a user
+    # turn, and the next assistant message (no thinking block) opens the loop.
+    messages[2]["content"].append({"type": "text", "text": "[a11i] summary"})  # type: ignore[index, union-attr]
+    problems = validate_conversation(Dialect.ANTHROPIC_MESSAGES, {**body, "messages": messages})
+    assert any("must start with a thinking block" in p for p in problems), problems
+    # Without thinking the same structure is valid.
+    plain = {k: v for k, v in body.items() if k != "thinking"}
+    assert validate_conversation(Dialect.ANTHROPIC_MESSAGES, {**plain, "messages": messages}) == []
+
+
+@pytest.mark.parametrize("rounds", [6, 12, 30], ids=lambda r: f"rounds{r}")
+@pytest.mark.parametrize(
+    "real_user_at",
+    [frozenset(), frozenset({3}), frozenset({2, 9, 20})],
+    ids=["one-turn", "turn3", "turns"],
+)
+def test_compaction_in_a_thinking_tool_loop_keeps_the_loop_valid(
+    rounds: int, real_user_at: frozenset[int]
+) -> None:
+    body = _tool_loop(rounds, real_user_at=real_user_at)
+    out = optimize(
+        Dialect.ANTHROPIC_MESSAGES,
+        body,
+        RED,
+        OptimizerSettings(keep_last_turns=2, summary_block_messages=4),
+    )
+    assert validate_conversation(Dialect.ANTHROPIC_MESSAGES, out.body) == []
+    assert check_rewrite(Dialect.ANTHROPIC_MESSAGES, body, out.body) == []
+    if rounds >= 12 and not real_user_at:
+        assert COMPACT_HISTORY in out.strategies
+
+
+def test_a_rewrite_that_changes_a_thinking_block_is_refused() -> None:
+    body = _tool_loop(3)
+    changed = copy.deepcopy(body)
+    changed["messages"][1]["content"][0]["thinking"] = "edited"  # type: ignore[index]
+    problems = check_rewrite(Dialect.ANTHROPIC_MESSAGES, body, changed)
+    assert any("thinking block" in p for p in problems)
+
+
+def test_cache_breakpoints_and_their_prefix_stay_byte_identical() -> None:
+    body = _tool_loop(14)
+    messages = copy.deepcopy(body["messages"])
+    assert isinstance(messages, list)
+    messages[10]["content"][0]["cache_control"] = {"type": "ephemeral"}  # type: ignore[index]
+    body = {**body, "messages": messages}
+    out = optimize(
+        Dialect.ANTHROPIC_MESSAGES,
+        body,
+        RED,
+        OptimizerSettings(keep_last_turns=2, summary_block_messages=4),
+    )
+    after = out.body["messages"]
+    assert isinstance(after, list)
+    assert after[:11] == messages[:11]
+    assert validate_conversation(Dialect.ANTHROPIC_MESSAGES, out.body) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param(
+            "    13\t        with open(path) as f:\n    14\t            return  f.read()",
+            id="read-output",
+        ),
+        pytest.param(
+            "@@ -1,3 +1,3 @@\n     def f():\n-        return  1\n+        return  2\n \n", id="diff"
+        ),
+        pytest.param("src/app.py:12:    x  =  1\nsrc/app.py:13:        y = 2", id="grep-n"),
+        pytest.param("name\tready\tage\npod-1\t1/1\t3d   ", id="tsv"),
+        pytest.param("key: |\n  line one   \n  line  two\n", id="yaml-block"),
+        pytest.param("first line  \nsecond line\n\n\n\nthird", id="markdown"),
+    ],
+)
+@pytest.mark.parametrize("dialect", [Dialect.OPENAI_CHAT, Dialect.ANTHROPIC_MESSAGES], ids=str)
+def test_lossless_never_touches_tool_results(dialect: Dialect, text: str) -> None:
+    if dialect is Dialect.OPENAI_CHAT:
+        messages: list[JSONValue] = [
+            {"role": "user", "content": "go"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "Read", "arguments": "{}"},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": text},
+            {"role": "assistant", "content": "done"},
+            {"role": "user", "content": "next"},
+        ]
+    else:
+        messages = [
+            {"role": "user", "content": "go"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "t1", "name": "Read", "input": {}}],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": text}],
+            },
+            {"role": "assistant", "content": "done"},
+            {"role": "user", "content": "next"},
+        ]
+    body: JSONObject = {"model": "m", "messages": messages}
+    out = optimize(dialect, body, WalletState.YELLOW, OptimizerSettings())
+    assert out.body["messages"] == messages
+
+
+def test_the_latest_message_is_never_rewritten() -> None:
+    pretty = 'Pretty-print this exactly:\n```json\n{\n  "a": 1\n}\n```\n\n\n\nthanks   '
+    body: JSONObject = {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "hi   \n\n\n\nthere"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": pretty},
+        ],
+    }
+    out = optimize(Dialect.OPENAI_CHAT, body, RED, OptimizerSettings())
+    after = out.body["messages"]
+    assert isinstance(after, list)
+    assert after[-1] == {"role": "user", "content": pretty}
+    assert after[0] == {"role": "user", "content": "hi\n\nthere"}  # older prose still squeezed
+
+
+def test_the_current_tool_exchange_is_never_rewritten() -> None:
+    docs = json.dumps([{"page_content": f"doc {i}", "score": i / 10} for i in range(6)], indent=2)
+    body: JSONObject = {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "search"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "search", "arguments": "{}"},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": docs},
+        ],
+    }
+    out = optimize(Dialect.OPENAI_CHAT, body, RED, OptimizerSettings(rag_top_k=1))
+    assert not out.changed  # not minified, not filtered: the agent just retrieved it
+
+
+def test_json_minify_keeps_numbers_as_written() -> None:
+    text = '{\n  "small": 1.5e-07,\n  "pi": 3.25,\n  "big": 12345678901234567890\n}'
+    out = minify_json_text(text)
+    assert out == '{"small":1.5e-07,"pi":3.25,"big":12345678901234567890}'
+
+
+def test_fence_scanning_is_linear() -> None:
+    # 2 MB of unclosed ```json openers took quadratic time with the old pattern (33 s at
+    # 200 KB); a line scan does it in one pass. The per-test timeout is the guard.
+    text = "```json\n{\n" * 200_000
+    assert minify_json_text(text) == text
+    closed = '```json\n{\n  "a": 1\n}\n```\n' * 20_000
+    assert minify_json_text(closed) == '```json\n{"a":1}\n```\n' * 20_000
+
+
+def test_a_lone_surrogate_is_text_like_any_other() -> None:
+    body: JSONObject = {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "deploy   \n\n\n\nplease"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "Deploy \ud83d"},
+        ],
+    }
+    out = optimize(Dialect.OPENAI_CHAT, body, RED, OptimizerSettings())
+    assert out.changed
+    after = out.body["messages"]
+    assert isinstance(after, list)
+    assert after[-1] == {"role": "user", "content": "Deploy \ud83d"}
+
+
+def _fact_loop() -> tuple[JSONObject, list[str]]:
+    """An SRE loop whose facts (the user's corrections, request ids, pod names, file paths in
+    tool inputs, error lines) must survive compaction."""
+    facts: list[str] = []
+    messages: list[JSONValue] = [
+        {"role": "system", "content": "You are an SRE agent."},
+        {"role": "user", "content": "Checkout returns 502s. Find out why."},
+    ]
+    for turn in range(30):
+        call = f"call_{turn}"
+        path = f"/etc/app/conf.d/svc{turn}.yaml"
+        pod = f"payments-5c6b7d8f{turn % 10}-q{turn}x"
+        request = f"req_{turn:04d}ab{turn}"
+        messages.append(
+            {
+                "role": "assistant",
+                "content": f"Checking {turn}.",
+                "tool_calls": [
+                    {
+                        "id": call,
+                        "type": "function",
+                        "function": {"name": "read_file", "arguments": json.dumps({"path": path})},
+                    }
+                ],
+            }
+        )
+        messages.append(
+            {
+                "role": "tool",
+                "tool_call_id": call,
+                "content": f"ERROR upstream timeout in {pod} request_id={request}\n"
+                + "ok line\n" * 60,
+            }
+        )
+        facts += [path, pod, request]
+        if turn % 7 == 3:
+            correction = (
+                f"Correction {turn}: ignore the staging cluster, only prod-eu-{turn} matters."
+            )
+            messages.append({"role": "user", "content": correction})
+            facts.append(correction)
+    messages.append({"role": "user", "content": "What is the root cause?"})
+    return {"model": "gpt-4o", "messages": messages}, facts
+
+
+def test_the_summary_keeps_the_facts_an_agent_needs() -> None:
+    body, facts = _fact_loop()
+    out = optimize(Dialect.OPENAI_CHAT, body, RED, only(COMPACT_HISTORY, keep_last_turns=4))
+    assert out.strategies == (COMPACT_HISTORY,)
+    sent = json.dumps(out.body["messages"], ensure_ascii=False)
+    assert len(sent) < 0.6 * len(json.dumps(body["messages"], ensure_ascii=False))
+    kept = [fact for fact in facts if fact in sent]
+    assert kept == facts
+    # Stable across turns: one more exchange leaves the summary of the earlier blocks as it was.
+    messages = body["messages"]
+    assert isinstance(messages, list)
+    later = {
+        **body,
+        "messages": [
+            *messages,
+            {"role": "assistant", "content": "Pool."},
+            {"role": "user", "content": "Fix it"},
+        ],
+    }
+    again = optimize(Dialect.OPENAI_CHAT, later, RED, only(COMPACT_HISTORY, keep_last_turns=4))
+    first = next(m for m in out.body["messages"] if SUMMARY_HEADER in str(m.get("content")))  # type: ignore[union-attr]
+    second = next(m for m in again.body["messages"] if SUMMARY_HEADER in str(m.get("content")))  # type: ignore[union-attr]
+    assert str(second["content"]).startswith(str(first["content"]))  # type: ignore[index]
+
+
+def test_rag_filter_reads_distances_as_lower_is_better() -> None:
+    docs = [{"text": t, "distance": d} for t, d in (("near", 0.1), ("far", 0.9), ("mid", 0.4))]
+    kept = json.loads(filter_rag_text(json.dumps(docs), 0.5, None))
+    assert [d["text"] for d in kept] == ["near", "mid"]
+    top = json.loads(filter_rag_text(json.dumps(docs), None, 1))
+    assert [d["text"] for d in top] == ["near"]
+    forced = json.loads(filter_rag_text(json.dumps(docs), None, 1, "higher"))
+    assert [d["text"] for d in forced] == ["far"]
+
+
+def test_dedupe_names_no_message_number() -> None:
+    long = "the same long explanation " * 10
+    body: JSONObject = {
+        "model": "m",
+        "messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": long},
+            {"role": "user", "content": "again"},
+            {"role": "assistant", "content": long},
+            {"role": "user", "content": "ok"},
+        ],
+    }
+    out = optimize(Dialect.OPENAI_CHAT, body, RED, only(DEDUPE))
+    reference = out.body["messages"][3]["content"]  # type: ignore[index]
+    assert "message 1" not in str(reference)
+    assert 'earlier assistant message that begins "the same long explanation' in str(reference)
+
+
+def test_responses_items_are_validated() -> None:
+    ok: JSONObject = {
+        "input": [
+            {"type": "function_call", "call_id": "a", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "a", "output": "x"},
+        ]
+    }
+    assert validate_conversation(Dialect.OPENAI_RESPONSES, ok) == []
+    orphan: JSONObject = {
+        "input": [{"type": "function_call_output", "call_id": "b", "output": "x"}]
+    }
+    assert validate_conversation(Dialect.OPENAI_RESPONSES, orphan)
+    assert (
+        validate_conversation(Dialect.OPENAI_RESPONSES, {**orphan, "previous_response_id": "r"})
+        == []
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rounds=st.integers(1, 30),
+    real_user_at=st.frozensets(st.integers(0, 30), max_size=4),
+    optimizer=_SETTINGS,
+    block=st.integers(2, 10),
+)
+def test_random_thinking_tool_loops_stay_valid(
+    rounds: int, real_user_at: frozenset[int], optimizer: OptimizerSettings, block: int
+) -> None:
+    body = _tool_loop(rounds, real_user_at=real_user_at)
+    optimizer = dataclasses.replace(optimizer, summary_block_messages=block)
+    pristine = copy.deepcopy(body)
+    out = optimize(Dialect.ANTHROPIC_MESSAGES, body, RED, optimizer)
+    assert body == pristine
+    assert validate_conversation(Dialect.ANTHROPIC_MESSAGES, out.body) == []
+    assert check_rewrite(Dialect.ANTHROPIC_MESSAGES, body, out.body) == []
+    _sdk_accepts(Dialect.ANTHROPIC_MESSAGES, out.body)
+    before, after = body["messages"], out.body["messages"]
+    assert isinstance(before, list)
+    assert isinstance(after, list)
+    assert after[-2:] == before[-2:]  # the current tool exchange, byte for byte
