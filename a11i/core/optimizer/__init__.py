@@ -51,6 +51,8 @@ from a11i.core.optimizer.cache import (
     CacheState,
     Prints,
     cached_tokens_after,
+    estimated_cost,
+    has_breakpoints,
     net_saving,
     prefix_prints,
 )
@@ -108,7 +110,9 @@ __all__ = [
     "Scope",
     "cached_tokens_after",
     "check_rewrite",
+    "estimated_cost",
     "filter_rag_text",
+    "has_breakpoints",
     "minify_json_text",
     "net_saving",
     "optimize",

@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Final
 
 from a11i.core.model import Dialect, JSONObject, JSONValue, Usage
+from a11i.core.optimizer.rules import cache_prefix_end
 
 #: Conversations remembered per sidecar (an agent pod runs one or a few at a time).
 MEMORY_CONVERSATIONS: Final = 8
@@ -73,6 +74,21 @@ def prefix_prints(dialect: Dialect, body: JSONObject) -> Prints:
         hashes.append(digest.copy().digest())
         chars.append(chars[-1] + len(text))
     return Prints(tuple(hashes), tuple(chars))
+
+
+def has_breakpoints(body: JSONObject) -> bool:
+    """Whether an Anthropic body marks anything for the prompt cache (``cache_control`` at the
+    top, on a system or tool block, or in a message): its fresh input is billed as a write."""
+    if "cache_control" in body:
+        return True
+    for key in ("system", "tools"):
+        value = body.get(key)
+        if isinstance(value, list) and any(
+            isinstance(block, dict) and "cache_control" in block for block in value
+        ):
+            return True
+    messages = body.get("messages")
+    return isinstance(messages, list) and cache_prefix_end(messages) > 0
 
 
 @dataclass(frozen=True, slots=True)

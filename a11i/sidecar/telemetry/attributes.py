@@ -101,6 +101,9 @@ def turn_attributes(
     if record.optimization is not None:
         attributes[names.OPTIMIZER_STRATEGY] = list(record.optimization.strategies)
         attributes[names.OPTIMIZER_TOKENS_SAVED_ATTR] = record.optimization.tokens_saved
+        if record.optimization.usd_saved is not None:
+            attributes[names.OPTIMIZER_USD_SAVED_ATTR] = float(record.optimization.usd_saved)
+        attributes[names.GEN_AI_CONVERSATION_COMPACTED] = record.optimization.compacted
     if record.output_cap is not None:
         attributes[names.OUTPUT_CAP_FORWARDED] = record.output_cap.forwarded
         if record.output_cap.asked is not None:

@@ -90,6 +90,10 @@ GEN_AI_TOOL_NAME: Final = gen_ai.GEN_AI_TOOL_NAME
 DECISION: Final = "a11i.decision"
 OPTIMIZER_STRATEGY: Final = "a11i.optimizer.strategy"
 OPTIMIZER_TOKENS_SAVED_ATTR: Final = "a11i.optimizer.tokens_saved"
+#: USD the rewrite is estimated to save net of the prompt cache it cost (issue 17).
+OPTIMIZER_USD_SAVED_ATTR: Final = "a11i.optimizer.usd_saved"
+#: Earlier turns of the conversation were replaced by a summary.
+GEN_AI_CONVERSATION_COMPACTED: Final = "gen_ai.conversation.compacted"
 #: The output cap a11i forwarded after fitting it to the wallet, and the one the agent asked
 #: for (absent: it set none).
 OUTPUT_CAP_FORWARDED: Final = "a11i.output_cap.forwarded"

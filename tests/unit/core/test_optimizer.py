@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import json
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pydantic
@@ -21,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletionMessageParam
 
-from a11i.core.model import Dialect, JSONObject, JSONValue
+from a11i.core.model import Dialect, JSONObject, JSONValue, Usage
 from a11i.core.optimizer import (
     ALL_STRATEGIES,
     COMPACT_HISTORY,
@@ -31,11 +32,20 @@ from a11i.core.optimizer import (
     RAG_FILTER,
     TRUNCATE_TOOL_RESULTS,
     WHITESPACE,
+    CacheContext,
+    CacheMemory,
+    CachePrices,
+    CacheState,
     OptimizerSettings,
+    cached_tokens_after,
     check_rewrite,
+    estimated_cost,
     filter_rag_text,
+    has_breakpoints,
     minify_json_text,
+    net_saving,
     optimize,
+    prefix_prints,
     squeeze_whitespace,
     strategy_compact_history,
     strategy_dedupe,
@@ -1126,3 +1136,116 @@ def test_random_thinking_tool_loops_stay_valid(
     assert isinstance(before, list)
     assert isinstance(after, list)
     assert after[-2:] == before[-2:]  # the current tool exchange, byte for byte
+
+
+# ---------------------------------------------------------------------------------------------
+# Money net of the prompt cache
+
+# Anthropic-like prices: a cache read is a tenth of the input price, a write 1.25 times it.
+PRICES = CachePrices(Decimal("3e-6"), Decimal("3e-7"), Decimal("3.75e-6"))
+
+
+def _context(body: JSONObject, state: CacheState | None, dialect: Dialect) -> CacheContext:
+    prints = prefix_prints(dialect, body)
+    # ~4 characters per token: the proxy passes the exact ratio of the request.
+    return CacheContext(PRICES, state, 0.25 if prints.chars[-1] else 0.0)
+
+
+def test_prefix_prints_share_the_common_prefix_only() -> None:
+    body = load("sre_openai")
+    messages = body["messages"]
+    assert isinstance(messages, list)
+    longer = {**body, "messages": [*messages, {"role": "user", "content": "more"}]}
+    edited = {**body, "messages": [messages[0], messages[1], {"role": "user", "content": "x"}]}
+    a, b, c = (prefix_prints(Dialect.OPENAI_CHAT, x) for x in (body, longer, edited))
+    assert b.hashes[: len(a.hashes)] == a.hashes
+    assert c.hashes[:3] == a.hashes[:3]
+    assert c.hashes[3] != a.hashes[3]
+    assert a.key == b.key == c.key
+
+
+def test_nothing_cached_means_every_token_saved_is_money_saved() -> None:
+    body = load("sre_openai")
+    out = optimize(Dialect.OPENAI_CHAT, body, RED, OptimizerSettings())
+    context = _context(body, None, Dialect.OPENAI_CHAT)
+    before = prefix_prints(Dialect.OPENAI_CHAT, body)
+    after = prefix_prints(Dialect.OPENAI_CHAT, out.body)
+    expected = (before.chars[-1] - after.chars[-1]) * Decimal("0.25") * PRICES.input
+    assert net_saving(context, before, after) == pytest.approx(expected, rel=Decimal("0.01"))
+
+
+@pytest.mark.parametrize("state", [WalletState.YELLOW, RED], ids=str)
+def test_a_fully_cached_history_is_not_rewritten_when_that_costs_more(state: WalletState) -> None:
+    # The +420% of issue 17: the previous call sent this history unchanged and the provider
+    # cached all of it; rewriting an early message makes everything after it full price.
+    body = load("sre_openai")
+    prints = prefix_prints(Dialect.OPENAI_CHAT, body)
+    cached = CacheState(prints, cached_tokens=10**6)
+    settings_ = OptimizerSettings(at_red=LOSSLESS)
+    blind = optimize(Dialect.OPENAI_CHAT, body, state, settings_)
+    assert blind.changed  # tokens would be saved ...
+    aware = optimize(
+        Dialect.OPENAI_CHAT, body, state, settings_, _context(body, cached, Dialect.OPENAI_CHAT)
+    )
+    assert not aware.changed  # ... but money would not
+    assert aware.usd_saved == 0
+
+
+def test_a_stable_summary_saves_money_on_the_next_turn() -> None:
+    body, _ = _fact_loop()
+    first = optimize(Dialect.OPENAI_CHAT, body, RED, only(COMPACT_HISTORY, keep_last_turns=4))
+    assert first.compacted
+    # The provider cached what was sent; the agent sends its full history again, longer.
+    state = CacheState(prefix_prints(Dialect.OPENAI_CHAT, first.body), cached_tokens=10**6)
+    messages = body["messages"]
+    assert isinstance(messages, list)
+    later: JSONObject = {
+        **body,
+        "messages": [
+            *messages,
+            {"role": "assistant", "content": "The pool is exhausted."},
+            {"role": "user", "content": "Fix it"},
+        ],
+    }
+    context = _context(later, state, Dialect.OPENAI_CHAT)
+    second = optimize(
+        Dialect.OPENAI_CHAT, later, RED, only(COMPACT_HISTORY, keep_last_turns=4), context
+    )
+    assert second.compacted
+    assert second.usd_saved is not None
+    assert second.usd_saved > 0
+    # Forwarding the agent's request unchanged would now cost more than the cached summary.
+    unchanged = prefix_prints(Dialect.OPENAI_CHAT, later)
+    compacted = prefix_prints(Dialect.OPENAI_CHAT, second.body)
+    assert estimated_cost(context, unchanged) > estimated_cost(context, compacted)
+
+
+def test_cached_tokens_after_a_call() -> None:
+    usage = Usage(
+        input_tokens=5000, output_tokens=10, cached_input_tokens=4000, cache_write_tokens=900
+    )
+    assert cached_tokens_after(Dialect.ANTHROPIC_MESSAGES, usage) == 4900
+    assert cached_tokens_after(Dialect.OPENAI_CHAT, usage) == 4992  # whole 128-token steps
+    assert cached_tokens_after(Dialect.OPENAI_CHAT, Usage(input_tokens=1000, output_tokens=1)) == 0
+
+
+def test_cache_memory_is_bounded_and_keyed_by_conversation() -> None:
+    memory = CacheMemory(capacity=2)
+    bodies = [
+        {"model": "m", "messages": [{"role": "user", "content": f"goal {i}"}]} for i in range(3)
+    ]
+    prints = [prefix_prints(Dialect.OPENAI_CHAT, b) for b in bodies]
+    for p in prints:
+        memory.observe(p, 100)
+    assert len(memory) == 2
+    assert memory.state(prints[0]) is None  # the least recently used went
+    state = memory.state(prints[2])
+    assert state is not None
+    assert state.cached_tokens == 100
+
+
+def test_breakpoints_are_found_wherever_they_are() -> None:
+    assert not has_breakpoints({"messages": [{"role": "user", "content": "x"}]})
+    assert has_breakpoints({"system": [{"type": "text", "text": "s", "cache_control": {}}]})
+    marked = {"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}
+    assert has_breakpoints({"messages": [{"role": "user", "content": [marked]}]})
