@@ -12,10 +12,11 @@ message list, measurable on its own; :func:`optimize` runs the enabled ones in a
    a line is never touched: it is indentation, alignment, a diff's or a table's meaning.
 3. ``rag_filter`` (lossy, off unless ``rag_min_score`` or ``rag_top_k`` is set): retrieved
    chunks in a JSON list are filtered by score (higher-is-better, or lower for distances).
-4. ``truncate_tool_results`` (lossy): old tool results cut to ``tool_result_max_chars``.
-5. ``compact_history`` (lossy): whole blocks of messages between the goal and the kept tail
+4. ``compact_history`` (lossy): whole blocks of messages between the goal and the kept tail
    become one local, extractive summary that keeps the user's words, tool arguments, error
    lines and identifiers; blocks make the summary stable across turns, so it is cached once.
+5. ``truncate_tool_results`` (lossy): the old tool results left are cut to
+   ``tool_result_max_chars``.
 6. ``dedupe`` (lossless): a text identical to an earlier one becomes a reference to it.
 
 What it may not do:
@@ -175,8 +176,9 @@ _PIPELINE: Final[tuple[tuple[str, Strategy], ...]] = (
     (JSON_MINIFY, strategy_json_minify),
     (WHITESPACE, strategy_whitespace),
     (RAG_FILTER, strategy_rag_filter),
-    (TRUNCATE_TOOL_RESULTS, strategy_truncate_tool_results),
+    # Compaction before truncation: the summary reads the whole of the results it replaces.
     (COMPACT_HISTORY, strategy_compact_history),
+    (TRUNCATE_TOOL_RESULTS, strategy_truncate_tool_results),
     (DEDUPE, strategy_dedupe),
 )
 
@@ -213,6 +215,8 @@ def optimize(
             and 1 - prints.chars[-1] / max(original.chars[-1], 1) >= settings.target_reduction
         ):
             continue
+        # Indexes move when compaction drops messages: the scope follows the current list.
+        scope = Scope.of(dialect, current, thinking=scope.thinking)
         candidate, changed = step(dialect, current, settings, scope)
         if not changed:
             continue

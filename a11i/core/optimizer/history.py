@@ -26,6 +26,7 @@ from a11i.core.optimizer.settings import OptimizerSettings
 from a11i.core.optimizer.text import compact_json, loads_exact, map_texts, texts
 
 _SYSTEM_ROLES: Final = frozenset({"system", "developer"})
+SUMMARY_HEADER: Final = "[a11i] Earlier turns of this conversation, summarised to save tokens"
 #: Below this many characters a duplicate is not worth a reference (the reference is ~60 chars).
 _MIN_DEDUPE_CHARS: Final = 120
 
@@ -152,7 +153,11 @@ def tail_start(dialect: Dialect, messages: Messages, keep: int) -> int:
 
 
 def truncate_text(text: str, max_chars: int) -> str:
-    """``text`` cut to ``max_chars`` characters plus a marker saying how many were cut."""
+    """``text`` cut to ``max_chars`` characters plus a marker saying how many were cut; a
+    compaction summary that compaction put into a tool result is kept whole."""
+    at = text.find(SUMMARY_HEADER)
+    if at > 0:
+        return truncate_text(text[:at], max_chars) + text[at:]
     if len(text) <= max_chars:
         return text
     cut = len(text) - max_chars
@@ -178,7 +183,6 @@ def strategy_truncate_tool_results(
 # ---------------------------------------------------------------------------------------------
 # History compaction
 
-SUMMARY_HEADER: Final = "[a11i] Earlier turns of this conversation, summarised to save tokens"
 _ERROR_LINE: Final = re.compile(
     r"error|exception|fail|fatal|panic|denied|refused|timed out|timeout|traceback|"
     r"oomkilled|crashloop|not found|invalid|cannot|unable",
@@ -186,9 +190,13 @@ _ERROR_LINE: Final = re.compile(
 )
 # Identifiers worth keeping: names with a digit and a separator (pod names, request ids,
 # versions, hashes with a prefix). Each repetition starts with a separator: linear time.
-_IDENTIFIER: Final = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_.][A-Za-z0-9]+)+")
+_IDENTIFIER: Final = re.compile(r"(?<![\w.-])[A-Za-z][A-Za-z0-9]*(?:[-_.][A-Za-z0-9]+)+")
 _PATH: Final = re.compile(r"(?:~|\.\.?)?(?:/[\w.@+-]+){2,}|[\w.-]+/[\w./-]*\.\w{1,8}")
-_UUID: Final = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+_UUID: Final = re.compile(r"(?<![\w-])[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+# ``request_id=…``, ``trace-id: …``, ``id=…``: the value is an identifier whatever it looks like.
+_KEYED_ID: Final = re.compile(r"\b[A-Za-z_-]*id[=:] ?([\w-]{4,})", re.IGNORECASE)
+_DIGITS: Final = re.compile(r"\d+")
+_TIMESTAMP: Final = re.compile(r"\d{4}-\d\d-\d\d[T ][\d:.]+Z?|\b\d\d:\d\d:\d\d(?:\.\d+)?")
 _LINE_CHARS: Final = 200
 _USER_CHARS: Final = 1500
 
@@ -199,6 +207,8 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _identifiers(text: str) -> Iterable[str]:
+    for match in _KEYED_ID.finditer(text):
+        yield match.group(1)
     for pattern in (_PATH, _UUID, _IDENTIFIER):
         for match in pattern.finditer(text):
             found = match.group(0).rstrip(".:")
@@ -214,7 +224,7 @@ def summarize(messages: Messages, budget: int = 3000) -> str:
     user's words within ``budget`` characters. Local and deterministic: no model is asked."""
     users: list[str] = []
     calls: list[str] = []
-    errors: dict[str, None] = {}
+    errors: dict[str, list[str | int]] = {}
     names: dict[str, None] = {}
     notes: list[str] = []
     for message in messages:
@@ -253,8 +263,7 @@ def summarize(messages: Messages, budget: int = 3000) -> str:
     sections = (
         ("The assistant noted:", notes),
         ("Tools called:", calls),
-        ("Errors seen:", [_clip(line, _LINE_CHARS) for line in errors]),
-        ("Identifiers seen:", list(names)),
+        ("Errors seen:", _error_lines(errors)),
     )
     for title, items in sections:
         if not items or used >= budget:
@@ -267,15 +276,43 @@ def summarize(messages: Messages, budget: int = 3000) -> str:
                 break
             lines.append(f"- {item}")
             used += len(item) + 3
+    if names and used < budget:
+        shown: list[str] = []
+        for name in names:
+            if used + len(name) + 2 > budget:
+                break
+            shown.append(name)
+            used += len(name) + 2
+        more = f" (+{len(names) - len(shown)} more)" if len(shown) < len(names) else ""
+        lines.append("Identifiers seen: " + ", ".join(shown) + more)
     return "\n".join(lines)
 
 
-def _scan_result(found: Iterable[str], errors: dict[str, None], names: dict[str, None]) -> None:
+def _shape(line: str) -> str:
+    """An error line without its timestamp and identifiers: repeats of one error share it."""
+    line = _TIMESTAMP.sub("", line)
+    line = _KEYED_ID.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + "*", line)
+    return _DIGITS.sub("#", line).strip()
+
+
+def _scan_result(
+    found: Iterable[str], errors: dict[str, list[str | int]], names: dict[str, None]
+) -> None:
     for text in found:
         for line in text.splitlines():
             if _ERROR_LINE.search(line):
-                errors[line.strip()] = None
+                entry = errors.setdefault(_shape(line), [line.strip(), 0])
+                entry[1] = int(entry[1]) + 1
         names.update(dict.fromkeys(_identifiers(text)))
+
+
+def _error_lines(errors: dict[str, list[str | int]]) -> list[str]:
+    # One line per kind of error, as first seen, with how often it recurred (the ids of the
+    # repeats are among the identifiers).
+    return [
+        _clip(str(first), _LINE_CHARS) + (f" (x{count})" if int(count) > 1 else "")
+        for first, count in errors.values()
+    ]
 
 
 def _boundary(dialect: Dialect, messages: Messages, index: int) -> bool:

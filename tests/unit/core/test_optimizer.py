@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -1249,3 +1250,47 @@ def test_breakpoints_are_found_wherever_they_are() -> None:
     assert has_breakpoints({"system": [{"type": "text", "text": "s", "cache_control": {}}]})
     marked = {"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}
     assert has_breakpoints({"messages": [{"role": "user", "content": [marked]}]})
+
+
+_FACT_PATTERNS = (
+    re.compile(r"request_id=(\w+)"),
+    re.compile(r"\b[a-z]+-[0-9a-f]{8,10}-[a-z0-9]{5}\b"),
+    re.compile(r"(?:/[\w.-]+)+\.\w+"),
+)
+
+
+@pytest.mark.parametrize("name", ["sre_openai", "sre_anthropic"])
+def test_red_keeps_every_id_of_the_sre_loop(name: str) -> None:
+    # Issue 17 counted request ids 26 -> 1 and pod names 79 -> 4 after compaction.
+    dialect = DIALECTS[name]
+    body = load(name)
+    original = json.dumps(body["messages"], ensure_ascii=False)
+    facts = {
+        m.group(1) if m.groups() else m.group(0)
+        for pattern in _FACT_PATTERNS
+        for m in pattern.finditer(original)
+    }
+    assert len(facts) > 50
+    out = optimize(dialect, body, RED, OptimizerSettings(keep_last_turns=4))
+    assert out.compacted
+    sent = json.dumps(out.body["messages"], ensure_ascii=False)
+    assert len(sent) < len(original) / 2
+    assert sorted(f for f in facts if f not in sent) == []
+
+
+def test_a_claude_code_request_is_left_alone_before_its_breakpoint() -> None:
+    body = load("coding_anthropic_thinking")
+    assert validate_conversation(Dialect.ANTHROPIC_MESSAGES, body) == []
+    # Claude Code marks the newest message: everything before it is the provider's cache.
+    assert not optimize(Dialect.ANTHROPIC_MESSAGES, body, RED, OptimizerSettings()).changed
+    messages = body["messages"]
+    assert isinstance(messages, list)
+    unmarked = json.loads(re.sub(r', "cache_control": \{[^}]*\}', "", json.dumps(messages)))
+    plain = {**body, "messages": unmarked}
+    out = optimize(Dialect.ANTHROPIC_MESSAGES, plain, RED, OptimizerSettings())
+    assert out.compacted
+    assert validate_conversation(Dialect.ANTHROPIC_MESSAGES, out.body) == []
+    assert check_rewrite(Dialect.ANTHROPIC_MESSAGES, plain, out.body) == []
+    sent = json.dumps(out.body["messages"])
+    for correction in ("Don't touch tests/test_orders.py", "Use the pool timeout from config.py"):
+        assert correction in sent
