@@ -375,9 +375,7 @@ class Sidecar:
         verdict, reservation = await self.wallet.reserve(plan.projected_usd)
         call = Call(plan=plan, verdict=verdict, origin=origin, started=started)
         if self.optimizer.enabled and dialect in _CACHED_DIALECTS:
-            call.cache_prints = await self._off_loop_if_large(
-                len(raw), prefix_prints, dialect, body
-            )
+            call.cache_prints = await self._prints(dialect, body, len(raw))
         # A call that does not fit as asked is tried again smaller: its input made smaller by
         # the optimizer, then its output cap fitted to what is left.
         candidate: tuple[CallPlan, Optimization, Prints] | None = None
@@ -457,6 +455,15 @@ class Sidecar:
             return False
         return not admitted or verdict.decision in (Decision.WARN, Decision.OPTIMIZE)
 
+    async def _prints(self, dialect: Dialect, body: JSONObject, size: int) -> Prints:
+        """The request's prefix fingerprints (the optimizer's cache estimate). Paid on every
+        chat call while the optimizer is on, so off the loop from a smaller size (~0.5 ms per
+        30 KB) than the rest of the planning."""
+        if size < _PRINTS_INLINE_BYTES:
+            return prefix_prints(dialect, body)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, prefix_prints, dialect, body)
+
     async def _optimize(
         self, plan: CallPlan, state: WalletState, size: int, prints: Prints, *, net_of_cache: bool
     ) -> tuple[CallPlan, Optimization, Prints] | None:
@@ -474,6 +481,17 @@ class Sidecar:
 
         def context(tokens: int, of: Prints) -> CacheContext:
             return CacheContext(prices, cached, tokens / max(of.chars[-1], 1), writes)
+
+        def guarded() -> tuple[CallPlan, Optimization, Prints] | None:
+            # The optimizer is an economy, never a reason to fail a call: whatever goes wrong
+            # in it, the agent's request goes on as it was sent.
+            try:
+                return run()
+            except Exception:
+                log.exception(
+                    "the optimizer failed on a %s request; sent unchanged", request.dialect
+                )
+                return None
 
         def run() -> tuple[CallPlan, Optimization, Prints] | None:
             before_context = context(plan.input.tokens, prints)
@@ -511,7 +529,7 @@ class Sidecar:
                 after,
             )
 
-        return await self._off_loop_if_large(size, run)
+        return await self._off_loop_if_large(size, guarded)
 
     def _refusal(self, verdict: Verdict) -> A11iError:
         """The error for a call the wallet refused: the emergency stop, or no money left."""
@@ -841,6 +859,8 @@ def _observe(tracker: StreamTracker, event: SSEEvent) -> bytes | None:
 
 #: The dialects whose prompts the optimizer rewrites, so whose prompt cache it estimates.
 _CACHED_DIALECTS: Final = frozenset({Dialect.OPENAI_CHAT, Dialect.ANTHROPIC_MESSAGES})
+#: Bodies below this size are fingerprinted on the event loop (a few dozen microseconds).
+_PRINTS_INLINE_BYTES: Final = 8 * 1024
 
 
 def _partial_usage(meter: Meter, plan: CallPlan, usage: Usage | None, text: str) -> Usage:

@@ -45,7 +45,7 @@ class CachePrices:
 @dataclass(frozen=True, slots=True)
 class Prints:
     """A request's prefix fingerprints: ``hashes[i]`` covers the model, system and tools and
-    the first ``i`` messages; ``chars[i]`` is how many serialised characters that is."""
+    the first ``i`` messages; ``chars[i]`` is how many serialised bytes (UTF-8) that is."""
 
     hashes: tuple[bytes, ...]
     chars: tuple[int, ...]
@@ -56,8 +56,14 @@ class Prints:
         return self.hashes[min(1, len(self.hashes) - 1)]
 
 
-def _dump(value: JSONValue) -> str:
-    return json.dumps(value, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
+# Keys in the order sent: agents and SDKs serialise a message the same way on every call, and
+# sorting would double the cost of a fingerprint (paid on every metered call).
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def _dump(value: JSONValue) -> bytes:
+    # surrogatepass: a lone surrogate is a character of the conversation like any other.
+    return _ENCODER.encode(value).encode("utf-8", "surrogatepass")
 
 
 def prefix_prints(dialect: Dialect, body: JSONObject) -> Prints:
@@ -65,12 +71,12 @@ def prefix_prints(dialect: Dialect, body: JSONObject) -> Prints:
     messages = body.get("messages")
     items = messages if isinstance(messages, list) else []
     head = _dump([str(dialect), body.get("model"), body.get("system"), body.get("tools")])
-    digest = hashlib.sha256(head.encode())
+    digest = hashlib.sha256(head)
     hashes = [digest.digest()]
     chars = [len(head)]
     for message in items:
         text = _dump(message)
-        digest.update(text.encode())
+        digest.update(text)
         hashes.append(digest.copy().digest())
         chars.append(chars[-1] + len(text))
     return Prints(tuple(hashes), tuple(chars))
