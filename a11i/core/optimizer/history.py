@@ -196,6 +196,7 @@ _UUID: Final = re.compile(r"(?<![\w-])[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a
 # ``request_id=…``, ``trace-id: …``, ``id=…``: the value is an identifier whatever it looks like.
 _KEYED_ID: Final = re.compile(r"\b[A-Za-z_-]*id[=:] ?([\w-]{4,})", re.IGNORECASE)
 _DIGITS: Final = re.compile(r"\d+")
+_DIGIT: Final = re.compile(r"\d")
 _TIMESTAMP: Final = re.compile(r"\d{4}-\d\d-\d\d[T ][\d:.]+Z?|\b\d\d:\d\d:\d\d(?:\.\d+)?")
 _LINE_CHARS: Final = 200
 _USER_CHARS: Final = 1500
@@ -212,7 +213,7 @@ def _identifiers(text: str) -> Iterable[str]:
     for pattern in (_PATH, _UUID, _IDENTIFIER):
         for match in pattern.finditer(text):
             found = match.group(0).rstrip(".:")
-            if pattern is _IDENTIFIER and not any(c.isdigit() for c in found):
+            if pattern is _IDENTIFIER and not _DIGIT.search(found):
                 continue
             yield found
 
