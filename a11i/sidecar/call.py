@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Final
 
 from a11i.core.analysis import ResponseFacts, ToolCall
 from a11i.core.capping import CapFit
 from a11i.core.meter import CallPlan, Settlement
+from a11i.core.model import usd
+from a11i.core.optimizer import Prints
 from a11i.core.policy import Verdict
 
 #: The agent's name for its loop: the turns of one loop share one trace.
@@ -56,14 +59,21 @@ class CallOrigin:
 
 @dataclass(frozen=True, slots=True)
 class Optimization:
-    """The optimizer's work on one request: its strategies and the input tokens they saved."""
+    """The optimizer's work on one request: its strategies, the input tokens they saved, and
+    the USD they are estimated to save net of the prompt cache they cost."""
 
     strategies: tuple[str, ...]
     tokens_saved: int
+    usd_saved: Decimal | None = None
+    #: Earlier turns were replaced by a summary (``gen_ai.conversation.compacted``).
+    compacted: bool = False
 
     @property
     def header(self) -> str:
-        return f"{','.join(self.strategies)}; saved={self.tokens_saved}"
+        header = f"{','.join(self.strategies)}; saved={self.tokens_saved}"
+        if self.usd_saved is not None:
+            header += f"; saved_usd={usd(self.usd_saved)}"
+        return header
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +91,8 @@ class CallRecord:
     tool_calls: tuple[ToolCall, ...] = ()
     #: What the optimizer did to the request, when it changed it.
     optimization: Optimization | None = None
+    #: The forwarded request's prefix fingerprints (for the optimizer's cache estimate).
+    cache_prints: Prints | None = None
     #: The output cap a11i lowered to fit the wallet, when it did.
     output_cap: CapFit | None = None
     origin: CallOrigin = field(default_factory=CallOrigin)
@@ -102,6 +114,7 @@ class Call:
     #: ``time.perf_counter()`` when the request arrived.
     started: float
     optimization: Optimization | None = None
+    cache_prints: Prints | None = None
     output_cap: CapFit | None = None
     settlement: Settlement | None = None
     #: The answer's status; 502 until the provider answered.
@@ -129,6 +142,7 @@ class Call:
             duration_s=now - self.started,
             tool_calls=self.tool_calls,
             optimization=self.optimization,
+            cache_prints=self.cache_prints,
             output_cap=self.output_cap,
             origin=self.origin,
             output_text=self.output_text,

@@ -20,6 +20,7 @@ import yaml
 from a11i.core import variables as var
 from a11i.core.errors import ConfigurationError
 from a11i.core.optimizer import ALL_STRATEGIES, OptimizerSettings
+from a11i.core.optimizer.settings import ScoreOrder
 from a11i.core.scrub import BUILTIN_RULES, Rule, ScrubRuleError, rules_from_config
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ _OPTIMIZER_KEYS = frozenset(
         "keep_last_turns",
         "tool_result_max_chars",
         "target_reduction",
+        "rag_score_order",
+        "summary_block_messages",
+        "summary_block_chars",
     }
 )
 
@@ -161,6 +165,7 @@ def optimizer_config(
         "rag_top_k": "A11I_OPTIMIZER_RAG_TOP_K",
         "keep_last_turns": "A11I_OPTIMIZER_KEEP_LAST_TURNS",
         "tool_result_max_chars": "A11I_OPTIMIZER_TOOL_RESULT_MAX_CHARS",
+        "rag_score_order": "A11I_OPTIMIZER_RAG_SCORE_ORDER",
     }
     for key, variable in overrides.items():
         raw = env.get(variable, "").strip()
@@ -176,6 +181,9 @@ def optimizer_config(
             keep_last_turns=_or(_whole(values.get("keep_last_turns")), 6),
             tool_result_max_chars=_or(_whole(values.get("tool_result_max_chars")), 4000),
             target_reduction=_or(_number(values.get("target_reduction")), 0.0),
+            rag_score_order=_score_order(values.get("rag_score_order", "auto")),
+            summary_block_messages=_or(_whole(values.get("summary_block_messages")), 8),
+            summary_block_chars=_or(_whole(values.get("summary_block_chars")), 3000),
         )
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{source}: optimizer: {error}") from error
@@ -194,6 +202,12 @@ def _strategies(value: object, default: frozenset[str]) -> frozenset[str]:
             f"a list of strategy names is expected ({', '.join(sorted(ALL_STRATEGIES))})"
         )
     return frozenset(value)
+
+
+def _score_order(value: object) -> ScoreOrder:
+    if value == "auto" or value == "higher" or value == "lower":
+        return value
+    raise ValueError(f"rag_score_order must be auto, higher or lower, not {value!r}")
 
 
 def _number(value: object) -> float | None:

@@ -44,7 +44,19 @@ from a11i.core.errors import (
 from a11i.core.headers import downstream_headers, provider_for_unmetered, upstream_headers
 from a11i.core.meter import CallPlan, Meter, OutputHistory, Settlement, UsageSource
 from a11i.core.model import Dialect, JSONObject, JSONValue, Provider, Usage, usd
-from a11i.core.optimizer import optimize, validate_conversation
+from a11i.core.optimizer import (
+    CacheContext,
+    CacheMemory,
+    CachePrices,
+    Prints,
+    cached_tokens_after,
+    check_rewrite,
+    estimated_cost,
+    has_breakpoints,
+    optimize,
+    prefix_prints,
+    validate_conversation,
+)
 from a11i.core.policy import Decision, ExhaustedAction, Verdict, WalletState
 from a11i.core.pricing import RateCard, RateCardError
 from a11i.core.routes import Access, Route, allowed_unmetered, route
@@ -170,6 +182,8 @@ class Sidecar:
         self._watchers: list[asyncio.Task[None]] = []
         #: The optimizer in force: a11i.yaml's, reloaded when the file changes.
         self.optimizer = settings.optimizer
+        #: What the provider caches of recent conversations (the optimizer's money estimate).
+        self.caches = CacheMemory()
         # One worker: counting is CPU-bound and holds the GIL; a second thread would only
         # contend for it. The token cache is shared with the loop thread and is thread-safe.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a11i-count")
@@ -332,6 +346,13 @@ class Sidecar:
 
     def _record_output(self, record: CallRecord) -> None:
         settled = record.settlement
+        if (
+            record.cache_prints is not None
+            and settled is not None
+            and settled.source is UsageSource.PROVIDER
+        ):
+            cached = cached_tokens_after(record.plan.request.dialect, settled.usage)
+            self.caches.observe(record.cache_prints, cached)
         if settled is not None and record.complete and record.plan.output_bound:
             choices = record.plan.request.choices
             self.outputs.observe(record.plan.request.model, settled.usage.output_tokens // choices)
@@ -393,12 +414,18 @@ class Sidecar:
             plan.projected_usd, gone=lambda: _hung_up(request)
         )
         call = Call(plan=plan, verdict=verdict, origin=origin, started=started)
+        if self.optimizer.enabled and dialect in _CACHED_DIALECTS:
+            call.cache_prints = await self._prints(dialect, body, len(raw))
         # A call that does not fit as asked is tried again smaller: its input made smaller by
         # the optimizer, then its output cap fitted to what is left.
-        candidate: tuple[CallPlan, Optimization] | None = None
-        if self._should_optimize(verdict, reservation is not None):
+        candidate: tuple[CallPlan, Optimization, Prints] | None = None
+        if self._should_optimize(verdict, reservation is not None) and call.cache_prints:
             state = verdict.state if reservation is not None else WalletState.RED
-            candidate = await self._optimize(plan, state, len(raw))
+            # Admitted as asked, a rewrite must save money net of the prompt cache; refused,
+            # any smaller request that fits is worth more than a 402.
+            candidate = await self._optimize(
+                plan, state, len(raw), call.cache_prints, net_of_cache=reservation is not None
+            )
             if candidate is not None:
                 if reservation is None:
                     retried, reservation = await self.wallet.reserve(candidate[0].projected_usd)
@@ -407,7 +434,7 @@ class Sidecar:
                 if reservation is not None:
                     # A kept reservation made for the larger request covers the smaller one;
                     # settlement charges what the provider reports.
-                    call.plan, call.optimization = candidate
+                    call.plan, call.optimization, call.cache_prints = candidate
         if reservation is None and self._may_fit_cap(call.verdict):
             smaller_plan = candidate[0] if candidate is not None else plan
             fitted = await self._fit_output_cap(smaller_plan, len(raw))
@@ -417,7 +444,7 @@ class Sidecar:
                 if reservation is not None:
                     call.verdict, call.plan, call.output_cap = retried, fit_plan, cap
                     if candidate is not None:
-                        call.optimization = candidate[1]
+                        call.optimization, call.cache_prints = candidate[1], candidate[2]
         self.counters.metered_calls += 1
         decision = call.verdict.decision
         self.counters.by_decision[decision] = self.counters.by_decision.get(decision, 0) + 1
@@ -470,20 +497,58 @@ class Sidecar:
             return False
         return not admitted or verdict.decision in (Decision.WARN, Decision.OPTIMIZE)
 
+    async def _prints(self, dialect: Dialect, body: JSONObject, size: int) -> Prints:
+        """The request's prefix fingerprints (the optimizer's cache estimate). Paid on every
+        chat call while the optimizer is on, so off the loop from a smaller size (~0.5 ms per
+        30 KB) than the rest of the planning."""
+        if size < _PRINTS_INLINE_BYTES:
+            return prefix_prints(dialect, body)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, prefix_prints, dialect, body)
+
     async def _optimize(
-        self, plan: CallPlan, state: WalletState, size: int
-    ) -> tuple[CallPlan, Optimization] | None:
+        self, plan: CallPlan, state: WalletState, size: int, prints: Prints, *, net_of_cache: bool
+    ) -> tuple[CallPlan, Optimization, Prints] | None:
         """The request made smaller for ``state``, re-counted and re-priced; None when the
-        optimizer changed nothing, saved nothing, or would break the API's rules."""
+        optimizer changed nothing, saved nothing (net of the prompt cache it would lose, when
+        ``net_of_cache``), or would break the API's rules."""
         request = plan.request
         expected = self.outputs.estimate(request.model)
+        price = plan.price.price
+        prices = CachePrices(
+            price.input_per_token, price.cached_input_price, price.cache_write_price
+        )
+        cached = self.caches.state(prints)
+        writes = request.dialect is Dialect.ANTHROPIC_MESSAGES and has_breakpoints(request.body)
 
-        def run() -> tuple[CallPlan, Optimization] | None:
-            result = optimize(request.dialect, request.body, state, self.optimizer.core)
+        def context(tokens: int, of: Prints) -> CacheContext:
+            return CacheContext(prices, cached, tokens / max(of.chars[-1], 1), writes)
+
+        def guarded() -> tuple[CallPlan, Optimization, Prints] | None:
+            # The optimizer is an economy, never a reason to fail a call: whatever goes wrong
+            # in it, the agent's request goes on as it was sent.
+            try:
+                return run()
+            except Exception:
+                log.exception(
+                    "the optimizer failed on a %s request; sent unchanged", request.dialect
+                )
+                return None
+
+        def run() -> tuple[CallPlan, Optimization, Prints] | None:
+            before_context = context(plan.input.tokens, prints)
+            result = optimize(
+                request.dialect,
+                request.body,
+                state,
+                self.optimizer.core,
+                before_context if net_of_cache else None,
+            )
             if not result.changed:
                 return None
             before = set(validate_conversation(request.dialect, request.body))
-            if set(validate_conversation(request.dialect, result.body)) - before:
+            broken = set(validate_conversation(request.dialect, result.body)) - before
+            if broken or check_rewrite(request.dialect, request.body, result.body):
                 log.warning(
                     "optimized %s request broke the API's rules; sent unchanged", request.dialect
                 )
@@ -492,9 +557,21 @@ class Sidecar:
             saved = plan.input.tokens - smaller.input.tokens
             if saved <= 0:
                 return None
-            return smaller, Optimization(result.strategies, saved)
+            after = prefix_prints(request.dialect, result.body)
+            # The winner's saving from exact counts: what forwarding the agent's request would
+            # cost against what the rewrite costs, each net of what the provider has cached.
+            usd_saved = estimated_cost(before_context, prints) - estimated_cost(
+                context(smaller.input.tokens, after), after
+            )
+            if net_of_cache and usd_saved <= 0:
+                return None
+            return (
+                smaller,
+                Optimization(result.strategies, saved, usd_saved, result.compacted),
+                after,
+            )
 
-        return await self._off_loop_if_large(size, run)
+        return await self._off_loop_if_large(size, guarded)
 
     def _refusal(self, verdict: Verdict) -> A11iError:
         """The error for a call the wallet refused: the emergency stop, or no money left."""
@@ -829,6 +906,12 @@ def _observe(tracker: StreamTracker, event: SSEEvent) -> bytes | None:
         return event.raw
 
 
+#: The dialects whose prompts the optimizer rewrites, so whose prompt cache it estimates.
+_CACHED_DIALECTS: Final = frozenset({Dialect.OPENAI_CHAT, Dialect.ANTHROPIC_MESSAGES})
+#: Bodies below this size are fingerprinted on the event loop (a few dozen microseconds).
+_PRINTS_INLINE_BYTES: Final = 8 * 1024
+
+
 def _partial_usage(meter: Meter, plan: CallPlan, usage: Usage | None, text: str) -> Usage:
     """Usage of a cut stream: what the provider had reported, raised to the sidecar's own
     count where that is larger, so a cut never settles less than was received."""
@@ -868,7 +951,12 @@ def _outbound_body(
         merged: dict[str, JSONValue] = dict(options) if isinstance(options, dict) else {}
         merged["include_usage"] = True
         body["stream_options"] = merged
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), add_usage
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), add_usage
+    except UnicodeEncodeError:
+        # A lone UTF-16 surrogate (an emoji a JS agent cut in half) has no UTF-8 form; its
+        # \uXXXX escape is how the agent sent it and how the provider reads it.
+        return json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode(), add_usage
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:

@@ -18,7 +18,6 @@ from a11i.core.analysis import ToolResult, client_ids
 from a11i.core.dialects import ParsedRequest
 from a11i.core.meter import Settlement
 from a11i.core.model import Dialect, JSONObject, JSONValue
-from a11i.core.optimizer import COMPACT_HISTORY
 from a11i.core.scrub import Scrubber, Target
 from a11i.sidecar.call import CallRecord
 from a11i.sidecar.telemetry import conventions as names
@@ -161,7 +160,10 @@ def turn_attributes(
     if record.optimization is not None:
         attributes[names.OPTIMIZER_STRATEGY] = list(record.optimization.strategies)
         attributes[names.OPTIMIZER_TOKENS_SAVED_ATTR] = record.optimization.tokens_saved
-        if COMPACT_HISTORY in record.optimization.strategies:
+        if record.optimization.usd_saved is not None:
+            attributes[names.OPTIMIZER_USD_SAVED_ATTR] = float(record.optimization.usd_saved)
+        if record.optimization.compacted:
+            # Only ever true, as the conventions say.
             attributes[names.GEN_AI_CONVERSATION_COMPACTED] = True
     if record.output_cap is not None:
         attributes[names.OUTPUT_CAP_FORWARDED] = record.output_cap.forwarded

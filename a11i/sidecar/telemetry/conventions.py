@@ -135,6 +135,8 @@ DECISION_REASON: Final = "a11i.decision.reason"
 HTTP_REQUEST_HEADER_REQUEST_ID: Final = "http.request.header.x-request-id"
 OPTIMIZER_STRATEGY: Final = "a11i.optimizer.strategy"
 OPTIMIZER_TOKENS_SAVED_ATTR: Final = "a11i.optimizer.tokens_saved"
+#: USD the rewrite is estimated to save net of the prompt cache it cost.
+OPTIMIZER_USD_SAVED_ATTR: Final = "a11i.optimizer.usd_saved"
 #: The output cap a11i forwarded after fitting it to the wallet, and the one the agent asked
 #: for (absent: it set none).
 OUTPUT_CAP_FORWARDED: Final = "a11i.output_cap.forwarded"

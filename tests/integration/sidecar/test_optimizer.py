@@ -7,6 +7,7 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import aiohttp
 import anthropic
 import openai
 import pytest
@@ -26,6 +27,13 @@ SRE_ANTHROPIC = json.loads((TRANSCRIPTS / "sre_anthropic.json").read_text())
 RED = {"A11I_BUDGET_USD": "100", "A11I_BUDGET_WARN_AT": "0", "A11I_BUDGET_OPTIMIZE_AT": "0"}
 
 
+def _optimized(header: str) -> tuple[list[str], int, Decimal]:
+    """``x-a11i-optimized: <strategies>; saved=<tokens>; saved_usd=<net USD>``."""
+    strategies, *fields = header.split("; ")
+    values = dict(field.split("=", 1) for field in fields)
+    return strategies.split(","), int(values["saved"]), Decimal(values["saved_usd"])
+
+
 async def test_a_red_wallet_compacts_an_openai_agent_loop(
     start_sidecar: SidecarFactory, standin: StandIn
 ) -> None:
@@ -38,8 +46,9 @@ async def test_a_red_wallet_compacts_an_openai_agent_loop(
         )
         completion = raw.parse()
     assert raw.headers["x-a11i-decision"] == "optimize"
-    strategies, saved = raw.headers["x-a11i-optimized"].split("; saved=")
-    assert "compact_history" in strategies.split(",")
+    strategies, saved, saved_usd = _optimized(raw.headers["x-a11i-optimized"])
+    assert "compact_history" in strategies
+    assert saved_usd > 0
     original = running.sidecar.meter.plan(Dialect.OPENAI_CHAT, SRE_OPENAI).input.tokens
     assert int(raw.headers["x-a11i-input-tokens"]) == original - int(saved)
     assert int(saved) > original * 0.3
@@ -177,3 +186,171 @@ async def test_an_optimized_stream_still_hides_the_usage_chunk_a11i_asked_for(
     assert record.settlement.source is UsageSource.PROVIDER
     original = running.sidecar.meter.plan(Dialect.OPENAI_CHAT, SRE_OPENAI).input.tokens
     assert record.settlement.usage.input_tokens < original / 2
+
+
+async def test_a_lone_surrogate_in_the_history_survives_a_rewrite(
+    start_sidecar: SidecarFactory, standin: StandIn
+) -> None:
+    # A JS agent cut an emoji in half: "\ud83d" is on the wire as an escape. Green forwarded
+    # the bytes; a rewrite used to fail to encode it (500 a11i_internal_error).
+    running = await start_sidecar(**RED)
+    messages = [
+        {"role": "user", "content": "Deploy the release.   \n\n\n\nThen report."},
+        {"role": "assistant", "content": "Deployed."},
+        {"role": "user", "content": "Deploy \ud83d status?"},
+    ]
+    raw = json.dumps({"model": "gpt-4o-mini", "messages": messages}).encode()
+    assert b"\\ud83d" in raw
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            running.openai_url + "/chat/completions",
+            data=raw,
+            headers={"content-type": "application/json", "authorization": "Bearer sk-agent"},
+        ) as answer,
+    ):
+        assert answer.status == 200, await answer.text()
+        assert "whitespace" in answer.headers["x-a11i-optimized"]
+    forwarded = standin.requests[-1].json
+    assert isinstance(forwarded, dict)
+    assert forwarded["messages"][-1]["content"] == "Deploy \ud83d status?"
+    assert forwarded["messages"][0]["content"] == "Deploy the release.\n\nThen report."
+
+
+def _thinking_loop(rounds: int) -> list[dict[str, object]]:
+    messages: list[dict[str, object]] = [{"role": "user", "content": "Fix the failing test."}]
+    for turn in range(rounds):
+        content: list[dict[str, object]] = []
+        if turn == 0:
+            content.append(
+                {"type": "thinking", "thinking": "Plan: read files.", "signature": "c2ln"}
+            )
+        content += [
+            {"type": "text", "text": f"Reading file {turn}."},
+            {
+                "type": "tool_use",
+                "id": f"toolu_{turn:02d}",
+                "name": "Read",
+                "input": {"file_path": f"src/m{turn}.py"},
+            },
+        ]
+        messages.append({"role": "assistant", "content": content})
+        result = f"     1\tdef f{turn}():\n     2\t        return  {turn}\n" * 30
+        messages.append(
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": f"toolu_{turn:02d}", "content": result}
+                ],
+            }
+        )
+    return messages
+
+
+async def test_a_thinking_tool_loop_stays_valid_when_compacted(
+    start_sidecar: SidecarFactory, standin: StandIn
+) -> None:
+    running = await start_sidecar(**RED, A11I_OPTIMIZER_KEEP_LAST_TURNS="4")
+    messages = _thinking_loop(24)
+    async with anthropic.AsyncAnthropic(
+        base_url=running.url, api_key="sk-ant", max_retries=0
+    ) as client:
+        raw = await client.messages.with_raw_response.create(
+            model="claude-sonnet-4-5",
+            max_tokens=16000,
+            thinking={"type": "enabled", "budget_tokens": 8000},
+            messages=messages,  # type: ignore[arg-type]
+            tools=[{"name": "Read", "input_schema": {"type": "object"}}],
+        )
+        await raw.parse()
+    assert "compact_history" in raw.headers["x-a11i-optimized"]
+    forwarded = standin.requests[-1].json
+    assert isinstance(forwarded, dict)
+    assert validate_conversation(Dialect.ANTHROPIC_MESSAGES, forwarded) == []
+    assert forwarded["messages"][1] == messages[1]  # the signed thinking opens the loop
+    assert forwarded["messages"][-4:] == messages[-4:]
+    # Tool output indentation (Read's numbered lines) reaches the model as the tool wrote it.
+    assert (
+        forwarded["messages"][-1]["content"][0]["content"] == messages[-1]["content"][0]["content"]
+    )  # type: ignore[index]
+
+
+def _turn(body: dict[str, object], n: int) -> dict[str, object]:
+    """``body`` with ``n`` more exchanges of the agent loop appended (history only grows)."""
+    messages = list(body["messages"])  # type: ignore[call-overload]
+    for i in range(n):
+        messages += [
+            {"role": "assistant", "content": f"Step {i}: checking again."},
+            {"role": "user", "content": f"Go on ({i})."},
+        ]
+    return {**body, "messages": messages}
+
+
+async def test_a_stable_summary_is_cached_once_then_read(
+    start_sidecar: SidecarFactory, standin: StandIn
+) -> None:
+    # At Red the first call is compacted; the provider caches what it got. The next turn
+    # (history one exchange longer) gets the same summary, byte for byte, so the provider reads
+    # it from its cache, and forwarding the agent's request unchanged would lose that cache.
+    running = await start_sidecar(**RED)
+    standin.configure(cached_tokens=10**6)
+    base = {"model": SRE_OPENAI["model"], "messages": SRE_OPENAI["messages"]}
+    sent: list[dict[str, object]] = []
+    async with openai.AsyncOpenAI(
+        base_url=running.openai_url, api_key="sk-agent", max_retries=0
+    ) as client:
+        for extra in (0, 1):
+            raw = await client.chat.completions.with_raw_response.create(**_turn(base, extra))  # type: ignore[call-overload]
+            strategies, _, saved_usd = _optimized(raw.headers["x-a11i-optimized"])
+            assert "compact_history" in strategies
+            assert saved_usd > 0
+            await running.settled(extra + 1)
+            forwarded = standin.requests[-1].json
+            assert isinstance(forwarded, dict)
+            sent.append(forwarded)
+    first, second = sent[0]["messages"], sent[1]["messages"]
+    assert isinstance(first, list)
+    assert isinstance(second, list)
+    summary = next(i for i, m in enumerate(first) if "[a11i]" in str(m.get("content")))
+    assert second[: summary + 1] == first[: summary + 1]
+    assert len(running.sidecar.caches) == 1
+
+
+async def test_a_cached_history_is_not_rewritten_when_that_costs_more(
+    start_sidecar: SidecarFactory, standin: StandIn, tmp_path: Path
+) -> None:
+    # The first call goes unchanged (no strategy at Red) and the provider caches all of it.
+    # Then the lossless strategies are turned on: they would save tokens, but every token after
+    # the first rewritten message would be read at the full price instead of the cached one,
+    # so the request goes on unchanged.
+    config = tmp_path / "a11i.yaml"
+    config.write_text("optimizer:\n  at_red: []\n")
+    running = await start_sidecar(**RED, A11I_CONFIG=str(config), A11I_RELOAD_INTERVAL="0.05")
+    standin.configure(cached_tokens=10**6)
+    base = {"model": SRE_OPENAI["model"], "messages": SRE_OPENAI["messages"]}
+    lossless = "optimizer:\n  at_red: [json_minify, whitespace, dedupe]\n"
+    async with openai.AsyncOpenAI(
+        base_url=running.openai_url, api_key="sk-agent", max_retries=0
+    ) as client:
+        first = await client.chat.completions.with_raw_response.create(**base)  # type: ignore[call-overload]
+        assert "x-a11i-optimized" not in first.headers
+        await running.settled(1)
+        config.write_text(lossless)
+        for _ in range(200):
+            if running.sidecar.optimizer.core.at_red:
+                break
+            await asyncio.sleep(0.02)
+        later = await client.chat.completions.with_raw_response.create(**_turn(base, 1))  # type: ignore[call-overload]
+    assert later.headers["x-a11i-decision"] == "optimize"
+    assert "x-a11i-optimized" not in later.headers
+    assert standin.requests[-1].json == _turn(base, 1)
+    # The same request in a sidecar that knows of no cache is rewritten: the lossless steps
+    # do save tokens, the cache is what makes them dearer.
+    config2 = tmp_path / "fresh.yaml"
+    config2.write_text(lossless)
+    fresh = await start_sidecar(**RED, A11I_CONFIG=str(config2))
+    async with openai.AsyncOpenAI(
+        base_url=fresh.openai_url, api_key="sk-agent", max_retries=0
+    ) as client:
+        cold = await client.chat.completions.with_raw_response.create(**_turn(base, 1))  # type: ignore[call-overload]
+    assert "x-a11i-optimized" in cold.headers

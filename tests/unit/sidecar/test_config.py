@@ -41,6 +41,27 @@ def test_optimizer_section_and_environment_overrides(tmp_path: Path) -> None:
     assert not settings.optimizer.enabled
 
 
+def test_optimizer_summary_and_score_order_keys(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "optimizer:\n"
+        "  rag_score_order: lower\n"
+        "  summary_block_messages: 12\n"
+        "  summary_block_chars: 5000\n",
+    )
+    config = optimizer_config(load_config(path).optimizer, {}, source=str(path))
+    assert config.core.rag_score_order == "lower"
+    assert config.core.summary_block_messages == 12
+    assert config.core.summary_block_chars == 5000
+    env = {"A11I_CONFIG": str(path), "A11I_OPTIMIZER_RAG_SCORE_ORDER": "higher"}
+    assert from_env(env).optimizer.core.rag_score_order == "higher"
+    assert optimizer_config({}, {}, source="-").core.rag_score_order == "auto"
+    with pytest.raises(ConfigError, match="rag_score_order"):
+        optimizer_config({"rag_score_order": "best"}, {}, source="-")
+    with pytest.raises(ConfigError, match="summary_block_messages"):
+        optimizer_config({"summary_block_messages": 1}, {}, source="-")
+
+
 def test_an_empty_file_means_defaults(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "")).optimizer == {}
 

@@ -156,8 +156,14 @@ def test_optimized_call(meter: Meter) -> None:
     assert attributes["a11i.optimizer.strategy"] == ["dedupe", "whitespace"]
     assert attributes["a11i.optimizer.tokens_saved"] == 42
     assert "gen_ai.conversation.compacted" not in attributes  # only ever true
-    compacted = record_of(meter, optimization=Optimization(("compact_history",), 900))
-    assert turn_attributes(compacted, SCRUBBER, Tagging())["gen_ai.conversation.compacted"] is True
+    assert "a11i.optimizer.usd_saved" not in attributes
+
+
+def test_compacted_call_says_so_with_its_net_saving(meter: Meter) -> None:
+    optimization = Optimization(("compact_history",), 900, Decimal("0.0125"), compacted=True)
+    attributes = turn_attributes(record_of(meter, optimization=optimization), SCRUBBER, Tagging())
+    assert attributes["gen_ai.conversation.compacted"] is True
+    assert attributes["a11i.optimizer.usd_saved"] == 0.0125
 
 
 def test_tool_result_attributes(meter: Meter) -> None:
