@@ -105,6 +105,18 @@ def is_data_key(value: str) -> bool:
     return len(value) <= 253 and value not in (".", "..") and _DATA_KEY.match(value) is not None
 
 
+#: ``METHOD /path-glob``: what ``A11I_ALLOW_UNMETERED`` takes, one entry (no comma: the list's
+#: separator; no blank in the path).
+_UNMETERED_PATTERN: Final = re.compile(
+    r"^(\*|GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) /[^\s,]{0,250}$"
+)
+
+
+def is_unmetered_pattern(value: str) -> bool:
+    """Whether ``value`` is one ``METHOD /path-glob`` pattern of ``allowUnmetered``."""
+    return _UNMETERED_PATTERN.match(value) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class KeyCustodyRef:
     """Where the sidecars of a namespace find the provider keys they hold: a Secret of the pod's
@@ -113,6 +125,9 @@ class KeyCustodyRef:
     secret_name: str
     openai_key: str = ""
     anthropic_key: str = ""
+    #: ``allowUnmetered``: ``METHOD /path-glob`` patterns the sidecars may forward unmetered
+    #: with the held key (``A11I_ALLOW_UNMETERED``); empty: only what a11i meters, and free calls.
+    allow_unmetered: tuple[str, ...] = ()
 
     @property
     def held(self) -> tuple[tuple[str, str, str], ...]:
@@ -130,6 +145,7 @@ class KeyCustodyRef:
             is_object_name(self.secret_name)
             and any(keys)
             and all(is_data_key(key) for key in keys if key)
+            and all(is_unmetered_pattern(pattern) for pattern in self.allow_unmetered)
         )
 
 
@@ -355,9 +371,13 @@ def key_custody_ref(value: object) -> KeyCustodyRef | None:
     if not isinstance(value, Mapping):
         return None
     fields = [value.get(k, "") for k in ("secretName", "openaiKey", "anthropicKey")]
-    if not all(isinstance(f, str) for f in fields):
+    allowed = value.get("allowUnmetered", [])
+    if not all(isinstance(f, str) for f in fields) or not isinstance(allowed, list):
         return None
-    ref = KeyCustodyRef(*(str(f) for f in fields))
+    if not all(isinstance(pattern, str) for pattern in allowed):
+        return None
+    secret, openai_key, anthropic_key = (str(f) for f in fields)
+    ref = KeyCustodyRef(secret, openai_key, anthropic_key, allow_unmetered=tuple(allowed))
     return ref if ref.valid else None
 
 
@@ -712,6 +732,9 @@ def _sidecar(
             {"name": variable, "value": f"{KEYS_DIR}/{provider}"}
             for provider, _, variable in custody.held
         ]
+        if custody.allow_unmetered:
+            allowed = ",".join(custody.allow_unmetered)
+            env.append({"name": contract.ALLOW_UNMETERED, "value": allowed})
     cpu = _quantity(annotations, PROXY_CPU, settings.cpu_request, warnings)
     memory = _quantity(annotations, PROXY_MEMORY, "", warnings)
     mounts: list[dict[str, object]] = [

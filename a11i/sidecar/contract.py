@@ -31,6 +31,8 @@ BUDGET_ADMISSION_WAIT: Final = "A11I_BUDGET_ADMISSION_WAIT"
 #: Key custody: files holding the provider keys (a Secret mounted into the sidecar alone).
 OPENAI_API_KEY_FILE: Final = "A11I_OPENAI_API_KEY_FILE"
 ANTHROPIC_API_KEY_FILE: Final = "A11I_ANTHROPIC_API_KEY_FILE"
+#: ``METHOD /path-glob`` patterns, comma separated, forwarded unmetered under key custody.
+ALLOW_UNMETERED: Final = "A11I_ALLOW_UNMETERED"
 #: a11i.yaml and the rate card, mounted from ConfigMaps.
 CONFIG: Final = "A11I_CONFIG"
 RATE_CARD: Final = "A11I_RATE_CARD"

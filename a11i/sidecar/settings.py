@@ -298,7 +298,7 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
             wait_s=_seconds_or_zero(env, "A11I_BUDGET_ADMISSION_WAIT", 5.0),
         ),
         guard=GuardSettings(
-            allow_unmetered=_unmetered_patterns(env, "A11I_ALLOW_UNMETERED"),
+            allow_unmetered=_unmetered_patterns(env, contract.ALLOW_UNMETERED),
             azure_deployments=_pairs(env, "A11I_AZURE_DEPLOYMENTS"),
         ),
         key_files=tuple(

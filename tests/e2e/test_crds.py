@@ -477,6 +477,17 @@ REJECTED: dict[str, tuple[str, dict[str, Any], list[str]]] = {
     }, [
         "keyCustody.anthropicKey must be a key of the Secret's data",
     ]),
+    "key-custody-allow-unmetered-bad-pattern": (AB, {
+        "limit": "10",
+        "keyCustody": {
+            "secretName": "keys", "openaiKey": "openai",
+            "allowUnmetered": ["GET /v1/files*", "FETCH /v1/batches", "POST /v1/a,b"],
+        },
+    }, [
+        "spec.keyCustody.allowUnmetered[1]",
+        'keyCustody.allowUnmetered entries must be "METHOD /path-glob"',
+        "spec.keyCustody.allowUnmetered[2]",
+    ]),
     "admission-floor-without-fitting": (AB, {
         "limit": "10", "admission": {"fitOutputCap": False, "minOutputTokens": 512},
     }, [

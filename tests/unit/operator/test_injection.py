@@ -630,6 +630,40 @@ def test_only_the_held_provider_gets_a_file_and_a_placeholder() -> None:
     assert result["metadata"]["annotations"][injection.KEY_CUSTODY] == "openai"
 
 
+def test_the_namespaces_allowed_unmetered_calls_reach_the_sidecar_alone() -> None:
+    allowed = {
+        "secretName": "provider-keys",
+        "openaiKey": "openai",
+        "allowUnmetered": ["GET /v1/files*", "POST /v1/batches"],
+    }
+    result, _ = custody_decision(pod(ASK), budgets=(wide("team", allowed),))
+    proxy = env_of(result["spec"]["initContainers"][0])
+    assert proxy["A11I_ALLOW_UNMETERED"] == "GET /v1/files*,POST /v1/batches"
+    assert "A11I_ALLOW_UNMETERED" not in env_of(result["spec"]["containers"][0])
+    # Without it, nothing is allowed beyond what a11i meters.
+    plain, _ = custody_decision(pod(ASK))
+    assert "A11I_ALLOW_UNMETERED" not in env_of(plain["spec"]["initContainers"][0])
+
+
+@pytest.mark.parametrize(
+    "patterns",
+    [["FETCH /v1/files"], ["GET v1/files"], ["GET /v1/a,b"], ["GET /v1/a b"], "GET /v1/files"],
+    ids=["unknown-method", "relative-path", "comma", "blank", "not-a-list"],
+)
+def test_a_malformed_allow_list_makes_the_custody_invalid(patterns: object) -> None:
+    custody = {"secretName": "keys", "openaiKey": "k", "allowUnmetered": patterns}
+    assert injection.key_custody_ref(custody) is None
+
+
+def test_the_sidecar_takes_the_allow_list_the_webhook_writes() -> None:
+    """The contract both sides import: the injected value parses in the sidecar's settings."""
+    allowed = {"secretName": "k", "openaiKey": "o", "allowUnmetered": ["* /v1/vector_stores/*"]}
+    result, _ = custody_decision(pod(ASK), budgets=(wide("team", allowed),))
+    proxy = env_of(result["spec"]["initContainers"][0])
+    settings = from_env({"A11I_ALLOW_UNMETERED": proxy["A11I_ALLOW_UNMETERED"]})
+    assert settings.guard.allow_unmetered == ("* /v1/vector_stores/*",)
+
+
 def test_without_custody_nothing_about_keys_is_injected() -> None:
     result, _ = injected(pod(ASK))
     assert "a11i-provider-keys" not in {v["name"] for v in result["spec"]["volumes"]}
