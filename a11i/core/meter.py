@@ -18,6 +18,7 @@ from a11i.core.dialects import ParsedRequest, parse_request
 from a11i.core.model import Dialect, JSONObject, JSONValue, TokenCount, Usage
 from a11i.core.pricing import PriceLookup, RateCard, cost, project
 from a11i.core.tokens.counter import TokenCounter
+from a11i.core.usage_bounds import BoundedUsage, bound_usage, bounds_for
 
 
 class UsageSource(StrEnum):
@@ -29,6 +30,9 @@ class UsageSource(StrEnum):
     #: The provider answers later (an OpenAI background response): charged at the call's
     #: projection, its worst case, since the answer that would report usage never passes a11i.
     PROJECTION = "projection"
+    #: The provider reported counts the request cannot have used (``a11i.core.usage_bounds``):
+    #: those counts were replaced by the sidecar's own.
+    BOUNDED = "bounded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,8 @@ class Settlement:
     usage: Usage
     cost_usd: Decimal
     source: UsageSource
+    #: What the provider reported out of bounds, when ``source`` is ``bounded``.
+    violations: tuple[str, ...] = ()
 
 
 class Meter:
@@ -122,7 +128,33 @@ class Meter:
             source = UsageSource.ESTIMATE
             output = self.counter.count_text(plan.request.model, output_text).tokens
             usage = Usage(input_tokens=plan.input.tokens, output_tokens=output)
+        else:
+            checked = self._bounded(plan, usage, output_text)
+            if checked.violations:
+                usage, source = checked.usage, UsageSource.BOUNDED
+                return Settlement(usage, cost(plan.price.price, usage), source, checked.violations)
         return Settlement(usage=usage, cost_usd=cost(plan.price.price, usage), source=source)
+
+    def _bounded(self, plan: CallPlan, usage: Usage, output_text: str) -> BoundedUsage:
+        """The provider's usage held to what the request can have used."""
+        request, price = plan.request, plan.price.price
+        limits = bounds_for(
+            counted_input=plan.input.tokens,
+            context_window=price.context_window,
+            max_output_per_choice=request.max_output_tokens,
+            model_output_cap=price.max_output_tokens,
+            choices=request.choices,
+            tools=request.body.get("tools"),
+        )
+        return bound_usage(
+            usage,
+            limits,
+            own_input=plan.input.tokens,
+            # Counting the text costs a pass over it: only done for a usage out of bounds.
+            own_output=self.counter.count_text(request.model, output_text).tokens
+            if not 0 <= usage.output_tokens <= limits.output_tokens
+            else 0,
+        )
 
     @staticmethod
     def settle_projected(plan: CallPlan) -> Settlement:

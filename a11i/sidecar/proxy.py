@@ -124,6 +124,8 @@ class Counters:
     blocked_calls: int = 0
     upstream_errors: int = 0
     fallback_priced_calls: int = 0
+    #: Calls whose provider-reported usage was out of bounds (settled at the sidecar's count).
+    bounded_usage_calls: int = 0
     by_decision: dict[str, int] = field(default_factory=dict)
     rate_card: Reloads = field(default_factory=Reloads)
     config: Reloads = field(default_factory=Reloads)
@@ -318,6 +320,7 @@ class Sidecar:
             "blocked": self.counters.blocked_calls,
             "upstream_errors": self.counters.upstream_errors,
             "fallback_priced": self.counters.fallback_priced_calls,
+            "bounded_usage": self.counters.bounded_usage_calls,
         }
         body["store"] = self.wallet.store()
         if isinstance(self.wallet, NestedWallet):
@@ -618,7 +621,9 @@ class Sidecar:
         settlement = self.meter.settle(plan, usage, outcome.text)
         if not outcome.complete or cut:
             # Part of what was used may never have been reported: the figure is our own.
-            settlement = Settlement(settlement.usage, settlement.cost_usd, UsageSource.ESTIMATE)
+            settlement = Settlement(
+                settlement.usage, settlement.cost_usd, UsageSource.ESTIMATE, settlement.violations
+            )
         call.settlement = settlement
         call.tool_calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in outcome.tool_calls)
         call.output_text = outcome.text
@@ -751,6 +756,14 @@ class Sidecar:
                 # Telemetry never breaks the traffic it observes.
                 log.exception("a call observer failed; the call is unaffected")
         settled = record.settlement
+        if settled is not None and settled.violations:
+            self.counters.bounded_usage_calls += 1
+            log.warning(
+                "the provider reported usage a %s call cannot have used (%s): settled at "
+                "a11i's own count",
+                record.plan.request.dialect,
+                "; ".join(settled.violations),
+            )
         log.info(
             "%s model=%s decision=%s status=%d input_tokens=%d cost_usd=%s source=%s %.1fms",
             record.plan.request.dialect,

@@ -1,0 +1,177 @@
+"""What a misbehaving provider can do to a running sidecar, and what it cannot (issue 18).
+
+The upstream here is a tiny aiohttp server written to lie: it reports usage no request can
+have used, echoes the credential it received in its bodies, headers and stream chunks.
+Wallets are the real SQLite file and a real ``redis-server``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from a11i.core.meter import UsageSource
+from tests.integration.conftest import SidecarFactory
+from tests.support.redis_server import RedisServer
+
+HELD = "sk-held-by-the-sidecar-0123456789"
+
+CHAT = {
+    "model": "gpt-4o-mini",
+    "max_tokens": 16,
+    "messages": [{"role": "user", "content": "Which pods are failing?"}],
+}
+
+
+@dataclass
+class LyingUpstream:
+    """An OpenAI-compatible server that answers with whatever usage it is told to, and can
+    echo the credential it received (as some gateways' 401 bodies do)."""
+
+    usage: dict[str, object] = field(
+        default_factory=lambda: {"prompt_tokens": 10, "completion_tokens": 2}
+    )
+    #: Answer 401 echoing the Authorization header in the body, a header and the message.
+    echo_key: bool = False
+    url: str = ""
+    seen_keys: list[str] = field(default_factory=list)
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        auth = request.headers.get("Authorization", "")
+        self.seen_keys.append(auth)
+        body = await request.json()
+        if self.echo_key:
+            key = auth.removeprefix("Bearer ")
+            error = {
+                "error": {
+                    "message": f"Incorrect API key provided: {key}.",
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            }
+            return web.json_response(error, status=401, headers={"x-echo-key": key})
+        if body.get("stream"):
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            key = auth.removeprefix("Bearer ")
+            chunk = {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "model": body["model"],
+                "choices": [{"index": 0, "delta": {"content": f"ok {key} ok"}}],
+            }
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            last = {**chunk, "choices": [], "usage": self.usage}
+            await response.write(f"data: {json.dumps(last)}\n\n".encode())
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            return response
+        answer = {
+            "id": "c1",
+            "object": "chat.completion",
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "two words"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": self.usage,
+        }
+        return web.json_response(answer)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[LyingUpstream]:
+    lying = LyingUpstream()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", lying.chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    lying.url = f"http://{host}:{port}"
+    yield lying
+    await runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
+
+
+async def _post(url: str, body: dict[str, object]) -> tuple[int, dict[str, str], bytes]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            url + "/v1/chat/completions", json=body, headers={"Authorization": "Bearer agent"}
+        ) as answer,
+    ):
+        return answer.status, dict(answer.headers), await answer.read()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+@pytest.mark.parametrize(
+    "usage",
+    [
+        pytest.param({"prompt_tokens": 10**30, "completion_tokens": 2}, id="huge-prompt"),
+        pytest.param(
+            {
+                "prompt_tokens": 10,
+                "completion_tokens": 2,
+                "prompt_tokens_details": {"cached_tokens": 100_000_000},
+            },
+            id="cached-beyond-prompt",
+        ),
+        pytest.param({"prompt_tokens": 10, "completion_tokens": 10**40}, id="huge-output"),
+    ],
+)
+async def test_an_absurd_usage_is_settled_at_the_sidecars_own_count(
+    start_sidecar: SidecarFactory,
+    upstream: LyingUpstream,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    store: str,
+    usage: dict[str, object],
+) -> None:
+    upstream.usage = usage
+    wallet = (
+        {"A11I_WALLET_FILE": str(tmp_path / "wallet.db")}
+        if store == "sqlite"
+        else {"A11I_REDIS_URL": redis_server.url, "A11I_NAMESPACE": f"bounded-{id(usage)}"}
+    )
+    running = await start_sidecar(
+        A11I_OPENAI_BASE=upstream.url, A11I_BUDGET_USD="1", A11I_REDIS_TIMEOUT="2", **wallet
+    )
+    for stream in (False, True):
+        status, headers, _ = await _post(running.url, {**CHAT, "stream": stream})
+        # The provider's good answer reaches the agent: never a 500 for what it reported.
+        assert status == 200
+        if not stream:
+            assert Decimal(headers["x-a11i-cost-usd"]) < Decimal("0.0001")
+    records = await running.settled(2)
+    assert [r.settlement.source for r in records if r.settlement] == [UsageSource.BOUNDED] * 2
+    budget = await _budget(running.url)
+    assert budget["calls"]["bounded_usage"] == 2
+    # The wallet is charged what the call can have cost, and still has money for the next one.
+    assert Decimal(budget["spent_usd"]) < Decimal("0.001")
+    status, _, _ = await _post(running.url, CHAT)
+    assert status == 200
+
+
+async def _budget(url: str) -> dict[str, object]:
+    async with aiohttp.ClientSession() as session, session.get(url + "/a11i/budget") as answer:
+        body: dict[str, object] = await answer.json()
+        return body
