@@ -47,6 +47,7 @@ from a11i.core.model import Dialect, JSONObject, JSONValue, Provider, Usage, usd
 from a11i.core.optimizer import optimize, validate_conversation
 from a11i.core.policy import Decision, ExhaustedAction, Verdict, WalletState
 from a11i.core.pricing import RateCard, RateCardError
+from a11i.core.redaction import Redactor
 from a11i.core.routes import Access, Route, allowed_unmetered, route
 from a11i.core.streaming import SSEEvent, SSEParser, StreamTracker
 from a11i.core.wallets import Reservation
@@ -163,6 +164,7 @@ class Sidecar:
             self.telemetry.record,
         ]
         self.counters = Counters()
+        self._redactor: tuple[object, Redactor] = (None, Redactor(()))
         self._session: aiohttp.ClientSession | None = None
         self._watchers: list[asyncio.Task[None]] = []
         #: The optimizer in force: a11i.yaml's, reloaded when the file changes.
@@ -541,8 +543,8 @@ class Sidecar:
                     a11i_headers[H_REMAINING] = remaining
                 return web.Response(
                     status=upstream.status,
-                    body=payload,
-                    headers=_merge(downstream_headers(upstream.headers.items()), a11i_headers),
+                    body=self.redactor.apply(payload),
+                    headers=_merge(self._downstream(upstream), a11i_headers),
                 )
         except TimeoutError as exc:
             self.counters.upstream_errors += 1
@@ -585,9 +587,10 @@ class Sidecar:
             a11i_headers[H_REMAINING] = remaining
         response = web.StreamResponse(
             status=upstream.status,
-            headers=_merge(downstream_headers(upstream.headers.items()), a11i_headers),
+            headers=_merge(self._downstream(upstream), a11i_headers),
         )
         await response.prepare(request)
+        relayed = self.redactor.stream()
         parser = SSEParser()
         tracker = StreamTracker(plan.request.dialect, strip_usage=strip_usage)
         cut = False
@@ -595,15 +598,16 @@ class Sidecar:
             async for chunk in upstream.content.iter_any():
                 if not strip_usage:
                     # Relay first, read after: reading never delays the agent's first token.
-                    await response.write(chunk)
+                    await _write(response, relayed.feed(chunk))
                 for event in parser.feed(chunk):
                     relay = _observe(tracker, event)
                     if strip_usage and relay:
-                        await response.write(relay)
+                        await _write(response, relayed.feed(relay))
             for event in parser.flush():
                 relay = _observe(tracker, event)
                 if strip_usage and relay:
-                    await response.write(relay)
+                    await _write(response, relayed.feed(relay))
+            await _write(response, relayed.flush())
         except ConnectionResetError:
             # Writing to an agent that hung up (aiohttp's reset error is also a ClientError,
             # so this clause comes first).
@@ -716,11 +720,13 @@ class Sidecar:
             ) as upstream:
                 response = web.StreamResponse(
                     status=upstream.status,
-                    headers=downstream_headers(upstream.headers.items()),
+                    headers=self._downstream(upstream),
                 )
                 await response.prepare(request)
+                relayed = self.redactor.stream()
                 async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
+                    await _write(response, relayed.feed(chunk))
+                await _write(response, relayed.flush())
                 await response.write_eof()
                 return response
         except TimeoutError as exc:
@@ -732,6 +738,19 @@ class Sidecar:
             ) from exc
 
     # -- helpers -----------------------------------------------------------------------------
+    @property
+    def redactor(self) -> Redactor:
+        """Replaces the held keys in whatever goes back to the agent: a provider that echoes
+        the credential it received (a 401 body, a header) must not hand the agent the key
+        custody keeps from it. Rebuilt when the keys are rotated."""
+        custody = self.settings.custody
+        if self._redactor[0] is not custody:
+            self._redactor = (custody, Redactor((custody.openai_key, custody.anthropic_key)))
+        return self._redactor[1]
+
+    def _downstream(self, upstream: aiohttp.ClientResponse) -> list[tuple[str, str]]:
+        return self.redactor.headers(downstream_headers(upstream.headers.items()))
+
     def _url(self, provider: Provider, route: Route, request: web.Request) -> URL:
         """The provider's URL for a request: its base, the canonical path (never the agent's
         spelling of it) and the query as sent."""
@@ -791,6 +810,11 @@ def _observe(tracker: StreamTracker, event: SSEEvent) -> bytes | None:
     except Exception:
         log.exception("could not read a stream event; relaying it unread")
         return event.raw
+
+
+async def _write(response: web.StreamResponse, data: bytes) -> None:
+    if data:
+        await response.write(data)
 
 
 def _partial_usage(meter: Meter, plan: CallPlan, usage: Usage | None, text: str) -> Usage:

@@ -88,12 +88,25 @@ class LyingUpstream:
         }
         return web.json_response(answer)
 
+    async def models(self, request: web.Request) -> web.StreamResponse:
+        """A free call whose answer echoes the key, streamed in two chunks that split it."""
+        self.seen_keys.append(request.headers.get("Authorization", ""))
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        text = b'{"object": "list", "data": [], "seen": "' + key + b'"}'
+        await response.write(text[:45])
+        await response.write(text[45:])
+        await response.write_eof()
+        return response
+
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[LyingUpstream]:
     lying = LyingUpstream()
     app = web.Application()
     app.router.add_post("/v1/chat/completions", lying.chat)
+    app.router.add_get("/v1/models", lying.models)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -175,3 +188,31 @@ async def _budget(url: str) -> dict[str, object]:
     async with aiohttp.ClientSession() as session, session.get(url + "/a11i/budget") as answer:
         body: dict[str, object] = await answer.json()
         return body
+
+
+async def test_the_held_key_never_comes_back_to_the_agent(
+    start_sidecar: SidecarFactory, upstream: LyingUpstream
+) -> None:
+    running = await start_sidecar(A11I_OPENAI_BASE=upstream.url, A11I_OPENAI_API_KEY=HELD)
+    # The stream's chunks carry the key the provider received.
+    status, headers, body = await _post(running.url, {**CHAT, "stream": True})
+    assert status == 200
+    assert b"[REDACTED:secret]" in body
+    # A free call relayed as it streams, the key split across its chunks.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(running.url + "/v1/models", headers={"Authorization": "Bearer x"}) as answer,
+    ):
+        assert answer.status == 200
+        listed = await answer.read()
+    assert b"[REDACTED:secret]" in listed
+    # A 401 that echoes the credential in its body and in a header.
+    upstream.echo_key = True
+    status, headers, body = await _post(running.url, CHAT)
+    assert status == 401
+    assert headers["x-echo-key"] == "[REDACTED:secret]"
+    assert "[REDACTED:secret]" in json.loads(body)["error"]["message"]
+    everything = body + listed + json.dumps(headers).encode()
+    assert HELD.encode() not in everything
+    # The provider did get the held key, every time.
+    assert upstream.seen_keys == [f"Bearer {HELD}"] * 3
