@@ -36,6 +36,7 @@ from a11i.core.errors import (
     EmergencyStop,
     InternalError,
     MethodNotAllowed,
+    RequestTimeout,
     UnmeteredEndpoint,
     UpgradeRefused,
     UpstreamTimeout,
@@ -150,7 +151,7 @@ class Sidecar:
         self.telemetry = Telemetry(settings, settings.telemetry_config)
         self.metrics = Metrics(
             namespace=settings.namespace,
-            agent=settings.agent,
+            agent=self.telemetry.scrub_name(settings.agent),
             project=settings.project,
             resource=self.telemetry.resource,
             readers=otlp_metric_readers(settings.telemetry, self.telemetry.stats),
@@ -341,7 +342,9 @@ class Sidecar:
         dialect = route.dialect
         started = time.perf_counter()
         origin = CallOrigin.of(request.headers, time.time_ns())
-        raw = await _read_body(request, self.settings.max_body_bytes)
+        raw = await _read_body(
+            request, self.settings.max_body_bytes, self.settings.body_read_timeout_s
+        )
         body = parse_json_body(raw)
         sent_model = body.get("model", _ABSENT)
         if route.azure:
@@ -709,7 +712,11 @@ class Sidecar:
         headers = upstream_headers(
             request.headers.items(), provider, self.settings.custody, azure=route.azure
         )
-        data = _limited(request, self.settings.max_body_bytes) if request.body_exists else None
+        data = (
+            _limited(request, self.settings.max_body_bytes, self.settings.body_read_timeout_s)
+            if request.body_exists
+            else None
+        )
         self.counters.passthrough_calls += 1
         log.info(
             "%s %s %s passed through to %s", route.access, request.method, route.path, provider
@@ -859,23 +866,29 @@ def _outbound_body(
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(), add_usage
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    """Read the body, refusing it as soon as it passes ``limit`` bytes (no unbounded buffer)."""
+async def _read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """Read the body, refusing it as soon as it passes ``limit`` bytes (no unbounded buffer)
+    or takes longer than ``timeout_s`` (a slow upload would hold a connection for ever)."""
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge(_too_large(limit))
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(_READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(_too_large(limit))
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return b"".join([chunk async for chunk in _limited(request, limit, timeout_s)])
 
 
-async def _limited(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+async def _limited(request: web.Request, limit: int, timeout_s: float) -> AsyncIterator[bytes]:
     size = 0
-    async for chunk in request.content.iter_chunked(_READ_CHUNK):
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    chunks = request.content.iter_chunked(_READ_CHUNK).__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError as exc:
+            raise RequestTimeout(
+                f"The request body took longer than {timeout_s:g} s to arrive "
+                "(A11I_BODY_READ_TIMEOUT)."
+            ) from exc
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(_too_large(limit))
@@ -917,6 +930,16 @@ async def _errors(
         return await handler(request)
     except web.HTTPException:
         raise
+    except RequestTimeout as error:
+        # Answer, then close at once: aiohttp would otherwise linger reading the slow body
+        # for 10 s more, which is what the timeout is there to stop.
+        response = _error_response(request, error)
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        if request.transport is not None:
+            request.transport.close()
+        return response
     except A11iError as error:
         return _error_response(request, error)
     except Exception:

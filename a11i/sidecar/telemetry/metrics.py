@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -44,8 +44,13 @@ class Metrics:
         scrub: Callable[[str], str] = str,
         export_stats: ExportStats | None = None,
         tool_window: int = 100,
+        max_label_values: int = 64,
     ) -> None:
         self.registry = CollectorRegistry()
+        # Model and tool names come from request bodies: an agent (or a bug) writing a new
+        # name per call would grow the series without end (10,000 names made a 40 MB scrape).
+        self._models = _Labels(max_label_values)
+        self._tools = _Labels(max_label_values)
         reader = PrometheusMetricReader(registry=self.registry)
         self._scrub = scrub
         self._export_stats = export_stats
@@ -126,7 +131,7 @@ class Metrics:
             **self._base,
             names.GEN_AI_OPERATION_NAME: names.OPERATION[request.dialect],
             names.GEN_AI_PROVIDER_NAME: request.dialect.provider.value,
-            names.GEN_AI_REQUEST_MODEL: self._scrub(request.model),
+            names.GEN_AI_REQUEST_MODEL: self._models.of(self._scrub(request.model)),
             names.DECISION: record.verdict.decision.value,
         }
         now = time.monotonic()
@@ -148,7 +153,7 @@ class Metrics:
                     1,
                     {
                         **self._base,
-                        names.GEN_AI_TOOL_NAME: self._scrub(result.name),
+                        names.GEN_AI_TOOL_NAME: self._tools.of(self._scrub(result.name)),
                         names.TOOL_OUTCOME: result.outcome.value,
                     },
                 )
@@ -182,3 +187,23 @@ class Metrics:
 
     def shutdown(self) -> None:
         self._provider.shutdown()
+
+
+#: The label value of every name beyond a metric's first ``max_label_values``.
+OTHER_LABEL: Final = "other"
+
+
+class _Labels:
+    """The first ``limit`` distinct values of a label, and ``other`` for any later one."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def of(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self._limit:
+            return OTHER_LABEL
+        self._seen.add(value)
+        return value

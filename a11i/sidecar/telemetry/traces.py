@@ -81,18 +81,20 @@ _NAME_CACHE: Final = 4096
 _LOG_EVERY_S: Final = 60.0
 
 
-def telemetry_resource(settings: SidecarSettings) -> Resource:
+def telemetry_resource(settings: SidecarSettings, scrub: Callable[[str], str] = str) -> Resource:
     """The resource of every span, metric and log record: who the agent is. Built from the
-    settings only (``Resource.create`` would read the process environment again)."""
+    settings only (``Resource.create`` would read the process environment again); the agent's
+    name, which comes from outside a11i (a pod name), passes ``scrub`` as model names do."""
+    agent = scrub(settings.agent)
     attributes: dict[str, str] = dict(settings.telemetry.resource_attributes)
     attributes.update(
         {
             names.SERVICE_NAME: settings.telemetry.service_name,
             names.SERVICE_VERSION: __version__,
-            names.SERVICE_INSTANCE_ID: f"{settings.namespace}/{settings.agent}",
+            names.SERVICE_INSTANCE_ID: f"{settings.namespace}/{agent}",
             names.K8S_NAMESPACE_NAME: settings.namespace,
-            names.K8S_POD_NAME: settings.agent,
-            names.AGENT: settings.agent,
+            names.K8S_POD_NAME: agent,
+            names.AGENT: agent,
             names.PROJECT: settings.project,
         }
     )
@@ -373,7 +375,6 @@ class Telemetry:
 
     def __init__(self, settings: SidecarSettings, config: TelemetryConfig) -> None:
         self.settings = settings.telemetry
-        self.resource = telemetry_resource(settings)
         self.stats = ExportStats()
         self._secrets = tuple(
             key
@@ -384,6 +385,7 @@ class Telemetry:
         self._name_cache: OrderedDict[str, str] = OrderedDict()
         self.scrubber = Scrubber(config.pii_rules, secrets=self._secrets)
         self._log_scrubber = Scrubber(config.pii_rules, secrets=self._secrets)
+        self.resource = telemetry_resource(settings, self.scrubber.scrub)
         self.tagging = self._tagging(config)
         self._loops = LoopTraces(idle_s=self.settings.loop_idle_s)
         self._propagator = TraceContextTextMapPropagator()

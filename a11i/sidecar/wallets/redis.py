@@ -534,10 +534,12 @@ class RedisWallet:
         if remote is None:
             fields = _policy_fields(self._policy, self._period, self._zone_name)
             start = period_start(self._period, now, now, self._zone).timestamp()
-            origin, suspended = None, "0"
+            origin, suspended, spent = None, "0", "0"
         else:
             # Redis lost the wallet (restarted without persistence): recreate it as it was last
-            # seen, so its period (and the leases of that period) carry on; only spend is lost.
+            # seen, its spend included, so its period (and the leases of that period) carry on
+            # and a restart never hands out money already spent. Lost: what other sidecars
+            # settled after this one's last look (docs/failure-modes.md).
             fields = _policy_fields(
                 replace(remote.policy, suspended=False),
                 remote.period,
@@ -545,11 +547,12 @@ class RedisWallet:
             )
             start, origin = remote.period_start, remote.origin
             suspended = "1" if remote.namespace_stop else "0"
+            spent = str(remote.spent)
         values = [
             *fields.values(),
             repr(start),
             repr(now.timestamp() if origin is None else origin),
-            "0",
+            spent,
             suspended,
         ]
         async with asyncio.timeout(self._timeout):

@@ -7,7 +7,9 @@ Wallets are the real SQLite file and a real ``redis-server``.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -216,3 +218,98 @@ async def test_the_held_key_never_comes_back_to_the_agent(
     assert HELD.encode() not in everything
     # The provider did get the held key, every time.
     assert upstream.seen_keys == [f"Bearer {HELD}"] * 3
+
+
+async def test_a_slow_upload_is_answered_408_and_let_go(
+    start_sidecar: SidecarFactory, upstream: LyingUpstream
+) -> None:
+    running = await start_sidecar(A11I_OPENAI_BASE=upstream.url, A11I_BODY_READ_TIMEOUT="0.3")
+    host, port = running.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    body = json.dumps(CHAT).encode()
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body[:10]
+    )
+    await writer.drain()
+    # The rest of the body never comes: the sidecar answers without waiting for ever.
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b"A11I_BODY_READ_TIMEOUT" in answer
+    assert upstream.seen_keys == []
+
+
+async def test_a_number_of_thousands_of_digits_is_a_400(
+    start_sidecar: SidecarFactory, upstream: LyingUpstream
+) -> None:
+    running = await start_sidecar(A11I_OPENAI_BASE=upstream.url)
+    raw = json.dumps(CHAT).replace('"max_tokens": 16', '"max_tokens": ' + "9" * 5000)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            running.url + "/v1/chat/completions",
+            data=raw,
+            headers={"Content-Type": "application/json"},
+        ) as answer,
+    ):
+        assert answer.status == 400
+        error = (await answer.json())["error"]
+    assert "cannot read" in error["message"]
+
+
+async def test_agent_and_tool_names_are_scrubbed_in_every_export(
+    start_sidecar: SidecarFactory, upstream: LyingUpstream
+) -> None:
+    running = await start_sidecar(
+        A11I_OPENAI_BASE=upstream.url, A11I_AGENT="bot-of-alice@example.com"
+    )
+    tool = "mail_bob@example.com"
+    body = {
+        **CHAT,
+        "tools": [{"type": "function", "function": {"name": tool, "parameters": {}}}],
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": "t1", "type": "function", "function": {"name": tool, "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "t1", "content": "error: failed"},
+        ],
+    }
+    status, _, _ = await _post(running.url, body)
+    assert status == 200
+    await running.settled(1)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(running.url + "/a11i/metrics") as answer:
+            metrics = await answer.text()
+        async with session.get(running.url + "/a11i/events") as answer:
+            events = await answer.text()
+    resource = dict(running.sidecar.telemetry.resource.attributes)
+    assert "[REDACTED:email]" in metrics
+    assert "[REDACTED:email]" in events
+    for exported in (metrics, events, json.dumps(resource)):
+        assert "@example.com" not in exported
+
+
+async def test_metrics_keep_a_bounded_set_of_model_labels(
+    start_sidecar: SidecarFactory, upstream: LyingUpstream
+) -> None:
+    running = await start_sidecar(A11I_OPENAI_BASE=upstream.url)
+    for i in range(80):
+        status, _, _ = await _post(running.url, {**CHAT, "model": f"made-up-model-{i}"})
+        assert status == 200
+    await running.settled(80)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(running.url + "/a11i/metrics") as answer,
+    ):
+        metrics = await answer.text()
+    models = set(re.findall(r'gen_ai_request_model="([^"]*)"', metrics))
+    assert len(models) == 65
+    assert "other" in models
+    assert "made-up-model-79" not in models
