@@ -158,8 +158,9 @@ class Sidecar:
             scrub=self.telemetry.scrub_name,
             export_stats=self.telemetry.stats,
         )
+        #: Run in order on the telemetry thread, off the event loop: a slow PII rule or a large
+        #: captured prompt never holds up another call or the health probes.
         self.observers: list[Observer] = [
-            self._record_output,
             self._record_event,
             self.metrics.record,
             self.telemetry.record,
@@ -173,6 +174,11 @@ class Sidecar:
         # One worker: counting is CPU-bound and holds the GIL; a second thread would only
         # contend for it. The token cache is shared with the loop thread and is thread-safe.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a11i-count")
+        # One thread: the scrubber and the observers' state are used by it alone, in order.
+        self._telemetry_thread = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="a11i-telemetry"
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             sock_connect=settings.upstream.connect_timeout_s,
@@ -181,6 +187,7 @@ class Sidecar:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self, _app: web.Application) -> None:
+        self._loop = asyncio.get_running_loop()
         await self.wallet.start()
         await self.events.start()
         if self.settings.rate_card_path is not None:
@@ -213,6 +220,8 @@ class Sidecar:
                 await watcher
         if self._session is not None:
             await self._session.close()
+        # The calls observed so far reach their events, metrics and spans first.
+        await asyncio.get_running_loop().run_in_executor(None, self._telemetry_thread.shutdown)
         await self.wallet.close()
         await self.events.close()
         # Flushing may wait for a slow collector (bounded by the export timeout): off the loop.
@@ -310,8 +319,15 @@ class Sidecar:
             self.outputs.observe(record.plan.request.model, settled.usage.output_tokens // choices)
 
     def _record_event(self, record: CallRecord) -> None:
-        event = call_event(record, self.settings.namespace, self.settings.agent)
-        self.events.append(scrub_event(event, self.telemetry.scrub_value))
+        """Scrubbed here, on the telemetry thread; appended on the loop (the sinks' own)."""
+        event = scrub_event(
+            call_event(record, self.settings.namespace, self.settings.agent),
+            self.telemetry.scrub_value,
+        )
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self.events.append, event)
 
     async def budget(self, _request: web.Request) -> web.Response:
         snapshot = await self.wallet.snapshot()
@@ -771,16 +787,22 @@ class Sidecar:
 
     def _emit(self, record: CallRecord) -> None:
         """Hand the record to the observers after the answer is on its way: metrics, events
-        and logs never add to the latency of the call they describe."""
-        asyncio.get_running_loop().call_soon(self._observe_call, record)
+        and logs never add to the latency of the call they describe, and their scrubbing
+        runs on the telemetry thread within one budget per call (``Scrubber.one_call``)."""
+        asyncio.get_running_loop().call_soon(self._record_output, record)
+        try:
+            self._telemetry_thread.submit(self._observe_call, record)
+        except RuntimeError:
+            log.info("a call ended while the sidecar stops: not observed")
 
     def _observe_call(self, record: CallRecord) -> None:
-        for observer in self.observers:
-            try:
-                observer(record)
-            except Exception:
-                # Telemetry never breaks the traffic it observes.
-                log.exception("a call observer failed; the call is unaffected")
+        with self.telemetry.scrubber.one_call():
+            for observer in self.observers:
+                try:
+                    observer(record)
+                except Exception:
+                    # Telemetry never breaks the traffic it observes.
+                    log.exception("a call observer failed; the call is unaffected")
         settled = record.settlement
         if settled is not None and settled.violations:
             self.counters.bounded_usage_calls += 1

@@ -54,7 +54,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from a11i import __version__
 from a11i.core.loops import LoopKey, loop_key
-from a11i.core.scrub import Scrubber
+from a11i.core.scrub import TIMEOUT_REDACTION, Scrubber
 from a11i.sidecar.call import CallRecord
 from a11i.sidecar.config import TelemetryConfig
 from a11i.sidecar.settings import OtlpExport, OtlpProtocol, SidecarSettings, TelemetrySettings
@@ -460,6 +460,8 @@ class Telemetry:
         if cached is not None:
             return cached
         scrubbed = self.scrubber.scrub(value[:256])
+        if scrubbed == TIMEOUT_REDACTION:
+            return scrubbed  # out of the call's budget: scrubbed afresh next time
         self._name_cache[value] = scrubbed
         while len(self._name_cache) > _NAME_CACHE:
             self._name_cache.popitem(last=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -313,3 +314,31 @@ async def test_metrics_keep_a_bounded_set_of_model_labels(
     assert len(models) == 65
     assert "other" in models
     assert "made-up-model-79" not in models
+
+
+async def test_slow_telemetry_never_holds_up_calls_or_probes(
+    start_sidecar: SidecarFactory, upstream: LyingUpstream
+) -> None:
+    running = await start_sidecar(A11I_OPENAI_BASE=upstream.url)
+    stuck = threading.Event()
+    threads: list[str] = []
+
+    def slow_observer(_record: object) -> None:
+        # Stands for a PII rule that backtracks on a 200-message prompt.
+        threads.append(threading.current_thread().name)
+        stuck.wait()
+
+    running.sidecar.observers.insert(0, slow_observer)
+    try:
+        for _ in range(2):
+            status, _, _ = await _post(running.url, CHAT)
+            assert status == 200
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(running.url + "/a11i/healthz") as answer,
+        ):
+            assert answer.status == 200
+    finally:
+        stuck.set()
+    assert len(await running.settled(2)) == 2
+    assert threads[0].startswith("a11i-telemetry")
