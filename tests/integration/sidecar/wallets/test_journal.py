@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from decimal import Decimal
@@ -68,24 +67,27 @@ async def test_spend_settled_during_an_outage_survives_a_sigkill(
 ) -> None:
     namespace = "journaled"
     journal = journal_path(tmp_path, namespace)
-    worker = subprocess.Popen(
-        [sys.executable, "-c", _WORKER, redis_server.url, namespace, str(journal), str(CALLS)],
-        stdout=subprocess.PIPE,
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _WORKER,
+        redis_server.url,
+        namespace,
+        str(journal),
+        str(CALLS),
+        stdout=asyncio.subprocess.PIPE,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
         assert worker.stdout is not None
-        line = await asyncio.to_thread(worker.stdout.readline)
+        line = await worker.stdout.readline()
         assert line.strip() == b"settled"
         os.kill(worker.pid, signal.SIGKILL)
-        worker.wait()
     finally:
-        if worker.poll() is None:
+        if worker.returncode is None:
             worker.kill()
-            worker.wait()
-        if worker.stdout is not None:
-            worker.stdout.close()
+        await worker.wait()
     assert len(SpendJournal(journal).entries()) == CALLS
 
     redis_server.start()
