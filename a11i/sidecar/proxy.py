@@ -537,7 +537,7 @@ class Sidecar:
                 is_sse = upstream.content_type == "text/event-stream"
                 if plan.request.stream and upstream.status < 400 and is_sse:
                     return await self._relay_stream(
-                        request, upstream, call, strip_usage, a11i_headers
+                        request, upstream, call, strip_usage, a11i_headers, reservation
                     )
                 payload = await upstream.read()
                 answer = _json_or_none(payload)
@@ -586,7 +586,7 @@ class Sidecar:
             raise
         finally:
             # Settlement must survive the agent hanging up: shield it from cancellation.
-            if not settled:
+            if not settled and not call.settled:
                 await asyncio.shield(self._settle(reservation, call.settlement))
             self._emit(call.record(time.perf_counter()))
 
@@ -597,9 +597,12 @@ class Sidecar:
         call: Call,
         strip_usage: bool,
         a11i_headers: dict[str, str],
+        reservation: Reservation,
     ) -> web.StreamResponse:
         """Relay an SSE answer chunk by chunk; the call gets its settlement, tool calls and
-        text from what the stream reported (or the sidecar's own count where it was cut)."""
+        text from what the stream reported (or the sidecar's own count where it was cut).
+        A complete stream is settled before its terminal event is relayed: a sidecar killed
+        once the agent has the whole answer has already charged it."""
         plan = call.plan
         remaining = self._remaining()
         if remaining is not None:
@@ -615,15 +618,20 @@ class Sidecar:
         cut = False
         try:
             async for chunk in upstream.content.iter_any():
+                # Read, then relay: reading a chunk takes microseconds, and the chunk that ends
+                # the stream waits for the settlement.
+                relays = [_observe(tracker, event) for event in parser.feed(chunk)]
+                if tracker.complete and not call.settled:
+                    await self._settle_stream(call, tracker, reservation)
                 if not strip_usage:
-                    # Relay first, read after: reading never delays the agent's first token.
                     await _write(response, relayed.feed(chunk))
-                for event in parser.feed(chunk):
-                    relay = _observe(tracker, event)
+                for relay in relays:
                     if strip_usage and relay:
                         await _write(response, relayed.feed(relay))
-            for event in parser.flush():
-                relay = _observe(tracker, event)
+            relays = [_observe(tracker, event) for event in parser.flush()]
+            if tracker.complete and not call.settled:
+                await self._settle_stream(call, tracker, reservation)
+            for relay in relays:
                 if strip_usage and relay:
                     await _write(response, relayed.feed(relay))
             await _write(response, relayed.flush())
@@ -642,7 +650,9 @@ class Sidecar:
         if not outcome.complete:
             usage = _partial_usage(self.meter, plan, usage, outcome.text)
         settlement = self.meter.settle(plan, usage, outcome.text)
-        if not outcome.complete or cut:
+        if call.settled and call.settlement is not None:
+            settlement = call.settlement  # what was charged before the last chunk
+        elif not outcome.complete or cut:
             # Part of what was used may never have been reported: the figure is our own.
             settlement = Settlement(
                 settlement.usage, settlement.cost_usd, UsageSource.ESTIMATE, settlement.violations
@@ -662,6 +672,17 @@ class Sidecar:
             except ConnectionResetError:
                 log.info("the agent closed the stream of a %s call", plan.request.dialect)
         return response
+
+    async def _settle_stream(
+        self, call: Call, tracker: StreamTracker, reservation: Reservation
+    ) -> None:
+        """Settle a stream whose terminal event was read, before it is relayed."""
+        outcome = tracker.outcome()
+        call.settlement = self.meter.settle(call.plan, outcome.usage, outcome.text)
+        # Marked first and shielded: the agent hanging up now neither cancels the charge nor
+        # makes the call's end charge it a second time.
+        call.settled = True
+        await asyncio.shield(self._settle(reservation, call.settlement))
 
     async def _settle(self, reservation: Reservation, settlement: Settlement | None) -> str | None:
         """Settle a reservation (nothing spent when there is no settlement: the provider

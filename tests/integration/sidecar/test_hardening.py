@@ -45,6 +45,8 @@ class LyingUpstream:
     echo_key: bool = False
     url: str = ""
     seen_keys: list[str] = field(default_factory=list)
+    #: Streams: keep the connection open after [DONE] until this is set (a stalling server).
+    release: asyncio.Event | None = None
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         auth = request.headers.get("Authorization", "")
@@ -74,6 +76,8 @@ class LyingUpstream:
             last = {**chunk, "choices": [], "usage": self.usage}
             await response.write(f"data: {json.dumps(last)}\n\n".encode())
             await response.write(b"data: [DONE]\n\n")
+            if self.release is not None:
+                await self.release.wait()
             await response.write_eof()
             return response
         answer = {
@@ -342,3 +346,38 @@ async def test_slow_telemetry_never_holds_up_calls_or_probes(
         stuck.set()
     assert len(await running.settled(2)) == 2
     assert threads[0].startswith("a11i-telemetry")
+
+
+async def test_a_stream_is_settled_before_the_agent_has_its_last_chunk(
+    start_sidecar: SidecarFactory, upstream: LyingUpstream, tmp_path: Path
+) -> None:
+    running = await start_sidecar(
+        A11I_OPENAI_BASE=upstream.url,
+        A11I_BUDGET_USD="1",
+        A11I_WALLET_FILE=str(tmp_path / "wallet.db"),
+    )
+    upstream.release = asyncio.Event()
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                running.url + "/v1/chat/completions",
+                json={**CHAT, "stream": True},
+                headers={"Authorization": "Bearer agent"},
+            ) as answer,
+        ):
+            async for line in answer.content:
+                if line.strip() == b"data: [DONE]":
+                    break
+            # The agent has the whole answer; the call is not over (the provider has not
+            # closed): a sidecar killed now must already have charged it, durably.
+            budget = await _budget(running.url)
+            assert Decimal(str(budget["spent_usd"])) > 0
+            assert Decimal(str(budget["reserved_usd"])) == 0
+            upstream.release.set()
+    finally:
+        upstream.release.set()
+    records = await running.settled(1)
+    assert records[0].complete
+    assert records[0].settlement is not None
+    assert records[0].settlement.cost_usd == Decimal(str(budget["spent_usd"]))
