@@ -78,6 +78,9 @@ def parse_json_body(raw: bytes) -> JSONObject:
         ) from exc
     except RecursionError as exc:
         raise BadRequest("The request body is nested too deeply to be parsed.") from exc
+    except ValueError as exc:
+        # Python refuses integers of more than 4,300 digits (sys.get_int_max_str_digits).
+        raise BadRequest(f"The request body has a number a11i cannot read: {exc}.") from exc
     if not isinstance(value, dict):
         raise BadRequest(f"The request body must be a JSON object, not {_json_type(value)}.")
     return cast(JSONObject, value)

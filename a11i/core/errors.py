@@ -48,6 +48,13 @@ class BodyTooLarge(A11iError):
     kind = "request_too_large"
 
 
+class RequestTimeout(A11iError):
+    """The agent sent its body slower than ``A11I_BODY_READ_TIMEOUT`` allows (408)."""
+
+    status = 408
+    kind = "request_timeout"
+
+
 class BudgetExceeded(A11iError):
     """The projected cost does not fit in what is left of the wallet (402)."""
 

@@ -19,6 +19,7 @@ from a11i.core.dialects import ParsedRequest, parse_request
 from a11i.core.model import Dialect, JSONObject, JSONValue, TokenCount, Usage
 from a11i.core.pricing import Charge, PriceLookup, RateCard, charge, project
 from a11i.core.tokens.counter import TokenCounter
+from a11i.core.usage_bounds import BoundedUsage, bound_usage, bounds_for
 
 
 class UsageSource(StrEnum):
@@ -30,6 +31,9 @@ class UsageSource(StrEnum):
     #: The provider answers later (an OpenAI background response): charged at the call's
     #: projection, its worst case, since the answer that would report usage never passes a11i.
     PROJECTION = "projection"
+    #: The provider reported counts the request cannot have used (``a11i.core.usage_bounds``):
+    #: those counts were replaced by the sidecar's own.
+    BOUNDED = "bounded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,8 @@ class Settlement:
     source: UsageSource
     #: How the cost was computed (rule, rates, items), to reconcile with the provider's bill.
     charge: Charge | None = None
+    #: What the provider reported out of bounds, when ``source`` is ``bounded``.
+    violations: tuple[str, ...] = ()
 
 
 class Meter:
@@ -146,14 +152,47 @@ class Meter:
         ``input_reported``: the usage's input tokens are the provider's (not filled in from the
         sidecar's count for a cut stream), so they may calibrate later estimates."""
         source = UsageSource.PROVIDER
-        if usage is not None and plan.conversation is not None and input_reported:
-            self.conversations.record(plan.request.model, plan.conversation, usage.input_tokens)
+        violations: tuple[str, ...] = ()
         if usage is None:
             source = UsageSource.ESTIMATE
             output = self.counter.count_text(plan.request.model, output_text).tokens
             usage = Usage(input_tokens=plan.input.tokens, output_tokens=output)
+        else:
+            checked = self._bounded(plan, usage, output_text)
+            if checked.violations:
+                usage, source, violations = checked.usage, UsageSource.BOUNDED, checked.violations
+            elif plan.conversation is not None and input_reported:
+                # Only a report within bounds may teach later estimates.
+                self.conversations.record(plan.request.model, plan.conversation, usage.input_tokens)
         billed = charge(plan.price.price, usage)
-        return Settlement(usage=usage, cost_usd=billed.total, source=source, charge=billed)
+        return Settlement(
+            usage=usage,
+            cost_usd=billed.total,
+            source=source,
+            charge=billed,
+            violations=violations,
+        )
+
+    def _bounded(self, plan: CallPlan, usage: Usage, output_text: str) -> BoundedUsage:
+        """The provider's usage held to what the request can have used."""
+        request, price = plan.request, plan.price.price
+        limits = bounds_for(
+            counted_input=plan.input.tokens,
+            context_window=price.context_window,
+            max_output_per_choice=request.max_output_tokens,
+            model_output_cap=price.max_output_tokens,
+            choices=request.choices,
+            tools=request.body.get("tools"),
+        )
+        return bound_usage(
+            usage,
+            limits,
+            own_input=plan.input.tokens,
+            # Counting the text costs a pass over it: only done for a usage out of bounds.
+            own_output=self.counter.count_text(request.model, output_text).tokens
+            if not 0 <= usage.output_tokens <= limits.output_tokens
+            else 0,
+        )
 
     @staticmethod
     def settle_projected(plan: CallPlan) -> Settlement:

@@ -27,10 +27,11 @@ sharing one name (``phone`` is two E.164 and three North American layouts), and 
 ``bench/scrubber.py``. A rule name is what users see: overriding or disabling ``phone`` in
 a11i.yaml acts on every built-in pattern of that name.
 
-Fail closed: a user's regex can backtrack catastrophically and the scrubber runs on the event
-loop, so every call is bounded by ``time_budget_s`` (the ``regex`` module's ``timeout=``). A call
-that runs out of time returns ``[REDACTED:scrub-timeout]`` for the whole value and is counted: a
-telemetry value lost is better than a prompt leaked.
+Fail closed: a user's regex can backtrack catastrophically, so a rule that does on short runs of
+characters is refused when it is loaded, every value is bounded by ``time_budget_s`` (the
+``regex`` module's ``timeout=``) and every call's values together by ``call_budget_s``
+(:meth:`Scrubber.one_call`). A value that runs out of time becomes ``[REDACTED:scrub-timeout]``
+whole and is counted: a telemetry value lost is better than a prompt leaked.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
@@ -419,6 +421,41 @@ _NAME: Final = regex.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 # (a lookaround); the scrubber also leaves empty matches alone at run time.
 _EMPTY_PROBES: Final = ("", " ", "a", "0", "x y\n1.2@z_Q-")
 _PROBE_TIMEOUT_S: Final = 0.1
+#: Characters repeated (alone and in pairs) into the texts a user's rule is tried on at load.
+_BACKTRACK_ALPHABET: Final = "a0 A.@-_:=/\n"
+#: Long enough for an exponential pattern to run for ever, short enough that a linear or
+#: mildly quadratic one finishes in a fraction of the time limit.
+_BACKTRACK_LENGTH: Final = 256
+_BACKTRACK_QUICK_S: Final = 0.05
+_BACKTRACK_TIMEOUT_S: Final = 0.25
+
+
+def _backtracks(pattern: regex.Pattern[str]) -> str | None:
+    """A text on which ``pattern`` runs past the time limit, or None: runs of one character
+    and of two alternating ones (from the pattern's own literals and common separators),
+    each ended by a character that makes the match fail late (the classic ReDoS shape)."""
+    literals = {c for c in pattern.pattern if c.isprintable() and not c.isspace()}
+    alphabet = sorted(set(_BACKTRACK_ALPHABET) | literals)
+    units = [*alphabet] + [a + b for a in alphabet for b in alphabet if a < b]
+    for unit in units:
+        for end in ("\x00", "!"):
+            text = unit * (_BACKTRACK_LENGTH // len(unit)) + end
+            # Quick first; a text that is slow is tried again with a long limit, so that a
+            # busy machine never refuses a rule that is merely quadratic on this short text.
+            if _runs_past(pattern, text, _BACKTRACK_QUICK_S) and _runs_past(
+                pattern, text, _BACKTRACK_TIMEOUT_S
+            ):
+                return text
+    return None
+
+
+def _runs_past(pattern: regex.Pattern[str], text: str, limit_s: float) -> bool:
+    try:
+        for _ in pattern.finditer(text, timeout=limit_s):
+            pass
+    except TimeoutError:
+        return True
+    return False
 
 
 def rules_from_config(entries: object, *, source: str) -> tuple[Rule, ...]:
@@ -535,6 +572,14 @@ def _parse_entry(entry: object, index: int, source: str) -> tuple[str, Rule | No
             "regex matches the empty string (it would match between every two characters); "
             "use + instead of *, or make a part required"
         )
+    slow = _backtracks(pattern)
+    if slow is not None:
+        raise error(
+            f"regex is too slow: it did not finish within {_BACKTRACK_TIMEOUT_S:g} s on "
+            f"{len(slow)} characters like {slow[:12]!r}... (catastrophic backtracking: nested "
+            "or overlapping quantifiers such as (a+)+, (\\w|\\d)* or \\s*\\s*); rewrite it "
+            "so that each character can be matched one way only"
+        )
 
     replacement = entry.get("replacement", "")
     if not isinstance(replacement, str):
@@ -592,7 +637,17 @@ class Scrubber:
     the budget of one call between the rules: the ``regex`` engine watches its own time.
     """
 
-    __slots__ = ("_budget_s", "_clock", "_pending", "_plans", "_secrets", "_tally", "stats")
+    __slots__ = (
+        "_budget_s",
+        "_call_budget_s",
+        "_call_deadline",
+        "_clock",
+        "_pending",
+        "_plans",
+        "_secrets",
+        "_tally",
+        "stats",
+    )
 
     def __init__(
         self,
@@ -600,11 +655,17 @@ class Scrubber:
         secrets: Iterable[str] = (),
         time_budget_s: float = 0.05,
         *,
+        call_budget_s: float = 0.25,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if not time_budget_s > 0:
             raise ValueError(f"time_budget_s must be positive, not {time_budget_s!r}")
+        if not call_budget_s > 0:
+            raise ValueError(f"call_budget_s must be positive, not {call_budget_s!r}")
         self._budget_s = time_budget_s
+        self._call_budget_s = call_budget_s
+        #: The deadline every value of the call in progress shares (``one_call``), if any.
+        self._call_deadline: float | None = None
         self._clock = clock
         #: Replacements of the call in progress, added to ``stats`` only when it succeeds.
         self._pending: Counter[str] = Counter()
@@ -634,9 +695,26 @@ class Scrubber:
         # Longest first: a key that contains another is replaced whole.
         self._secrets = tuple(sorted(known, key=lambda secret: (-len(secret), secret)))
 
+    @contextmanager
+    def one_call(self) -> Iterator[None]:
+        """Every value scrubbed inside shares one budget, ``call_budget_s``: a call of 200
+        messages under a slow rule costs that budget once, not 50 ms per message. Values
+        scrubbed after it ran out become ``[REDACTED:scrub-timeout]``."""
+        outer = self._call_deadline
+        self._call_deadline = self._clock() + self._call_budget_s
+        try:
+            yield
+        finally:
+            self._call_deadline = outer
+
+    def _deadline(self) -> float:
+        own = self._clock() + self._budget_s
+        call = self._call_deadline
+        return own if call is None else min(own, call)
+
     def scrub(self, text: str, target: Target = Target.OTHER) -> str:
         """``text`` with every secret and every match of the target's rules replaced."""
-        return self._scrub(text, target, self._clock() + self._budget_s)
+        return self._scrub(text, target, self._deadline())
 
     def scrub_json(self, value: JSONValue, target: Target = Target.OTHER) -> JSONValue:
         """A copy of a JSON value with every string value scrubbed (keys are kept as they are).
@@ -644,7 +722,7 @@ class Scrubber:
         Integers are scrubbed as their decimal text and become the redaction string when a rule
         matches (a card number sent as a number). The whole walk shares one time budget.
         """
-        return self._walk(value, target, self._clock() + self._budget_s)
+        return self._walk(value, target, self._deadline())
 
     def _walk(self, value: JSONValue, target: Target, deadline: float) -> JSONValue:
         if isinstance(value, str):

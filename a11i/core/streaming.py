@@ -162,6 +162,11 @@ class StreamTracker:
             self._observe_anthropic(payload)
         return event.raw
 
+    @property
+    def complete(self) -> bool:
+        """The stream's terminal event was read: every usage it reports is known."""
+        return self._complete
+
     def outcome(self) -> StreamOutcome:
         calls = tuple(
             StreamedToolCall(id=parts.id, name=parts.name, arguments="".join(parts.arguments))

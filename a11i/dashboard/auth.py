@@ -19,8 +19,10 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import secrets
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -214,6 +216,52 @@ def _token(env: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
+#: Logged-out sessions remembered at most (each until its cookie expires).
+MAX_REVOKED: Final = 100_000
+
+
+class FailureLimiter:
+    """Failed token attempts per client, as a token bucket: ``burst`` failures at once, then
+    one more every ``refill_s``. A client with no failures left is refused before its token is
+    looked at, so guessing runs at a few per minute; other clients, and sessions already
+    opened (cookies are not tokens), are never affected. Clients remembered at most:
+    ``max_clients`` (the oldest forgotten first)."""
+
+    def __init__(
+        self,
+        burst: int = 10,
+        refill_s: float = 6.0,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._burst = burst
+        self._refill_s = refill_s
+        self._max = max_clients
+        self._clock = clock
+        #: client -> (failures left, when they were counted)
+        self._clients: dict[str, tuple[float, float]] = {}
+
+    def _left(self, client: str, now: float) -> float:
+        left, at = self._clients.get(client, (float(self._burst), now))
+        return min(float(self._burst), left + (now - at) / self._refill_s)
+
+    def allowed(self, client: str) -> bool:
+        return self._left(client, self._clock()) >= 1
+
+    def retry_after(self, client: str) -> int:
+        """Whole seconds until ``client`` may try again."""
+        left = self._left(client, self._clock())
+        return max(1, math.ceil((1 - left) * self._refill_s))
+
+    def failed(self, client: str) -> None:
+        now = self._clock()
+        left = self._left(client, now) - 1
+        self._clients.pop(client, None)
+        self._clients[client] = (left, now)
+        if len(self._clients) > self._max:
+            del self._clients[next(iter(self._clients))]
+
+
 def fingerprint(token: str) -> str:
     """A short, non-reversible name for a token, safe to show and to record."""
     return hashlib.sha256(token.encode()).hexdigest()[:8]
@@ -236,6 +284,8 @@ class Authenticator:
             for role, token in self._tokens.items()
         }
         self._open_key = secrets.token_bytes(32)
+        #: Nonces of sessions ended by a logout, with the time their cookie expires.
+        self._revoked: dict[str, int] = {}
         # Kubernetes sessions: the configured key, else one for this process only.
         self._kubernetes_key: bytes | None = None
         if settings.kubernetes:
@@ -310,6 +360,21 @@ class Authenticator:
         kind, _data, _expires, nonce = parsed
         return _b64(hmac.digest(self._key(kind), f"csrf.{nonce}".encode(), "sha256"))
 
+    def revoke(self, cookie: str | None, now: float) -> bool:
+        """End a session server-side (logout): a copy of its cookie stops working here too.
+        Kept until the cookie would have expired anyway; False when it was no session."""
+        parsed = None if self.open else self._parse(cookie)
+        if parsed is None:
+            return False
+        _kind, _data, expires, nonce = parsed
+        self._revoked[nonce] = expires
+        if len(self._revoked) > MAX_REVOKED:
+            self._revoked = {n: e for n, e in self._revoked.items() if e >= now}
+            while len(self._revoked) > MAX_REVOKED:
+                # Still too many live ones: the earliest to expire go first.
+                del self._revoked[min(self._revoked, key=self._revoked.__getitem__)]
+        return True
+
     def check_csrf(self, cookie: str | None, supplied: str | None) -> bool:
         expected = self.csrf_token(cookie)
         if expected is None or not supplied:
@@ -333,6 +398,8 @@ class Authenticator:
         if len(parts) != 5:
             return None
         kind, data, expires_text, nonce, signature = parts
+        if nonce in self._revoked:
+            return None
         try:
             expires = int(expires_text)
         except ValueError:

@@ -42,6 +42,7 @@ from a11i.dashboard.auth import (
     CSRF_HEADER,
     Authenticator,
     AuthSettings,
+    FailureLimiter,
     Identity,
     KubernetesAuthSettings,
     Principal,
@@ -170,6 +171,10 @@ def _operator_extra(settings: DashboardSettings) -> Iterator[None]:
         ) from error
 
 
+class TooManyFailures(DashboardError):
+    status = 429
+
+
 # --- the app ------------------------------------------------------------------------------------
 
 
@@ -259,6 +264,8 @@ class _Routes:
         self.budgets = budgets
         self._login_html = login_html
         self._vendor_ready = False
+        #: Failed tokens per client address (the login form and Bearer headers alike).
+        self.failures = FailureLimiter()
 
     # -- who is asking -----------------------------------------------------------------------
 
@@ -269,7 +276,7 @@ class _Routes:
         self._check_host(request)
         header = request.headers.get("Authorization", "")
         if header.lower().startswith("bearer "):
-            found = await self.check_token(header[7:])
+            found = await self.check_token(header[7:], request)
             return (found, False) if found is not None else None
         session = self.auth.session(request.cookies.get(COOKIE), time.time())
         if isinstance(session, Identity):
@@ -280,11 +287,20 @@ class _Routes:
             return Principal(role, "", session), True
         return (session, True) if session is not None else None
 
-    async def check_token(self, token: str) -> Principal | None:
-        """A static token's principal, else (with Kubernetes auth) the reviewed user's."""
+    async def check_token(self, token: str, request: web.Request) -> Principal | None:
+        """A static token's principal, else (with Kubernetes auth) the reviewed user's. A
+        client with too many failed tokens is refused (429) before its token is looked at."""
+        client = request.remote or "unknown"
+        if not self.failures.allowed(client):
+            raise TooManyFailures(
+                "too many wrong tokens from this address; try again in "
+                f"{self.failures.retry_after(client)} s"
+            )
         found = self.auth.check_token(token)
         if found is None and self.reviewer is not None and token.strip():
             found = await self.reviewer.principal(token.strip())
+        if found is None:
+            self.failures.failed(client)
         return found
 
     def _check_host(self, request: web.Request) -> None:
@@ -372,9 +388,9 @@ class _Routes:
         form = await request.post()
         token = form.get("token")
         try:
-            principal = await self.check_token(token) if isinstance(token, str) else None
+            principal = await self.check_token(token, request) if isinstance(token, str) else None
         except DashboardError as exc:
-            if exc.status not in (403, 503):
+            if exc.status not in (403, 429, 503):
                 raise
             log.warning("dashboard: refused login from %s: %s", request.remote, exc.message)
             return self._login_response(exc.status, html.escape(exc.message))
@@ -411,6 +427,9 @@ class _Routes:
             and self.auth.check_csrf(request.cookies.get(COOKIE), request.headers.get(CSRF_HEADER))
         ):
             raise Forbidden("missing or wrong CSRF token")
+        # Ended here too, not only in this browser: a copy of the cookie stops working.
+        if self.auth.revoke(request.cookies.get(COOKIE), time.time()):
+            log.info("dashboard: %s logged out", found[0].who if found else "a session")
         response = web.json_response({"ok": True})
         response.del_cookie(COOKIE, path="/")
         return response

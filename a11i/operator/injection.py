@@ -532,7 +532,7 @@ def _inject(
     if SIDECAR in names or SIDECAR in init_names:
         return Skip(f"already has a container named {SIDECAR}")
     taken = {v.get("name") for v in volumes}
-    ours = [CONFIG_VOLUME, TMP_VOLUME] + ([] if settings.shared_wallet else [STATE_VOLUME])
+    ours = [CONFIG_VOLUME, TMP_VOLUME, STATE_VOLUME]
     ours += [KEYS_VOLUME] if custody is not None else []
     clash = [name for name in ours if name in taken]
     if clash:
@@ -717,8 +717,9 @@ def _sidecar(
         env.append({"name": contract.REDIS_URL, "valueFrom": {"secretKeyRef": reference}})
     elif settings.redis_url:
         env.append({"name": contract.REDIS_URL, "value": settings.redis_url})
-    else:
-        env.append({"name": contract.WALLET_FILE, "value": WALLET_FILE})
+    # The embedded wallet's file, or with Redis the journal of spend settled while Redis is
+    # unreachable, beside it: in the pod's emptyDir, which survives a container restart.
+    env.append({"name": contract.WALLET_FILE, "value": WALLET_FILE})
     if settings.port != contract.DEFAULT_PORT:
         env.append({"name": contract.PORT, "value": str(settings.port)})
     if budget is not None:
@@ -741,8 +742,7 @@ def _sidecar(
         {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": TMP_VOLUME, "mountPath": "/tmp"},
     ]
-    if not settings.shared_wallet:
-        mounts.append({"name": STATE_VOLUME, "mountPath": STATE_DIR})
+    mounts.append({"name": STATE_VOLUME, "mountPath": STATE_DIR})
     if custody is not None:
         mounts.append({"name": KEYS_VOLUME, "mountPath": KEYS_DIR, "readOnly": True})
     return {
@@ -799,8 +799,7 @@ def _volumes(
         {"name": CONFIG_VOLUME, "configMap": {"name": CONFIG_MAP, "optional": True}},
         {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "16Mi"}},
     ]
-    if not settings.shared_wallet:
-        volumes.append({"name": STATE_VOLUME, "emptyDir": {}})
+    volumes.append({"name": STATE_VOLUME, "emptyDir": {}})
     if custody is not None:
         volumes.append(_keys_volume(custody, fs_group))
     return volumes

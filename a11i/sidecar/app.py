@@ -24,6 +24,7 @@ from a11i.sidecar.settings import SidecarSettings, from_env
 from a11i.sidecar.telemetry.events import EventRing, EventSink, RedisEventStream
 from a11i.sidecar.telemetry.traces import ScrubbingFilter
 from a11i.sidecar.wallets.base import Wallet
+from a11i.sidecar.wallets.journal import SpendJournal, journal_path
 from a11i.sidecar.wallets.memory import MemoryWallet
 from a11i.sidecar.wallets.nested import NestedWallet
 from a11i.sidecar.wallets.sqlite import SQLiteWallet, wallet_path
@@ -137,6 +138,13 @@ def wallet_for(settings: SidecarSettings) -> Wallet:
     return NestedWallet(wallet, own)
 
 
+def _journal(settings: SidecarSettings, key: str) -> SpendJournal | None:
+    """The spend journal of a Redis wallet: beside the embedded wallet file (the sidecar's
+    emptyDir in a cluster); none with ``A11I_WALLET_FILE=:memory:``."""
+    path = wallet_path(settings.wallet_file)
+    return None if path is None else SpendJournal(journal_path(path.parent, key))
+
+
 def _backend(settings: SidecarSettings, key: str, policy: BudgetPolicy) -> Wallet:
     if settings.redis_url is not None:
         from redis.asyncio import Redis  # only with Redis: its import costs the sidecar memory
@@ -153,6 +161,7 @@ def _backend(settings: SidecarSettings, key: str, policy: BudgetPolicy) -> Walle
             fail_open=settings.redis_fail_open,
             owns_client=True,
             zone=settings.timezone,
+            journal=_journal(settings, key),
         )
     path = wallet_path(settings.wallet_file)
     if path is None:  # A11I_WALLET_FILE=:memory:

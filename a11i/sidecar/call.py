@@ -117,6 +117,8 @@ class Call:
     cache_prints: Prints | None = None
     output_cap: CapFit | None = None
     settlement: Settlement | None = None
+    #: The reservation was settled already (a stream, before its last chunk was relayed).
+    settled: bool = False
     #: The answer's status; 502 until the provider answered.
     status: int = 502
     complete: bool = False

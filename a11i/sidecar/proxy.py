@@ -36,6 +36,7 @@ from a11i.core.errors import (
     EmergencyStop,
     InternalError,
     MethodNotAllowed,
+    RequestTimeout,
     UnmeteredEndpoint,
     UpgradeRefused,
     UpstreamTimeout,
@@ -59,6 +60,7 @@ from a11i.core.optimizer import (
 )
 from a11i.core.policy import Decision, ExhaustedAction, Verdict, WalletState
 from a11i.core.pricing import RateCard, RateCardError
+from a11i.core.redaction import Redactor
 from a11i.core.routes import Access, Route, allowed_unmetered, route
 from a11i.core.streaming import SSEEvent, SSEParser, StreamTracker
 from a11i.core.wallets import Reservation
@@ -138,6 +140,8 @@ class Counters:
     blocked_calls: int = 0
     upstream_errors: int = 0
     fallback_priced_calls: int = 0
+    #: Calls whose provider-reported usage was out of bounds (settled at the sidecar's count).
+    bounded_usage_calls: int = 0
     by_decision: dict[str, int] = field(default_factory=dict)
     rate_card: Reloads = field(default_factory=Reloads)
     config: Reloads = field(default_factory=Reloads)
@@ -161,7 +165,7 @@ class Sidecar:
         self.telemetry = Telemetry(settings, settings.telemetry_config)
         self.metrics = Metrics(
             namespace=settings.namespace,
-            agent=settings.agent,
+            agent=self.telemetry.scrub_name(settings.agent),
             project=settings.project,
             resource=self.telemetry.resource,
             readers=otlp_metric_readers(settings.telemetry, self.telemetry.stats),
@@ -169,8 +173,9 @@ class Sidecar:
             export_stats=self.telemetry.stats,
             semconv=self.telemetry.tagging.semconv,
         )
+        #: Run in order on the telemetry thread, off the event loop: a slow PII rule or a large
+        #: captured prompt never holds up another call or the health probes.
         self.observers: list[Observer] = [
-            self._record_output,
             self._record_event,
             self.metrics.record,
             self.telemetry.record,
@@ -178,6 +183,7 @@ class Sidecar:
         self.counters = Counters()
         #: Calls that wait for money held by calls in flight, in arrival order.
         self.admission = AdmissionQueue(wallet, wait_s=settings.admission.wait_s)
+        self._redactor: tuple[object, Redactor] = (None, Redactor(()))
         self._session: aiohttp.ClientSession | None = None
         self._watchers: list[asyncio.Task[None]] = []
         #: The optimizer in force: a11i.yaml's, reloaded when the file changes.
@@ -187,6 +193,11 @@ class Sidecar:
         # One worker: counting is CPU-bound and holds the GIL; a second thread would only
         # contend for it. The token cache is shared with the loop thread and is thread-safe.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a11i-count")
+        # One thread: the scrubber and the observers' state are used by it alone, in order.
+        self._telemetry_thread = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="a11i-telemetry"
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             sock_connect=settings.upstream.connect_timeout_s,
@@ -195,6 +206,7 @@ class Sidecar:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self, _app: web.Application) -> None:
+        self._loop = asyncio.get_running_loop()
         await self.wallet.start()
         await self.events.start()
         if self.settings.rate_card_path is not None:
@@ -233,6 +245,8 @@ class Sidecar:
         if self._session is not None:
             await self._session.close()
         await self.admission.close()
+        # The calls observed so far reach their events, metrics and spans first.
+        await asyncio.get_running_loop().run_in_executor(None, self._telemetry_thread.shutdown)
         await self.wallet.close()
         await self.events.close()
         # Flushing may wait for a slow collector (bounded by the export timeout): off the loop.
@@ -358,8 +372,15 @@ class Sidecar:
             self.outputs.observe(record.plan.request.model, settled.usage.output_tokens // choices)
 
     def _record_event(self, record: CallRecord) -> None:
-        event = call_event(record, self.settings.namespace, self.settings.agent)
-        self.events.append(scrub_event(event, self.telemetry.scrub_value))
+        """Scrubbed here, on the telemetry thread; appended on the loop (the sinks' own)."""
+        event = scrub_event(
+            call_event(record, self.settings.namespace, self.settings.agent),
+            self.telemetry.scrub_value,
+        )
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self.events.append, event)
 
     async def budget(self, _request: web.Request) -> web.Response:
         snapshot = await self.wallet.snapshot()
@@ -371,6 +392,7 @@ class Sidecar:
             "blocked": self.counters.blocked_calls,
             "upstream_errors": self.counters.upstream_errors,
             "fallback_priced": self.counters.fallback_priced_calls,
+            "bounded_usage": self.counters.bounded_usage_calls,
         }
         body["store"] = self.wallet.store()
         body["admission"] = {
@@ -395,7 +417,9 @@ class Sidecar:
         dialect = route.dialect
         started = time.perf_counter()
         origin = CallOrigin.of(request.headers, time.time_ns())
-        raw = await _read_body(request, self.settings.max_body_bytes)
+        raw = await _read_body(
+            request, self.settings.max_body_bytes, self.settings.body_read_timeout_s
+        )
         body = parse_json_body(raw)
         sent_model = body.get("model", _ABSENT)
         if route.azure:
@@ -632,7 +656,7 @@ class Sidecar:
                 is_sse = upstream.content_type == "text/event-stream"
                 if plan.request.stream and upstream.status < 400 and is_sse:
                     return await self._relay_stream(
-                        request, upstream, call, strip_usage, a11i_headers
+                        request, upstream, call, strip_usage, a11i_headers, reservation
                     )
                 payload = await upstream.read()
                 answer = _json_or_none(payload)
@@ -658,8 +682,8 @@ class Sidecar:
                     a11i_headers[H_REMAINING] = remaining
                 return web.Response(
                     status=upstream.status,
-                    body=payload,
-                    headers=_merge(downstream_headers(upstream.headers.items()), a11i_headers),
+                    body=self.redactor.apply(payload),
+                    headers=_merge(self._downstream(upstream), a11i_headers),
                 )
         except TimeoutError as exc:
             self.counters.upstream_errors += 1
@@ -682,7 +706,7 @@ class Sidecar:
             raise
         finally:
             # Settlement must survive the agent hanging up: shield it from cancellation.
-            if not settled:
+            if not settled and not call.settled:
                 await asyncio.shield(self._settle(reservation, call.settlement))
             self._emit(call.record(time.perf_counter()))
 
@@ -693,34 +717,44 @@ class Sidecar:
         call: Call,
         strip_usage: bool,
         a11i_headers: dict[str, str],
+        reservation: Reservation,
     ) -> web.StreamResponse:
         """Relay an SSE answer chunk by chunk; the call gets its settlement, tool calls and
-        text from what the stream reported (or the sidecar's own count where it was cut)."""
+        text from what the stream reported (or the sidecar's own count where it was cut).
+        A complete stream is settled before its terminal event is relayed: a sidecar killed
+        once the agent has the whole answer has already charged it."""
         plan = call.plan
         remaining = self._remaining()
         if remaining is not None:
             a11i_headers[H_REMAINING] = remaining
         response = web.StreamResponse(
             status=upstream.status,
-            headers=_merge(downstream_headers(upstream.headers.items()), a11i_headers),
+            headers=_merge(self._downstream(upstream), a11i_headers),
         )
         await response.prepare(request)
+        relayed = self.redactor.stream()
         parser = SSEParser()
         tracker = StreamTracker(plan.request.dialect, strip_usage=strip_usage)
         cut = False
         try:
             async for chunk in upstream.content.iter_any():
+                # Read, then relay: reading a chunk takes microseconds, and the chunk that ends
+                # the stream waits for the settlement.
+                relays = [_observe(tracker, event) for event in parser.feed(chunk)]
+                if tracker.complete and not call.settled:
+                    await self._settle_stream(call, tracker, reservation)
                 if not strip_usage:
-                    # Relay first, read after: reading never delays the agent's first token.
-                    await response.write(chunk)
-                for event in parser.feed(chunk):
-                    relay = _observe(tracker, event)
+                    await _write(response, relayed.feed(chunk))
+                for relay in relays:
                     if strip_usage and relay:
-                        await response.write(relay)
-            for event in parser.flush():
-                relay = _observe(tracker, event)
+                        await _write(response, relayed.feed(relay))
+            relays = [_observe(tracker, event) for event in parser.flush()]
+            if tracker.complete and not call.settled:
+                await self._settle_stream(call, tracker, reservation)
+            for relay in relays:
                 if strip_usage and relay:
-                    await response.write(relay)
+                    await _write(response, relayed.feed(relay))
+            await _write(response, relayed.flush())
         except ConnectionResetError:
             # Writing to an agent that hung up (aiohttp's reset error is also a ClientError,
             # so this clause comes first).
@@ -736,10 +770,13 @@ class Sidecar:
         reported = usage is not None and usage.input_tokens > 0
         if not outcome.complete:
             usage = _partial_usage(self.meter, plan, usage, outcome.text)
-        settlement = self.meter.settle(plan, usage, outcome.text, input_reported=reported)
-        if not outcome.complete or cut:
-            # Part of what was used may never have been reported: the figure is our own.
-            settlement = replace(settlement, source=UsageSource.ESTIMATE)
+        if call.settled and call.settlement is not None:
+            settlement = call.settlement  # what was charged before the last chunk
+        else:
+            settlement = self.meter.settle(plan, usage, outcome.text, input_reported=reported)
+            if not outcome.complete or cut:
+                # Part of what was used may never have been reported: the figure is our own.
+                settlement = replace(settlement, source=UsageSource.ESTIMATE)
         call.settlement = settlement
         call.tool_calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in outcome.tool_calls)
         call.output_text = outcome.text
@@ -757,6 +794,17 @@ class Sidecar:
             except ConnectionResetError:
                 log.info("the agent closed the stream of a %s call", plan.request.dialect)
         return response
+
+    async def _settle_stream(
+        self, call: Call, tracker: StreamTracker, reservation: Reservation
+    ) -> None:
+        """Settle a stream whose terminal event was read, before it is relayed."""
+        outcome = tracker.outcome()
+        call.settlement = self.meter.settle(call.plan, outcome.usage, outcome.text)
+        # Marked first and shielded: the agent hanging up now neither cancels the charge nor
+        # makes the call's end charge it a second time.
+        call.settled = True
+        await asyncio.shield(self._settle(reservation, call.settlement))
 
     async def _settle(self, reservation: Reservation, settlement: Settlement | None) -> str | None:
         """Settle a reservation (nothing spent when there is no settlement: the provider
@@ -826,7 +874,11 @@ class Sidecar:
         headers = upstream_headers(
             request.headers.items(), provider, self.settings.custody, azure=route.azure
         )
-        data = _limited(request, self.settings.max_body_bytes) if request.body_exists else None
+        data = (
+            _limited(request, self.settings.max_body_bytes, self.settings.body_read_timeout_s)
+            if request.body_exists
+            else None
+        )
         self.counters.passthrough_calls += 1
         log.info(
             "%s %s %s passed through to %s", route.access, request.method, route.path, provider
@@ -837,11 +889,13 @@ class Sidecar:
             ) as upstream:
                 response = web.StreamResponse(
                     status=upstream.status,
-                    headers=downstream_headers(upstream.headers.items()),
+                    headers=self._downstream(upstream),
                 )
                 await response.prepare(request)
+                relayed = self.redactor.stream()
                 async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
+                    await _write(response, relayed.feed(chunk))
+                await _write(response, relayed.flush())
                 await response.write_eof()
                 return response
         except TimeoutError as exc:
@@ -853,6 +907,19 @@ class Sidecar:
             ) from exc
 
     # -- helpers -----------------------------------------------------------------------------
+    @property
+    def redactor(self) -> Redactor:
+        """Replaces the held keys in whatever goes back to the agent: a provider that echoes
+        the credential it received (a 401 body, a header) must not hand the agent the key
+        custody keeps from it. Rebuilt when the keys are rotated."""
+        custody = self.settings.custody
+        if self._redactor[0] is not custody:
+            self._redactor = (custody, Redactor((custody.openai_key, custody.anthropic_key)))
+        return self._redactor[1]
+
+    def _downstream(self, upstream: aiohttp.ClientResponse) -> list[tuple[str, str]]:
+        return self.redactor.headers(downstream_headers(upstream.headers.items()))
+
     def _url(self, provider: Provider, route: Route, request: web.Request) -> URL:
         """The provider's URL for a request: its base, the canonical path (never the agent's
         spelling of it) and the query as sent."""
@@ -866,17 +933,31 @@ class Sidecar:
 
     def _emit(self, record: CallRecord) -> None:
         """Hand the record to the observers after the answer is on its way: metrics, events
-        and logs never add to the latency of the call they describe."""
-        asyncio.get_running_loop().call_soon(self._observe_call, record)
+        and logs never add to the latency of the call they describe, and their scrubbing
+        runs on the telemetry thread within one budget per call (``Scrubber.one_call``)."""
+        asyncio.get_running_loop().call_soon(self._record_output, record)
+        try:
+            self._telemetry_thread.submit(self._observe_call, record)
+        except RuntimeError:
+            log.info("a call ended while the sidecar stops: not observed")
 
     def _observe_call(self, record: CallRecord) -> None:
-        for observer in self.observers:
-            try:
-                observer(record)
-            except Exception:
-                # Telemetry never breaks the traffic it observes.
-                log.exception("a call observer failed; the call is unaffected")
+        with self.telemetry.scrubber.one_call():
+            for observer in self.observers:
+                try:
+                    observer(record)
+                except Exception:
+                    # Telemetry never breaks the traffic it observes.
+                    log.exception("a call observer failed; the call is unaffected")
         settled = record.settlement
+        if settled is not None and settled.violations:
+            self.counters.bounded_usage_calls += 1
+            log.warning(
+                "the provider reported usage a %s call cannot have used (%s): settled at "
+                "a11i's own count",
+                record.plan.request.dialect,
+                "; ".join(settled.violations),
+            )
         log.info(
             "%s model=%s decision=%s status=%d input_tokens=%d cost_usd=%s source=%s %.1fms",
             record.plan.request.dialect,
@@ -910,6 +991,11 @@ def _observe(tracker: StreamTracker, event: SSEEvent) -> bytes | None:
 _CACHED_DIALECTS: Final = frozenset({Dialect.OPENAI_CHAT, Dialect.ANTHROPIC_MESSAGES})
 #: Bodies below this size are fingerprinted on the event loop (a few dozen microseconds).
 _PRINTS_INLINE_BYTES: Final = 8 * 1024
+
+
+async def _write(response: web.StreamResponse, data: bytes) -> None:
+    if data:
+        await response.write(data)
 
 
 def _partial_usage(meter: Meter, plan: CallPlan, usage: Usage | None, text: str) -> Usage:
@@ -959,23 +1045,29 @@ def _outbound_body(
         return json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode(), add_usage
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    """Read the body, refusing it as soon as it passes ``limit`` bytes (no unbounded buffer)."""
+async def _read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """Read the body, refusing it as soon as it passes ``limit`` bytes (no unbounded buffer)
+    or takes longer than ``timeout_s`` (a slow upload would hold a connection for ever)."""
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge(_too_large(limit))
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(_READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(_too_large(limit))
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return b"".join([chunk async for chunk in _limited(request, limit, timeout_s)])
 
 
-async def _limited(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+async def _limited(request: web.Request, limit: int, timeout_s: float) -> AsyncIterator[bytes]:
     size = 0
-    async for chunk in request.content.iter_chunked(_READ_CHUNK):
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    chunks = request.content.iter_chunked(_READ_CHUNK).__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError as exc:
+            raise RequestTimeout(
+                f"The request body took longer than {timeout_s:g} s to arrive "
+                "(A11I_BODY_READ_TIMEOUT)."
+            ) from exc
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(_too_large(limit))
@@ -1023,6 +1115,16 @@ async def _errors(
         return await handler(request)
     except web.HTTPException:
         raise
+    except RequestTimeout as error:
+        # Answer, then close at once: aiohttp would otherwise linger reading the slow body
+        # for 10 s more, which is what the timeout is there to stop.
+        response = _error_response(request, error)
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        if request.transport is not None:
+            request.transport.close()
+        return response
     except A11iError as error:
         return _error_response(request, error)
     except Exception:

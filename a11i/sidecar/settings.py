@@ -188,6 +188,8 @@ class SidecarSettings:
     port: int = 11000
     #: ``A11I_MAX_BODY_BYTES``: larger request bodies are answered 413.
     max_body_bytes: int = 20 * 1024 * 1024
+    #: ``A11I_BODY_READ_TIMEOUT``: seconds an agent may take to send a request body (408 after).
+    body_read_timeout_s: float = 30.0
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     #: ``A11I_OPENAI_API_KEY[_FILE]``, ``A11I_ANTHROPIC_API_KEY[_FILE]``: keys held by the sidecar.
     custody: KeyCustody = field(default_factory=KeyCustody)
@@ -287,6 +289,7 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         host=env.get("A11I_HOST", "127.0.0.1"),
         port=port,
         max_body_bytes=var.whole(env, "A11I_MAX_BODY_BYTES", 20 * 1024 * 1024),
+        body_read_timeout_s=var.seconds(env, "A11I_BODY_READ_TIMEOUT", 30.0),
         upstream=upstream,
         custody=KeyCustody(
             openai_key=_secret(env, "A11I_OPENAI_API_KEY"),

@@ -99,8 +99,13 @@ class Metrics:
         export_stats: ExportStats | None = None,
         tool_window: int = 100,
         semconv: names.Semconv | None = None,
+        max_label_values: int = 64,
     ) -> None:
         self.registry = CollectorRegistry()
+        # Model and tool names come from request bodies: an agent (or a bug) writing a new
+        # name per call would grow the series without end (10,000 names made a 40 MB scrape).
+        self._models = _Labels(max_label_values)
+        self._tools = _Labels(max_label_values)
         reader = PrometheusMetricReader(registry=self.registry)
         self._scrub = scrub
         self._export_stats = export_stats
@@ -234,7 +239,7 @@ class Metrics:
             **self._base,
             names.GEN_AI_OPERATION_NAME: names.OPERATION[request.dialect],
             **self._semconv.provider(request.dialect.provider.value),
-            names.GEN_AI_REQUEST_MODEL: self._scrub(request.model),
+            names.GEN_AI_REQUEST_MODEL: self._models.of(self._scrub(request.model)),
             names.DECISION: record.verdict.decision.value,
         }
         self._decisions.add(1, {**self._base, names.DECISION: record.verdict.decision.value})
@@ -257,7 +262,7 @@ class Metrics:
                     1,
                     {
                         **self._base,
-                        names.GEN_AI_TOOL_NAME: self._scrub(result.name),
+                        names.GEN_AI_TOOL_NAME: self._tools.of(self._scrub(result.name)),
                         names.TOOL_OUTCOME: result.outcome.value,
                     },
                 )
@@ -361,3 +366,23 @@ def _reserved(snapshot: WalletSnapshot) -> Decimal | None:
 
 def _remaining(snapshot: WalletSnapshot) -> Decimal | None:
     return snapshot.remaining_usd
+
+
+#: The label value of every name beyond a metric's first ``max_label_values``.
+OTHER_LABEL: Final = "other"
+
+
+class _Labels:
+    """The first ``limit`` distinct values of a label, and ``other`` for any later one."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def of(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self._limit:
+            return OTHER_LABEL
+        self._seen.add(value)
+        return value

@@ -57,7 +57,7 @@ from a11i.core.analysis import client_ids
 from a11i.core.headers import KeyCustody
 from a11i.core.loops import LoopKey, loop_key
 from a11i.core.model import Dialect
-from a11i.core.scrub import Scrubber
+from a11i.core.scrub import TIMEOUT_REDACTION, Scrubber
 from a11i.sidecar.call import CallRecord
 from a11i.sidecar.config import TelemetryConfig
 from a11i.sidecar.settings import OtlpExport, OtlpProtocol, SidecarSettings, TelemetrySettings
@@ -91,18 +91,20 @@ MAX_REMEMBERED: Final = 10_000
 _LOG_EVERY_S: Final = 60.0
 
 
-def telemetry_resource(settings: SidecarSettings) -> Resource:
+def telemetry_resource(settings: SidecarSettings, scrub: Callable[[str], str] = str) -> Resource:
     """The resource of every span, metric and log record: who the agent is. Built from the
-    settings only (``Resource.create`` would read the process environment again)."""
+    settings only (``Resource.create`` would read the process environment again); the agent's
+    name, which comes from outside a11i (a pod name), passes ``scrub`` as model names do."""
+    agent = scrub(settings.agent)
     attributes: dict[str, str] = dict(settings.telemetry.resource_attributes)
     attributes.update(
         {
             names.SERVICE_NAME: settings.telemetry.service_name,
             names.SERVICE_VERSION: __version__,
-            names.SERVICE_INSTANCE_ID: f"{settings.namespace}/{settings.agent}",
+            names.SERVICE_INSTANCE_ID: f"{settings.namespace}/{agent}",
             names.K8S_NAMESPACE_NAME: settings.namespace,
-            names.K8S_POD_NAME: settings.agent,
-            names.AGENT: settings.agent,
+            names.K8S_POD_NAME: agent,
+            names.AGENT: agent,
             names.PROJECT: settings.project,
         }
     )
@@ -405,7 +407,6 @@ class Telemetry:
 
     def __init__(self, settings: SidecarSettings, config: TelemetryConfig) -> None:
         self.settings = settings.telemetry
-        self.resource = telemetry_resource(settings)
         self.stats = ExportStats()
         #: The held keys scrubbed from everything: those at start and every rotated one since.
         self._secrets: tuple[str, ...] = ()
@@ -414,6 +415,8 @@ class Telemetry:
         self.scrubber = Scrubber(config.pii_rules)
         self._log_scrubber = Scrubber(config.pii_rules)
         self.hold_keys(settings.custody)
+        # The resource's attributes (the agent's name among them) pass the scrubber too.
+        self.resource = telemetry_resource(settings, self.scrubber.scrub)
         self.tagging = self._tagging(config)
         self._loops = LoopTraces(idle_s=self.settings.loop_idle_s)
         #: Tool call id -> the ``agent_turn`` whose answer asked for the tool.
@@ -504,6 +507,8 @@ class Telemetry:
         if cached is not None:
             return cached
         scrubbed = self.scrubber.scrub(value[:256])
+        if scrubbed == TIMEOUT_REDACTION:
+            return scrubbed  # out of the call's budget: scrubbed afresh next time
         self._name_cache[value] = scrubbed
         while len(self._name_cache) > _NAME_CACHE:
             self._name_cache.popitem(last=False)

@@ -82,6 +82,7 @@ from a11i.core.wallets import (
     to_nanos,
     to_usd,
 )
+from a11i.sidecar.wallets.journal import JournalEntry, SpendJournal
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -249,7 +250,9 @@ class _Pending:
     """A settlement made while Redis was down, to replay when it is back."""
 
     lease_id: str
-    period_start: float
+    #: None: the current period of a Total wallet this sidecar never saw in Redis (its local
+    #: period start was a guess; a Total wallet has one period).
+    period_start: float | None
     nanos: int
 
 
@@ -278,8 +281,12 @@ class RedisWallet:
         owns_client: bool = False,
         zone: str = "UTC",
         poll_s: float = POLL_S,
+        journal: SpendJournal | None = None,
     ) -> None:
         _check_nanos(policy)
+        #: Where spend settled while Redis is down is kept durably until Redis has it.
+        self._journal = journal
+        self._replayed: list[str] = []
         self.namespace = namespace
         self.agent = agent
         self._client = client
@@ -365,9 +372,18 @@ class RedisWallet:
                 stored = await self._client.hget(self._key, "zone")
             if stored:
                 self._adopt_zone(_text(stored))
+            await self._restore_journal()
             await self._init(self._clock())
+            if self._pending:
+                charged = await self._reconcile()
+                log.warning(
+                    "wallet %s: replayed $%s settled while Redis was down before a restart",
+                    self.namespace,
+                    charged,
+                )
             await self._refresh()
             self._up()
+            await self._forget_replayed()
         except _UNREACHABLE as exc:
             self._lost(exc)
         self._tasks = [
@@ -388,6 +404,7 @@ class RedisWallet:
         if self._pending:
             with contextlib.suppress(*_UNREACHABLE):
                 await self._reconcile()
+            await self._forget_replayed()
             if self._pending:
                 log.error(
                     "wallet %s: closing with $%s settled locally that Redis never received",
@@ -463,7 +480,23 @@ class RedisWallet:
         # answer was lost): the settle script remembers settled ids, so replaying is safe.
         self._shadow, _ = settle(self._shadow_book(now), reservation, actual, now)
         self._held.pop(reservation.id, None)
-        self._pending.append(_Pending(reservation.id, reservation.period_start, nanos))
+        start: float | None = reservation.period_start
+        if self._remote is None and self._period is Period.TOTAL:
+            start = None
+        self._pending.append(_Pending(reservation.id, start, nanos))
+        if self._journal is not None:
+            # Durable before the call ends: a sidecar killed before Redis is back keeps it.
+            entry = JournalEntry(reservation.id, start, nanos)
+            try:
+                await asyncio.to_thread(self._journal.append, entry)
+            except OSError as exc:
+                log.error(
+                    "wallet %s: spend journal %s not written (%s): $%s kept in memory only",
+                    self.namespace,
+                    self._journal.path,
+                    exc,
+                    actual,
+                )
 
     async def snapshot(self) -> WalletSnapshot:
         now = self._clock()
@@ -534,10 +567,12 @@ class RedisWallet:
         if remote is None:
             fields = _policy_fields(self._policy, self._period, self._zone_name)
             start = period_start(self._period, now, now, self._zone).timestamp()
-            origin, suspended = None, "0"
+            origin, suspended, spent = None, "0", "0"
         else:
             # Redis lost the wallet (restarted without persistence): recreate it as it was last
-            # seen, so its period (and the leases of that period) carry on; only spend is lost.
+            # seen, its spend included, so its period (and the leases of that period) carry on
+            # and a restart never hands out money already spent. Lost: what other sidecars
+            # settled after this one's last look (docs/failure-modes.md).
             fields = _policy_fields(
                 replace(remote.policy, suspended=False),
                 remote.period,
@@ -545,11 +580,12 @@ class RedisWallet:
             )
             start, origin = remote.period_start, remote.origin
             suspended = "1" if remote.namespace_stop else "0"
+            spent = str(remote.spent)
         values = [
             *fields.values(),
             repr(start),
             repr(now.timestamp() if origin is None else origin),
-            "0",
+            spent,
             suspended,
         ]
         async with asyncio.timeout(self._timeout):
@@ -702,27 +738,69 @@ class RedisWallet:
     async def _reconcile(self) -> Decimal:
         """Replay the settlements made while down; returns what they charged."""
         charged = 0
+        if self._remote is None:
+            await self._refresh()
         while self._pending:
             item = self._pending[0]
             now = self._clock()
+            start = item.period_start
+            if start is None:
+                start = self._remote.period_start if self._remote is not None else 0.0
             _, flag = await self._run(
                 self._settle_script,
                 now,
                 item.lease_id,
-                repr(item.period_start),
+                repr(start),
                 str(item.nanos),
                 repr(now.timestamp() - SETTLED_RETENTION_S),
             )
             self._pending.pop(0)
+            self._replayed.append(item.lease_id)
             if flag == 1:
                 charged += item.nanos
         return to_usd(charged)
+
+    async def _restore_journal(self) -> None:
+        """Queue what a previous run of this sidecar settled while Redis was down."""
+        if self._journal is None:
+            return
+        try:
+            entries = await asyncio.to_thread(self._journal.entries)
+        except OSError as exc:
+            log.error("wallet %s: spend journal unreadable: %s", self.namespace, exc)
+            return
+        queued = {item.lease_id for item in self._pending}
+        restored = [
+            _Pending(e.lease_id, e.period_start, e.nanos)
+            for e in entries
+            if e.lease_id not in queued
+        ]
+        if restored:
+            log.warning(
+                "wallet %s: %d settlement(s) from %s to replay into Redis",
+                self.namespace,
+                len(restored),
+                self._journal.path,
+            )
+        self._pending = [*restored, *self._pending]
+
+    async def _forget_replayed(self) -> None:
+        """Drop from the journal what Redis has taken."""
+        replayed, self._replayed = self._replayed, []
+        if self._journal is None or not replayed:
+            return
+        try:
+            await asyncio.to_thread(self._journal.remove, replayed)
+        except OSError as exc:
+            # Replaying them again is harmless: Redis remembers settled ids.
+            log.error("wallet %s: spend journal not trimmed: %s", self.namespace, exc)
 
     async def _recover(self) -> None:
         await self._init(self._clock())
         charged = await self._reconcile()
         # No await between the last replay and going up: no settlement can slip in between.
         self._up()
+        await self._forget_replayed()
         log.warning(
             "wallet %s: Redis is back; reconciled $%s spent meanwhile", self.namespace, charged
         )

@@ -424,6 +424,8 @@ async def test_every_decision_and_settlement_is_an_event(
         running.url + "/v1/chat/completions", json={**CHAT, "max_tokens": 5000}, headers=headers
     ) as response:
         assert response.status == 402
+    # Events are made on the telemetry thread after the answer: wait for both calls' records.
+    await running.settled(2)
     async with http.get(running.url + "/a11i/events") as response:
         events = await response.json()
     allowed, blocked = events

@@ -85,6 +85,8 @@ async def models_in_the_event_feed(sidecar: RunningSidecar, *models: str) -> lis
     """One call per model name through the sidecar; the model of each call's event as the
     sidecar's own feed (``/a11i/events``, every value through its scrubber) shows it."""
     async with aiohttp.ClientSession() as http:
+        async with http.get(sidecar.url + "/a11i/events") as response:
+            before = len(await response.json())
         for model in models:
             async with http.post(
                 sidecar.url + "/v1/chat/completions",
@@ -92,9 +94,14 @@ async def models_in_the_event_feed(sidecar: RunningSidecar, *models: str) -> lis
                 headers={"Authorization": "Bearer held-by-the-a11i-sidecar"},
             ) as response:
                 assert response.status == 200, await response.text()
-        async with http.get(sidecar.url + "/a11i/events") as response:
-            events = await response.json()
-    return [event["model"] for event in events[-len(models) :]]
+        # Events are written after the answer, off the event loop: wait for them.
+        for _ in range(500):
+            async with http.get(sidecar.url + "/a11i/events") as response:
+                events = await response.json()
+            if len(events) >= before + len(models):
+                break
+            await asyncio.sleep(0.01)
+    return [event["model"] for event in events[before : before + len(models)]]
 
 
 async def test_a_rotated_key_is_scrubbed_from_telemetry_and_so_is_the_old_one(

@@ -54,8 +54,9 @@ def test_dialect_for_path(path: str, dialect: Dialect | None) -> None:
         (b"[1, 2]", "must be a JSON object, not an array"),
         (b'"text"', "must be a JSON object, not a string"),
         (b"[" * 100_000, "nested too deeply"),
+        (b'{"max_tokens": ' + b"9" * 5000 + b"}", "a number a11i cannot read"),
     ],
-    ids=["empty", "blank", "broken", "not-utf8", "array", "string", "deep"],
+    ids=["empty", "blank", "broken", "not-utf8", "array", "string", "deep", "5000-digits"],
 )
 def test_parse_json_body_rejects(raw: bytes, message: str) -> None:
     with pytest.raises(BadRequest, match=message):

@@ -653,7 +653,40 @@ def test_config_error_carries_index_and_name() -> None:
 
 
 def catastrophic(pattern: str) -> Rule:
-    return rules_from_config([{"name": "slow", "regex": pattern}], source=SOURCE)[-1]
+    """A slow rule as if it had passed the load check (which refuses the worst ones)."""
+    return Rule("slow", regex.compile(pattern))
+
+
+@pytest.mark.parametrize("pattern", [r"(a|aa)+$", r"(a|a)+$", r"(?:a|a)+b"], ids=str)
+def test_load_refuses_catastrophic_backtracking(pattern: str) -> None:
+    with pytest.raises(ScrubRuleError, match="catastrophic backtracking") as caught:
+        rules_from_config([{"name": "slow", "regex": pattern}], source=SOURCE)
+    assert caught.value.name == "slow"
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"(a+)+$", r"\w+\s+\w+", r"(?i)api[_-]?key\s*[:=]\s*\S+", r"^(\w+\s?)+$", r"\S+@\S+"],
+    ids=str,
+)
+def test_load_accepts_rules_the_engine_runs_in_time(pattern: str) -> None:
+    assert rules_from_config([{"name": "ok", "regex": pattern}], source=SOURCE)[-1].name == "ok"
+
+
+def test_one_budget_is_shared_by_every_value_of_a_call() -> None:
+    # Each read of the clock moves it 1 ms: a value costs a few reads, so 200 values fit
+    # their own 50 ms budgets one by one but not one 20 ms budget together.
+    values = [f"message {i} from jane@example.com" for i in range(200)]
+    separate = Scrubber(time_budget_s=0.05, clock=SteppingClock(0.001))
+    assert TIMEOUT_REDACTION not in [separate.scrub(value) for value in values]
+    shared = Scrubber(time_budget_s=0.05, call_budget_s=0.02, clock=SteppingClock(0.001))
+    with shared.one_call():
+        scrubbed = [shared.scrub(value) for value in values]
+    assert scrubbed[0] == "message 0 from [REDACTED:email]"
+    assert scrubbed[-1] == TIMEOUT_REDACTION
+    assert shared.stats.timeouts == scrubbed.count(TIMEOUT_REDACTION) > 150
+    # After the call, values get their own budget again.
+    assert shared.scrub(values[0]) == "message 0 from [REDACTED:email]"
 
 
 @pytest.mark.parametrize("pattern", [r"(a|aa)+$", r"(a|a)+$", r"(?:a|a)+b"], ids=str)

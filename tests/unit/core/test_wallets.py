@@ -39,6 +39,8 @@ class WalletRules(RuleBasedStateMachine):
         self.ids = 0
         self.charged: dict[float, int] = {}
         self.settled: set[str] = set()
+        #: Per period: what was charged for calls settled after their lease expired.
+        self.late: dict[float, int] = {}
 
     @rule(target=leases, projected=money)
     def reserve_call(self, projected: Decimal) -> Reservation | None:
@@ -59,7 +61,12 @@ class WalletRules(RuleBasedStateMachine):
             return
         actual = to_usd(lease.nanos) * share / 100
         start = self.book.period_start
+        held = any(kept.id == lease.id for kept in self.book.leases)
         self.book, current = settle(self.book, lease, actual, self.now)
+        if current and not held:
+            # Settled after its lease expired (its hold already released): still charged, the
+            # one documented way past the limit (docs/budget.md).
+            self.late[start] = self.late.get(start, 0) + to_nanos(actual)
         self.settled.add(lease.id)
         assert current == (lease.period_start == self.book.period_start)
         if current:
@@ -72,8 +79,9 @@ class WalletRules(RuleBasedStateMachine):
 
     @invariant()
     def spend_never_exceeds_the_limit(self) -> None:
-        assert self.book.spent <= to_nanos(LIMIT)
-        assert self.book.committed <= to_nanos(LIMIT)
+        late = self.late.get(self.book.period_start, 0)
+        assert self.book.spent <= to_nanos(LIMIT) + late
+        assert self.book.committed <= to_nanos(LIMIT) + late
 
     @invariant()
     def spend_is_what_was_settled_in_this_period(self) -> None:

@@ -166,8 +166,9 @@ def test_shared_redis_instead_of_the_embedded_wallet() -> None:
     result, _ = injected(pod(ASK), SHARED)
     proxy = result["spec"]["initContainers"][0]
     assert env_of(proxy)["A11I_REDIS_URL"] == "redis://redis.a11i:6379/0"
-    assert "A11I_WALLET_FILE" not in env_of(proxy)
-    assert "a11i-state" not in {v["name"] for v in result["spec"]["volumes"]}
+    # The state emptyDir stays: the journal of spend settled while Redis is away lives there.
+    assert env_of(proxy)["A11I_WALLET_FILE"] == injection.WALLET_FILE
+    assert {"name": "a11i-state", "emptyDir": {}} in result["spec"]["volumes"]
 
 
 def test_a_password_protected_redis_comes_from_a_secret() -> None:
@@ -181,8 +182,7 @@ def test_a_password_protected_redis_comes_from_a_secret() -> None:
         "secretKeyRef": {"name": "a11i-sidecar-redis", "key": "A11I_REDIS_URL"}
     }
     assert "pw" not in str(result)
-    assert "A11I_WALLET_FILE" not in env_of(proxy)
-    assert "a11i-state" not in {v["name"] for v in result["spec"]["volumes"]}
+    assert env_of(proxy)["A11I_WALLET_FILE"] == injection.WALLET_FILE
     app = result["spec"]["containers"][0]
     assert "A11I_REDIS_URL" not in env_of(app)
 
@@ -525,7 +525,7 @@ def test_the_injected_environment_is_what_the_sidecar_reads(settings: InjectionS
     assert (sidecar.namespace, sidecar.agent, sidecar.project) == ("agents", "bot-7", "research")
     assert sidecar.port == settings.port
     assert sidecar.redis_url == (settings.redis_url or None)
-    assert sidecar.wallet_file == (None if settings.redis_url else injection.WALLET_FILE)
+    assert sidecar.wallet_file == injection.WALLET_FILE
     assert sidecar.agent_budget is not None
     assert sidecar.agent_budget.limit_usd == Decimal("2.5")
     # The app containers are sent to the port the sidecar listens on.
