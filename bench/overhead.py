@@ -96,8 +96,13 @@ async def start_standin(prefix: Sequence[str] = ()) -> tuple[asyncio.subprocess.
 
 
 async def start_sidecar(
-    upstream: str, wallet_file: str | None = None, env: dict[str, str] | None = None
+    upstream: str,
+    wallet_file: str | None = None,
+    env: dict[str, str] | None = None,
+    root: Path = ROOT,
 ) -> tuple[asyncio.subprocess.Process, str]:
+    """An ``a11i sidecar`` process run from the source tree at ``root`` (another checkout
+    measures another build in the same run); its URL once ready."""
     port = free_port()
     variables = {
         **os.environ,
@@ -115,7 +120,7 @@ async def start_sidecar(
         "-m",
         "a11i.cli",
         "sidecar",
-        cwd=ROOT,
+        cwd=root,
         env=variables,
     )
     url = f"http://127.0.0.1:{port}"
