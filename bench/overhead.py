@@ -212,9 +212,10 @@ async def main(
             ]
             streaming = {**REQUEST, "stream": True}
             ttfb: list[list[float]] = [[] for _ in targets]
-            for _ in range(max(calls // 4, 50)):
-                for which, url in enumerate(targets):
-                    ttfb[which].append(await time_to_first_byte(http, url, streaming))
+            for index in range(max(calls // 4, 50)):
+                for offset in range(len(targets)):
+                    which = (index + offset) % len(targets)
+                    ttfb[which].append(await time_to_first_byte(http, targets[which], streaming))
         loaded = [rss_kib(process.pid) for process, _ in sidecars]
     finally:
         for process in [process for process, _ in sidecars] + [standin]:
