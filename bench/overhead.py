@@ -145,6 +145,13 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far: work per call, which the scheduling noise
+    of a shared machine does not inflate the way it inflates latency."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def timed_call(http: aiohttp.ClientSession, url: str, body: dict[str, object]) -> float:
     started = time.perf_counter()
     async with http.post(
@@ -179,59 +186,70 @@ def ms(value: float) -> str:
     return f"{value * 1000:.3f} ms"
 
 
-async def main(calls: int, warmup: int, wallet_file: str | None) -> None:
+async def main(
+    calls: int, warmup: int, wallet_file: str | None, roots: Sequence[Path] = (ROOT,)
+) -> None:
+    """One sidecar per source tree in ``roots`` (an older checkout beside this one compares two
+    builds in the same run), each call sent in turn direct and through every sidecar."""
     standin, upstream = await start_standin()
-    sidecar, proxied = await start_sidecar(upstream, wallet_file)
+    sidecars = [await start_sidecar(upstream, wallet_file, root=root) for root in roots]
     try:
-        rest = rss_kib(sidecar.pid)
-        connector = aiohttp.TCPConnector(limit=1)
+        rest = [rss_kib(process.pid) for process, _ in sidecars]
+        connector = aiohttp.TCPConnector(limit=1 + len(sidecars))
         async with aiohttp.ClientSession(connector=connector) as http:
+            targets = [upstream] + [url for _, url in sidecars]
             for _ in range(warmup):
-                await timed_call(http, upstream, REQUEST)
-                await timed_call(http, proxied, REQUEST)
-            direct: list[float] = []
-            through: list[float] = []
+                for url in targets:
+                    await timed_call(http, url, REQUEST)
+            times: list[list[float]] = [[] for _ in targets]
+            cpu_before = [cpu_seconds(process.pid) for process, _ in sidecars]
             for index in range(calls):
-                # Alternate which goes first so neither path always follows the other.
-                pair = [(upstream, direct), (proxied, through)]
-                for url, sink in pair if index % 2 == 0 else reversed(pair):
-                    sink.append(await timed_call(http, url, REQUEST))
+                # Rotate which goes first so no path always follows another.
+                for offset in range(len(targets)):
+                    which = (index + offset) % len(targets)
+                    times[which].append(await timed_call(http, targets[which], REQUEST))
+            cpu = [
+                (cpu_seconds(process.pid) - before) / calls
+                for (process, _), before in zip(sidecars, cpu_before, strict=True)
+            ]
             streaming = {**REQUEST, "stream": True}
-            ttfb_direct: list[float] = []
-            ttfb_through: list[float] = []
-            for _ in range(max(calls // 4, 50)):
-                ttfb_direct.append(await time_to_first_byte(http, upstream, streaming))
-                ttfb_through.append(await time_to_first_byte(http, proxied, streaming))
-        loaded = rss_kib(sidecar.pid)
+            ttfb: list[list[float]] = [[] for _ in targets]
+            for index in range(max(calls // 4, 50)):
+                for offset in range(len(targets)):
+                    which = (index + offset) % len(targets)
+                    ttfb[which].append(await time_to_first_byte(http, targets[which], streaming))
+        loaded = [rss_kib(process.pid) for process, _ in sidecars]
     finally:
-        for process in (sidecar, standin):
+        for process in [process for process, _ in sidecars] + [standin]:
             process.send_signal(signal.SIGINT)
             await process.wait()
 
-    added = [b - a for a, b in zip(direct, through, strict=True)]
+    direct = times[0]
     print(f"# a11i sidecar overhead ({calls} non-streaming calls each way, interleaved)")
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     print()
-    print("| path | p50 | p99 | mean |")
-    print("|---|---|---|---|")
-    for name, values in (("direct to stand-in", direct), ("through a11i", through)):
+    print("| path | p50 | p99 | mean | added p50 (paired) | added p99 | p50 ratio |")
+    print("|---|---|---|---|---|---|---|")
+    names = ["direct to stand-in"] + [f"through a11i ({root})" for root in roots]
+    for name, values in zip(names, times, strict=True):
+        added = [b - a for a, b in zip(direct, values, strict=True)]
         print(
             f"| {name} | {ms(percentile(values, 50))} | {ms(percentile(values, 99))} "
-            f"| {ms(statistics.fmean(values))} |"
+            f"| {ms(statistics.fmean(values))} | {ms(percentile(added, 50))} "
+            f"| {ms(percentile(added, 99))} "
+            f"| {percentile(values, 50) / percentile(direct, 50):.2f}x |"
         )
-    print(
-        f"| **added by a11i** (paired) | {ms(percentile(added, 50))} "
-        f"| {ms(percentile(added, 99))} | {ms(statistics.fmean(added))} |"
-    )
-    p50_ratio = percentile(through, 50) / percentile(direct, 50)
     print()
-    print(f"p50 ratio through/direct: {p50_ratio:.2f}x (targets: added p50 < 1 ms, p99 < 5 ms)")
-    print(
-        f"streaming time to first byte: direct p50 {ms(percentile(ttfb_direct, 50))}, "
-        f"through a11i p50 {ms(percentile(ttfb_through, 50))}, "
-        f"added {ms(percentile(ttfb_through, 50) - percentile(ttfb_direct, 50))}"
-    )
-    print(f"sidecar RSS: {rest / 1024:.1f} MiB at rest, {loaded / 1024:.1f} MiB after the run")
+    print("targets: added p50 <= 0.5 ms, p99 <= 1.5 ms; p50 ratio <= 2.5x")
+    for name, values, at_rest, after, work in zip(
+        names[1:], ttfb[1:], rest, loaded, cpu, strict=True
+    ):
+        print(
+            f"{name}: sidecar CPU {ms(work)} per call; "
+            f"streaming first byte p50 {ms(percentile(values, 50))} "
+            f"(direct {ms(percentile(ttfb[0], 50))}); "
+            f"RSS {at_rest / 1024:.1f} MiB at rest, {after / 1024:.1f} MiB after the run"
+        )
 
 
 if __name__ == "__main__":
@@ -243,5 +261,11 @@ if __name__ == "__main__":
         help="the sidecar's A11I_WALLET_FILE (default: a new SQLite file; "
         ":memory: for the in-process wallet)",
     )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        action="append",
+        help="a source tree to run a sidecar from (repeatable; default: this checkout)",
+    )
     options = parser.parse_args()
-    asyncio.run(main(options.calls, options.warmup, options.wallet_file))
+    asyncio.run(main(options.calls, options.warmup, options.wallet_file, options.root or [ROOT]))

@@ -27,16 +27,18 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
 import tiktoken
 
-from a11i.core.tokens.encoding import Encoder, Encodings
+from a11i.core.tokens.encoding import Encoder, EncodingLoader, Encodings, EncodingUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -236,31 +238,97 @@ def load_encodings(
     *,
     include_defaults: bool = True,
     environ: Mapping[str, str] | None = None,
+    lazy: bool = False,
 ) -> Encodings:
-    """Load every encoding from the first folder holding a valid copy (``<name>.tiktoken`` or
-    tiktoken's cache name), verifying its hash. Never raises for a missing or corrupt file:
-    the result lists it in ``missing`` and says why in ``problems``. Takes ~1 s: call once."""
+    """Every encoding from the first folder holding a valid copy (``<name>.tiktoken`` or
+    tiktoken's cache name), its hash verified. Never raises for a missing or corrupt file: the
+    result lists it in ``missing`` and says why in ``problems``.
+
+    Eager (the default) builds both at once (~1 s, ~64 MiB resident). ``lazy`` (the sidecar and
+    library mode) only finds and verifies the files now, streaming them through the hash, and
+    builds each encoding when a model that needs it is first counted (``Encodings.deferred``)."""
     dirs = search_path(search_dirs, include_defaults=include_defaults, environ=environ)
     available: dict[str, Encoder] = {}
+    deferred: dict[str, EncodingLoader] = {}
     problems: dict[str, str] = {}
     for spec in SPECS.values():
         rejected: list[str] = []
         for directory in dirs:
             for path in (directory / spec.file_name, directory / spec.cache_name):
-                if spec.name in available or not path.is_file():
+                if spec.name in available or spec.name in deferred or not path.is_file():
                     continue
                 try:
-                    encoding = build_encoding(spec, read_verified(path, spec), str(path))
-                    _release_python_ranks(encoding)
-                    available[spec.name] = encoding
+                    if lazy:
+                        verify_file(path, spec)
+                        deferred[spec.name] = partial(_load_on_first_use, path, spec)
+                    else:
+                        available[spec.name] = _load(path, spec)
                 except EncodingError as error:
                     # A bad copy must not hide a good one further down the search path.
                     log.warning("ignoring tiktoken encoding file: %s", error)
                     rejected.append(str(error))
-        if spec.name not in available:
+        if spec.name not in available and spec.name not in deferred:
             where = ", ".join(str(d) for d in dirs) or "(no folder)"
             problems[spec.name] = "; ".join(rejected) or f"not found in {where}"
-    return Encodings(available=available, problems=problems)
+    return Encodings(available=available, problems=problems, deferred=deferred)
+
+
+def verify_file(path: Path, spec: EncodingSpec) -> None:
+    """``read_verified`` without holding the file in memory: the hash over 1 MiB chunks."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size > _MAX_FILE_BYTES:
+                raise EncodingError(f"{path}: {size} bytes is too large for {spec.name}")
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+    except OSError as error:
+        raise EncodingError(f"{path}: cannot read: {error}") from error
+    if digest.hexdigest() != spec.sha256:
+        raise HashMismatch(
+            f"{path}: SHA-256 {digest.hexdigest()} is not the official {spec.name} hash "
+            f"{spec.sha256} ({size} bytes); the file is corrupt, truncated or not {spec.name}"
+        )
+
+
+def _load(path: Path, spec: EncodingSpec) -> tiktoken.Encoding:
+    encoding = build_encoding(spec, read_verified(path, spec), str(path))
+    _release_python_ranks(encoding)
+    _return_freed_memory()
+    return encoding
+
+
+def _load_on_first_use(path: Path, spec: EncodingSpec) -> tiktoken.Encoding:
+    """A deferred encoding's loader: the file is read and verified again (it may have changed
+    since the start), then built; ``EncodingUnavailable`` when it no longer can be."""
+    started = time.perf_counter()
+    try:
+        encoding = _load(path, spec)
+    except EncodingError as error:
+        log.warning("tiktoken encoding %s unavailable, counts are estimates: %s", spec.name, error)
+        raise EncodingUnavailable(str(error)) from error
+    log.info(
+        "tiktoken encoding %s loaded on first use from %s in %.0f ms",
+        spec.name,
+        path,
+        (time.perf_counter() - started) * 1000,
+    )
+    return encoding
+
+
+def _return_freed_memory() -> None:
+    """Hand the parse's freed heap (the ranks as Python bytes, ~4-8 MiB that glibc keeps in its
+    free lists) back to the system: resident memory is what every agent pod pays for."""
+    if sys.platform != "linux":
+        return
+    import ctypes  # only here: a cold path, once per encoding
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl): nothing to trim
+        return
+    libc.malloc_trim(0)
 
 
 # --------------------------------------------------------------------------------------------

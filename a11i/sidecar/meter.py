@@ -24,9 +24,11 @@ log = logging.getLogger(__name__)
 
 
 def load_meter(*, encodings_dir: Path | None = None, rate_card_path: Path | None = None) -> Meter:
-    """A meter with the packaged encodings (or ``encodings_dir``) and the built-in rate card,
-    overridden model by model by the card at ``rate_card_path`` when given."""
-    encodings = load_encodings([encodings_dir] if encodings_dir else None)
+    """A meter with the packaged encodings (or ``encodings_dir``; found and verified now, built
+    on first use) and the built-in rate card, overridden model by model by the card at
+    ``rate_card_path`` when given."""
+    # Lazy: an encoding is built when a model needing it is first counted (22-42 MiB each).
+    encodings = load_encodings([encodings_dir] if encodings_dir else None, lazy=True)
     if encodings.missing:
         log.warning(
             "tiktoken encodings %s not found: token counts are estimates. "

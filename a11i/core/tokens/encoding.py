@@ -1,14 +1,16 @@
 """Text to tokens with one tiktoken encoding: the encodings a counter is handed, which model uses
 which, exact counting of long texts in chunks, and the running tally every rule adds to.
 
-Pure: the encodings are loaded elsewhere (``a11i.sidecar.encodings``) and handed in.
+Pure: the encodings are loaded elsewhere (``a11i.sidecar.encodings``) and handed in, built or
+as loaders called on first use.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Protocol
@@ -34,27 +36,68 @@ class Encoder(Protocol):
     def encode_ordinary(self, text: str) -> list[int]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Encodings:
-    """The encodings loaded at start, immutable; ``missing`` names those that could not be.
+class EncodingUnavailable(Exception):
+    """A deferred encoding could not be built on its first use (its file vanished or changed)."""
 
-    ``problems`` says why each missing encoding is missing (for logs and the readiness answer).
+
+#: Builds one encoding when it is first needed; raises ``EncodingUnavailable`` when it cannot.
+EncodingLoader = Callable[[], Encoder]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Encodings:
+    """The encodings a counter may use; ``missing`` names those that could not be found.
+
+    ``available`` are built already; ``deferred`` are found (and verified) but built only when a
+    model that needs one is first counted: each tiktoken encoding costs 22 (cl100k) to 42 MiB
+    (o200k) of resident memory in every agent pod, and a pod rarely needs both. ``problems``
+    says why each missing encoding is missing (for logs and the readiness answer).
     """
 
     available: Mapping[str, Encoder] = field(default_factory=dict)
     problems: Mapping[str, str] = field(default_factory=dict)
+    deferred: Mapping[str, EncodingLoader] = field(default_factory=dict)
+    _built: dict[str, Encoder] = field(default_factory=dict, init=False, repr=False)
+    _failed: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # Copies behind read-only views: the loader's dicts cannot change what the counter sees.
         object.__setattr__(self, "available", MappingProxyType(dict(self.available)))
         object.__setattr__(self, "problems", MappingProxyType(dict(self.problems)))
+        object.__setattr__(self, "deferred", MappingProxyType(dict(self.deferred)))
 
     @property
     def missing(self) -> tuple[str, ...]:
-        return tuple(name for name in ENCODING_NAMES if name not in self.available)
+        return tuple(
+            name
+            for name in ENCODING_NAMES
+            if name not in self.available and (name not in self.deferred or name in self._failed)
+        )
+
+    @property
+    def loaded(self) -> tuple[str, ...]:
+        """The encodings built so far (in memory), in ``ENCODING_NAMES`` order."""
+        return tuple(n for n in ENCODING_NAMES if n in self.available or n in self._built)
+
+    def failure(self, name: str) -> str | None:
+        """Why the encoding ``name`` is missing: from the start, or since its first use."""
+        return self.problems.get(name) or self._failed.get(name)
 
     def get(self, name: str) -> Encoder | None:
-        return self.available.get(name)
+        found = self.available.get(name) or self._built.get(name)
+        if found is not None or name not in self.deferred or name in self._failed:
+            return found
+        with self._lock:  # counting may run on worker threads: build each encoding once
+            if name in self._built or name in self._failed:
+                return self._built.get(name)
+            try:
+                encoder = self.deferred[name]()
+            except EncodingUnavailable as error:
+                self._failed[name] = str(error)
+                return None
+            self._built[name] = encoder
+            return encoder
 
 
 def bare_model(model: object) -> str:

@@ -11,7 +11,7 @@ import pytest
 import tiktoken
 import tiktoken_ext.openai_public as openai_public  # type: ignore[import-untyped]
 
-from a11i.core.model import TokenCount
+from a11i.core.model import JSONValue, TokenCount
 from a11i.core.tokens.counter import TokenCounter
 from a11i.core.tokens.encoding import CL100K_BASE, ENCODING_NAMES, O200K_BASE, Encodings
 from a11i.sidecar import encodings as module
@@ -28,6 +28,7 @@ from a11i.sidecar.encodings import (
     search_path,
     verify,
 )
+from a11i.sidecar.meter import load_meter
 
 
 @pytest.fixture(scope="module")
@@ -306,3 +307,60 @@ def test_fetch_command_when_up_to_date(
 ) -> None:
     assert main(["fetch"]) == 0
     assert "already present" in capsys.readouterr().out
+
+
+# ---- lazy loading: each encoding is built when a model needing it is first counted -------------
+
+
+def test_lazy_load_verifies_at_start_and_builds_on_first_use(packaged: Encodings) -> None:
+    lazy = load_encodings([PACKAGE_DIR], include_defaults=False, lazy=True)
+    assert lazy.missing == ()
+    assert lazy.loaded == ()
+    assert set(lazy.deferred) == set(ENCODING_NAMES)
+
+    counter, eager = TokenCounter(lazy), TokenCounter(packaged)
+    messages: list[JSONValue] = [{"role": "user", "content": "Why is checkout returning 503?"}]
+    assert counter.count_chat("gpt-4o", messages) == eager.count_chat("gpt-4o", messages)
+    assert lazy.loaded == (O200K_BASE,)
+    assert counter.count_chat("gpt-4", messages) == eager.count_chat("gpt-4", messages)
+    assert lazy.loaded == (CL100K_BASE, O200K_BASE)
+    assert lazy.get(O200K_BASE) is lazy.get(O200K_BASE)  # built once
+
+
+def test_lazy_load_rejects_a_corrupt_file_at_start(
+    tmp_path: Path, official: dict[str, bytes]
+) -> None:
+    (tmp_path / "cl100k_base.tiktoken").write_bytes(official[CL100K_BASE][:-1] + b"X")
+    (tmp_path / "o200k_base.tiktoken").write_bytes(official[O200K_BASE])
+    lazy = load_encodings([tmp_path], include_defaults=False, lazy=True)
+    assert lazy.missing == (CL100K_BASE,)
+    assert "SHA-256" in lazy.problems[CL100K_BASE]
+    assert list(lazy.deferred) == [O200K_BASE]
+
+
+def test_a_file_that_changes_before_first_use_is_reported_not_trusted(
+    tmp_path: Path, official: dict[str, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "o200k_base.tiktoken"
+    path.write_bytes(official[O200K_BASE])
+    lazy = load_encodings([tmp_path], include_defaults=False, lazy=True)
+    assert lazy.missing == (CL100K_BASE,)
+    path.write_bytes(b"replaced")
+    with caplog.at_level(logging.WARNING, logger="a11i.sidecar.encodings"):
+        counted = TokenCounter(lazy).count_chat("gpt-4o", [{"role": "user", "content": "hi"}])
+    assert not counted.exact
+    assert lazy.missing == (CL100K_BASE, O200K_BASE)
+    assert "SHA-256" in (lazy.failure(O200K_BASE) or "")
+    assert any("counts are estimates" in record.getMessage() for record in caplog.records)
+    assert lazy.get(O200K_BASE) is None  # not retried on every call
+
+
+def test_the_sidecars_meter_builds_only_what_its_models_need() -> None:
+    meter = load_meter()
+    encodings = meter.counter.encodings
+    assert encodings.missing == ()
+    assert encodings.loaded == ()
+    meter.counter.count_anthropic(
+        "claude-sonnet-4-5", "You are terse.", [{"role": "user", "content": "hello"}]
+    )
+    assert encodings.loaded == (CL100K_BASE,)
