@@ -6,10 +6,13 @@ are released) a refusal is premature: those calls settle at a fraction of their 
 call waits, bounded (``A11I_BUDGET_ADMISSION_WAIT``), for settlements, then is admitted or refused.
 
 Waiters are served in arrival order: a new call does not go ahead of one already waiting (it
-queues behind it), so a stream of small calls cannot starve a large one. Settlements of this
-sidecar wake the head of the queue at once; those of other sidecars sharing a Redis wallet are
-seen by polling (``poll_s``). A waiter that is cancelled (its agent hung up) leaves the queue,
-and a reservation that landed while it was being cancelled is released, so nothing is held.
+queues behind it), so a stream of small calls cannot starve a large one. With a Redis wallet the
+line is the wallet's own, in Redis, shared by every sidecar of the namespace (tickets decided in
+the same script as the reservation, ``RedisWallet.reserve_in_line``); with the embedded wallets
+it is this process's. Settlements of this sidecar wake the waiters at once; those of other
+sidecars are seen by polling (``poll_s``). A waiter that is cancelled (its agent hung up)
+leaves the line, and a reservation that landed while it was being cancelled is released, so
+nothing is held.
 
 Adapter: owns no money rules (those are the wallet's) and no I/O of its own.
 """
@@ -20,15 +23,28 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Protocol, runtime_checkable
 
 from a11i.core.policy import Decision, Verdict, WalletState
 from a11i.core.wallets import Reservation
 from a11i.sidecar.wallets.base import Wallet
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class LineWallet(Protocol):
+    """A wallet that keeps the waiting line itself, for every process that shares it."""
+
+    async def reserve_in_line(
+        self, projected: Decimal, ticket: str, deadline: float, *, join: bool
+    ) -> tuple[Verdict, Reservation | None, bool]: ...
+
+    async def leave_line(self, ticket: str) -> None: ...
 
 
 def verdict_gone() -> Verdict:
@@ -54,13 +70,15 @@ class AdmissionQueue:
         self._line: deque[asyncio.Event] = deque()
         self._released = asyncio.Event()
         self._cleanups: set[asyncio.Task[None]] = set()
+        #: Waiters in a line the wallet keeps (Redis), for ``waiting``.
+        self._waiting = 0
         #: Calls that waited, and of those, the ones admitted in the end.
         self.waited = 0
         self.admitted_after_wait = 0
 
     @property
     def waiting(self) -> int:
-        return len(self._line)
+        return len(self._line) + self._waiting
 
     def released(self) -> None:
         """Money was released in this process (a settlement): wake the head of the line."""
@@ -73,6 +91,8 @@ class AdmissionQueue:
         """The verdict and reservation for ``projected``, and the seconds spent waiting.
         ``gone`` says whether the agent hung up: a waiter whose agent is gone leaves the line
         without reserving (nothing would read the answer)."""
+        if isinstance(self.wallet, LineWallet) and self.wait_s > 0:
+            return await self._reserve_in_shared_line(self.wallet, projected, gone)
         if not self._line:
             verdict, reservation = await self._reserve(projected)
             if reservation is not None or not self._worth_waiting(verdict, projected):
@@ -105,6 +125,65 @@ class AdmissionQueue:
             self._line.remove(turn)
             if self._line:
                 self._line[0].set()
+
+    async def _reserve_in_shared_line(
+        self, wallet: LineWallet, projected: Decimal, gone: Callable[[], bool]
+    ) -> tuple[Verdict, Reservation | None, float]:
+        """The line kept by the wallet: a ticket taken on the first refusal for held money,
+        served in arrival order across every sidecar."""
+        started = self._clock()
+        deadline = started + self.wait_s
+        ticket = uuid.uuid4().hex
+        wall_deadline = time.time() + self.wait_s
+        verdict, reservation, waiting = await wallet.reserve_in_line(
+            projected, ticket, wall_deadline, join=True
+        )
+        if reservation is not None or not waiting:
+            return verdict, reservation, 0.0
+        self.waited += 1
+        self._waiting += 1
+        try:
+            while waiting and self._clock() < deadline and not gone():
+                await self._until(self._released.wait(), min(deadline, self._clock() + self.poll_s))
+                if gone():
+                    break
+                verdict, reservation, waiting = await self._line_attempt(
+                    wallet, projected, ticket, wall_deadline
+                )
+                if reservation is not None:
+                    self.admitted_after_wait += 1
+                    return verdict, reservation, self._clock() - started
+            if gone():
+                verdict = verdict_gone()
+            return verdict, None, self._clock() - started
+        finally:
+            self._waiting -= 1
+            if reservation is None:
+                cleanup = asyncio.ensure_future(wallet.leave_line(ticket))
+                self._cleanups.add(cleanup)
+                cleanup.add_done_callback(self._cleanups.discard)
+
+    async def _line_attempt(
+        self, wallet: LineWallet, projected: Decimal, ticket: str, deadline: float
+    ) -> tuple[Verdict, Reservation | None, bool]:
+        """One more try in the line, its reservation released if the caller is cancelled."""
+        task = asyncio.ensure_future(wallet.reserve_in_line(projected, ticket, deadline, join=True))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._release_if_reserved_in_line)
+            raise
+
+    def _release_if_reserved_in_line(
+        self, task: asyncio.Future[tuple[Verdict, Reservation | None, bool]]
+    ) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        _verdict, reservation, _waiting = task.result()
+        if reservation is not None:
+            cleanup = asyncio.ensure_future(self.wallet.settle(reservation, Decimal(0)))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
 
     def _worth_waiting(self, verdict: Verdict, projected: Decimal) -> bool:
         """Refused only because of what calls in flight hold: it fits beside what is spent."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
@@ -28,6 +29,12 @@ from a11i.sidecar.wallets.journal import SpendJournal, journal_path
 from a11i.sidecar.wallets.memory import MemoryWallet
 from a11i.sidecar.wallets.nested import NestedWallet
 from a11i.sidecar.wallets.sqlite import SQLiteWallet, wallet_path
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+#: Connections each Redis client of a sidecar opens at most; more concurrent calls wait for one.
+REDIS_CONNECTIONS: Final = 64
 
 log = logging.getLogger("a11i")
 
@@ -122,9 +129,22 @@ def events_for(settings: SidecarSettings) -> EventSink:
     """The Redis stream ``a11i:events`` with Redis, else the in-process ring."""
     if settings.redis_url is None:
         return EventRing()
-    from redis.asyncio import Redis  # only with Redis: its import costs the sidecar memory
+    return RedisEventStream(redis_client(settings), owns_client=True)
 
-    return RedisEventStream(Redis.from_url(settings.redis_url), owns_client=True)
+
+def redis_client(settings: SidecarSettings) -> Redis:
+    """A client of ``A11I_REDIS_URL`` whose pool makes a call wait for a free connection
+    (bounded by ``A11I_REDIS_TIMEOUT``) rather than fail: redis-py's default pool raises
+    MaxConnectionsError past its size, which a wallet would take for Redis going away."""
+    from redis.asyncio import BlockingConnectionPool, Redis  # only with Redis: it costs memory
+
+    assert settings.redis_url is not None
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=REDIS_CONNECTIONS,
+        timeout=max(settings.redis_timeout_s, 0.05),
+    )
+    return Redis(connection_pool=pool)
 
 
 def wallet_for(settings: SidecarSettings) -> Wallet:
@@ -147,12 +167,10 @@ def _journal(settings: SidecarSettings, key: str) -> SpendJournal | None:
 
 def _backend(settings: SidecarSettings, key: str, policy: BudgetPolicy) -> Wallet:
     if settings.redis_url is not None:
-        from redis.asyncio import Redis  # only with Redis: its import costs the sidecar memory
-
         from a11i.sidecar.wallets.redis import RedisWallet
 
         return RedisWallet(
-            Redis.from_url(settings.redis_url),
+            redis_client(settings),
             namespace=key,
             agent=settings.agent,
             policy=policy,

@@ -178,8 +178,10 @@ class RedisEventStream:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                # Bounded: a shutdown never hangs on the event writer.
+                async with asyncio.timeout(max(self._timeout_s, 1.0)):
+                    await self._task
         if self._owns_client:
             await self._client.aclose()
 
@@ -196,7 +198,12 @@ class RedisEventStream:
         from redis.exceptions import ConnectionError as RedisConnectionError
 
         failing = False
+        this = asyncio.current_task()
         while True:
+            if this is not None and this.cancelling():
+                # Python 3.11's asyncio.timeout can turn a cancellation that meets its own
+                # deadline into a TimeoutError, caught below: never outlive close().
+                raise asyncio.CancelledError
             event = await self._queue.get()
             try:
                 try:

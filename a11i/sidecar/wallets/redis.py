@@ -173,6 +173,50 @@ return state(1, current, held)
 """
 )
 
+# The waiting line (docs/budget.md): calls that fit beside what is spent but not beside what
+# calls in flight hold wait in arrival order across every sidecar of the wallet. KEYS 5: a
+# sorted set of tickets scored by their deadline (every waiter waits as long, so the earliest
+# deadline is the earliest arrival); a ticket past its deadline is dropped.
+# ARGV 5: lease id, 6: projected nanos, 7: expires_at, 8: ticket, 9: its deadline, 10: '1' to
+# join the line when refused for held money only. Flag: 1 admitted, 2 waiting in the line (not
+# this call's turn, or the money is still held), 0 refused.
+_RESERVE_IN_LINE = (
+    _PRELUDE
+    + """
+local current = advance()
+if not current then return {'missing'} end
+local held = reserved(current)
+local line, ticket = KEYS[5], ARGV[8]
+redis.call('ZREMRANGEBYSCORE', line, '-inf', '(' .. ARGV[1])
+if stopped() then
+  redis.call('ZREM', line, ticket)
+  return state(0, current, held)
+end
+local w = redis.call('HMGET', KEYS[1], 'spent_nanos', 'limit_nanos', 'when_exhausted')
+local worth = w[2] ~= '' and tonumber(w[1]) + tonumber(ARGV[6]) <= tonumber(w[2])
+local head = redis.call('ZRANGE', line, 0, 0)[1]
+if head and head ~= ticket then
+  -- Someone who came earlier is waiting: this call queues behind them.
+  if worth and ARGV[10] == '1' then redis.call('ZADD', line, 'NX', ARGV[9], ticket) end
+  if worth and redis.call('ZSCORE', line, ticket) then return state(2, current, held) end
+  return state(0, current, held)
+end
+local fits = w[2] == '' or w[3] == 'Warn'
+  or tonumber(w[1]) + held + tonumber(ARGV[6]) <= tonumber(w[2])
+if not fits then
+  if worth and ARGV[10] == '1' then
+    redis.call('ZADD', line, 'NX', ARGV[9], ticket)
+    return state(2, current, held)
+  end
+  redis.call('ZREM', line, ticket)
+  return state(0, current, held)
+end
+redis.call('ZREM', line, ticket)
+redis.call('HSET', KEYS[2], ARGV[5], ARGV[6] .. ':' .. ARGV[7] .. ':' .. current)
+return state(1, current, held)
+"""
+)
+
 # ARGV 5: lease id, 6: the lease's period start, 7: actual nanos, 8: forget settled ids before.
 # Flag: 1 charged to the current period, 0 the lease's period is over, -1 already settled.
 _SETTLE = (
@@ -298,11 +342,18 @@ class RedisWallet:
         self.fail_open = fail_open
         self._clock = clock
         self._key = f"a11i:wallet:{namespace}"
-        self._keys = [self._key, f"{self._key}:leases", CLUSTER_STOP_KEY, f"{self._key}:settled"]
+        self._keys = [
+            self._key,
+            f"{self._key}:leases",
+            CLUSTER_STOP_KEY,
+            f"{self._key}:settled",
+            f"{self._key}:line",
+        ]
         self._prefix = f"{os.getpid()}-"
         # register_script only hashes the source; the script is loaded on first use (and again
         # after a NOSCRIPT, e.g. a restarted Redis) by redis-py.
         self._reserve_script = client.register_script(_RESERVE)
+        self._line_script = client.register_script(_RESERVE_IN_LINE)
         self._settle_script = client.register_script(_SETTLE)
         self._snapshot_script = client.register_script(_SNAPSHOT)
         self._init_script = client.register_script(_INIT)
@@ -445,6 +496,48 @@ class RedisWallet:
             self._shadow_book(now), self._new_id(), projected, now, self._lease_seconds
         )
         return verdict, lease
+
+    async def reserve_in_line(
+        self, projected: Decimal, ticket: str, deadline: float, *, join: bool
+    ) -> tuple[Verdict, Reservation | None, bool]:
+        """``reserve`` for a call that may wait in the wallet's line, shared by every sidecar:
+        the verdict, the reservation, and whether the call is (now) waiting in the line for its
+        turn. ``deadline``: when its ticket lapses (epoch seconds); ``join``: queue when refused
+        for money that is only held. While Redis is away it is ``reserve``, never waiting."""
+        if self._namespace_stop or self._cluster_stop or self._link != "up":
+            verdict, reservation = await self.reserve(projected)
+            return verdict, reservation, False
+        now = self._clock()
+        amount = to_nanos(projected)
+        lease_id = self._new_id()
+        expires_at = now.timestamp() + self._lease_seconds
+        version = self._stop_version
+        try:
+            remote, flag = await self._run(
+                self._line_script,
+                now,
+                lease_id,
+                str(amount),
+                repr(expires_at),
+                ticket,
+                repr(deadline),
+                "1" if join else "0",
+            )
+        except _UNREACHABLE as exc:
+            self._lost(exc)
+            self._pending.append(_Pending(lease_id, 0.0, 0))
+            verdict, reservation = await self.reserve(projected)
+            return verdict, reservation, False
+        verdict, reservation = self._admitted(
+            remote, 1 if flag == 1 else 0, version, lease_id, amount, expires_at
+        )
+        return verdict, reservation, flag == 2
+
+    async def leave_line(self, ticket: str) -> None:
+        """Take a ticket out of the line (a waiter that gave up); it would lapse anyway."""
+        with contextlib.suppress(*_UNREACHABLE):
+            async with asyncio.timeout(self._timeout):
+                await self._client.zrem(self._keys[4], ticket)
 
     async def settle(self, reservation: Reservation, actual: Decimal) -> None:
         now = self._clock()

@@ -304,3 +304,58 @@ async def test_calls_wait_for_held_money_and_use_the_limit_before_refusals(
     assert spent >= Decimal("0.03") * Decimal("0.9"), spent
     assert sum(b["admission"]["admitted_after_wait"] for b in budgets) > 0
     assert all(b["admission"]["waiting"] == 0 for b in budgets)
+
+
+async def test_the_waiting_line_is_one_for_every_sidecar_of_the_wallet(
+    standin: StandIn, redis_server: RedisServer, sidecars: Sidecars
+) -> None:
+    """A call waiting in sidecar A for held money is not overtaken by a later call arriving at
+    sidecar B that would fit at once: B's call queues behind it, across processes."""
+    assert standin.url is not None
+    settings = {
+        "A11I_OPENAI_BASE": standin.url,
+        "A11I_REDIS_URL": redis_server.url,
+        "A11I_NAMESPACE": "team-a",
+        "A11I_BUDGET_USD": "0.01",
+        "A11I_REDIS_TIMEOUT": "2",
+    }
+    a, b = [await sidecars.start(**settings, A11I_AGENT=f"agent-{i}") for i in range(2)]
+
+    def chat(max_tokens: int, name: str) -> dict[str, object]:
+        return {**CHAT, "max_tokens": max_tokens, "user": name}
+
+    async with aiohttp.ClientSession() as http:
+
+        async def call(url: str, body: dict[str, object]) -> int:
+            async with http.post(
+                url + "/v1/chat/completions", json=body, headers=HEADERS
+            ) as response:
+                await response.read()
+                return response.status
+
+        # x holds $0.006 (600 output tokens of gpt-4o) for 1.5 s (the stand-in's next answer
+        # only is slow).
+        standin.configure(times=1, delay_ms=1500)
+        first = asyncio.ensure_future(call(a, chat(600, "x")))
+        for _ in range(300):
+            if standin.requests:
+                break
+            await asyncio.sleep(0.01)
+        # y needs $0.006 too: it fits beside what is spent, not beside x's hold: it waits.
+        waiting = asyncio.ensure_future(call(a, chat(600, "y")))
+        client = Redis.from_url(redis_server.url, decode_responses=True)
+        try:
+            for _ in range(200):
+                if await client.zcard("a11i:wallet:team-a:line") == 1:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                pytest.fail("y never joined the line")
+        finally:
+            await client.aclose()
+        # z needs $0.003: it would fit at once beside x's hold, but y came first.
+        later = asyncio.ensure_future(call(b, chat(300, "z")))
+        statuses = await asyncio.gather(first, waiting, later)
+    assert statuses == [200, 200, 200]
+    order = [r.json["user"] for r in standin.requests if isinstance(r.json, dict)]
+    assert order == ["x", "y", "z"]
