@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Build the test control plane from the Go module proxy with this machine's Go toolchain:
-# etcd, kube-apiserver, kube-controller-manager and kubectl at the versions pinned in go.mod
-# beside this script, and helm at HELM_VERSION below.
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and the node's kubelet and
+# kube-proxy at the versions pinned in go.mod beside this script, and helm at HELM_VERSION below.
 #
 # Binaries go to ${A11I_CACHE:-$HOME/.cache/a11i}/bin/k8s-<version>/, outside the checkout, so
 # every clone on this machine shares them. A binary is built only when it is absent or was built
 # from another pinned version or recipe (a stamp file beside it says which), so a warm run only
-# reads a few small files. The bin directory is the one line this script prints on stdout; progress and
-# timings go to stderr.
+# reads a few small files. The bin directory is the one line this script prints on stdout; progress
+# and timings go to stderr.
 #
 #   tools/cluster/build.sh              build what is missing, print the bin directory
 #   tools/cluster/build.sh --force      rebuild everything
@@ -70,6 +70,9 @@ targets=(
   "kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver@${K8S_VERSION}"
   "kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager@${K8S_VERSION}"
   "kubectl k8s.io/kubernetes/cmd/kubectl@${K8S_VERSION}"
+  "kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler@${K8S_VERSION}"
+  "kubelet k8s.io/kubernetes/cmd/kubelet@${K8S_VERSION}"
+  "kube-proxy k8s.io/kubernetes/cmd/kube-proxy@${K8S_VERSION}"
   "helm helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
 )
 
