@@ -1,0 +1,136 @@
+"""The test node: kubelet on Debian's containerd, runc and CNI plugins, registered with the real
+control plane, runs pods, serves their logs, routes Services, and leaves nothing behind.
+
+Needs root and the node's Debian packages (``make node-system``); the binaries come from
+``make cluster-bins``. tests/support/node.py says how the node is made.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import ControlPlane, ControlPlaneError, binaries_dir
+from tests.support.images import BUSYBOX_IMAGE, PAUSE_IMAGE
+from tests.support.node import NETNS_DIR, Node, NodeNetwork, _cgroup_controllers
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="a node needs root (containerd, runc, netns)"),
+    pytest.mark.timeout(300),
+]
+
+
+def _start() -> tuple[ControlPlane, Node]:
+    network = NodeNetwork.choose()
+    plane = ControlPlane(binaries_dir(), node_address=network.host_ip)
+    plane.start(timeout=90.0)
+    try:
+        node = Node(plane, network)
+        node.start(timeout=120.0)
+    except BaseException:
+        plane.stop()
+        raise
+    return plane, node
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[ControlPlane, Node]]:
+    failure = ""
+    try:
+        plane, node = _start()
+    except ControlPlaneError as error:
+        failure = str(error)
+    else:
+        try:
+            yield plane, node
+        finally:
+            node.stop()
+            plane.stop()
+        return
+    pytest.fail(failure, pytrace=False)
+
+
+def _run_pod(plane: ControlPlane, name: str, script: str) -> None:
+    plane.kubectl(
+        "run", name, f"--image={BUSYBOX_IMAGE}", "--restart=Never", "--command", "--",
+        "sh", "-c", script, check=True,
+    )  # fmt: skip
+
+
+def test_node_registers_ready_with_the_pinned_kubelet_on_containerd(
+    cluster: tuple[ControlPlane, Node],
+) -> None:
+    plane, node = cluster
+    info = plane.kubectl(
+        "get", "node", node.name, "-o",
+        "jsonpath={.status.nodeInfo.kubeletVersion} {.status.nodeInfo.containerRuntimeVersion}"
+        " {.status.addresses[?(@.type=='InternalIP')].address}",
+        check=True,
+    ).stdout.split()  # fmt: skip
+    assert info[0] == plane.version
+    assert info[1].startswith("containerd://1.")
+    assert info[2] == node.network.node_ip
+    images = node.ctr("images", "list", "--quiet").split()
+    assert PAUSE_IMAGE in images
+    assert BUSYBOX_IMAGE in images
+
+
+def test_a_plain_pod_runs_and_its_log_is_read_through_the_kubelet(
+    cluster: tuple[ControlPlane, Node],
+) -> None:
+    plane, node = cluster
+    _run_pod(plane, "hello", "echo hello from $(hostname)")
+    assert node.wait_pod_phase("default", "hello") == "Succeeded", node.describe_failure(
+        "default", "hello"
+    )
+    assert plane.kubectl("logs", "hello", check=True).stdout == "hello from hello\n"
+
+
+def test_pods_reach_the_apiserver_through_the_kubernetes_service(
+    cluster: tuple[ControlPlane, Node],
+) -> None:
+    """ClusterIP 10.0.0.1:443 → kube-proxy's DNAT in the node → the apiserver on the host."""
+    plane, node = cluster
+    _run_pod(plane, "to-service", "nc -w 5 10.0.0.1 443 </dev/null && echo reached")
+    phase = node.wait_pod_phase("default", "to-service")
+    logs = plane.kubectl("logs", "to-service").stdout
+    assert (phase, logs) == ("Succeeded", "reached\n"), node.logs("kube-proxy")
+
+
+def test_stop_leaves_no_process_mount_netns_cgroup_or_file_behind() -> None:
+    plane, node = _start()
+    try:
+        _run_pod(plane, "sleeper", "sleep 3600")
+        assert node.wait_pod_phase("default", "sleeper", ("Running",)) == "Running"
+        pod_netns = [path for path in NETNS_DIR.iterdir() if path.name.startswith("cni-")]
+        assert pod_netns, "a running pod has a network namespace"
+    finally:
+        node.stop()
+        plane.stop()
+    directory = str(node.dir)
+    mounts = Path("/proc/self/mounts").read_text()
+    assert directory not in mounts
+    assert not node.dir.exists()
+    assert not any(path.exists() for path in pod_netns)
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    assert node.network.netns not in netns.stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
+    assert node.network.host_link not in links.stdout
+    assert not [c for c in _cgroup_controllers() if (c / node.cgroup_parent).exists()]
+    leftovers = [
+        proc.name
+        for proc in Path("/proc").iterdir()
+        if proc.name.isdigit() and directory in _cmdline(proc)
+    ]
+    assert leftovers == []
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
