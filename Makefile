@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install encodings system node-system assets otelcol cluster-bins cluster e2e e2e-node e2e-kind run test lint typecheck unit integration bench bench-peers clean
+.PHONY: install encodings system node-system images assets otelcol cluster-bins cluster e2e e2e-node e2e-kind run test lint typecheck unit integration bench bench-peers clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -69,6 +69,12 @@ otelcol:
 cluster-bins:
 	bash tools/cluster/build.sh >/dev/null
 
+## images: Dockerfile.sidecar and Dockerfile.operator built with buildah on a bookworm + python3
+## base made by mmdebstrap, saved as archives in ~/.cache/a11i/images under the chart's image
+## names (docs/images.md; ~5 min once, then a hash check of the inputs)
+images: node-system
+	bash tools/images/build.sh >/dev/null
+
 ## cluster: the tests' Kubernetes control plane in the foreground; prints `export KUBECONFIG=...`,
 ## Ctrl-C stops it
 cluster: install cluster-bins
@@ -88,7 +94,7 @@ lint: install
 	$(BIN)/lint-imports
 
 ## test: linters, type checks, then the whole pytest suite (unit, integration)
-test: lint system node-system assets otelcol cluster-bins
+test: lint system node-system assets otelcol cluster-bins images
 	$(BIN)/pytest
 
 unit: install
@@ -96,11 +102,11 @@ unit: install
 
 integration: install system assets otelcol cluster-bins
 
-e2e: install node-system cluster-bins
+e2e: install node-system cluster-bins images
 	$(BIN)/pytest tests/e2e
 
 ## e2e-node: only the tests that run pods on the test node (root; docs/cluster.md)
-e2e-node: install node-system cluster-bins
+e2e-node: install node-system cluster-bins images
 	$(BIN)/pytest tests/e2e/test_node.py
 
 ## e2e-kind: both images built with docker, the chart and examples/ in a kind cluster (machines

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cluster import ControlPlane, ControlPlaneError, binaries_dir
-from tests.support.images import BUSYBOX_IMAGE, PAUSE_IMAGE
+from tests.support.images import BUSYBOX_IMAGE, PAUSE_IMAGE, ImageError, project_archives
 from tests.support.node import NETNS_DIR, Node, NodeNetwork, _cgroup_controllers
 
 pytestmark = [
@@ -99,6 +99,74 @@ def test_pods_reach_the_apiserver_through_the_kubernetes_service(
     phase = node.wait_pod_phase("default", "to-service")
     logs = plane.kubectl("logs", "to-service").stdout
     assert (phase, logs) == ("Succeeded", "reached\n"), node.logs("kube-proxy")
+
+
+SIDECAR_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: sidecar-image}
+spec:
+  securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+  containers:
+    - name: a11i-proxy
+      image: ghcr.io/a11i/sidecar:0.1.0
+      imagePullPolicy: Never
+      env: [{name: A11I_BUDGET_USD, value: "5"}]
+      # What the webhook injects: the proxy listens on the pod's loopback only.
+      readinessProbe:
+        exec: {command: [a11i, probe]}
+        periodSeconds: 1
+      securityContext:
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities: {drop: [ALL]}
+      volumeMounts:
+        - {name: tmp, mountPath: /tmp}
+        - {name: wallet, mountPath: /var/lib/a11i}
+  volumes:
+    - {name: tmp, emptyDir: {}}
+    - {name: wallet, emptyDir: {}}
+"""
+
+
+def test_the_images_built_from_our_dockerfiles_run_on_the_node(
+    cluster: tuple[ControlPlane, Node],
+) -> None:
+    """buildah's images, imported under the chart's names: the sidecar's ENTRYPOINT serves
+    as its non-root user on a read-only root and passes the injected exec probe; the operator
+    image's CLI runs."""
+    plane, node = cluster
+    try:
+        archives = project_archives()
+    except ImageError as error:
+        pytest.fail(str(error), pytrace=False)
+    for archive in archives:
+        node.import_image(archive)
+    images = node.ctr("images", "list", "--quiet").split()
+    assert "ghcr.io/a11i/sidecar:0.1.0" in images
+    assert "ghcr.io/a11i/operator:0.1.0" in images
+    plane.kubectl("apply", "-f", "-", input=SIDECAR_POD, check=True)
+    plane.kubectl(
+        "run", "operator-image", "--image=ghcr.io/a11i/operator:0.1.0",
+        "--image-pull-policy=Never", "--restart=Never", "--", "operator", "--help", check=True,
+    )  # fmt: skip
+    assert node.wait_pod_phase("default", "operator-image") == "Succeeded", node.describe_failure(
+        "default", "operator-image"
+    )
+    assert "--role" in plane.kubectl("logs", "operator-image", check=True).stdout
+    ready = plane.kubectl(
+        "wait", "--for=condition=Ready", "pod/sidecar-image", "--timeout=90s", timeout=100
+    )
+    assert ready.returncode == 0, node.describe_failure("default", "sidecar-image")
+    budget = plane.kubectl(
+        "exec", "sidecar-image", "--", "python3", "-c",
+        "import urllib.request; print(urllib.request.urlopen("
+        "'http://127.0.0.1:11000/a11i/budget').read().decode())",
+        check=True,
+    ).stdout  # fmt: skip
+    assert '"limit_usd": "5' in budget
+    user = plane.kubectl("exec", "sidecar-image", "--", "id", "-u", check=True).stdout
+    assert user.strip() == "65532"
 
 
 def test_stop_leaves_no_process_mount_netns_cgroup_or_file_behind() -> None:

@@ -31,6 +31,7 @@ PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 BUSYBOX_IMAGE = "a11i.local/busybox:test"
 """Debian's busybox-static, for plain pods (pulled never: it only exists on the node)."""
 BUSYBOX_BINARY = Path("/bin/busybox")
+BUILD_SCRIPT = ROOT / "tools" / "images" / "build.sh"
 
 
 class ImageError(RuntimeError):
@@ -201,3 +202,29 @@ def busybox_archive(path: Path) -> Path:
     ]
     write_oci_archive(path, BUSYBOX_IMAGE, entries, entrypoint=[], cmd=["/bin/sh"])
     return path
+
+
+def project_archives() -> list[Path]:
+    """The archives ``tools/images/build.sh`` made (the sidecar, the operator, the python base
+    under the example's name); fails unless all are there and up to date. Never builds: a cold
+    build takes minutes."""
+    result = subprocess.run(
+        ["bash", str(BUILD_SCRIPT), "--check"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode == 3:
+        raise ImageError(
+            f"{result.stderr.strip()}\nThe project's images are not built: run `make images` "
+            "(tools/images/build.sh; about five minutes the first time)"
+        )
+    if result.returncode != 0:
+        raise ImageError(f"{BUILD_SCRIPT} --check failed: {result.stderr.strip()}")
+    directory = Path(result.stdout.strip().splitlines()[-1])
+    return sorted(
+        path
+        for name in ("python", "sidecar", "operator")
+        for path in directory.glob(f"{name}-*.tar")
+    )
