@@ -75,10 +75,11 @@ cluster-bins:
 images: node-system
 	bash tools/images/build.sh >/dev/null
 
-## cluster: the tests' Kubernetes control plane in the foreground; prints `export KUBECONFIG=...`,
-## Ctrl-C stops it
-cluster: install cluster-bins
-	$(PY) -m tests.support.cluster
+## cluster: the tests' Kubernetes in the foreground: control plane, a node (as root) and the
+## project's images; prints `export KUBECONFIG=...` and `export PATH=...`; Ctrl-C or SIGTERM
+## stops it and removes all it made (without root: the control plane alone)
+cluster: install cluster-bins $(if $(filter 0,$(shell id -u)),node-system)
+	$(PY) -m tests.support.node
 
 install: $(VENV)/.installed encodings
 

@@ -14,26 +14,50 @@ The images it starts with are the sandbox (pause) and busybox (tests/support/ima
 are imported with ``import_image()``. It may not build binaries (tools/cluster/build.sh does) and
 needs root and Debian's containerd, runc and containernetworking-plugins
 (``make node-system``).
+
+``python -m tests.support.node`` (``make cluster``) builds what is missing (binaries, images),
+starts a plane with a node, imports the project's images and stays in the foreground until
+Ctrl-C or SIGTERM, which tear it all down.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import IO
 
-from tests.support.cluster import ControlPlane, ControlPlaneError, _die_with_parent, _kubeconfig
-from tests.support.images import PAUSE_IMAGE, busybox_archive, pause_archive
+from tests.support.cluster import (
+    SERVICE_CIDR,
+    ControlPlane,
+    ControlPlaneError,
+    _die_with_parent,
+    _kubeconfig,
+    build_binaries,
+)
+from tests.support.cluster import main as plane_main
+from tests.support.images import (
+    BUILD_SCRIPT as IMAGES_SCRIPT,
+)
+from tests.support.images import (
+    PAUSE_IMAGE,
+    busybox_archive,
+    pause_archive,
+    project_archives,
+)
 
 CNI_BIN_DIR = Path("/usr/lib/cni")
 POD_CIDR = "10.244.0.0/24"
@@ -125,6 +149,8 @@ class Node:
         self.cgroup_parent = f"a11i-node-{network.id}"
         self._processes: list[_NodeProcess] = []
         self._netns_made = False
+        self.routes_from_host = False
+        """Whether the host routes the Service and pod networks to this node."""
         self.startup_seconds: float | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -268,6 +294,14 @@ class Node:
         # DNAT for NodePorts on loopback.
         _run([*inside, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
         _run([*inside, "sysctl", "-q", "-w", "net.ipv4.conf.all.route_localnet=1"])
+        # The host (the apiserver calling a webhook's Service, a shell of `make cluster`)
+        # reaches Services and pods through the node, where kube-proxy's rules are. Only one
+        # node per host can own these routes: a second one goes without (they vanish with the
+        # veth pair).
+        self.routes_from_host = all(
+            _quiet(["ip", "route", "add", cidr, "via", net.node_ip, "dev", net.host_link])
+            for cidr in (SERVICE_CIDR, POD_CIDR)
+        )
         cni = self.dir / "cni"
         cni.mkdir()
         (cni / "10-a11i.conflist").write_text(
@@ -590,5 +624,97 @@ def _run(command: Sequence[str]) -> None:
         raise NodeError(f"`{' '.join(command)}` failed: {result.stderr.strip()}")
 
 
-def _quiet(command: Sequence[str]) -> None:
-    subprocess.run(list(command), stdin=subprocess.DEVNULL, capture_output=True, check=False)
+def _quiet(command: Sequence[str]) -> bool:
+    """Run ``command``, ignoring its output; whether it succeeded."""
+    result = subprocess.run(
+        list(command), stdin=subprocess.DEVNULL, capture_output=True, check=False
+    )
+    return result.returncode == 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``make cluster``: control plane + node + the project's images until Ctrl-C/SIGTERM."""
+    cache = Path(os.environ.get("A11I_CACHE", str(Path.home() / ".cache" / "a11i")))
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.support.node",
+        description="Run the test cluster, with a node, in the foreground (docs/cluster.md).",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=cache / "kubeconfig",
+        help="where to write the admin kubeconfig (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=None, help="the apiserver's port (default: a free one)"
+    )
+    parser.add_argument(
+        "--no-images", action="store_true", help="do not build or import the project's images"
+    )
+    options = parser.parse_args(argv)
+    if os.geteuid() != 0 or missing_packages():
+        print(
+            "a node needs root and Debian packages (make node-system): starting the control "
+            "plane alone",
+            file=sys.stderr,
+        )
+        plane_args = [f"--kubeconfig={options.kubeconfig}"]
+        if options.port is not None:
+            plane_args.append(f"--port={options.port}")
+        return plane_main(plane_args)
+
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    bin_dir = build_binaries()
+    archives: list[Path] = []
+    if not options.no_images:
+        subprocess.run(["bash", str(IMAGES_SCRIPT)], stdout=subprocess.DEVNULL, check=True)
+        archives = project_archives()
+    options.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+    network = NodeNetwork.choose()
+    plane = ControlPlane(
+        bin_dir, kubeconfig_path=options.kubeconfig, port=options.port, node_address=network.host_ip
+    )
+    print(f"starting the control plane {plane.version} and node {network.netns} ...", flush=True)
+    plane.start()
+    node: Node | None = None
+    try:
+        node = Node(plane, network)
+        node.start()
+        for archive in archives:
+            print(f"importing {archive.name} ...", flush=True)
+            node.import_image(archive)
+        print(
+            f"cluster {plane.version} ready at {plane.server_url}: node {node.name} "
+            f"({network.node_ip}) Ready in {node.startup_seconds:.1f} s, images "
+            f"{', '.join(a.name for a in archives) or 'pause and busybox only'}\n"
+            f"files in {plane.dir} and {node.dir}\n\n"
+            f"  export KUBECONFIG={plane.kubeconfig_path}\n"
+            f"  export PATH={bin_dir}:$PATH\n"
+            "  kubectl get nodes\n\n"
+            "Ctrl-C stops it and removes everything it made.",
+            flush=True,
+        )
+        while not stopping.wait(1.0):
+            for name, popen in [*plane.processes(), *node.processes()]:
+                if popen.poll() is not None:
+                    logs = node.logs(name) or plane.logs(name)
+                    print(f"{name} exited:\n{logs}", file=sys.stderr)
+                    return 1
+    finally:
+        print("stopping ...", flush=True)
+        with contextlib.suppress(Exception):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if node is not None:
+            node.stop()
+        plane.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
