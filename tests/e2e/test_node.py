@@ -169,12 +169,18 @@ def test_the_images_built_from_our_dockerfiles_run_on_the_node(
     assert user.strip() == "65532"
 
 
+def _pod_netns() -> set[Path]:
+    return {path for path in NETNS_DIR.iterdir() if path.name.startswith("cni-")}
+
+
 def test_stop_leaves_no_process_mount_netns_cgroup_or_file_behind() -> None:
+    # Other nodes (the module's) may run pods meanwhile: only the new namespaces are this one's.
+    before = _pod_netns()
     plane, node = _start()
     try:
         _run_pod(plane, "sleeper", "sleep 3600")
         assert node.wait_pod_phase("default", "sleeper", ("Running",)) == "Running"
-        pod_netns = [path for path in NETNS_DIR.iterdir() if path.name.startswith("cni-")]
+        pod_netns = _pod_netns() - before
         assert pod_netns, "a running pod has a network namespace"
     finally:
         node.stop()
