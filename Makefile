@@ -64,8 +64,8 @@ otelcol:
 	tools/otelcol/build.sh >/dev/null
 
 ## cluster-bins: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet,
-## kube-proxy and helm from the Go module proxy into ~/.cache/a11i (docs/cluster.md; ~11 min
-## once, then instant)
+## kube-proxy, helm and coredns from the Go module proxy into ~/.cache/a11i (docs/cluster.md;
+## ~14 min once, then instant)
 cluster-bins:
 	bash tools/cluster/build.sh >/dev/null
 

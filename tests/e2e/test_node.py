@@ -169,6 +169,80 @@ def test_the_images_built_from_our_dockerfiles_run_on_the_node(
     assert user.strip() == "65532"
 
 
+REDIS = """
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: redis-data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: redis, labels: {app: redis}}
+spec:
+  securityContext: {runAsNonRoot: true, runAsUser: 999, runAsGroup: 999}
+  containers:
+    - name: redis
+      image: docker.io/library/redis:7.4
+      imagePullPolicy: Never
+      args: [redis-server, --appendonly, "yes", --dir, /data, --protected-mode, "no"]
+      readinessProbe:
+        exec: {command: [redis-cli, ping]}
+        periodSeconds: 1
+      volumeMounts: [{name: data, mountPath: /data}]
+  volumes:
+    - {name: data, persistentVolumeClaim: {claimName: redis-data}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: redis}
+spec:
+  selector: {app: redis}
+  ports: [{port: 6379}]
+"""
+
+
+def test_cluster_dns_resolves_services_in_pods(cluster: tuple[ControlPlane, Node]) -> None:
+    plane, node = cluster
+    _run_pod(plane, "dns", "nslookup kubernetes.default.svc.cluster.local")
+    phase = node.wait_pod_phase("default", "dns")
+    logs = plane.kubectl("logs", "dns").stdout
+    assert phase == "Succeeded", f"{logs}\n{node.logs('coredns')}"
+    assert "10.0.0.1" in logs
+
+
+def test_the_redis_image_runs_on_a_claim_of_the_default_storage_class_behind_a_service(
+    cluster: tuple[ControlPlane, Node],
+) -> None:
+    """The chart's bundled Redis needs all three: its image (Debian's redis-server under the
+    chart's name), a default StorageClass for its claim, and its Service's name in DNS."""
+    plane, node = cluster
+    try:
+        archives = [path for path in project_archives() if path.name.startswith("redis-")]
+    except ImageError as error:
+        pytest.fail(str(error), pytrace=False)
+    node.import_image(archives[0])
+    plane.kubectl("apply", "-f", "-", input=REDIS, check=True)
+    ready = plane.kubectl(
+        "wait", "--for=condition=Ready", "pod/redis", "--timeout=90s", timeout=100
+    )
+    assert ready.returncode == 0, node.describe_failure("default", "redis")
+    claim = plane.kubectl(
+        "get", "pvc", "redis-data", "-o", "jsonpath={.status.phase} {.spec.storageClassName}"
+    ).stdout
+    assert claim == "Bound a11i-local"
+    _run_pod(
+        plane,
+        "redis-client",
+        'printf "SET k v\\r\\nGET k\\r\\n" | nc -w 3 redis.default.svc.cluster.local 6379',
+    )
+    assert node.wait_pod_phase("default", "redis-client") == "Succeeded"
+    assert plane.kubectl("logs", "redis-client").stdout.split() == ["+OK", "$1", "v"]
+    written = plane.kubectl("exec", "redis", "--", "ls", "/data", check=True).stdout
+    assert "appendonlydir" in written
+
+
 def _pod_netns() -> set[Path]:
     return {path for path in NETNS_DIR.iterdir() if path.name.startswith("cni-")}
 

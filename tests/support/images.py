@@ -206,8 +206,8 @@ def busybox_archive(path: Path) -> Path:
 
 def project_archives() -> list[Path]:
     """The archives ``tools/images/build.sh`` made (the sidecar, the operator, the python base
-    under the example's name); fails unless all are there and up to date. Never builds: a cold
-    build takes minutes."""
+    under the example's name, Debian's Redis under the chart's); fails unless all are there and
+    up to date. Never builds: a cold build takes minutes."""
     result = subprocess.run(
         ["bash", str(BUILD_SCRIPT), "--check"],
         stdin=subprocess.DEVNULL,
@@ -225,6 +225,6 @@ def project_archives() -> list[Path]:
     directory = Path(result.stdout.strip().splitlines()[-1])
     return sorted(
         path
-        for name in ("python", "sidecar", "operator")
+        for name in ("python", "redis", "sidecar", "operator")
         for path in directory.glob(f"{name}-*.tar")
     )

@@ -61,7 +61,9 @@ from tests.support.images import (
 
 CNI_BIN_DIR = Path("/usr/lib/cni")
 POD_CIDR = "10.244.0.0/24"
-CLUSTER_DNS = "10.0.0.10"
+STORAGE_CLASS = "a11i-local"
+PERSISTENT_VOLUMES = 4
+"""Pre-made hostPath volumes the default StorageClass binds claims to (no provisioner)."""
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 NETNS_DIR = Path("/var/run/netns")
 # Debian packages that provide what the node runs: (file that must exist, package).
@@ -167,7 +169,9 @@ class Node:
             self.import_image(busybox_archive(images / "busybox.tar"))
             self._start_kubelet()
             self._start_kube_proxy()
+            self._start_coredns(deadline)
             self._wait_ready(deadline)
+            self._make_storage()
         except BaseException:
             self.stop()
             raise
@@ -441,7 +445,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri.v1alpha2"]
                     },
                     # The apiserver (admin certificate) is the only client: logs, exec.
                     "authorization": {"mode": "AlwaysAllow"},
-                    "clusterDNS": [CLUSTER_DNS],
+                    # CoreDNS runs beside kubelet in the node's namespace, on the node's IP.
+                    "clusterDNS": [self.network.node_ip],
                     "clusterDomain": "cluster.local",
                     "address": self.network.node_ip,
                     "readOnlyPort": 0,
@@ -501,6 +506,87 @@ disabled_plugins = ["io.containerd.grpc.v1.cri.v1alpha2"]
                 "--v=1",
             ],
         )
+
+    def _start_coredns(self, deadline: float) -> None:
+        """Cluster DNS: CoreDNS's kubernetes plugin on the node's IP, port 53, reading Services
+        and EndpointSlices as ``system:a11i-coredns`` (a ClusterRole of its own). Names outside
+        ``cluster.local`` are not forwarded: pods have no way out anyway."""
+        self.plane.kubectl("apply", "-f", "-", input=_COREDNS_RBAC, check=True)
+        kubeconfig = self._node_kubeconfig("coredns", "/CN=system:a11i-coredns")
+        corefile = self.dir / "Corefile"
+        corefile.write_text(
+            f""".:53 {{
+    bind {self.network.node_ip}
+    errors
+    kubernetes cluster.local in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig} a11i-test
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }}
+    cache 5
+}}
+""",
+            encoding="utf-8",
+        )
+        coredns = self._spawn("coredns", [str(self.plane.bin_dir / "coredns"), f"-conf={corefile}"])
+        while "CoreDNS-" not in self.logs("coredns", 200):
+            if coredns.popen.poll() is not None or time.monotonic() > deadline:
+                raise NodeError(f"CoreDNS did not start:\n{self.logs('coredns')}")
+            time.sleep(0.1)
+
+    def _make_storage(self) -> None:
+        """A default StorageClass with no provisioner and a few hostPath volumes in the node's
+        directory: a claim of the class binds to one once its pod is scheduled."""
+        volumes = self.dir / "volumes"
+        items: list[dict[str, object]] = [
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {
+                    "name": STORAGE_CLASS,
+                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                },
+                "provisioner": "kubernetes.io/no-provisioner",
+                "volumeBindingMode": "WaitForFirstConsumer",
+                "reclaimPolicy": "Retain",
+            }
+        ]
+        for index in range(PERSISTENT_VOLUMES):
+            path = volumes / f"pv-{index}"
+            path.mkdir(parents=True)
+            # hostPath volumes get no fsGroup ownership: open to the pods' non-root users.
+            path.chmod(0o1777)
+            items.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolume",
+                    "metadata": {"name": f"{self.name}-pv-{index}"},
+                    "spec": {
+                        "capacity": {"storage": "10Gi"},
+                        "accessModes": ["ReadWriteOnce"],
+                        "storageClassName": STORAGE_CLASS,
+                        "persistentVolumeReclaimPolicy": "Retain",
+                        "hostPath": {"path": str(path), "type": "Directory"},
+                        "nodeAffinity": {
+                            "required": {
+                                "nodeSelectorTerms": [
+                                    {
+                                        "matchExpressions": [
+                                            {
+                                                "key": "kubernetes.io/hostname",
+                                                "operator": "In",
+                                                "values": [self.name],
+                                            }
+                                        ]
+                                    }
+                                ]
+                            }
+                        },
+                    },
+                }
+            )
+        manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+        self.plane.kubectl("apply", "-f", "-", input=manifest, check=True)
 
     def _wait_ready(self, deadline: float) -> None:
         while True:
@@ -594,6 +680,27 @@ disabled_plugins = ["io.containerd.grpc.v1.cri.v1alpha2"]
             ):
                 _rmdir(directory)
             _rmdir(top)
+
+
+_COREDNS_RBAC = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:a11i-coredns"}
+rules:
+  - apiGroups: [""]
+    resources: [endpoints, services, pods, namespaces]
+    verbs: [list, watch]
+  - apiGroups: [discovery.k8s.io]
+    resources: [endpointslices]
+    verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:a11i-coredns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:a11i-coredns"}
+subjects:
+  - {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:a11i-coredns"}
+"""
 
 
 def _cgroup_controllers() -> list[Path]:

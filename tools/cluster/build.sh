@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the test control plane from the Go module proxy with this machine's Go toolchain:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and the node's kubelet and
-# kube-proxy at the versions pinned in go.mod beside this script, and helm at HELM_VERSION below.
+# kube-proxy at the versions pinned in go.mod beside this script, and helm and coredns at
+# HELM_VERSION and COREDNS_VERSION below.
 #
 # Binaries go to ${A11I_CACHE:-$HOME/.cache/a11i}/bin/k8s-<version>/, outside the checkout, so
 # every clone on this machine shares them. A binary is built only when it is absent or was built
@@ -21,6 +22,9 @@ set -euo pipefail
 # built from its own go.mod with `go install`. v3.19 is the Helm line built on the v0.34 client
 # libraries, the same minor release as the control plane.
 HELM_VERSION=v3.19.5
+# Cluster DNS for the test node, built from its own go.mod like Helm: the CoreDNS release kubeadm
+# v1.34 deploys (cmd/kubeadm/app/constants: CoreDNSVersion).
+COREDNS_VERSION=v1.12.1
 # Bump when the way a binary is built changes (flags below): the stamps then no longer match and
 # the next run rebuilds everything.
 RECIPE=1
@@ -74,6 +78,7 @@ targets=(
   "kubelet k8s.io/kubernetes/cmd/kubelet@${K8S_VERSION}"
   "kube-proxy k8s.io/kubernetes/cmd/kube-proxy@${K8S_VERSION}"
   "helm helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+  "coredns github.com/coredns/coredns@${COREDNS_VERSION}"
 )
 
 stamp_of() { # source
@@ -158,12 +163,14 @@ for target in "${missing[@]}"; do
   tmp="$bin_dir/.$name.tmp"
   rm -f "$tmp" "$bin_dir/.$name.stamp"
   case "$name" in
-    helm)
-      # `go install pkg@version` builds in Helm's own module; GOBIN must be a directory, so build
-      # into a private one and move the binary into place.
+    helm | coredns)
+      # `go install pkg@version` builds in the tool's own module; GOBIN must be a directory, so
+      # build into a private one and move the binary into place.
+      ldflags="$helm_ldflags"
+      [[ "$name" == coredns ]] && ldflags="-s -w"
       gobin="$(mktemp -d "$bin_dir/.gobin.XXXXXX")"
-      (cd "$bin_dir" && GOBIN="$gobin" go install "${build_flags[@]}" -ldflags "$helm_ldflags" "$source")
-      mv "$gobin/helm" "$tmp"
+      (cd "$bin_dir" && GOBIN="$gobin" go install "${build_flags[@]}" -ldflags "$ldflags" "$source")
+      mv "$gobin/$name" "$tmp"
       rmdir "$gobin"
       ;;
     etcd)

@@ -59,11 +59,19 @@ context_hash() { # dockerfile
 # The base also stands in for the python image examples/agent-deployment.yaml names.
 PYTHON_IMAGE="docker.io/library/python:3.11-slim-bookworm"
 python_archive="$out/python-${base_hash}.tar"
+# The chart's bundled Redis (values.yaml redis.image): Debian's redis-server (7.0) on bookworm,
+# under the name the chart's default names; it runs `redis-server` from PATH like the official
+# image's entry point would.
+REDIS_IMAGE="docker.io/library/redis:7.4"
+REDIS_PACKAGES=redis-server
+redis_hash="$(printf '%s\n' "$RECIPE" "$SUITE" "$REDIS_PACKAGES" | hash_text)"
+redis_archive="$out/redis-${redis_hash}.tar"
 sidecar_archive="$out/sidecar-$(context_hash Dockerfile.sidecar).tar"
 operator_archive="$out/operator-$(context_hash Dockerfile.operator).tar"
 
 missing=()
 [[ -f "$python_archive" ]] || missing+=(python)
+[[ -f "$redis_archive" ]] || missing+=(redis)
 [[ -f "$sidecar_archive" ]] || missing+=(sidecar)
 [[ -f "$operator_archive" ]] || missing+=(operator)
 if ((${#missing[@]} == 0)); then
@@ -93,22 +101,24 @@ for file in /etc/pip.conf /etc/ssl/certs/ca-certificates.crt; do
 done
 build_opts=(--isolation chroot --network host --pull=never --layers=false "${mounts[@]}")
 
-if ! buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
-  start=$SECONDS
-  rootfs="$(mktemp "$out/.base.XXXXXX.tar")"
-  echo "build.sh: making $BASE_IMAGE with mmdebstrap ($SUITE: $BASE_PACKAGES)" >&2
-  mmdebstrap --quiet --variant=minbase --include="$BASE_PACKAGES" \
+debian_image() { # name packages
+  local start=$SECONDS rootfs container
+  buildah inspect --type image "$1" >/dev/null 2>&1 && return 0
+  rootfs="$(mktemp "$out/.rootfs.XXXXXX.tar")"
+  echo "build.sh: making $1 with mmdebstrap ($SUITE: $2)" >&2
+  mmdebstrap --quiet --variant=minbase --include="$2" \
     --aptopt='Acquire::Retries "3"' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
     "$SUITE" "$rootfs" "$MIRROR" >&2
   container="$(buildah from scratch)"
   buildah add --quiet "$container" "$rootfs" / >/dev/null
   buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    --env LANG=C.UTF-8 --cmd python3 "$container"
-  buildah commit --quiet --rm "$container" "$BASE_IMAGE" >/dev/null
+    --env LANG=C.UTF-8 "$container"
+  buildah commit --quiet --rm "$container" "$1" >/dev/null
   rm -f "$rootfs"
-  echo "build.sh: base made in $((SECONDS - start)) s" >&2
-fi
+  echo "build.sh: $1 made in $((SECONDS - start)) s" >&2
+}
+debian_image "$BASE_IMAGE" "$BASE_PACKAGES"
 
 save() { # image name archive
   local tmp="$3.tmp"
@@ -119,6 +129,10 @@ save() { # image name archive
   find "$out" -maxdepth 1 -name "$(basename "${3%-*}")-*.tar" ! -path "$3" -delete
 }
 [[ -f "$python_archive" ]] || save "$BASE_IMAGE" "$PYTHON_IMAGE" "$python_archive"
+if [[ ! -f "$redis_archive" ]]; then
+  debian_image "localhost/a11i-redis:${SUITE}-${redis_hash}" "$REDIS_PACKAGES"
+  save "localhost/a11i-redis:${SUITE}-${redis_hash}" "$REDIS_IMAGE" "$redis_archive"
+fi
 
 build() { # dockerfile image archive
   local start=$SECONDS
