@@ -7,16 +7,20 @@ Needs root and the node's Debian packages (``make node-system``); the binaries c
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.cluster import ControlPlane, ControlPlaneError, binaries_dir
 from tests.support.images import BUSYBOX_IMAGE, PAUSE_IMAGE, ImageError, project_archives
 from tests.support.node import NETNS_DIR, Node, NodeNetwork, _cgroup_controllers
+from tests.support.paths import ROOT
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="a node needs root (containerd, runc, netns)"),
@@ -241,6 +245,54 @@ def test_the_redis_image_runs_on_a_claim_of_the_default_storage_class_behind_a_s
     assert plane.kubectl("logs", "redis-client").stdout.split() == ["+OK", "$1", "v"]
     written = plane.kubectl("exec", "redis", "--", "ls", "/data", check=True).stdout
     assert "appendonlydir" in written
+
+
+@pytest.mark.timeout(600)
+def test_the_chart_installs_verbatim_and_injects_the_proxy_into_the_example_agent(
+    cluster: tuple[ControlPlane, Node],
+) -> None:
+    """The README's `helm install` with the built images: operator, webhook (behind its Service,
+    called by the apiserver) and the bundled Redis come up; the example agent Deployment gets
+    a11i-proxy as a native sidecar, which starts and turns Ready before the app container.
+
+    The agent container itself cannot run here yet: it pip-installs the openai SDK at start and
+    pods have no way to PyPI (docs/cluster.md)."""
+    plane, node = cluster
+    try:
+        archives = project_archives()
+    except ImageError as error:
+        pytest.fail(str(error), pytrace=False)
+    for archive in archives:
+        node.import_image(archive)
+    installed = plane.helm(
+        "install", "a11i", str(ROOT / "charts" / "a11i"), "--namespace", "a11i-system",
+        "--create-namespace", "--wait", "--timeout=240s", timeout=260,
+    )  # fmt: skip
+    pods = plane.kubectl("get", "pods", "-n", "a11i-system", "-o", "wide").stdout
+    assert installed.returncode == 0, f"{installed.stderr}\n{pods}\n{node.logs('kubelet', 20)}"
+    examples = ROOT / "examples"
+    plane.kubectl("apply", "-f", str(examples / "namespace.yaml"), check=True)
+    for name in ("provider-keys-secret", "agentbudget", "agent-loop-configmap", "agent-deployment"):
+        plane.kubectl("apply", "-n", "agents", "-f", str(examples / f"{name}.yaml"), check=True)
+    deadline = time.monotonic() + 150
+    proxy: dict[str, Any] = {}
+    pod: dict[str, Any] = {}
+    while time.monotonic() < deadline and not proxy.get("ready"):
+        listed = plane.kubectl("get", "pods", "-n", "agents", "-o", "json", check=True).stdout
+        items = json.loads(listed)["items"]
+        pod = items[0] if items else {}
+        statuses = pod.get("status", {}).get("initContainerStatuses", []) if pod else []
+        proxy = next((st for st in statuses if st["name"] == "a11i-proxy"), {})
+        time.sleep(1)
+    name = pod.get("metadata", {}).get("name", "") if pod else ""
+    assert proxy.get("ready") is True, node.describe_failure("agents", str(name))
+    init = pod["spec"]["initContainers"]
+    assert [(c["name"], c.get("restartPolicy")) for c in init] == [("a11i-proxy", "Always")]
+    assert pod["metadata"]["annotations"]["a11i.io/status"]
+    phase = plane.kubectl(
+        "get", "agentbudget", "default", "-n", "agents", "-o", "jsonpath={.status.phase}"
+    ).stdout
+    assert phase == "Green"
 
 
 def _pod_netns() -> set[Path]:
