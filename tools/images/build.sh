@@ -12,8 +12,10 @@
 # the npm registry, through this machine's pip configuration and CA bundle (mounted read-only
 # into the build, never into the image).
 #
-# Each archive's name carries a hash of its inputs (the base's recipe; the Dockerfile, the files
-# the build context lets in and the base's hash), so a warm run only hashes a few hundred files.
+# Each archive's name carries a hash of its inputs (the Debian images' recipes and package lists;
+# the Dockerfile, the files the build context lets in and the base's hash), so a warm run only
+# hashes a few hundred files. Besides the two images: the base under the python image name
+# examples/agent-deployment.yaml uses, and Debian's redis-server under the chart's Redis name.
 # Archives go to ${A11I_CACHE:-~/.cache/a11i}/images/. See docs/images.md.
 set -euo pipefail
 
@@ -21,7 +23,7 @@ check_only=0
 for arg in "$@"; do
   case "$arg" in
     --check) check_only=1 ;;
-    -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build.sh: unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -101,7 +103,7 @@ for file in /etc/pip.conf /etc/ssl/certs/ca-certificates.crt; do
 done
 build_opts=(--isolation chroot --network host --pull=never --layers=false "${mounts[@]}")
 
-debian_image() { # name packages
+debian_image() { # name packages [cmd]
   local start=$SECONDS rootfs container
   buildah inspect --type image "$1" >/dev/null 2>&1 && return 0
   rootfs="$(mktemp "$out/.rootfs.XXXXXX.tar")"
@@ -113,12 +115,12 @@ debian_image() { # name packages
   container="$(buildah from scratch)"
   buildah add --quiet "$container" "$rootfs" / >/dev/null
   buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    --env LANG=C.UTF-8 "$container"
+    --env LANG=C.UTF-8 ${3:+--cmd "$3"} "$container"
   buildah commit --quiet --rm "$container" "$1" >/dev/null
   rm -f "$rootfs"
   echo "build.sh: $1 made in $((SECONDS - start)) s" >&2
 }
-debian_image "$BASE_IMAGE" "$BASE_PACKAGES"
+debian_image "$BASE_IMAGE" "$BASE_PACKAGES" python3
 
 save() { # image name archive
   local tmp="$3.tmp"
