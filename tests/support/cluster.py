@@ -6,7 +6,8 @@ throw-away CA, a serving certificate for 127.0.0.1, an admin client certificate 
 ``system:masters``, a service-account key pair, free loopback ports, a temporary directory, RBAC
 authorization. Unlike envtest it also runs the controller manager, so namespaces are finalized,
 every namespace gets its ``default`` ServiceAccount and ``kube-root-ca.crt``, and the admission
-chain is the stock one. There is no kubelet: pods are admitted and stored, never run.
+chain is the stock one. On its own there is no kubelet: pods are admitted and stored, never run;
+``node_address=`` readies it for the node of tests/support/node.py (and starts kube-scheduler).
 
 It may not build anything (``build.sh`` does) and it needs no Python package beyond the standard
 library: certificates come from the ``openssl`` command.
