@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install encodings system assets otelcol cluster-bins cluster e2e e2e-kind run test lint typecheck unit integration bench bench-peers clean
+.PHONY: install encodings system node-system images assets otelcol cluster-bins cluster e2e e2e-node e2e-kind run test lint typecheck unit integration bench bench-peers clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,25 @@ system:
 	  fi; \
 	fi
 
+## node-system: what the test node runs and builds images with, from Debian: containerd, runc,
+## the CNI plugins, conntrack and iptables (kube-proxy), busybox-static, gcc (the pause image),
+## buildah and mmdebstrap (the project's images); installed when absent (docs/cluster.md)
+NODE_PACKAGES := /usr/bin/containerd:containerd /usr/sbin/runc:runc \
+  /usr/lib/cni/bridge:containernetworking-plugins /usr/sbin/conntrack:conntrack \
+  /usr/sbin/iptables:iptables /bin/ip:iproute2 /bin/busybox:busybox-static /usr/bin/gcc:gcc \
+  /usr/lib/x86_64-linux-gnu/libc.a:libc6-dev /usr/bin/buildah:buildah /usr/bin/mmdebstrap:mmdebstrap
+node-system:
+	@missing=""; for pair in $(NODE_PACKAGES); do \
+	  test -e "$${pair%%:*}" || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "the test node needs Debian packages:$$missing (sudo apt-get install$$missing)" >&2; exit 1; \
+	  fi; \
+	fi
+
 ## assets: the dashboard's chart library (uPlot) from the npm registry, pinned with its hash by
 ## package-lock.json and verified (fetched when absent or when the lock file changed; no npm)
 UPLOT := a11i/dashboard/static/vendor/uPlot.iife.min.js
@@ -44,15 +63,23 @@ $(UPLOT): a11i/dashboard/package-lock.json a11i/dashboard/assets.py
 otelcol:
 	tools/otelcol/build.sh >/dev/null
 
-## cluster-bins: etcd, kube-apiserver, kube-controller-manager, kubectl and helm from the Go
-## module proxy into ~/.cache/a11i (docs/cluster.md; ~9 min once, then instant)
+## cluster-bins: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet,
+## kube-proxy, helm and coredns from the Go module proxy into ~/.cache/a11i (docs/cluster.md;
+## ~14 min once, then instant)
 cluster-bins:
 	bash tools/cluster/build.sh >/dev/null
 
-## cluster: the tests' Kubernetes control plane in the foreground; prints `export KUBECONFIG=...`,
-## Ctrl-C stops it
-cluster: install cluster-bins
-	$(PY) -m tests.support.cluster
+## images: Dockerfile.sidecar and Dockerfile.operator built with buildah on a bookworm + python3
+## base made by mmdebstrap, saved as archives in ~/.cache/a11i/images under the chart's image
+## names (docs/images.md; ~5 min once, then a hash check of the inputs)
+images: node-system
+	bash tools/images/build.sh >/dev/null
+
+## cluster: the tests' Kubernetes in the foreground: control plane, a node (as root) and the
+## project's images; prints `export KUBECONFIG=...` and `export PATH=...`; Ctrl-C or SIGTERM
+## stops it and removes all it made (without root: the control plane alone)
+cluster: install cluster-bins $(if $(filter 0,$(shell id -u)),node-system)
+	$(PY) -m tests.support.node
 
 install: $(VENV)/.installed encodings
 
@@ -68,7 +95,7 @@ lint: install
 	$(BIN)/lint-imports
 
 ## test: linters, type checks, then the whole pytest suite (unit, integration)
-test: lint system assets otelcol cluster-bins
+test: lint system node-system assets otelcol cluster-bins images
 	$(BIN)/pytest
 
 unit: install
@@ -76,8 +103,12 @@ unit: install
 
 integration: install system assets otelcol cluster-bins
 
-e2e: install cluster-bins
+e2e: install node-system cluster-bins images
 	$(BIN)/pytest tests/e2e
+
+## e2e-node: only the tests that run pods on the test node (root; docs/cluster.md)
+e2e-node: install node-system cluster-bins images
+	$(BIN)/pytest tests/e2e/test_node.py
 
 ## e2e-kind: both images built with docker, the chart and examples/ in a kind cluster (machines
 ## with Docker only; never part of `make test`; without an engine it says so and exits 0)

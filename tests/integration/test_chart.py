@@ -198,7 +198,12 @@ def check_common(manifests: list[Manifest], values: dict[str, Any]) -> None:
     (server,) = pod["containers"]
     assert server["image"] == "ghcr.io/a11i/operator:0.1.0"
     assert server["args"][:3] == ["operator", "--role", "webhook"]
+    # Found running the chart on the test node: kopf needs a user name (no passwd entry for
+    # 65532), and service links would set A11I_WEBHOOK_PORT from the Service a11i-webhook.
+    assert pod["enableServiceLinks"] is False
+    assert operator["spec"]["template"]["spec"]["enableServiceLinks"] is False
     assert env_of(server) == {
+        "USER": "a11i",
         "A11I_OPERATOR_NAMESPACE": NAMESPACE,
         "A11I_WEBHOOK_CERT_DIR": "/etc/a11i/webhook-tls",
         "A11I_SIDECAR_IMAGE": "ghcr.io/a11i/sidecar:0.1.0",

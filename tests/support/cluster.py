@@ -6,7 +6,8 @@ throw-away CA, a serving certificate for 127.0.0.1, an admin client certificate 
 ``system:masters``, a service-account key pair, free loopback ports, a temporary directory, RBAC
 authorization. Unlike envtest it also runs the controller manager, so namespaces are finalized,
 every namespace gets its ``default`` ServiceAccount and ``kube-root-ca.crt``, and the admission
-chain is the stock one. There is no kubelet: pods are admitted and stored, never run.
+chain is the stock one. On its own there is no kubelet: pods are admitted and stored, never run;
+``node_address=`` readies it for the node of tests/support/node.py (and starts kube-scheduler).
 
 It may not build anything (``build.sh`` does) and it needs no Python package beyond the standard
 library: certificates come from the ``openssl`` command.
@@ -141,7 +142,7 @@ def _die_with_parent() -> Callable[[], None] | None:
 class _Pki:
     """The plane's certificates and keys, made with the openssl command in ``directory``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, extra_ips: Sequence[str] = ()) -> None:
         self.dir = directory
         directory.mkdir(mode=0o700)
         self.ca_key, self.ca_crt = directory / "ca.key", directory / "ca.crt"
@@ -155,6 +156,7 @@ class _Pki:
             [
                 "IP:127.0.0.1",
                 f"IP:{SERVICE_IP}",
+                *(f"IP:{ip}" for ip in extra_ips),
                 "DNS:localhost",
                 "DNS:kubernetes",
                 "DNS:kubernetes.default",
@@ -173,10 +175,19 @@ class _Pki:
         self.kcm_crt, self.kcm_key = self._issue(
             "controller-manager", "/CN=system:kube-controller-manager", "clientAuth"
         )
+        self.scheduler_crt, self.scheduler_key = self._issue(
+            "scheduler", "/CN=system:kube-scheduler", "clientAuth"
+        )
         self.sa_key, self.sa_pub = directory / "sa.key", directory / "sa.pub"
         self._openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
                       "-out", self.sa_key)  # fmt: skip
         self._openssl("pkey", "-in", self.sa_key, "-pubout", "-out", self.sa_pub)
+
+    def issue(
+        self, name: str, subject: str, usage: str, sans: str | None = None
+    ) -> tuple[Path, Path]:
+        """A key and a certificate signed by the plane's CA, in the PKI directory."""
+        return self._issue(name, subject, usage, sans)
 
     def _issue(
         self, name: str, subject: str, usage: str, sans: str | None = None
@@ -253,6 +264,11 @@ class ControlPlane:
 
     ``start()`` returns once the apiserver is ready and the controller manager works; ``stop()``
     ends the processes and removes every file they wrote. Also a context manager.
+
+    With ``node_address`` (the host's end of a node's network, see tests/support/node.py) the
+    plane is made for nodes: kube-scheduler runs too, the apiserver also serves on that address,
+    publishes it as the ``kubernetes`` Service's endpoint, authorizes kubelets (``Node,RBAC``)
+    and reaches them for logs and exec with the admin certificate.
     """
 
     def __init__(
@@ -261,6 +277,7 @@ class ControlPlane:
         *,
         kubeconfig_path: Path | None = None,
         port: int | None = None,
+        node_address: str | None = None,
     ) -> None:
         self.bin_dir = bin_dir if bin_dir is not None else binaries_dir()
         self.versions = pinned_versions()
@@ -269,6 +286,7 @@ class ControlPlane:
         self._own_kubeconfig = kubeconfig_path is None
         self.kubeconfig_path = kubeconfig_path or self.dir / "kubeconfig"
         self.port = port if port is not None else free_port()
+        self.node_address = node_address
         self._processes: list[_Process] = []
         self._pki: _Pki | None = None
         self.startup_seconds: float | None = None
@@ -287,6 +305,21 @@ class ControlPlane:
     def ca_path(self) -> Path:
         return self._require_pki().ca_crt
 
+    @property
+    def pki(self) -> _Pki:
+        """The plane's CA and certificates (a node issues its kubelet's from it)."""
+        return self._require_pki()
+
+    def node_server_url(self) -> str:
+        """The apiserver as a node and its pods reach it."""
+        if self.node_address is None:
+            raise ControlPlaneError("the plane was not made for nodes (node_address)")
+        return f"https://{self.node_address}:{self.port}"
+
+    def processes(self) -> list[tuple[str, subprocess.Popen[bytes]]]:
+        """The running servers, oldest first, by name."""
+        return [(process.name, process.popen) for process in self._processes]
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self, timeout: float = 90.0) -> None:
@@ -297,7 +330,8 @@ class ControlPlane:
         started = time.monotonic()
         deadline = started + timeout
         try:
-            pki = self._pki = _Pki(self.dir / "pki")
+            extra = [self.node_address] if self.node_address else []
+            pki = self._pki = _Pki(self.dir / "pki", extra)
             self._start_etcd(deadline)
             self._start_apiserver(pki, deadline)
             self.kubeconfig_path.write_text(
@@ -308,6 +342,8 @@ class ControlPlane:
             )
             self.kubeconfig_path.chmod(0o600)
             self._start_controller_manager(pki, deadline)
+            if self.node_address is not None:
+                self._start_scheduler(pki, deadline)
         except BaseException:
             self.stop()
             raise
@@ -496,25 +532,44 @@ class ControlPlane:
         self._wait(etcd, lambda: _http_ok(f"{client}/health", None), "etcd", deadline)
 
     def _start_apiserver(self, pki: _Pki, deadline: float) -> None:
+        if self.node_address is None:
+            addresses = [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                # The default reconciler publishes the advertise address as the endpoints of the
+                # `kubernetes` Service, and Endpoints refuse loopback addresses (an error a
+                # second).
+                "--endpoint-reconciler-type=none",
+                "--authorization-mode=RBAC",
+            ]
+        else:
+            # Loopback for the tests, the node's gateway for kubelets and pods: the `kubernetes`
+            # Service then leads here from every pod, through kube-proxy.
+            addresses = [
+                "--bind-address=0.0.0.0",
+                f"--advertise-address={self.node_address}",
+                "--endpoint-reconciler-type=lease",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                f"--kubelet-client-certificate={pki.admin_crt}",
+                f"--kubelet-client-key={pki.admin_key}",
+                # Node names are not in any DNS here: reach kubelets at their node IP.
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
         apiserver = self._spawn(
             "kube-apiserver",
             [
                 f"--etcd-servers={self._etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                *addresses,
                 f"--secure-port={self.port}",
                 f"--cert-dir={self.dir / 'apiserver'}",
                 f"--tls-cert-file={pki.serving_crt}",
                 f"--tls-private-key-file={pki.serving_key}",
                 f"--client-ca-file={pki.ca_crt}",
-                "--authorization-mode=RBAC",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
-                # The default reconciler publishes the advertise address as the endpoints of the
-                # `kubernetes` Service, and Endpoints refuse loopback addresses (an error a second).
-                "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
                 "--profiling=false",
             ],
@@ -569,6 +624,32 @@ class ControlPlane:
             "kube-controller-manager (the default ServiceAccount and kube-root-ca.crt)",
             deadline,
         )
+
+    def _start_scheduler(self, pki: _Pki, deadline: float) -> None:
+        kubeconfig = self.dir / "scheduler.kubeconfig"
+        kubeconfig.write_text(
+            _kubeconfig(
+                self.server_url,
+                pki.ca_crt,
+                pki.scheduler_crt,
+                pki.scheduler_key,
+                "system:kube-scheduler",
+            ),
+            encoding="utf-8",
+        )
+        scheduler = self._spawn(
+            "kube-scheduler",
+            [
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+            ],
+        )
+        # It serves nothing worth asking; it is ready once it runs (pods wait for it anyway).
+        self._wait(scheduler, lambda: True, "kube-scheduler", deadline)
 
     @staticmethod
     def _admin_context(pki: _Pki) -> ssl.SSLContext:

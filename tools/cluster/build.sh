@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Build the test control plane from the Go module proxy with this machine's Go toolchain:
-# etcd, kube-apiserver, kube-controller-manager and kubectl at the versions pinned in go.mod
-# beside this script, and helm at HELM_VERSION below.
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and the node's kubelet and
+# kube-proxy at the versions pinned in go.mod beside this script, and helm and coredns at
+# HELM_VERSION and COREDNS_VERSION below.
 #
 # Binaries go to ${A11I_CACHE:-$HOME/.cache/a11i}/bin/k8s-<version>/, outside the checkout, so
 # every clone on this machine shares them. A binary is built only when it is absent or was built
 # from another pinned version or recipe (a stamp file beside it says which), so a warm run only
-# reads a few small files. The bin directory is the one line this script prints on stdout; progress and
-# timings go to stderr.
+# reads a few small files. The bin directory is the one line this script prints on stdout; progress
+# and timings go to stderr.
 #
 #   tools/cluster/build.sh              build what is missing, print the bin directory
 #   tools/cluster/build.sh --force      rebuild everything
@@ -21,6 +22,9 @@ set -euo pipefail
 # built from its own go.mod with `go install`. v3.19 is the Helm line built on the v0.34 client
 # libraries, the same minor release as the control plane.
 HELM_VERSION=v3.19.5
+# Cluster DNS for the test node, built from its own go.mod like Helm: the CoreDNS release kubeadm
+# v1.34 deploys (cmd/kubeadm/app/constants: CoreDNSVersion).
+COREDNS_VERSION=v1.12.1
 # Bump when the way a binary is built changes (flags below): the stamps then no longer match and
 # the next run rebuilds everything.
 RECIPE=1
@@ -36,7 +40,7 @@ for arg in "$@"; do
     --print-dir) print_only=1 ;;
     --check) check_only=1 ;;
     -h | --help)
-      sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -70,7 +74,11 @@ targets=(
   "kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver@${K8S_VERSION}"
   "kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager@${K8S_VERSION}"
   "kubectl k8s.io/kubernetes/cmd/kubectl@${K8S_VERSION}"
+  "kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler@${K8S_VERSION}"
+  "kubelet k8s.io/kubernetes/cmd/kubelet@${K8S_VERSION}"
+  "kube-proxy k8s.io/kubernetes/cmd/kube-proxy@${K8S_VERSION}"
   "helm helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+  "coredns github.com/coredns/coredns@${COREDNS_VERSION}"
 )
 
 stamp_of() { # source
@@ -155,12 +163,14 @@ for target in "${missing[@]}"; do
   tmp="$bin_dir/.$name.tmp"
   rm -f "$tmp" "$bin_dir/.$name.stamp"
   case "$name" in
-    helm)
-      # `go install pkg@version` builds in Helm's own module; GOBIN must be a directory, so build
-      # into a private one and move the binary into place.
+    helm | coredns)
+      # `go install pkg@version` builds in the tool's own module; GOBIN must be a directory, so
+      # build into a private one and move the binary into place.
+      ldflags="$helm_ldflags"
+      [[ "$name" == coredns ]] && ldflags="-s -w"
       gobin="$(mktemp -d "$bin_dir/.gobin.XXXXXX")"
-      (cd "$bin_dir" && GOBIN="$gobin" go install "${build_flags[@]}" -ldflags "$helm_ldflags" "$source")
-      mv "$gobin/helm" "$tmp"
+      (cd "$bin_dir" && GOBIN="$gobin" go install "${build_flags[@]}" -ldflags "$ldflags" "$source")
+      mv "$gobin/$name" "$tmp"
       rmdir "$gobin"
       ;;
     etcd)
