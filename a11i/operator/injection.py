@@ -254,6 +254,9 @@ class InjectionSettings:
     """Whether the API server runs init containers with ``restartPolicy: Always`` as sidecars
     (Kubernetes 1.29+); else the proxy is a regular container."""
     port: int = contract.DEFAULT_PORT
+    metrics_port: int = contract.DEFAULT_METRICS_PORT
+    """``A11I_SIDECAR_METRICS_PORT``: the sidecar's metrics-only listener on the pod IP, as the
+    container port ``a11i-metrics`` the chart's PodMonitor scrapes; 0: none."""
     """The sidecar's port on the pod's loopback (its default ``A11I_PORT``)."""
     cpu_request: str = "50m"
     memory_request: str = "128Mi"
@@ -722,6 +725,8 @@ def _sidecar(
     env.append({"name": contract.WALLET_FILE, "value": WALLET_FILE})
     if settings.port != contract.DEFAULT_PORT:
         env.append({"name": contract.PORT, "value": str(settings.port)})
+    if settings.metrics_port:
+        env.append({"name": contract.METRICS_PORT, "value": str(settings.metrics_port)})
     if budget is not None:
         # The pod's own wallet (namespace/pod name) inside the namespace's.
         env.append({"name": contract.AGENT_BUDGET_USD, "value": budget.limit_usd})
@@ -750,6 +755,7 @@ def _sidecar(
         "image": settings.image,
         "args": ["sidecar"],
         "env": env,
+        "ports": _metrics_ports(settings),
         # A11I_CONFIG comes from a11i-sidecar-env, which exists exactly when a TelemetryPolicy
         # generated a11i.yaml: set here, it would name a missing file and stop the sidecar.
         "envFrom": [
@@ -775,6 +781,20 @@ def _sidecar(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
+
+
+def _metrics_ports(settings: InjectionSettings) -> list[dict[str, object]]:
+    """The metrics-only listener's port: nothing on it proxies or spends (the proxy itself
+    stays on loopback)."""
+    if not settings.metrics_port:
+        return []
+    return [
+        {
+            "name": contract.METRICS_PORT_NAME,
+            "containerPort": settings.metrics_port,
+            "protocol": "TCP",
+        }
+    ]
 
 
 def _field(path: str) -> dict[str, object]:

@@ -22,6 +22,7 @@ from a11i.operator.injection import (
     is_data_key,
 )
 from a11i.operator.policy_config import is_object_name
+from a11i.sidecar import contract
 
 #: The value of ``A11I_OPERATOR_PEERING`` that turns peering off.
 STANDALONE = "standalone"
@@ -161,6 +162,7 @@ def _webhook(
             key_custody=_key_custody(env),
             admission=_admission(env),
             operator_namespace=var.text(env, "A11I_OPERATOR_NAMESPACE"),
+            metrics_port=_metrics_port(env),
             native_sidecars=True if native is None else native,
         ),
         port=port,
@@ -168,6 +170,13 @@ def _webhook(
         native_sidecars=native,
         self_signed=self_signed,
     )
+
+
+def _metrics_port(env: Mapping[str, str]) -> int:
+    """``A11I_SIDECAR_METRICS_PORT``: the injected sidecars' metrics listener; ``0``: none."""
+    if var.text(env, "A11I_SIDECAR_METRICS_PORT") == "0":
+        return 0
+    return var.port(env, "A11I_SIDECAR_METRICS_PORT", contract.DEFAULT_METRICS_PORT)
 
 
 def _key_custody(env: Mapping[str, str]) -> KeyCustodyRef | None:

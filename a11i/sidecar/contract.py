@@ -12,6 +12,11 @@ from typing import Final
 #: The port the proxy listens on (on the pod's loopback), and its variable.
 PORT: Final = "A11I_PORT"
 DEFAULT_PORT: Final = 11000
+#: The metrics-only listener (no proxying, nothing that spends) a cluster's Prometheus scrapes.
+METRICS_PORT: Final = "A11I_METRICS_PORT"
+DEFAULT_METRICS_PORT: Final = 11090
+#: The name of that port on the injected container (the chart's PodMonitor selects it).
+METRICS_PORT_NAME: Final = "a11i-metrics"
 #: Whose wallet and whose attribution (the injector sets them from the downward API).
 NAMESPACE: Final = "A11I_NAMESPACE"
 AGENT: Final = "A11I_AGENT"

@@ -373,7 +373,7 @@ def telemetry_from_env(env: Mapping[str, str]) -> TelemetrySettings:
         decision_logs=var.flag(env, contract.DECISION_LOGS, default=False),
         loop_idle_s=var.seconds(env, "A11I_LOOP_IDLE_TIMEOUT", 1800.0),
         semconv_opt_in=env.get("OTEL_SEMCONV_STABILITY_OPT_IN", ""),
-        metrics_port=var.port(env, "A11I_METRICS_PORT", 0) or None,
+        metrics_port=var.port(env, contract.METRICS_PORT, 0) or None,
         metrics_host=env.get("A11I_METRICS_HOST", "").strip() or "0.0.0.0",
     )
 

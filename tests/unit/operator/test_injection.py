@@ -96,6 +96,13 @@ def test_who_is_injected(
     assert isinstance(decision, Injection) is inject, decision
 
 
+def test_no_metrics_listener_when_turned_off() -> None:
+    result, _ = injected(pod(ASK), InjectionSettings(image="a11i:test", metrics_port=0))
+    (proxy,) = result["spec"]["initContainers"]
+    assert proxy["ports"] == []
+    assert "A11I_METRICS_PORT" not in env_of(proxy)
+
+
 def test_the_injected_pod_is_exactly_as_specified() -> None:
     body = pod(ASK, labels={"a11i.io/project": "research"})
     result, decision = injected(body)
@@ -110,7 +117,10 @@ def test_the_injected_pod_is_exactly_as_specified() -> None:
         "A11I_AGENT": {"fieldRef": {"fieldPath": "metadata.name"}},
         "A11I_PROJECT": "research",
         "A11I_WALLET_FILE": "/var/lib/a11i/wallets.sqlite",
+        # The metrics-only listener the chart's PodMonitor scrapes (nothing on it spends).
+        "A11I_METRICS_PORT": "11090",
     }
+    assert proxy["ports"] == [{"name": "a11i-metrics", "containerPort": 11090, "protocol": "TCP"}]
     assert proxy["envFrom"] == [
         {"configMapRef": {"name": "a11i-sidecar-env", "optional": True}},
         {"secretRef": {"name": "a11i-sidecar-otlp-headers", "optional": True}},
