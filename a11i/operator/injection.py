@@ -723,8 +723,9 @@ def _sidecar(
     # The embedded wallet's file, or with Redis the journal of spend settled while Redis is
     # unreachable, beside it: in the pod's emptyDir, which survives a container restart.
     env.append({"name": contract.WALLET_FILE, "value": WALLET_FILE})
-    if settings.port != contract.DEFAULT_PORT:
-        env.append({"name": contract.PORT, "value": str(settings.port)})
+    # Always explicit: a Service named "a11i" in the namespace makes the kubelet put
+    # A11I_PORT=tcp://... into every container (service links); an explicit value wins.
+    env.append({"name": contract.PORT, "value": str(settings.port)})
     if settings.metrics_port:
         env.append({"name": contract.METRICS_PORT, "value": str(settings.metrics_port)})
     if budget is not None:

@@ -117,6 +117,9 @@ def test_the_injected_pod_is_exactly_as_specified() -> None:
         "A11I_AGENT": {"fieldRef": {"fieldPath": "metadata.name"}},
         "A11I_PROJECT": "research",
         "A11I_WALLET_FILE": "/var/lib/a11i/wallets.sqlite",
+        # Explicit, so a Service named "a11i" (service links: A11I_PORT=tcp://...) cannot
+        # override it.
+        "A11I_PORT": "11000",
         # The metrics-only listener the chart's PodMonitor scrapes (nothing on it spends).
         "A11I_METRICS_PORT": "11090",
     }
