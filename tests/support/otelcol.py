@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -522,9 +523,23 @@ class OtelCollector:
         self.close()
 
     def pause(self) -> None:
-        """SIGSTOP: connections stay open and nothing answers, as with an overloaded collector."""
-        self._running().send_signal(signal.SIGSTOP)
+        """SIGSTOP: connections stay open and nothing answers, as with an overloaded collector.
+        Returns once every thread of the process is stopped (a signal is delivered
+        asynchronously: a request sent right after ``send_signal`` could still be answered)."""
+        process = self._running()
+        process.send_signal(signal.SIGSTOP)
         self._paused = True
+        tasks = Path(f"/proc/{process.pid}/task")
+        for _ in range(500):
+            states = []
+            for task in tasks.iterdir():
+                with contextlib.suppress(OSError):
+                    # The state is the field after the parenthesised command name.
+                    states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+            if states and all(state in ("T", "t") for state in states):
+                return
+            time.sleep(0.01)
+        raise RuntimeError(f"the collector (pid {process.pid}) did not stop on SIGSTOP")
 
     def resume(self) -> None:
         self._running().send_signal(signal.SIGCONT)
