@@ -70,6 +70,8 @@ async def agent_loop(url: str) -> str:
         message = asked.choices[0].message
         assert message.tool_calls, "the stand-in calls a tool when tools are offered"
         call = message.tool_calls[0]
+        # The agent runs the tool: long enough to show in the picture, asserted on nowhere.
+        await asyncio.sleep(0.2)
         messages.append(message.model_dump(exclude_none=True))
         messages.append(
             {"role": "tool", "tool_call_id": call.id, "content": "checkout-7d9f: CrashLoopBackOff"}
@@ -114,6 +116,13 @@ async def test_one_agent_loop_is_one_waterfall_in_zipkin(
     chromium: Path,
     tmp_path: Path,
 ) -> None:
+    # A first call warms what every sidecar of the process shares, so that the loop's first
+    # turn is not drawn ten times longer than the others; this one exports nothing.
+    warm = await start_sidecar(A11I_AGENT="warm-up")
+    async with openai.AsyncOpenAI(base_url=warm.openai_url, api_key="sk-agent") as client:
+        await client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hello"}], tools=TOOLS
+        )
     running = await start_sidecar(
         A11I_AGENT=AGENT,
         OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_endpoint,
@@ -175,13 +184,16 @@ async def screenshot(chromium: Path, url: str, path: Path) -> None:
             executable_path=str(chromium), headless=True, args=["--no-sandbox"]
         )
         try:
-            page = await browser.new_page(viewport={"width": 1400, "height": 720})
+            page = await browser.new_page(viewport={"width": 1400, "height": 600})
             page.set_default_timeout(15_000)
             errors: list[Error] = []
             page.on("pageerror", lambda error: errors.append(error))
             await page.goto(url)
             await expect(page.get_by_text("tool_result_ingest").first).to_be_visible()
             await expect(page.get_by_text("agent_turn").first).to_be_visible()
+            # The tool's span selected: the panel beside the waterfall shows its tags.
+            await page.get_by_text("tool_result_ingest").first.click()
+            await expect(page.get_by_text("gen_ai.tool.call.id").first).to_be_visible()
             await page.screenshot(path=str(path))
             assert not errors, json.dumps([str(e) for e in errors])
         finally:
