@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install encodings system node-system images assets otelcol cluster-bins cluster e2e e2e-node e2e-kind run test lint typecheck unit integration bench bench-peers clean
+.PHONY: install encodings system node-system images assets otelcol zipkin cluster-bins cluster e2e e2e-node e2e-kind run test lint typecheck unit integration bench bench-peers clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 encodings: $(VENV)/.installed
 	$(PY) -m a11i.sidecar.encodings fetch
 
-## system: Debian's redis-server, prometheus and chromium, which the tests start on loopback
-## (installed when absent)
-SYSTEM_PACKAGES := redis-server:redis-server prometheus:prometheus chromium:chromium
+## system: Debian's redis-server, prometheus and chromium, which the tests start on loopback, and
+## Java and Maven, which run and fetch the tests' Zipkin server (installed when absent)
+SYSTEM_PACKAGES := redis-server:redis-server prometheus:prometheus chromium:chromium \
+  java:openjdk-17-jre-headless mvn:maven
 system:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
 	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
@@ -69,6 +70,11 @@ otelcol:
 cluster-bins:
 	bash tools/cluster/build.sh >/dev/null
 
+## zipkin: the Zipkin server (an executable jar with its UI) the waterfall test stores traces in,
+## fetched with Maven from Maven Central into ~/.cache/a11i (130 MB once, then instant)
+zipkin: system
+	bash tools/zipkin/fetch.sh >/dev/null
+
 ## images: Dockerfile.sidecar and Dockerfile.operator built with buildah on a bookworm + python3
 ## base made by mmdebstrap, saved as archives in ~/.cache/a11i/images under the chart's image
 ## names (docs/images.md; ~5 min once, then a hash check of the inputs)
@@ -95,13 +101,13 @@ lint: install
 	$(BIN)/lint-imports
 
 ## test: linters, type checks, then the whole pytest suite (unit, integration)
-test: lint system node-system assets otelcol cluster-bins images
+test: lint system node-system assets otelcol zipkin cluster-bins images
 	$(BIN)/pytest
 
 unit: install
 	$(BIN)/pytest tests/unit
 
-integration: install system assets otelcol cluster-bins
+integration: install system assets otelcol zipkin cluster-bins
 
 e2e: install node-system cluster-bins images
 	$(BIN)/pytest tests/e2e
