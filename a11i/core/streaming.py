@@ -122,6 +122,9 @@ class StreamOutcome:
     complete: bool
     #: Events whose data was not the JSON the dialect promises.
     malformed_events: int
+    #: The response's id and model as the provider named them (``gen_ai.response.*``).
+    response_id: str | None = None
+    response_model: str | None = None
 
 
 class StreamTracker:
@@ -142,6 +145,8 @@ class StreamTracker:
         self._text: list[str] = []
         self._tools: dict[str, _ToolCallParts] = {}
         self._finish: str | None = None
+        self._response_id: str | None = None
+        self._response_model: str | None = None
         self._complete = False
         self._malformed = 0
 
@@ -177,9 +182,18 @@ class StreamTracker:
             text="".join(self._text),
             tool_calls=calls,
             finish_reason=self._finish,
+            response_id=self._response_id,
+            response_model=self._response_model,
             complete=self._complete,
             malformed_events=self._malformed,
         )
+
+    def _identify(self, obj: JSONObject) -> None:
+        """The response's id and model, from the first event that carries them."""
+        if self._response_id is None and isinstance(obj.get("id"), str):
+            self._response_id = str(obj["id"])
+        if self._response_model is None and isinstance(obj.get("model"), str):
+            self._response_model = str(obj["model"])
 
     def _decode(self, data: str) -> JSONObject | None:
         if not data:
@@ -197,6 +211,7 @@ class StreamTracker:
     # -- OpenAI Chat Completions (chat.completion.chunk objects) and legacy Completions
     # (text_completion objects): then [DONE]; usage in a last chunk without choices
     def _observe_chunk(self, event: SSEEvent, chunk: JSONObject) -> bytes | None:
+        self._identify(chunk)
         tier = chunk.get("service_tier")
         if isinstance(tier, str) and tier:
             self._service_tier = tier
@@ -266,6 +281,8 @@ class StreamTracker:
     # -- OpenAI Responses: typed events, usage on response.completed/incomplete/failed
     def _observe_responses(self, payload: JSONObject) -> None:
         kind = payload.get("type")
+        if kind == "response.created" and isinstance(payload.get("response"), dict):
+            self._identify(payload["response"])  # type: ignore[arg-type]
         if kind == "response.output_text.delta":
             delta = payload.get("delta")
             if isinstance(delta, str):
@@ -295,6 +312,8 @@ class StreamTracker:
         kind = payload.get("type")
         if kind == "message_start":
             message = payload.get("message")
+            if isinstance(message, dict):
+                self._identify(message)
             if isinstance(message, dict) and isinstance(message.get("usage"), dict):
                 self._anthropic_input = dict(message["usage"])  # type: ignore[arg-type]
                 self._usage = usage_from_object(Dialect.ANTHROPIC_MESSAGES, self._anthropic_input)

@@ -95,6 +95,8 @@ class CallRecord:
     cache_prints: Prints | None = None
     #: The output cap a11i lowered to fit the wallet, when it did.
     output_cap: CapFit | None = None
+    #: Seconds the call waited in line for money held by calls in flight.
+    admission_wait_s: float = 0.0
     origin: CallOrigin = field(default_factory=CallOrigin)
     #: The text the model produced (for content capture, when it is on).
     output_text: str = ""
@@ -116,6 +118,7 @@ class Call:
     optimization: Optimization | None = None
     cache_prints: Prints | None = None
     output_cap: CapFit | None = None
+    admission_wait_s: float = 0.0
     settlement: Settlement | None = None
     #: The reservation was settled already (a stream, before its last chunk was relayed).
     settled: bool = False
@@ -146,6 +149,7 @@ class Call:
             optimization=self.optimization,
             cache_prints=self.cache_prints,
             output_cap=self.output_cap,
+            admission_wait_s=self.admission_wait_s,
             origin=self.origin,
             output_text=self.output_text,
             error_type=self.error_type,

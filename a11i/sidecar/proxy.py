@@ -438,7 +438,9 @@ class Sidecar:
         verdict, reservation, waited = await self.admission.reserve(
             plan.projected_usd, gone=lambda: _hung_up(request)
         )
-        call = Call(plan=plan, verdict=verdict, origin=origin, started=started)
+        call = Call(
+            plan=plan, verdict=verdict, origin=origin, started=started, admission_wait_s=waited
+        )
         if self.optimizer.enabled and dialect in _CACHED_DIALECTS:
             call.cache_prints = await self._prints(dialect, body, len(raw))
         # A call that does not fit as asked is tried again smaller: its input made smaller by
@@ -794,8 +796,12 @@ class Sidecar:
         call.settlement = settlement
         call.tool_calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in outcome.tool_calls)
         call.output_text = outcome.text
-        if outcome.finish_reason is not None:
-            call.response = ResponseFacts(finish_reasons=(outcome.finish_reason,))
+        if outcome.finish_reason or outcome.response_id or outcome.response_model:
+            call.response = ResponseFacts(
+                id=outcome.response_id or "",
+                model=outcome.response_model or "",
+                finish_reasons=(outcome.finish_reason,) if outcome.finish_reason else (),
+            )
         call.complete = outcome.complete and not cut
         if not call.complete:
             call.error_type = "stream_cut"

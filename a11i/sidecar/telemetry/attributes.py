@@ -169,6 +169,8 @@ def turn_attributes(
         attributes[names.OUTPUT_CAP_FORWARDED] = record.output_cap.forwarded
         if record.output_cap.asked is not None:
             attributes[names.OUTPUT_CAP_ASKED] = record.output_cap.asked
+    if record.admission_wait_s > 0:
+        attributes[names.ADMISSION_WAIT_MS] = round(record.admission_wait_s * 1000, 1)
     if plan.saturation_percent > tagging.saturation_warning_percent:
         attributes[names.SATURATION_WARNING] = True
     if tagging.capture_content:
@@ -255,6 +257,8 @@ def decision_record(record: CallRecord, scrubber: Scrubber) -> tuple[str, Attrib
         attributes[names.OUTPUT_CAP_FORWARDED] = record.output_cap.forwarded
         if record.output_cap.asked is not None:
             attributes[names.OUTPUT_CAP_ASKED] = record.output_cap.asked
+    if record.admission_wait_s > 0:
+        attributes[names.ADMISSION_WAIT_MS] = round(record.admission_wait_s * 1000, 1)
     if record.error_type is not None:
         attributes[names.ERROR_TYPE] = record.error_type
     message = f"{verdict.decision.value} {plan.request.model[:_MAX_NAME_CHARS]}: {reason}"

@@ -141,6 +141,8 @@ OPTIMIZER_USD_SAVED_ATTR: Final = "a11i.optimizer.usd_saved"
 #: for (absent: it set none).
 OUTPUT_CAP_FORWARDED: Final = "a11i.output_cap.forwarded"
 OUTPUT_CAP_ASKED: Final = "a11i.output_cap.asked"
+#: How long the call waited in line for money held by calls in flight before it was admitted.
+ADMISSION_WAIT_MS: Final = "a11i.admission.wait_ms"
 WALLET_STATE: Final = "a11i.wallet.state"
 COST_PROJECTED: Final = "a11i.cost.projected_usd"
 COST_SETTLED: Final = "a11i.cost.settled_usd"

@@ -465,3 +465,57 @@ def test_responses_stream_counts_web_searches_of_the_completed_response() -> Non
     tracker = StreamTracker(Dialect.OPENAI_RESPONSES)
     feed_all(tracker, [sse(completed, "response.completed")])
     assert tracker.outcome().usage == Usage(50, 7, web_search_requests=2, service_tier="priority")
+
+
+@pytest.mark.parametrize(
+    ("dialect", "events", "identity"),
+    [
+        (
+            Dialect.OPENAI_CHAT,
+            [chat_chunk("Hi", model="gpt-4o-2024-08-06"), chat_chunk(None, "stop"), sse("[DONE]")],
+            ("chatcmpl-1", "gpt-4o-2024-08-06"),
+        ),
+        (
+            Dialect.ANTHROPIC_MESSAGES,
+            [
+                sse(
+                    {
+                        "type": "message_start",
+                        "message": {
+                            "id": "msg_01",
+                            "model": "claude-sonnet-4-5-20250929",
+                            "usage": {"input_tokens": 10, "output_tokens": 1},
+                        },
+                    },
+                    "message_start",
+                )
+            ],
+            ("msg_01", "claude-sonnet-4-5-20250929"),
+        ),
+        (
+            Dialect.OPENAI_RESPONSES,
+            [
+                sse(
+                    {
+                        "type": "response.created",
+                        "response": {"id": "resp_1", "model": "gpt-4.1", "status": "in_progress"},
+                    },
+                    "response.created",
+                )
+            ],
+            ("resp_1", "gpt-4.1"),
+        ),
+    ],
+    ids=["chat", "anthropic", "responses"],
+)
+def test_a_stream_names_its_response(
+    dialect: Dialect, events: list[bytes], identity: tuple[str, str]
+) -> None:
+    """``gen_ai.response.id`` and ``.model`` for streamed answers too."""
+    tracker = StreamTracker(dialect)
+    parser = SSEParser()
+    for raw in events:
+        for event in parser.feed(raw):
+            tracker.observe(event)
+    outcome = tracker.outcome()
+    assert (outcome.response_id, outcome.response_model) == identity

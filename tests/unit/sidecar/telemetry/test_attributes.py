@@ -493,3 +493,12 @@ def test_how_the_cost_was_computed_is_on_the_span_the_log_and_the_event(meter: M
     assert log["a11i.usage.source"] == "provider"
     event = call_event(record, "team-a", "sre-bot")
     assert event["cost_basis"] == charge.describe()
+
+
+def test_a_call_that_waited_says_how_long(meter: Meter) -> None:
+    record = record_of(meter, admission_wait_s=0.1234)
+    _, log = decision_record(record, SCRUBBER)
+    assert log["a11i.admission.wait_ms"] == 123.4
+    assert turn_attributes(record, SCRUBBER, Tagging())["a11i.admission.wait_ms"] == 123.4
+    _, direct = decision_record(record_of(meter), SCRUBBER)
+    assert "a11i.admission.wait_ms" not in direct
