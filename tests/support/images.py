@@ -31,6 +31,9 @@ PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 BUSYBOX_IMAGE = "a11i.local/busybox:test"
 """Debian's busybox-static, for plain pods (pulled never: it only exists on the node)."""
 BUSYBOX_BINARY = Path("/bin/busybox")
+AGENT_IMAGE = "a11i.local/agent:openai-3.54.0"
+"""The e2e tests' agent: the python base with the openai SDK examples/agent-deployment.yaml pins,
+preinstalled in /opt/agent (on PATH); tools/images/build.sh names it from the example's pin."""
 BUILD_SCRIPT = ROOT / "tools" / "images" / "build.sh"
 
 
@@ -206,7 +209,8 @@ def busybox_archive(path: Path) -> Path:
 
 def project_archives() -> list[Path]:
     """The archives ``tools/images/build.sh`` made (the sidecar, the operator, the python base
-    under the example's name, Debian's Redis under the chart's); fails unless all are there and
+    under the example's name, Debian's Redis under the chart's, the agent with the openai SDK
+    preinstalled, ``AGENT_IMAGE``); fails unless all are there and
     up to date. Never builds: a cold build takes minutes."""
     result = subprocess.run(
         ["bash", str(BUILD_SCRIPT), "--check"],
@@ -225,6 +229,6 @@ def project_archives() -> list[Path]:
     directory = Path(result.stdout.strip().splitlines()[-1])
     return sorted(
         path
-        for name in ("python", "redis", "sidecar", "operator")
+        for name in ("python", "redis", "sidecar", "operator", "agent")
         for path in directory.glob(f"{name}-*.tar")
     )
