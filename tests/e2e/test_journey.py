@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from tests.support.cluster import ControlPlane, ControlPlaneError, binaries_dir
-from tests.support.images import AGENT_IMAGE, ImageError, project_archives
+from tests.support.images import ImageError, agent_image, project_archives
 from tests.support.node import Node, NodeNetwork
 from tests.support.paths import ROOT
 
@@ -210,7 +210,7 @@ def agent_deployment() -> str:
     and a short pause between two runs of the loop (the example's is a minute)."""
     deployment = yaml.safe_load((EXAMPLES / "agent-deployment.yaml").read_text("utf-8"))
     (agent,) = deployment["spec"]["template"]["spec"]["containers"]
-    agent["image"], agent["imagePullPolicy"] = AGENT_IMAGE, "Never"
+    agent["image"], agent["imagePullPolicy"] = agent_image(), "Never"
     (script,) = agent["args"]
     lines = [line for line in script.splitlines() if "pip install" not in line]
     assert len(lines) == len(script.splitlines()) - 1, script
