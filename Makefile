@@ -114,7 +114,7 @@ e2e: install node-system cluster-bins images
 
 ## e2e-node: only the tests that run pods on the test node (root; docs/cluster.md)
 e2e-node: install node-system cluster-bins images
-	$(BIN)/pytest tests/e2e/test_node.py
+	$(BIN)/pytest tests/e2e/test_node.py tests/e2e/test_journey.py
 
 ## e2e-kind: both images built with docker, the chart and examples/ in a kind cluster (machines
 ## with Docker only; never part of `make test`; without an engine it says so and exits 0)

@@ -72,6 +72,9 @@ STATE_VOLUME: Final = "a11i-state"
 TMP_VOLUME: Final = "a11i-tmp"
 CONFIG_MAP: Final = "a11i-sidecar-config"
 ENV_CONFIG_MAP: Final = "a11i-sidecar-env"
+#: The sidecar's upstream variables (its settings' ``A11I_OPENAI_BASE`` / ``A11I_ANTHROPIC_BASE``).
+OPENAI_BASE_VARIABLE: Final = "A11I_OPENAI_BASE"
+ANTHROPIC_BASE_VARIABLE: Final = "A11I_ANTHROPIC_BASE"
 OTLP_HEADERS_SECRET: Final = "a11i-sidecar-otlp-headers"
 KEYS_VOLUME: Final = "a11i-provider-keys"
 CONFIG_DIR: Final = "/etc/a11i"
@@ -258,6 +261,12 @@ class InjectionSettings:
     """``A11I_SIDECAR_METRICS_PORT``: the sidecar's metrics-only listener on the pod IP, as the
     container port ``a11i-metrics`` the chart's PodMonitor scrapes; 0: none."""
     """The sidecar's port on the pod's loopback (its default ``A11I_PORT``)."""
+    openai_upstream: str = ""
+    """``A11I_SIDECAR_OPENAI_BASE``: passed as the sidecar's ``A11I_OPENAI_BASE``, where its
+    OpenAI-compatible calls go (a self-hosted server, an egress proxy); empty: the sidecar's
+    default, the provider's public API."""
+    anthropic_upstream: str = ""
+    """``A11I_SIDECAR_ANTHROPIC_BASE``: passed as the sidecar's ``A11I_ANTHROPIC_BASE``."""
     cpu_request: str = "50m"
     memory_request: str = "128Mi"
     memory_limit: str = "256Mi"
@@ -728,6 +737,10 @@ def _sidecar(
     env.append({"name": contract.PORT, "value": str(settings.port)})
     if settings.metrics_port:
         env.append({"name": contract.METRICS_PORT, "value": str(settings.metrics_port)})
+    if settings.openai_upstream:
+        env.append({"name": OPENAI_BASE_VARIABLE, "value": settings.openai_upstream})
+    if settings.anthropic_upstream:
+        env.append({"name": ANTHROPIC_BASE_VARIABLE, "value": settings.anthropic_upstream})
     if budget is not None:
         # The pod's own wallet (namespace/pod name) inside the namespace's.
         env.append({"name": contract.AGENT_BUDGET_USD, "value": budget.limit_usd})

@@ -45,7 +45,8 @@ class WebhookSettings:
 
     injection: InjectionSettings
     """What the sidecar is (``A11I_SIDECAR_IMAGE``, ``A11I_SIDECAR_REDIS_URL``,
-    ``A11I_KEY_CUSTODY_*``, ``A11I_SIDECAR_BUDGET_*``, ``A11I_OPERATOR_NAMESPACE``);
+    ``A11I_KEY_CUSTODY_*``, ``A11I_SIDECAR_BUDGET_*``, ``A11I_SIDECAR_OPENAI_BASE``,
+    ``A11I_SIDECAR_ANTHROPIC_BASE``, ``A11I_OPERATOR_NAMESPACE``);
     ``native_sidecars`` is settled at
     start when auto."""
     port: int = 9443
@@ -163,6 +164,8 @@ def _webhook(
             admission=_admission(env),
             operator_namespace=var.text(env, "A11I_OPERATOR_NAMESPACE"),
             metrics_port=_metrics_port(env),
+            openai_upstream=_upstream(env, "A11I_SIDECAR_OPENAI_BASE"),
+            anthropic_upstream=_upstream(env, "A11I_SIDECAR_ANTHROPIC_BASE"),
             native_sidecars=True if native is None else native,
         ),
         port=port,
@@ -177,6 +180,14 @@ def _metrics_port(env: Mapping[str, str]) -> int:
     if var.text(env, "A11I_SIDECAR_METRICS_PORT") == "0":
         return 0
     return var.port(env, "A11I_SIDECAR_METRICS_PORT", contract.DEFAULT_METRICS_PORT)
+
+
+def _upstream(env: Mapping[str, str], name: str) -> str:
+    """Where the injected sidecars send one provider's calls: an http(s) URL, or empty for
+    the sidecar's own default (the provider's public API)."""
+    if not var.text(env, name):
+        return ""
+    return var.url(env, name, "").rstrip("/")
 
 
 def _key_custody(env: Mapping[str, str]) -> KeyCustodyRef | None:

@@ -181,6 +181,14 @@ def check_common(manifests: list[Manifest], values: dict[str, Any]) -> None:
     assert reconciler["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert operator["spec"]["template"]["spec"]["serviceAccountName"] == f"{RELEASE}-operator"
 
+    upstreams = {
+        "openai": "https://api.openai.com",
+        "anthropic": "https://api.anthropic.com",
+        **values.get("sidecar", {}).get("upstreams", {}),
+    }
+    upstreams_env = {
+        f"A11I_SIDECAR_{provider.upper()}_BASE": url for provider, url in upstreams.items() if url
+    }
     custody = values.get("injection", {}).get("keyCustody", {})
     custody_env = (
         {
@@ -208,6 +216,7 @@ def check_common(manifests: list[Manifest], values: dict[str, Any]) -> None:
         "A11I_WEBHOOK_CERT_DIR": "/etc/a11i/webhook-tls",
         "A11I_SIDECAR_IMAGE": "ghcr.io/a11i/sidecar:0.1.0",
         **sidecar_redis,
+        **upstreams_env,
         "A11I_NATIVE_SIDECARS": "auto",
         **custody_env,
     }
@@ -619,6 +628,36 @@ def test_the_admission_default_reaches_the_webhook(
     assert not [name for name in env_of(plain) if name.startswith("A11I_SIDECAR_BUDGET_")]
 
 
+# -- the sidecars' upstreams
+
+
+def test_the_upstreams_reach_the_webhook(helm_env: dict[str, str]) -> None:
+    def upstreams(*args: str) -> dict[str, str]:
+        (server,) = only(render(helm_env, *args), "Deployment", f"{RELEASE}-webhook")["spec"][
+            "template"
+        ]["spec"]["containers"]
+        env = env_of(server)
+        # What the webhook then reads: the settings accept every value the chart writes.
+        settings = OperatorSettings.from_env(env, Role.WEBHOOK)
+        assert settings.webhook is not None
+        injected = settings.webhook.injection
+        assert (injected.openai_upstream, injected.anthropic_upstream) == (
+            env.get("A11I_SIDECAR_OPENAI_BASE", ""),
+            env.get("A11I_SIDECAR_ANTHROPIC_BASE", ""),
+        )
+        return {k: v for k, v in env.items() if k.endswith("_BASE")}
+
+    # By default the providers' public APIs.
+    assert upstreams() == {
+        "A11I_SIDECAR_OPENAI_BASE": "https://api.openai.com",
+        "A11I_SIDECAR_ANTHROPIC_BASE": "https://api.anthropic.com",
+    }
+    assert upstreams(
+        "--set", "sidecar.upstreams.openai=http://standin.e2e.svc.cluster.local:8000/v1",
+        "--set", "sidecar.upstreams.anthropic=",
+    ) == {"A11I_SIDECAR_OPENAI_BASE": "http://standin.e2e.svc.cluster.local:8000/v1"}  # fmt: skip
+
+
 # -- the dashboard
 
 
@@ -704,6 +743,9 @@ def test_dashboard_with_an_existing_secret_and_an_external_redis(helm_env: dict[
         ("injection.admission.waitSeconds=90", "waitSeconds"),
         ("injection.admission.minOutputTokens=0", "minOutputTokens"),
         ("injection.admission.strict=true", "strict"),
+        ("sidecar.upstreams.openai=standin.e2e:8000", "openai"),
+        ("sidecar.upstreams.anthropic=https://api.anthropic.com?key=x", "anthropic"),
+        ("sidecar.upstreams.azure=https://example.azure.com", "azure"),
     ],
     ids=[
         "failure-policy",
@@ -721,6 +763,9 @@ def test_dashboard_with_an_existing_secret_and_an_external_redis(helm_env: dict[
         "admission-wait-too-long",
         "admission-floor-zero",
         "admission-unknown-field",
+        "upstream-no-scheme",
+        "upstream-query",
+        "upstream-unknown-provider",
     ],
 )
 def test_schema_refuses(helm_env: dict[str, str], setting: str, said: str) -> None:

@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import tarfile
@@ -31,6 +32,7 @@ PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 BUSYBOX_IMAGE = "a11i.local/busybox:test"
 """Debian's busybox-static, for plain pods (pulled never: it only exists on the node)."""
 BUSYBOX_BINARY = Path("/bin/busybox")
+AGENT_EXAMPLE = ROOT / "examples" / "agent-deployment.yaml"
 BUILD_SCRIPT = ROOT / "tools" / "images" / "build.sh"
 
 
@@ -204,9 +206,19 @@ def busybox_archive(path: Path) -> Path:
     return path
 
 
+def agent_image() -> str:
+    """The e2e tests' agent: the python base with the openai SDK the example Deployment pins,
+    preinstalled in /opt/agent (on PATH); tools/images/build.sh names it the same way."""
+    pinned = re.search(r"openai==([0-9][0-9.]*)", AGENT_EXAMPLE.read_text("utf-8"))
+    if pinned is None:
+        raise ImageError(f"{AGENT_EXAMPLE} pins no openai==<version> to build the agent from")
+    return f"a11i.local/agent:openai-{pinned.group(1)}"
+
+
 def project_archives() -> list[Path]:
     """The archives ``tools/images/build.sh`` made (the sidecar, the operator, the python base
-    under the example's name, Debian's Redis under the chart's); fails unless all are there and
+    under the example's name, Debian's Redis under the chart's, the agent with the openai SDK
+    preinstalled, ``agent_image()``); fails unless all are there and
     up to date. Never builds: a cold build takes minutes."""
     result = subprocess.run(
         ["bash", str(BUILD_SCRIPT), "--check"],
@@ -225,6 +237,6 @@ def project_archives() -> list[Path]:
     directory = Path(result.stdout.strip().splitlines()[-1])
     return sorted(
         path
-        for name in ("python", "redis", "sidecar", "operator")
+        for name in ("python", "redis", "sidecar", "operator", "agent")
         for path in directory.glob(f"{name}-*.tar")
     )

@@ -15,7 +15,9 @@
 # Each archive's name carries a hash of its inputs (the Debian images' recipes and package lists;
 # the Dockerfile, the files the build context lets in and the base's hash), so a warm run only
 # hashes a few hundred files. Besides the two images: the base under the python image name
-# examples/agent-deployment.yaml uses, and Debian's redis-server under the chart's Redis name.
+# examples/agent-deployment.yaml uses, Debian's redis-server under the chart's Redis name, and
+# an agent image for the end-to-end tests: the base with the official openai SDK (the version
+# the example pins) preinstalled in /opt/agent, since pods cannot reach PyPI to install it.
 # Archives go to ${A11I_CACHE:-~/.cache/a11i}/images/. See docs/images.md.
 set -euo pipefail
 
@@ -68,6 +70,11 @@ REDIS_IMAGE="docker.io/library/redis:7.4"
 REDIS_PACKAGES=redis-server
 redis_hash="$(printf '%s\n' "$RECIPE" "$SUITE" "$REDIS_PACKAGES" | hash_text)"
 redis_archive="$out/redis-${redis_hash}.tar"
+# The e2e tests' agent: pods here cannot pip-install the SDK as the example does at start.
+OPENAI_VERSION="$(grep -o "openai==[0-9.]*" "$root/examples/agent-deployment.yaml" | head -1 | cut -d= -f3)"
+AGENT_IMAGE="a11i.local/agent:openai-${OPENAI_VERSION}"
+agent_hash="$(printf '%s\n' "$RECIPE" "$base_hash" "$OPENAI_VERSION" | hash_text)"
+agent_archive="$out/agent-${agent_hash}.tar"
 sidecar_archive="$out/sidecar-$(context_hash Dockerfile.sidecar).tar"
 operator_archive="$out/operator-$(context_hash Dockerfile.operator).tar"
 
@@ -76,6 +83,7 @@ missing=()
 [[ -f "$redis_archive" ]] || missing+=(redis)
 [[ -f "$sidecar_archive" ]] || missing+=(sidecar)
 [[ -f "$operator_archive" ]] || missing+=(operator)
+[[ -f "$agent_archive" ]] || missing+=(agent)
 if ((${#missing[@]} == 0)); then
   echo "$out"
   exit 0
@@ -144,6 +152,20 @@ build() { # dockerfile image archive
   save "$2" "$2" "$3"
   echo "build.sh: $2 built in $((SECONDS - start)) s ($(du -m "$3" | cut -f1) MiB)" >&2
 }
+if [[ ! -f "$agent_archive" ]]; then
+  start=$SECONDS
+  echo "build.sh: building $AGENT_IMAGE (openai==$OPENAI_VERSION) on $BASE_IMAGE" >&2
+  container="$(buildah from --quiet --pull=never "$BASE_IMAGE")"
+  buildah run --isolation chroot --network host "${mounts[@]}" "$container" -- sh -ec "
+    python3 -m venv /opt/agent
+    /opt/agent/bin/pip install --quiet --no-cache-dir 'openai==$OPENAI_VERSION'
+    /opt/agent/bin/python -c 'import openai'" >&2
+  buildah config --env PATH=/opt/agent/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --cmd python3 "$container"
+  buildah commit --quiet --rm "$container" "$AGENT_IMAGE" >/dev/null
+  save "$AGENT_IMAGE" "$AGENT_IMAGE" "$agent_archive"
+  echo "build.sh: $AGENT_IMAGE built in $((SECONDS - start)) s" >&2
+fi
 [[ -f "$sidecar_archive" ]] || build Dockerfile.sidecar "$SIDECAR_IMAGE" "$sidecar_archive"
 [[ -f "$operator_archive" ]] || build Dockerfile.operator "$OPERATOR_IMAGE" "$operator_archive"
 echo "$out"

@@ -103,6 +103,22 @@ def test_no_metrics_listener_when_turned_off() -> None:
     assert "A11I_METRICS_PORT" not in env_of(proxy)
 
 
+def test_the_upstreams_reach_the_proxy_alone() -> None:
+    settings = InjectionSettings(
+        image="a11i:test",
+        openai_upstream="http://standin.e2e.svc:8000",
+        anthropic_upstream="https://egress.corp.example/anthropic",
+    )
+    result, _ = injected(pod(ASK), settings)
+    (proxy,) = result["spec"]["initContainers"]
+    assert env_of(proxy)["A11I_OPENAI_BASE"] == "http://standin.e2e.svc:8000"
+    assert env_of(proxy)["A11I_ANTHROPIC_BASE"] == "https://egress.corp.example/anthropic"
+    # The app keeps talking to its sidecar; only the sidecar knows the upstream.
+    (app,) = result["spec"]["containers"]
+    assert env_of(app)["OPENAI_BASE_URL"] == "http://127.0.0.1:11000/v1"
+    assert "A11I_OPENAI_BASE" not in env_of(app)
+
+
 def test_the_injected_pod_is_exactly_as_specified() -> None:
     body = pod(ASK, labels={"a11i.io/project": "research"})
     result, decision = injected(body)
@@ -508,8 +524,13 @@ def test_selected_by_several_the_smallest_limit_applies() -> None:
         SETTINGS,
         SHARED,
         InjectionSettings(image="a11i:test", redis_url="redis://r:6379/0", port=12000),
+        InjectionSettings(
+            image="a11i:test",
+            openai_upstream="http://standin.e2e.svc:8000/v1",
+            anthropic_upstream="http://standin.e2e.svc:8000",
+        ),
     ],
-    ids=["embedded", "shared-redis", "other-port"],
+    ids=["embedded", "shared-redis", "other-port", "upstreams"],
 )
 def test_the_injected_environment_is_what_the_sidecar_reads(settings: InjectionSettings) -> None:
     """The contract both sides import (a11i.sidecar.contract): the sidecar built from the
@@ -541,6 +562,13 @@ def test_the_injected_environment_is_what_the_sidecar_reads(settings: InjectionS
     assert sidecar.wallet_file == injection.WALLET_FILE
     assert sidecar.agent_budget is not None
     assert sidecar.agent_budget.limit_usd == Decimal("2.5")
+    # Where the calls go: the chart's sidecar.upstreams, else the providers' public APIs.
+    assert sidecar.upstream.openai_base == (
+        settings.openai_upstream.removesuffix("/v1") or "https://api.openai.com"
+    )
+    assert sidecar.upstream.anthropic_base == (
+        settings.anthropic_upstream or "https://api.anthropic.com"
+    )
     # The app containers are sent to the port the sidecar listens on.
     (app,) = result["spec"]["containers"]
     assert env_of(app)["OPENAI_BASE_URL"] == f"http://127.0.0.1:{settings.port}/v1"

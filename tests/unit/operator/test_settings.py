@@ -94,3 +94,39 @@ def test_the_admission_default_from_the_environment() -> None:
 def test_a_bad_admission_default_says_what_to_fix(env: dict[str, str], words: str) -> None:
     with pytest.raises(SettingsError, match=words):
         OperatorSettings.from_env({**WEBHOOK, **env}, Role.WEBHOOK)
+
+
+def test_the_sidecars_upstreams_from_the_environment() -> None:
+    settings = OperatorSettings.from_env(
+        {
+            **WEBHOOK,
+            "A11I_SIDECAR_OPENAI_BASE": "http://vllm.models.svc:8000/v1/",
+            "A11I_SIDECAR_ANTHROPIC_BASE": "https://egress.corp.example",
+        },
+        Role.WEBHOOK,
+    )
+    assert settings.webhook is not None
+    injection = settings.webhook.injection
+    assert injection.openai_upstream == "http://vllm.models.svc:8000/v1"
+    assert injection.anthropic_upstream == "https://egress.corp.example"
+
+
+def test_the_upstreams_default_to_the_sidecars_own() -> None:
+    settings = OperatorSettings.from_env(WEBHOOK, Role.WEBHOOK)
+    assert settings.webhook is not None
+    assert settings.webhook.injection.openai_upstream == ""
+    assert settings.webhook.injection.anthropic_upstream == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("A11I_SIDECAR_OPENAI_BASE", "vllm.models.svc:8000"),
+        ("A11I_SIDECAR_ANTHROPIC_BASE", "ftp://egress.corp.example"),
+        ("A11I_SIDECAR_OPENAI_BASE", "http://"),
+    ],
+    ids=["no-scheme", "wrong-scheme", "no-host"],
+)
+def test_a_bad_upstream_says_what_to_fix(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"{name} must be an http:// or https:// URL"):
+        OperatorSettings.from_env({**WEBHOOK, name: value}, Role.WEBHOOK)
