@@ -72,9 +72,6 @@ STATE_VOLUME: Final = "a11i-state"
 TMP_VOLUME: Final = "a11i-tmp"
 CONFIG_MAP: Final = "a11i-sidecar-config"
 ENV_CONFIG_MAP: Final = "a11i-sidecar-env"
-#: The sidecar's upstream variables (its settings' ``A11I_OPENAI_BASE`` / ``A11I_ANTHROPIC_BASE``).
-OPENAI_BASE_VARIABLE: Final = "A11I_OPENAI_BASE"
-ANTHROPIC_BASE_VARIABLE: Final = "A11I_ANTHROPIC_BASE"
 OTLP_HEADERS_SECRET: Final = "a11i-sidecar-otlp-headers"
 KEYS_VOLUME: Final = "a11i-provider-keys"
 CONFIG_DIR: Final = "/etc/a11i"
@@ -738,9 +735,9 @@ def _sidecar(
     if settings.metrics_port:
         env.append({"name": contract.METRICS_PORT, "value": str(settings.metrics_port)})
     if settings.openai_upstream:
-        env.append({"name": OPENAI_BASE_VARIABLE, "value": settings.openai_upstream})
+        env.append({"name": contract.OPENAI_BASE, "value": settings.openai_upstream})
     if settings.anthropic_upstream:
-        env.append({"name": ANTHROPIC_BASE_VARIABLE, "value": settings.anthropic_upstream})
+        env.append({"name": contract.ANTHROPIC_BASE, "value": settings.anthropic_upstream})
     if budget is not None:
         # The pod's own wallet (namespace/pod name) inside the namespace's.
         env.append({"name": contract.AGENT_BUDGET_USD, "value": budget.limit_usd})

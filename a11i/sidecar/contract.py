@@ -38,6 +38,9 @@ OPENAI_API_KEY_FILE: Final = "A11I_OPENAI_API_KEY_FILE"
 ANTHROPIC_API_KEY_FILE: Final = "A11I_ANTHROPIC_API_KEY_FILE"
 #: ``METHOD /path-glob`` patterns, comma separated, forwarded unmetered under key custody.
 ALLOW_UNMETERED: Final = "A11I_ALLOW_UNMETERED"
+#: Where the sidecar sends each dialect's calls (the chart's ``sidecar.upstreams.*``).
+OPENAI_BASE: Final = "A11I_OPENAI_BASE"
+ANTHROPIC_BASE: Final = "A11I_ANTHROPIC_BASE"
 #: a11i.yaml and the rate card, mounted from ConfigMaps.
 CONFIG: Final = "A11I_CONFIG"
 RATE_CARD: Final = "A11I_RATE_CARD"

@@ -251,8 +251,8 @@ class SidecarSettings:
 def from_env(env: Mapping[str, str]) -> SidecarSettings:
     """Build the settings from environment variables (``os.environ`` in ``main``)."""
     upstream = UpstreamSettings(
-        openai_base=_base_url(env, "A11I_OPENAI_BASE", "https://api.openai.com"),
-        anthropic_base=_base_url(env, "A11I_ANTHROPIC_BASE", "https://api.anthropic.com"),
+        openai_base=_base_url(env, contract.OPENAI_BASE, "https://api.openai.com"),
+        anthropic_base=_base_url(env, contract.ANTHROPIC_BASE, "https://api.anthropic.com"),
         connect_timeout_s=var.seconds(env, "A11I_UPSTREAM_CONNECT_TIMEOUT", 10.0),
         read_timeout_s=var.seconds(env, "A11I_UPSTREAM_READ_TIMEOUT", 600.0),
     )

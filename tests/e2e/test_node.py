@@ -255,8 +255,9 @@ def test_the_chart_installs_verbatim_and_injects_the_proxy_into_the_example_agen
     called by the apiserver) and the bundled Redis come up; the example agent Deployment gets
     a11i-proxy as a native sidecar, which starts and turns Ready before the app container.
 
-    The agent container itself cannot run here yet: it pip-installs the openai SDK at start and
-    pods have no way to PyPI (docs/cluster.md)."""
+    The example's agent container pip-installs the openai SDK at start, and pods have no way
+    to PyPI here: the metered journey runs on an agent image with the SDK built in
+    (tests/e2e/test_journey.py, docs/cluster.md)."""
     plane, node = cluster
     try:
         archives = project_archives()
