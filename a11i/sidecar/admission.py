@@ -25,15 +25,22 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from decimal import Decimal
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from a11i.core.policy import Decision, Verdict, WalletState
 from a11i.core.wallets import Reservation
 from a11i.sidecar.wallets.base import Wallet
 
 log = logging.getLogger(__name__)
+
+#: A reservation attempt's result: (verdict, reservation) or (verdict, reservation, waiting).
+_Attempt = TypeVar(
+    "_Attempt",
+    tuple[Verdict, Reservation | None],
+    tuple[Verdict, Reservation | None, bool],
+)
 
 
 @runtime_checkable
@@ -105,10 +112,10 @@ class AdmissionQueue:
             turn.set()
         self.waited += 1
         try:
-            if not await self._until(turn.wait(), deadline) or gone():
-                verdict, reservation = (
-                    (verdict_gone(), None) if gone() else await self._reserve(projected)
-                )
+            my_turn = await self._until(turn.wait(), deadline)
+            if not my_turn and not gone():
+                # Out of time before its turn: one last try, as a call that did not wait.
+                verdict, reservation = await self._reserve(projected)
                 return verdict, reservation, self._clock() - started
             while True:
                 if gone():
@@ -135,8 +142,8 @@ class AdmissionQueue:
         deadline = started + self.wait_s
         ticket = uuid.uuid4().hex
         wall_deadline = time.time() + self.wait_s
-        verdict, reservation, waiting = await wallet.reserve_in_line(
-            projected, ticket, wall_deadline, join=True
+        verdict, reservation, waiting = await self._shielded(
+            wallet.reserve_in_line(projected, ticket, wall_deadline, join=True)
         )
         if reservation is not None or not waiting:
             return verdict, reservation, 0.0
@@ -147,8 +154,8 @@ class AdmissionQueue:
                 await self._until(self._released.wait(), min(deadline, self._clock() + self.poll_s))
                 if gone():
                     break
-                verdict, reservation, waiting = await self._line_attempt(
-                    wallet, projected, ticket, wall_deadline
+                verdict, reservation, waiting = await self._shielded(
+                    wallet.reserve_in_line(projected, ticket, wall_deadline, join=True)
                 )
                 if reservation is not None:
                     self.admitted_after_wait += 1
@@ -159,31 +166,7 @@ class AdmissionQueue:
         finally:
             self._waiting -= 1
             if reservation is None:
-                cleanup = asyncio.ensure_future(wallet.leave_line(ticket))
-                self._cleanups.add(cleanup)
-                cleanup.add_done_callback(self._cleanups.discard)
-
-    async def _line_attempt(
-        self, wallet: LineWallet, projected: Decimal, ticket: str, deadline: float
-    ) -> tuple[Verdict, Reservation | None, bool]:
-        """One more try in the line, its reservation released if the caller is cancelled."""
-        task = asyncio.ensure_future(wallet.reserve_in_line(projected, ticket, deadline, join=True))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            task.add_done_callback(self._release_if_reserved_in_line)
-            raise
-
-    def _release_if_reserved_in_line(
-        self, task: asyncio.Future[tuple[Verdict, Reservation | None, bool]]
-    ) -> None:
-        if task.cancelled() or task.exception() is not None:
-            return
-        _verdict, reservation, _waiting = task.result()
-        if reservation is not None:
-            cleanup = asyncio.ensure_future(self.wallet.settle(reservation, Decimal(0)))
-            self._cleanups.add(cleanup)
-            cleanup.add_done_callback(self._cleanups.discard)
+                self._in_background(wallet.leave_line(ticket))
 
     def _worth_waiting(self, verdict: Verdict, projected: Decimal) -> bool:
         """Refused only because of what calls in flight hold: it fits beside what is spent."""
@@ -208,26 +191,31 @@ class AdmissionQueue:
         return True
 
     async def _reserve(self, projected: Decimal) -> tuple[Verdict, Reservation | None]:
-        """``wallet.reserve``, whose reservation is released if the caller is cancelled while
-        it lands (a hung-up agent must not hold money until the lease expires)."""
-        task = asyncio.ensure_future(self.wallet.reserve(projected))
+        return await self._shielded(self.wallet.reserve(projected))
+
+    async def _shielded(self, attempt: Coroutine[object, object, _Attempt]) -> _Attempt:
+        """A reservation attempt (its result holds the reservation second), released if the
+        caller is cancelled while it lands: a hung-up agent must not hold money until the
+        lease expires."""
+        task = asyncio.ensure_future(attempt)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             task.add_done_callback(self._release_if_reserved)
             raise
 
-    def _release_if_reserved(
-        self, task: asyncio.Future[tuple[Verdict, Reservation | None]]
-    ) -> None:
+    def _release_if_reserved(self, task: asyncio.Future[_Attempt]) -> None:
         if task.cancelled() or task.exception() is not None:
             return
-        _verdict, reservation = task.result()
-        if reservation is None:
-            return
-        cleanup = asyncio.ensure_future(self.wallet.settle(reservation, Decimal(0)))
-        self._cleanups.add(cleanup)
-        cleanup.add_done_callback(self._cleanups.discard)
+        reservation = task.result()[1]
+        if reservation is not None:
+            self._in_background(self.wallet.settle(reservation, Decimal(0)))
+
+    def _in_background(self, work: Coroutine[object, object, None]) -> None:
+        """Run ``work`` on its own, kept until it ends (``close`` waits for it)."""
+        task = asyncio.ensure_future(work)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     async def close(self) -> None:
         """Let releases of cancelled waiters finish."""
