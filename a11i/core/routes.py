@@ -167,7 +167,7 @@ def allowed_unmetered(method: str, path: str, patterns: Iterable[str]) -> bool:
         glob = glob.strip()
         if want_method not in ("*", method.upper()) or not glob:
             continue
-        if fnmatch.fnmatchcase(path.lower(), canonical_path(glob).lower().replace("%2a", "*")):
+        if fnmatch.fnmatchcase(path.lower(), canonical_path(glob).lower()):
             return True
     return False
 

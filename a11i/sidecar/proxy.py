@@ -63,7 +63,6 @@ from a11i.core.pricing import RateCard, RateCardError
 from a11i.core.redaction import Redactor
 from a11i.core.routes import Access, Route, allowed_unmetered, route
 from a11i.core.streaming import SSEEvent, SSEParser, StreamTracker
-from a11i.core.tokens.encoding import ENCODING_NAMES
 from a11i.core.wallets import Reservation
 from a11i.sidecar import contract
 from a11i.sidecar.admission import AdmissionQueue
@@ -613,20 +612,10 @@ class Sidecar:
     async def _plan(self, dialect: Dialect, body: JSONObject, size: int) -> CallPlan:
         model = body.get("model")
         expected = self.outputs.estimate(model) if isinstance(model, str) else None
-        if self._encodings_pending():
+        if self.meter.counter.encodings.pending:
             # An encoding is built on first use (0.2-0.5 s): never on the event loop.
             size = _OFFLOAD_BYTES
         return await self._off_loop_if_large(size, self.meter.plan, dialect, body, expected)
-
-    def _encodings_pending(self) -> bool:
-        """Whether a tokenizer encoding is still to be built (found, not yet used)."""
-        encodings = self.meter.counter.encodings
-        if len(encodings.loaded) + len(encodings.missing) >= len(ENCODING_NAMES):
-            return False
-        return any(
-            name not in encodings.loaded and name not in encodings.missing
-            for name in encodings.deferred
-        )
 
     async def _off_loop_if_large(self, size: int, function: Callable[..., _T], *args: object) -> _T:
         """Run CPU-bound work on the request inline when the body is small, on the worker

@@ -80,6 +80,11 @@ class Encodings:
         """The encodings built so far (in memory), in ``ENCODING_NAMES`` order."""
         return tuple(n for n in ENCODING_NAMES if n in self.available or n in self._built)
 
+    @property
+    def pending(self) -> bool:
+        """Whether an encoding found at start is still to be built (on its first use)."""
+        return any(n not in self._built and n not in self._failed for n in self.deferred)
+
     def failure(self, name: str) -> str | None:
         """Why the encoding ``name`` is missing: from the start, or since its first use."""
         return self.problems.get(name) or self._failed.get(name)

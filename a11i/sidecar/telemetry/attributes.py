@@ -165,12 +165,7 @@ def turn_attributes(
         if record.optimization.compacted:
             # Only ever true, as the conventions say.
             attributes[names.GEN_AI_CONVERSATION_COMPACTED] = True
-    if record.output_cap is not None:
-        attributes[names.OUTPUT_CAP_FORWARDED] = record.output_cap.forwarded
-        if record.output_cap.asked is not None:
-            attributes[names.OUTPUT_CAP_ASKED] = record.output_cap.asked
-    if record.admission_wait_s > 0:
-        attributes[names.ADMISSION_WAIT_MS] = round(record.admission_wait_s * 1000, 1)
+    attributes.update(admission_attributes(record))
     if plan.saturation_percent > tagging.saturation_warning_percent:
         attributes[names.SATURATION_WARNING] = True
     if tagging.capture_content:
@@ -253,16 +248,24 @@ def decision_record(record: CallRecord, scrubber: Scrubber) -> tuple[str, Attrib
         attributes.update(cost_basis(record.settlement))
     if record.optimization is not None:
         attributes[names.OPTIMIZER_STRATEGY] = list(record.optimization.strategies)
+    attributes.update(admission_attributes(record))
+    if record.error_type is not None:
+        attributes[names.ERROR_TYPE] = record.error_type
+    message = f"{verdict.decision.value} {plan.request.model[:_MAX_NAME_CHARS]}: {reason}"
+    return scrubber.scrub(message), attributes
+
+
+def admission_attributes(record: CallRecord) -> Attributes:
+    """How the call was admitted when it did not fit as asked: the output cap a11i fitted to
+    the wallet, and how long it waited in line (the span and the decision log both say so)."""
+    attributes: Attributes = {}
     if record.output_cap is not None:
         attributes[names.OUTPUT_CAP_FORWARDED] = record.output_cap.forwarded
         if record.output_cap.asked is not None:
             attributes[names.OUTPUT_CAP_ASKED] = record.output_cap.asked
     if record.admission_wait_s > 0:
         attributes[names.ADMISSION_WAIT_MS] = round(record.admission_wait_s * 1000, 1)
-    if record.error_type is not None:
-        attributes[names.ERROR_TYPE] = record.error_type
-    message = f"{verdict.decision.value} {plan.request.model[:_MAX_NAME_CHARS]}: {reason}"
-    return scrubber.scrub(message), attributes
+    return attributes
 
 
 def tool_choice_records(

@@ -316,14 +316,18 @@ def test_lazy_load_verifies_at_start_and_builds_on_first_use(packaged: Encodings
     lazy = load_encodings([PACKAGE_DIR], include_defaults=False, lazy=True)
     assert lazy.missing == ()
     assert lazy.loaded == ()
+    assert lazy.pending
     assert set(lazy.deferred) == set(ENCODING_NAMES)
 
     counter, eager = TokenCounter(lazy), TokenCounter(packaged)
     messages: list[JSONValue] = [{"role": "user", "content": "Why is checkout returning 503?"}]
     assert counter.count_chat("gpt-4o", messages) == eager.count_chat("gpt-4o", messages)
     assert lazy.loaded == (O200K_BASE,)
+    assert lazy.pending
     assert counter.count_chat("gpt-4", messages) == eager.count_chat("gpt-4", messages)
     assert lazy.loaded == (CL100K_BASE, O200K_BASE)
+    assert not lazy.pending
+    assert not packaged.pending  # built at start: nothing left to build
     assert lazy.get(O200K_BASE) is lazy.get(O200K_BASE)  # built once
 
 
