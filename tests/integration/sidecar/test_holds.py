@@ -4,9 +4,7 @@ while waiting for money, and a sidecar shut down with calls in flight."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 from a11i.core.policy import BudgetPolicy
 from a11i.sidecar.wallets.sqlite import SQLiteWallet
 from tests.integration.conftest import RunningSidecar, SidecarFactory
-from tests.support.redis_server import free_port
+from tests.support.sidecar_processes import Sidecars
 from tests.support.standin import StandIn
 
 CHAT = {
@@ -99,47 +97,31 @@ async def test_a_sidecar_shut_down_mid_stream_settles_before_it_exits(
 ) -> None:
     assert standin.url is not None
     wallet_file = tmp_path / "wallets.sqlite"
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "a11i.cli",
-        "sidecar",
-        env={
-            **os.environ,
-            "A11I_PORT": str(port),
-            "A11I_OPENAI_BASE": standin.url,
-            "A11I_WALLET_FILE": str(wallet_file),
-            "A11I_NAMESPACE": "team-a",
-            "A11I_AGENT": "sre-bot",
-            "A11I_BUDGET_USD": "1",
-            "A11I_LOG_LEVEL": "WARNING",
-        },
-    )
-    url = f"http://127.0.0.1:{port}"
-    standin.configure(chunk_delay_ms=100)
+    sidecars = Sidecars()
     try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                try:
-                    async with http.get(url + "/a11i/readyz") as ready:
-                        if ready.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)
-            async with http.post(
+        url = await sidecars.start(
+            A11I_OPENAI_BASE=standin.url,
+            A11I_WALLET_FILE=str(wallet_file),
+            A11I_NAMESPACE="team-a",
+            A11I_AGENT="sre-bot",
+            A11I_BUDGET_USD="1",
+        )
+        (process,) = sidecars.processes
+        standin.configure(chunk_delay_ms=100)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
                 url + "/v1/chat/completions", json={**CHAT, "stream": True}, headers=HEADERS
-            ) as answer:
-                assert answer.status == 200
-                await answer.content.readany()
-                process.send_signal(signal.SIGTERM)
-                body = await answer.read()
-            assert b"[DONE]" in body  # the stream in flight was finished, not cut
+            ) as answer,
+        ):
+            assert answer.status == 200
+            await answer.content.readany()
+            process.send_signal(signal.SIGTERM)
+            body = await answer.read()
+        assert b"[DONE]" in body  # the stream in flight was finished, not cut
         assert await asyncio.wait_for(process.wait(), 30) == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await sidecars.stop()
     wallet = SQLiteWallet(
         wallet_file, BudgetPolicy(limit_usd=Decimal(1)), namespace="team-a", agent="sre-bot"
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -13,7 +12,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer
+from tests.support.sidecar_processes import Sidecars
 from tests.support.standin import StandIn
 
 pytestmark = pytest.mark.integration
@@ -32,42 +32,6 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.close()
-
-
-class Sidecars:
-    """``a11i sidecar`` processes started with shared settings."""
-
-    def __init__(self) -> None:
-        self.processes: list[asyncio.subprocess.Process] = []
-
-    async def start(self, **env: str) -> str:
-        port = free_port()
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "a11i.cli",
-            "sidecar",
-            env={**os.environ, "A11I_PORT": str(port), "A11I_LOG_LEVEL": "WARNING", **env},
-        )
-        self.processes.append(process)
-        url = f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                try:
-                    async with http.get(url + "/a11i/readyz") as response:
-                        if response.status == 200:
-                            return url
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError("the sidecar did not start")
-
-    async def stop(self) -> None:
-        for process in self.processes:
-            if process.returncode is None:
-                process.send_signal(signal.SIGINT)
-        for process in self.processes:
-            await asyncio.wait_for(process.wait(), 20)
 
 
 @pytest.fixture
