@@ -16,6 +16,11 @@ Events with ``kopf.event``.
 - delete: when the last namespace-wide AgentBudget of a namespace goes, its wallet's keys go
   too; while another remains, that one takes the wallet over (its spend included).
 
+A wallet Redis lost (restarted without its data) is never recreated here once the status says
+it existed (``periodStart``): from the spec it would start again from nothing spent, while the
+sidecars that last saw it recreate it with its spend (polling every 0.5 s). Until one has, the
+status says ``WalletUnavailable`` and spec changes wait (retried).
+
 One namespace-wide AgentBudget (no agentSelector) owns a namespace's wallet: the oldest. Any
 other one is reported ``Ready=False`` ``Conflict`` and left alone (no retries). A budget with an
 agentSelector is applied by the sidecars of the selected pods; the operator only says so.
@@ -116,16 +121,24 @@ class Wallets:
             zone=spec.zone,
         )
 
-    async def apply(self, namespace: str, spec: BudgetSpec, *, suspend: bool) -> None:
-        """Limit, period and thresholds into the wallet (created if absent); the stop too when
-        ``suspend``. ``WalletUnavailable`` without Redis."""
+    async def apply(
+        self, namespace: str, spec: BudgetSpec, *, suspend: bool, create: bool = True
+    ) -> None:
+        """Limit, period and thresholds into the wallet (created if absent, and ``create``);
+        the stop too when ``suspend``. ``WalletUnavailable`` without Redis or the wallet."""
+        if not create:
+            await self._require(namespace)
         wallet = self._wallet(namespace, spec)
         await wallet.configure(spec.policy, spec.period)
         if suspend:
             await wallet.suspend(spec.suspend)
 
     async def snapshot(self, namespace: str, spec: BudgetSpec) -> WalletSnapshot:
-        """The wallet as Redis holds it now (its period advanced, expired leases dropped)."""
+        """The wallet as Redis holds it now (its period advanced, expired leases dropped);
+        ``WalletUnavailable`` when Redis does not hold it."""
+        # Read through a fresh handle, a lost wallet would be recreated from the spec with
+        # nothing spent, before the sidecars restore the spend they saw.
+        await self._require(namespace)
         wallet = self._wallet(namespace, spec)
         # start() runs the same scripts a sidecar's start does and never fails for want of
         # Redis; whether it got an answer is in ``connected``.
@@ -160,9 +173,16 @@ class Wallets:
 
     async def release(self, namespace: str) -> None:
         """Remove the namespace's wallet from Redis: the hash, its leases and settled ids."""
-        key = f"a11i:wallet:{namespace}"
+        key = _wallet_key(namespace)
         await self._call(self._client.delete(key, f"{key}:leases", f"{key}:settled"))
         self._tallies.pop(namespace, None)
+
+    async def _require(self, namespace: str) -> None:
+        if not await self._call(self._client.exists(_wallet_key(namespace))):
+            raise WalletUnavailable(
+                f"the wallet of {namespace} is not in Redis (restarted without its data?); the "
+                "sidecars that last saw it recreate it with its spend at their next call or poll"
+            )
 
     async def _call(self, call: Any) -> Any:
         try:
@@ -170,6 +190,11 @@ class Wallets:
                 return await call
         except _UNREACHABLE as exc:
             raise WalletUnavailable(f"Redis cannot be reached: {exc!r}") from exc
+
+
+def _wallet_key(namespace: str) -> str:
+    """The Redis hash of a namespace's wallet (RedisWallet's name for it)."""
+    return f"a11i:wallet:{namespace}"
 
 
 class Budgets:
@@ -360,7 +385,11 @@ class Budgets:
                 for item in previous
             )
         try:
-            await self.wallets.apply(namespace, parsed, suspend=suspend)
+            # Once the status shows the wallet was read, a missing one is Redis's loss: left to
+            # the sidecars (module docstring).
+            await self.wallets.apply(
+                namespace, parsed, suspend=suspend, create=not status.get("periodStart")
+            )
         except WalletUnavailable as exc:
             raise self._unavailable(patch, exc, generation, previous) from exc
         ready(True, Reason.CONFIGURED, _configured(parsed))

@@ -494,6 +494,50 @@ def test_redis_down_is_retried_and_recovered(
     assert operator.running
 
 
+def test_a_wallet_redis_lost_is_left_to_the_sidecars_that_saw_it(
+    a11i_crds: ControlPlane,  # noqa: F811
+    operator: OperatorProcess,
+    redis_server: RedisServer,
+    store: redis.Redis,
+    namespace: str,
+) -> None:
+    """Redis restarted without its data (the chart's Redis pod on an emptyDir, deleted): the
+    operator, whose handles have never seen the wallet, does not make it anew from the spec with
+    nothing spent, not even for a spec change; a sidecar that saw it recreates it with its spend
+    (here: the hash as it was), and the operator carries on from there."""
+    plane = a11i_crds
+    apply(plane, namespace, manifest("default", limit="10"))
+    operator.wait_for(lambda: status_of(plane, namespace).get("phase") == "Green", "Green")
+    spend(redis_server.url, namespace, "agent-a", "2")
+    operator.wait_for(lambda: status_of(plane, namespace).get("spent") == "2", "spent 2")
+    key = f"a11i:wallet:{namespace}"
+    seen = {str(field): str(value) for field, value in store.hgetall(key).items()}
+    store.delete(*wallet_keys(store, namespace))
+    apply(plane, namespace, manifest("default", limit="12"))
+    condition = operator.wait_for(
+        lambda: (
+            (c := ready(status_of(plane, namespace))).get("reason") == "WalletUnavailable"
+            and "not in Redis" in c.get("message", "")
+            and c
+        ),
+        "WalletUnavailable: not in Redis",
+    )
+    assert isinstance(condition, dict)
+    assert wallet_keys(store, namespace) == [], "the operator recreated the lost wallet"
+    # What a sidecar's next call or poll writes: the wallet as it last saw it.
+    for field, value in seen.items():
+        store.hset(key, field, value)
+    operator.wait_for(
+        lambda: (
+            ready(status_of(plane, namespace)).get("reason") == "WalletConfigured"
+            and store.hget(key, "limit_nanos") == str(12 * NANOS)
+        ),
+        "the spec change applied to the recreated wallet",
+    )
+    operator.wait_for(lambda: status_of(plane, namespace).get("spent") == "2", "spent 2 again")
+    assert status_of(plane, namespace)["remaining"] == "10"
+
+
 def test_chart_rbac_is_what_the_operator_runs_with(
     a11i_crds: ControlPlane,  # noqa: F811
     operator: OperatorProcess,
