@@ -2,7 +2,7 @@
 agent's calls metered by its injected sidecar reach the stand-in provider pod and the spend shows
 in the AgentBudget's status; the emergency stop and resume; a top-up from the dashboard pod; the
 proxy container killed and the operator, webhook and Redis pods deleted, with nothing settled
-lost.
+lost; a TelemetryPolicy's traces at a collector and a PII-rules edit applied live.
 
 Needs root and the node (``make node-system``), the cluster binaries and the images (``make
 images``). On a failure the message carries the pod's events and the kubelet's log tail.
@@ -33,6 +33,7 @@ from tests.support.journey import (
     Journey,
     running_journey,
 )
+from tests.support.otelcol import OtelCollector, Span
 
 pytestmark = [
     pytest.mark.e2e,
@@ -302,3 +303,106 @@ def test_a_deleted_redis_pod_comes_back_and_nothing_settled_is_lost(journey: Jou
     budget = journey.wait_for("the sidecar to read its wallet again", recreated, 60)
     assert Decimal(budget["spent_usd"]) == settled, (budget, settled)
     journey.resume_and_add(settled)
+
+
+PII_RULES = """
+pii_rules:
+  - name: ticket
+    regex: 'TICKET-[0-9]+'
+    replacement: '[ticket]'
+"""
+ORDER_RULE = """
+  - name: order
+    regex: 'ORDER-[0-9]+'
+    replacement: '[order]'
+"""
+
+
+def _policy(endpoint: str) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "a11i.io/v1alpha1",
+            "kind": "TelemetryPolicy",
+            "metadata": {"name": "default", "namespace": AGENTS},
+            "spec": {
+                "otlp": {"endpoint": endpoint, "protocol": "http"},
+                "sampling": {"ratio": "1.0"},
+                "captureContent": True,
+                "piiRulesRef": {"name": "pii-rules", "key": "pii_rules.yaml"},
+            },
+        }
+    )
+
+
+def _pii_rules(rules: str) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "pii-rules", "namespace": AGENTS},
+            "data": {"pii_rules.yaml": rules},
+        }
+    )
+
+
+def test_a_telemetry_policy_sends_the_sidecars_traces_to_a_collector_and_pii_edits_apply_live(
+    journey: Journey,
+) -> None:
+    """The tests' collector listens on the host's side of the node's link, which pods reach;
+    the policy's OTLP settings are environment, so the agent pod is recreated once; then an
+    edit of the PII-rules ConfigMap reaches its running sidecar through the mounted a11i.yaml
+    (the kubelet's sync, then the sidecar's reload), with no restart."""
+    plane = journey.plane
+    with OtelCollector(host=journey.node.network.host_ip) as collector:
+        try:
+            plane.kubectl("apply", "-f", "-", input=_pii_rules(PII_RULES), check=True)
+            plane.kubectl("apply", "-f", "-", input=_policy(collector.http_endpoint), check=True)
+            ready = plane.kubectl(
+                "wait", "telemetrypolicy/default", "-n", AGENTS, "--for=condition=Ready",
+                "--timeout=60s", timeout=75,
+            )  # fmt: skip
+            assert ready.returncode == 0, journey.operator_log()
+            journey.restart_agent()
+            pod = journey.get("pod", journey.agent_pod, "-n", AGENTS)
+            restarts = _proxy_status(pod)["restartCount"]
+
+            def turn_with(text: str) -> Span | None:
+                for span in collector.spans():
+                    captured = str(span.attributes.get("gen_ai.input.messages", ""))
+                    if span.name == "agent_turn" and text in captured:
+                        return span
+                return None
+
+            journey.calls(1, "close TICKET-4711 of ORDER-1234")
+            span = journey.wait_for(
+                "the sidecar's agent_turn span at the collector",
+                lambda: turn_with("ORDER-1234"),
+                60,
+                lambda: f"{collector.log_tail(20)}\n{journey.sidecar_log()}",
+            )
+            captured = str(span.attributes["gen_ai.input.messages"])
+            assert "[ticket]" in captured, captured
+            assert "TICKET-4711" not in captured, captured
+            assert span.resource.get("k8s.namespace.name") == AGENTS, span.resource
+
+            plane.kubectl("apply", "-f", "-", input=_pii_rules(PII_RULES + ORDER_RULE), check=True)
+            # Each try is a new call with a new number: the first one scrubbed by the new rule.
+            tries = iter(range(1000, 2000))
+
+            def scrubbed() -> Span | None:
+                marker = f"try {next(tries)}"
+                journey.calls(1, f"{marker}: close ORDER-{next(tries)}")
+                (span,) = collector.wait_for(
+                    collector.spans, lambda s: marker in str(s.attributes), timeout=20
+                )
+                return span if "[order]" in str(span.attributes) else None
+
+            span = journey.wait_for(
+                "a turn scrubbed by the added rule", scrubbed, 120, journey.sidecar_log
+            )
+            assert "ORDER-" not in str(span.attributes["gen_ai.input.messages"])
+            after = journey.get("pod", journey.agent_pod, "-n", AGENTS)
+            assert _proxy_status(after)["restartCount"] == restarts
+        finally:
+            plane.kubectl("delete", "telemetrypolicy", "default", "-n", AGENTS)
+            plane.kubectl("delete", "configmap", "pii-rules", "-n", AGENTS)

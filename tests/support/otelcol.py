@@ -360,8 +360,12 @@ class OtelCollector:
     until ``close()`` (or for good, when the caller passed its own ``workdir``).
     """
 
-    def __init__(self, *, binary: Path | None = None, workdir: Path | None = None) -> None:
+    def __init__(
+        self, *, binary: Path | None = None, workdir: Path | None = None, host: str = "127.0.0.1"
+    ) -> None:
         self._binary = binary
+        # The OTLP receivers' address: loopback, or one that pods reach (a test node's host side).
+        self.host = host
         self._owned_dir: tempfile.TemporaryDirectory[str] | None = None
         if workdir is None:
             self._owned_dir = tempfile.TemporaryDirectory(prefix="a11i-otelcol-")
@@ -377,11 +381,11 @@ class OtelCollector:
     # Endpoints, in the forms the OTLP exporters take (OTEL_EXPORTER_OTLP_ENDPOINT).
     @property
     def grpc_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.grpc_port}"
+        return f"http://{self.host}:{self.grpc_port}"
 
     @property
     def http_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     @property
     def health_url(self) -> str:
@@ -415,8 +419,8 @@ class OtelCollector:
             "receivers": {
                 "otlp": {
                     "protocols": {
-                        "grpc": {"endpoint": f"127.0.0.1:{self.grpc_port}"},
-                        "http": {"endpoint": f"127.0.0.1:{self.http_port}"},
+                        "grpc": {"endpoint": f"{self.host}:{self.grpc_port}"},
+                        "http": {"endpoint": f"{self.host}:{self.http_port}"},
                     }
                 }
             },
