@@ -2,7 +2,8 @@
 agent's calls metered by its injected sidecar reach the stand-in provider pod and the spend shows
 in the AgentBudget's status; the emergency stop and resume; a top-up from the dashboard pod; the
 proxy container killed and the operator, webhook and Redis pods deleted, with nothing settled
-lost; a TelemetryPolicy's traces at a collector and a PII-rules edit applied live.
+lost; a TelemetryPolicy's traces at a collector and a PII-rules edit applied live; Pod Security
+``restricted`` on the agents' namespace.
 
 Needs root and the node (``make node-system``), the cluster binaries and the images (``make
 images``). On a failure the message carries the pod's events and the kubelet's log tail.
@@ -406,3 +407,38 @@ def test_a_telemetry_policy_sends_the_sidecars_traces_to_a_collector_and_pii_edi
         finally:
             plane.kubectl("delete", "telemetrypolicy", "default", "-n", AGENTS)
             plane.kubectl("delete", "configmap", "pii-rules", "-n", AGENTS)
+
+
+PRIVILEGED = f"""
+apiVersion: v1
+kind: Pod
+metadata:
+  name: privileged
+  namespace: {AGENTS}
+  annotations: {{a11i.io/inject: "false"}}
+spec:
+  containers:
+    - name: app
+      image: {BUSYBOX_IMAGE}
+      imagePullPolicy: Never
+      command: [sleep, "3600"]
+      securityContext: {{privileged: true}}
+"""
+
+
+def test_an_injected_pod_runs_in_a_namespace_enforcing_the_restricted_pod_security_standard(
+    journey: Journey,
+) -> None:
+    plane = journey.plane
+    label = "pod-security.kubernetes.io/enforce"
+    plane.kubectl("label", "namespace", AGENTS, f"{label}=restricted", "--overwrite", check=True)
+    try:
+        refused = plane.kubectl("apply", "-f", "-", input=PRIVILEGED)
+        assert refused.returncode != 0, "the namespace enforces the restricted standard"
+        assert "violates PodSecurity" in refused.stderr, refused.stderr
+        journey.restart_agent()
+        pod = journey.get("pod", journey.agent_pod, "-n", AGENTS)
+        assert [c["name"] for c in pod["spec"]["initContainers"]] == ["a11i-proxy"]
+        assert journey.calls(2) > 0
+    finally:
+        plane.kubectl("label", "namespace", AGENTS, f"{label}-")
