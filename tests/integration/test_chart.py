@@ -31,7 +31,9 @@ NAMESPACE = "a11i-system"
 RELEASE = "r"
 
 POD_OPT_IN = "object.metadata.?annotations['a11i.io/inject'].orValue('') == 'true'"
-NAMESPACE_OPT_OUT = "object.metadata.?annotations['a11i.io/inject'].orValue('') != 'false'"
+NAMESPACE_OPT_OUT = (
+    "!(object.metadata.?annotations['a11i.io/inject'].orValue('') in ['true', 'false'])"
+)
 NOT_HOST_NETWORK = "!object.spec.?hostNetwork.orValue(false)"
 READ_ONLY = {"get", "list", "watch"}
 
