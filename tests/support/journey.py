@@ -355,20 +355,17 @@ class Journey:
         )
 
     def restart_agent(self) -> None:
-        """A new agent pod (``rollout restart``), ready; the old one gone."""
+        """A new agent pod (``rollout restart``), ready. The old one is left terminating: the
+        example's shell loop ignores SIGTERM, so it takes the grace period (30 s) to go."""
         old = self.agent_pod
         self.plane.kubectl("rollout", "restart", "deploy/sre-agent", "-n", AGENTS, check=True)
         self.rollout(AGENTS, "deploy/sre-agent")
-        self.wait_for(
-            f"the old agent pod {old} to be gone",
-            lambda: (
-                True
-                if old not in self.plane.kubectl("get", "pods", "-n", AGENTS, "-o", "name").stdout
-                else None
-            ),
-            90,
-        )
-        self.agent_pod = self.wait_ready(AGENTS, AGENT_SELECTOR, 120)["metadata"]["name"]
+
+        def new_pod() -> str | None:
+            name = str(self.wait_ready(AGENTS, AGENT_SELECTOR, 120)["metadata"]["name"])
+            return name if name != old else None
+
+        self.agent_pod = self.wait_for("a new agent pod", new_pod, 60)
 
     def sidecar_log(self) -> str:
         log = self.plane.kubectl("logs", "-n", AGENTS, self.agent_pod, "-c", "a11i-proxy")
