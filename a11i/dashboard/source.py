@@ -1,7 +1,7 @@
 """Where the dashboard's data comes from and where its actions go: the shared Redis.
 
 Adapter: reads the event stream ``a11i:events`` (history, then blocking XREAD from the last id),
-lists the wallets by scanning the ``a11i:wallet:*`` hashes (not their ``:leases``/``:settled``
+lists the wallets by scanning the ``a11i:wallet:*`` hashes (not their ``:held``/``:settled``
 keys) read-only, and applies actions through the same code the sidecars and ``a11i wallet``
 use (``RedisWallet.suspend``/``top_up``, ``set_cluster_stop``), recording each as an event;
 after a top-up through an AgentBudget it configures the wallet as the operator does
@@ -151,7 +151,7 @@ class RedisSource:
             )
             for key in keys:
                 name = str(key)[len(WALLET_PREFIX) :]
-                # ``{ns}:leases`` and ``{ns}:settled`` belong to a wallet; they are not one.
+                # ``{ns}:held``, ``{ns}:settled``… belong to a wallet; they are not one.
                 if name and ":" not in name:
                     names.append(name)
             if not cursor:
@@ -160,14 +160,12 @@ class RedisSource:
         pipe = self._client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(f"{WALLET_PREFIX}{name}")
-            pipe.hvals(f"{WALLET_PREFIX}{name}:leases")
         pipe.get(CLUSTER_STOP_KEY)
         replies = await self._call(pipe.execute())
         cluster = replies[-1] == "1"
         views = []
-        for index, name in enumerate(names):
-            fields, leases = replies[2 * index], replies[2 * index + 1]
-            view = wallet_from_fields(name, fields, leases, cluster, now)
+        for name, fields in zip(names, replies[:-1], strict=True):
+            view = wallet_from_fields(name, fields, cluster, now)
             if view is not None:
                 views.append(view)
         return Wallets(views, cluster)

@@ -159,9 +159,11 @@ class Wallets:
         return current.totals
 
     async def release(self, namespace: str) -> None:
-        """Remove the namespace's wallet from Redis: the hash, its leases and settled ids."""
+        """Remove the namespace's wallet from Redis: the hash, its leases, settled ids and line
+        (and the lease hash of earlier releases)."""
         key = f"a11i:wallet:{namespace}"
-        await self._call(self._client.delete(key, f"{key}:leases", f"{key}:settled"))
+        for name in (key, f"{key}:leases", f"{key}:held", f"{key}:settled", f"{key}:line"):
+            await self._call(self._client.delete(name))
         self._tallies.pop(namespace, None)
 
     async def _call(self, call: Any) -> Any:

@@ -177,6 +177,7 @@ def _backend(settings: SidecarSettings, key: str, policy: BudgetPolicy) -> Walle
             period=settings.period,
             timeout_s=settings.redis_timeout_s,
             fail_open=settings.redis_fail_open,
+            quiet_poll_s=settings.redis_refresh_s,
             owns_client=True,
             zone=settings.timezone,
             journal=_journal(settings, key),

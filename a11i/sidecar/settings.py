@@ -236,6 +236,11 @@ class SidecarSettings:
     #: ``A11I_REDIS_FAILURE``: ``open`` (calls go on, accounted locally and reconciled when Redis
     #: is back) or ``closed`` (calls are refused while Redis is unreachable).
     redis_fail_open: bool = True
+    #: ``A11I_REDIS_REFRESH``: seconds between the sidecar's reads of its wallet and the stops
+    #: while the stop channel is subscribed (a stop is told at once; this only refreshes the
+    #: budget figures); unsubscribed, it reads every half second. Each read is Redis work that
+    #: grows with the number of sidecars, not with their calls.
+    redis_refresh_s: float = 10.0
     #: The optimizer: ``optimizer`` in a11i.yaml, overridden by ``A11I_OPTIMIZER*``.
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     #: The telemetry sections of a11i.yaml (PII rules, skills, saturation threshold).
@@ -327,6 +332,7 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         redis_url=_redis_url(env),
         redis_timeout_s=var.seconds(env, "A11I_REDIS_TIMEOUT", 0.25),
         redis_fail_open=var.one_of(env, "A11I_REDIS_FAILURE", ("OPEN", "CLOSED"), "OPEN") == "OPEN",
+        redis_refresh_s=var.seconds(env, "A11I_REDIS_REFRESH", 10.0),
         optimizer=optimizer,
         telemetry_config=telemetry_config,
         optimizer_env=tuple(
