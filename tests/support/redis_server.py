@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -26,7 +27,12 @@ class RedisServer:
     deployed Redis with persistence does."""
 
     def __init__(
-        self, *, appendonly: bool = False, binary: str = "redis-server", password: str = ""
+        self,
+        *,
+        appendonly: bool = False,
+        binary: str = "redis-server",
+        password: str = "",
+        options: Sequence[str] = (),
     ) -> None:
         found = shutil.which(binary)
         if found is None:
@@ -35,6 +41,8 @@ class RedisServer:
         self.appendonly = appendonly
         #: Required of every client (``--requirepass``) when set; ``url`` carries it.
         self.password = password
+        #: More ``redis-server`` arguments (``--cluster-enabled yes``, ``--replicaof …``).
+        self.options = tuple(options)
         self.port = free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="a11i-redis-")
         self.dir = Path(self._dir.name)
@@ -68,6 +76,7 @@ class RedisServer:
                 *(["--requirepass", self.password] if self.password else []),
                 "--dir",
                 str(self.dir),
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -109,3 +118,80 @@ class RedisServer:
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:
             return False
+
+
+class RedisClusterServers:
+    """A real Redis Cluster of ``primaries`` ``redis-server`` processes (no replicas), created
+    with ``redis-cli --cluster create``; ``url`` names its first node, as a client is given."""
+
+    def __init__(self, primaries: int = 3) -> None:
+        if shutil.which("redis-cli") is None:
+            raise RuntimeError("redis-cli is not installed")
+        self.nodes = [
+            RedisServer(
+                options=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                    # Chosen here: the default (port + 10000) may lie past 65535.
+                    "--cluster-port",
+                    str(free_port()),
+                )
+            )
+            for _ in range(primaries)
+        ]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self, timeout: float = 30.0) -> None:
+        try:
+            self._create(timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def _create(self, timeout: float) -> None:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self._state(node) == "ok" for node in self.nodes):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the Redis Cluster was not ok within {timeout}s")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+    @staticmethod
+    def _state(node: RedisServer) -> str:
+        reply = subprocess.run(
+            ["redis-cli", "-p", str(node.port), "cluster", "info"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        for line in reply.splitlines():
+            if line.startswith("cluster_state:"):
+                return line.split(":", 1)[1].strip()
+        return ""

@@ -22,7 +22,7 @@ from a11i.core.model import usd
 from a11i.sidecar.call import CallRecord
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from a11i.sidecar.redis_clients import AnyRedis
 
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class RedisEventStream:
 
     def __init__(
         self,
-        client: Redis,
+        client: AnyRedis,
         *,
         max_length: int = 100_000,
         queue_size: int = 10_000,

@@ -81,18 +81,23 @@ def run(args: WalletCommand, env: Mapping[str, str]) -> int:
 
 
 async def _redis_wallet_command(args: WalletCommand, url: str, settings: SidecarSettings) -> int:
-    from redis.asyncio import Redis  # only with Redis
-
-    from a11i.sidecar.wallets.redis import RedisWallet, set_cluster_stop
+    from a11i.sidecar.redis_clients import connect, is_cluster  # only with Redis
+    from a11i.sidecar.wallets.redis import RedisWallet, WalletKeys, set_cluster_stop
 
     namespace = args.namespace or settings.namespace
-    client = Redis.from_url(url)
+    client = connect(
+        url,
+        settings.redis_mode,
+        master=settings.redis_master,
+        sentinel_password=settings.redis_sentinel_password,
+    )
     try:
         if args.action in ("stop", "resume") and args.cluster:
             await set_cluster_stop(client, args.action == "stop")
             print(f"cluster emergency stop {'on' if args.action == 'stop' else 'off'} ({url})")
             return 0
-        if not await client.exists(f"a11i:wallet:{namespace}"):
+        keys = WalletKeys.of(namespace, cluster=is_cluster(client))
+        if not await client.exists(keys.wallet):
             print(f"a11i wallet: no wallet for {namespace!r} in {url}", file=sys.stderr)
             return 1
         wallet = RedisWallet(

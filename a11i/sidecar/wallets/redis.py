@@ -65,7 +65,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
-import redis.asyncio as aioredis
 import redis.exceptions
 from redis.typing import EncodableT, FieldT
 
@@ -94,10 +93,13 @@ from a11i.core.wallets import (
     to_nanos,
     to_usd,
 )
+from a11i.sidecar.redis_clients import is_cluster
 from a11i.sidecar.wallets.journal import JournalEntry, SpendJournal
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
+
+    from a11i.sidecar.redis_clients import AnyRedis
 
 
 log = logging.getLogger(__name__)
@@ -369,7 +371,7 @@ class RedisWallet:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AnyRedis,
         *,
         namespace: str,
         agent: str,
@@ -383,7 +385,6 @@ class RedisWallet:
         zone: str = "UTC",
         poll_s: float = POLL_S,
         journal: SpendJournal | None = None,
-        cluster: bool = False,
         quiet_poll_s: float = QUIET_POLL_S,
     ) -> None:
         _check_nanos(policy)
@@ -400,7 +401,7 @@ class RedisWallet:
         self._timeout = timeout_s
         self.fail_open = fail_open
         self._clock = clock
-        self.keys = WalletKeys.of(namespace, cluster=cluster)
+        self.keys = WalletKeys.of(namespace, cluster=is_cluster(client))
         self._key = self.keys.wallet
         self._keys = [self.keys.wallet, self.keys.held, self.keys.settled, self.keys.line]
         self._prefix = f"{os.getpid()}-"
@@ -1025,7 +1026,7 @@ class RedisWallet:
                         await pubsub.aclose()
 
 
-async def set_cluster_stop(client: aioredis.Redis, on: bool, *, timeout_s: float = 1.0) -> None:
+async def set_cluster_stop(client: AnyRedis, on: bool, *, timeout_s: float = 1.0) -> None:
     """Turn the cluster-wide emergency stop on or off and tell every sidecar."""
     try:
         async with asyncio.timeout(timeout_s):

@@ -4,6 +4,7 @@ equivalence with the in-memory reference, the emergency stop, and Redis going aw
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -25,7 +26,12 @@ from hypothesis import strategies as st
 from a11i.core.policy import BudgetPolicy, Decision, ExhaustedAction, Period, WalletState
 from a11i.core.wallets import Reservation, to_usd
 from a11i.sidecar.wallets.memory import MemoryWallet
-from a11i.sidecar.wallets.redis import RedisWallet, WalletUnavailable, set_cluster_stop
+from a11i.sidecar.wallets.redis import (
+    EXPIRE_BATCH,
+    RedisWallet,
+    WalletUnavailable,
+    set_cluster_stop,
+)
 from tests.support.paths import ROOT
 from tests.support.redis_server import RedisServer
 
@@ -214,6 +220,42 @@ _op = st.one_of(
     st.tuples(st.just("top_up"), st.integers(1, 10_000)),
     st.tuples(st.just("snapshot")),
 )
+
+
+async def test_expired_leases_are_released_a_bounded_batch_per_call(
+    redis_server: RedisServer, client: aioredis.Redis, make_wallet: WalletFactory
+) -> None:
+    """Leases of a sidecar that died are released by the next calls, at most EXPIRE_BATCH per
+    call (no call pays for them all), and the running total always matches the leases held."""
+    namespace = _namespace()
+    then = datetime(2026, 12, 1, tzinfo=UTC)
+    dead = await make_wallet(redis_server.url, namespace, clock=lambda: then, lease_seconds=60)
+    small = WORST / 10
+    for _ in range(3 * EXPIRE_BATCH + 5):
+        _, lease = await dead.reserve(small)
+        assert lease is not None
+    await dead.close()
+    later = await make_wallet(
+        redis_server.url,
+        namespace,
+        clock=lambda: then + timedelta(seconds=61),
+        poll_s=3600.0,
+        quiet_poll_s=3600.0,
+    )
+    if not later.watch_rounds:  # its one round (on subscribing) done: no script runs but ours
+        await later.watched(1)
+    held = f"a11i:wallet:{namespace}:held"
+    counts = []
+    while True:
+        snapshot = await later.snapshot()
+        count = await client.zcard(held)
+        assert snapshot.reserved_usd == small * count
+        counts.append(count)
+        if not count:
+            break
+    assert all(a - b <= EXPIRE_BATCH for a, b in itertools.pairwise(counts))
+    verdict, lease = await later.reserve(LIMIT)
+    assert lease is not None, verdict
 
 
 @settings(

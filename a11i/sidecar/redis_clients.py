@@ -1,0 +1,113 @@
+"""Redis clients from a URL and a mode: one server, a Redis Cluster, or a primary found through
+Sentinel; the one place that builds them for the sidecar, the operator and the dashboard.
+
+- ``standalone``: ``redis[s]://[user:password@]host:port/db`` (or ``unix://``), one server.
+- ``cluster``: the URL names any node of a Redis Cluster; the client learns the others and
+  follows slot moves. Keys are hash-tagged per namespace (``WalletKeys``), so each wallet script
+  touches one slot.
+- ``sentinel``: the URL names the sentinels, comma-separated
+  (``redis[s]://[user:password@]sentinel-a:26379,sentinel-b:26379/db``), and ``master`` the
+  monitored primary's name; the credentials, database and TLS are the primary's (sentinels
+  asking a password of their own get ``sentinel_password``). After a failover the client asks
+  the sentinels for the new primary on its next connection.
+
+What it may not do: import the operator or the dashboard, or log a password.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING, TypeAlias
+from urllib.parse import unquote, urlsplit
+
+from a11i.core.errors import SettingsError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+
+    #: A client of either kind: both speak the commands a wallet, a stream or a stop needs.
+    AnyRedis: TypeAlias = Redis | RedisCluster
+
+
+class RedisMode(StrEnum):
+    """``A11I_REDIS_MODE``: how ``A11I_REDIS_URL`` is reached."""
+
+    STANDALONE = "standalone"
+    CLUSTER = "cluster"
+    SENTINEL = "sentinel"
+
+
+def is_cluster(client: object) -> bool:
+    """Whether ``client`` talks to a Redis Cluster (its keys must then be hash-tagged)."""
+    from redis.asyncio.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
+
+
+def sentinel_addresses(url: str) -> list[tuple[str, int]]:
+    """The sentinels a ``sentinel`` mode URL names; SettingsError when it names none."""
+    netloc = urlsplit(url).netloc.rpartition("@")[2]
+    addresses = []
+    for item in netloc.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host:
+            host, port = port, "26379"
+        try:
+            addresses.append((host.strip("[]"), int(port)))
+        except ValueError:
+            raise SettingsError(f"A11I_REDIS_URL: {item!r} is not a sentinel's host:port") from None
+    if not addresses or not all(host for host, _ in addresses):
+        raise SettingsError("A11I_REDIS_URL names no sentinel (host:port,host:port)")
+    return addresses
+
+
+def connect(
+    url: str,
+    mode: RedisMode = RedisMode.STANDALONE,
+    *,
+    master: str = "mymaster",
+    sentinel_password: str | None = None,
+    max_connections: int = 64,
+    pool_timeout_s: float = 1.0,
+    decode_responses: bool = False,
+) -> AnyRedis:
+    """A client for ``url`` in ``mode``. A standalone or sentinel client waits up to
+    ``pool_timeout_s`` for one of its ``max_connections`` rather than fail (redis-py's default
+    pool raises past its size, which a wallet would take for Redis going away)."""
+    from redis.asyncio import BlockingConnectionPool, Redis  # only with Redis: it costs memory
+
+    if mode is RedisMode.CLUSTER:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(
+            url, max_connections=max_connections, decode_responses=decode_responses
+        )
+    if mode is RedisMode.SENTINEL:
+        from redis.asyncio.sentinel import Sentinel
+
+        parts = urlsplit(url)
+        db = parts.path.lstrip("/") or "0"
+        if not db.isdigit():
+            raise SettingsError(f"A11I_REDIS_URL: the database must be a number, not {db!r}")
+        sentinel_options: dict[str, object] = {"ssl": parts.scheme == "rediss"}
+        if sentinel_password:
+            sentinel_options["password"] = sentinel_password
+        sentinel = Sentinel(
+            sentinel_addresses(url),
+            sentinel_kwargs=sentinel_options,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            db=int(db),
+            ssl=parts.scheme == "rediss",
+            decode_responses=decode_responses,
+        )
+        client: Redis = sentinel.master_for(master, max_connections=max_connections)
+        return client
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=max(pool_timeout_s, 0.05),
+        decode_responses=decode_responses,
+    )
+    return Redis(connection_pool=pool)

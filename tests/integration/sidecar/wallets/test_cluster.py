@@ -1,0 +1,157 @@
+"""The shared wallet on a real 3-primary Redis Cluster: hash-tagged keys, one slot per wallet,
+two sidecar processes of one namespace, and both emergency stops."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+
+import aiohttp
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from a11i.core.policy import BudgetPolicy, Period
+from a11i.sidecar.redis_clients import RedisMode, connect
+from a11i.sidecar.wallets.redis import RedisWallet, WalletKeys
+from tests.support.redis_server import RedisClusterServers
+from tests.support.sidecar_processes import Sidecars
+from tests.support.standin import StandIn
+
+pytestmark = pytest.mark.integration
+
+CHAT = {
+    "model": "gpt-4o",
+    "max_tokens": 200,
+    "messages": [{"role": "user", "content": "Is the checkout service healthy?"}],
+}
+HEADERS = {"Authorization": "Bearer sk-agent"}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisClusterServers]:
+    servers = RedisClusterServers(primaries=3)
+    servers.start()
+    yield servers
+    servers.close()
+
+
+@pytest.fixture
+async def client(cluster: RedisClusterServers) -> AsyncIterator[RedisCluster]:
+    connection = connect(cluster.url, RedisMode.CLUSTER, decode_responses=True)
+    assert isinstance(connection, RedisCluster)
+    yield connection
+    await connection.aclose()
+
+
+@pytest.fixture
+async def sidecars() -> AsyncIterator[Sidecars]:
+    running = Sidecars()
+    yield running
+    await running.stop()
+
+
+async def test_a_wallets_keys_share_one_slot_and_wallets_spread_over_the_nodes(
+    cluster: RedisClusterServers, client: RedisCluster
+) -> None:
+    nodes = set()
+    for namespace in ("team-a", "team-b", "team-c", "payments", "search", "ops"):
+        keys = WalletKeys.of(namespace, cluster=True)
+        names = (keys.wallet, keys.held, keys.settled, keys.line)
+        slot = {await client.cluster_keyslot(name) for name in names}
+        assert len(slot) == 1, names
+        nodes.add(client.get_node_from_key(keys.wallet).name)
+        wallet = RedisWallet(
+            connect(cluster.url, RedisMode.CLUSTER),
+            namespace=namespace,
+            agent="agent",
+            policy=BudgetPolicy(limit_usd=Decimal("1")),
+            period=Period.DAILY,
+            owns_client=True,
+        )
+        await wallet.start()
+        try:
+            assert wallet.connected
+            _, lease = await wallet.reserve(Decimal("0.25"))
+            assert lease is not None
+            await wallet.settle(lease, Decimal("0.1"))
+            snapshot = await wallet.snapshot()
+            assert (snapshot.spent_usd, snapshot.reserved_usd) == (Decimal("0.1"), 0)
+        finally:
+            await wallet.close()
+        assert await client.hget(keys.wallet, "spent_nanos") == str(10**8)
+    assert len(nodes) > 1  # the wallets are spread over the primaries
+
+
+async def test_two_sidecars_on_a_cluster_share_one_wallet_and_both_stops(
+    standin: StandIn, cluster: RedisClusterServers, client: RedisCluster, sidecars: Sidecars
+) -> None:
+    assert standin.url is not None
+    namespace = "cluster-team"
+    settings = {
+        "A11I_OPENAI_BASE": standin.url,
+        "A11I_REDIS_URL": cluster.url,
+        "A11I_REDIS_MODE": "cluster",
+        "A11I_NAMESPACE": namespace,
+        "A11I_BUDGET_USD": "0.05",
+        "A11I_REDIS_TIMEOUT": "2",
+    }
+    urls = [await sidecars.start(**settings, A11I_AGENT=f"agent-{i}") for i in range(2)]
+    standin.configure(chunk_delay_ms=5, words=100)
+    statuses: list[int] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def call(index: int) -> int:
+            body = {**CHAT, "stream": index % 3 == 0}
+            async with http.post(
+                urls[index % 2] + "/v1/chat/completions", json=body, headers=HEADERS
+            ) as response:
+                await response.read()
+                return response.status
+
+        statuses = list(await asyncio.gather(*(call(i) for i in range(60))))
+        assert set(statuses) <= {200, 402}
+        assert statuses.count(200) >= 40
+        assert statuses.count(402) > 0
+        keys = WalletKeys.of(namespace, cluster=True)
+        spent = Decimal(await client.hget(keys.wallet, "spent_nanos")) / 10**9
+        assert 0 < spent <= Decimal("0.05")
+        assert await client.zcard(keys.held) == 0
+        assert await client.hget(keys.wallet, "reserved_nanos") == "0"
+        for _ in range(50):  # the sidecars write their events in the background
+            if await client.xlen("a11i:events") >= 60:
+                break
+            await asyncio.sleep(0.1)
+        events = [fields for _, fields in await client.xrange("a11i:events")]
+        assert len(events) == 60
+        assert {fields["agent"] for fields in events} == {"agent-0", "agent-1"}
+        charged = sum(Decimal(fields["cost_usd"]) for fields in events)
+        assert abs(charged - spent) <= Decimal("0.000001")
+
+        # Both stops, from the command line as an SRE would, reach both sidecars.
+        await client.hset(keys.wallet, "limit_nanos", str(10 * 10**9))  # room to call again
+        env = {**os.environ, **settings}
+
+        async def a11i(*args: str) -> int:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "a11i.cli", "wallet", *args, env=env
+            )
+            return await process.wait()
+
+        async def both() -> list[int]:
+            return [await call(1), await call(2)]
+
+        assert await both() == [200, 200]
+        for scope in (["stop"], ["stop", "--cluster"]):
+            assert await a11i(*scope) == 0
+            stopped_at = asyncio.get_running_loop().time()
+            while await both() != [403, 403]:
+                assert asyncio.get_running_loop().time() - stopped_at < 1.0, "stop too slow"
+                await asyncio.sleep(0.05)
+            assert await a11i("resume", *scope[1:]) == 0
+            resumed_at = asyncio.get_running_loop().time()
+            while await both() != [200, 200]:
+                assert asyncio.get_running_loop().time() - resumed_at < 1.0, "resume too slow"
+                await asyncio.sleep(0.05)
