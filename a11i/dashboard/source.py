@@ -1,11 +1,11 @@
 """Where the dashboard's data comes from and where its actions go: the shared Redis.
 
 Adapter: reads the event stream ``a11i:events`` (history, then blocking XREAD from the last id),
-lists the wallets by scanning the ``a11i:wallet:*`` hashes (not their ``:held``/``:settled``
-keys) read-only, and applies actions through the same code the sidecars and ``a11i wallet``
-use (``RedisWallet.suspend``/``top_up``, ``set_cluster_stop``), recording each as an event;
-after a top-up through an AgentBudget it configures the wallet as the operator does
-(``budgets.Wallets.apply``).
+lists the wallets by scanning the ``a11i:wallet:*`` hashes (``a11i:{*}:wallet`` on every node of
+a Redis Cluster; not the keys beside them) read-only, and applies actions through the same code
+the sidecars and ``a11i wallet`` use (``RedisWallet.suspend``/``top_up``,
+``set_cluster_stop``), recording each as an event; after a top-up through an AgentBudget it
+configures the wallet as the operator does (``budgets.Wallets.apply``).
 
 What it may not do: hold state between calls (the hub does), block longer than its timeouts,
 or let a Redis exception escape unwrapped (``SourceUnavailable`` says what to do).
@@ -17,9 +17,8 @@ import asyncio
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
-import redis.asyncio as aioredis
 import redis.exceptions
 from redis.typing import EncodableT, FieldT
 
@@ -27,10 +26,21 @@ from a11i.core.errors import WalletUnavailable
 from a11i.core.policy import BudgetPolicy, Period
 from a11i.dashboard.state import WalletView, wallet_from_fields
 from a11i.operator.status import BudgetSpec
+from a11i.sidecar.redis_clients import RedisTarget, is_cluster
 from a11i.sidecar.telemetry.events import STREAM
-from a11i.sidecar.wallets.redis import CLUSTER_STOP_KEY, RedisWallet, set_cluster_stop
+from a11i.sidecar.wallets.redis import (
+    CLUSTER_STOP_KEY,
+    RedisWallet,
+    WalletKeys,
+    set_cluster_stop,
+)
+
+if TYPE_CHECKING:
+    from a11i.sidecar.redis_clients import AnyRedis
 
 WALLET_PREFIX: Final = "a11i:wallet:"
+#: The wallet hashes' names in a Redis Cluster (hash-tagged: ``WalletKeys``).
+CLUSTER_WALLET_PATTERN: Final = "a11i:{*}:wallet"
 #: Length the event stream is capped at, as the sidecars cap it.
 STREAM_MAX_LENGTH: Final = 100_000
 
@@ -101,18 +111,20 @@ class RedisSource:
 
     mode = "redis"
 
-    def __init__(self, client: aioredis.Redis, *, timeout_s: float = 2.0) -> None:
+    def __init__(self, client: AnyRedis, *, timeout_s: float = 2.0) -> None:
         self._client = client
         self._timeout = timeout_s
+        self._cluster = is_cluster(client)
 
     @classmethod
-    def from_url(cls, url: str, *, timeout_s: float = 2.0) -> RedisSource:
-        client = aioredis.Redis.from_url(
-            url,
+    def from_url(cls, url: str | RedisTarget, *, timeout_s: float = 2.0) -> RedisSource:
+        """A source over ``url`` (a plain URL: one Redis server)."""
+        target = url if isinstance(url, RedisTarget) else RedisTarget(url)
+        client = target.connect(
             decode_responses=True,
-            socket_connect_timeout=timeout_s,
+            connect_timeout_s=timeout_s,
             # Above the blocking read's wait, so a quiet stream is not taken for a dead socket.
-            socket_timeout=timeout_s + 5.0,
+            socket_timeout_s=timeout_s + 5.0,
         )
         return cls(client, timeout_s=timeout_s)
 
@@ -143,23 +155,11 @@ class RedisSource:
         return _entries(reply)
 
     async def wallets(self, now: float) -> Wallets:
-        names: list[str] = []
-        cursor: int = 0
-        while True:
-            cursor, keys = await self._call(
-                self._client.scan(cursor, match=f"{WALLET_PREFIX}*", count=500)
-            )
-            for key in keys:
-                name = str(key)[len(WALLET_PREFIX) :]
-                # ``{ns}:held``, ``{ns}:settled``… belong to a wallet; they are not one.
-                if name and ":" not in name:
-                    names.append(name)
-            if not cursor:
-                break
+        names = await self._call(self._wallet_names())
         names = sorted(set(names))
         pipe = self._client.pipeline(transaction=False)
         for name in names:
-            pipe.hgetall(f"{WALLET_PREFIX}{name}")
+            pipe.hgetall(WalletKeys.of(name, cluster=self._cluster).wallet)
         pipe.get(CLUSTER_STOP_KEY)
         replies = await self._call(pipe.execute())
         cluster = replies[-1] == "1"
@@ -202,7 +202,23 @@ class RedisSource:
         return str(reply)
 
     async def exists(self, namespace: str) -> bool:
-        return bool(await self._call(self._client.exists(f"{WALLET_PREFIX}{namespace}")))
+        key = WalletKeys.of(namespace, cluster=self._cluster).wallet
+        return bool(await self._call(self._client.exists(key)))
+
+    async def _wallet_names(self) -> list[str]:
+        """The namespaces with a wallet: a scan of every primary's keys (of each node of a
+        cluster) for wallet hashes, not the keys beside them (``:held``, ``:settled``…)."""
+        pattern = CLUSTER_WALLET_PATTERN if self._cluster else f"{WALLET_PREFIX}*"
+        names = set()
+        async for key in self._client.scan_iter(match=pattern, count=500):
+            text = str(key)
+            if self._cluster:
+                name = text[len("a11i:{") : -len("}:wallet")]
+            else:
+                name = text[len(WALLET_PREFIX) :]
+            if name and ":" not in name and "{" not in name:
+                names.add(name)
+        return sorted(names)
 
     async def _checked(self, namespace: str) -> None:
         if not await self.exists(namespace):

@@ -16,10 +16,13 @@ What it may not do: import the operator or the dashboard, or log a password.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import unquote, urlsplit
 
+from a11i.core import variables as var
 from a11i.core.errors import SettingsError
 
 if TYPE_CHECKING:
@@ -36,6 +39,43 @@ class RedisMode(StrEnum):
     STANDALONE = "standalone"
     CLUSTER = "cluster"
     SENTINEL = "sentinel"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """Where a Redis is and how it is reached: what the sidecar, the operator and the dashboard
+    each read from ``A11I_REDIS_URL``, ``A11I_REDIS_MODE``, ``A11I_REDIS_MASTER`` and
+    ``A11I_REDIS_SENTINEL_PASSWORD``."""
+
+    url: str
+    mode: RedisMode = RedisMode.STANDALONE
+    #: With ``sentinel``: the name the sentinels monitor the primary by.
+    master: str = "mymaster"
+    #: With ``sentinel``: the sentinels' own password (None: they ask none).
+    sentinel_password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], url: str) -> RedisTarget:
+        """The target of ``url`` with the mode variables of ``env``; SettingsError if wrong."""
+        mode = var.choice(env, "A11I_REDIS_MODE", RedisMode, RedisMode.STANDALONE)
+        if mode is RedisMode.SENTINEL:
+            sentinel_addresses(url)
+        return cls(
+            url=url,
+            mode=mode,
+            master=var.text(env, "A11I_REDIS_MASTER", "mymaster"),
+            sentinel_password=env.get("A11I_REDIS_SENTINEL_PASSWORD") or None,
+        )
+
+    def connect(self, **options: Any) -> AnyRedis:
+        """A client of this target (``connect``'s options)."""
+        return connect(
+            self.url,
+            self.mode,
+            master=self.master,
+            sentinel_password=self.sentinel_password,
+            **options,
+        )
 
 
 def is_cluster(client: object) -> bool:
@@ -71,6 +111,8 @@ def connect(
     max_connections: int = 64,
     pool_timeout_s: float = 1.0,
     decode_responses: bool = False,
+    socket_timeout_s: float | None = None,
+    connect_timeout_s: float | None = None,
 ) -> AnyRedis:
     """A client for ``url`` in ``mode``. A standalone or sentinel client waits up to
     ``pool_timeout_s`` for one of its ``max_connections`` rather than fail (redis-py's default
@@ -81,7 +123,11 @@ def connect(
         from redis.asyncio.cluster import RedisCluster
 
         return RedisCluster.from_url(
-            url, max_connections=max_connections, decode_responses=decode_responses
+            url,
+            max_connections=max_connections,
+            decode_responses=decode_responses,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=connect_timeout_s,
         )
     if mode is RedisMode.SENTINEL:
         from redis.asyncio.sentinel import Sentinel
@@ -90,7 +136,11 @@ def connect(
         db = parts.path.lstrip("/") or "0"
         if not db.isdigit():
             raise SettingsError(f"A11I_REDIS_URL: the database must be a number, not {db!r}")
-        sentinel_options: dict[str, object] = {"ssl": parts.scheme == "rediss"}
+        sentinel_options: dict[str, object] = {
+            "ssl": parts.scheme == "rediss",
+            "socket_timeout": socket_timeout_s,
+            "socket_connect_timeout": connect_timeout_s,
+        }
         if sentinel_password:
             sentinel_options["password"] = sentinel_password
         sentinel = Sentinel(
@@ -101,6 +151,8 @@ def connect(
             db=int(db),
             ssl=parts.scheme == "rediss",
             decode_responses=decode_responses,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=connect_timeout_s,
         )
         client: Redis = sentinel.master_for(master, max_connections=max_connections)
         return client
@@ -109,5 +161,7 @@ def connect(
         max_connections=max_connections,
         timeout=max(pool_timeout_s, 0.05),
         decode_responses=decode_responses,
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=connect_timeout_s,
     )
     return Redis(connection_pool=pool)

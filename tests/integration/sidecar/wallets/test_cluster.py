@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 
@@ -14,7 +15,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from a11i.core.policy import BudgetPolicy, Period
-from a11i.sidecar.redis_clients import RedisMode, connect
+from a11i.sidecar.redis_clients import RedisMode, RedisTarget, connect
 from a11i.sidecar.wallets.redis import RedisWallet, WalletKeys
 from tests.support.redis_server import RedisClusterServers
 from tests.support.sidecar_processes import Sidecars
@@ -155,3 +156,40 @@ async def test_two_sidecars_on_a_cluster_share_one_wallet_and_both_stops(
             while await both() != [200, 200]:
                 assert asyncio.get_running_loop().time() - resumed_at < 1.0, "resume too slow"
                 await asyncio.sleep(0.05)
+
+
+async def test_the_dashboard_and_the_operator_follow_every_node(
+    cluster: RedisClusterServers, client: RedisCluster
+) -> None:
+    """The dashboard's source lists the wallets of every primary and acts on them; the
+    operator releases a wallet's keys wherever its slot lives."""
+    from a11i.dashboard.source import RedisSource
+    from a11i.operator.budgets import Wallets
+
+    target = RedisTarget(cluster.url, RedisMode.CLUSTER)
+    names = [f"listed-{index}" for index in range(6)]
+    for name in names:
+        wallet = RedisWallet(
+            target.connect(),
+            namespace=name,
+            agent="agent",
+            policy=BudgetPolicy(limit_usd=Decimal("2")),
+            period=Period.TOTAL,
+            owns_client=True,
+        )
+        await wallet.start()
+        _, lease = await wallet.reserve(Decimal("0.5"))
+        assert lease is not None
+        await wallet.close()
+    source = RedisSource.from_url(target)
+    try:
+        listed = {view.namespace: view for view in (await source.wallets(time.time())).wallets}
+        assert set(names) <= set(listed)
+        assert listed[names[0]].reserved_usd == Decimal("0.5")
+        await source.suspend(names[0], True)
+        keys = WalletKeys.of(names[0], cluster=True)
+        assert await client.hget(keys.wallet, "suspended") == "1"
+    finally:
+        await source.close()
+    await Wallets(client, 2.0).release(names[0])
+    assert not await client.exists(keys.wallet, keys.held)
