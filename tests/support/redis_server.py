@@ -195,3 +195,105 @@ class RedisClusterServers:
             if line.startswith("cluster_state:"):
                 return line.split(":", 1)[1].strip()
         return ""
+
+
+class RedisSentinelServers:
+    """A primary, its replica and three sentinels (``redis-server --sentinel``) watching them
+    as ``master``; ``url`` names the sentinels, as ``A11I_REDIS_MODE=sentinel`` takes them."""
+
+    def __init__(self, master: str = "mymaster") -> None:
+        self.master = master
+        self.primary = RedisServer(appendonly=True)
+        self.replica = RedisServer(
+            appendonly=True, options=("--replicaof", "127.0.0.1", str(self.primary.port))
+        )
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self._dir = tempfile.TemporaryDirectory(prefix="a11i-sentinel-")
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return "redis://" + ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports) + "/0"
+
+    def start(self, timeout: float = 30.0) -> None:
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, timeout: float) -> None:
+        self.primary.start()
+        self.replica.start()
+        for index, port in enumerate(self.sentinel_ports):
+            folder = Path(self._dir.name) / str(index)
+            folder.mkdir()
+            config = folder / "sentinel.conf"
+            config.write_text(
+                f"port {port}\n"
+                "bind 127.0.0.1\n"
+                f"dir {folder}\n"
+                f"sentinel monitor {self.master} 127.0.0.1 {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {self.master} 1000\n"
+                f"sentinel failover-timeout {self.master} 5000\n"
+            )
+            self.sentinels.append(
+                subprocess.Popen(
+                    [self.primary.binary, str(config), "--sentinel"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._replicated() and all(self._sees_master(port) for port in self.sentinel_ports):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the sentinels did not settle within {timeout}s")
+
+    def primary_port(self) -> int | None:
+        """The port of the primary the sentinels name now (None: none answers)."""
+        for port in self.sentinel_ports:
+            reply = _cli(port, "sentinel", "get-master-addr-by-name", self.master).split()
+            if len(reply) == 2 and reply[1].isdigit():
+                return int(reply[1])
+        return None
+
+    def kill_primary(self) -> None:
+        """SIGKILL the primary: no shutdown, no last write to the replica."""
+        process, self.primary.process = self.primary.process, None
+        if process is not None:
+            process.kill()
+            process.wait()
+
+    def close(self) -> None:
+        for process in self.sentinels:
+            process.terminate()
+        for process in self.sentinels:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.sentinels = []
+        self.primary.close()
+        self.replica.close()
+        self._dir.cleanup()
+
+    def _replicated(self) -> bool:
+        return "master_link_status:up" in _cli(self.replica.port, "info", "replication")
+
+    def _sees_master(self, port: int) -> bool:
+        return _cli(port, "sentinel", "get-master-addr-by-name", self.master).split()[-1:] == [
+            str(self.primary.port)
+        ]
+
+
+def _cli(port: int, *command: str) -> str:
+    return subprocess.run(
+        ["redis-cli", "-p", str(port), *command],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+    ).stdout
