@@ -16,7 +16,9 @@ What it may not do: import the operator or the dashboard, or log a password.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -28,6 +30,7 @@ from a11i.core.errors import SettingsError
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
+    from redis.commands.core import AsyncScript
 
     #: A client of either kind: both speak the commands a wallet, a stream or a stop needs.
     AnyRedis: TypeAlias = Redis | RedisCluster
@@ -165,3 +168,109 @@ def connect(
         socket_connect_timeout=connect_timeout_s,
     )
     return Redis(connection_pool=pool)
+
+
+class ScriptBatcher:
+    """Runs the Lua scripts that concurrent calls of one process send as one pipeline.
+
+    Most of what a script costs Redis is the I/O of its round trip (reading the request,
+    writing the answer: a system call each), not the script. One batch is in flight at a time;
+    the scripts that arrive meanwhile leave together with the next one, so under load Redis
+    pays one round trip per batch, and a lone call leaves at once (no added wait). A caller
+    that stops waiting (its timeout) leaves its script in the batch: whether it ran is then
+    unknown, as with any lost answer."""
+
+    def __init__(self, client: AnyRedis, *, max_batch: int = 128, timeout_s: float = 1.0) -> None:
+        self._client = client
+        self._max_batch = max_batch
+        self._timeout = timeout_s
+        self._queue: list[_Queued] = []
+        self._task: asyncio.Task[None] | None = None
+        #: Batches sent, and scripts in them (what a benchmark divides).
+        self.batches = 0
+        self.scripts = 0
+
+    async def run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """The script's reply (its error raised), run in the next batch."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Queued(script, tuple(keys), tuple(args), future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._send_all(), name="a11i-redis-batch")
+        return await future
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for item in self._queue:
+            if not item.future.done():
+                item.future.cancel()
+        self._queue = []
+
+    async def _send_all(self) -> None:
+        while self._queue:
+            batch = self._queue[: self._max_batch]
+            del self._queue[: self._max_batch]
+            try:
+                async with asyncio.timeout(self._timeout):
+                    replies = await self._send(batch)
+            except BaseException as exc:
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for item, reply in zip(batch, replies, strict=True):
+                if item.future.done():
+                    continue
+                if isinstance(reply, Exception):
+                    item.future.set_exception(reply)
+                else:
+                    item.future.set_result(reply)
+
+    async def _send(self, batch: list[_Queued]) -> list[Any]:
+        import redis.exceptions
+        from redis.exceptions import NoScriptError
+
+        self.batches += 1
+        self.scripts += len(batch)
+        if len(batch) == 1:  # alone: a plain EVALSHA (redis-py loads a missing script itself)
+            item = batch[0]
+            try:
+                return [await item.script(keys=item.keys, args=item.args)]
+            except redis.exceptions.ResponseError as error:  # the script's own error
+                return [error]
+        replies = await self._pipeline(batch)
+        missing = {
+            item.script.sha: item.script
+            for item, reply in zip(batch, replies, strict=True)
+            if isinstance(reply, NoScriptError)
+        }
+        if not missing:
+            return replies
+        # A Redis that restarted (or a new node) lacks the scripts: load them, run those again.
+        for script in missing.values():
+            await self._client.script_load(script.script)
+        again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        for index, reply in zip(
+            again, await self._pipeline([batch[i] for i in again]), strict=True
+        ):
+            replies[index] = reply
+        return replies
+
+    async def _pipeline(self, batch: list[_Queued]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for item in batch:
+            pipe.evalsha(item.script.sha, len(item.keys), *item.keys, *item.args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    script: AsyncScript
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
+    future: asyncio.Future[Any]

@@ -195,6 +195,14 @@ class RedisEventStream:
         # One round trip for what queued up meanwhile: Redis pays its per-command I/O once per
         # batch, not once per event (under load, a batch per settle or less).
         async with asyncio.timeout(self._timeout_s):
+            if len(events) == 1:  # alone: a plain XADD costs Redis less than a pipeline of one
+                await self._client.xadd(
+                    STREAM,
+                    dict(events[0]),  # type: ignore[arg-type]
+                    maxlen=self._max_length,
+                    approximate=True,
+                )
+                return
             pipe = self._client.pipeline(transaction=False)
             for event in events:
                 pipe.xadd(

@@ -93,7 +93,7 @@ from a11i.core.wallets import (
     to_nanos,
     to_usd,
 )
-from a11i.sidecar.redis_clients import is_cluster
+from a11i.sidecar.redis_clients import ScriptBatcher, is_cluster
 from a11i.sidecar.wallets.journal import JournalEntry, SpendJournal
 
 if TYPE_CHECKING:
@@ -135,9 +135,10 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 # expires_at: only leases of the current period, those of an earlier one are dropped when it
 # ends), 3 settled zset (4 the line). Every script touches only these keys of one namespace and
 # O(1) of them per call whatever the number of leases: the wallet's hash is read once, the money
-# held is a running total (``reserved_nanos``, for the period ``reserved_period``), and only the
-# leases past their time are expired, at most EXPIRE_BATCH per call (a backlog waits for the
-# next calls: the total is then too high, never too low). ARGV 1-4: now, and the starts of the
+# held is a running total (``reserved_nanos``, for the period ``reserved_period``), and leases
+# past their time are released only by a call that does not fit and by a snapshot (each
+# sidecar's watcher takes one), at most EXPIRE_BATCH at a time (a backlog waits for the next:
+# the total is then too high, never too low). ARGV 1-4: now, and the starts of the
 # Daily, Weekly and Monthly periods that contain it (the Python side computes them with
 # ``period_start``; Total starts at the stored origin).
 _PRELUDE = """
@@ -173,9 +174,14 @@ local function advance()
     redis.call('HSET', KEYS[1], 'reserved_nanos', '0', 'reserved_period', w[8])
     w[2], w[12] = '0', w[8]
   end
+  return w[8]
+end
+
+-- Leases past their time, released: only where it can change an answer (a call that does not
+-- fit, a snapshot), never on the path of a call that fits anyway.
+local function expire()
   local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, EXPIRE_BATCH)
   for i = 1, #expired do release(expired[i]) end
-  return w[8]
 end
 
 local function state(flag)
@@ -206,7 +212,10 @@ _RESERVE = (
     _PRELUDE
     + """
 if not advance() then return {'missing'} end
-if not fits() then return state(0) end
+if not fits() then
+  expire()
+  if not fits() then return state(0) end
+end
 return hold()
 """
 )
@@ -229,6 +238,10 @@ if w[10] == '1' then
   return state(0)
 end
 local fit, worth = fits()
+if not fit then
+  expire()
+  fit, worth = fits()
+end
 local head = redis.call('ZRANGE', line, 0, 0)[1]
 if head and head ~= ticket then
   -- Someone who came earlier is waiting: this call queues behind them.
@@ -270,6 +283,7 @@ _SNAPSHOT = (
     _PRELUDE
     + """
 if not advance() then return {'missing'} end
+expire()
 return state(0)
 """
 )
@@ -412,6 +426,8 @@ class RedisWallet:
         self._settle_script = client.register_script(_SETTLE)
         self._snapshot_script = client.register_script(_SNAPSHOT)
         self._init_script = client.register_script(_INIT)
+        #: The reserve, settle and snapshot scripts of concurrent calls leave in one pipeline.
+        self._batcher = ScriptBatcher(client, timeout_s=max(timeout_s, 1.0))
         self._top_up_script = client.register_script(_TOP_UP)
         self._link: Literal["new", "up", "down"] = "new"
         self._remote: _Remote | None = None
@@ -521,6 +537,7 @@ class RedisWallet:
                     self.namespace,
                     self.pending_usd,
                 )
+        await self._batcher.close()
         if self._owns_client:
             await self._client.aclose()
 
@@ -754,7 +771,7 @@ class RedisWallet:
         ]
         for _ in range(2):
             async with asyncio.timeout(self._timeout):
-                reply = await script(keys=self._keys, args=[*stamps, *args])
+                reply = await self._batcher.run(script, self._keys, [*stamps, *args])
             if _text(reply[0]) == "ok":
                 return _parse(reply, self._cluster_stop), int(reply[1])
             # The wallet is gone (a Redis that lost its data, a deleted key): recreate it.
@@ -1015,8 +1032,10 @@ class RedisWallet:
                     ):
                         self._wake.set()
             except Exception:
-                # Redis away (or a broken connection): the watcher polls until subscribed again.
+                # Redis away (or a broken connection): the watcher looks now, and polls until
+                # subscribed again.
                 self._subscribed = False
+                self._wake.set()
                 if not self._closing:
                     await asyncio.sleep(self._poll_s)
             finally:

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from a11i.core.policy import BudgetPolicy, Decision, ExhaustedAction, Period, WalletState
 from a11i.core.wallets import Reservation, to_usd
+from a11i.sidecar.redis_clients import ScriptBatcher
 from a11i.sidecar.wallets.memory import MemoryWallet
 from a11i.sidecar.wallets.redis import (
     EXPIRE_BATCH,
@@ -589,3 +590,30 @@ async def test_a_redis_with_a_password(
         assert (await wallet.snapshot()).spent_usd == WORST
     finally:
         server.close()
+
+
+async def test_concurrent_scripts_share_round_trips_and_survive_a_script_flush(
+    redis_server: RedisServer, client: aioredis.Redis
+) -> None:
+    """Scripts of concurrent calls leave together (fewer round trips than scripts, each reply
+    to its caller), and a Redis that lost its scripts gets them again within the batch."""
+    connection = aioredis.Redis.from_url(redis_server.url)
+    batcher = ScriptBatcher(connection)
+    script = connection.register_script("return {KEYS[1], ARGV[1]}")
+    try:
+        for _ in range(2):
+            replies = await asyncio.gather(
+                *(batcher.run(script, [f"key-{i}"], [str(i)]) for i in range(50))
+            )
+            assert [(_str(key), _str(arg)) for key, arg in replies] == [
+                (f"key-{i}", str(i)) for i in range(50)
+            ]
+            await client.script_flush()
+        assert batcher.scripts == 100
+        assert batcher.batches < 100
+        failing = connection.register_script("return redis.error_reply('no budget here')")
+        with pytest.raises(aioredis.ResponseError, match="no budget here"):
+            await batcher.run(failing, ["k"], [])
+    finally:
+        await batcher.close()
+        await connection.aclose()
