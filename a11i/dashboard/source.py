@@ -33,14 +33,12 @@ from a11i.sidecar.wallets.redis import (
     RedisWallet,
     WalletKeys,
     set_cluster_stop,
+    wallet_names,
 )
 
 if TYPE_CHECKING:
     from a11i.sidecar.redis_clients import AnyRedis
 
-WALLET_PREFIX: Final = "a11i:wallet:"
-#: The wallet hashes' names in a Redis Cluster (hash-tagged: ``WalletKeys``).
-CLUSTER_WALLET_PATTERN: Final = "a11i:{*}:wallet"
 #: Length the event stream is capped at, as the sidecars cap it.
 STREAM_MAX_LENGTH: Final = 100_000
 
@@ -155,7 +153,7 @@ class RedisSource:
         return _entries(reply)
 
     async def wallets(self, now: float) -> Wallets:
-        names = await self._call(self._wallet_names())
+        names = await self._call(wallet_names(self._client))
         names = sorted(set(names))
         pipe = self._client.pipeline(transaction=False)
         for name in names:
@@ -204,21 +202,6 @@ class RedisSource:
     async def exists(self, namespace: str) -> bool:
         key = WalletKeys.of(namespace, cluster=self._cluster).wallet
         return bool(await self._call(self._client.exists(key)))
-
-    async def _wallet_names(self) -> list[str]:
-        """The namespaces with a wallet: a scan of every primary's keys (of each node of a
-        cluster) for wallet hashes, not the keys beside them (``:held``, ``:settled``…)."""
-        pattern = CLUSTER_WALLET_PATTERN if self._cluster else f"{WALLET_PREFIX}*"
-        names = set()
-        async for key in self._client.scan_iter(match=pattern, count=500):
-            text = str(key)
-            if self._cluster:
-                name = text[len("a11i:{") : -len("}:wallet")]
-            else:
-                name = text[len(WALLET_PREFIX) :]
-            if name and ":" not in name and "{" not in name:
-                names.add(name)
-        return sorted(names)
 
     async def _checked(self, namespace: str) -> None:
         if not await self.exists(namespace):

@@ -1058,6 +1058,51 @@ async def set_cluster_stop(client: AnyRedis, on: bool, *, timeout_s: float = 1.0
         raise WalletUnavailable(f"the cluster stop cannot be set (Redis): {exc!r}") from exc
 
 
+#: What a scan for wallet hashes looks for, by key style (``WalletKeys``).
+_WALLET_PATTERNS = {
+    False: ("a11i:wallet:*", "a11i:wallet:", ""),
+    True: ("a11i:{*}:wallet", "a11i:{", "}:wallet"),
+}
+
+
+async def wallet_names(client: AnyRedis) -> list[str]:
+    """The wallets in ``client``'s Redis (on every primary of a cluster), by name: a scan for
+    wallet hashes, not the keys beside them (``:held``, ``:settled``…)."""
+    pattern, prefix, suffix = _WALLET_PATTERNS[is_cluster(client)]
+    names = set()
+    async for key in client.scan_iter(match=pattern, count=500):
+        text = _text(key)
+        name = text[len(prefix) : len(text) - len(suffix)]
+        if name and ":" not in name and "{" not in name and "}" not in name:
+            names.add(name)
+    return sorted(names)
+
+
+async def copy_wallets(source: AnyRedis, target: AnyRedis) -> tuple[list[str], list[str]]:
+    """Copy every wallet of ``source`` into ``target`` under the target's key names (a move from
+    one Redis server to a Redis Cluster, or back): limit, policy, period, spend and stop.
+    Not copied: the money calls in flight hold (they settle into the Redis their sidecar uses;
+    the copy starts with nothing held) and the settled ids. A wallet ``target`` already has is
+    left as it is. Returns the names copied and those left."""
+    copied, kept = [], []
+    for name in await wallet_names(source):
+        fields = {
+            _text(field): _text(value)
+            for field, value in (
+                await source.hgetall(WalletKeys.of(name, cluster=is_cluster(source)).wallet)
+            ).items()
+            if _text(field) not in ("reserved_nanos", "reserved_period")
+        }
+        key = WalletKeys.of(name, cluster=is_cluster(target)).wallet
+        if not fields or await target.exists(key):
+            kept.append(name)
+            continue
+        mapping: dict[FieldT, EncodableT] = {field: value for field, value in fields.items()}
+        await target.hset(key, mapping=mapping)
+        copied.append(name)
+    return copied, kept
+
+
 def _policy_fields(policy: BudgetPolicy, period: Period, zone: str) -> dict[str, str]:
     limit = policy.limit_usd
     return {

@@ -9,15 +9,17 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from a11i.core.policy import BudgetPolicy, Period
 from a11i.sidecar.redis_clients import RedisMode, RedisTarget, connect
 from a11i.sidecar.wallets.redis import RedisWallet, WalletKeys
-from tests.support.redis_server import RedisClusterServers
+from tests.support.redis_server import RedisClusterServers, RedisServer
 from tests.support.sidecar_processes import Sidecars
 from tests.support.standin import StandIn
 
@@ -193,3 +195,77 @@ async def test_the_dashboard_and_the_operator_follow_every_node(
         await source.close()
     await Wallets(client, 2.0).release(names[0])
     assert not await client.exists(keys.wallet, keys.held)
+
+
+async def test_moving_the_wallets_from_one_redis_server_to_a_cluster(
+    cluster: RedisClusterServers, client: RedisCluster, tmp_path: Path
+) -> None:
+    """``a11i wallet copy`` carries every wallet's limit, spend and stop into a cluster's key
+    names; a wallet the cluster already has is left as it is."""
+    server = RedisServer()
+    server.start()
+    try:
+        names = ["moving-a", "moving-b", "moving-c"]
+        for index, name in enumerate(names):
+            wallet = RedisWallet(
+                Redis.from_url(server.url),
+                namespace=name,
+                agent="agent",
+                policy=BudgetPolicy(limit_usd=Decimal("5")),
+                period=Period.MONTHLY,
+                owns_client=True,
+            )
+            await wallet.start()
+            _, lease = await wallet.reserve(Decimal("1"))
+            assert lease is not None
+            await wallet.settle(lease, Decimal(index + 1) / 10)
+            if index == 0:
+                await wallet.suspend(True)
+            await wallet.close()
+        taken = WalletKeys.of("moving-c", cluster=True).wallet
+        await client.hset(taken, mapping={"limit_nanos": "1", "spent_nanos": "0"})
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "a11i.cli",
+            "wallet",
+            "copy",
+            "--redis",
+            server.url,
+            "--to",
+            cluster.url,
+            "--to-mode",
+            "cluster",
+            env={**os.environ, "A11I_WALLET_FILE": str(tmp_path / "w.sqlite")},
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await process.communicate()
+        assert process.returncode == 0
+        assert out.decode().splitlines() == [
+            "moving-a: copied",
+            "moving-b: copied",
+            "moving-c: already there, left as it is",
+        ]
+        moved = RedisWallet(
+            connect(cluster.url, RedisMode.CLUSTER),
+            namespace="moving-b",
+            agent="agent",
+            policy=BudgetPolicy(limit_usd=Decimal("1")),
+            period=Period.MONTHLY,
+            owns_client=True,
+        )
+        await moved.start()
+        try:
+            snapshot = await moved.snapshot()
+            assert (snapshot.limit_usd, snapshot.spent_usd, snapshot.reserved_usd) == (
+                Decimal("5"),
+                Decimal("0.2"),
+                0,
+            )
+        finally:
+            await moved.close()
+        stopped = WalletKeys.of("moving-a", cluster=True).wallet
+        assert await client.hget(stopped, "suspended") == "1"
+        assert await client.hget(taken, "limit_nanos") == "1"
+    finally:
+        server.close()
