@@ -100,6 +100,7 @@ async def test_two_sidecars_on_a_cluster_share_one_wallet_and_both_stops(
         "A11I_NAMESPACE": namespace,
         "A11I_BUDGET_USD": "0.05",
         "A11I_REDIS_TIMEOUT": "2",
+        "A11I_REDIS_REFRESH": "3600",
     }
     urls = [await sidecars.start(**settings, A11I_AGENT=f"agent-{i}") for i in range(2)]
     standin.configure(chunk_delay_ms=5, words=100)
@@ -146,18 +147,21 @@ async def test_two_sidecars_on_a_cluster_share_one_wallet_and_both_stops(
         async def both() -> list[int]:
             return [await call(1), await call(2)]
 
+        async def until(codes: list[int]) -> None:
+            # The sidecars re-read their wallet only every hour (A11I_REDIS_REFRESH): what
+            # reaches them comes by the stop channel, at once. The bound only ends a hang.
+            for _ in range(600):
+                if await both() == codes:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"the sidecars never answered {codes}")
+
         assert await both() == [200, 200]
         for scope in (["stop"], ["stop", "--cluster"]):
             assert await a11i(*scope) == 0
-            stopped_at = asyncio.get_running_loop().time()
-            while await both() != [403, 403]:
-                assert asyncio.get_running_loop().time() - stopped_at < 1.0, "stop too slow"
-                await asyncio.sleep(0.05)
+            await until([403, 403])
             assert await a11i("resume", *scope[1:]) == 0
-            resumed_at = asyncio.get_running_loop().time()
-            while await both() != [200, 200]:
-                assert asyncio.get_running_loop().time() - resumed_at < 1.0, "resume too slow"
-                await asyncio.sleep(0.05)
+            await until([200, 200])
 
 
 async def test_the_dashboard_and_the_operator_follow_every_node(
