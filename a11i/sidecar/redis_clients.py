@@ -117,9 +117,11 @@ def connect(
     socket_timeout_s: float | None = None,
     connect_timeout_s: float | None = None,
 ) -> AnyRedis:
-    """A client for ``url`` in ``mode``. A standalone or sentinel client waits up to
-    ``pool_timeout_s`` for one of its ``max_connections`` rather than fail (redis-py's default
-    pool raises past its size, which a wallet would take for Redis going away)."""
+    """A client for ``url`` in ``mode``. A standalone client waits up to ``pool_timeout_s``
+    for one of its ``max_connections`` rather than fail (redis-py's default pool raises past its
+    size, which a wallet would take for Redis going away); redis-py has no such pool for a
+    cluster's nodes or a sentinel's primary, whose clients raise past ``max_connections`` (rare:
+    a wallet's scripts leave in batches over one connection at a time)."""
     from redis.asyncio import BlockingConnectionPool, Redis  # only with Redis: it costs memory
 
     if mode is RedisMode.CLUSTER:
