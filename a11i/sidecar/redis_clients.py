@@ -7,8 +7,9 @@ Sentinel; the one place that builds them for the sidecar, the operator and the d
   touches one slot.
 - ``sentinel``: the URL names the sentinels, comma-separated
   (``redis[s]://[user:password@]sentinel-a:26379,sentinel-b:26379/db``), and ``master`` the
-  monitored primary's name; the credentials, database and TLS are the primary's (sentinels
-  asking a password of their own get ``sentinel_password``). After a failover the client asks
+  monitored primary's name; the credentials, database, TLS and redis-py's URL options
+  (``?ssl_ca_certs=…``) are the primary's, the TLS options the sentinels' too (sentinels asking
+  a password of their own get ``sentinel_password``). After a failover the client asks
   the sentinels for the new primary on its next connection.
 
 What it may not do: import the operator or the dashboard, or log a password.
@@ -22,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeAlias
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from a11i.core import variables as var
 from a11i.core.errors import SettingsError
@@ -105,6 +106,29 @@ def sentinel_addresses(url: str) -> list[tuple[str, int]]:
     return addresses
 
 
+def sentinel_primary_options(url: str) -> dict[str, Any]:
+    """The primary's connection options a ``sentinel`` mode URL carries: credentials, database,
+    TLS (``rediss://``) and redis-py's URL options (``?ssl_ca_certs=…&ssl_cert_reqs=…``)."""
+    from redis.asyncio.connection import SSLConnection, parse_url
+
+    parts = urlsplit(url)
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    first = hosts.split(",")[0].strip()
+    try:
+        options: dict[str, Any] = dict(
+            parse_url(
+                parts._replace(netloc=f"{credentials}@{first}" if credentials else first).geturl()
+            )
+        )
+    except ValueError as error:
+        raise SettingsError(f"A11I_REDIS_URL: {error}") from None
+    options.pop("host", None)
+    options.pop("port", None)
+    if options.pop("connection_class", None) is SSLConnection:
+        options["ssl"] = True
+    return options
+
+
 def connect(
     url: str,
     mode: RedisMode = RedisMode.STANDALONE,
@@ -137,28 +161,22 @@ def connect(
     if mode is RedisMode.SENTINEL:
         from redis.asyncio.sentinel import Sentinel
 
-        parts = urlsplit(url)
-        db = parts.path.lstrip("/") or "0"
-        if not db.isdigit():
-            raise SettingsError(f"A11I_REDIS_URL: the database must be a number, not {db!r}")
-        sentinel_options: dict[str, object] = {
-            "ssl": parts.scheme == "rediss",
-            "socket_timeout": socket_timeout_s,
-            "socket_connect_timeout": connect_timeout_s,
+        primary = sentinel_primary_options(url)
+        primary.update(decode_responses=decode_responses)
+        for name, value in (
+            ("socket_timeout", socket_timeout_s),
+            ("socket_connect_timeout", connect_timeout_s),
+        ):
+            if value is not None:
+                primary[name] = value
+        sentinel_options = {
+            name: value
+            for name, value in primary.items()
+            if name.startswith(("ssl", "socket_"))  # TLS as the primary's, no credentials
         }
         if sentinel_password:
             sentinel_options["password"] = sentinel_password
-        sentinel = Sentinel(
-            sentinel_addresses(url),
-            sentinel_kwargs=sentinel_options,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            db=int(db),
-            ssl=parts.scheme == "rediss",
-            decode_responses=decode_responses,
-            socket_timeout=socket_timeout_s,
-            socket_connect_timeout=connect_timeout_s,
-        )
+        sentinel = Sentinel(sentinel_addresses(url), sentinel_kwargs=sentinel_options, **primary)
         client: Redis = sentinel.master_for(master, max_connections=max_connections)
         return client
     pool = BlockingConnectionPool.from_url(

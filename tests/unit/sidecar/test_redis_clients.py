@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from a11i.core.errors import SettingsError
-from a11i.sidecar.redis_clients import RedisMode, sentinel_addresses
+from a11i.sidecar.redis_clients import RedisMode, sentinel_addresses, sentinel_primary_options
 from a11i.sidecar.settings import from_env
 from a11i.sidecar.wallets.redis import WalletKeys
 
@@ -86,3 +86,19 @@ def test_wallet_keys(cluster: bool, expected: WalletKeys) -> None:
 def test_a_cluster_wallet_name_with_braces_is_refused() -> None:
     with pytest.raises(ValueError, match="braces"):
         WalletKeys.of("team-{a}", cluster=True)
+
+
+def test_the_primarys_options_in_a_sentinel_url() -> None:
+    """Credentials, database, TLS and redis-py's URL options are the primary's; the hosts are
+    the sentinels'."""
+    options = sentinel_primary_options(
+        "rediss://user:p%40ss@s1:26379,s2:26379/2?ssl_ca_certs=/etc/a11i/ca.pem"
+    )
+    assert options == {
+        "username": "user",
+        "password": "p@ss",
+        "db": 2,
+        "ssl": True,
+        "ssl_ca_certs": "/etc/a11i/ca.pem",
+    }
+    assert sentinel_primary_options("redis://s1:26379") == {}
