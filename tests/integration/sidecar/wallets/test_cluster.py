@@ -73,6 +73,7 @@ async def test_a_wallets_keys_share_one_slot_and_wallets_spread_over_the_nodes(
             policy=BudgetPolicy(limit_usd=Decimal("1")),
             period=Period.DAILY,
             owns_client=True,
+            timeout_s=2.0,  # the first command also learns the cluster's slots
         )
         await wallet.start()
         try:
@@ -182,6 +183,7 @@ async def test_the_dashboard_and_the_operator_follow_every_node(
             policy=BudgetPolicy(limit_usd=Decimal("2")),
             period=Period.TOTAL,
             owns_client=True,
+            timeout_s=2.0,  # the first command also learns the cluster's slots
         )
         await wallet.start()
         _, lease = await wallet.reserve(Decimal("0.5"))
@@ -218,6 +220,7 @@ async def test_moving_the_wallets_from_one_redis_server_to_a_cluster(
                 policy=BudgetPolicy(limit_usd=Decimal("5")),
                 period=Period.MONTHLY,
                 owns_client=True,
+                timeout_s=2.0,  # the first command also learns the cluster's slots
             )
             await wallet.start()
             _, lease = await wallet.reserve(Decimal("1"))
@@ -257,6 +260,7 @@ async def test_moving_the_wallets_from_one_redis_server_to_a_cluster(
             policy=BudgetPolicy(limit_usd=Decimal("1")),
             period=Period.MONTHLY,
             owns_client=True,
+            timeout_s=2.0,  # the first command also learns the cluster's slots
         )
         await moved.start()
         try:
