@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
-import redis.exceptions
 from redis.typing import EncodableT, FieldT
 
 from a11i.core.errors import WalletUnavailable
@@ -30,6 +29,7 @@ from a11i.sidecar.redis_clients import RedisTarget, is_cluster
 from a11i.sidecar.telemetry.events import STREAM
 from a11i.sidecar.wallets.redis import (
     CLUSTER_STOP_KEY,
+    UNREACHABLE,
     RedisWallet,
     WalletKeys,
     set_cluster_stop,
@@ -45,13 +45,7 @@ STREAM_MAX_LENGTH: Final = 100_000
 RawEvent = tuple[str, dict[str, str]]
 _T = TypeVar("_T")
 
-_UNREACHABLE: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    TimeoutError,
-    OSError,
-    WalletUnavailable,
-)
+_UNREACHABLE: tuple[type[BaseException], ...] = (*UNREACHABLE, WalletUnavailable)
 
 
 class DashboardError(Exception):

@@ -35,7 +35,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import kopf
-import redis.exceptions
 
 from a11i.core.errors import WalletUnavailable
 from a11i.core.wallets import WalletSnapshot
@@ -60,7 +59,7 @@ from a11i.operator.status import (
 )
 from a11i.sidecar.redis_clients import is_cluster
 from a11i.sidecar.telemetry.events import STREAM
-from a11i.sidecar.wallets.redis import RedisWallet, WalletKeys
+from a11i.sidecar.wallets.redis import UNREACHABLE, RedisWallet, WalletKeys
 
 if TYPE_CHECKING:
     from a11i.sidecar.redis_clients import AnyRedis
@@ -77,12 +76,7 @@ AGENT = "a11i-operator"
 STREAM_BATCH = 1000
 STREAM_ROUNDS = 20
 
-_UNREACHABLE: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    TimeoutError,
-    OSError,
-)
+_UNREACHABLE = UNREACHABLE
 
 WideBudgets = kopf.Index[str, BudgetRef]
 

@@ -123,12 +123,16 @@ EXPIRE_BATCH = 32
 MAX_NANOS = 2**53
 
 #: What "Redis did not answer" looks like; anything else (a script error) is a bug and raises.
-_UNREACHABLE: tuple[type[BaseException], ...] = (
+#: A Redis Cluster adds its own: no node reachable, a slot not covered, CLUSTERDOWN.
+UNREACHABLE: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    redis.exceptions.RedisClusterException,
+    redis.exceptions.ClusterError,
     TimeoutError,
     OSError,
 )
+_UNREACHABLE = UNREACHABLE
 
 
 # Shared by the scripts. KEYS: 1 wallet hash, 2 leases (a sorted set of "nanos:id" by
@@ -441,6 +445,8 @@ class RedisWallet:
         self._cluster_stop = False
         #: Bumped by each local change of the stops, so an older read does not undo it.
         self._stop_version = 0
+        #: Whether the last read of the cluster-wide stop failed (said once in the log).
+        self._stop_unread = False
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         #: Set by close(): the background loops also end on it, because a cancellation that
@@ -782,10 +788,23 @@ class RedisWallet:
         """Read the wallet and both stops (the cluster-wide one lives in its own key, in its own
         slot of a cluster: no script reads it, the sidecar refuses on its local view)."""
         version = self._stop_version
-        async with asyncio.timeout(self._timeout):
-            cluster = _text(await self._client.get(CLUSTER_STOP_KEY)) == "1"
-        if version == self._stop_version:
-            self._cluster_stop = cluster
+        try:
+            async with asyncio.timeout(self._timeout):
+                cluster = _text(await self._client.get(CLUSTER_STOP_KEY)) == "1"
+        except UNREACHABLE as exc:
+            # In a cluster that key's primary is not this wallet's: its loss must not take the
+            # wallet down. The last flag read stays (no stop can be written there meanwhile).
+            if not self._stop_unread:
+                log.warning(
+                    "wallet %s: the cluster-wide stop cannot be read (%r); the last read stays",
+                    self.namespace,
+                    exc,
+                )
+            self._stop_unread = True
+        else:
+            self._stop_unread = False
+            if version == self._stop_version:
+                self._cluster_stop = cluster
         remote, _ = await self._run(self._snapshot_script, self._clock())
         self._remember(remote, version)
 

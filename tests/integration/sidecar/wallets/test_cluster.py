@@ -277,3 +277,59 @@ async def test_moving_the_wallets_from_one_redis_server_to_a_cluster(
         assert await client.hget(taken, "limit_nanos") == "1"
     finally:
         server.close()
+
+
+async def test_a_lost_primary_fails_open_and_loses_nothing() -> None:
+    """A primary of the cluster stops: the wallets whose slots it served are decided locally
+    (fail open) and replay what they settled when it is back; nothing is lost or counted twice.
+    (A wallet of another primary may also go local for a moment: the client re-learns the
+    cluster's slots after the failure, which can take longer than A11I_REDIS_TIMEOUT.)"""
+    servers = RedisClusterServers(primaries=3)
+    servers.start()
+    wallets: list[RedisWallet] = []
+    try:
+        probe = connect(servers.url, RedisMode.CLUSTER)
+        assert isinstance(probe, RedisCluster)
+        await probe.initialize()
+        owner: dict[str, int] = {}
+        for index in range(12):
+            name = f"spread-{index}"
+            owner[name] = probe.get_node_from_key(WalletKeys.of(name, cluster=True).wallet).port
+        await probe.aclose()
+        victim = next(node for node in servers.nodes if node.port in owner.values())
+        lost = [name for name, port in owner.items() if port == victim.port]
+        kept = [name for name, port in owner.items() if port != victim.port]
+        assert lost
+        assert kept
+        for name in (lost[0], kept[0]):
+            wallet = RedisWallet(
+                connect(servers.url, RedisMode.CLUSTER),
+                namespace=name,
+                agent="agent",
+                policy=BudgetPolicy(limit_usd=Decimal("10")),
+                period=Period.TOTAL,
+                owns_client=True,
+                timeout_s=1.0,
+            )
+            await wallet.start()
+            assert wallet.connected
+            wallets.append(wallet)
+        victim.stop()
+        for wallet in wallets:
+            _, lease = await wallet.reserve(Decimal("0.5"))
+            assert lease is not None  # admitted either way: from Redis, or locally (fail open)
+            await wallet.settle(lease, Decimal("0.25"))
+        assert not wallets[0].connected
+        assert wallets[0].pending_usd == Decimal("0.25")
+        victim.start()
+        for _ in range(600):  # the watchers reconnect and replay what was settled meanwhile
+            if all(wallet.connected and wallet.pending_usd == 0 for wallet in wallets):
+                break
+            await asyncio.sleep(0.05)
+        for wallet in wallets:
+            snapshot = await wallet.snapshot()
+            assert (wallet.connected, snapshot.spent_usd) == (True, Decimal("0.25"))
+    finally:
+        for wallet in wallets:
+            await wallet.close()
+        servers.close()
