@@ -68,6 +68,7 @@ from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
 import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
 from redis.typing import EncodableT, FieldT
 
 from a11i.core.errors import WalletUnavailable
@@ -121,6 +122,8 @@ SETTLED_RETENTION_S = 3600.0
 #: Leases expired by one script at most; a backlog (a sidecar that died with many calls in
 #: flight) is worked off by the next calls, each paying for a bounded share.
 EXPIRE_BATCH = 32
+#: Seconds a wallet's start may take to learn a Redis Cluster's slots.
+CLUSTER_START_S = 2.0
 #: Largest amount of nano-dollars Lua's doubles hold exactly.
 MAX_NANOS = 2**53
 
@@ -513,6 +516,10 @@ class RedisWallet:
         """Create the wallet in Redis if absent and start watching the stops. Never fails for
         want of Redis: the wallet then starts down and the watcher connects when it can."""
         try:
+            if isinstance(self._client, RedisCluster):
+                # Learning the cluster's slots takes a few round trips, once: not one call's.
+                async with asyncio.timeout(max(self._timeout, CLUSTER_START_S)):
+                    await self._client.initialize()
             # The wallet's own zone first: a period start computed in another zone could
             # look like a new period to the first script and reset the spend.
             async with asyncio.timeout(self._timeout):
