@@ -736,6 +736,19 @@ def _sidecar(
         env.append({"name": "A11I_REDIS_MODE", "value": settings.redis_mode.value})
         if settings.redis_mode is RedisMode.SENTINEL:
             env.append({"name": "A11I_REDIS_MASTER", "value": settings.redis_master})
+            if settings.redis_secret:
+                # Present only when the sentinels ask a password (the operator writes it then).
+                password: dict[str, object] = {
+                    "name": settings.redis_secret,
+                    "key": "A11I_REDIS_SENTINEL_PASSWORD",
+                    "optional": True,
+                }
+                env.append(
+                    {
+                        "name": "A11I_REDIS_SENTINEL_PASSWORD",
+                        "valueFrom": {"secretKeyRef": password},
+                    }
+                )
     # The embedded wallet's file, or with Redis the journal of spend settled while Redis is
     # unreachable, beside it: in the pod's emptyDir, which survives a container restart.
     env.append({"name": contract.WALLET_FILE, "value": WALLET_FILE})

@@ -129,6 +129,7 @@ def test_ci_covers_every_variant() -> None:
         "external-redis-secret",
         "external-redis-cluster",
         "external-redis-sentinel",
+        "external-redis-sentinel-auth",
         "cert-manager",
         "webhook-url",
         "fail-policy",
@@ -676,6 +677,11 @@ def test_the_upstreams_reach_the_webhook(helm_env: dict[str, str]) -> None:
             {"A11I_REDIS_MODE": "sentinel", "A11I_REDIS_MASTER": "a11i"},
             id="sentinel",
         ),
+        pytest.param(
+            "external-redis-sentinel-auth",
+            {"A11I_REDIS_MODE": "sentinel", "A11I_REDIS_MASTER": "a11i"},
+            id="sentinel-with-its-own-password",
+        ),
     ],
 )
 def test_the_redis_mode_reaches_the_operator_the_webhook_and_the_sidecars(
@@ -696,6 +702,11 @@ def test_the_redis_mode_reaches_the_operator_the_webhook_and_the_sidecars(
         assert {k: v for k, v in env.items() if k in ("A11I_REDIS_MODE", "A11I_REDIS_MASTER")} == (
             expected
         ), name
+        password = "A11I_REDIS_SENTINEL_PASSWORD"
+        if values.endswith("-auth") and name != "webhook":  # the webhook passes a reference
+            assert env[password] == "secret:external-redis-sentinel-password/password", name
+        else:
+            assert password not in env, name
         if name == "webhook":
             # What the webhook then reads and passes on to every sidecar it injects.
             settings = OperatorSettings.from_env(env, Role.WEBHOOK)

@@ -94,6 +94,15 @@ plain (redis.url, or the bundled Redis without a password).
   value: {{ include "a11i.redisURL" . | quote }}
 {{- end }}
 {{- include "a11i.redisModeEnv" . }}
+{{- with .Values.redis.sentinel }}
+{{- if and (eq $.Values.redis.mode "sentinel") .existingSecret }}
+- name: A11I_REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .passwordKey | default "password" }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* A11I_REDIS_MODE (and the sentinels' master name) for whoever reaches Redis or passes it

@@ -222,6 +222,19 @@ def test_the_redis_mode_is_passed_on(mode: RedisMode, expected: dict[str, str]) 
     assert passed == expected
 
 
+def test_the_sentinels_password_comes_from_the_sidecars_secret() -> None:
+    settings = replace(SHARED, redis_secret="a11i-sidecar-redis", redis_mode=RedisMode.SENTINEL)
+    result, _ = injected(pod(ASK), settings)
+    env = env_of(result["spec"]["initContainers"][0])
+    assert env["A11I_REDIS_SENTINEL_PASSWORD"] == {
+        "secretKeyRef": {
+            "name": "a11i-sidecar-redis",
+            "key": "A11I_REDIS_SENTINEL_PASSWORD",
+            "optional": True,
+        }
+    }
+
+
 def test_a_password_protected_redis_comes_from_a_secret() -> None:
     """The URL (with its password) is never in the pod spec, and only the proxy gets it."""
     settings = InjectionSettings(
