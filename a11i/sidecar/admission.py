@@ -10,10 +10,9 @@ queues behind it), so a stream of small calls cannot starve a large one. With a 
 line is the wallet's own, in Redis, shared by every sidecar of the namespace (tickets decided in
 the same script as the reservation, ``RedisWallet.reserve_in_line``); with the embedded wallets
 it is this process's. Settlements of this sidecar wake the waiters at once; those of other
-sidecars too when the wallet tells them (Redis: a message on the wallet's channel, published by
-the scripts only while calls wait), else polling (``poll_s``). A waiter that is cancelled (its
-agent hung up) leaves the line, and a reservation that landed while it was being cancelled is
-released, so nothing is held.
+sidecars are seen by polling (``poll_s``). A waiter that is cancelled (its agent hung up)
+leaves the line, and a reservation that landed while it was being cancelled is released, so
+nothing is held.
 
 Adapter: owns no money rules (those are the wallet's) and no I/O of its own.
 """
@@ -53,23 +52,6 @@ class LineWallet(Protocol):
     ) -> tuple[Verdict, Reservation | None, bool]: ...
 
     async def leave_line(self, ticket: str) -> None: ...
-
-    def releases(self) -> asyncio.Event | None:
-        """Set when money is released or the line moves, by any process; None: poll."""
-
-
-#: Seconds between a waiter's tries when its wallet tells it of releases.
-TOLD_POLL_S = 0.5
-
-
-async def _first(*events: asyncio.Event | None) -> None:
-    """Return when the first of ``events`` is set."""
-    waits = [asyncio.ensure_future(event.wait()) for event in events if event is not None]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
 
 
 def verdict_gone() -> Verdict:
@@ -169,11 +151,7 @@ class AdmissionQueue:
         self._waiting += 1
         try:
             while waiting and self._clock() < deadline and not gone():
-                told = wallet.releases()
-                # Told by the wallet: ask again on its word, and only now and then otherwise
-                # (a ticket that lapsed at the head of the line tells nobody).
-                poll = self.poll_s if told is None else max(self.poll_s, TOLD_POLL_S)
-                await self._until(_first(self._released, told), min(deadline, self._clock() + poll))
+                await self._until(self._released.wait(), min(deadline, self._clock() + self.poll_s))
                 if gone():
                     break
                 verdict, reservation, waiting = await self._shielded(

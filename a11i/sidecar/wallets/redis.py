@@ -25,8 +25,6 @@ Keys (``<ns>`` is the namespace; ``WalletKeys``: in a Redis Cluster they are has
 - ``a11i:stop:cluster`` — ``"1"`` while the cluster-wide emergency stop is on. No script reads
   it (in a cluster it lives in another slot): each sidecar's watcher does, and refuses on it.
 - channel ``a11i:stop`` — a message (the namespace, or ``"cluster"``) when a stop changes.
-- channel ``a11i:wallet:<ns>:released`` — published by the scripts while calls wait in the
-  line: money released or the line moved (``releases``).
 
 Earlier releases kept the leases in a hash ``a11i:wallet:<ns>:leases``: sidecars of both kinds
 share one wallet during an upgrade (the same spend, limit and stops), but neither counts what
@@ -207,12 +205,6 @@ local function fits()
     worth
 end
 
--- Calls waiting in the line (KEYS[4]) learn by a message that money was released or that the
--- head of the line moved, instead of each asking again and again.
-local function tell_the_line()
-  if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('PUBLISH', KEYS[1] .. ':released', '1') end
-end
-
 -- The reply carries the money held before this lease.
 local function hold()
   local reply = state(1)
@@ -273,15 +265,13 @@ if not fit then
   return state(0)
 end
 redis.call('ZREM', line, ticket)
-local reply = hold()
-tell_the_line()
-return reply
+return hold()
 """
 )
 
 # ARGV 5: lease id, 6: the lease's period start, 7: actual nanos, 8: forget settled ids before,
-# 9: the nanos the lease holds. Calls waiting in the line are told (``tell_the_line``).
-# Flag: 1 charged to the current period, 0 the lease's period is over, -1 already settled.
+# 9: the nanos the lease holds. Flag: 1 charged to the current period, 0 the lease's period is
+# over, -1 already settled.
 _SETTLE = (
     _PRELUDE
     + """
@@ -290,7 +280,6 @@ if not current then return {'missing'} end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[8])
 if redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[5]) == 0 then return state(-1) end
 release(ARGV[9] .. ':' .. ARGV[5])
-tell_the_line()
 if tonumber(ARGV[6]) ~= tonumber(current) then return state(0) end
 add('spent_nanos', 1, ARGV[7])
 return state(1)
@@ -474,10 +463,6 @@ class RedisWallet:
         self._quiet_poll_s = max(quiet_poll_s, poll_s)
         #: Whether the listener holds a live subscription to the stop channel.
         self._subscribed = False
-        #: The channel on which the scripts tell the calls waiting in this wallet's line that
-        #: money was released or the line moved; set and replaced at each message.
-        self._released_channel = f"{self.keys.wallet}:released"
-        self._released = asyncio.Event()
         #: Rounds the watcher has finished (refreshed the stops, or tried to reconnect).
         self.watch_rounds = 0
         self._round_done = asyncio.Condition()
@@ -637,21 +622,11 @@ class RedisWallet:
         )
         return verdict, reservation, flag == 2
 
-    def releases(self) -> asyncio.Event | None:
-        """An event set when money is released in the wallet or its line moves (any sidecar's
-        doing), while this sidecar is subscribed to be told; None when it is not (poll)."""
-        return self._released if self._subscribed and self._link == "up" else None
-
-    def _tell_releases(self) -> None:
-        self._released.set()
-        self._released = asyncio.Event()
-
     async def leave_line(self, ticket: str) -> None:
         """Take a ticket out of the line (a waiter that gave up); it would lapse anyway."""
         with contextlib.suppress(*_UNREACHABLE):
             async with asyncio.timeout(self._timeout):
-                if await self._client.zrem(self.keys.line, ticket):
-                    await self._client.publish(self._released_channel, "1")
+                await self._client.zrem(self.keys.line, ticket)
 
     async def settle(self, reservation: Reservation, actual: Decimal) -> None:
         now = self._clock()
@@ -1065,7 +1040,7 @@ class RedisWallet:
             pubsub = self._client.pubsub()
             try:
                 async with asyncio.timeout(self._timeout):
-                    await pubsub.subscribe(STOP_CHANNEL, self._released_channel)
+                    await pubsub.subscribe(STOP_CHANNEL)
                     # Subscribed once Redis confirms it: only then is no message missed.
                     while await pubsub.get_message(timeout=self._timeout) is None:
                         pass
@@ -1077,17 +1052,15 @@ class RedisWallet:
                         message = await pubsub.get_message(
                             ignore_subscribe_messages=True, timeout=self._poll_s
                         )
-                    if message is None:
-                        continue
-                    if _text(message["channel"]) == self._released_channel:
-                        self._tell_releases()
-                    elif _text(message["data"]) in (self.namespace, "cluster"):
+                    if message is not None and _text(message["data"]) in (
+                        self.namespace,
+                        "cluster",
+                    ):
                         self._wake.set()
             except Exception:
                 # Redis away (or a broken connection): the watcher looks now, and polls until
-                # subscribed again; so do the waiters of the line.
+                # subscribed again.
                 self._subscribed = False
-                self._tell_releases()
                 self._wake.set()
                 if not self._closing:
                     await asyncio.sleep(self._poll_s)

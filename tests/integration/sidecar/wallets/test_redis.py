@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 
 from a11i.core.policy import BudgetPolicy, Decision, ExhaustedAction, Period, WalletState
 from a11i.core.wallets import Reservation, to_usd
-from a11i.sidecar.admission import AdmissionQueue
 from a11i.sidecar.redis_clients import ScriptBatcher
 from a11i.sidecar.wallets.memory import MemoryWallet
 from a11i.sidecar.wallets.redis import (
@@ -618,35 +617,3 @@ async def test_concurrent_scripts_share_round_trips_and_survive_a_script_flush(
     finally:
         await batcher.close()
         await connection.aclose()
-
-
-async def test_a_call_waiting_in_line_is_told_of_another_sidecars_settlement(
-    redis_server: RedisServer, make_wallet: WalletFactory
-) -> None:
-    """A waiter asks again when the wallet tells it that money was released, not on a poll:
-    with a poll longer than its whole wait, it is admitted only if the message came."""
-    namespace = _namespace()
-    policy = BudgetPolicy(limit_usd=Decimal("1"))
-    holder = await make_wallet(redis_server.url, namespace, policy=policy)
-    waiter_wallet = await make_wallet(redis_server.url, namespace, policy=policy)
-    if not waiter_wallet.watch_rounds:  # subscribed (its first round follows the subscription)
-        await waiter_wallet.watched(1)
-    assert waiter_wallet.releases() is not None
-    _, held = await holder.reserve(Decimal("0.8"))
-    assert held is not None
-    queue = AdmissionQueue(waiter_wallet, wait_s=20.0, poll_s=30.0)
-    waiting = asyncio.create_task(queue.reserve(Decimal("0.5")))
-    try:
-        for _ in range(1000):  # until it is in the line, refused for held money only
-            if queue.waiting:
-                break
-            await asyncio.sleep(0.01)
-        assert queue.waiting
-        await holder.settle(held, Decimal("0.1"))
-        verdict, reservation, _ = await waiting
-    finally:
-        waiting.cancel()
-        await queue.close()
-    assert reservation is not None, verdict
-    assert queue.admitted_after_wait == 1
-    await waiter_wallet.settle(reservation, Decimal("0.5"))
