@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         "SQLite file (A11I_WALLET_FILE, default ~/.local/state/a11i/wallets.sqlite; a stop "
         "takes effect on the next call of every sidecar using the file).",
     )
-    wallet.add_argument("action", choices=["show", "stop", "resume", "top-up"])
+    wallet.add_argument("action", choices=["show", "stop", "resume", "top-up", "copy"])
     wallet.add_argument("amount", nargs="?", help="USD to add, for top-up (e.g. 10.00)")
     wallet.add_argument("--namespace", "-n", help="the wallet (default: A11I_NAMESPACE)")
     wallet.add_argument(
@@ -94,6 +94,15 @@ def _parser() -> argparse.ArgumentParser:
         "--redis", help="operate on the shared wallets in this Redis (A11I_REDIS_URL)"
     )
     wallet.add_argument("--json", action="store_true", help="show: print JSON")
+    wallet.add_argument(
+        "--to", help="copy: the Redis to copy every wallet into (e.g. a Redis Cluster's node)"
+    )
+    wallet.add_argument(
+        "--to-mode",
+        choices=["standalone", "cluster", "sentinel"],
+        default="standalone",
+        help="copy: how --to is reached (as A11I_REDIS_MODE)",
+    )
     wallet.set_defaults(run=_run_wallet)
 
     probe = commands.add_parser(
@@ -174,6 +183,8 @@ def _run_wallet(args: argparse.Namespace) -> int:
         file=args.file,
         redis=args.redis,
         as_json=args.json,
+        to=args.to,
+        to_mode=args.to_mode,
     )
     return admin.run(command, os.environ)
 

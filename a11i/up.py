@@ -34,6 +34,7 @@ from a11i.dashboard.server import DashboardSettings, build_app
 from a11i.dashboard.source import DashboardError, RedisSource, Source
 from a11i.sidecar.app import sidecar_app
 from a11i.sidecar.proxy import Sidecar
+from a11i.sidecar.redis_clients import RedisTarget
 from a11i.sidecar.settings import SidecarSettings
 from a11i.sidecar.telemetry.events import EventRing
 from a11i.sidecar.wallets.sqlite import state_dir, wallet_path
@@ -115,7 +116,13 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
 def source_for(settings: SidecarSettings, sidecar: Sidecar) -> Source:
     """Redis when the sidecar shares it; else the sidecar's own ring and wallet file."""
     if settings.redis_url is not None:
-        return RedisSource.from_url(settings.redis_url, timeout_s=settings.redis_timeout_s)
+        target = RedisTarget(
+            settings.redis_url,
+            settings.redis_mode,
+            settings.redis_master,
+            settings.redis_sentinel_password,
+        )
+        return RedisSource.from_url(target, timeout_s=settings.redis_timeout_s)
     if not isinstance(sidecar.events, EventRing):
         raise DashboardError("the embedded dashboard needs the sidecar's in-memory event ring")
     wallet_file = wallet_path(settings.wallet_file)

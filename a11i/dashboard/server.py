@@ -53,6 +53,7 @@ from a11i.dashboard.hub import Hub, HubSettings, Outgoing, dumps
 from a11i.dashboard.source import DashboardError, RedisSource, Source
 from a11i.dashboard.state import CLUSTER, DashboardState, StateSettings, action_event
 from a11i.operator.status import money
+from a11i.sidecar.redis_clients import RedisTarget
 
 if TYPE_CHECKING:
     # The operator extra's modules (kopf, kubernetes): imported at run time only where
@@ -106,6 +107,9 @@ class DashboardSettings:
     redis_url: str | None = None
     #: Seconds any single Redis call may take.
     redis_timeout_s: float = 2.0
+    #: How ``redis_url`` is reached (``A11I_REDIS_MODE``, ``A11I_REDIS_MASTER``,
+    #: ``A11I_REDIS_SENTINEL_PASSWORD``); None: one Redis server.
+    redis: RedisTarget | None = None
     #: Tokens and sessions.
     auth: AuthSettings = field(default_factory=lambda: AuthSettings(insecure_no_auth=True))
     #: Origins allowed to act and to open the WebSocket besides the page's own
@@ -211,7 +215,9 @@ def build_app(
     if source is None:
         if settings.redis_url is None:
             raise DashboardError("the dashboard needs --redis URL or A11I_REDIS_URL")
-        source = RedisSource.from_url(settings.redis_url, timeout_s=settings.redis_timeout_s)
+        source = RedisSource.from_url(
+            settings.redis or settings.redis_url, timeout_s=settings.redis_timeout_s
+        )
     app = web.Application(middlewares=[_security_headers, _errors], client_max_size=64 * 1024)
     hub = Hub(source, DashboardState(settings.state), settings.hub)
     app[_HUB] = hub
@@ -738,10 +744,12 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def settings_from(args: argparse.Namespace, env: dict[str, str]) -> DashboardSettings:
     origins = tuple(o.strip() for o in env.get("A11I_DASHBOARD_ORIGINS", "").split(",") if o)
+    redis_url = args.redis or env.get("A11I_REDIS_URL") or None
     return DashboardSettings(
         host=args.host,
         port=args.port,
-        redis_url=args.redis or env.get("A11I_REDIS_URL") or None,
+        redis_url=redis_url,
+        redis=None if redis_url is None else RedisTarget.from_env(env, redis_url),
         auth=settings_from_env(
             env,
             insecure_no_auth=args.insecure_no_auth,

@@ -1,11 +1,11 @@
 """Where the dashboard's data comes from and where its actions go: the shared Redis.
 
 Adapter: reads the event stream ``a11i:events`` (history, then blocking XREAD from the last id),
-lists the wallets by scanning the ``a11i:wallet:*`` hashes (not their ``:leases``/``:settled``
-keys) read-only, and applies actions through the same code the sidecars and ``a11i wallet``
-use (``RedisWallet.suspend``/``top_up``, ``set_cluster_stop``), recording each as an event;
-after a top-up through an AgentBudget it configures the wallet as the operator does
-(``budgets.Wallets.apply``).
+lists the wallets by scanning the ``a11i:wallet:*`` hashes (``a11i:{*}:wallet`` on every node of
+a Redis Cluster; not the keys beside them) read-only, and applies actions through the same code
+the sidecars and ``a11i wallet`` use (``RedisWallet.suspend``/``top_up``,
+``set_cluster_stop``), recording each as an event; after a top-up through an AgentBudget it
+configures the wallet as the operator does (``budgets.Wallets.apply``).
 
 What it may not do: hold state between calls (the hub does), block longer than its timeouts,
 or let a Redis exception escape unwrapped (``SourceUnavailable`` says what to do).
@@ -17,33 +17,35 @@ import asyncio
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
-import redis.asyncio as aioredis
-import redis.exceptions
 from redis.typing import EncodableT, FieldT
 
 from a11i.core.errors import WalletUnavailable
 from a11i.core.policy import BudgetPolicy, Period
 from a11i.dashboard.state import WalletView, wallet_from_fields
 from a11i.operator.status import BudgetSpec
+from a11i.sidecar.redis_clients import RedisTarget, is_cluster
 from a11i.sidecar.telemetry.events import STREAM
-from a11i.sidecar.wallets.redis import CLUSTER_STOP_KEY, RedisWallet, set_cluster_stop
+from a11i.sidecar.wallets.redis import (
+    CLUSTER_STOP_KEY,
+    UNREACHABLE,
+    RedisWallet,
+    WalletKeys,
+    set_cluster_stop,
+    wallet_names,
+)
 
-WALLET_PREFIX: Final = "a11i:wallet:"
+if TYPE_CHECKING:
+    from a11i.sidecar.redis_clients import AnyRedis
+
 #: Length the event stream is capped at, as the sidecars cap it.
 STREAM_MAX_LENGTH: Final = 100_000
 
 RawEvent = tuple[str, dict[str, str]]
 _T = TypeVar("_T")
 
-_UNREACHABLE: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    TimeoutError,
-    OSError,
-    WalletUnavailable,
-)
+_UNREACHABLE: tuple[type[BaseException], ...] = (*UNREACHABLE, WalletUnavailable)
 
 
 class DashboardError(Exception):
@@ -101,18 +103,20 @@ class RedisSource:
 
     mode = "redis"
 
-    def __init__(self, client: aioredis.Redis, *, timeout_s: float = 2.0) -> None:
+    def __init__(self, client: AnyRedis, *, timeout_s: float = 2.0) -> None:
         self._client = client
         self._timeout = timeout_s
+        self._cluster = is_cluster(client)
 
     @classmethod
-    def from_url(cls, url: str, *, timeout_s: float = 2.0) -> RedisSource:
-        client = aioredis.Redis.from_url(
-            url,
+    def from_url(cls, url: str | RedisTarget, *, timeout_s: float = 2.0) -> RedisSource:
+        """A source over ``url`` (a plain URL: one Redis server)."""
+        target = url if isinstance(url, RedisTarget) else RedisTarget(url)
+        client = target.connect(
             decode_responses=True,
-            socket_connect_timeout=timeout_s,
+            connect_timeout_s=timeout_s,
             # Above the blocking read's wait, so a quiet stream is not taken for a dead socket.
-            socket_timeout=timeout_s + 5.0,
+            socket_timeout_s=timeout_s + 5.0,
         )
         return cls(client, timeout_s=timeout_s)
 
@@ -143,31 +147,17 @@ class RedisSource:
         return _entries(reply)
 
     async def wallets(self, now: float) -> Wallets:
-        names: list[str] = []
-        cursor: int = 0
-        while True:
-            cursor, keys = await self._call(
-                self._client.scan(cursor, match=f"{WALLET_PREFIX}*", count=500)
-            )
-            for key in keys:
-                name = str(key)[len(WALLET_PREFIX) :]
-                # ``{ns}:leases`` and ``{ns}:settled`` belong to a wallet; they are not one.
-                if name and ":" not in name:
-                    names.append(name)
-            if not cursor:
-                break
+        names = await self._call(wallet_names(self._client))
         names = sorted(set(names))
         pipe = self._client.pipeline(transaction=False)
         for name in names:
-            pipe.hgetall(f"{WALLET_PREFIX}{name}")
-            pipe.hvals(f"{WALLET_PREFIX}{name}:leases")
+            pipe.hgetall(WalletKeys.of(name, cluster=self._cluster).wallet)
         pipe.get(CLUSTER_STOP_KEY)
         replies = await self._call(pipe.execute())
         cluster = replies[-1] == "1"
         views = []
-        for index, name in enumerate(names):
-            fields, leases = replies[2 * index], replies[2 * index + 1]
-            view = wallet_from_fields(name, fields, leases, cluster, now)
+        for name, fields in zip(names, replies[:-1], strict=True):
+            view = wallet_from_fields(name, fields, cluster, now)
             if view is not None:
                 views.append(view)
         return Wallets(views, cluster)
@@ -204,7 +194,8 @@ class RedisSource:
         return str(reply)
 
     async def exists(self, namespace: str) -> bool:
-        return bool(await self._call(self._client.exists(f"{WALLET_PREFIX}{namespace}")))
+        key = WalletKeys.of(namespace, cluster=self._cluster).wallet
+        return bool(await self._call(self._client.exists(key)))
 
     async def _checked(self, namespace: str) -> None:
         if not await self.exists(namespace):

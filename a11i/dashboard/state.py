@@ -223,20 +223,21 @@ class WalletView:
 def wallet_from_fields(
     namespace: str,
     fields: Mapping[str, str],
-    leases: Iterable[str],
     cluster_stop: bool,
     now: float,
 ) -> WalletView | None:
-    """A wallet from the raw fields of its Redis hash and lease values (see
-    ``a11i.sidecar.wallets.redis``), read-only: a period that is over shows as empty (what the next
-    call's script will write), expired leases are not counted. None when the hash is not a
-    wallet (fields missing or malformed)."""
+    """A wallet from the raw fields of its Redis hash (see ``a11i.sidecar.wallets.redis``),
+    read-only: a period that is over shows as empty (what the next call's script will write);
+    what calls hold is the wallet's running total (leases past their time stay in it until the
+    next call expires them). None when the hash is not a wallet (fields missing or malformed)."""
     try:
         limit_text = fields["limit_nanos"]
         period = Period(fields["period"])
         stored_start = float(fields["period_start"])
         origin = float(fields["origin"])
         spent = int(fields.get("spent_nanos", "0") or "0")
+        reserved = int(fields.get("reserved_nanos", "0") or "0")
+        reserved_period = float(fields.get("reserved_period", "nan") or "nan")
         policy = BudgetPolicy(
             limit_usd=None if limit_text == "" else to_usd(int(limit_text)),
             warn_at_percent=Decimal(fields.get("warn_at", "75")),
@@ -251,17 +252,8 @@ def wallet_from_fields(
     start = max(stored_start, current)
     if start > stored_start:
         spent = 0
-    reserved = 0
-    for value in leases:
-        parts = value.split(":")
-        if len(parts) != 3:
-            continue
-        try:
-            nanos, expires, lease_start = int(parts[0]), float(parts[1]), float(parts[2])
-        except ValueError:
-            continue
-        if expires > now and lease_start == start:
-            reserved += nanos
+    if reserved_period != start:  # held in an earlier period (nan: never held anything)
+        reserved = 0
     spent_usd, reserved_usd = to_usd(spent), to_usd(reserved)
     return WalletView(
         namespace=namespace,

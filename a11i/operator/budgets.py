@@ -37,11 +37,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kopf
-import redis.asyncio as aioredis
-import redis.exceptions
 
 from a11i.core.errors import WalletUnavailable
 from a11i.core.wallets import WalletSnapshot
@@ -64,8 +62,12 @@ from a11i.operator.status import (
     tally,
     top_agents,
 )
+from a11i.sidecar.redis_clients import is_cluster
 from a11i.sidecar.telemetry.events import STREAM
-from a11i.sidecar.wallets.redis import RedisWallet
+from a11i.sidecar.wallets.redis import UNREACHABLE, RedisWallet, WalletKeys
+
+if TYPE_CHECKING:
+    from a11i.sidecar.redis_clients import AnyRedis
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +81,7 @@ AGENT = "a11i-operator"
 STREAM_BATCH = 1000
 STREAM_ROUNDS = 20
 
-_UNREACHABLE: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    TimeoutError,
-    OSError,
-)
+_UNREACHABLE = UNREACHABLE
 
 WideBudgets = kopf.Index[str, BudgetRef]
 
@@ -105,7 +102,7 @@ class _Tally:
 class Wallets:
     """The namespaces' wallets in Redis, as the operator sees them."""
 
-    def __init__(self, client: aioredis.Redis, timeout_s: float) -> None:
+    def __init__(self, client: AnyRedis, timeout_s: float) -> None:
         self._client = client
         self._timeout = timeout_s
         self._tallies: dict[str, _Tally] = {}
@@ -172,13 +169,17 @@ class Wallets:
         return current.totals
 
     async def release(self, namespace: str) -> None:
-        """Remove the namespace's wallet from Redis: the hash, its leases and settled ids."""
-        key = _wallet_key(namespace)
-        await self._call(self._client.delete(key, f"{key}:leases", f"{key}:settled"))
+        """Remove the namespace's wallet from Redis: the hash, its leases, settled ids and line
+        (and the lease hash of earlier releases)."""
+        keys = WalletKeys.of(namespace, cluster=is_cluster(self._client))
+        legacy = f"a11i:wallet:{namespace}:leases"
+        for name in (keys.wallet, keys.held, keys.settled, keys.line, legacy):
+            await self._call(self._client.delete(name))
         self._tallies.pop(namespace, None)
 
     async def _require(self, namespace: str) -> None:
-        if not await self._call(self._client.exists(_wallet_key(namespace))):
+        key = WalletKeys.of(namespace, cluster=is_cluster(self._client)).wallet
+        if not await self._call(self._client.exists(key)):
             raise WalletUnavailable(
                 f"the wallet of {namespace} is not in Redis (restarted without its data?); the "
                 "sidecars that last saw it recreate it with its spend at their next call or poll"
@@ -192,28 +193,22 @@ class Wallets:
             raise WalletUnavailable(f"Redis cannot be reached: {exc!r}") from exc
 
 
-def _wallet_key(namespace: str) -> str:
-    """The Redis hash of a namespace's wallet (RedisWallet's name for it)."""
-    return f"a11i:wallet:{namespace}"
-
-
 class Budgets:
     """The AgentBudget handlers, sharing one Redis client."""
 
     def __init__(self, settings: OperatorSettings) -> None:
         self.settings = settings
-        self._client: aioredis.Redis | None = None
+        self._client: AnyRedis | None = None
         self._wallets: Wallets | None = None
 
     @property
     def wallets(self) -> Wallets:
         if self._wallets is None:
             # Created in the operator's loop, on first use: redis-py binds to the running loop.
-            self._client = aioredis.Redis.from_url(
-                self.settings.redis_url,
+            self._client = self.settings.redis.connect(
                 decode_responses=True,
-                socket_timeout=self.settings.redis_timeout_s,
-                socket_connect_timeout=self.settings.redis_timeout_s,
+                socket_timeout_s=self.settings.redis_timeout_s,
+                connect_timeout_s=self.settings.redis_timeout_s,
             )
             self._wallets = Wallets(self._client, self.settings.redis_timeout_s)
         return self._wallets

@@ -43,6 +43,7 @@ from typing import Final, Literal, TypedDict
 
 from a11i.operator.policy_config import is_object_name
 from a11i.sidecar import contract
+from a11i.sidecar.redis_clients import RedisMode
 
 #: Pod annotation: ``"true"`` asks for the sidecar, ``"false"`` refuses it whatever the namespace.
 INJECT: Final = "a11i.io/inject"
@@ -234,6 +235,11 @@ class InjectionSettings:
     ``A11I_REDIS_URL`` the sidecar's ``A11I_REDIS_URL`` comes from (a password-protected Redis:
     the URL never appears in the pod spec, and only the proxy container gets it). The operator
     keeps it there (``A11I_OPERATOR_SIDECAR_REDIS_SECRET``). Wins over ``redis_url``."""
+    redis_mode: RedisMode = RedisMode.STANDALONE
+    """``A11I_REDIS_MODE``: passed on to the sidecars (a cluster's keys are hash-tagged, so
+    every reader and writer of a wallet must agree on it)."""
+    redis_master: str = "mymaster"
+    """``A11I_REDIS_MASTER``: passed on with ``sentinel``."""
 
     @property
     def shared_wallet(self) -> bool:
@@ -726,6 +732,23 @@ def _sidecar(
         env.append({"name": contract.REDIS_URL, "valueFrom": {"secretKeyRef": reference}})
     elif settings.redis_url:
         env.append({"name": contract.REDIS_URL, "value": settings.redis_url})
+    if settings.shared_wallet and settings.redis_mode is not RedisMode.STANDALONE:
+        env.append({"name": "A11I_REDIS_MODE", "value": settings.redis_mode.value})
+        if settings.redis_mode is RedisMode.SENTINEL:
+            env.append({"name": "A11I_REDIS_MASTER", "value": settings.redis_master})
+            if settings.redis_secret:
+                # Present only when the sentinels ask a password (the operator writes it then).
+                password: dict[str, object] = {
+                    "name": settings.redis_secret,
+                    "key": "A11I_REDIS_SENTINEL_PASSWORD",
+                    "optional": True,
+                }
+                env.append(
+                    {
+                        "name": "A11I_REDIS_SENTINEL_PASSWORD",
+                        "valueFrom": {"secretKeyRef": password},
+                    }
+                )
     # The embedded wallet's file, or with Redis the journal of spend settled while Redis is
     # unreachable, beside it: in the pod's emptyDir, which survives a container restart.
     env.append({"name": contract.WALLET_FILE, "value": WALLET_FILE})

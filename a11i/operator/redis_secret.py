@@ -35,6 +35,14 @@ from a11i.sidecar import contract
 log = logging.getLogger(__name__)
 
 KEY: Final = contract.REDIS_URL
+#: The key of the sentinels' own password, when they ask one.
+SENTINEL_PASSWORD_KEY: Final = "A11I_REDIS_SENTINEL_PASSWORD"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode("ascii")
+
+
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "a11i"
 #: Seconds between retries of namespaces whose Secret could not be written.
@@ -47,12 +55,21 @@ RECHECK_S: Final = 300.0
 class SidecarRedisSecrets:
     """Keeps ``name`` in the namespaces where sidecars run."""
 
-    def __init__(self, name: str, redis_url: str, namespaces: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        redis_url: str,
+        namespaces: tuple[str, ...] = (),
+        sentinel_password: str | None = None,
+    ) -> None:
         self.name = name
         #: ``A11I_OPERATOR_NAMESPACES``: kopf serves only those AgentBudgets, but watches the
         #: cluster-scoped Namespaces whole; the labelled ones outside are not written into.
         self._namespaces = namespaces
-        self._data = {KEY: base64.b64encode(redis_url.encode()).decode("ascii")}
+        self._data = {KEY: _b64(redis_url)}
+        if sentinel_password:
+            # The sentinels' own password (A11I_REDIS_MODE=sentinel), beside the URL.
+            self._data[SENTINEL_PASSWORD_KEY] = _b64(sentinel_password)
         self._client: KubeClient | None = None
         #: namespace -> when its Secret was last written or found (monotonic seconds).
         self._written: dict[str, float] = {}
@@ -170,7 +187,10 @@ def register(
     if not settings.sidecar_redis_secret:
         return None
     keeper = SidecarRedisSecrets(
-        settings.sidecar_redis_secret, settings.redis_url, settings.namespaces
+        settings.sidecar_redis_secret,
+        settings.redis_url,
+        settings.namespaces,
+        settings.redis_sentinel_password,
     )
     kopf.on.startup(id="a11i-redis-secret-startup", registry=registry)(keeper.startup)
     kopf.on.cleanup(id="a11i-redis-secret-cleanup", registry=registry)(keeper.cleanup)

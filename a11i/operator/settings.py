@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from a11i.operator.injection import (
 )
 from a11i.operator.policy_config import is_object_name
 from a11i.sidecar import contract
+from a11i.sidecar.redis_clients import RedisMode, RedisTarget
 
 #: The value of ``A11I_OPERATOR_PEERING`` that turns peering off.
 STANDALONE = "standalone"
@@ -84,6 +85,20 @@ class OperatorSettings:
     ``A11I_REDIS_URL`` (password included) for the sidecars there; empty: none."""
     role: Role = Role.ALL
     """``--role``: all, reconciler or webhook."""
+    redis_mode: RedisMode = RedisMode.STANDALONE
+    """``A11I_REDIS_MODE``: standalone, cluster or sentinel (docs/configuration.md)."""
+    redis_master: str = "mymaster"
+    """``A11I_REDIS_MASTER``: with sentinel, the name the sentinels monitor the primary by."""
+    redis_sentinel_password: str | None = field(default=None, repr=False)
+    """``A11I_REDIS_SENTINEL_PASSWORD``: with sentinel, the sentinels' own password."""
+
+    @property
+    def redis(self) -> RedisTarget:
+        """The shared Redis and how to reach it."""
+        return RedisTarget(
+            self.redis_url, self.redis_mode, self.redis_master, self.redis_sentinel_password
+        )
+
     webhook: WebhookSettings | None = None
     """The injection webhook; None: this process serves none."""
 
@@ -115,6 +130,7 @@ class OperatorSettings:
                 "Redis the sidecars share; set it to that Redis, e.g. redis://redis.a11i:6379/0"
             )
         peering = var.text(env, "A11I_OPERATOR_PEERING", "a11i")
+        redis = RedisTarget.from_env(env, redis_url or "redis://localhost")
         return cls(
             redis_url=redis_url,
             status_interval_s=var.seconds(env, "A11I_OPERATOR_STATUS_INTERVAL", 10.0),
@@ -124,6 +140,9 @@ class OperatorSettings:
             sidecar_redis_secret=_secret_name(env, "A11I_OPERATOR_SIDECAR_REDIS_SECRET"),
             role=role,
             webhook=webhook,
+            redis_mode=redis.mode,
+            redis_master=redis.master,
+            redis_sentinel_password=redis.sentinel_password,
         )
 
 
@@ -160,6 +179,8 @@ def _webhook(
             image=image,
             redis_url=var.text(env, "A11I_SIDECAR_REDIS_URL"),
             redis_secret=_secret_name(env, "A11I_SIDECAR_REDIS_SECRET"),
+            redis_mode=var.choice(env, "A11I_REDIS_MODE", RedisMode, RedisMode.STANDALONE),
+            redis_master=var.text(env, "A11I_REDIS_MASTER", "mymaster"),
             key_custody=_key_custody(env),
             admission=_admission(env),
             operator_namespace=var.text(env, "A11I_OPERATOR_NAMESPACE"),

@@ -21,6 +21,7 @@ from a11i.core.policy import BudgetPolicy
 from a11i.sidecar import contract
 from a11i.sidecar.meter import load_meter
 from a11i.sidecar.proxy import Sidecar, build_app
+from a11i.sidecar.redis_clients import connect
 from a11i.sidecar.settings import SidecarSettings, from_env
 from a11i.sidecar.telemetry.events import EventRing, EventSink, RedisEventStream
 from a11i.sidecar.telemetry.traces import ScrubbingFilter
@@ -31,7 +32,7 @@ from a11i.sidecar.wallets.nested import NestedWallet
 from a11i.sidecar.wallets.sqlite import SQLiteWallet, wallet_path
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from a11i.sidecar.redis_clients import AnyRedis
 
 #: Connections each Redis client of a sidecar opens at most; more concurrent calls wait for one.
 REDIS_CONNECTIONS: Final = 64
@@ -132,19 +133,18 @@ def events_for(settings: SidecarSettings) -> EventSink:
     return RedisEventStream(redis_client(settings), owns_client=True)
 
 
-def redis_client(settings: SidecarSettings) -> Redis:
-    """A client of ``A11I_REDIS_URL`` whose pool makes a call wait for a free connection
-    (bounded by ``A11I_REDIS_TIMEOUT``) rather than fail: redis-py's default pool raises
-    MaxConnectionsError past its size, which a wallet would take for Redis going away."""
-    from redis.asyncio import BlockingConnectionPool, Redis  # only with Redis: it costs memory
-
+def redis_client(settings: SidecarSettings) -> AnyRedis:
+    """A client of ``A11I_REDIS_URL`` in ``A11I_REDIS_MODE`` whose pool makes a call wait for a
+    free connection (bounded by ``A11I_REDIS_TIMEOUT``) rather than fail."""
     assert settings.redis_url is not None
-    pool = BlockingConnectionPool.from_url(
+    return connect(
         settings.redis_url,
+        settings.redis_mode,
+        master=settings.redis_master,
+        sentinel_password=settings.redis_sentinel_password,
         max_connections=REDIS_CONNECTIONS,
-        timeout=max(settings.redis_timeout_s, 0.05),
+        pool_timeout_s=settings.redis_timeout_s,
     )
-    return Redis(connection_pool=pool)
 
 
 def wallet_for(settings: SidecarSettings) -> Wallet:
@@ -177,6 +177,7 @@ def _backend(settings: SidecarSettings, key: str, policy: BudgetPolicy) -> Walle
             period=settings.period,
             timeout_s=settings.redis_timeout_s,
             fail_open=settings.redis_fail_open,
+            quiet_poll_s=settings.redis_refresh_s,
             owns_client=True,
             zone=settings.timezone,
             journal=_journal(settings, key),

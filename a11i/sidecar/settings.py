@@ -31,6 +31,7 @@ from a11i.sidecar.config import (
     load_config,
     optimizer_config,
 )
+from a11i.sidecar.redis_clients import RedisMode, sentinel_addresses
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,11 +232,24 @@ class SidecarSettings:
     wallet_file: str | None = None
     #: ``A11I_REDIS_URL``: the shared wallet, events and emergency stop (absent: embedded).
     redis_url: str | None = None
+    #: ``A11I_REDIS_MODE``: ``standalone`` (one server), ``cluster`` (the URL names any node of
+    #: a Redis Cluster) or ``sentinel`` (the URL names the sentinels, comma-separated).
+    redis_mode: RedisMode = RedisMode.STANDALONE
+    #: ``A11I_REDIS_MASTER``: with ``sentinel``, the name the sentinels monitor the primary by.
+    redis_master: str = "mymaster"
+    #: ``A11I_REDIS_SENTINEL_PASSWORD``: with ``sentinel``, the sentinels' own password (the
+    #: primary's is in the URL); unset when the sentinels ask none.
+    redis_sentinel_password: str | None = None
     #: ``A11I_REDIS_TIMEOUT``: seconds any one Redis call may take before it counts as failed.
     redis_timeout_s: float = 0.25
     #: ``A11I_REDIS_FAILURE``: ``open`` (calls go on, accounted locally and reconciled when Redis
     #: is back) or ``closed`` (calls are refused while Redis is unreachable).
     redis_fail_open: bool = True
+    #: ``A11I_REDIS_REFRESH``: seconds between the sidecar's reads of its wallet and the stops
+    #: while the stop channel is subscribed (a stop is told at once; this only refreshes the
+    #: budget figures); unsubscribed, it reads every half second. Each read is Redis work that
+    #: grows with the number of sidecars, not with their calls.
+    redis_refresh_s: float = 10.0
     #: The optimizer: ``optimizer`` in a11i.yaml, overridden by ``A11I_OPTIMIZER*``.
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     #: The telemetry sections of a11i.yaml (PII rules, skills, saturation threshold).
@@ -325,8 +339,12 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         encodings_dir=_path(env, "A11I_ENCODINGS_DIR", must_exist=False),
         wallet_file=env.get(contract.WALLET_FILE, "").strip() or None,
         redis_url=_redis_url(env),
+        redis_mode=_redis_mode(env),
+        redis_master=var.text(env, "A11I_REDIS_MASTER", "mymaster"),
+        redis_sentinel_password=env.get("A11I_REDIS_SENTINEL_PASSWORD") or None,
         redis_timeout_s=var.seconds(env, "A11I_REDIS_TIMEOUT", 0.25),
         redis_fail_open=var.one_of(env, "A11I_REDIS_FAILURE", ("OPEN", "CLOSED"), "OPEN") == "OPEN",
+        redis_refresh_s=var.seconds(env, "A11I_REDIS_REFRESH", 10.0),
         optimizer=optimizer,
         telemetry_config=telemetry_config,
         optimizer_env=tuple(
@@ -509,7 +527,14 @@ def _timezone(env: Mapping[str, str]) -> str:
 def _redis_url(env: Mapping[str, str]) -> str | None:
     if not var.text(env, contract.REDIS_URL):
         return None
-    return var.url(env, contract.REDIS_URL, "", schemes=("redis", "rediss", "unix"))
+    url = var.url(env, contract.REDIS_URL, "", schemes=("redis", "rediss", "unix"))
+    if _redis_mode(env) is RedisMode.SENTINEL:
+        sentinel_addresses(url)  # names at least one sentinel, each host:port
+    return url
+
+
+def _redis_mode(env: Mapping[str, str]) -> RedisMode:
+    return var.choice(env, "A11I_REDIS_MODE", RedisMode, RedisMode.STANDALONE)
 
 
 def _base_url(env: Mapping[str, str], name: str, default: str) -> str:

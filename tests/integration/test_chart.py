@@ -129,6 +129,9 @@ def test_ci_covers_every_variant() -> None:
         "redis-no-auth",
         "external-redis",
         "external-redis-secret",
+        "external-redis-cluster",
+        "external-redis-sentinel",
+        "external-redis-sentinel-auth",
         "cert-manager",
         "webhook-url",
         "fail-policy",
@@ -158,11 +161,15 @@ def check_common(manifests: list[Manifest], values: dict[str, Any]) -> None:
         if url_secret
         else {"A11I_REDIS_URL": redis_url}
     )
+    mode = redis_values.get("mode", "standalone")
+    mode_env = {} if mode == "standalone" else {"A11I_REDIS_MODE": mode}
+    if mode == "sentinel":
+        mode_env["A11I_REDIS_MASTER"] = redis_values.get("sentinel", {}).get("master", "mymaster")
     sidecar_redis = (
         {"A11I_SIDECAR_REDIS_SECRET": "a11i-sidecar-redis"}
         if url_secret
         else {"A11I_SIDECAR_REDIS_URL": redis_url}
-    )
+    ) | mode_env
 
     operator = only(manifests, "Deployment", f"{RELEASE}-operator")
     assert operator["spec"]["replicas"] == 1
@@ -660,6 +667,57 @@ def test_the_upstreams_reach_the_webhook(helm_env: dict[str, str]) -> None:
     ) == {"A11I_SIDECAR_OPENAI_BASE": "http://standin.e2e.svc.cluster.local:8000/v1"}  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        pytest.param("external-redis", {}, id="standalone-says-nothing"),
+        pytest.param(
+            "external-redis-cluster", {"A11I_REDIS_MODE": "cluster"}, id="cluster-from-a-secret"
+        ),
+        pytest.param(
+            "external-redis-sentinel",
+            {"A11I_REDIS_MODE": "sentinel", "A11I_REDIS_MASTER": "a11i"},
+            id="sentinel",
+        ),
+        pytest.param(
+            "external-redis-sentinel-auth",
+            {"A11I_REDIS_MODE": "sentinel", "A11I_REDIS_MASTER": "a11i"},
+            id="sentinel-with-its-own-password",
+        ),
+    ],
+)
+def test_the_redis_mode_reaches_the_operator_the_webhook_and_the_sidecars(
+    helm_env: dict[str, str], values: str, expected: dict[str, str]
+) -> None:
+    manifests = render(
+        helm_env,
+        "--values",
+        str(CHART / "ci" / f"{values}.yaml"),
+        "--set",
+        "dashboard.enabled=true",
+    )
+    for name in ("operator", "webhook", "dashboard"):
+        (container,) = only(manifests, "Deployment", f"{RELEASE}-{name}")["spec"]["template"][
+            "spec"
+        ]["containers"]
+        env = env_of(container)
+        assert {k: v for k, v in env.items() if k in ("A11I_REDIS_MODE", "A11I_REDIS_MASTER")} == (
+            expected
+        ), name
+        password = "A11I_REDIS_SENTINEL_PASSWORD"
+        if values.endswith("-auth") and name != "webhook":  # the webhook passes a reference
+            assert env[password] == "secret:external-redis-sentinel-password/password", name
+        else:
+            assert password not in env, name
+        if name == "webhook":
+            # What the webhook then reads and passes on to every sidecar it injects.
+            settings = OperatorSettings.from_env(env, Role.WEBHOOK)
+            assert settings.webhook is not None
+            injection = settings.webhook.injection
+            assert injection.redis_mode.value == expected.get("A11I_REDIS_MODE", "standalone")
+            assert injection.redis_master == expected.get("A11I_REDIS_MASTER", "mymaster")
+
+
 # -- the dashboard
 
 
@@ -748,6 +806,7 @@ def test_dashboard_with_an_existing_secret_and_an_external_redis(helm_env: dict[
         ("sidecar.upstreams.openai=standin.e2e:8000", "openai"),
         ("sidecar.upstreams.anthropic=https://api.anthropic.com?key=x", "anthropic"),
         ("sidecar.upstreams.azure=https://example.azure.com", "azure"),
+        ("redis.mode=replicated", "mode"),
     ],
     ids=[
         "failure-policy",
@@ -768,6 +827,7 @@ def test_dashboard_with_an_existing_secret_and_an_external_redis(helm_env: dict[
         "upstream-no-scheme",
         "upstream-query",
         "upstream-unknown-provider",
+        "redis-mode",
     ],
 )
 def test_schema_refuses(helm_env: dict[str, str], setting: str, said: str) -> None:
@@ -803,6 +863,7 @@ def test_schema_refuses(helm_env: dict[str, str], setting: str, said: str) -> No
             "neither openaiKey nor anthropicKey",
         ),
         (["injection.keyCustody.openaiKey=openai"], "secretName is empty"),
+        (["redis.mode=cluster"], "redis.mode=cluster needs an external Redis"),
     ],
     ids=[
         "no-redis",
@@ -813,6 +874,7 @@ def test_schema_refuses(helm_env: dict[str, str], setting: str, said: str) -> No
         "dashboard-no-auth",
         "key-custody-without-a-key",
         "key-custody-without-a-secret",
+        "cluster-mode-with-the-bundled-redis",
     ],
 )
 def test_chart_refuses_with_a_clear_message(

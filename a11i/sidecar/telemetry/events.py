@@ -22,12 +22,14 @@ from a11i.core.model import usd
 from a11i.sidecar.call import CallRecord
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from a11i.sidecar.redis_clients import AnyRedis
 
 
 log = logging.getLogger(__name__)
 
 STREAM: Final = "a11i:events"
+#: Events written to Redis in one round trip at most.
+BATCH: Final = 256
 
 Event = Mapping[str, str]
 
@@ -151,7 +153,7 @@ class RedisEventStream:
 
     def __init__(
         self,
-        client: Redis,
+        client: AnyRedis,
         *,
         max_length: int = 100_000,
         queue_size: int = 10_000,
@@ -165,6 +167,10 @@ class RedisEventStream:
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
+
+    async def drained(self) -> None:
+        """Return once every event appended so far is written (or dropped)."""
+        await self._queue.join()
 
     def append(self, event: Event) -> None:
         try:
@@ -185,14 +191,27 @@ class RedisEventStream:
         if self._owns_client:
             await self._client.aclose()
 
-    async def _append(self, event: Event) -> None:
+    async def _append(self, events: list[Event]) -> None:
+        # One round trip for what queued up meanwhile: Redis pays its per-command I/O once per
+        # batch, not once per event (under load, a batch per settle or less).
         async with asyncio.timeout(self._timeout_s):
-            await self._client.xadd(
-                STREAM,
-                dict(event),  # type: ignore[arg-type]
-                maxlen=self._max_length,
-                approximate=True,
-            )
+            if len(events) == 1:  # alone: a plain XADD costs Redis less than a pipeline of one
+                await self._client.xadd(
+                    STREAM,
+                    dict(events[0]),  # type: ignore[arg-type]
+                    maxlen=self._max_length,
+                    approximate=True,
+                )
+                return
+            pipe = self._client.pipeline(transaction=False)
+            for event in events:
+                pipe.xadd(
+                    STREAM,
+                    dict(event),  # type: ignore[arg-type]
+                    maxlen=self._max_length,
+                    approximate=True,
+                )
+            await pipe.execute()
 
     async def _drain(self) -> None:
         from redis.exceptions import ConnectionError as RedisConnectionError
@@ -204,25 +223,30 @@ class RedisEventStream:
                 # Python 3.11's asyncio.timeout can turn a cancellation that meets its own
                 # deadline into a TimeoutError, caught below: never outlive close().
                 raise asyncio.CancelledError
-            event = await self._queue.get()
+            events = [await self._queue.get()]
+            while len(events) < BATCH and not self._queue.empty():
+                events.append(self._queue.get_nowait())
             try:
                 try:
-                    await self._append(event)
+                    await self._append(events)
                 except RedisConnectionError:
                     # A pooled connection that died with a restarted Redis fails once, then
-                    # the pool connects anew: one more try, so the first event after a
-                    # restart is not lost.
-                    await self._append(event)
+                    # the pool connects anew: one more try, so the first events after a
+                    # restart are not lost.
+                    await self._append(events)
                 if failing:
                     log.info("event stream %s reachable again", STREAM)
                     failing = False
             except (TimeoutError, OSError, ConnectionError) as error:
-                self.dropped += 1
+                self.dropped += len(events)
                 if not failing:
                     log.warning("events are being dropped: Redis unreachable (%s)", error)
                     failing = True
             except Exception as error:  # redis.RedisError and friends
-                self.dropped += 1
+                self.dropped += len(events)
                 if not failing:
                     log.warning("events are being dropped: %s", error)
                     failing = True
+            finally:
+                for _ in events:
+                    self._queue.task_done()

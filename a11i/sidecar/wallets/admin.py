@@ -1,4 +1,5 @@
-"""``a11i wallet``: show a wallet, stop or resume its agents, top it up.
+"""``a11i wallet``: show a wallet, stop or resume its agents, top it up, copy the wallets into
+another Redis.
 
 Operates on the store the sidecars share: the Redis of ``--redis`` / ``A11I_REDIS_URL`` (a stop
 reaches every sidecar within a second) or the embedded SQLite file (a stop takes effect on the
@@ -14,9 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from a11i.sidecar.settings import SidecarSettings, from_env
 from a11i.sidecar.wallets import sqlite as sqlite_wallet
+
+if TYPE_CHECKING:
+    from a11i.sidecar.redis_clients import AnyRedis
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,9 @@ class WalletCommand:
     redis: str | None = None
     #: show: print JSON.
     as_json: bool = False
+    #: copy: the Redis every wallet is copied into, and how it is reached.
+    to: str | None = None
+    to_mode: str = "standalone"
 
 
 def run(args: WalletCommand, env: Mapping[str, str]) -> int:
@@ -81,18 +89,25 @@ def run(args: WalletCommand, env: Mapping[str, str]) -> int:
 
 
 async def _redis_wallet_command(args: WalletCommand, url: str, settings: SidecarSettings) -> int:
-    from redis.asyncio import Redis  # only with Redis
-
-    from a11i.sidecar.wallets.redis import RedisWallet, set_cluster_stop
+    from a11i.sidecar.redis_clients import connect, is_cluster  # only with Redis
+    from a11i.sidecar.wallets.redis import RedisWallet, WalletKeys, set_cluster_stop
 
     namespace = args.namespace or settings.namespace
-    client = Redis.from_url(url)
+    client = connect(
+        url,
+        settings.redis_mode,
+        master=settings.redis_master,
+        sentinel_password=settings.redis_sentinel_password,
+    )
     try:
+        if args.action == "copy":
+            return await _copy(client, args, settings)
         if args.action in ("stop", "resume") and args.cluster:
             await set_cluster_stop(client, args.action == "stop")
             print(f"cluster emergency stop {'on' if args.action == 'stop' else 'off'} ({url})")
             return 0
-        if not await client.exists(f"a11i:wallet:{namespace}"):
+        keys = WalletKeys.of(namespace, cluster=is_cluster(client))
+        if not await client.exists(keys.wallet):
             print(f"a11i wallet: no wallet for {namespace!r} in {url}", file=sys.stderr)
             return 1
         wallet = RedisWallet(
@@ -119,6 +134,31 @@ async def _redis_wallet_command(args: WalletCommand, url: str, settings: Sidecar
         return 0
     finally:
         await client.aclose()
+
+
+async def _copy(source: AnyRedis, args: WalletCommand, settings: SidecarSettings) -> int:
+    """Copy every wallet into ``--to`` (a move to a Redis Cluster, docs/capacity.md)."""
+    from a11i.sidecar.redis_clients import RedisMode, connect
+    from a11i.sidecar.wallets.redis import copy_wallets
+
+    if not args.to:
+        print("a11i wallet copy: --to names the Redis to copy the wallets into", file=sys.stderr)
+        return 2
+    target = connect(
+        args.to,
+        RedisMode(args.to_mode),
+        master=settings.redis_master,
+        sentinel_password=settings.redis_sentinel_password,
+    )
+    try:
+        copied, kept = await copy_wallets(source, target)
+    finally:
+        await target.aclose()
+    for name in copied:
+        print(f"{name}: copied")
+    for name in kept:
+        print(f"{name}: already there, left as it is")
+    return 0
 
 
 def _top_up_amount(text: str | None) -> Decimal | None:

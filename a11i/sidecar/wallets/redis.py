@@ -6,19 +6,30 @@ to ``MemoryWallet`` — so concurrent sidecars can never all pass one stale chec
 decided inside the script; Python only turns the script's numbers into a ``Verdict`` with
 ``a11i.core.policy.decide`` and builds the ``Reservation``.
 
-Keys (``{ns}`` is the namespace):
+Keys (``<ns>`` is the namespace; ``WalletKeys``: in a Redis Cluster they are hash-tagged,
+``a11i:{<ns>}:wallet``, ``a11i:{<ns>}:held``, …, so that each script touches one slot):
 
-- ``a11i:wallet:{ns}`` — hash: ``limit_nanos`` (integer nano-dollars, ``""`` = no limit),
+- ``a11i:wallet:<ns>`` — hash: ``limit_nanos`` (integer nano-dollars, ``""`` = no limit),
   ``warn_at`` and ``optimize_at`` (decimal percent strings), ``when_exhausted`` (Block | Warn),
   ``period`` (Daily | Weekly | Monthly | Total), ``zone`` (the IANA zone whose midnights start
   the periods; every sidecar adopts it), ``period_start`` and ``origin`` (unix seconds),
-  ``spent_nanos`` (integer), ``suspended`` ("0" / "1": the namespace's emergency stop).
-- ``a11i:wallet:{ns}:leases`` — hash: lease id -> ``"nanos:expires_at:period_start"``.
-- ``a11i:wallet:{ns}:settled`` — sorted set: ids of settled leases scored by when, kept for
+  ``spent_nanos`` (integer), ``reserved_nanos`` (what the leases of ``reserved_period`` hold:
+  a running total, so no script reads every lease), ``suspended`` ("0" / "1": the namespace's
+  emergency stop).
+- ``a11i:wallet:<ns>:held`` — sorted set: the leases of the current period, ``"nanos:id"``
+  scored by when they expire; a script expires only those past their time.
+- ``a11i:wallet:<ns>:settled`` — sorted set: ids of settled leases scored by when, kept for
   ``SETTLED_RETENTION_S``; it makes a settlement idempotent, so a settlement retried after a
   timeout (did it run?) is never charged twice.
-- ``a11i:stop:cluster`` — ``"1"`` while the cluster-wide emergency stop is on.
+- ``a11i:wallet:<ns>:line`` — sorted set: the waiting line (``reserve_in_line``).
+- ``a11i:stop:cluster`` — ``"1"`` while the cluster-wide emergency stop is on. No script reads
+  it (in a cluster it lives in another slot): each sidecar's watcher does, and refuses on it.
 - channel ``a11i:stop`` — a message (the namespace, or ``"cluster"``) when a stop changes.
+
+Earlier releases kept the leases in a hash ``a11i:wallet:<ns>:leases``: sidecars of both kinds
+share one wallet during an upgrade (the same spend, limit and stops), but neither counts what
+the other's calls in flight hold, so for that while the wallet can pass its limit by what the
+older sidecars' calls in flight hold (docs/capacity.md).
 
 Numbers: Redis runs Lua 5.1, whose numbers are doubles, exact for integers up to 2^53 nano-dollars
 (about $9,007,199), so a limit or a spend must stay below that; money is only ever added in Redis
@@ -34,8 +45,9 @@ never lost and never counted twice. Without ``fail_open`` ``reserve`` raises
 
 What it may not do: own the policy once Redis holds a wallet (the sidecar's settings only fill a
 wallet that does not exist yet; an operator's ``configure`` wins), block a call longer than the
-timeout, or lose a settlement. The emergency stop reaches every sidecar within a second: pub/sub
-for speed, and a poll every ``POLL_S`` in case a message is lost.
+timeout, or lose a settlement. The emergency stop reaches every sidecar within a second: by
+pub/sub, subscribed again (and the stops read again) at once when the subscription breaks, and
+polled every ``POLL_S`` while it is not subscribed.
 """
 
 from __future__ import annotations
@@ -53,8 +65,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
-import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
 from redis.typing import EncodableT, FieldT
 
 from a11i.core.errors import WalletUnavailable
@@ -82,99 +94,141 @@ from a11i.core.wallets import (
     to_nanos,
     to_usd,
 )
+from a11i.sidecar.redis_clients import ScriptBatcher, is_cluster
 from a11i.sidecar.wallets.journal import JournalEntry, SpendJournal
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
+
+    from a11i.sidecar.redis_clients import AnyRedis
 
 
 log = logging.getLogger(__name__)
 
 STOP_CHANNEL = "a11i:stop"
 CLUSTER_STOP_KEY = "a11i:stop:cluster"
-#: Seconds between checks of the stop flags (and of whether Redis is back).
+#: Seconds between checks of the stop flags (and of whether Redis is back) while the stop
+#: channel is not subscribed.
 POLL_S = 0.5
+#: Seconds between those checks while it is: a message on a live subscription is not lost (a
+#: broken one is subscribed again, and the stops read again, at once), so this poll only
+#: refreshes the figures of ``last_snapshot``. Each sidecar's poll is Redis work that grows
+#: with the fleet, not with its calls: 2 reads a second from 100,000 pods would be a core.
+QUIET_POLL_S = 10.0
 #: Seconds a settled lease id is remembered, so that a retried settlement is not charged twice.
 SETTLED_RETENTION_S = 3600.0
+#: Leases expired by one script at most; a backlog (a sidecar that died with many calls in
+#: flight) is worked off by the next calls, each paying for a bounded share.
+EXPIRE_BATCH = 32
+#: Seconds a wallet's start may take to learn a Redis Cluster's slots.
+CLUSTER_START_S = 2.0
 #: Largest amount of nano-dollars Lua's doubles hold exactly.
 MAX_NANOS = 2**53
 
 #: What "Redis did not answer" looks like; anything else (a script error) is a bug and raises.
-_UNREACHABLE: tuple[type[BaseException], ...] = (
+#: A Redis Cluster adds its own: no node reachable, a slot not covered, CLUSTERDOWN.
+UNREACHABLE: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    redis.exceptions.RedisClusterException,
+    redis.exceptions.ClusterError,
     TimeoutError,
     OSError,
 )
+_UNREACHABLE = UNREACHABLE
 
 
-# Shared by the scripts. KEYS: 1 wallet hash, 2 leases hash, 3 cluster stop, 4 settled zset.
-# ARGV 1-4: now, and the starts of the Daily, Weekly and Monthly periods that contain it (the
-# Python side computes them with ``period_start``; Total starts at the stored origin).
+# Shared by the scripts. KEYS: 1 wallet hash, 2 leases (a sorted set of "nanos:id" by
+# expires_at: only leases of the current period, those of an earlier one are dropped when it
+# ends), 3 settled zset (4 the line). Every script touches only these keys of one namespace and
+# O(1) of them per call whatever the number of leases: the wallet's hash is read once, the money
+# held is a running total (``reserved_nanos``, for the period ``reserved_period``), and leases
+# past their time are released only by a call that does not fit and by a snapshot (each
+# sidecar's watcher takes one), at most EXPIRE_BATCH at a time (a backlog waits for the next:
+# the total is then too high, never too low). ARGV 1-4: now, and the starts of the
+# Daily, Weekly and Monthly periods that contain it (the Python side computes them with
+# ``period_start``; Total starts at the stored origin).
 _PRELUDE = """
+local F = {'spent_nanos', 'reserved_nanos', 'limit_nanos', 'warn_at', 'optimize_at',
+  'when_exhausted', 'period', 'period_start', 'origin', 'suspended', 'zone', 'reserved_period'}
+local w = redis.call('HMGET', KEYS[1], unpack(F))
+
+local function add(field, index, nanos)
+  if nanos ~= '0' then w[index] = redis.call('HINCRBY', KEYS[1], field, nanos) end
+end
+
+local function release(member)
+  if redis.call('ZREM', KEYS[2], member) == 1 then
+    local nanos = string.match(member, '^([^:]+)')
+    if nanos ~= '0' then add('reserved_nanos', 2, '-' .. nanos) end
+  end
+end
+
 local function advance()
-  local w = redis.call('HMGET', KEYS[1], 'period', 'period_start', 'origin')
-  if not w[1] or not w[2] or not w[3] then return nil end
-  local start = w[3]
-  if w[1] == 'Daily' then start = ARGV[2]
-  elseif w[1] == 'Weekly' then start = ARGV[3]
-  elseif w[1] == 'Monthly' then start = ARGV[4] end
-  local current = w[2]
-  if tonumber(start) > tonumber(current) then
+  if not w[7] or not w[8] or not w[9] then return nil end
+  local start = w[9]
+  if w[7] == 'Daily' then start = ARGV[2]
+  elseif w[7] == 'Weekly' then start = ARGV[3]
+  elseif w[7] == 'Monthly' then start = ARGV[4] end
+  if tonumber(start) > tonumber(w[8]) then
     redis.call('HSET', KEYS[1], 'period_start', start, 'spent_nanos', '0')
-    current = start
+    w[8], w[1] = start, '0'
   end
-  local now = tonumber(ARGV[1])
-  local leases = redis.call('HGETALL', KEYS[2])
-  for i = 1, #leases, 2 do
-    local _, expires = string.match(leases[i + 1], '^([^:]+):([^:]+):')
-    if tonumber(expires) <= now then redis.call('HDEL', KEYS[2], leases[i]) end
+  if w[12] ~= w[8] then
+    -- A new period (or a wallet written before the running total): nothing is held in it;
+    -- the calls of the last one are charged to it or to nothing when they settle.
+    redis.call('DEL', KEYS[2])
+    redis.call('HSET', KEYS[1], 'reserved_nanos', '0', 'reserved_period', w[8])
+    w[2], w[12] = '0', w[8]
   end
-  return current
+  return w[8]
 end
 
-local function reserved(current)
-  local total = 0
-  local leases = redis.call('HVALS', KEYS[2])
-  for i = 1, #leases do
-    local nanos, _, start = string.match(leases[i], '^([^:]+):([^:]+):(.+)$')
-    if tonumber(start) == tonumber(current) then total = total + tonumber(nanos) end
-  end
-  return total
+-- Leases past their time, released: only where it can change an answer (a call that does not
+-- fit, a snapshot), never on the path of a call that fits anyway.
+local function expire()
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, EXPIRE_BATCH)
+  for i = 1, #expired do release(expired[i]) end
 end
 
-local function state(flag, current, held)
-  local w = redis.call('HMGET', KEYS[1], 'spent_nanos', 'limit_nanos', 'warn_at', 'optimize_at',
-    'when_exhausted', 'period', 'origin', 'suspended', 'zone')
-  local cluster = redis.call('GET', KEYS[3]) or '0'
-  return {'ok', flag, w[1], held, w[2], w[3], w[4], w[5], w[6], current, w[7], w[8], cluster,
-    w[9] or ''}
+local function state(flag)
+  return {'ok', flag, w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10], w[11] or ''}
 end
 
-local function stopped()
-  return redis.call('HGET', KEYS[1], 'suspended') == '1' or redis.call('GET', KEYS[3]) == '1'
+-- Whether ARGV[6] nano-dollars fit beside what is spent and held, and whether they fit beside
+-- what is spent alone (worth waiting for). The namespace's stop refuses everything.
+local function fits()
+  if w[10] == '1' then return false, false end
+  if w[3] == '' then return true, false end
+  local worth = tonumber(w[1]) + tonumber(ARGV[6]) <= tonumber(w[3])
+  return w[6] == 'Warn' or tonumber(w[1]) + tonumber(w[2]) + tonumber(ARGV[6]) <= tonumber(w[3]),
+    worth
 end
-"""
+
+-- The reply carries the money held before this lease.
+local function hold()
+  local reply = state(1)
+  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[6] .. ':' .. ARGV[5])
+  add('reserved_nanos', 2, ARGV[6])
+  return reply
+end
+""".replace("EXPIRE_BATCH", str(EXPIRE_BATCH))
 
 # ARGV 5: lease id, 6: projected nanos, 7: expires_at. Admission is decided here.
 _RESERVE = (
     _PRELUDE
     + """
-local current = advance()
-if not current then return {'missing'} end
-local held = reserved(current)
-if stopped() then return state(0, current, held) end
-local w = redis.call('HMGET', KEYS[1], 'spent_nanos', 'limit_nanos', 'when_exhausted')
-local fits = w[2] == '' or w[3] == 'Warn'
-  or tonumber(w[1]) + held + tonumber(ARGV[6]) <= tonumber(w[2])
-if not fits then return state(0, current, held) end
-redis.call('HSET', KEYS[2], ARGV[5], ARGV[6] .. ':' .. ARGV[7] .. ':' .. current)
-return state(1, current, held)
+if not advance() then return {'missing'} end
+if not fits() then
+  expire()
+  if not fits() then return state(0) end
+end
+return hold()
 """
 )
 
 # The waiting line (docs/budget.md): calls that fit beside what is spent but not beside what
-# calls in flight hold wait in arrival order across every sidecar of the wallet. KEYS 5: a
+# calls in flight hold wait in arrival order across every sidecar of the wallet. KEYS 4: a
 # sorted set of tickets scored by their deadline (every waiter waits as long, so the earliest
 # deadline is the earliest arrival); a ticket past its deadline is dropped.
 # ARGV 5: lease id, 6: projected nanos, 7: expires_at, 8: ticket, 9: its deadline, 10: '1' to
@@ -183,70 +237,64 @@ return state(1, current, held)
 _RESERVE_IN_LINE = (
     _PRELUDE
     + """
-local current = advance()
-if not current then return {'missing'} end
-local held = reserved(current)
-local line, ticket = KEYS[5], ARGV[8]
+if not advance() then return {'missing'} end
+local line, ticket = KEYS[4], ARGV[8]
 redis.call('ZREMRANGEBYSCORE', line, '-inf', '(' .. ARGV[1])
-if stopped() then
+if w[10] == '1' then
   redis.call('ZREM', line, ticket)
-  return state(0, current, held)
+  return state(0)
 end
-local w = redis.call('HMGET', KEYS[1], 'spent_nanos', 'limit_nanos', 'when_exhausted')
-local worth = w[2] ~= '' and tonumber(w[1]) + tonumber(ARGV[6]) <= tonumber(w[2])
+local fit, worth = fits()
+if not fit then
+  expire()
+  fit, worth = fits()
+end
 local head = redis.call('ZRANGE', line, 0, 0)[1]
 if head and head ~= ticket then
   -- Someone who came earlier is waiting: this call queues behind them.
   if worth and ARGV[10] == '1' then redis.call('ZADD', line, 'NX', ARGV[9], ticket) end
-  if worth and redis.call('ZSCORE', line, ticket) then return state(2, current, held) end
-  return state(0, current, held)
+  if worth and redis.call('ZSCORE', line, ticket) then return state(2) end
+  return state(0)
 end
-local fits = w[2] == '' or w[3] == 'Warn'
-  or tonumber(w[1]) + held + tonumber(ARGV[6]) <= tonumber(w[2])
-if not fits then
+if not fit then
   if worth and ARGV[10] == '1' then
     redis.call('ZADD', line, 'NX', ARGV[9], ticket)
-    return state(2, current, held)
+    return state(2)
   end
   redis.call('ZREM', line, ticket)
-  return state(0, current, held)
+  return state(0)
 end
 redis.call('ZREM', line, ticket)
-redis.call('HSET', KEYS[2], ARGV[5], ARGV[6] .. ':' .. ARGV[7] .. ':' .. current)
-return state(1, current, held)
+return hold()
 """
 )
 
-# ARGV 5: lease id, 6: the lease's period start, 7: actual nanos, 8: forget settled ids before.
-# Flag: 1 charged to the current period, 0 the lease's period is over, -1 already settled.
+# ARGV 5: lease id, 6: the lease's period start, 7: actual nanos, 8: forget settled ids before,
+# 9: the nanos the lease holds. Flag: 1 charged to the current period, 0 the lease's period is
+# over, -1 already settled.
 _SETTLE = (
     _PRELUDE
     + """
 local current = advance()
 if not current then return {'missing'} end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[8])
-local flag = -1
-if not redis.call('ZSCORE', KEYS[4], ARGV[5]) then
-  redis.call('ZADD', KEYS[4], ARGV[1], ARGV[5])
-  redis.call('HDEL', KEYS[2], ARGV[5])
-  flag = 0
-  if tonumber(ARGV[6]) == tonumber(current) then
-    redis.call('HINCRBY', KEYS[1], 'spent_nanos', ARGV[7])
-    flag = 1
-  end
-end
-return state(flag, current, reserved(current))
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[8])
+if redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[5]) == 0 then return state(-1) end
+release(ARGV[9] .. ':' .. ARGV[5])
+if tonumber(ARGV[6]) ~= tonumber(current) then return state(0) end
+add('spent_nanos', 1, ARGV[7])
+return state(1)
 """
 )
 
 _SNAPSHOT = (
     _PRELUDE
     + """
-local current = advance()
-if not current then return {'missing'} end
-return state(0, current, reserved(current))
+if not advance() then return {'missing'} end
+expire()
+return state(0)
 """
 )
+
 
 # Fills only the fields that are absent: a starting sidecar never overwrites a wallet that an
 # operator or another sidecar already holds. ARGV: the fields' values in _FIELDS order.
@@ -266,6 +314,35 @@ if limit == '' then return 0 end
 redis.call('HINCRBY', KEYS[1], 'limit_nanos', ARGV[1])
 return 1
 """
+
+
+@dataclass(frozen=True, slots=True)
+class WalletKeys:
+    """The Redis keys of one namespace's wallet.
+
+    Standalone and Sentinel keep the names of earlier releases (``a11i:wallet:<ns>``, …), so an
+    upgrade needs no migration; a Redis Cluster gets them hash-tagged on the namespace
+    (``a11i:{<ns>}:wallet``, …): every key a script touches lives in one slot."""
+
+    wallet: str
+    held: str
+    settled: str
+    line: str
+
+    @classmethod
+    def of(cls, namespace: str, *, cluster: bool = False) -> WalletKeys:
+        if cluster:
+            if "{" in namespace or "}" in namespace:
+                raise ValueError(f"a wallet name may not hold braces: {namespace!r}")
+            base = f"a11i:{{{namespace}}}"
+            return cls(f"{base}:wallet", *(f"{base}:{part}" for part in _PARTS))
+        base = f"a11i:wallet:{namespace}"
+        return cls(base, *(f"{base}:{part}" for part in _PARTS))
+
+
+#: The keys beside the wallet's hash: its leases ("nanos:id" by expires_at; earlier releases
+#: kept a hash ``:leases``, left to them), the settled ids, the waiting line.
+_PARTS = ("held", "settled", "line")
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +375,9 @@ class _Pending:
     #: period start was a guess; a Total wallet has one period).
     period_start: float | None
     nanos: int
+    #: What the lease holds in Redis, which names it there ("nanos:id"); 0 when unknown (a
+    #: journal of an earlier run): the lease is then released when it expires.
+    held: int = 0
 
 
 Clock = Callable[[], datetime]
@@ -312,7 +392,7 @@ class RedisWallet:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AnyRedis,
         *,
         namespace: str,
         agent: str,
@@ -326,6 +406,7 @@ class RedisWallet:
         zone: str = "UTC",
         poll_s: float = POLL_S,
         journal: SpendJournal | None = None,
+        quiet_poll_s: float = QUIET_POLL_S,
     ) -> None:
         _check_nanos(policy)
         #: Where spend settled while Redis is down is kept durably until Redis has it.
@@ -341,14 +422,9 @@ class RedisWallet:
         self._timeout = timeout_s
         self.fail_open = fail_open
         self._clock = clock
-        self._key = f"a11i:wallet:{namespace}"
-        self._keys = [
-            self._key,
-            f"{self._key}:leases",
-            CLUSTER_STOP_KEY,
-            f"{self._key}:settled",
-            f"{self._key}:line",
-        ]
+        self.keys = WalletKeys.of(namespace, cluster=is_cluster(client))
+        self._key = self.keys.wallet
+        self._keys = [self.keys.wallet, self.keys.held, self.keys.settled, self.keys.line]
         self._prefix = f"{os.getpid()}-"
         # register_script only hashes the source; the script is loaded on first use (and again
         # after a NOSCRIPT, e.g. a restarted Redis) by redis-py.
@@ -357,6 +433,8 @@ class RedisWallet:
         self._settle_script = client.register_script(_SETTLE)
         self._snapshot_script = client.register_script(_SNAPSHOT)
         self._init_script = client.register_script(_INIT)
+        #: The reserve, settle and snapshot scripts of concurrent calls leave in one pipeline.
+        self._batcher = ScriptBatcher(client, timeout_s=max(timeout_s, 1.0))
         self._top_up_script = client.register_script(_TOP_UP)
         self._link: Literal["new", "up", "down"] = "new"
         self._remote: _Remote | None = None
@@ -370,6 +448,8 @@ class RedisWallet:
         self._cluster_stop = False
         #: Bumped by each local change of the stops, so an older read does not undo it.
         self._stop_version = 0
+        #: Whether the last read of the cluster-wide stop failed (said once in the log).
+        self._stop_unread = False
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         #: Set by close(): the background loops also end on it, because a cancellation that
@@ -377,8 +457,12 @@ class RedisWallet:
         self._closing = False
         self._zone = ZoneInfo(zone)
         self._zone_name = zone
-        #: Seconds between the watcher's rounds when no stop message wakes it.
+        #: Seconds between the watcher's rounds when no stop message wakes it and the stop
+        #: channel is not subscribed (messages could be missed), and when it is.
         self._poll_s = poll_s
+        self._quiet_poll_s = max(quiet_poll_s, poll_s)
+        #: Whether the listener holds a live subscription to the stop channel.
+        self._subscribed = False
         #: Rounds the watcher has finished (refreshed the stops, or tried to reconnect).
         self.watch_rounds = 0
         self._round_done = asyncio.Condition()
@@ -417,6 +501,10 @@ class RedisWallet:
         """Create the wallet in Redis if absent and start watching the stops. Never fails for
         want of Redis: the wallet then starts down and the watcher connects when it can."""
         try:
+            if isinstance(self._client, RedisCluster):
+                # Learning the cluster's slots takes a few round trips, once: not one call's.
+                async with asyncio.timeout(max(self._timeout, CLUSTER_START_S)):
+                    await self._client.initialize()
             # The wallet's own zone first: a period start computed in another zone could
             # look like a new period to the first script and reset the spend.
             async with asyncio.timeout(self._timeout):
@@ -462,6 +550,7 @@ class RedisWallet:
                     self.namespace,
                     self.pending_usd,
                 )
+        await self._batcher.close()
         if self._owns_client:
             await self._client.aclose()
 
@@ -483,7 +572,7 @@ class RedisWallet:
             except _UNREACHABLE as exc:
                 self._lost(exc)
                 # The script may have run before the answer was lost: release that lease.
-                self._pending.append(_Pending(lease_id, 0.0, 0))
+                self._pending.append(_Pending(lease_id, 0.0, 0, amount))
             else:
                 return self._admitted(remote, admitted, version, lease_id, amount, expires_at)
         if not self.fail_open:
@@ -525,7 +614,7 @@ class RedisWallet:
             )
         except _UNREACHABLE as exc:
             self._lost(exc)
-            self._pending.append(_Pending(lease_id, 0.0, 0))
+            self._pending.append(_Pending(lease_id, 0.0, 0, amount))
             verdict, reservation = await self.reserve(projected)
             return verdict, reservation, False
         verdict, reservation = self._admitted(
@@ -537,7 +626,7 @@ class RedisWallet:
         """Take a ticket out of the line (a waiter that gave up); it would lapse anyway."""
         with contextlib.suppress(*_UNREACHABLE):
             async with asyncio.timeout(self._timeout):
-                await self._client.zrem(self._keys[4], ticket)
+                await self._client.zrem(self.keys.line, ticket)
 
     async def settle(self, reservation: Reservation, actual: Decimal) -> None:
         now = self._clock()
@@ -552,6 +641,7 @@ class RedisWallet:
                     repr(reservation.period_start),
                     str(nanos),
                     repr(now.timestamp() - SETTLED_RETENTION_S),
+                    str(reservation.nanos),
                 )
             except _UNREACHABLE as exc:
                 self._lost(exc)
@@ -576,7 +666,7 @@ class RedisWallet:
         start: float | None = reservation.period_start
         if self._remote is None and self._period is Period.TOTAL:
             start = None
-        self._pending.append(_Pending(reservation.id, start, nanos))
+        self._pending.append(_Pending(reservation.id, start, nanos, reservation.nanos))
         if self._journal is not None:
             # Durable before the call ends: a sidecar killed before Redis is back keeps it.
             entry = JournalEntry(reservation.id, start, nanos)
@@ -694,15 +784,34 @@ class RedisWallet:
         ]
         for _ in range(2):
             async with asyncio.timeout(self._timeout):
-                reply = await script(keys=self._keys, args=[*stamps, *args])
+                reply = await self._batcher.run(script, self._keys, [*stamps, *args])
             if _text(reply[0]) == "ok":
-                return _parse(reply), int(reply[1])
+                return _parse(reply, self._cluster_stop), int(reply[1])
             # The wallet is gone (a Redis that lost its data, a deleted key): recreate it.
             await self._init(now)
         raise redis.exceptions.ResponseError(f"the wallet {self._key} could not be created")
 
     async def _refresh(self) -> None:
+        """Read the wallet and both stops (the cluster-wide one lives in its own key, in its own
+        slot of a cluster: no script reads it, the sidecar refuses on its local view)."""
         version = self._stop_version
+        try:
+            async with asyncio.timeout(self._timeout):
+                cluster = _text(await self._client.get(CLUSTER_STOP_KEY)) == "1"
+        except UNREACHABLE as exc:
+            # In a cluster that key's primary is not this wallet's: its loss must not take the
+            # wallet down. The last flag read stays (no stop can be written there meanwhile).
+            if not self._stop_unread:
+                log.warning(
+                    "wallet %s: the cluster-wide stop cannot be read (%r); the last read stays",
+                    self.namespace,
+                    exc,
+                )
+            self._stop_unread = True
+        else:
+            self._stop_unread = False
+            if version == self._stop_version:
+                self._cluster_stop = cluster
         remote, _ = await self._run(self._snapshot_script, self._clock())
         self._remember(remote, version)
 
@@ -846,6 +955,7 @@ class RedisWallet:
                 repr(start),
                 str(item.nanos),
                 repr(now.timestamp() - SETTLED_RETENTION_S),
+                str(item.held),
             )
             self._pending.pop(0)
             self._replayed.append(item.lease_id)
@@ -900,10 +1010,12 @@ class RedisWallet:
         await self._refresh()
 
     async def _watch(self) -> None:
-        """Every ``poll_s`` (or at once on a stop message): refresh the stops, or reconnect."""
+        """At once on a stop message or a new subscription, else every ``poll_s`` (every
+        ``quiet_poll_s`` while subscribed): refresh the stops, or reconnect."""
         while not self._closing:
+            wait = self._quiet_poll_s if self._subscribed and self._link == "up" else self._poll_s
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_s):
+                async with asyncio.timeout(wait):
                     await self._wake.wait()
             self._wake.clear()
             if self._closing:
@@ -929,6 +1041,12 @@ class RedisWallet:
             try:
                 async with asyncio.timeout(self._timeout):
                     await pubsub.subscribe(STOP_CHANNEL)
+                    # Subscribed once Redis confirms it: only then is no message missed.
+                    while await pubsub.get_message(timeout=self._timeout) is None:
+                        pass
+                # What changed while unsubscribed was told to nobody: read the stops again now.
+                self._subscribed = True
+                self._wake.set()
                 while not self._closing:
                     async with asyncio.timeout(self._poll_s + self._timeout):
                         message = await pubsub.get_message(
@@ -940,16 +1058,20 @@ class RedisWallet:
                     ):
                         self._wake.set()
             except Exception:
-                # Redis away (or a broken connection): the watcher notices; subscribe again later.
+                # Redis away (or a broken connection): the watcher looks now, and polls until
+                # subscribed again.
+                self._subscribed = False
+                self._wake.set()
                 if not self._closing:
                     await asyncio.sleep(self._poll_s)
             finally:
+                self._subscribed = False
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(self._timeout):
                         await pubsub.aclose()
 
 
-async def set_cluster_stop(client: aioredis.Redis, on: bool, *, timeout_s: float = 1.0) -> None:
+async def set_cluster_stop(client: AnyRedis, on: bool, *, timeout_s: float = 1.0) -> None:
     """Turn the cluster-wide emergency stop on or off and tell every sidecar."""
     try:
         async with asyncio.timeout(timeout_s):
@@ -960,6 +1082,51 @@ async def set_cluster_stop(client: aioredis.Redis, on: bool, *, timeout_s: float
             await client.publish(STOP_CHANNEL, "cluster")
     except _UNREACHABLE as exc:
         raise WalletUnavailable(f"the cluster stop cannot be set (Redis): {exc!r}") from exc
+
+
+#: What a scan for wallet hashes looks for, by key style (``WalletKeys``).
+_WALLET_PATTERNS = {
+    False: ("a11i:wallet:*", "a11i:wallet:", ""),
+    True: ("a11i:{*}:wallet", "a11i:{", "}:wallet"),
+}
+
+
+async def wallet_names(client: AnyRedis) -> list[str]:
+    """The wallets in ``client``'s Redis (on every primary of a cluster), by name: a scan for
+    wallet hashes, not the keys beside them (``:held``, ``:settled``…)."""
+    pattern, prefix, suffix = _WALLET_PATTERNS[is_cluster(client)]
+    names = set()
+    async for key in client.scan_iter(match=pattern, count=500):
+        text = _text(key)
+        name = text[len(prefix) : len(text) - len(suffix)]
+        if name and ":" not in name and "{" not in name and "}" not in name:
+            names.add(name)
+    return sorted(names)
+
+
+async def copy_wallets(source: AnyRedis, target: AnyRedis) -> tuple[list[str], list[str]]:
+    """Copy every wallet of ``source`` into ``target`` under the target's key names (a move from
+    one Redis server to a Redis Cluster, or back): limit, policy, period, spend and stop.
+    Not copied: the money calls in flight hold (they settle into the Redis their sidecar uses;
+    the copy starts with nothing held) and the settled ids. A wallet ``target`` already has is
+    left as it is. Returns the names copied and those left."""
+    copied, kept = [], []
+    for name in await wallet_names(source):
+        fields = {
+            _text(field): _text(value)
+            for field, value in (
+                await source.hgetall(WalletKeys.of(name, cluster=is_cluster(source)).wallet)
+            ).items()
+            if _text(field) not in ("reserved_nanos", "reserved_period")
+        }
+        key = WalletKeys.of(name, cluster=is_cluster(target)).wallet
+        if not fields or await target.exists(key):
+            kept.append(name)
+            continue
+        mapping: dict[FieldT, EncodableT] = {field: value for field, value in fields.items()}
+        await target.hset(key, mapping=mapping)
+        copied.append(name)
+    return copied, kept
 
 
 def _policy_fields(policy: BudgetPolicy, period: Period, zone: str) -> dict[str, str]:
@@ -985,15 +1152,14 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _parse(reply: Sequence[object]) -> _Remote:
+def _parse(reply: Sequence[object], cluster_stop: bool) -> _Remote:
     """The ``state`` a script returned: flag, spent, reserved, limit, warn_at, optimize_at,
-    when_exhausted, period, period_start, origin, suspended, cluster stop."""
-    (spent, reserved, limit, warn_at, optimize_at, when, period, start, origin, ns, cluster) = (
+    when_exhausted, period, period_start, origin, suspended, zone; the cluster-wide stop as
+    this sidecar last read it."""
+    (spent, reserved, limit, warn_at, optimize_at, when, period, start, origin, ns, zone) = (
         _text(value) for value in reply[2:13]
     )
-    zone = _text(reply[13]) if len(reply) > 13 else ""
     namespace_stop = ns == "1"
-    cluster_stop = cluster == "1"
     policy = BudgetPolicy(
         limit_usd=None if limit == "" else to_usd(int(limit)),
         warn_at_percent=Decimal(warn_at),

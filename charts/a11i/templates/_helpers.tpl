@@ -93,6 +93,30 @@ plain (redis.url, or the bundled Redis without a password).
 {{- else }}
   value: {{ include "a11i.redisURL" . | quote }}
 {{- end }}
+{{- include "a11i.redisModeEnv" . }}
+{{- with .Values.redis.sentinel }}
+{{- if and (eq $.Values.redis.mode "sentinel") .existingSecret }}
+- name: A11I_REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .passwordKey | default "password" }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* A11I_REDIS_MODE (and the sentinels' master name) for whoever reaches Redis or passes it
+on to the sidecars; nothing for a standalone Redis (list items). */}}
+{{- define "a11i.redisModeEnv" -}}
+{{- $redis := .Values.redis -}}
+{{- if ne ($redis.mode | default "standalone") "standalone" }}
+- name: A11I_REDIS_MODE
+  value: {{ $redis.mode | quote }}
+{{- if eq $redis.mode "sentinel" }}
+- name: A11I_REDIS_MASTER
+  value: {{ $redis.sentinel.master | default "mymaster" | quote }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* The Secret the operator keeps in every agent namespace for the sidecars (key A11I_REDIS_URL). */}}
@@ -108,6 +132,9 @@ plain (redis.url, or the bundled Redis without a password).
 {{- fail "webhook.tls.secretName is set but webhook.caBundle is empty: the API server must be given the CA (base64 PEM) that signed the certificate in that Secret." -}}
 {{- end -}}
 {{- $_ := include "a11i.redisURL" . -}}
+{{- if and .Values.redis.enabled (ne (.Values.redis.mode | default "standalone") "standalone") -}}
+{{- fail (printf "redis.mode=%s needs an external Redis: the bundled one is a single server. Set redis.enabled=false and redis.url (or redis.existingSecret) to your %s." .Values.redis.mode (ternary "Redis Cluster's nodes" "sentinels" (eq .Values.redis.mode "cluster"))) -}}
+{{- end -}}
 {{- $custody := .Values.injection.keyCustody -}}
 {{- if and $custody.secretName (not $custody.openaiKey) (not $custody.anthropicKey) -}}
 {{- fail "injection.keyCustody.secretName is set but neither openaiKey nor anthropicKey: name the key of the Secret that holds each provider's API key, e.g. --set injection.keyCustody.openaiKey=openai" -}}

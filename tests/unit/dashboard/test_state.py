@@ -260,7 +260,7 @@ def test_exhaustion_time(remaining: Decimal | None, rate: Decimal, expected: flo
 def test_view_joins_wallets_with_burn_rate() -> None:
     state = DashboardState()
     state.fold(call("1-0", cost="1", ts=NOW - 60))
-    wallet = wallet_from_fields("team-a", _fields(limit=10, spent=1), [], False, NOW)
+    wallet = wallet_from_fields("team-a", _fields(limit=10, spent=1), False, NOW)
     assert wallet is not None
     (row,) = state.view([wallet], NOW)["namespaces"]  # type: ignore[misc]
     assert row["has_wallet"] is True
@@ -277,8 +277,11 @@ def _fields(
     period: str = "Total",
     start: float = NOW - 100,
     suspended: bool = False,
+    reserved: float = 0,
 ) -> dict[str, str]:
     return {
+        "reserved_nanos": str(int(reserved * 10**9)),
+        "reserved_period": repr(start),
         "limit_nanos": "" if limit is None else str(limit * 10**9),
         "warn_at": "75",
         "optimize_at": "90",
@@ -292,27 +295,34 @@ def _fields(
 
 
 @pytest.mark.parametrize(
-    ("fields", "leases", "cluster", "phase", "spent", "reserved"),
+    ("fields", "cluster", "phase", "spent", "reserved"),
     [
-        pytest.param(_fields(spent=1), [], False, WalletState.GREEN, "1", "0", id="green"),
-        pytest.param(_fields(spent=8), [], False, WalletState.YELLOW, "8", "0", id="yellow"),
-        pytest.param(_fields(spent=10), [], False, WalletState.EXHAUSTED, "10", "0", id="full"),
+        pytest.param(_fields(spent=1), False, WalletState.GREEN, "1", "0", id="green"),
+        pytest.param(_fields(spent=8), False, WalletState.YELLOW, "8", "0", id="yellow"),
+        pytest.param(_fields(spent=10), False, WalletState.EXHAUSTED, "10", "0", id="full"),
         pytest.param(
-            _fields(spent=1, suspended=True), [], False, WalletState.SUSPENDED, "1", "0", id="stop"
+            _fields(spent=1, suspended=True), False, WalletState.SUSPENDED, "1", "0", id="stop"
         ),
-        pytest.param(_fields(spent=1), [], True, WalletState.SUSPENDED, "1", "0", id="cluster"),
+        pytest.param(_fields(spent=1), True, WalletState.SUSPENDED, "1", "0", id="cluster"),
+        pytest.param(_fields(spent=1, reserved=2), False, WalletState.GREEN, "1", "2", id="held"),
         pytest.param(
-            _fields(spent=1),
-            [f"2000000000:{NOW + 60}:{NOW - 100!r}", f"5000000000:{NOW - 1}:{NOW - 100!r}"],
+            {**_fields(spent=1, reserved=2), "reserved_period": repr(NOW - 1000)},
             False,
             WalletState.GREEN,
             "1",
-            "2",
-            id="expired-lease-not-counted",
+            "0",
+            id="held-in-an-earlier-period",
+        ),
+        pytest.param(
+            _fields(spent=9, reserved=1, period="Daily", start=NOW - 3 * 86400),
+            False,
+            WalletState.GREEN,
+            "0",
+            "0",
+            id="period-over-nothing-held",
         ),
         pytest.param(
             _fields(spent=9, period="Daily", start=NOW - 3 * 86400),
-            [],
             False,
             WalletState.GREEN,
             "0",
@@ -320,19 +330,18 @@ def _fields(
             id="period-over",
         ),
         pytest.param(
-            _fields(limit=None, spent=100), [], False, WalletState.GREEN, "100", "0", id="no-limit"
+            _fields(limit=None, spent=100), False, WalletState.GREEN, "100", "0", id="no-limit"
         ),
     ],
 )
 def test_wallet_from_fields(
     fields: dict[str, str],
-    leases: list[str],
     cluster: bool,
     phase: WalletState,
     spent: str,
     reserved: str,
 ) -> None:
-    wallet = wallet_from_fields("team-a", fields, leases, cluster, NOW)
+    wallet = wallet_from_fields("team-a", fields, cluster, NOW)
     assert wallet is not None
     assert wallet.phase is phase
     assert (wallet.spent_usd, wallet.reserved_usd) == (Decimal(spent), Decimal(reserved))
@@ -350,4 +359,4 @@ def test_wallet_from_fields(
     ],
 )
 def test_wallet_from_fields_rejects_what_is_not_a_wallet(fields: dict[str, str]) -> None:
-    assert wallet_from_fields("x", fields, [], False, NOW) is None
+    assert wallet_from_fields("x", fields, False, NOW) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 from a11i.operator import injection
 from a11i.operator.injection import Injection, InjectionSettings, Skip, apply, decide
+from a11i.sidecar.redis_clients import RedisMode
 from a11i.sidecar.settings import from_env
 
 SETTINGS = InjectionSettings(image="a11i:test", operator_namespace="a11i-system")
@@ -198,6 +200,39 @@ def test_shared_redis_instead_of_the_embedded_wallet() -> None:
     # The state emptyDir stays: the journal of spend settled while Redis is away lives there.
     assert env_of(proxy)["A11I_WALLET_FILE"] == injection.WALLET_FILE
     assert {"name": "a11i-state", "emptyDir": {}} in result["spec"]["volumes"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        pytest.param(RedisMode.STANDALONE, {}, id="standalone-says-nothing"),
+        pytest.param(RedisMode.CLUSTER, {"A11I_REDIS_MODE": "cluster"}, id="cluster"),
+        pytest.param(
+            RedisMode.SENTINEL,
+            {"A11I_REDIS_MODE": "sentinel", "A11I_REDIS_MASTER": "a11i"},
+            id="sentinel-with-its-master",
+        ),
+    ],
+)
+def test_the_redis_mode_is_passed_on(mode: RedisMode, expected: dict[str, str]) -> None:
+    settings = replace(SHARED, redis_mode=mode, redis_master="a11i")
+    result, _ = injected(pod(ASK), settings)
+    env = env_of(result["spec"]["initContainers"][0])
+    passed = {name: env[name] for name in ("A11I_REDIS_MODE", "A11I_REDIS_MASTER") if name in env}
+    assert passed == expected
+
+
+def test_the_sentinels_password_comes_from_the_sidecars_secret() -> None:
+    settings = replace(SHARED, redis_secret="a11i-sidecar-redis", redis_mode=RedisMode.SENTINEL)
+    result, _ = injected(pod(ASK), settings)
+    env = env_of(result["spec"]["initContainers"][0])
+    assert env["A11I_REDIS_SENTINEL_PASSWORD"] == {
+        "secretKeyRef": {
+            "name": "a11i-sidecar-redis",
+            "key": "A11I_REDIS_SENTINEL_PASSWORD",
+            "optional": True,
+        }
+    }
 
 
 def test_a_password_protected_redis_comes_from_a_secret() -> None:

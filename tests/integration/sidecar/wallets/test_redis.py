@@ -4,6 +4,7 @@ equivalence with the in-memory reference, the emergency stop, and Redis going aw
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -24,8 +25,14 @@ from hypothesis import strategies as st
 
 from a11i.core.policy import BudgetPolicy, Decision, ExhaustedAction, Period, WalletState
 from a11i.core.wallets import Reservation, to_usd
+from a11i.sidecar.redis_clients import ScriptBatcher
 from a11i.sidecar.wallets.memory import MemoryWallet
-from a11i.sidecar.wallets.redis import RedisWallet, WalletUnavailable, set_cluster_stop
+from a11i.sidecar.wallets.redis import (
+    EXPIRE_BATCH,
+    RedisWallet,
+    WalletUnavailable,
+    set_cluster_stop,
+)
 from tests.support.paths import ROOT
 from tests.support.redis_server import RedisServer
 
@@ -114,7 +121,7 @@ async def test_concurrent_wallets_never_overspend(
     charged = [nanos for nanos in results if nanos >= 0]
     stored = await _wallet_hash(client, namespace)
     assert int(stored["spent_nanos"]) == sum(charged) <= 20 * 1_000_000
-    assert await client.hlen(f"a11i:wallet:{namespace}:leases") == 0
+    assert await client.hlen(f"a11i:wallet:{namespace}:held") == 0
     # Everything that fits at the worst case got in; the limit was not lost to stale leases.
     assert len(charged) >= 20
     snapshot = await wallets[0].snapshot()
@@ -176,7 +183,7 @@ async def test_concurrent_processes_never_overspend(
         charged += [nanos for nanos in json.loads(out) if nanos >= 0]
     stored = await _wallet_hash(client, namespace)
     assert int(stored["spent_nanos"]) == sum(charged) <= 20 * 1_000_000
-    assert await client.hlen(f"a11i:wallet:{namespace}:leases") == 0
+    assert await client.hlen(f"a11i:wallet:{namespace}:held") == 0
     assert len(charged) >= 20
 
 
@@ -214,6 +221,42 @@ _op = st.one_of(
     st.tuples(st.just("top_up"), st.integers(1, 10_000)),
     st.tuples(st.just("snapshot")),
 )
+
+
+async def test_expired_leases_are_released_a_bounded_batch_per_call(
+    redis_server: RedisServer, client: aioredis.Redis, make_wallet: WalletFactory
+) -> None:
+    """Leases of a sidecar that died are released by the next calls, at most EXPIRE_BATCH per
+    call (no call pays for them all), and the running total always matches the leases held."""
+    namespace = _namespace()
+    then = datetime(2026, 12, 1, tzinfo=UTC)
+    dead = await make_wallet(redis_server.url, namespace, clock=lambda: then, lease_seconds=60)
+    small = WORST / 10
+    for _ in range(3 * EXPIRE_BATCH + 5):
+        _, lease = await dead.reserve(small)
+        assert lease is not None
+    await dead.close()
+    later = await make_wallet(
+        redis_server.url,
+        namespace,
+        clock=lambda: then + timedelta(seconds=61),
+        poll_s=3600.0,
+        quiet_poll_s=3600.0,
+    )
+    if not later.watch_rounds:  # its one round (on subscribing) done: no script runs but ours
+        await later.watched(1)
+    held = f"a11i:wallet:{namespace}:held"
+    counts = []
+    while True:
+        snapshot = await later.snapshot()
+        count = await client.zcard(held)
+        assert snapshot.reserved_usd == small * count
+        counts.append(count)
+        if not count:
+            break
+    assert all(a - b <= EXPIRE_BATCH for a, b in itertools.pairwise(counts))
+    verdict, lease = await later.reserve(LIMIT)
+    assert lease is not None, verdict
 
 
 @settings(
@@ -343,11 +386,12 @@ async def test_a_stop_reaches_another_sidecar_within_a_second(
     await operator.suspend(False)
     await _until(lambda: _admitted(sidecar), 1.0)
 
-    # A stop whose message is lost (set without publishing) is still seen by the poll.
-    await client.hset(f"a11i:wallet:{namespace}", "suspended", "1")
-    await _until(lambda: _refused(sidecar), 1.0)
-    await client.hset(f"a11i:wallet:{namespace}", "suspended", "0")
-    await _until(lambda: _admitted(sidecar), 1.0)
+    # A stop whose message is lost (written while the sidecar's subscription is broken, and
+    # never published) is still seen: subscribing again reads the stops again.
+    for flag, seen in (("1", _refused), ("0", _admitted)):
+        await client.client_kill_filter(_type="pubsub")
+        await client.hset(f"a11i:wallet:{namespace}", "suspended", flag)
+        await _until(lambda: seen(sidecar), 1.0)  # noqa: B023 (awaited in this iteration)
 
     await set_cluster_stop(client, True)
     try:
@@ -407,7 +451,7 @@ async def test_fail_open_accounts_locally_and_reconciles_once(
     try:
         stored = await _wallet_hash(check, namespace)
         assert int(stored["spent_nanos"]) == 33_000_000
-        assert await check.hlen(f"a11i:wallet:{namespace}:leases") == 0
+        assert await check.hlen(f"a11i:wallet:{namespace}:held") == 0
         await wallet.watched(3)  # three more watcher rounds: nothing is replayed twice
         stored = await _wallet_hash(check, namespace)
         assert int(stored["spent_nanos"]) == 33_000_000
@@ -546,3 +590,30 @@ async def test_a_redis_with_a_password(
         assert (await wallet.snapshot()).spent_usd == WORST
     finally:
         server.close()
+
+
+async def test_concurrent_scripts_share_round_trips_and_survive_a_script_flush(
+    redis_server: RedisServer, client: aioredis.Redis
+) -> None:
+    """Scripts of concurrent calls leave together (fewer round trips than scripts, each reply
+    to its caller), and a Redis that lost its scripts gets them again within the batch."""
+    connection = aioredis.Redis.from_url(redis_server.url)
+    batcher = ScriptBatcher(connection)
+    script = connection.register_script("return {KEYS[1], ARGV[1]}")
+    try:
+        for _ in range(2):
+            replies = await asyncio.gather(
+                *(batcher.run(script, [f"key-{i}"], [str(i)]) for i in range(50))
+            )
+            assert [(_str(key), _str(arg)) for key, arg in replies] == [
+                (f"key-{i}", str(i)) for i in range(50)
+            ]
+            await client.script_flush()
+        assert batcher.scripts == 100
+        assert batcher.batches < 100
+        failing = connection.register_script("return redis.error_reply('no budget here')")
+        with pytest.raises(aioredis.ResponseError, match="no budget here"):
+            await batcher.run(failing, ["k"], [])
+    finally:
+        await batcher.close()
+        await connection.aclose()

@@ -96,7 +96,7 @@ async def test_two_sidecars_share_one_wallet_without_overspending(
     assert 0 < spent <= Decimal("0.05")
     client = Redis.from_url(redis_server.url, decode_responses=True)
     try:
-        assert await client.hlen("a11i:wallet:team-a:leases") == 0
+        assert await client.hlen("a11i:wallet:team-a:held") == 0
         # Every call, admitted or blocked, is an event in the shared stream.
         for _ in range(50):
             if await client.xlen("a11i:events") >= 60:
@@ -173,6 +173,7 @@ async def test_redis_going_away_under_load_fails_open_and_reconciles(
         A11I_REDIS_URL=redis_server.url,
         A11I_NAMESPACE="team-a",
         A11I_BUDGET_USD="10",
+        A11I_REDIS_REFRESH="0.5",  # the watcher's rounds are counted below
     )
     closed = await sidecars.start(
         A11I_OPENAI_BASE=standin.url,
