@@ -31,6 +31,7 @@ from decimal import Decimal
 from typing import Final, Protocol, TypeVar, runtime_checkable
 
 import httpx2
+from opentelemetry import trace
 
 from a11i.core.errors import A11iError, InternalError
 from a11i.core.routes import Access, route
@@ -73,7 +74,13 @@ class LibraryError(RuntimeError):
 class Engine:
     """The pipeline and the event loop thread it runs on."""
 
-    def __init__(self, settings: SidecarSettings, *, fail_open: bool) -> None:
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        *,
+        fail_open: bool,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
         self.settings = settings
         #: An internal error in metering forwards the call unmetered (else: a 500 answer).
         self.fail_open = fail_open
@@ -82,7 +89,13 @@ class Engine:
         meter = load_meter(
             encodings_dir=settings.encodings_dir, rate_card_path=settings.rate_card_path
         )
-        self.pipeline = Pipeline(settings, meter, wallet_for(settings), events_for(settings))
+        self.pipeline = Pipeline(
+            settings,
+            meter,
+            wallet_for(settings),
+            events_for(settings),
+            tracer_provider=tracer_provider,
+        )
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -260,7 +273,8 @@ class _SyncRelayStream(httpx2.SyncByteStream):
             yield chunk
 
     def close(self) -> None:
-        self._engine.call(self._relay.aclose())
+        if not self._engine.loop.is_closed():
+            self._engine.call(self._relay.aclose())
 
 
 class MeteredTransport(httpx2.BaseTransport):
@@ -402,7 +416,8 @@ class _AsyncRelayStream(httpx2.AsyncByteStream):
             yield chunk
 
     async def aclose(self) -> None:
-        await self._engine.acall(self._relay.aclose())
+        if not self._engine.loop.is_closed():
+            await self._engine.acall(self._relay.aclose())
 
 
 class AsyncMeteredTransport(httpx2.AsyncBaseTransport):
@@ -542,21 +557,38 @@ def _settings(overrides: Mapping[str, object], env: Mapping[str, str] | None) ->
     return from_env(merged)
 
 
+def app_tracer_provider() -> trace.TracerProvider | None:
+    """The application's global TracerProvider, if it set one (not OpenTelemetry's default
+    proxy or no-op provider)."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        return None
+    return provider
+
+
 def instrument(
-    *, env: Mapping[str, str] | None = None, fail_open: bool | None = None, **overrides: object
+    *,
+    env: Mapping[str, str] | None = None,
+    fail_open: bool | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
+    **overrides: object,
 ) -> None:
     """Meter and guard every official openai and anthropic SDK client of this process, those
     made before and after this call. Settings come from ``env`` (default ``os.environ``):
     the sidecar's ``A11I_*`` and ``OTEL_*`` variables, each keyword override standing for
     ``A11I_<NAME>``. ``fail_open`` (default: ``A11I_REDIS_FAILURE``, OPEN) says whether a
-    call that a11i failed to meter goes on unmetered (True) or is answered 500 (False)."""
+    call that a11i failed to meter goes on unmetered (True) or is answered 500 (False).
+    Spans go to ``tracer_provider``, else to the application's global one if it set one,
+    else to the exporter the ``OTEL_*`` settings name."""
     global _engine
     with _lock:
         if _engine is not None:
             raise LibraryError("a11i is instrumented already: uninstrument() first")
         settings = _settings(overrides, env)
         engine = Engine(
-            settings, fail_open=settings.redis_fail_open if fail_open is None else fail_open
+            settings,
+            fail_open=settings.redis_fail_open if fail_open is None else fail_open,
+            tracer_provider=tracer_provider or app_tracer_provider(),
         )
         engine.start()
         _engine = engine

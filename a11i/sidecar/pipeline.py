@@ -24,6 +24,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
 
+from opentelemetry.trace import TracerProvider
+
 from a11i.core.analysis import ResponseFacts, ToolCall, answer_text, response_facts, tool_calls
 from a11i.core.capping import CapFit, fit_output_cap
 from a11i.core.dialects import error_body, parse_json_body, usage_from_body
@@ -261,13 +263,17 @@ class Pipeline:
         meter: Meter,
         wallet: Wallet,
         events: EventSink | None = None,
+        *,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.settings = settings
         self.meter = meter
         self.wallet = wallet
         self.events = events if events is not None else EventRing()
         self.outputs = OutputHistory()
-        self.telemetry = Telemetry(settings, settings.telemetry_config)
+        self.telemetry = Telemetry(
+            settings, settings.telemetry_config, tracer_provider=tracer_provider
+        )
         self.metrics = Metrics(
             namespace=settings.namespace,
             agent=self.telemetry.scrub_name(settings.agent),

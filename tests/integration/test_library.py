@@ -11,14 +11,19 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import aiohttp
 import anthropic
 import openai
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import a11i
 from a11i import library
 from a11i.core.meter import UsageSource
 from a11i.sidecar.call import CallRecord
+from tests.support.sidecar_processes import Sidecars
 from tests.support.standin import StandIn
 
 pytestmark = pytest.mark.integration
@@ -330,3 +335,115 @@ async def test_fail_closed_answers_500_without_sending(
         assert standin.requests == []
     finally:
         a11i.uninstrument()
+
+
+async def drain_into(stream: openai.AsyncStream[object], received: list[object]) -> None:
+    async for chunk in stream:
+        received.append(chunk)
+
+
+async def test_a_cut_stream_is_passed_on_after_what_arrived_and_settled(
+    instrumented: Records, standin: StandIn, standin_url: str
+) -> None:
+    standin.configure(cut_after=3)
+    received: list[object] = []
+    async with oai_async(standin_url) as client:
+        stream = await client.chat.completions.create(model="gpt-4o", messages=HISTORY, stream=True)
+        with pytest.raises(openai.APIError):
+            await drain_into(stream, received)
+    # What arrived before the cut reached the SDK: the answer streams, it is not buffered.
+    assert received
+    (record,) = await instrumented.settled(1)
+    assert not record.complete
+    assert record.error_type == "stream_cut"
+    assert record.settlement is not None
+    assert record.settlement.source is UsageSource.ESTIMATE
+    assert record.settlement.cost_usd > 0
+    budget = a11i.budget()
+    assert Decimal(str(budget["spent_usd"])) == record.settlement.cost_usd
+    assert Decimal(str(budget["reserved_usd"])) == 0
+
+
+async def test_a_sync_stream_closed_early_settles_what_arrived(
+    instrumented: Records, standin_url: str
+) -> None:
+    def read_two() -> int:
+        with oai_sync(standin_url) as client:
+            stream = client.chat.completions.create(
+                model="gpt-4o",
+                messages=HISTORY,
+                stream=True,
+                extra_headers={"x-standin-words": "200"},
+            )
+            first = [next(iter(stream)), next(iter(stream))]
+            stream.close()
+        return len(first)
+
+    assert await asyncio.to_thread(read_two) == 2
+    (record,) = await instrumented.settled(1)
+    assert not record.complete
+    assert record.settlement is not None
+    assert Decimal(str(a11i.budget()["reserved_usd"])) == 0
+
+
+async def test_spans_go_to_the_applications_tracer_provider(
+    tmp_path: Path, standin_url: str
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    records = Records()
+    a11i.instrument(env=settings(tmp_path), tracer_provider=provider)
+    try:
+        library.current_pipeline().observers.append(records.items.append)
+        async with oai_async(standin_url) as client:
+            await client.chat.completions.create(model="gpt-4o", messages=HISTORY, max_tokens=5)
+        await records.settled(1)
+    finally:
+        a11i.uninstrument()
+    assert "agent_turn" in [span.name for span in exporter.get_finished_spans()]
+    provider.shutdown()
+
+
+async def test_top_up_raises_the_limit(instrumented: Records) -> None:
+    before = Decimal(str(a11i.budget()["limit_usd"]))
+    a11i.wallet.top_up("2.5")
+    assert Decimal(str(a11i.budget()["limit_usd"])) == before + Decimal("2.5")
+
+
+async def test_a_sidecar_and_an_instrumented_process_share_one_wallet_file(
+    tmp_path: Path, standin: StandIn, standin_url: str
+) -> None:
+    env = settings(tmp_path, A11I_BUDGET_USD="5")
+    sidecars = Sidecars()
+    try:
+        url = await sidecars.start(
+            **env, A11I_OPENAI_BASE=standin_url, A11I_ANTHROPIC_BASE=standin_url
+        )
+        a11i.instrument(env=env)
+        try:
+            async with oai_async(standin_url) as client:
+                raw = await client.chat.completions.with_raw_response.create(
+                    model="gpt-4o", messages=HISTORY, max_tokens=5
+                )
+            in_process = Decimal(raw.headers["x-a11i-cost-usd"])
+            # Through the sidecar (plain HTTP: an SDK client here would be metered twice).
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    url + "/v1/chat/completions",
+                    json={"model": "gpt-4o", "messages": HISTORY, "max_tokens": 5},
+                    headers={"Authorization": "Bearer sk-test"},
+                ) as response,
+            ):
+                assert response.status == 200
+                through_sidecar = Decimal(response.headers["x-a11i-cost-usd"])
+                async with http.get(url + "/a11i/budget") as budget_response:
+                    seen_by_sidecar = await budget_response.json()
+            total = in_process + through_sidecar
+            assert Decimal(str(a11i.budget()["spent_usd"])) == total
+            assert Decimal(seen_by_sidecar["spent_usd"]) == total
+        finally:
+            a11i.uninstrument()
+    finally:
+        await sidecars.stop()
