@@ -478,12 +478,16 @@ _clients: weakref.WeakSet[httpx2.Client | httpx2.AsyncClient] = weakref.WeakSet(
 _constructors: dict[type, Callable[..., None]] = {}
 
 
-def _wrap(transport: object) -> object:
-    if isinstance(transport, MeteredTransport | AsyncMeteredTransport):
-        return transport
-    if isinstance(transport, httpx2.BaseTransport):
+def _wrap_sync(transport: object) -> object:
+    if isinstance(transport, httpx2.BaseTransport) and not isinstance(transport, MeteredTransport):
         return MeteredTransport(transport)
-    if isinstance(transport, httpx2.AsyncBaseTransport):
+    return transport
+
+
+def _wrap_async(transport: object) -> object:
+    if isinstance(transport, httpx2.AsyncBaseTransport) and not isinstance(
+        transport, AsyncMeteredTransport
+    ):
         return AsyncMeteredTransport(transport)
     return transport
 
@@ -518,7 +522,7 @@ def instrument_client(client: object) -> None:
     if http is None:
         raise TypeError(f"a11i cannot instrument a {type(client).__name__}: no httpx client")
     with _lock:
-        _swap(http, _wrap)
+        _swap(http, _wrap_sync if isinstance(http, httpx2.Client) else _wrap_async)
         _clients.add(http)
 
 

@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import a11i
 from a11i import library
 from a11i.core.meter import UsageSource
+from a11i.core.model import Dialect
 from a11i.sidecar.call import CallRecord
 from tests.support.sidecar_processes import Sidecars
 from tests.support.standin import StandIn
@@ -447,3 +448,35 @@ async def test_a_sidecar_and_an_instrumented_process_share_one_wallet_file(
             a11i.uninstrument()
     finally:
         await sidecars.stop()
+
+
+async def test_every_openai_endpoint_the_sidecar_meters_is_metered(
+    instrumented: Records, standin_url: str
+) -> None:
+    async with oai_async(standin_url) as client:
+        response = await client.responses.create(model="gpt-4o", input="Why 503s?")
+        stream = await client.responses.create(model="gpt-4o", input="Why 503s?", stream=True)
+        events = [event async for event in stream]
+        embedding = await client.embeddings.create(
+            model="text-embedding-3-small", input="checkout 503"
+        )
+        completion = await client.completions.create(
+            model="gpt-3.5-turbo-instruct", prompt="Why 503s?", max_tokens=5
+        )
+    assert response.output_text
+    assert events
+    assert embedding.data
+    assert completion.choices
+    records = await instrumented.settled(4)
+    assert [r.plan.request.dialect for r in records] == [
+        Dialect.OPENAI_RESPONSES,
+        Dialect.OPENAI_RESPONSES,
+        Dialect.OPENAI_EMBEDDINGS,
+        Dialect.OPENAI_COMPLETIONS,
+    ]
+    assert all(r.complete for r in records)
+    assert all(
+        r.settlement is not None and r.settlement.source is UsageSource.PROVIDER for r in records
+    )
+    total = sum((spent(r) for r in records), Decimal(0))
+    assert Decimal(str(a11i.budget()["spent_usd"])) == total
