@@ -11,7 +11,8 @@ contracts in pyproject.toml hold them):
 - ``a11i.core``: the pure core: parsing, counting, pricing, deciding. No I/O.
 
 Importing ``a11i`` imports nothing else: the version lives here, and library mode's names
-(``instrument``, ``uninstrument``, ``budget``, ``wallet``) load ``a11i.library`` when first used.
+(``instrument``, ``uninstrument``, ``budget``, ``wallet``, ...) load ``a11i.library`` when
+first used.
 """
 
 from __future__ import annotations
@@ -19,18 +20,33 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from a11i.library import WalletAdmin, budget, instrument, instrument_client, uninstrument
+    from a11i.library import (
+        WalletAdmin,
+        budget,
+        instrument,
+        instrument_client,
+        uninstrument,
+        uninstrument_client,
+    )
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "budget", "instrument", "instrument_client", "uninstrument", "wallet"]
+__all__ = [
+    "__version__",
+    "budget",
+    "instrument",
+    "instrument_client",
+    "uninstrument",
+    "uninstrument_client",
+    "wallet",
+]
 
 wallet: WalletAdmin
 
 
 def __getattr__(name: str) -> object:
     """Library mode's names, loaded on first use (``a11i.instrument()``)."""
-    if name in ("budget", "instrument", "instrument_client", "uninstrument", "wallet"):
+    if name in __all__ and name != "__version__":
         from a11i import library
 
         return getattr(library, name)

@@ -303,9 +303,7 @@ class MeteredTransport(httpx2.BaseTransport):
                 log.exception("a11i could not meter a call: forwarded unmetered")
                 return self.wrapped.handle_request(request)
             log.exception("a11i could not meter a call")
-            answer = error_answer(
-                inbound.route.dialect, InternalError("a11i failed to handle the request.")
-            )
+            answer = _internal_error(inbound, sent=upstream.sent)
         stream = None if answer.stream is None else _SyncRelayStream(engine, answer.stream)
         return _response(answer, request, stream)
 
@@ -446,14 +444,22 @@ class AsyncMeteredTransport(httpx2.AsyncBaseTransport):
                 log.exception("a11i could not meter a call: forwarded unmetered")
                 return await self.wrapped.handle_async_request(request)
             log.exception("a11i could not meter a call")
-            answer = error_answer(
-                inbound.route.dialect, InternalError("a11i failed to handle the request.")
-            )
+            answer = _internal_error(inbound, sent=upstream.sent)
         stream = None if answer.stream is None else _AsyncRelayStream(engine, answer.stream)
         return _response(answer, request, stream)
 
     async def aclose(self) -> None:
         await self.wrapped.aclose()
+
+
+def _internal_error(inbound: Inbound, *, sent: bool) -> Answer:
+    answer = error_answer(
+        inbound.route.dialect, InternalError("a11i failed to handle the request.")
+    )
+    if sent:
+        # The provider has the call already: the SDK must not send it again (it retries 5xx).
+        answer.headers.append(("x-should-retry", "false"))
+    return answer
 
 
 def _response(
@@ -474,6 +480,8 @@ _lock = threading.Lock()
 _engine: Engine | None = None
 #: The httpx clients whose transports library mode swapped (restored by ``uninstrument``).
 _clients: weakref.WeakSet[httpx2.Client | httpx2.AsyncClient] = weakref.WeakSet()
+#: The httpx clients left unmetered on purpose (``uninstrument_client``).
+_excluded: weakref.WeakSet[httpx2.Client | httpx2.AsyncClient] = weakref.WeakSet()
 #: The SDK constructors library mode wrapped, to put back.
 _constructors: dict[type, Callable[..., None]] = {}
 
@@ -508,22 +516,38 @@ def _swap(http: httpx2.Client | httpx2.AsyncClient, change: Callable[[object], o
     }
 
 
+def _http_client(client: object) -> httpx2.Client | httpx2.AsyncClient:
+    if isinstance(client, httpx2.Client | httpx2.AsyncClient):
+        return client
+    # The SDKs keep their httpx client (the default one, or the one given as ``http_client``)
+    # in ``_client``: the one attribute of theirs library mode reads.
+    inner = getattr(client, "_client", None)
+    if isinstance(inner, httpx2.Client | httpx2.AsyncClient):
+        return inner
+    raise TypeError(f"a11i cannot instrument a {type(client).__name__}: no httpx client")
+
+
 def instrument_client(client: object) -> None:
     """Meter one SDK client (``openai.OpenAI``/``AsyncOpenAI``, ``anthropic.Anthropic``/
     ``AsyncAnthropic``, or a bare ``httpx2`` client) created before ``instrument()``: its
     httpx client's transports are wrapped. Idempotent; ``instrument()`` does it for every
     client it finds."""
-    http = client if isinstance(client, httpx2.Client | httpx2.AsyncClient) else None
-    if http is None:
-        # The SDKs keep their httpx client (the one given as ``http_client``) here.
-        inner = getattr(client, "_client", None)
-        if isinstance(inner, httpx2.Client | httpx2.AsyncClient):
-            http = inner
-    if http is None:
-        raise TypeError(f"a11i cannot instrument a {type(client).__name__}: no httpx client")
+    http = _http_client(client)
     with _lock:
+        if http in _excluded:
+            return
         _swap(http, _wrap_sync if isinstance(http, httpx2.Client) else _wrap_async)
         _clients.add(http)
+
+
+def uninstrument_client(client: object) -> None:
+    """Give one client its own transports back, unmetered from now on (a client that talks to
+    a sidecar, which meters its calls already). It stays so while library mode runs."""
+    http = _http_client(client)
+    with _lock:
+        _swap(http, _unwrap)
+        _clients.discard(http)
+        _excluded.add(http)
 
 
 def _sdk_classes() -> list[type]:
@@ -617,6 +641,7 @@ def uninstrument() -> None:
         for http in list(_clients):
             _swap(http, _unwrap)
         _clients.clear()
+        _excluded.clear()
     if engine is not None:
         engine.stop()
 

@@ -243,6 +243,13 @@ async def test_over_budget_the_sdk_raises_its_402_and_nothing_is_sent(
             await asyncio.to_thread(claude_call)
         assert refused.value.status_code == 402
         assert "budget_exceeded" in refused.value.message
+        # With the SDK's own retries on: a 402 is not retried.
+        async with openai.AsyncOpenAI(base_url=standin_url + "/v1", api_key="k") as retrying:
+            with pytest.raises(openai.APIStatusError):
+                await retrying.chat.completions.create(
+                    model="gpt-4o", messages=HISTORY, max_tokens=2000
+                )
+        assert library.current_pipeline().counters.blocked_calls == 3
         assert standin.requests == []
     finally:
         a11i.uninstrument()
@@ -480,3 +487,21 @@ async def test_every_openai_endpoint_the_sidecar_meters_is_metered(
     )
     total = sum((spent(r) for r in records), Decimal(0))
     assert Decimal(str(a11i.budget()["spent_usd"])) == total
+
+
+async def test_a_failure_after_the_call_was_sent_is_never_sent_again(
+    instrumented: Records, standin: StandIn, standin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = library.current_pipeline()
+
+    def failing_settle(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("settlement exploded")
+
+    monkeypatch.setattr(pipeline.meter, "settle", failing_settle)
+    # The SDK's own retries on: a 500 it would retry says not to.
+    async with openai.AsyncOpenAI(base_url=standin_url + "/v1", api_key="k") as client:
+        with pytest.raises(openai.InternalServerError) as raised:
+            await client.chat.completions.create(model="gpt-4o", messages=HISTORY, max_tokens=5)
+    assert raised.value.response.headers["x-should-retry"] == "false"
+    assert len(standin.requests) == 1
+    assert Decimal(str(a11i.budget()["reserved_usd"])) == 0

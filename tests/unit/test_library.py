@@ -116,3 +116,18 @@ def test_what_has_no_httpx_client_is_refused() -> None:
 def test_budget_before_instrument_says_so() -> None:
     with pytest.raises(library.LibraryError, match="instrument"):
         library.budget()
+
+
+def test_a_client_left_unmetered_stays_so() -> None:
+    own = httpx2.HTTPTransport()
+    client = httpx2.Client(transport=own)
+    library.instrument_client(client)
+    library.uninstrument_client(client)
+    assert client._transport is own
+    library.instrument_client(client)  # what instrument() does to every client it finds
+    assert client._transport is own
+    library.uninstrument()
+    library.instrument_client(client)  # a new instrumentation starts afresh
+    assert isinstance(client._transport, library.MeteredTransport)
+    library.uninstrument()
+    client.close()
