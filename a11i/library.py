@@ -108,6 +108,7 @@ class Engine:
     def stop(self) -> None:
         try:
             self.call(self.pipeline.close())
+            self.call(self.loop.shutdown_default_executor())
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join()

@@ -505,3 +505,28 @@ async def test_a_failure_after_the_call_was_sent_is_never_sent_again(
     assert raised.value.response.headers["x-should-retry"] == "false"
     assert len(standin.requests) == 1
     assert Decimal(str(a11i.budget()["reserved_usd"])) == 0
+
+
+async def test_an_azure_openai_client_is_metered_at_its_deployments_model(
+    tmp_path: Path, standin_url: str
+) -> None:
+    records = Records()
+    a11i.instrument(env=settings(tmp_path, A11I_AZURE_DEPLOYMENTS="prod-chat=gpt-4o-mini"))
+    try:
+        library.current_pipeline().observers.append(records.items.append)
+        async with openai.AsyncAzureOpenAI(
+            azure_endpoint=standin_url,
+            api_version="2024-10-21",
+            api_key="azure-key",
+            max_retries=0,
+        ) as client:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="prod-chat", messages=HISTORY, max_tokens=5
+            )
+        assert raw.headers["x-a11i-decision"] == "allow"
+        (record,) = await records.settled(1)
+        assert record.plan.request.model == "gpt-4o-mini"
+        assert record.settlement is not None
+        assert record.settlement.source is UsageSource.PROVIDER
+    finally:
+        a11i.uninstrument()
