@@ -103,11 +103,23 @@ class Engine:
 
     def start(self) -> None:
         self._thread.start()
-        self.call(self.pipeline.open())
+        try:
+            self.call(self.pipeline.open())
+        except BaseException:
+            # What did start (the wallet's thread, the exporters) stops again.
+            with contextlib.suppress(Exception):
+                self.call(self.pipeline.close())
+            self._end_loop()
+            raise
 
     def stop(self) -> None:
         try:
             self.call(self.pipeline.close())
+        finally:
+            self._end_loop()
+
+    def _end_loop(self) -> None:
+        try:
             self.call(self.loop.shutdown_default_executor())
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)

@@ -3,10 +3,14 @@ how transports are wrapped and given back."""
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import httpx2
 import pytest
 
 from a11i import library
+from a11i.core.errors import SettingsError, WalletUnavailable
 from a11i.core.model import Dialect
 from a11i.sidecar.pipeline import StreamCut, UpstreamError
 
@@ -131,3 +135,16 @@ def test_a_client_left_unmetered_stays_so() -> None:
     assert isinstance(client._transport, library.MeteredTransport)
     library.uninstrument()
     client.close()
+
+
+def test_settings_that_cannot_be_used_leave_nothing_running(tmp_path: Path) -> None:
+    threads = set(threading.enumerate())
+    with pytest.raises(SettingsError):
+        library.instrument(env={"A11I_BUDGET_USD": "five dollars"})
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    with pytest.raises(WalletUnavailable):
+        library.instrument(env={"A11I_WALLET_FILE": str(blocked / "wallets.sqlite")})
+    assert set(threading.enumerate()) == threads
+    with pytest.raises(library.LibraryError):
+        library.budget()
