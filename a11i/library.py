@@ -143,6 +143,13 @@ async def _next_chunk(relay: Relay) -> bytes | None:
         return None
 
 
+def _close_dropped(engine: Engine, relay: Relay) -> None:
+    """A stream the application dropped without closing it still ends its call (settled, the
+    provider's connection released) once it is collected."""
+    with contextlib.suppress(RuntimeError):  # the engine's loop is closed: nothing to end
+        asyncio.run_coroutine_threadsafe(relay.aclose(), engine.loop)
+
+
 def _transport_error(error: BaseException) -> httpx2.TransportError | None:
     """The httpx error behind an upstream failure, so the SDK sees what it would have seen
     without a11i (and retries it as it would have)."""
@@ -274,6 +281,7 @@ class _SyncRelayStream(httpx2.SyncByteStream):
     def __init__(self, engine: Engine, relay: Relay) -> None:
         self._engine = engine
         self._relay = relay
+        weakref.finalize(self, _close_dropped, engine, relay)
 
     def __iter__(self) -> Iterator[bytes]:
         while True:
@@ -415,6 +423,7 @@ class _AsyncRelayStream(httpx2.AsyncByteStream):
     def __init__(self, engine: Engine, relay: Relay) -> None:
         self._engine = engine
         self._relay = relay
+        weakref.finalize(self, _close_dropped, engine, relay)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while True:

@@ -7,6 +7,7 @@ event loop, which a blocking call on it would hold up.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -530,3 +531,25 @@ async def test_an_azure_openai_client_is_metered_at_its_deployments_model(
         assert record.settlement.source is UsageSource.PROVIDER
     finally:
         a11i.uninstrument()
+
+
+async def test_a_stream_dropped_unclosed_still_settles(
+    instrumented: Records, standin_url: str
+) -> None:
+    sdk = oai_sync(standin_url)
+
+    def drop(read: int) -> None:
+        stream = sdk.chat.completions.create(
+            model="gpt-4o", messages=HISTORY, stream=True, extra_headers={"x-standin-words": "200"}
+        )
+        chunks = iter(stream)
+        for _ in range(read):
+            next(chunks)
+
+    await asyncio.to_thread(drop, 1)
+    await asyncio.to_thread(drop, 0)  # never read at all
+    gc.collect()
+    records = await instrumented.settled(2)
+    assert not any(record.complete for record in records)
+    assert Decimal(str(a11i.budget()["reserved_usd"])) == 0
+    await asyncio.to_thread(sdk.close)
