@@ -146,8 +146,13 @@ async def _next_chunk(relay: Relay) -> bytes | None:
 def _close_dropped(engine: Engine, relay: Relay) -> None:
     """A stream the application dropped without closing it still ends its call (settled, the
     provider's connection released) once it is collected."""
-    with contextlib.suppress(RuntimeError):  # the engine's loop is closed: nothing to end
-        asyncio.run_coroutine_threadsafe(relay.aclose(), engine.loop)
+    if relay.closed or engine.loop.is_closed():
+        return
+    closing = relay.aclose()
+    try:
+        asyncio.run_coroutine_threadsafe(closing, engine.loop)
+    except RuntimeError:  # the engine's loop closed meanwhile: nothing left to end
+        closing.close()
 
 
 def _transport_error(error: BaseException) -> httpx2.TransportError | None:

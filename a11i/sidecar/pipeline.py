@@ -196,6 +196,10 @@ class Relay:
     def __aiter__(self) -> Relay:
         return self
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def __anext__(self) -> bytes:
         self._started = True
         return await self._chunks.__anext__()
