@@ -17,6 +17,7 @@ metering failed (see ``fail_open``).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import gc
@@ -86,6 +87,9 @@ class Engine:
         self.fail_open = fail_open
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="a11i-library", daemon=True)
+        #: Streams being ended without a wait (kept: a dropped future could cancel nothing,
+        #: but its task must stay referenced until it has run).
+        self._closing: set[concurrent.futures.Future[None]] = set()
         meter = load_meter(
             encodings_dir=settings.encodings_dir, rate_card_path=settings.rate_card_path
         )
@@ -112,9 +116,15 @@ class Engine:
             self._end_loop()
             raise
 
+    async def _close(self) -> None:
+        # Streams still ending are settled before the wallet closes.
+        ending = [asyncio.wrap_future(future) for future in self._closing]
+        await asyncio.gather(*ending, return_exceptions=True)
+        await self.pipeline.close()
+
     def stop(self) -> None:
         try:
-            self.call(self.pipeline.close())
+            self.call(self._close())
         finally:
             self._end_loop()
 
@@ -129,6 +139,21 @@ class Engine:
     def call(self, coroutine: Coroutine[object, object, _T]) -> _T:
         """Run ``coroutine`` on the engine's loop from any other thread; wait for it."""
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def close_relay(self, relay: Relay) -> None:
+        """End a relayed stream without waiting for it: a sync stream's ``close()`` may run
+        from a garbage collection on any thread (the engine's own, a worker holding the
+        connection pool's lock that the end needs), where waiting could deadlock."""
+        if relay.closed or self.loop.is_closed():
+            return
+        closing = relay.aclose()
+        try:
+            future = asyncio.run_coroutine_threadsafe(closing, self.loop)
+        except RuntimeError:  # the loop closed meanwhile: nothing left to end
+            closing.close()
+            return
+        self._closing.add(future)
+        future.add_done_callback(self._closing.discard)
 
     async def acall(self, coroutine: Coroutine[object, object, _T]) -> _T:
         """Run ``coroutine`` on the engine's loop; await it from another loop."""
@@ -146,13 +171,7 @@ async def _next_chunk(relay: Relay) -> bytes | None:
 def _close_dropped(engine: Engine, relay: Relay) -> None:
     """A stream the application dropped without closing it still ends its call (settled, the
     provider's connection released) once it is collected."""
-    if relay.closed or engine.loop.is_closed():
-        return
-    closing = relay.aclose()
-    try:
-        asyncio.run_coroutine_threadsafe(closing, engine.loop)
-    except RuntimeError:  # the engine's loop closed meanwhile: nothing left to end
-        closing.close()
+    engine.close_relay(relay)
 
 
 def _transport_error(error: BaseException) -> httpx2.TransportError | None:
@@ -252,7 +271,8 @@ class _SyncAnswer(_Answer):
 
     async def close(self) -> None:
         if not self.response.is_closed:
-            self.response.close()
+            # Off the loop: closing waits for the connection pool's lock.
+            await asyncio.to_thread(self.response.close)
 
 
 class _SyncUpstream:
@@ -299,8 +319,7 @@ class _SyncRelayStream(httpx2.SyncByteStream):
             yield chunk
 
     def close(self) -> None:
-        if not self._engine.loop.is_closed():
-            self._engine.call(self._relay.aclose())
+        self._engine.close_relay(self._relay)
 
 
 class MeteredTransport(httpx2.BaseTransport):
