@@ -1,6 +1,7 @@
-"""Library mode: the sidecar's metering in-process, without the proxy.
+"""The meter from its files: the encodings and the rate card, loaded once.
 
-Adapter: loads the encodings and rate card once (file I/O), then hands out a pure ``Meter``.
+Adapter: loads the encodings and rate card once (file I/O), then hands out a pure ``Meter``
+(the proxy's and library mode's, ``a11i.instrument()``; usable alone to count and price):
 
     from a11i.sidecar.meter import load_meter
     meter = load_meter()

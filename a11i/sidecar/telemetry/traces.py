@@ -405,7 +405,15 @@ class _Bounded(OrderedDict[str, _V]):
 class Telemetry:
     """Spans and decision logs of one sidecar, and the scrubber in force."""
 
-    def __init__(self, settings: SidecarSettings, config: TelemetryConfig) -> None:
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        config: TelemetryConfig,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
+        """``tracer_provider``: the application's own (library mode), used instead of one
+        a11i would make from the OTLP settings; the application exports and shuts it down."""
         self.settings = settings.telemetry
         self.stats = ExportStats()
         #: The held keys scrubbed from everything: those at start and every rotated one since.
@@ -427,7 +435,9 @@ class Telemetry:
         self._tracer_provider: TracerProvider | None = None
         self._tracer: trace.Tracer | None = None
         traces = self.settings.traces
-        if traces is not None:
+        if tracer_provider is not None:
+            self._tracer = tracer_provider.get_tracer(names.SCOPE, __version__)
+        elif traces is not None:
             self._tracer_provider = TracerProvider(
                 resource=self.resource, sampler=_sampler(self.settings)
             )
