@@ -612,7 +612,8 @@ class Sidecar:
     async def _plan(self, dialect: Dialect, body: JSONObject, size: int) -> CallPlan:
         model = body.get("model")
         expected = self.outputs.estimate(model) if isinstance(model, str) else None
-        if self.meter.counter.encodings.pending:
+        anthropic = dialect.provider is Provider.ANTHROPIC
+        if self.meter.counter.builds_encoding(model, anthropic=anthropic):
             # An encoding is built on first use (0.2-0.5 s): never on the event loop.
             size = _OFFLOAD_BYTES
         return await self._off_loop_if_large(size, self.meter.plan, dialect, body, expected)
