@@ -39,7 +39,7 @@ from a11i.core.errors import (
 )
 from a11i.core.headers import downstream_headers, upstream_headers
 from a11i.core.meter import CallPlan, Meter, OutputHistory, Settlement, UsageSource
-from a11i.core.model import Dialect, JSONObject, JSONValue, Usage, usd
+from a11i.core.model import Dialect, JSONObject, JSONValue, Provider, Usage, usd
 from a11i.core.optimizer import (
     CacheContext,
     CacheMemory,
@@ -683,7 +683,8 @@ class Pipeline:
     async def _plan(self, dialect: Dialect, body: JSONObject, size: int) -> CallPlan:
         model = body.get("model")
         expected = self.outputs.estimate(model) if isinstance(model, str) else None
-        if self.meter.counter.encodings.pending:
+        anthropic = dialect.provider is Provider.ANTHROPIC
+        if self.meter.counter.builds_encoding(model, anthropic=anthropic):
             # An encoding is built on first use (0.2-0.5 s): never on the event loop.
             size = _OFFLOAD_BYTES
         return await self._off_loop_if_large(size, self.meter.plan, dialect, body, expected)

@@ -104,6 +104,19 @@ class TokenCounter:
     def missing_encodings(self) -> tuple[str, ...]:
         return self.encodings.missing
 
+    def builds_encoding(self, model: object, *, anthropic: bool) -> bool:
+        """Whether counting a request for ``model`` would first build its encoding (0.2-0.5 s,
+        once): the caller keeps that one count off its event loop. Only the encoding this
+        request needs matters: a pod that never sees a gpt-4 or Claude model never builds
+        ``cl100k_base``, and its calls are not held up for it."""
+        if anthropic:
+            name = CL100K_BASE
+        elif isinstance(model, str):
+            name = encoding_name_for_model(model)
+        else:
+            return False  # the plan refuses a request without a model before counting
+        return self.encodings.is_pending(name)
+
     def cache_stats(self) -> CacheStats:
         with self._lock:
             return CacheStats(self._hits, self._misses, len(self._cache), self._capacity)

@@ -85,6 +85,11 @@ class Encodings:
         """Whether an encoding found at start is still to be built (on its first use)."""
         return any(n not in self._built and n not in self._failed for n in self.deferred)
 
+    def is_pending(self, name: str) -> bool:
+        """Whether the encoding ``name`` was found at start and is still to be built: the
+        next count that needs it builds it (0.2-0.5 s)."""
+        return name in self.deferred and name not in self._built and name not in self._failed
+
     def failure(self, name: str) -> str | None:
         """Why the encoding ``name`` is missing: from the start, or since its first use."""
         return self.problems.get(name) or self._failed.get(name)

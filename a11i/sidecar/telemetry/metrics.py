@@ -7,6 +7,12 @@ the traffic:
 the proxy calls it as an observer, and observers' failures are logged and swallowed. Model and
 tool names pass the PII scrubber (``scrub``) before they become attributes.
 
+A call's measurements are added up here (``_Pending``: plain dicts keyed by attribute sets
+cached per model and decision) and handed to the OpenTelemetry instruments in one batch when a
+reader collects (a scrape, an OTLP export), when ``_PENDING_LIMIT`` measurements wait, or at
+shutdown. The SDK's per-measurement path (attributes frozen and hashed, locks, exemplar checks)
+cost ~100 us per call; the sums and last values it is handed are the same.
+
 The wallets are observed, not counted here: the proxy hands their snapshots to
 ``observe_wallets`` before a scrape (and on a timer for OTLP), and the budget gauges report the
 last ones, with the time to exhaustion at the burn rate between them (``BurnRate``).
@@ -23,13 +29,14 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Observation, _Gauge
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest
 
+from a11i.core.model import Usage
 from a11i.core.wallets import WalletSnapshot
 from a11i.sidecar.call import CallRecord
 from a11i.sidecar.telemetry import conventions as names
@@ -41,6 +48,44 @@ if TYPE_CHECKING:
 BURN_WINDOW_S: Final = 900.0
 #: A modality a proxy cannot tell apart from the usage it reads.
 _MODALITY_UNKNOWN: Final = "unknown"
+#: Histogram values kept before they are handed to the instruments without waiting for a reader
+#: (bounds the memory of a sidecar nobody scrapes).
+_PENDING_LIMIT: Final = 2048
+
+Attributes = dict[str, str]
+
+
+class _Pending:
+    """Measurements not yet handed to the instruments: counter sums and gauge values by
+    (instrument, attribute set), histogram values in order. Keys hold the attribute dicts
+    themselves by identity (``_Metrics._attributes`` caches one per set), so adding is a dict
+    update."""
+
+    __slots__ = ("gauges", "histograms", "sums")
+
+    def __init__(self) -> None:
+        self.sums: dict[tuple[Counter, int], tuple[float, Attributes]] = {}
+        self.gauges: dict[tuple[_Gauge, int], tuple[float, Attributes]] = {}
+        self.histograms: list[tuple[Histogram, float, Attributes]] = []
+
+    def add(self, counter: Counter, value: float, attributes: Attributes) -> None:
+        key = (counter, id(attributes))
+        known = self.sums.get(key)
+        self.sums[key] = (value if known is None else known[0] + value, attributes)
+
+    def set(self, gauge: _Gauge, value: float, attributes: Attributes) -> None:
+        self.gauges[(gauge, id(attributes))] = (value, attributes)
+
+    def record(self, histogram: Histogram, value: float, attributes: Attributes) -> None:
+        self.histograms.append((histogram, value, attributes))
+
+    def apply(self) -> None:
+        for (counter, _), (total, attributes) in self.sums.items():
+            counter.add(total, attributes)
+        for (gauge, _), (value, attributes) in self.gauges.items():
+            gauge.set(value, attributes)
+        for histogram, value, attributes in self.histograms:
+            histogram.record(value, attributes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,70 +277,123 @@ class Metrics:
         )
         self._tool_results: deque[bool] = deque(maxlen=tool_window)
         self._last_turn: float | None = None
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._pending = _Pending()
+        self._attribute_sets: dict[tuple[tuple[str, str], ...], Attributes] = {}
 
     def record(self, record: CallRecord) -> None:
         request = record.plan.request
-        attributes = {
-            **self._base,
-            names.GEN_AI_OPERATION_NAME: names.OPERATION[request.dialect],
-            **self._semconv.provider(request.dialect.provider.value),
-            names.GEN_AI_REQUEST_MODEL: self._models.of(self._scrub(request.model)),
-            names.DECISION: record.verdict.decision.value,
-        }
-        self._decisions.add(1, {**self._base, names.DECISION: record.verdict.decision.value})
-        now = time.monotonic()
-        if self._last_turn is not None:
-            self._velocity.set(now - self._last_turn, self._base)
-        self._last_turn = now
-        # Not by decision: a gauge keeps each attribute set's last value, and a stale 95% under
-        # an old decision would keep the Dementia Curve (and its alert) up.
-        self._saturation.set(
-            float(record.plan.saturation_percent),
-            {**self._base, names.GEN_AI_REQUEST_MODEL: attributes[names.GEN_AI_REQUEST_MODEL]},
+        decision = record.verdict.decision.value
+        model = self._models.of(self._scrub(request.model))
+        operation = names.OPERATION[request.dialect]
+        provider = tuple(self._semconv.provider(request.dialect.provider.value).items())
+        by_call = (
+            (names.GEN_AI_OPERATION_NAME, operation),
+            *provider,
+            (names.GEN_AI_REQUEST_MODEL, model),
+            (names.DECISION, decision),
         )
-        if record.plan.tool_results:
-            self._tool_results.extend(result.is_error for result in record.plan.tool_results)
-            failed = sum(self._tool_results)
-            self._tool_errors.set(failed / len(self._tool_results), self._base)
-            for result in record.plan.tool_results:
-                self._tool_outcomes.add(
-                    1,
-                    {
-                        **self._base,
-                        names.GEN_AI_TOOL_NAME: self._tools.of(self._scrub(result.name)),
-                        names.TOOL_OUTCOME: result.outcome.value,
-                    },
-                )
-        if record.optimization is not None:
-            self._saved.add(record.optimization.tokens_saved, attributes)
-        self._duration.record(record.duration_s, attributes)
-        settled = record.settlement
-        if settled is None:
-            return
-        self._cost.add(float(settled.cost_usd), attributes)
-        usage = settled.usage
+        attributes = self._attributes(by_call)
+        now = time.monotonic()
+        with self._lock:
+            pending = self._pending
+            pending.add(self._decisions, 1, self._attributes(((names.DECISION, decision),)))
+            if self._last_turn is not None:
+                pending.set(self._velocity, now - self._last_turn, self._base)
+            self._last_turn = now
+            # Not by decision: a gauge keeps each attribute set's last value, and a stale 95%
+            # under an old decision would keep the Dementia Curve (and its alert) up.
+            pending.set(
+                self._saturation,
+                float(record.plan.saturation_percent),
+                self._attributes(((names.GEN_AI_REQUEST_MODEL, model),)),
+            )
+            if record.plan.tool_results:
+                self._tool_results.extend(result.is_error for result in record.plan.tool_results)
+                failed = sum(self._tool_results)
+                pending.set(self._tool_errors, failed / len(self._tool_results), self._base)
+                for result in record.plan.tool_results:
+                    tool = self._tools.of(self._scrub(result.name))
+                    pending.add(
+                        self._tool_outcomes,
+                        1,
+                        self._attributes(
+                            (
+                                (names.GEN_AI_TOOL_NAME, tool),
+                                (names.TOOL_OUTCOME, result.outcome.value),
+                            )
+                        ),
+                    )
+            if record.optimization is not None:
+                pending.add(self._saved, record.optimization.tokens_saved, attributes)
+            pending.record(self._duration, record.duration_s, attributes)
+            settled = record.settlement
+            if settled is not None:
+                self._record_usage(pending, by_call, attributes, settled.cost_usd, settled.usage)
+            full = len(pending.histograms) >= _PENDING_LIMIT
+        if full:
+            self.flush()
+
+    def _record_usage(
+        self,
+        pending: _Pending,
+        by_call: tuple[tuple[str, str], ...],
+        attributes: Attributes,
+        cost_usd: Decimal,
+        usage: Usage,
+    ) -> None:
+        pending.add(self._cost, float(cost_usd), attributes)
         for mission, convention, count in (
             ("prompt", "input", usage.input_tokens),
             ("completion", "output", usage.output_tokens),
         ):
-            self._tokens.add(count, {**attributes, names.TOKEN_TYPE: mission})
+            pending.add(
+                self._tokens, count, self._attributes((*by_call, (names.TOKEN_TYPE, mission)))
+            )
             if self._semconv.old:
-                self._usage.record(count, {**attributes, names.GEN_AI_TOKEN_TYPE: convention})
+                pending.record(
+                    self._usage,
+                    count,
+                    self._attributes((*by_call, (names.GEN_AI_TOKEN_TYPE, convention))),
+                )
         if self._semconv.new:
-            by_modality = {**attributes, names.GEN_AI_TOKEN_MODALITY: _MODALITY_UNKNOWN}
+            by_modality = self._attributes(
+                (*by_call, (names.GEN_AI_TOKEN_MODALITY, _MODALITY_UNKNOWN))
+            )
             for name, count in (
                 (names.INFERENCE_INPUT_TOKENS, usage.input_tokens),
                 (names.INFERENCE_OUTPUT_TOKENS, usage.output_tokens),
                 (names.INFERENCE_CACHE_READ_TOKENS, usage.cached_input_tokens),
                 (names.INFERENCE_CACHE_WRITE_TOKENS, usage.cache_write_tokens),
             ):
-                self._inference[name].add(count, by_modality)
-            self._operation_tokens[names.INFERENCE_OPERATION_INPUT_TOKENS].record(
-                usage.input_tokens, attributes
+                pending.add(self._inference[name], count, by_modality)
+            pending.record(
+                self._operation_tokens[names.INFERENCE_OPERATION_INPUT_TOKENS],
+                usage.input_tokens,
+                attributes,
             )
-            self._operation_tokens[names.INFERENCE_OPERATION_OUTPUT_TOKENS].record(
-                usage.output_tokens, attributes
+            pending.record(
+                self._operation_tokens[names.INFERENCE_OPERATION_OUTPUT_TOKENS],
+                usage.output_tokens,
+                attributes,
             )
+
+    def _attributes(self, pairs: tuple[tuple[str, str], ...]) -> Attributes:
+        """The base attributes with ``pairs``, one dict per distinct set (label values are
+        bounded by ``_Labels``, so the cache is too): the pending sums are keyed by it."""
+        cached = self._attribute_sets.get(pairs)
+        if cached is None:
+            cached = self._attribute_sets[pairs] = {**self._base, **dict(pairs)}
+        return cached
+
+    def flush(self) -> None:
+        """Hand the pending measurements to the instruments (before a reader collects: every
+        observable callback calls this first, so scrapes and OTLP exports see every call)."""
+        with self._flush_lock:
+            with self._lock:
+                pending, self._pending = self._pending, _Pending()
+            pending.apply()
 
     # -- wallets ---------------------------------------------------------------------------
     def observe_wallets(self, snapshots: Iterable[WalletSnapshot], now: float) -> None:
@@ -312,6 +410,7 @@ class Metrics:
         self, field_of: Callable[[WalletSnapshot], Decimal | None]
     ) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(_options: CallbackOptions) -> Iterable[Observation]:
+            self.flush()
             with self._wallet_lock:
                 wallets = list(self._wallets.values())
             return [
@@ -323,6 +422,7 @@ class Metrics:
         return observe
 
     def _exhaustion(self, _options: CallbackOptions) -> Iterable[Observation]:
+        self.flush()
         with self._wallet_lock:
             pairs = [
                 (key, self._burn[key].seconds_left(snapshot.remaining_usd))
@@ -335,6 +435,7 @@ class Metrics:
         ]
 
     def _export_failures(self, _options: CallbackOptions) -> Iterable[Observation]:
+        self.flush()
         stats = self._export_stats
         if stats is None:
             return []
@@ -349,6 +450,7 @@ class Metrics:
         return generate_latest(self.registry)
 
     def shutdown(self) -> None:
+        self.flush()
         self._provider.shutdown()
 
 

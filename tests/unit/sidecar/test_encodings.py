@@ -331,6 +331,22 @@ def test_lazy_load_verifies_at_start_and_builds_on_first_use(packaged: Encodings
     assert lazy.get(O200K_BASE) is lazy.get(O200K_BASE)  # built once
 
 
+def test_only_the_encoding_a_request_needs_holds_it_off_the_loop() -> None:
+    """A pod that only calls gpt-4o-era models never builds cl100k_base: once o200k_base is
+    built, its calls are counted inline again (not on a worker thread for ever)."""
+    lazy = load_encodings([PACKAGE_DIR], include_defaults=False, lazy=True)
+    counter = TokenCounter(lazy)
+    assert counter.builds_encoding("gpt-4o-mini", anthropic=False)
+    assert counter.builds_encoding("claude-sonnet-4-5", anthropic=True)
+    counter.count_chat("gpt-4o-mini", [{"role": "user", "content": "hi"}])
+    assert not counter.builds_encoding("gpt-4o-mini", anthropic=False)
+    assert not counter.builds_encoding("gpt-5", anthropic=False)
+    assert counter.builds_encoding("gpt-4", anthropic=False)  # cl100k_base: still to build
+    assert counter.builds_encoding("claude-sonnet-4-5", anthropic=True)
+    assert lazy.pending  # cl100k_base is never built in this pod, and nothing waits for it
+    assert not counter.builds_encoding(None, anthropic=False)
+
+
 def test_lazy_load_rejects_a_corrupt_file_at_start(
     tmp_path: Path, official: dict[str, bytes]
 ) -> None:
