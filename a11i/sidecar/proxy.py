@@ -402,8 +402,15 @@ async def _write(response: web.StreamResponse, data: bytes) -> None:
 async def _read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
     """Read the body, refusing it as soon as it passes ``limit`` bytes (no unbounded buffer)
     or takes longer than ``timeout_s`` (a slow upload would hold a connection for ever)."""
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge(_too_large(limit))
+    if request.content_length is not None:
+        if request.content_length > limit:
+            raise BodyTooLarge(_too_large(limit))
+        # The parser delivers at most Content-Length bytes: read them in one go.
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await request.content.read()
+        except TimeoutError as exc:
+            raise RequestTimeout(_too_slow(timeout_s)) from exc
     return b"".join([chunk async for chunk in _limited(request, limit, timeout_s)])
 
 
@@ -418,14 +425,15 @@ async def _limited(request: web.Request, limit: int, timeout_s: float) -> AsyncI
         except StopAsyncIteration:
             return
         except TimeoutError as exc:
-            raise RequestTimeout(
-                f"The request body took longer than {timeout_s:g} s to arrive "
-                "(A11I_BODY_READ_TIMEOUT)."
-            ) from exc
+            raise RequestTimeout(_too_slow(timeout_s)) from exc
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(_too_large(limit))
         yield chunk
+
+
+def _too_slow(timeout_s: float) -> str:
+    return f"The request body took longer than {timeout_s:g} s to arrive (A11I_BODY_READ_TIMEOUT)."
 
 
 def _too_large(limit: int) -> str:
