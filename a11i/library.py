@@ -32,7 +32,7 @@ from decimal import Decimal
 from typing import Final, Protocol, TypeVar, runtime_checkable
 
 import httpx2
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 
 from a11i.core.errors import A11iError, InternalError
 from a11i.core.routes import Access, route
@@ -81,6 +81,7 @@ class Engine:
         *,
         fail_open: bool,
         tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
         self.settings = settings
         #: An internal error in metering forwards the call unmetered (else: a 500 answer).
@@ -99,6 +100,7 @@ class Engine:
             wallet_for(settings),
             events_for(settings),
             tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
         )
 
     def _run(self) -> None:
@@ -640,11 +642,23 @@ def app_tracer_provider() -> trace.TracerProvider | None:
     return provider
 
 
+def app_meter_provider() -> metrics.MeterProvider | None:
+    """The application's global MeterProvider, if it set one (not OpenTelemetry's default
+    proxy or no-op provider)."""
+    provider = metrics.get_meter_provider()
+    # The API's default is a proxy with no public name: any provider the API itself defines
+    # (the proxy, the no-op) means the application set none.
+    if type(provider).__module__.startswith("opentelemetry.metrics"):
+        return None
+    return provider
+
+
 def instrument(
     *,
     env: Mapping[str, str] | None = None,
     fail_open: bool | None = None,
     tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
     **overrides: object,
 ) -> None:
     """Meter and guard every official openai and anthropic SDK client of this process, those
@@ -653,7 +667,8 @@ def instrument(
     ``A11I_<NAME>``. ``fail_open`` (default: ``A11I_REDIS_FAILURE``, OPEN) says whether a
     call that a11i failed to meter goes on unmetered (True) or is answered 500 (False).
     Spans go to ``tracer_provider``, else to the application's global one if it set one,
-    else to the exporter the ``OTEL_*`` settings name."""
+    else to the exporter the ``OTEL_*`` settings name; metrics likewise to ``meter_provider``
+    or the application's global MeterProvider, else by the ``OTEL_*`` settings."""
     global _engine
     with _lock:
         if _engine is not None:
@@ -663,6 +678,7 @@ def instrument(
             settings,
             fail_open=settings.redis_fail_open if fail_open is None else fail_open,
             tracer_provider=tracer_provider or app_tracer_provider(),
+            meter_provider=meter_provider or app_meter_provider(),
         )
         engine.start()
         _engine = engine

@@ -24,6 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
 
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from a11i.core.analysis import ResponseFacts, ToolCall, answer_text, response_facts, tool_calls
@@ -269,6 +270,7 @@ class Pipeline:
         events: EventSink | None = None,
         *,
         tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self.settings = settings
         self.meter = meter
@@ -283,10 +285,15 @@ class Pipeline:
             agent=self.telemetry.scrub_name(settings.agent),
             project=settings.project,
             resource=self.telemetry.resource,
-            readers=otlp_metric_readers(settings.telemetry, self.telemetry.stats),
+            readers=(
+                otlp_metric_readers(settings.telemetry, self.telemetry.stats)
+                if meter_provider is None
+                else ()
+            ),
             scrub=self.telemetry.scrub_name,
             export_stats=self.telemetry.stats,
             semconv=self.telemetry.tagging.semconv,
+            meter_provider=meter_provider,
         )
         #: Run in order on the telemetry thread, off the event loop: a slow PII rule or a large
         #: captured prompt never holds up another call or the health probes.

@@ -16,6 +16,8 @@ import aiohttp
 import anthropic
 import openai
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -25,6 +27,7 @@ from a11i import library
 from a11i.core.meter import UsageSource
 from a11i.core.model import Dialect
 from a11i.sidecar.call import CallRecord
+from a11i.sidecar.telemetry import conventions as names
 from tests.support.sidecar_processes import Sidecars
 from tests.support.standin import StandIn
 
@@ -411,6 +414,39 @@ async def test_spans_go_to_the_applications_tracer_provider(
     finally:
         a11i.uninstrument()
     assert "agent_turn" in [span.name for span in exporter.get_finished_spans()]
+    provider.shutdown()
+
+
+async def test_metrics_go_to_the_applications_meter_provider(
+    tmp_path: Path, standin_url: str
+) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    records = Records()
+    a11i.instrument(env=settings(tmp_path), meter_provider=provider)
+    try:
+        library.current_pipeline().observers.append(records.items.append)
+        async with oai_async(standin_url) as client:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=HISTORY, max_tokens=5
+            )
+        await records.settled(1)
+        data = reader.get_metrics_data()
+    finally:
+        a11i.uninstrument()
+    assert data is not None
+    found = {
+        metric.name: metric
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    (cost,) = found[names.COST_ESTIMATE].data.data_points
+    assert Decimal(str(cost.value)) == Decimal(raw.headers["x-a11i-cost-usd"])  # type: ignore[union-attr]
+    (duration,) = found[names.CLIENT_OPERATION_DURATION].data.data_points
+    # a11i's buckets, advised to the application's provider (no views of a11i's there)
+    assert tuple(duration.explicit_bounds) == names.DURATION_BUCKETS  # type: ignore[union-attr]
+    assert duration.count == 1  # type: ignore[union-attr]
     provider.shutdown()
 
 

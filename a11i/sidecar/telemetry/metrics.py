@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
+from opentelemetry import metrics as metrics_api
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Observation, _Gauge
 from opentelemetry.sdk.metrics import MeterProvider
@@ -145,21 +146,24 @@ class Metrics:
         tool_window: int = 100,
         semconv: names.Semconv | None = None,
         max_label_values: int = 64,
+        meter_provider: metrics_api.MeterProvider | None = None,
     ) -> None:
+        """``meter_provider``: the application's own (library mode), used instead of one of
+        this sidecar's: its readers and exporters get the instruments, ``exposition`` is then
+        empty, and ``shutdown`` leaves it running."""
         self.registry = CollectorRegistry()
         # Model and tool names come from request bodies: an agent (or a bug) writing a new
         # name per call would grow the series without end (10,000 names made a 40 MB scrape).
         self._models = _Labels(max_label_values)
         self._tools = _Labels(max_label_values)
-        reader = PrometheusMetricReader(registry=self.registry)
         self._scrub = scrub
         self._export_stats = export_stats
         self._semconv = semconv or names.Semconv()
         self._wallet_lock = threading.Lock()
         self._wallets: dict[str, WalletSnapshot] = {}
         self._burn: dict[str, BurnRate] = {}
-        self._provider = MeterProvider(
-            metric_readers=[reader, *readers],
+        self._provider: metrics_api.MeterProvider = meter_provider or MeterProvider(
+            metric_readers=[PrometheusMetricReader(registry=self.registry), *readers],
             resource=resource
             or Resource(
                 {
@@ -189,6 +193,7 @@ class Metrics:
                 ),
             ],
         )
+        self._owned = meter_provider is None
         meter = self._provider.get_meter("a11i.sidecar")
         self._base = {
             names.K8S_NAMESPACE_NAME: namespace,
@@ -224,8 +229,13 @@ class Metrics:
             unit="{token}",
             description="Input tokens the optimizer removed from calls",
         )
+        # The buckets twice: as views of this sidecar's provider, and as advice an application's
+        # provider (library mode) follows unless its own views say otherwise.
         self._usage = meter.create_histogram(
-            names.CLIENT_TOKEN_USAGE, unit="{token}", description="Tokens used per call"
+            names.CLIENT_TOKEN_USAGE,
+            unit="{token}",
+            description="Tokens used per call",
+            explicit_bucket_boundaries_advisory=names.TOKEN_USAGE_BUCKETS,
         )
         self._inference = {
             name: meter.create_counter(name, unit="{token}", description=description)
@@ -237,7 +247,12 @@ class Metrics:
             )
         }
         self._operation_tokens = {
-            name: meter.create_histogram(name, unit="{token}", description=description)
+            name: meter.create_histogram(
+                name,
+                unit="{token}",
+                description=description,
+                explicit_bucket_boundaries_advisory=names.TOKEN_USAGE_BUCKETS,
+            )
             for name, description in (
                 (names.INFERENCE_OPERATION_INPUT_TOKENS, "Input tokens per call"),
                 (names.INFERENCE_OPERATION_OUTPUT_TOKENS, "Output tokens per call"),
@@ -267,7 +282,10 @@ class Metrics:
             description="Seconds until the wallet is empty at the burn rate of the last minutes",
         )
         self._duration = meter.create_histogram(
-            names.CLIENT_OPERATION_DURATION, unit="s", description="Duration of each call"
+            names.CLIENT_OPERATION_DURATION,
+            unit="s",
+            description="Duration of each call",
+            explicit_bucket_boundaries_advisory=names.DURATION_BUCKETS,
         )
         meter.create_observable_counter(
             names.TELEMETRY_EXPORT_FAILURES,
@@ -446,12 +464,17 @@ class Metrics:
         ]
 
     def exposition(self) -> bytes:
-        """The Prometheus text exposition of every instrument."""
+        """The Prometheus text exposition of every instrument (empty when the instruments
+        belong to an application's provider)."""
+        if not self._owned:
+            return b""
         return generate_latest(self.registry)
 
     def shutdown(self) -> None:
         self.flush()
-        self._provider.shutdown()
+        if self._owned:
+            assert isinstance(self._provider, MeterProvider)
+            self._provider.shutdown()
 
 
 def _limit(snapshot: WalletSnapshot) -> Decimal | None:
