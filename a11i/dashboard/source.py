@@ -158,7 +158,7 @@ class RedisSource:
             rest.extend(entries[1:])
         rest.sort(key=lambda entry: id_key(entry[0]))
         room = max(count - len(newest), 0)
-        kept = newest + (rest[len(rest) - room :] if room else [])
+        kept = newest + (rest[max(len(rest) - room, 0) :] if room else [])
         return sorted(kept, key=lambda entry: id_key(entry[0]))
 
     async def read(self, after: str, block_ms: int, count: int) -> list[RawEvent]:

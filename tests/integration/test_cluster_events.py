@@ -15,14 +15,16 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from a11i.dashboard.hub import HubSettings
 from a11i.dashboard.server import DashboardSettings, build_app
 from a11i.dashboard.source import RedisSource
+from a11i.dashboard.state import advance, format_cursor, id_stream, parse_cursor
 from a11i.operator.budgets import Wallets
 from a11i.sidecar.redis_clients import RedisMode, RedisTarget, connect
-from a11i.sidecar.telemetry.events import STREAM, STREAMS, stream_key
+from a11i.sidecar.telemetry.events import STREAM, STREAMS, RedisEventStream, stream_key
 from a11i.sidecar.wallets.redis import WalletKeys
 from tests.support.redis_server import RedisClusterServers, free_port
 from tests.support.sidecar_processes import Sidecars
@@ -48,6 +50,10 @@ def cluster() -> Iterator[RedisClusterServers]:
 
 @pytest.fixture
 async def client(cluster: RedisClusterServers) -> AsyncIterator[RedisCluster]:
+    for node in cluster.nodes:  # each test starts with no streams
+        plain = Redis.from_url(node.url)
+        await plain.flushall()
+        await plain.aclose()
     connection = connect(cluster.url, RedisMode.CLUSTER, decode_responses=True)
     assert isinstance(connection, RedisCluster)
     yield connection
@@ -209,3 +215,51 @@ async def test_two_namespaces_streams_on_two_nodes_reach_the_operator_and_the_da
         } - all_ids
         assert len(fresh) == 8
         assert sorted(missed) == sorted(fresh)
+
+
+async def test_the_dashboards_source_reads_every_namespaces_stream_by_its_own_cursor(
+    cluster: RedisClusterServers, client: RedisCluster
+) -> None:
+    await client.initialize()
+    writer = RedisEventStream(connect(cluster.url, RedisMode.CLUSTER), owns_client=True)
+    await writer.start()
+    source = RedisSource(connect(cluster.url, RedisMode.CLUSTER, decode_responses=True))
+    try:
+        # A quiet namespace first, then a busy one: the quiet one's event is the oldest.
+        writer.append({"kind": "call", "namespace": "quiet", "agent": "a", "cost_usd": "1"})
+        await writer.drained()
+        for index in range(6):
+            writer.append({"kind": "call", "namespace": "busy", "agent": "b", "seq": str(index)})
+            await writer.drained()  # one XADD each: six ids in order
+        assert {"quiet", "busy"} <= await client.smembers(STREAMS)
+
+        # The history's last 3 across the streams keep the quiet stream's newest too.
+        history = await source.history(3)
+        assert [id_stream(event_id) for event_id, _ in history] == ["quiet", "busy", "busy"]
+        assert [fields.get("seq") for _, fields in history] == [None, "4", "5"]
+        cursor = format_cursor(advance({}, (event_id for event_id, _ in history)))
+        assert len(await source.history(10)) == 7  # fewer than asked: all of them
+
+        # Nothing after it; then a late event of the quiet stream is found by its own cursor.
+        assert await source.read(cursor, 300, 100) == []
+        writer.append({"kind": "call", "namespace": "quiet", "agent": "a", "cost_usd": "2"})
+        await writer.drained()
+        late = await source.read(cursor, 2_000, 100)
+        assert [(id_stream(event_id), fields["cost_usd"]) for event_id, fields in late] == [
+            ("quiet", "2")
+        ]
+
+        # From the start, two at a time: every event once, each stream in its order.
+        seen: list[str] = []
+        position = ""
+        while batch := await source.range_after(position, 2):
+            assert len(batch) <= 2
+            seen += [event_id for event_id, _ in batch]
+            position = format_cursor(advance(parse_cursor(position), (i for i, _ in batch)))
+        assert len(seen) == len(set(seen)) == 8
+        everything = await source.range_after("", 100)
+        busy = [fields["seq"] for event_id, fields in everything if id_stream(event_id) == "busy"]
+        assert busy == [str(i) for i in range(6)]
+    finally:
+        await writer.close()
+        await source.close()
