@@ -1,6 +1,7 @@
 """The hub: follows the event stream, folds it into the state, and fans it out to the pages.
 
-One follower task reads the stream after the last id it saw (history first, on start), one
+One follower task reads the stream after the last id it saw (history first, on start; in a Redis
+Cluster every namespace's stream, after a cursor of one id per stream), one
 publisher task re-reads the wallets and pushes the view when it changed. Each page has a bounded
 queue; a page too slow to keep up is disconnected (it reconnects and resumes from its last id,
 so it loses nothing). Replays for a resuming page come from a bounded buffer of recent events,
@@ -25,7 +26,12 @@ from a11i.dashboard.state import (
     DashboardState,
     Event,
     JSONView,
+    advance,
+    format_cursor,
     id_key,
+    id_stream,
+    is_after,
+    parse_cursor,
     parse_event,
 )
 
@@ -74,6 +80,8 @@ class Page:
 
     queue: asyncio.Queue[Outgoing] = field(default_factory=lambda: asyncio.Queue(1_000))
     overflowed: bool = False
+    #: The hub's cursor when the page attached: its replay reaches there, its queue goes on.
+    cursor: str | None = None
 
 
 @dataclass(slots=True)
@@ -136,8 +144,7 @@ class Hub:
         feed when None) and whether some were too old to replay."""
         missed: list[Event] = []
         truncated = False
-        oldest = self._buffer[0].id if self._buffer else None
-        if since is not None and oldest is not None and id_key(since) < id_key(oldest):
+        if since is not None and self._behind(parse_cursor(since)):
             # Further behind than the buffer: read the gap from the stream itself.
             raw = await self.source.range_after(since, self.settings.max_replay)
             truncated = len(raw) >= self.settings.max_replay
@@ -146,11 +153,34 @@ class Hub:
         if since is None:
             replay = self.state.recent()
         else:
-            after = id_key(missed[-1].id) if missed else id_key(since)
-            replay = missed + [event for event in self._buffer if id_key(event.id) > after]
-        page = Page(asyncio.Queue(self.settings.page_queue))
+            after = advance(parse_cursor(since), (event.id for event in missed))
+            replay = missed + [event for event in self._buffer if is_after(event.id, after)]
+        page = Page(asyncio.Queue(self.settings.page_queue), cursor=self._cursor)
         self._pages.add(page)
         return page, replay, truncated
+
+    @property
+    def cursor(self) -> str | None:
+        """Where the hub has read every stream up to (None before the history is read): a
+        page that got every event broadcast so far resumes from here."""
+        return self._cursor
+
+    def _behind(self, since: dict[str, str]) -> bool:
+        """Whether the buffer may lack events of some stream after ``since``: the stream's
+        oldest buffered event is after ``since``'s position in it while the hub read further."""
+        if self._cursor is None or not self._buffer:
+            return False
+        oldest: dict[str, str] = {}
+        for event in self._buffer:
+            oldest.setdefault(id_stream(event.id), event.id)
+        for stream, position in parse_cursor(self._cursor).items():
+            seen = since.get(stream)
+            if seen is not None and id_key(seen) >= id_key(position):
+                continue  # nothing new in that stream
+            first = oldest.get(stream)
+            if first is None or seen is None or id_key(first) > id_key(seen):
+                return True
+        return False
 
     def detach(self, page: Page) -> None:
         self._pages.discard(page)
@@ -217,24 +247,32 @@ class Hub:
                             {
                                 "type": "events",
                                 "events": [event.as_json() for event in recent],
-                                "last_id": recent[-1].id,
+                                "last_id": format_cursor(
+                                    advance({}, (event_id for event_id, _ in history))
+                                ),
                             }
                         )
-                    self._cursor = history[-1][0] if history else "0-0"
+                    self._cursor = (
+                        format_cursor(advance({}, (event_id for event_id, _ in history)))
+                        if history
+                        else "0-0"
+                    )
                 batch = await self.source.read(
                     self._cursor, int(self.settings.block_s * 1000), 1_000
                 )
                 self._set_status(True, f"following the {self.source.mode} event stream")
                 backoff = 0.25
                 if batch:
-                    self._cursor = batch[-1][0]
+                    self._cursor = format_cursor(
+                        advance(parse_cursor(self._cursor), (event_id for event_id, _ in batch))
+                    )
                     events = self._ingest(batch)
                     if events:
                         self._broadcast(
                             {
                                 "type": "events",
                                 "events": [event.as_json() for event in events],
-                                "last_id": events[-1].id,
+                                "last_id": self._cursor,
                             }
                         )
             except DashboardError as exc:

@@ -514,7 +514,8 @@ class _Routes:
                     "replay": True,
                     "truncated": truncated,
                     "events": [event.as_json() for event in replay],
-                    "last_id": replay[-1].id if replay else since,
+                    # Every stream's position (a Redis Cluster has one per namespace).
+                    "last_id": page.cursor or (replay[-1].id if replay else since),
                 },
                 dumps=dumps,
             )
@@ -678,6 +679,11 @@ async def _amount(request: web.Request) -> Decimal:
     return amount
 
 
+#: A page's cursor: an id, or in a Redis Cluster one per namespace's stream (``<ns>/<id>``).
+_POSITION = r"(?:[A-Za-z0-9._*-]{1,253}/)?\d{1,20}(?:-\d{1,20})?"
+_CURSOR = re.compile(f"{_POSITION}(?:,{_POSITION})*")
+
+
 async def _resume_point(ws: web.WebSocketResponse) -> str | None:
     """The last event id the page saw (its first message), None for a fresh page."""
     with contextlib.suppress(TimeoutError):
@@ -687,7 +693,7 @@ async def _resume_point(ws: web.WebSocketResponse) -> str | None:
                 with contextlib.suppress(ValueError):
                     body = json.loads(message.data)
                     since = body.get("since") if isinstance(body, dict) else None
-                    if isinstance(since, str) and re.fullmatch(r"\d{1,20}(-\d{1,20})?", since):
+                    if isinstance(since, str) and len(since) <= 60_000 and _CURSOR.fullmatch(since):
                         return since
     return None
 

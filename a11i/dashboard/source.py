@@ -1,8 +1,11 @@
 """Where the dashboard's data comes from and where its actions go: the shared Redis.
 
 Adapter: reads the event stream ``a11i:events`` (history, then blocking XREAD from the last id),
-lists the wallets by scanning the ``a11i:wallet:*`` hashes (``a11i:{*}:wallet`` on every node of
-a Redis Cluster; not the keys beside them) read-only, and applies actions through the same code
+or in a Redis Cluster every namespace's stream ``a11i:{<ns>}:events`` named in
+``a11i:events:namespaces`` (one non-blocking XRANGE per stream, pipelined per node, every
+``poll_s`` while nothing comes; ids ``<ns>/<ms>-<seq>``, a cursor per stream), lists the
+wallets by scanning the ``a11i:wallet:*`` hashes (``a11i:{*}:wallet`` on every node of a Redis
+Cluster; not the keys beside them) read-only, and applies actions through the same code
 the sidecars and ``a11i wallet`` use (``RedisWallet.suspend``/``top_up``,
 ``set_cluster_stop``), recording each as an event; after a top-up through an AgentBudget it
 configures the wallet as the operator does (``budgets.Wallets.apply``).
@@ -23,10 +26,17 @@ from redis.typing import EncodableT, FieldT
 
 from a11i.core.errors import WalletUnavailable
 from a11i.core.policy import BudgetPolicy, Period
-from a11i.dashboard.state import WalletView, wallet_from_fields
+from a11i.dashboard.state import (
+    WalletView,
+    advance,
+    format_cursor,
+    id_key,
+    parse_cursor,
+    wallet_from_fields,
+)
 from a11i.operator.status import BudgetSpec
 from a11i.sidecar.redis_clients import RedisTarget, is_cluster
-from a11i.sidecar.telemetry.events import STREAM
+from a11i.sidecar.telemetry.events import STREAM, STREAMS, stream_key
 from a11i.sidecar.wallets.redis import (
     CLUSTER_STOP_KEY,
     UNREACHABLE,
@@ -75,7 +85,8 @@ class Wallets:
 
 
 class Source(Protocol):
-    """What the hub needs of a backend (Redis now; the embedded sidecar later)."""
+    """What the hub needs of a backend (Redis now; the embedded sidecar later). ``after`` is a
+    cursor's text (``state.parse_cursor``): one id, or one per stream."""
 
     mode: str
 
@@ -103,10 +114,13 @@ class RedisSource:
 
     mode = "redis"
 
-    def __init__(self, client: AnyRedis, *, timeout_s: float = 2.0) -> None:
+    def __init__(self, client: AnyRedis, *, timeout_s: float = 2.0, poll_s: float = 0.2) -> None:
         self._client = client
         self._timeout = timeout_s
         self._cluster = is_cluster(client)
+        #: In a cluster: seconds between reads of the streams while none has news (a blocking
+        #: read would wait on one node only).
+        self._poll_s = poll_s
 
     @classmethod
     def from_url(cls, url: str | RedisTarget, *, timeout_s: float = 2.0) -> RedisSource:
@@ -124,13 +138,34 @@ class RedisSource:
         await self._client.aclose()
 
     async def history(self, count: int) -> list[RawEvent]:
-        """The last ``count`` events, oldest first."""
-        reply = await self._call(self._client.xrevrange(STREAM, "+", "-", count=count))
-        return list(reversed(_entries(reply)))
+        """The last ``count`` events, oldest first. In a cluster: across every namespace's
+        stream, and at least the newest of each, so that the hub's cursor names every one."""
+        if not self._cluster:
+            reply = await self._call(self._client.xrevrange(STREAM, "+", "-", count=count))
+            return list(reversed(_entries(reply)))
+        streams = await self._call(self._streams())
+        if not streams:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for namespace in streams:
+            pipe.xrevrange(stream_key(namespace, cluster=True), "+", "-", count=count)
+        replies = await self._call(pipe.execute())
+        newest: list[RawEvent] = []
+        rest: list[RawEvent] = []
+        for namespace, reply in zip(streams, replies, strict=True):
+            entries = _entries(reply, namespace)
+            newest.extend(entries[:1])
+            rest.extend(entries[1:])
+        rest.sort(key=lambda entry: id_key(entry[0]))
+        room = max(count - len(newest), 0)
+        kept = newest + (rest[max(len(rest) - room, 0) :] if room else [])
+        return sorted(kept, key=lambda entry: id_key(entry[0]))
 
     async def read(self, after: str, block_ms: int, count: int) -> list[RawEvent]:
         """Events after ``after``, waiting up to ``block_ms`` for the first."""
         wait = self._timeout + block_ms / 1000
+        if self._cluster:
+            return await self._call(self._poll(after, block_ms / 1000, count), wait)
         reply = await self._call(
             self._client.xread({STREAM: after}, count=count, block=block_ms), wait
         )
@@ -143,8 +178,46 @@ class RedisSource:
 
     async def range_after(self, after: str, count: int) -> list[RawEvent]:
         """Up to ``count`` events after ``after`` (exclusive), oldest first."""
+        if self._cluster:
+            return await self._call(self._ranges(after, count))
         reply = await self._call(self._client.xrange(STREAM, f"({after}", "+", count=count))
         return _entries(reply)
+
+    async def _streams(self) -> list[str]:
+        """The namespaces with a stream of their own (a cluster's)."""
+        names = await self._client.smembers(STREAMS)
+        return sorted(name.decode() if isinstance(name, bytes) else name for name in names)
+
+    async def _ranges(self, after: str, count: int) -> list[RawEvent]:
+        # A cursor names the streams it has read; any other is read from its start. The first
+        # ``count`` of the merge hold a prefix of every stream, so a cursor moved past them
+        # skips nothing.
+        cursor = parse_cursor(after)
+        streams = sorted(set(await self._streams()) | (set(cursor) - {""}))
+        if not streams:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for namespace in streams:
+            position = cursor.get(namespace)
+            low = f"({position}" if position else "-"
+            pipe.xrange(stream_key(namespace, cluster=True), low, "+", count=count)
+        replies = await pipe.execute()
+        merged = [
+            entry
+            for namespace, reply in zip(streams, replies, strict=True)
+            for entry in _entries(reply, namespace)
+        ]
+        merged.sort(key=lambda entry: id_key(entry[0]))
+        return merged[:count]
+
+    async def _poll(self, after: str, wait_s: float, count: int) -> list[RawEvent]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            batch = await self._ranges(after, count)
+            if batch or loop.time() >= deadline:
+                return batch
+            await asyncio.sleep(min(self._poll_s, max(deadline - loop.time(), 0)))
 
     async def wallets(self, now: float) -> Wallets:
         names = await self._call(wallet_names(self._client))
@@ -188,10 +261,23 @@ class RedisSource:
 
     async def record(self, event: Mapping[str, str]) -> str:
         fields: dict[FieldT, EncodableT] = {key: value for key, value in event.items()}
-        reply = await self._call(
-            self._client.xadd(STREAM, fields, maxlen=STREAM_MAX_LENGTH, approximate=True)
+        if not self._cluster:
+            reply = await self._call(
+                self._client.xadd(STREAM, fields, maxlen=STREAM_MAX_LENGTH, approximate=True)
+            )
+            return str(reply)
+        # The namespace's own stream (the cluster-wide stop's is "*"), listed for the readers.
+        namespace = event.get("namespace", "")
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xadd(
+            stream_key(namespace, cluster=True),
+            fields,
+            maxlen=STREAM_MAX_LENGTH,
+            approximate=True,
         )
-        return str(reply)
+        pipe.sadd(STREAMS, namespace)
+        replies = await self._call(pipe.execute())
+        return format_cursor(advance({}, [f"{namespace}/{replies[0]}"]))
 
     async def exists(self, namespace: str) -> bool:
         key = WalletKeys.of(namespace, cluster=self._cluster).wallet
@@ -246,12 +332,14 @@ class _CheckedWallet:
             raise SourceUnavailable(exc.message) from exc
 
 
-def _entries(reply: Sequence[object] | None) -> list[RawEvent]:
+def _entries(reply: Sequence[object] | None, namespace: str | None = None) -> list[RawEvent]:
+    """Stream entries as (id, fields); the ids of a namespace's own stream as ``<ns>/<id>``."""
+    prefix = "" if namespace is None else f"{namespace}/"
     out: list[RawEvent] = []
     for entry in reply or []:
         if not isinstance(entry, list | tuple) or len(entry) != 2:
             continue
         event_id, fields = entry
         if isinstance(fields, dict):
-            out.append((str(event_id), {str(k): str(v) for k, v in fields.items()}))
+            out.append((f"{prefix}{event_id}", {str(k): str(v) for k, v in fields.items()}))
     return out

@@ -1,6 +1,6 @@
 """The dashboard's pure core: events and wallet fields in, the page's view out.
 
-Folds the flat events of ``a11i:events`` into per-namespace and per-agent aggregates, computes
+Folds the flat events of the event streams into per-namespace and per-agent aggregates, computes
 burn rates over a sliding window and projected exhaustion times, and turns the raw fields of a
 wallet hash into a typed ``WalletView``. Every piece of memory is bounded (recent events and
 burn windows per namespace, chart points, the number of agents and namespaces tracked).
@@ -68,12 +68,59 @@ class StateSettings:
 
 
 def id_key(event_id: str) -> tuple[int, int]:
-    """Order of a stream id: Redis ``"<ms>-<seq>"``, or the embedded ring's whole numbers."""
-    first, _, second = event_id.partition("-")
+    """Order of a stream id: Redis ``"<ms>-<seq>"``, or the embedded ring's whole numbers; an
+    id of a namespace's own stream (a Redis Cluster's) is ``"<ns>/<ms>-<seq>"``."""
+    first, _, second = event_id.rpartition("/")[2].partition("-")
     try:
         return int(first), int(second or 0)
     except ValueError:
         return -1, -1
+
+
+def id_stream(event_id: str) -> str:
+    """Which stream an id is of: the namespace of ``"<ns>/<ms>-<seq>"``, "" for the one shared
+    stream (``a11i:events``, the embedded ring)."""
+    return event_id.rpartition("/")[0]
+
+
+#: A position in every stream followed: stream ("" for the shared one) to the last id read.
+Cursor: TypeAlias = dict[str, str]
+
+
+def parse_cursor(text: str | None) -> Cursor:
+    """A cursor from its text: ids separated by commas, one per stream (one Redis server's
+    single stream: a plain id, as in earlier releases)."""
+    cursor: Cursor = {}
+    for item in (text or "").split(","):
+        if item:
+            stream, _, position = item.rpartition("/")
+            cursor[stream] = position
+    return cursor
+
+
+def format_cursor(cursor: Mapping[str, str]) -> str:
+    return ",".join(
+        f"{stream}/{position}" if stream else position
+        for stream, position in sorted(cursor.items())
+    )
+
+
+def advance(cursor: Mapping[str, str], event_ids: Iterable[str]) -> Cursor:
+    """``cursor`` moved past ``event_ids`` (each stream to the latest of its own)."""
+    moved = dict(cursor)
+    for event_id in event_ids:
+        stream = id_stream(event_id)
+        known = moved.get(stream)
+        if known is None or id_key(event_id) > id_key(known):
+            moved[stream] = event_id.rpartition("/")[2]
+    return moved
+
+
+def is_after(event_id: str, cursor: Mapping[str, str]) -> bool:
+    """Whether the event comes after ``cursor`` in its own stream (a stream the cursor does
+    not name: yes)."""
+    known = cursor.get(id_stream(event_id))
+    return known is None or id_key(event_id) > id_key(known)
 
 
 # --- events -----------------------------------------------------------------------------------
@@ -379,14 +426,17 @@ class DashboardState:
         self._agents: OrderedDict[tuple[str, str], AgentStats] = OrderedDict()
         self._cluster_recent: deque[Event] = deque(maxlen=self.settings.recent_per_namespace)
         self.last_id: str | None = None
+        #: Where each stream was folded up to: a replay never counts an event twice.
+        self.cursor: Cursor = {}
         self.folded = 0
 
     def fold(self, event: Event) -> None:
-        """Add one event (in stream order; an id at or before the last one is ignored, so a
-        replay after a reconnect never counts twice)."""
-        if self.last_id is not None and id_key(event.id) <= id_key(self.last_id):
+        """Add one event (in its stream's order; an id at or before the last one folded of its
+        stream is ignored, so a replay after a reconnect never counts twice)."""
+        if not is_after(event.id, self.cursor):
             return
         self.last_id = event.id
+        self.cursor[id_stream(event.id)] = event.id.rpartition("/")[2]
         self.folded += 1
         if isinstance(event, ActionEvent) and event.namespace == CLUSTER:
             self._cluster_recent.append(event)

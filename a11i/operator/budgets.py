@@ -2,7 +2,8 @@
 
 Adapter: kopf calls these handlers, Redis is reached through
 ``a11i.sidecar.wallets.redis.RedisWallet`` (the same Lua scripts every sidecar runs) and the
-stream ``a11i:events``; every decision is made by the pure functions of ``a11i.operator.status``.
+event stream (``a11i:events``, or the namespace's own ``a11i:{<ns>}:events`` in a Redis
+Cluster); every decision is made by the pure functions of ``a11i.operator.status``.
 The Kubernetes API is reached only through kopf: the handlers fill kopf's ``patch`` and post
 Events with ``kopf.event``.
 
@@ -63,7 +64,7 @@ from a11i.operator.status import (
     top_agents,
 )
 from a11i.sidecar.redis_clients import is_cluster
-from a11i.sidecar.telemetry.events import STREAM
+from a11i.sidecar.telemetry.events import stream_key
 from a11i.sidecar.wallets.redis import UNREACHABLE, RedisWallet, WalletKeys
 
 if TYPE_CHECKING:
@@ -150,7 +151,9 @@ class Wallets:
 
     async def spend_by_agent(self, namespace: str, since: datetime) -> dict[str, Decimal]:
         """What each agent of the namespace spent since ``since``, from the event stream; read
-        on from where the last call stopped, so each event is read once per period."""
+        on from where the last call stopped, so each event is read once per period. In a Redis
+        Cluster the namespace's stream holds its events alone; one Redis server's is shared."""
+        stream = stream_key(namespace, cluster=is_cluster(self._client))
         first = stream_id(since)
         current = self._tallies.get(namespace)
         if current is None or current.first != first:
@@ -158,7 +161,7 @@ class Wallets:
         for _ in range(STREAM_ROUNDS):
             cursor = current.first if current.last is None else f"({current.last}"
             entries = await self._call(
-                self._client.xrange(STREAM, min=cursor, max="+", count=STREAM_BATCH)
+                self._client.xrange(stream, min=cursor, max="+", count=STREAM_BATCH)
             )
             if not entries:
                 break

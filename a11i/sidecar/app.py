@@ -127,7 +127,8 @@ def metrics_listener(
 
 
 def events_for(settings: SidecarSettings) -> EventSink:
-    """The Redis stream ``a11i:events`` with Redis, else the in-process ring."""
+    """The Redis event stream (``a11i:events``, or one per namespace in a Redis Cluster) with
+    Redis, else the in-process ring."""
     if settings.redis_url is None:
         return EventRing()
     return RedisEventStream(redis_client(settings), owns_client=True)

@@ -18,16 +18,50 @@ const page = {
 
 // --- small helpers -----------------------------------------------------------------------------
 
+// An event id is "<ms>-<seq>", or "<namespace>/<ms>-<seq>" for a namespace's own stream (a
+// Redis Cluster's); a cursor is one id per stream, comma-separated, as the server sends it.
 function idKey(id) {
-  const [a, b] = String(id).split("-");
+  const text = String(id);
+  const [a, b] = text.slice(text.lastIndexOf("/") + 1).split("-");
   return [Number(a) || 0, Number(b) || 0];
 }
 
-function newer(id, than) {
-  if (than === null || than === undefined) return true;
-  const [a1, b1] = idKey(id);
-  const [a2, b2] = idKey(than);
+function streamOf(id) {
+  const text = String(id);
+  const slash = text.lastIndexOf("/");
+  return slash < 0 ? "" : text.slice(0, slash);
+}
+
+function parseCursor(cursor) {
+  const positions = new Map();
+  for (const id of String(cursor ?? "").split(",")) {
+    if (id) positions.set(streamOf(id), id);
+  }
+  return positions;
+}
+
+function later(a, b) {
+  const [a1, b1] = idKey(a);
+  const [a2, b2] = idKey(b);
   return a1 > a2 || (a1 === a2 && b1 > b2);
+}
+
+function newer(id, cursor) {
+  if (cursor === null || cursor === undefined) return true;
+  const seen = parseCursor(cursor).get(streamOf(id));
+  return seen === undefined || later(id, seen);
+}
+
+// The cursor moved past `ids` (each stream to the latest of its own).
+function advanceCursor(cursor, ids) {
+  const positions = parseCursor(cursor);
+  for (const id of ids) {
+    const stream = streamOf(id);
+    const seen = positions.get(stream);
+    if (seen === undefined || later(id, seen)) positions.set(stream, String(id));
+  }
+  const sorted = [...positions.keys()].sort();
+  return sorted.length ? sorted.map((stream) => positions.get(stream)).join(",") : null;
 }
 
 // The page is in English: amounts and counts are grouped the English way ("$1,234.50",
@@ -518,14 +552,17 @@ function setConnection(text, state) {
 
 // --- the socket ----------------------------------------------------------------------------------
 
-function addEvents(events) {
+function addEvents(events, lastId) {
   let added = false;
+  const fresh = [];
   for (const event of events) {
     if (!newer(event.id, page.lastId)) continue;  // already shown (a replay overlaps live events)
     page.feed.push(event);
-    page.lastId = event.id;
+    fresh.push(event.id);
     added = true;
   }
+  // The server's cursor names every stream it follows, those without news too.
+  page.lastId = advanceCursor(page.lastId, [...fresh, ...String(lastId ?? "").split(",").filter(Boolean)]);
   if (page.feed.length > FEED_SIZE) page.feed.splice(0, page.feed.length - FEED_SIZE);
   if (added) renderFeed();
 }
@@ -543,7 +580,7 @@ function onMessage(message) {
       break;
     }
     case "events":
-      addEvents(message.events);
+      addEvents(message.events, message.last_id);
       break;
     case "error":
       setConnection(`error: ${message.message}`, "error");

@@ -1,9 +1,15 @@
 """The event stream: one record per decision and settlement, for the dashboard and the operator.
 
 Adapter: turns each ``CallRecord`` into a flat event of strings and appends it to a sink. The
-embedded sink is a bounded in-memory ring; the Redis sink appends to the capped stream
-``a11i:events`` from a background task, through a bounded queue, so a slow or absent Redis can
-never delay a call (events that cannot be queued are dropped and counted, never waited for).
+embedded sink is a bounded in-memory ring; the Redis sink appends to a capped stream from a
+background task, through a bounded queue, so a slow or absent Redis can never delay a call (events
+that cannot be queued are dropped and counted, never waited for).
+
+Which stream (``stream_key``): one Redis server (standalone, Sentinel) keeps the single stream
+``a11i:events`` of earlier releases; a Redis Cluster gets one stream per namespace in the
+namespace's slot (``a11i:{<ns>}:events``, beside its wallet), so no primary takes every event of
+the fleet, and the namespaces that have one are listed in the set ``a11i:events:namespaces``
+(``STREAMS``) for the readers that follow them all (the dashboard).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 from a11i.core.meter import UsageSource
 from a11i.core.model import usd
 from a11i.sidecar.call import CallRecord
+from a11i.sidecar.redis_clients import is_cluster
 
 if TYPE_CHECKING:
     from a11i.sidecar.redis_clients import AnyRedis
@@ -28,10 +35,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STREAM: Final = "a11i:events"
+#: In a Redis Cluster: the set of namespaces that have a stream of their own (``stream_key``).
+STREAMS: Final = "a11i:events:namespaces"
 #: Events written to Redis in one round trip at most.
 BATCH: Final = 256
 
 Event = Mapping[str, str]
+
+
+def stream_key(namespace: str, *, cluster: bool) -> str:
+    """The stream a namespace's events go to: ``a11i:events`` (one Redis server: every
+    namespace's), or ``a11i:{<ns>}:events`` in a Redis Cluster (the namespace's slot, the node
+    of its wallet)."""
+    if not cluster:
+        return STREAM
+    if "{" in namespace or "}" in namespace:
+        raise ValueError(f"a namespace name may not hold braces: {namespace!r}")
+    return f"a11i:{{{namespace}}}:events"
 
 
 def call_event(record: CallRecord, namespace: str, agent: str) -> dict[str, str]:
@@ -149,7 +169,9 @@ class EventRing:
 
 
 class RedisEventStream:
-    """Appends events to the capped Redis stream ``a11i:events`` from a background task."""
+    """Appends events to the capped Redis stream of their namespace (``stream_key``) from a
+    background task; in a Redis Cluster also names each namespace in ``STREAMS``, once per
+    process (again after Redis was unreachable: it may have come back without its data)."""
 
     def __init__(
         self,
@@ -166,6 +188,9 @@ class RedisEventStream:
         self._timeout_s = timeout_s
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
+        self._cluster = is_cluster(client)
+        #: Namespaces this process has written to ``STREAMS`` (cluster only).
+        self._listed: set[str] = set()
         self.dropped = 0
 
     async def drained(self) -> None:
@@ -193,25 +218,40 @@ class RedisEventStream:
 
     async def _append(self, events: list[Event]) -> None:
         # One round trip for what queued up meanwhile: Redis pays its per-command I/O once per
-        # batch, not once per event (under load, a batch per settle or less).
+        # batch, not once per event (under load, a batch per settle or less). A sidecar's events
+        # are its namespace's: in a cluster, one stream on one node.
+        keyed = [(self._key(event), event) for event in events]
+        unlisted = (
+            {event.get("namespace", "") for event in events} - self._listed
+            if self._cluster
+            else set()
+        )
         async with asyncio.timeout(self._timeout_s):
-            if len(events) == 1:  # alone: a plain XADD costs Redis less than a pipeline of one
+            if len(events) == 1 and not unlisted:
+                # Alone: a plain XADD costs Redis less than a pipeline of one.
+                key, event = keyed[0]
                 await self._client.xadd(
-                    STREAM,
-                    dict(events[0]),  # type: ignore[arg-type]
+                    key,
+                    dict(event),  # type: ignore[arg-type]
                     maxlen=self._max_length,
                     approximate=True,
                 )
                 return
             pipe = self._client.pipeline(transaction=False)
-            for event in events:
+            for key, event in keyed:
                 pipe.xadd(
-                    STREAM,
+                    key,
                     dict(event),  # type: ignore[arg-type]
                     maxlen=self._max_length,
                     approximate=True,
                 )
+            if unlisted:
+                pipe.sadd(STREAMS, *sorted(unlisted))
             await pipe.execute()
+        self._listed |= unlisted
+
+    def _key(self, event: Event) -> str:
+        return stream_key(event.get("namespace", ""), cluster=self._cluster)
 
     async def _drain(self) -> None:
         from redis.exceptions import ConnectionError as RedisConnectionError
@@ -235,10 +275,12 @@ class RedisEventStream:
                     # restart are not lost.
                     await self._append(events)
                 if failing:
-                    log.info("event stream %s reachable again", STREAM)
+                    log.info("event stream reachable again")
                     failing = False
             except (TimeoutError, OSError, ConnectionError) as error:
                 self.dropped += len(events)
+                # Redis may come back without its data: list the namespaces again then.
+                self._listed.clear()
                 if not failing:
                     log.warning("events are being dropped: Redis unreachable (%s)", error)
                     failing = True

@@ -15,9 +15,14 @@ from a11i.dashboard.state import (
     DashboardState,
     StateSettings,
     action_event,
+    advance,
     burn_rate_per_hour,
     exhaustion_time,
+    format_cursor,
     id_key,
+    id_stream,
+    is_after,
+    parse_cursor,
     parse_event,
     wallet_from_fields,
 )
@@ -360,3 +365,53 @@ def test_wallet_from_fields(
 )
 def test_wallet_from_fields_rejects_what_is_not_a_wallet(fields: dict[str, str]) -> None:
     assert wallet_from_fields("x", fields, False, NOW) is None
+
+
+# --- cursors: one position per stream (a Redis Cluster's namespaces) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("event_id", "stream", "key"),
+    [
+        pytest.param("1700-3", "", (1700, 3), id="shared-stream"),
+        pytest.param("7", "", (7, 0), id="embedded-ring"),
+        pytest.param("team-a/1700-3", "team-a", (1700, 3), id="namespace-stream"),
+        pytest.param("*/5-0", "*", (5, 0), id="cluster-wide-actions"),
+    ],
+)
+def test_an_id_names_its_stream_and_its_order(
+    event_id: str, stream: str, key: tuple[int, int]
+) -> None:
+    assert id_stream(event_id) == stream
+    assert id_key(event_id) == key
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("1700-3", id="one-redis-server"),
+        pytest.param("team-a/1700-3,team-b/1650-0", id="two-namespaces"),
+        pytest.param("0-0,team-a/1-0", id="empty-start-then-a-namespace"),
+    ],
+)
+def test_a_cursor_reads_back_as_written(text: str) -> None:
+    assert format_cursor(parse_cursor(text)) == text
+
+
+def test_a_cursor_moves_each_stream_to_its_own_latest() -> None:
+    cursor = parse_cursor("team-a/10-0,team-b/20-0")
+    moved = advance(cursor, ["team-b/5-0", "team-a/11-0", "team-c/1-0", "team-a/12-1"])
+    assert format_cursor(moved) == "team-a/12-1,team-b/20-0,team-c/1-0"
+    # An event of a quiet stream older than a busy stream's position is still new.
+    assert is_after("team-b/21-0", moved)
+    assert not is_after("team-a/12-1", moved)
+    assert is_after("team-d/1-0", moved)
+
+
+def test_a_late_event_of_another_stream_is_folded_and_a_replay_is_not() -> None:
+    state = DashboardState()
+    for event_id in ("team-a/20-0", "team-b/10-0", "team-a/21-0"):
+        state.fold(call(event_id, ns=event_id.partition("/")[0]))
+    state.fold(call("team-b/10-0", ns="team-b"))  # replayed
+    assert state.folded == 3
+    assert format_cursor(state.cursor) == "team-a/21-0,team-b/10-0"

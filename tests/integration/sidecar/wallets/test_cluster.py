@@ -18,6 +18,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from a11i.core.policy import BudgetPolicy, Period
 from a11i.sidecar.redis_clients import RedisMode, RedisTarget, connect
+from a11i.sidecar.telemetry.events import STREAMS, stream_key
 from a11i.sidecar.wallets.redis import RedisWallet, WalletKeys
 from tests.support.redis_server import RedisClusterServers, RedisServer
 from tests.support.sidecar_processes import Sidecars
@@ -125,11 +126,15 @@ async def test_two_sidecars_on_a_cluster_share_one_wallet_and_both_stops(
         assert 0 < spent <= Decimal("0.05")
         assert await client.zcard(keys.held) == 0
         assert await client.hget(keys.wallet, "reserved_nanos") == "0"
+        stream = stream_key(namespace, cluster=True)  # the namespace's own, in its wallet's slot
+        assert await client.cluster_keyslot(stream) == await client.cluster_keyslot(keys.wallet)
         for _ in range(50):  # the sidecars write their events in the background
-            if await client.xlen("a11i:events") >= 60:
+            if await client.xlen(stream) >= 60:
                 break
             await asyncio.sleep(0.1)
-        events = [fields for _, fields in await client.xrange("a11i:events")]
+        assert not await client.exists("a11i:events")
+        assert namespace in await client.smembers(STREAMS)
+        events = [fields for _, fields in await client.xrange(stream)]
         assert len(events) == 60
         assert {fields["agent"] for fields in events} == {"agent-0", "agent-1"}
         charged = sum(Decimal(fields["cost_usd"]) for fields in events)
