@@ -11,8 +11,8 @@
 #      code a checkout may hold, so a dev checkout and a Docker build context give the same wheel;
 #   2. creates the venv PREFIX with the python3 on PATH (the base image's);
 #   3. builds the project's wheel and installs it, without the dev extras; with --operator (the
-#      operator image) with the `operator` extra (kopf, cryptography), which the sidecar does
-#      without;
+#      operator image) with the `operator` extra (kopf, cryptography, kubernetes), which the
+#      sidecar does without, less the kubernetes client's unused asyncio package;
 #   4. with --encodings (the sidecar image): fetches the tiktoken encodings from the pinned litellm
 #      wheel on PyPI into the installed package's data folder, verifies their SHA-256 against
 #      tiktoken's own, and proves the installed sidecar loads them with no cache and no network;
@@ -79,6 +79,11 @@ step "building and installing the a11i wheel"
 wheel=("$scratch"/wheels/a11i-*.whl)
 if ((operator)); then
   "${py[@]}" -m pip install --quiet --no-cache-dir "${wheel[0]}[operator]"
+  # The kubernetes client ships an asyncio twin of its whole API (kubernetes/aio, ~68 MB, more
+  # than half the client) that nothing imports: a11i.operator.kube runs the synchronous client
+  # off the event loop, and kopf speaks to the API server itself.
+  step "removing the kubernetes client's unused asyncio package"
+  rm -rf "$prefix"/lib/python*/site-packages/kubernetes/aio
 else
   "${py[@]}" -m pip install --quiet --no-cache-dir "${wheel[0]}"
 fi

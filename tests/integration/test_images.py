@@ -438,6 +438,17 @@ def test_install_is_the_wheel_alone(installed: Installed) -> None:
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     assert Path(found["a11i"]).is_relative_to(installed.prefix), found
+    if installed.image == "operator":
+        # The kubernetes client without its unused asyncio twin (~68 MB), and the operator's
+        # modules still import.
+        client = (
+            "import kubernetes, a11i.operator.run, a11i.operator.kube; print(kubernetes.__file__)"
+        )
+        imported = run_in_image(installed, [python, "-c", client])
+        assert imported.returncode == 0, imported.stderr
+        package = Path(imported.stdout.strip()).parent
+        assert (package / "client").is_dir()
+        assert not (package / "aio").exists()
     absent = ["a11i_operator", "litellm", "mypy", "openai", "pip", "pytest", "sidecar"]
     extra = ["cryptography", "kopf", "kubernetes"]
     if installed.image == "sidecar":
