@@ -6,7 +6,7 @@ Both listen on free loopback ports; the official SDKs talk to them over real HTT
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +19,8 @@ from a11i.sidecar.app import wallet_for
 from a11i.sidecar.meter import effective_rate_card, load_meter
 from a11i.sidecar.proxy import CallRecord, Sidecar, build_app
 from a11i.sidecar.settings import from_env
+from tests.support.redis_server import RedisClusterServers
+from tests.support.sidecar_processes import Sidecars
 from tests.support.standin import StandIn
 
 pytestmark = pytest.mark.integration
@@ -41,6 +43,24 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
         if not leaked:
             break
     assert not leaked, f"the test left tasks running: {leaked}"
+
+
+@pytest.fixture
+async def sidecars() -> AsyncIterator[Sidecars]:
+    """``a11i sidecar`` processes a test starts (``await sidecars.start(**env)``), stopped
+    after it."""
+    running = Sidecars()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisClusterServers]:
+    """A 3-primary Redis Cluster (``redis-server --cluster-enabled yes``) for one module."""
+    servers = RedisClusterServers(primaries=3)
+    servers.start()
+    yield servers
+    servers.close()
 
 
 #: Debian's Chromium, which Playwright drives in the dashboard's browser tests.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -40,14 +40,6 @@ CHAT = {
 HEADERS = {"Authorization": "Bearer sk-agent"}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisClusterServers]:
-    servers = RedisClusterServers(primaries=3)
-    servers.start()
-    yield servers
-    servers.close()
-
-
 @pytest.fixture
 async def client(cluster: RedisClusterServers) -> AsyncIterator[RedisCluster]:
     for node in cluster.nodes:  # each test starts with no streams
@@ -58,13 +50,6 @@ async def client(cluster: RedisClusterServers) -> AsyncIterator[RedisCluster]:
     assert isinstance(connection, RedisCluster)
     yield connection
     await connection.aclose()
-
-
-@pytest.fixture
-async def sidecars() -> AsyncIterator[Sidecars]:
-    running = Sidecars()
-    yield running
-    await running.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -34,27 +34,12 @@ CHAT = {
 HEADERS = {"Authorization": "Bearer sk-agent"}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisClusterServers]:
-    servers = RedisClusterServers(primaries=3)
-    servers.start()
-    yield servers
-    servers.close()
-
-
 @pytest.fixture
 async def client(cluster: RedisClusterServers) -> AsyncIterator[RedisCluster]:
     connection = connect(cluster.url, RedisMode.CLUSTER, decode_responses=True)
     assert isinstance(connection, RedisCluster)
     yield connection
     await connection.aclose()
-
-
-@pytest.fixture
-async def sidecars() -> AsyncIterator[Sidecars]:
-    running = Sidecars()
-    yield running
-    await running.stop()
 
 
 async def test_a_wallets_keys_share_one_slot_and_wallets_spread_over_the_nodes(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -35,13 +35,6 @@ def sentinel() -> Iterator[RedisSentinelServers]:
     servers.start()
     yield servers
     servers.close()
-
-
-@pytest.fixture
-async def sidecars() -> AsyncIterator[Sidecars]:
-    running = Sidecars()
-    yield running
-    await running.stop()
 
 
 async def test_a_failover_under_load(

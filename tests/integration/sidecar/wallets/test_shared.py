@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 
 import aiohttp
@@ -32,13 +32,6 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.close()
-
-
-@pytest.fixture
-async def sidecars() -> AsyncIterator[Sidecars]:
-    running = Sidecars()
-    yield running
-    await running.stop()
 
 
 async def wallet_of(url: str, namespace: str = "team-a") -> dict[str, str]:
