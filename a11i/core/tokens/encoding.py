@@ -83,7 +83,7 @@ class Encodings:
     @property
     def pending(self) -> bool:
         """Whether an encoding found at start is still to be built (on its first use)."""
-        return any(n not in self._built and n not in self._failed for n in self.deferred)
+        return any(self.is_pending(name) for name in self.deferred)
 
     def is_pending(self, name: str) -> bool:
         """Whether the encoding ``name`` was found at start and is still to be built: the

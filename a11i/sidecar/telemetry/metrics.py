@@ -59,7 +59,7 @@ Attributes = dict[str, str]
 class _Pending:
     """Measurements not yet handed to the instruments: counter sums and gauge values by
     (instrument, attribute set), histogram values in order. Keys hold the attribute dicts
-    themselves by identity (``_Metrics._attributes`` caches one per set), so adding is a dict
+    themselves by identity (``Metrics._attributes`` caches one per set), so adding is a dict
     update."""
 
     __slots__ = ("gauges", "histograms", "sums")
