@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import ControlPlane, ControlPlaneError, binaries_dir
+from tests.support.cluster import ControlPlane, ControlPlaneError
 from tests.support.images import BUSYBOX_IMAGE, PAUSE_IMAGE, ImageError, project_archives
-from tests.support.node import NETNS_DIR, Node, NodeNetwork, _cgroup_controllers
+from tests.support.node import NETNS_DIR, Node, _cgroup_controllers, start_cluster
 from tests.support.paths import ROOT
 
 pytestmark = [
@@ -28,24 +28,11 @@ pytestmark = [
 ]
 
 
-def _start() -> tuple[ControlPlane, Node]:
-    network = NodeNetwork.choose()
-    plane = ControlPlane(binaries_dir(), node_address=network.host_ip)
-    plane.start(timeout=90.0)
-    try:
-        node = Node(plane, network)
-        node.start(timeout=120.0)
-    except BaseException:
-        plane.stop()
-        raise
-    return plane, node
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[ControlPlane, Node]]:
     failure = ""
     try:
-        plane, node = _start()
+        plane, node = start_cluster()
     except ControlPlaneError as error:
         failure = str(error)
     else:
@@ -303,7 +290,7 @@ def _pod_netns() -> set[Path]:
 def test_stop_leaves_no_process_mount_netns_cgroup_or_file_behind() -> None:
     # Other nodes (the module's) may run pods meanwhile: only the new namespaces are this one's.
     before = _pod_netns()
-    plane, node = _start()
+    plane, node = start_cluster()
     try:
         _run_pod(plane, "sleeper", "sleep 3600")
         assert node.wait_pod_phase("default", "sleeper", ("Running",)) == "Running"

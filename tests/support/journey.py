@@ -27,9 +27,9 @@ from typing import Any, TypedDict, TypeVar
 
 import yaml
 
-from tests.support.cluster import ControlPlane, binaries_dir
+from tests.support.cluster import ControlPlane
 from tests.support.images import agent_image, project_archives
-from tests.support.node import Node, NodeNetwork
+from tests.support.node import Node, start_cluster
 from tests.support.paths import ROOT
 
 EXAMPLES = ROOT / "examples"
@@ -140,20 +140,6 @@ print(json.dumps({"status": status, "body": text}))
 SIDECAR_BUDGET = "http://127.0.0.1:11000/a11i/budget"
 
 T = TypeVar("T")
-
-
-def start_cluster() -> tuple[ControlPlane, Node]:
-    """A control plane and one node, Ready; stopped again if the node fails."""
-    network = NodeNetwork.choose()
-    plane = ControlPlane(binaries_dir(), node_address=network.host_ip)
-    plane.start(timeout=90.0)
-    try:
-        node = Node(plane, network)
-        node.start(timeout=120.0)
-    except BaseException:
-        plane.stop()
-        raise
-    return plane, node
 
 
 class Answer(TypedDict):

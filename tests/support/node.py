@@ -46,6 +46,7 @@ from tests.support.cluster import (
     ControlPlaneError,
     _die_with_parent,
     _kubeconfig,
+    binaries_dir,
     build_binaries,
 )
 from tests.support.cluster import main as plane_main
@@ -701,6 +702,20 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:
 subjects:
   - {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:a11i-coredns"}
 """
+
+
+def start_cluster() -> tuple[ControlPlane, Node]:
+    """A control plane and one node, Ready; stopped again if the node fails."""
+    network = NodeNetwork.choose()
+    plane = ControlPlane(binaries_dir(), node_address=network.host_ip)
+    plane.start(timeout=90.0)
+    try:
+        node = Node(plane, network)
+        node.start(timeout=120.0)
+    except BaseException:
+        plane.stop()
+        raise
+    return plane, node
 
 
 def _cgroup_controllers() -> list[Path]:
