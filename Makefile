@@ -7,10 +7,19 @@ BIN := $(VENV)/bin
 
 .PHONY: install encodings system node-system images assets otelcol zipkin cluster-bins cluster e2e e2e-node e2e-kind run test lint typecheck unit integration bench bench-peers clean
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+NATIVE_SOURCES := $(wildcard native/bpe/Cargo.* native/bpe/pyproject.toml native/bpe/*.pyi native/bpe/src/*.rs)
+
+## install: the venv with the project (editable) and its dev extras, and the compact tokenizer
+## (native/bpe, Rust: built once per source by tools/native/build.sh, cached in ~/.cache/a11i)
+$(VENV)/.installed: pyproject.toml constraints.txt $(NATIVE_SOURCES) tools/native/build.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@if wheel="$$(MATURIN=$(abspath $(BIN))/maturin tools/native/build.sh)"; then \
+	  $(PY) -m pip install --quiet --no-deps --force-reinstall "$$wheel"; \
+	elif [ $$? = 4 ] && [ -z "$${A11I_REQUIRE_NATIVE:-}" ]; then \
+	  echo "make: without cargo the sidecar counts with tiktoken (the same tokens, ~60 MiB more)" >&2; \
+	else exit 1; fi
 	touch $@
 
 ## encodings: the tiktoken files, offline (from the litellm wheel on PyPI, hash-verified)
