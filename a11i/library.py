@@ -92,7 +92,9 @@ class Engine:
         #: but its task must stay referenced until it has run).
         self._closing: set[concurrent.futures.Future[None]] = set()
         meter = load_meter(
-            encodings_dir=settings.encodings_dir, rate_card_path=settings.rate_card_path
+            encodings_dir=settings.encodings_dir,
+            rate_card_path=settings.rate_card_path,
+            tokenizer=settings.tokenizer,
         )
         self.pipeline = Pipeline(
             settings,

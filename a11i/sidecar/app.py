@@ -64,7 +64,11 @@ def sidecar_app(env: Mapping[str, str]) -> tuple[SidecarSettings, Sidecar, web.A
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    meter = load_meter(encodings_dir=settings.encodings_dir, rate_card_path=settings.rate_card_path)
+    meter = load_meter(
+        encodings_dir=settings.encodings_dir,
+        rate_card_path=settings.rate_card_path,
+        tokenizer=settings.tokenizer,
+    )
     wallet = wallet_for(settings)
     # The OTLP exporters log every retry of every failed batch; a11i logs export failures
     # itself, once a minute per signal, with the count (and counts them in /a11i/metrics).

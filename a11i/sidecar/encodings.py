@@ -2,9 +2,14 @@
 
 Adapter: reads encoding files (and, for the ``fetch`` command only, runs ``pip download`` and
 writes files). It never downloads anything at run time: ``load_encodings`` only reads files,
-checks their SHA-256 against the hashes tiktoken itself expects, and builds the
-``tiktoken.Encoding`` objects that the pure counter (``a11i.core.tokens``) is handed. A missing
-or corrupt file is not fatal: the returned ``Encodings`` names it, and counts become estimates.
+checks their SHA-256 against the hashes tiktoken itself expects, and builds the encoders that
+the pure counter (``a11i.core.tokens``) is handed. A missing or corrupt file is not fatal: the
+returned ``Encodings`` names it, and counts become estimates.
+
+Which encoder (``A11I_TOKENIZER``, ``Tokenizer``): ``compact`` is ``a11i_bpe`` (native/bpe, a
+Rust extension installed beside the package): tiktoken's tokens from one copy of the vocabulary,
+5 MiB resident for o200k_base where tiktoken's ``CoreBPE`` takes 41.5 MiB. ``tiktoken`` is
+tiktoken itself. ``auto`` (the default) is ``compact`` when ``a11i_bpe`` is installed.
 
 Where the files come from: tiktoken downloads them from openaipublic.blob.core.windows.net on
 first use, which a sidecar without internet cannot do. The ``litellm`` wheel on PyPI ships the
@@ -31,16 +36,49 @@ import time
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import tiktoken
-
+from a11i.core.errors import SettingsError
 from a11i.core.tokens.encoding import Encoder, EncodingLoader, Encodings, EncodingUnavailable
 
+if TYPE_CHECKING:
+    import tiktoken
+
 log = logging.getLogger(__name__)
+
+
+class Tokenizer(StrEnum):
+    """``A11I_TOKENIZER``: which library encodes (the tokens are the same)."""
+
+    AUTO = "auto"
+    COMPACT = "compact"
+    TIKTOKEN = "tiktoken"
+
+
+class TokenizerUnavailable(SettingsError):
+    """``A11I_TOKENIZER=compact`` where ``a11i_bpe`` is not installed (exit code 2)."""
+
+
+def resolve_tokenizer(choice: Tokenizer) -> Tokenizer:
+    """``COMPACT`` or ``TIKTOKEN``: ``AUTO`` becomes ``COMPACT`` when ``a11i_bpe`` imports.
+    Raises ``TokenizerUnavailable`` when ``COMPACT`` is asked for and cannot be had."""
+    if choice is Tokenizer.TIKTOKEN:
+        return choice
+    try:
+        import a11i_bpe  # noqa: F401  (only whether it is there)
+    except ImportError as error:
+        if choice is Tokenizer.COMPACT:
+            raise TokenizerUnavailable(
+                "A11I_TOKENIZER=compact but the a11i_bpe extension is not installed "
+                f"({error}); install native/bpe (make install does) or use tiktoken"
+            ) from error
+        return Tokenizer.TIKTOKEN
+    return Tokenizer.COMPACT
+
 
 #: The litellm release whose wheel carries the encoding files (checked: 1.109.1).
 LITELLM_VERSION: Final = "1.109.1"
@@ -196,15 +234,32 @@ def _release_python_ranks(encoding: tiktoken.Encoding) -> None:
         encoding._mergeable_ranks = {}
 
 
-def build_encoding(spec: EncodingSpec, data: bytes, source: str = "<bytes>") -> tiktoken.Encoding:
-    """A ``tiktoken.Encoding`` from verified file bytes, without tiktoken's downloader."""
+def build_encoding(
+    spec: EncodingSpec,
+    data: bytes,
+    source: str = "<bytes>",
+    tokenizer: Tokenizer = Tokenizer.AUTO,
+) -> Encoder:
+    """An encoder from verified file bytes, without tiktoken's downloader: ``a11i_bpe``'s
+    (``compact``) or a ``tiktoken.Encoding``, per ``tokenizer`` (``resolve_tokenizer``)."""
     verify(data, spec, source)
-    return tiktoken.Encoding(
+    if resolve_tokenizer(tokenizer) is Tokenizer.COMPACT:
+        import a11i_bpe
+
+        try:
+            return a11i_bpe.Encoding(spec.name, data, spec.pat_str)
+        except ValueError as error:
+            raise EncodingError(f"{source}: {error}") from error
+    import tiktoken
+
+    encoding = tiktoken.Encoding(
         spec.name,
         pat_str=spec.pat_str,
         mergeable_ranks=parse_ranks(data, source),
         special_tokens=dict(spec.special_tokens),
     )
+    _release_python_ranks(encoding)
+    return encoding
 
 
 def tiktoken_cache_dir(environ: Mapping[str, str]) -> Path | None:
@@ -239,6 +294,7 @@ def load_encodings(
     include_defaults: bool = True,
     environ: Mapping[str, str] | None = None,
     lazy: bool = False,
+    tokenizer: Tokenizer = Tokenizer.AUTO,
 ) -> Encodings:
     """Every encoding from the first folder holding a valid copy (``<name>.tiktoken`` or
     tiktoken's cache name), its hash verified. Never raises for a missing or corrupt file: the
@@ -246,7 +302,9 @@ def load_encodings(
 
     Eager (the default) builds both at once (~1 s, ~64 MiB resident). ``lazy`` (the sidecar and
     library mode) only finds and verifies the files now, streaming them through the hash, and
-    builds each encoding when a model that needs it is first counted (``Encodings.deferred``)."""
+    builds each encoding when a model that needs it is first counted (``Encodings.deferred``).
+    ``tokenizer`` picks the library (``TokenizerUnavailable`` for ``compact`` without it)."""
+    tokenizer = resolve_tokenizer(tokenizer)
     dirs = search_path(search_dirs, include_defaults=include_defaults, environ=environ)
     available: dict[str, Encoder] = {}
     deferred: dict[str, EncodingLoader] = {}
@@ -260,9 +318,9 @@ def load_encodings(
                 try:
                     if lazy:
                         verify_file(path, spec)
-                        deferred[spec.name] = partial(_load_on_first_use, path, spec)
+                        deferred[spec.name] = partial(_load_on_first_use, path, spec, tokenizer)
                     else:
-                        available[spec.name] = _load(path, spec)
+                        available[spec.name] = _load(path, spec, tokenizer)
                 except EncodingError as error:
                     # A bad copy must not hide a good one further down the search path.
                     log.warning("ignoring tiktoken encoding file: %s", error)
@@ -292,27 +350,27 @@ def verify_file(path: Path, spec: EncodingSpec) -> None:
         )
 
 
-def _load(path: Path, spec: EncodingSpec) -> tiktoken.Encoding:
-    encoding = build_encoding(spec, read_verified(path, spec), str(path))
-    _release_python_ranks(encoding)
+def _load(path: Path, spec: EncodingSpec, tokenizer: Tokenizer) -> Encoder:
+    encoding = build_encoding(spec, read_verified(path, spec), str(path), tokenizer)
     _return_freed_memory()
     return encoding
 
 
-def _load_on_first_use(path: Path, spec: EncodingSpec) -> tiktoken.Encoding:
+def _load_on_first_use(path: Path, spec: EncodingSpec, tokenizer: Tokenizer) -> Encoder:
     """A deferred encoding's loader: the file is read and verified again (it may have changed
     since the start), then built; ``EncodingUnavailable`` when it no longer can be."""
     started = time.perf_counter()
     try:
-        encoding = _load(path, spec)
+        encoding = _load(path, spec, tokenizer)
     except EncodingError as error:
         log.warning("tiktoken encoding %s unavailable, counts are estimates: %s", spec.name, error)
         raise EncodingUnavailable(str(error)) from error
     log.info(
-        "tiktoken encoding %s loaded on first use from %s in %.0f ms",
+        "tiktoken encoding %s loaded on first use from %s in %.0f ms (%s)",
         spec.name,
         path,
         (time.perf_counter() - started) * 1000,
+        tokenizer,
     )
     return encoding
 
@@ -479,9 +537,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"written  {path} (hash verified)")
         return 0
 
-    encodings = load_encodings(args.dir)
+    tokenizer = resolve_tokenizer(Tokenizer.AUTO)
+    encodings = load_encodings(args.dir, tokenizer=tokenizer)
     for name in encodings.available:
-        print(f"ok       {name}")
+        print(f"ok       {name} ({tokenizer})")
     for name in encodings.missing:
         print(f"missing  {name}: {encodings.problems.get(name, 'not found')}", file=sys.stderr)
     return 1 if encodings.missing else 0

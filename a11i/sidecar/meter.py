@@ -18,18 +18,27 @@ from pathlib import Path
 from a11i.core.meter import Meter
 from a11i.core.pricing import RateCard
 from a11i.core.tokens.counter import TokenCounter
-from a11i.sidecar.encodings import load_encodings
+from a11i.sidecar.encodings import Tokenizer, load_encodings
 from a11i.sidecar.rates import builtin_rate_card, load_rate_card_file
 
 log = logging.getLogger(__name__)
 
 
-def load_meter(*, encodings_dir: Path | None = None, rate_card_path: Path | None = None) -> Meter:
+def load_meter(
+    *,
+    encodings_dir: Path | None = None,
+    rate_card_path: Path | None = None,
+    tokenizer: Tokenizer = Tokenizer.AUTO,
+) -> Meter:
     """A meter with the packaged encodings (or ``encodings_dir``; found and verified now, built
-    on first use) and the built-in rate card, overridden model by model by the card at
-    ``rate_card_path`` when given."""
-    # Lazy: an encoding is built when a model needing it is first counted (22-42 MiB each).
-    encodings = load_encodings([encodings_dir] if encodings_dir else None, lazy=True)
+    on first use by ``tokenizer``'s library) and the built-in rate card, overridden model by
+    model by the card at ``rate_card_path`` when given. Raises ``TokenizerUnavailable`` for
+    ``compact`` without the a11i_bpe extension."""
+    # Lazy: an encoding is built when a model needing it is first counted (2-5 MiB each
+    # compact, 22-42 MiB with tiktoken).
+    encodings = load_encodings(
+        [encodings_dir] if encodings_dir else None, lazy=True, tokenizer=tokenizer
+    )
     if encodings.missing:
         log.warning(
             "tiktoken encodings %s not found: token counts are estimates. "

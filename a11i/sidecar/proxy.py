@@ -38,6 +38,7 @@ from a11i.core.policy import Decision, ExhaustedAction, Verdict, WalletState
 from a11i.core.routes import Access, Route, allowed_unmetered, route
 from a11i.sidecar import contract
 from a11i.sidecar.call import CallRecord
+from a11i.sidecar.encodings import resolve_tokenizer
 from a11i.sidecar.pipeline import (
     H_COST,
     H_DECISION,
@@ -227,6 +228,7 @@ class Sidecar(Pipeline):
             "status": "ready" if ready else "starting",
             "exact_token_counts": not missing,
             "missing_encodings": list(missing),
+            "tokenizer": str(resolve_tokenizer(self.settings.tokenizer)),
         }
         return web.json_response(body, status=200 if ready else 503)
 

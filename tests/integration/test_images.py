@@ -432,7 +432,8 @@ def test_install_is_the_wheel_alone(installed: Installed) -> None:
         "import json, a11i, importlib.util as u;"
         "print(json.dumps({'a11i': a11i.__file__,"
         "'missing': [m for m in ('pip', 'pytest', 'openai', 'litellm', 'mypy', 'sidecar',"
-        " 'a11i_operator', 'kopf', 'cryptography', 'kubernetes') if u.find_spec(m) is None]}))"
+        " 'a11i_operator', 'kopf', 'cryptography', 'kubernetes', 'a11i_bpe')"
+        " if u.find_spec(m) is None]}))"
     )
     result = run_in_image(installed, [python, "-c", probe])
     assert result.returncode == 0, result.stderr
@@ -451,10 +452,11 @@ def test_install_is_the_wheel_alone(installed: Installed) -> None:
         assert not (package / "aio").exists()
     absent = ["a11i_operator", "litellm", "mypy", "openai", "pip", "pytest", "sidecar"]
     extra = ["cryptography", "kopf", "kubernetes"]
+    # The compact tokenizer (native/bpe) only where tokens are counted.
     if installed.image == "sidecar":
         assert sorted(found["missing"]) == sorted([*absent, *extra])
     else:
-        assert sorted(found["missing"]) == sorted(absent)
+        assert sorted(found["missing"]) == sorted([*absent, "a11i_bpe"])
     encodings = installed.prefix.glob("lib/python*/site-packages/a11i/sidecar/data/encodings/*")
     baked = sorted(path.name for path in encodings)
     if installed.image == "sidecar":
@@ -517,6 +519,7 @@ def test_sidecar_command_serves_exact_counts_offline(installed: Installed) -> No
         assert status == 200, f"not ready: {status} {body}; exit {process.poll()}"
         assert body["exact_token_counts"] is True, body
         assert body["missing_encodings"] == []
+        assert body["tokenizer"] == "compact", body  # the image's a11i_bpe, not tiktoken
         budget_status, budget = get_json(f"http://127.0.0.1:{port}/a11i/budget")
         assert budget_status == 200
         assert budget["namespace"] == "default"

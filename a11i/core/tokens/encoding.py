@@ -28,12 +28,20 @@ CHARS_PER_TOKEN: Final = 4
 
 
 class Encoder(Protocol):
-    """What the counter needs of a ``tiktoken.Encoding``: its name and ``encode_ordinary``."""
+    """What the counter needs of an encoding (a ``tiktoken.Encoding`` or an ``a11i_bpe``
+    one): its name and ``encode_ordinary``. One that also has ``count_ordinary`` (the length
+    without the list; ``a11i_bpe``) is counted with that."""
 
     @property
     def name(self) -> str: ...
 
     def encode_ordinary(self, text: str) -> list[int]: ...
+
+
+def count_ordinary(encoder: Encoder, text: str) -> int:
+    """The number of tokens of ``text``: ``count_ordinary`` where the encoder has it."""
+    count: Callable[[str], int] | None = getattr(encoder, "count_ordinary", None)
+    return count(text) if count is not None else len(encoder.encode_ordinary(text))
 
 
 class EncodingUnavailable(Exception):
@@ -205,7 +213,7 @@ def chunked_count(
 ) -> tuple[int, bool]:
     """The token count of ``text`` and whether it is exact (False only after a blind cut)."""
     if len(text) <= limit:
-        return len(encoder.encode_ordinary(text)), True
+        return count_ordinary(encoder, text), True
     total, exact, start = 0, True, 0
     while len(text) - start > limit:
         found = _SAFE_CUT.search(text, start + target, start + limit + 2)
@@ -213,9 +221,9 @@ def chunked_count(
             cut = found.start()
         else:
             cut, exact = start + limit, False
-        total += len(encoder.encode_ordinary(text[start:cut]))
+        total += count_ordinary(encoder, text[start:cut])
         start = cut
-    return total + len(encoder.encode_ordinary(text[start:])), exact
+    return total + count_ordinary(encoder, text[start:]), exact
 
 
 def json_text(value: object) -> str | None:

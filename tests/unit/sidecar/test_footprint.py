@@ -7,6 +7,7 @@ interpreter (this one has imported half the package already), and reports what i
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -30,6 +31,10 @@ _BUILD = """
                           or m.startswith("opentelemetry.exporter.otlp")),
         "loaded": list(counter.encodings.loaded),
         "missing": list(counter.missing_encodings),
+        "tiktoken": sorted(m for m in sys.modules if m.partition(".")[0] == "tiktoken"),
+        "encoders": [type(counter.encodings.get(name)).__module__ + "." +
+                     type(counter.encodings.get(name)).__name__
+                     for name in counter.encodings.loaded],
     }}))
 """
 
@@ -87,3 +92,28 @@ def test_only_the_configured_otlp_transport_is_imported(protocol: str, expected:
     assert expected in modules
     other = "grpc" if protocol != "grpc" else "opentelemetry.exporter.otlp.proto.http"
     assert not [m for m in modules if m.partition(".")[0] == other or m.startswith(other)]
+
+
+_BOTH = (
+    'counter.count_chat("gpt-4o-mini", [{"role": "user", "content": "hi"}]); '
+    'counter.count_anthropic("claude-sonnet-4-5", None, [{"role": "user", "content": "hi"}])'
+)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("a11i_bpe") is None, reason="the compact tokenizer is not installed"
+)
+def test_the_compact_tokenizer_counts_and_tiktoken_is_never_imported() -> None:
+    """tiktoken's module and Rust library (3.7 MiB mapped) stay out of a sidecar that counts
+    with a11i_bpe; both encodings built are a11i_bpe's."""
+    report = start({}, then=_BOTH)
+    assert report["loaded"] == [CL100K_BASE, O200K_BASE]
+    assert report["encoders"] == ["a11i_bpe.Encoding", "a11i_bpe.Encoding"]
+    assert report["tiktoken"] == []
+
+
+def test_a11i_tokenizer_tiktoken_counts_with_tiktoken() -> None:
+    report = start({"A11I_TOKENIZER": "tiktoken"}, then=_BOTH)
+    assert report["loaded"] == [CL100K_BASE, O200K_BASE]
+    assert report["encoders"] == ["tiktoken.core.Encoding", "tiktoken.core.Encoding"]
+    assert "tiktoken" in report["tiktoken"]
