@@ -6,9 +6,11 @@ Run with ``make bench`` (or ``python -m bench.counting``). Builds a chat history
 - baseline: tiktoken encoding the same text once, with no chat accounting (the floor);
 - cold: a fresh counter counting the whole history;
 - warm: the same counter counting the history plus one new message, as the next turn of the
-  loop does; only the new message should be tokenized.
+  loop does; only the new message should be tokenized;
 
-Figures, never assertions.
+each with both tokenizers (``A11I_TOKENIZER``: tiktoken, the baseline, and the compact
+``a11i_bpe`` when installed), interleaved, with the time to build each encoding and what its
+vocabulary holds. Figures, never assertions.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from collections.abc import Callable
 
 from a11i.core.model import JSONValue
 from a11i.core.tokens.counter import TokenCounter
-from a11i.sidecar.encodings import load_encodings
+from a11i.core.tokens.encoding import Encodings
+from a11i.sidecar.encodings import Tokenizer, load_encodings, resolve_tokenizer
 
 MODEL = "gpt-4o"
 
@@ -68,51 +71,73 @@ def timed(action: Callable[[], object], repeat: int) -> list[float]:
     return samples
 
 
-def main() -> None:
-    encodings = load_encodings()
-    if encodings.missing:
-        raise SystemExit(f"missing encodings {encodings.missing}: run `make encodings` first")
-    builder = TokenCounter(encodings)
-    messages = history(128_000, builder)
-    total = builder.count_chat(MODEL, messages).tokens
+def figures(encodings: Encodings, messages: list[JSONValue], text: str) -> dict[str, list[float]]:
     encoder = encodings.get("o200k_base")
     assert encoder is not None
-    text = "\n".join(json.dumps(m) for m in messages)
-
     baseline = timed(lambda: encoder.encode_ordinary(text), 5)
     cold = timed(lambda: TokenCounter(encodings).count_chat(MODEL, messages), 5)
     warm_counter = TokenCounter(encodings)
     warm_counter.count_chat(MODEL, messages)
-    new_turns: list[list[JSONValue]] = [
-        [*messages, {"role": "user", "content": f"Any news on attempt {i}?"}] for i in range(50)
-    ]
-    before = warm_counter.cache_stats()
     warm = []
-    for turn in new_turns:
+    for i in range(50):
+        turn = [*messages, {"role": "user", "content": f"Any news on attempt {i}?"}]
         started = time.perf_counter()
         warm_counter.count_chat(MODEL, turn)
         warm.append(time.perf_counter() - started)
-    after = warm_counter.cache_stats()
+    return {"encode": baseline, "cold": cold, "warm": warm}
+
+
+def main() -> None:
+    tokenizers = [Tokenizer.TIKTOKEN]
+    if resolve_tokenizer(Tokenizer.AUTO) is Tokenizer.COMPACT:
+        tokenizers.append(Tokenizer.COMPACT)
+    loaded: dict[Tokenizer, Encodings] = {}
+    build: dict[Tokenizer, float] = {}
+    for tokenizer in tokenizers:
+        started = time.perf_counter()
+        loaded[tokenizer] = load_encodings(tokenizer=tokenizer)
+        build[tokenizer] = time.perf_counter() - started
+        if loaded[tokenizer].missing:
+            raise SystemExit(
+                f"missing encodings {loaded[tokenizer].missing}: run `make encodings` first"
+            )
+    builder = TokenCounter(loaded[Tokenizer.TIKTOKEN])
+    messages = history(128_000, builder)
+    total = builder.count_chat(MODEL, messages).tokens
+    text = "\n".join(json.dumps(m) for m in messages)
+    samples: dict[Tokenizer, dict[str, list[float]]] = {t: {} for t in tokenizers}
+    for _ in range(3):  # interleaved rounds: the machine's noise falls on both alike
+        for tokenizer in tokenizers:
+            for what, values in figures(loaded[tokenizer], messages, text).items():
+                samples[tokenizer].setdefault(what, []).extend(values)
 
     def ms(values: list[float]) -> str:
         return f"{statistics.median(values) * 1000:.2f} ms"
 
     print(f"# counting a {total:,}-token chat history ({len(messages)} messages, {MODEL})")
     print()
-    print("| what | median |")
-    print("|---|---|")
-    print(f"| baseline: tiktoken encode of the text, no accounting | {ms(baseline)} |")
-    print(f"| cold: fresh counter, whole history | {ms(cold)} |")
-    print(f"| warm: history + 1 new message (next turn) | {ms(warm)} |")
-    print()
     print(
-        f"warm/cold ratio: {statistics.median(warm) / statistics.median(cold):.3f}; "
-        f"cold/baseline: {statistics.median(cold) / statistics.median(baseline):.2f}x"
+        "| tokenizer | build both encodings | encode the text, no accounting | cold: whole "
+        "history | warm: history + 1 new message |"
     )
-    print(
-        f"cache over the warm turns: {after.hits - before.hits} hits, "
-        f"{after.misses - before.misses} misses (the new messages only)"
-    )
+    print("|---|---|---|---|---|")
+    for tokenizer in tokenizers:
+        row = samples[tokenizer]
+        print(
+            f"| {tokenizer} | {build[tokenizer] * 1000:.0f} ms | {ms(row['encode'])} | "
+            f"{ms(row['cold'])} | {ms(row['warm'])} |"
+        )
+    if Tokenizer.COMPACT in samples:
+        print()
+        for what in ("encode", "cold", "warm"):
+            ratio = statistics.median(samples[Tokenizer.COMPACT][what]) / statistics.median(
+                samples[Tokenizer.TIKTOKEN][what]
+            )
+            print(f"compact / tiktoken, {what}: {ratio:.2f}x")
+        for name in ("cl100k_base", "o200k_base"):
+            encoder = loaded[Tokenizer.COMPACT].get(name)
+            held = getattr(encoder, "heap_bytes", 0) / 2**20
+            print(f"compact {name}: vocabulary and table {held:.1f} MiB")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,11 @@
 #   3. builds the project's wheel and installs it, without the dev extras; with --operator (the
 #      operator image) with the `operator` extra (kopf, cryptography, kubernetes), which the
 #      sidecar does without, less the kubernetes client's unused asyncio package;
-#   4. with --encodings (the sidecar image): fetches the tiktoken encodings from the pinned litellm
-#      wheel on PyPI into the installed package's data folder, verifies their SHA-256 against
-#      tiktoken's own, and proves the installed sidecar loads them with no cache and no network;
+#   4. with --encodings (the sidecar image): installs the compact tokenizer's wheel from
+#      native/wheels/ (tools/native/build.sh builds it; a warning and tiktoken without it), fetches
+#      the tiktoken encodings from the pinned litellm wheel on PyPI into the installed package's
+#      data folder, verifies their SHA-256 against tiktoken's own, and proves the installed
+#      sidecar loads them with no cache and no network;
 #   5. with --dashboard-assets (the operator image, which serves `a11i dashboard`): fetches the
 #      dashboard's chart library (uPlot, pinned with its hash in package-lock.json) from the npm
 #      registry into the installed package, verified (a11i/dashboard/assets.py);
@@ -39,7 +41,7 @@ for arg in "$@"; do
     --operator) operator=1 ;;
     --encodings) encodings=1 ;;
     --dashboard-assets) assets=1 ;;
-    -h | --help) sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "install.sh: unknown option: $arg" >&2; usage ;;
     *) [[ -z "$prefix" ]] || usage; prefix="$arg" ;;
   esac
@@ -88,9 +90,20 @@ else
   "${py[@]}" -m pip install --quiet --no-cache-dir "${wheel[0]}"
 fi
 
-# 4. The encodings, into the installed package (a11i.sidecar.encodings.PACKAGE_DIR). `check` loads
-# them exactly as the sidecar does, with tiktoken's cache folder switched off.
+# 4. The encodings, into the installed package (a11i.sidecar.encodings.PACKAGE_DIR), and the
+# compact tokenizer that counts with them (native/bpe: a Rust extension, built before the image by
+# tools/native/build.sh into native/wheels/; without it the sidecar counts with tiktoken, ~60 MiB
+# more per pod). `check` loads them exactly as the sidecar does, with tiktoken's cache folder
+# switched off.
 if ((encodings)); then
+  bpe=("$src"/native/wheels/a11i_bpe-*.whl)
+  if [[ -f "${bpe[0]}" ]]; then
+    step "installing the compact tokenizer $(basename "${bpe[0]}")"
+    "${py[@]}" -m pip install --quiet --no-cache-dir --no-deps --no-index "${bpe[0]}"
+  else
+    step "WARNING: no native/wheels/a11i_bpe-*.whl (tools/native/build.sh makes it): the sidecar" \
+      "will count with tiktoken, ~60 MiB more resident per pod"
+  fi
   step "fetching and verifying the tiktoken encodings"
   "${py[@]}" -m a11i.sidecar.encodings fetch --wheel-dir "$scratch/litellm"
   TIKTOKEN_CACHE_DIR="" "${py[@]}" -m a11i.sidecar.encodings check

@@ -54,6 +54,8 @@ context_hash() { # dockerfile
     {
       printf '%s\n' "$RECIPE" "$base_hash" "$version"
       sha256sum "$1" .dockerignore pyproject.toml README.md docker/install.sh
+      find native/bpe -type f \( -name 'Cargo.*' -o -name '*.rs' -o -name '*.toml' -o -name '*.pyi' \) \
+        ! -path '*/target/*' -print0 | sort -z | xargs -0 sha256sum
       find a11i -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
         ! -path 'a11i/sidecar/data/encodings/*' ! -path 'a11i/dashboard/static/vendor/*' \
         ! -path 'a11i/dashboard/.assets/*' -print0 | sort -z | xargs -0 sha256sum
@@ -75,6 +77,13 @@ OPENAI_VERSION="$(grep -o "openai==[0-9.]*" "$root/examples/agent-deployment.yam
 AGENT_IMAGE="a11i.local/agent:openai-${OPENAI_VERSION}"
 agent_hash="$(printf '%s\n' "$RECIPE" "$base_hash" "$OPENAI_VERSION" | hash_text)"
 agent_archive="$out/agent-${agent_hash}.tar"
+# The compact tokenizer's wheel, which docker/install.sh installs into the sidecar from
+# native/wheels/ (its source is in the context hash above).
+if ((check_only)); then
+  "$root/tools/native/build.sh" --check >/dev/null || { echo "$out"; exit 3; }
+else
+  "$root/tools/native/build.sh" >/dev/null
+fi
 sidecar_archive="$out/sidecar-$(context_hash Dockerfile.sidecar).tar"
 operator_archive="$out/operator-$(context_hash Dockerfile.operator).tar"
 
