@@ -72,6 +72,11 @@ def test_the_agents_metered_calls_reach_the_standin_pod_and_its_budget_shows_the
     proxy_env = {e["name"]: e.get("value") for e in proxy["env"]}
     assert proxy_env["A11I_OPENAI_BASE"] == STANDIN_URL
     assert proxy_env["A11I_ANTHROPIC_BASE"] == STANDIN_URL
+    # The image's sidecar counts exactly, with the compact tokenizer (a11i_bpe) it carries.
+    status_code, text = journey.fetch("http://127.0.0.1:11000/a11i/readyz")
+    ready = json.loads(text)
+    assert status_code == 200, text
+    assert (ready["exact_token_counts"], ready["tokenizer"]) == (True, "compact"), ready
 
     # The agent's calls, metered by its sidecar, reach the stand-in with the held key.
     deadline = time.monotonic() + 120
