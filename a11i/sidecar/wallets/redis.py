@@ -279,8 +279,10 @@ return hold()
 # 9: the nanos the lease holds; with the call's event (``settle(event=...)``) KEYS 5: the
 # namespace's event stream (in a Redis Cluster in the wallet's slot), ARGV 10: its MAXLEN, 11…:
 # the event's fields and values. The event is appended only with a settlement Redis had not
-# seen: once per call, however often the settlement is retried. Flag: 1 charged to the current
-# period, 0 the lease's period is over, -1 already settled.
+# seen: once per call, however often the settlement is retried; last, and with pcall, so that
+# an event Redis refuses (a stream key of another type) never leaves the charge half made: the
+# reply then carries the error after the state. Flag: 1 charged to the current period, 0 the
+# lease's period is over, -1 already settled.
 _SETTLE = (
     _PRELUDE
     + """
@@ -289,12 +291,17 @@ if not current then return {'missing'} end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[8])
 if redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[5]) == 0 then return state(-1) end
 release(ARGV[9] .. ':' .. ARGV[5])
-if #ARGV > 10 then
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], '*', unpack(ARGV, 11))
+local flag = 0
+if tonumber(ARGV[6]) == tonumber(current) then
+  add('spent_nanos', 1, ARGV[7])
+  flag = 1
 end
-if tonumber(ARGV[6]) ~= tonumber(current) then return state(0) end
-add('spent_nanos', 1, ARGV[7])
-return state(1)
+local reply = state(flag)
+if #ARGV > 10 then
+  local added = redis.pcall('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], '*', unpack(ARGV, 11))
+  if type(added) == 'table' and added.err then reply[#reply + 1] = added.err end
+end
+return reply
 """
 )
 
@@ -842,6 +849,13 @@ class RedisWallet:
             async with asyncio.timeout(self._timeout):
                 reply = await self._batcher.run(script, keys or self._keys, [*stamps, *args])
             if _text(reply[0]) == "ok":
+                if len(reply) > 13:  # the settle script's event was refused
+                    log.warning(
+                        "wallet %s: a call's event was not appended to %s: %s",
+                        self.namespace,
+                        self._stream,
+                        _text(reply[13]),
+                    )
                 return _parse(reply, self._cluster_stop), int(reply[1])
             # The wallet is gone (a Redis that lost its data, a deleted key): recreate it.
             await self._init(now)

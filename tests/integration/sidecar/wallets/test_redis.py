@@ -724,3 +724,25 @@ async def test_events_settled_while_redis_is_away_are_appended_once_when_it_is_b
     assert events == [*away, _event(namespace, "0.004")]
     # The events of the namespace add up to its spend.
     assert sum(Decimal(event["cost_usd"]) for event in events) == to_usd(int(stored["spent_nanos"]))
+
+
+async def test_an_event_redis_refuses_never_costs_the_settlement(
+    make_wallet: WalletFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = RedisServer()
+    server.start()
+    check = aioredis.Redis.from_url(server.url)
+    try:
+        await check.set("a11i:events", "not a stream")
+        namespace = _namespace()
+        wallet = await make_wallet(server.url, namespace, events=True)
+        _, lease = await wallet.reserve(WORST)
+        assert lease is not None
+        await wallet.settle(lease, Decimal("0.0003"), _event(namespace, "0.0003"))
+        assert int((await _wallet_hash(check, namespace))["spent_nanos"]) == 300_000
+        assert await check.zcard(f"a11i:wallet:{namespace}:held") == 0
+        assert "event was not appended" in caplog.text
+        assert wallet.connected
+    finally:
+        await check.aclose()
+        server.close()
