@@ -1,16 +1,19 @@
 """Redis CPU per metered call: what the shared wallet costs the one part the whole fleet shares.
 
-Run with ``python -m bench.redis_cost [--calls N] [--sidecars M] [--concurrency 1,20]
+Run with ``python -m bench.redis_cost [--calls N] [--sidecars M] [--concurrency 1,20,50x50]
 [--baseline REV] [--no-cluster]``. Starts a ``redis-server`` on loopback, then drives M wallets
 of one namespace (each with its own client, as M sidecars have) and an event stream per wallet
 through N metered calls: reserve, settle, one event each, C calls at a time (each level of
-``--concurrency``). Redis's own CPU (``INFO cpu``: used_cpu_sys + used_cpu_user) is read before
-and after; the figure is that difference divided by N, and the calls per second one Redis core
-carries at that cost. The wallets' watchers run too (their share is in the figure). The same
-run measures the wallet and event stream of git revision ``REV`` (default: the tree before
-issue 21), loaded from ``git show``, on a fresh Redis; then today's on a 3-primary Redis Cluster
-(CPU summed over its nodes); and what one PING round trip alone costs Redis on this machine (the
-floor of every round trip). Figures only: never a pass/fail.
+``--concurrency``: ``C``, or ``MxC`` for M wallets of its own). A wallet that carries events
+(``RedisWallet(events=True)``, what a sidecar builds) gets the call's event with the settle, as
+the sidecar's pipeline hands it; an older one leaves it to the event stream. Redis's own CPU
+(``INFO cpu``: used_cpu_sys + used_cpu_user) is read before and after; the figure is that
+difference divided by N, and the calls per second one Redis core carries at that cost. The
+wallets' watchers run too (their share is in the figure). The same run measures the wallet and
+event stream of git revision ``REV`` (default: the tree before issue 21), loaded from ``git
+show``, on a fresh Redis; then both on a 3-primary Redis Cluster (CPU summed over its nodes; a
+baseline without cluster support is skipped there); and what one PING round trip alone costs
+Redis on this machine (the floor of every round trip). Figures only: never a pass/fail.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import inspect
 import subprocess
 import sys
 import tempfile
@@ -108,8 +112,10 @@ async def drive(
     """Redis CPU seconds per call, summed over ``nodes``."""
     wallets: list[Any] = []
     streams: list[Any] = []
+    carries = "events" in inspect.signature(wallet_module.RedisWallet).parameters
     for index in range(sidecars):
         client = target.connect()
+        options = {"events": True} if carries else {}
         wallet = wallet_module.RedisWallet(
             client,
             namespace="bench",
@@ -118,6 +124,7 @@ async def drive(
             period=Period.MONTHLY,
             timeout_s=2.0,
             owns_client=True,
+            **options,
         )
         await wallet.start()
         stream = events_module.RedisEventStream(target.connect(), owns_client=True)
@@ -129,8 +136,11 @@ async def drive(
         wallet = wallets[index % sidecars]
         _, held = await wallet.reserve(Decimal("0.0123"))
         assert held is not None
-        await wallet.settle(held, Decimal("0.0048"))
-        streams[index % sidecars].append(dict(EVENT))
+        if carries:  # the event goes with the settle (the sidecar's pipeline)
+            await wallet.settle(held, Decimal("0.0048"), dict(EVENT))
+        else:
+            await wallet.settle(held, Decimal("0.0048"))
+            streams[index % sidecars].append(dict(EVENT))
 
     async def batch(indexes: range) -> None:
         await asyncio.gather(*(call(i) for i in indexes))
@@ -161,18 +171,30 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--sidecars", type=int, default=2)
-    parser.add_argument("--concurrency", default="1,20", help="comma-separated levels")
+    parser.add_argument(
+        "--concurrency",
+        default="1,20",
+        help="comma-separated levels: C calls at once from --sidecars wallets, or MxC from M",
+    )
     parser.add_argument("--baseline", default=BASELINE)
     parser.add_argument("--no-cluster", action="store_true", help="skip the 3-primary cluster")
     args = parser.parse_args()
-    levels = [int(level) for level in args.concurrency.split(",")]
+    levels = [
+        (int(level.partition("x")[0]), int(level.partition("x")[2]))
+        if "x" in level
+        else (args.sidecars, int(level))
+        for level in args.concurrency.split(",")
+    ]
     print(
         f"# Redis CPU per metered call: reserve + settle + 1 event, {args.calls} calls from "
-        f"{args.sidecars} wallets of one namespace"
+        "M wallets of one namespace"
     )
     print()
-    print("| Redis | tree | calls at once | Redis CPU per call | calls/s per Redis core |")
-    print("|---|---|---|---|---|")
+    print(
+        "| Redis | tree | wallets (M) | calls at once | Redis CPU per call "
+        "| calls/s per Redis core |"
+    )
+    print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="a11i-bench-") as folder:
         baseline = (
             f"before ({args.baseline})",
@@ -180,8 +202,9 @@ async def main() -> None:
             load_at(args.baseline, "a11i/sidecar/telemetry/events.py", Path(folder)),
         )
         floor = 0.0
-        for level in levels:
-            for name, wallet_module, events_module in (baseline, ("now", wallets, events)):
+        trees = (baseline, ("now", wallets, events))
+        for sidecars, level in levels:
+            for name, wallet_module, events_module in trees:
                 server = RedisServer()
                 server.start()
                 try:
@@ -192,32 +215,38 @@ async def main() -> None:
                         RedisTarget(server.url),
                         [server.url],
                         args.calls,
-                        args.sidecars,
+                        sidecars,
                         level,
                     )
                 finally:
                     server.close()
-                print(f"| single | {name} | {level} | {cost * 1e6:.1f} µs | {1 / cost:,.0f} |")
+                print(
+                    f"| single | {name} | {sidecars} | {level} | {cost * 1e6:.1f} µs "
+                    f"| {1 / cost:,.0f} |"
+                )
             if args.no_cluster:
                 continue
-            cluster = RedisClusterServers(primaries=3)
-            cluster.start()
-            try:
-                cost = await drive(
-                    wallets,
-                    events,
-                    RedisTarget(cluster.url, RedisMode.CLUSTER),
-                    [node.url for node in cluster.nodes],
-                    args.calls,
-                    args.sidecars,
-                    level,
+            for name, wallet_module, events_module in trees:
+                if not hasattr(wallet_module, "WalletKeys"):  # before cluster support
+                    continue
+                cluster = RedisClusterServers(primaries=3)
+                cluster.start()
+                try:
+                    cost = await drive(
+                        wallet_module,
+                        events_module,
+                        RedisTarget(cluster.url, RedisMode.CLUSTER),
+                        [node.url for node in cluster.nodes],
+                        args.calls,
+                        sidecars,
+                        level,
+                    )
+                finally:
+                    cluster.close()
+                print(
+                    f"| cluster (3 primaries, summed) | {name} | {sidecars} | {level} "
+                    f"| {cost * 1e6:.1f} µs | {1 / cost:,.0f} |"
                 )
-            finally:
-                cluster.close()
-            print(
-                f"| cluster (3 primaries, summed) | now | {level} | {cost * 1e6:.1f} µs "
-                f"| {1 / cost:,.0f} |"
-            )
     print()
     print(f"One PING round trip, alone: {floor * 1e6:.1f} µs of Redis CPU on this machine.")
 

@@ -156,7 +156,9 @@ def wallet_for(settings: SidecarSettings) -> Wallet:
     """The wallet backend the settings ask for: Redis when ``A11I_REDIS_URL`` is set, else the
     embedded SQLite file (or memory, with ``A11I_WALLET_FILE=:memory:``); nested with the
     agent's own wallet (key ``namespace/agent``) when ``A11I_AGENT_BUDGET_USD`` is set."""
-    wallet = _backend(settings, settings.namespace, settings.budget)
+    # The namespace's Redis wallet appends each call's event with its settlement (one round
+    # trip); the stream is the one ``events_for`` writes the other events to.
+    wallet = _backend(settings, settings.namespace, settings.budget, events=True)
     if settings.agent_budget is None:
         return wallet
     own = _backend(settings, f"{settings.namespace}/{settings.agent}", settings.agent_budget)
@@ -170,7 +172,9 @@ def _journal(settings: SidecarSettings, key: str) -> SpendJournal | None:
     return None if path is None else SpendJournal(journal_path(path.parent, key))
 
 
-def _backend(settings: SidecarSettings, key: str, policy: BudgetPolicy) -> Wallet:
+def _backend(
+    settings: SidecarSettings, key: str, policy: BudgetPolicy, *, events: bool = False
+) -> Wallet:
     if settings.redis_url is not None:
         from a11i.sidecar.wallets.redis import RedisWallet
 
@@ -186,6 +190,7 @@ def _backend(settings: SidecarSettings, key: str, policy: BudgetPolicy) -> Walle
             owns_client=True,
             zone=settings.timezone,
             journal=_journal(settings, key),
+            events=events,
         )
     path = wallet_path(settings.wallet_file)
     if path is None:  # A11I_WALLET_FILE=:memory:

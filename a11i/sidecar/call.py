@@ -104,6 +104,8 @@ class CallRecord:
     error_type: str | None = None
     #: The answer's id, model and finish reasons, as far as the provider said them.
     response: ResponseFacts = field(default_factory=ResponseFacts)
+    #: The call's event went to the stream with its settlement (not to the event sink).
+    event_sent: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -129,6 +131,8 @@ class Call:
     output_text: str = ""
     error_type: str | None = None
     response: ResponseFacts = field(default_factory=ResponseFacts)
+    #: The call's event was written with its settlement (``EventWallet``).
+    event_sent: bool = False
 
     def fail(self, status: int, error_type: str) -> None:
         """The call ended without a usable answer: refused, timed out, cut, cancelled."""
@@ -154,4 +158,5 @@ class Call:
             output_text=self.output_text,
             error_type=self.error_type,
             response=self.response,
+            event_sent=self.event_sent,
         )

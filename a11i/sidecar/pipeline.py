@@ -76,7 +76,7 @@ from a11i.sidecar.telemetry.attributes import scrub_event
 from a11i.sidecar.telemetry.events import EventRing, EventSink, call_event
 from a11i.sidecar.telemetry.metrics import Metrics
 from a11i.sidecar.telemetry.traces import Telemetry, otlp_metric_readers
-from a11i.sidecar.wallets.base import Wallet
+from a11i.sidecar.wallets.base import Wallet, event_wallet
 from a11i.sidecar.wallets.nested import NestedWallet
 
 log = logging.getLogger(__name__)
@@ -275,6 +275,8 @@ class Pipeline:
         self.settings = settings
         self.meter = meter
         self.wallet = wallet
+        #: The wallet when its settlements carry the calls' events (Redis), else None.
+        self._event_wallet = event_wallet(wallet)
         self.events = events if events is not None else EventRing()
         self.outputs = OutputHistory()
         self.telemetry = Telemetry(
@@ -449,10 +451,9 @@ class Pipeline:
 
     def _record_event(self, record: CallRecord) -> None:
         """Scrubbed here, on the telemetry thread; appended on the loop (the sinks' own)."""
-        event = scrub_event(
-            call_event(record, self.settings.namespace, self.settings.agent),
-            self.telemetry.scrub_value,
-        )
+        if record.event_sent:
+            return
+        event = self._event_of(record)
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -772,7 +773,7 @@ class Pipeline:
             else:
                 self.counters.upstream_errors += 1
                 call.error_type = str(answer.status)
-            remaining = await self._settle(reservation, call.settlement)
+            remaining = await self._settle(reservation, call.settlement, call)
             settled = True
             if remaining is not None:
                 a11i_headers[H_REMAINING] = remaining
@@ -803,7 +804,7 @@ class Pipeline:
             # Settlement must survive the agent hanging up: shield it from cancellation.
             if not relayed:
                 if not settled and not call.settled:
-                    await asyncio.shield(self._settle(reservation, call.settlement))
+                    await asyncio.shield(self._settle(reservation, call.settlement, call))
                 self._emit(call.record(time.perf_counter()))
 
     async def _relay_chunks(
@@ -902,7 +903,7 @@ class Pipeline:
         finally:
             if not call.settled:
                 call.settled = True
-                await asyncio.shield(self._settle(reservation, call.settlement))
+                await asyncio.shield(self._settle(reservation, call.settlement, call))
             self._emit(call.record(time.perf_counter()))
 
     async def _settle_stream(
@@ -916,13 +917,34 @@ class Pipeline:
         call.settled = True
         await asyncio.shield(self._settle(reservation, call.settlement))
 
-    async def _settle(self, reservation: Reservation, settlement: Settlement | None) -> str | None:
+    def _event_of(self, record: CallRecord) -> dict[str, str]:
+        return scrub_event(
+            call_event(record, self.settings.namespace, self.settings.agent),
+            self.telemetry.scrub_value,
+        )
+
+    async def _settle(
+        self, reservation: Reservation, settlement: Settlement | None, call: Call | None = None
+    ) -> str | None:
         """Settle a reservation (nothing spent when there is no settlement: the provider
-        refused the call); returns the remaining budget as a header value, if limited."""
+        refused the call); returns the remaining budget as a header value, if limited. With
+        ``call`` (its record final but for its duration) and a wallet that carries events, the
+        call's event goes with the settlement: one round trip to Redis, not two."""
+        actual = settlement.cost_usd if settlement is not None else Decimal(0)
         try:
-            await self.wallet.settle(
-                reservation, settlement.cost_usd if settlement is not None else Decimal(0)
-            )
+            carrier = self._event_wallet
+            if call is not None and carrier is not None:
+                event = self._event_of(call.record(time.perf_counter()))
+                # Marked first: a caller cancelled meanwhile (the settlement is shielded) must
+                # not hand the same event to the sink too. The wallet keeps it until Redis has it.
+                call.event_sent = True
+                try:
+                    await carrier.settle(reservation, actual, event)
+                except Exception:
+                    call.event_sent = False
+                    raise
+            else:
+                await self.wallet.settle(reservation, actual)
         finally:
             self.admission.released()
         return self._remaining()

@@ -3,7 +3,10 @@
 Adapter: turns each ``CallRecord`` into a flat event of strings and appends it to a sink. The
 embedded sink is a bounded in-memory ring; the Redis sink appends to a capped stream from a
 background task, through a bounded queue, so a slow or absent Redis can never delay a call (events
-that cannot be queued are dropped and counted, never waited for).
+that cannot be queued are dropped and counted, never waited for). With Redis, the event of a call
+that settles a reservation once its record is final skips this sink: the sidecar's Redis wallet
+appends it in its settle script (``RedisWallet(events=True)``: one round trip for both, written
+exactly once); refused calls and streams settled before their last chunk come here.
 
 Which stream (``stream_key``): one Redis server (standalone, Sentinel) keeps the single stream
 ``a11i:events`` of earlier releases; a Redis Cluster gets one stream per namespace in the
@@ -39,6 +42,8 @@ STREAM: Final = "a11i:events"
 STREAMS: Final = "a11i:events:namespaces"
 #: Events written to Redis in one round trip at most.
 BATCH: Final = 256
+#: Events a stream keeps (approximately: ``XADD MAXLEN ~``), whoever appends them.
+MAX_LENGTH: Final = 100_000
 
 Event = Mapping[str, str]
 
@@ -177,7 +182,7 @@ class RedisEventStream:
         self,
         client: AnyRedis,
         *,
-        max_length: int = 100_000,
+        max_length: int = MAX_LENGTH,
         queue_size: int = 10_000,
         timeout_s: float = 0.5,
         owns_client: bool = False,

@@ -9,8 +9,9 @@ agent's wallet inside its namespace's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from a11i.core.policy import Verdict
 from a11i.core.wallets import Reservation, WalletSnapshot
@@ -47,3 +48,25 @@ class Wallet(Protocol):
     async def close(self) -> None:
         """Release connections and background tasks."""
         ...
+
+
+@runtime_checkable
+class EventWallet(Wallet, Protocol):
+    """A wallet whose store also holds the event stream (Redis): ``settle`` appends the call's
+    event with the settlement, atomically and once, in one round trip instead of two."""
+
+    @property
+    def carries_events(self) -> bool:
+        """Whether ``settle`` takes the call's event (else the event sink writes it)."""
+        ...
+
+    async def settle(
+        self, reservation: Reservation, actual: Decimal, event: Mapping[str, str] | None = None
+    ) -> None: ...
+
+
+def event_wallet(wallet: Wallet) -> EventWallet | None:
+    """``wallet`` when its settlements carry the calls' events, else None."""
+    if isinstance(wallet, EventWallet) and wallet.carries_events:
+        return wallet
+    return None

@@ -5,11 +5,12 @@ Composes two backends of any kind; it stores nothing itself.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 
 from a11i.core.policy import Decision, Verdict, WalletState
 from a11i.core.wallets import Reservation, WalletSnapshot
-from a11i.sidecar.wallets.base import Wallet
+from a11i.sidecar.wallets.base import Wallet, event_wallet
 
 _SEVERITY = {Decision.ALLOW: 0, Decision.WARN: 1, Decision.OPTIMIZE: 2, Decision.BLOCK: 3}
 _STATE_SEVERITY = {
@@ -42,9 +43,22 @@ class NestedWallet:
         self._agent_reservations[reservation.id] = agent_reservation
         return _stricter(verdict, agent_verdict), reservation
 
-    async def settle(self, reservation: Reservation, actual: Decimal) -> None:
+    @property
+    def carries_events(self) -> bool:
+        """The namespace's wallet writes the calls' events (the agent's own does not)."""
+        return event_wallet(self.namespace_wallet) is not None
+
+    async def settle(
+        self, reservation: Reservation, actual: Decimal, event: Mapping[str, str] | None = None
+    ) -> None:
         agent_reservation = self._agent_reservations.pop(reservation.id, None)
-        await self.namespace_wallet.settle(reservation, actual)
+        if event is None:
+            await self.namespace_wallet.settle(reservation, actual)
+        else:
+            carrier = event_wallet(self.namespace_wallet)
+            if carrier is None:
+                raise ValueError("the namespace's wallet does not carry events")
+            await carrier.settle(reservation, actual, event)
         if agent_reservation is not None:
             await self.agent_wallet.settle(agent_reservation, actual)
 

@@ -25,6 +25,11 @@ Keys (``<ns>`` is the namespace; ``WalletKeys``: in a Redis Cluster they are has
 - ``a11i:stop:cluster`` — ``"1"`` while the cluster-wide emergency stop is on. No script reads
   it (in a cluster it lives in another slot): each sidecar's watcher does, and refuses on it.
 - channel ``a11i:stop`` — a message (the namespace, or ``"cluster"``) when a stop changes.
+- the namespace's event stream (``a11i.sidecar.telemetry.events.stream_key``; in a cluster in
+  the wallet's slot): a wallet built with ``events=True`` (the sidecar's) takes each call's
+  event with its settlement and the settle script appends it, so a call costs Redis two round
+  trips (reserve, settle), not three, and its event is written once with the settlement Redis
+  had not seen (a retried or replayed settlement appends nothing).
 
 Earlier releases kept the leases in a hash ``a11i:wallet:<ns>:leases``: sidecars of both kinds
 share one wallet during an upgrade (the same spend, limit and stops), but neither counts what
@@ -58,7 +63,7 @@ import logging
 import math
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -95,6 +100,7 @@ from a11i.core.wallets import (
     to_usd,
 )
 from a11i.sidecar.redis_clients import ScriptBatcher, is_cluster
+from a11i.sidecar.telemetry.events import MAX_LENGTH, STREAMS, stream_key
 from a11i.sidecar.wallets.journal import JournalEntry, SpendJournal
 
 if TYPE_CHECKING:
@@ -270,8 +276,13 @@ return hold()
 )
 
 # ARGV 5: lease id, 6: the lease's period start, 7: actual nanos, 8: forget settled ids before,
-# 9: the nanos the lease holds. Flag: 1 charged to the current period, 0 the lease's period is
-# over, -1 already settled.
+# 9: the nanos the lease holds; with the call's event (``settle(event=...)``) KEYS 5: the
+# namespace's event stream (in a Redis Cluster in the wallet's slot), ARGV 10: its MAXLEN, 11…:
+# the event's fields and values. The event is appended only with a settlement Redis had not
+# seen: once per call, however often the settlement is retried; last, and with pcall, so that
+# an event Redis refuses (a stream key of another type) never leaves the charge half made: the
+# reply then carries the error after the state. Flag: 1 charged to the current period, 0 the
+# lease's period is over, -1 already settled.
 _SETTLE = (
     _PRELUDE
     + """
@@ -280,9 +291,17 @@ if not current then return {'missing'} end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[8])
 if redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[5]) == 0 then return state(-1) end
 release(ARGV[9] .. ':' .. ARGV[5])
-if tonumber(ARGV[6]) ~= tonumber(current) then return state(0) end
-add('spent_nanos', 1, ARGV[7])
-return state(1)
+local flag = 0
+if tonumber(ARGV[6]) == tonumber(current) then
+  add('spent_nanos', 1, ARGV[7])
+  flag = 1
+end
+local reply = state(flag)
+if #ARGV > 10 then
+  local added = redis.pcall('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], '*', unpack(ARGV, 11))
+  if type(added) == 'table' and added.err then reply[#reply + 1] = added.err end
+end
+return reply
 """
 )
 
@@ -378,6 +397,9 @@ class _Pending:
     #: What the lease holds in Redis, which names it there ("nanos:id"); 0 when unknown (a
     #: journal of an earlier run): the lease is then released when it expires.
     held: int = 0
+    #: The call's event (fields and values, flat), appended by the settle script when it
+    #: replays: kept in memory only (a journal of an earlier run has none).
+    event: tuple[str, ...] = ()
 
 
 Clock = Callable[[], datetime]
@@ -407,8 +429,15 @@ class RedisWallet:
         poll_s: float = POLL_S,
         journal: SpendJournal | None = None,
         quiet_poll_s: float = QUIET_POLL_S,
+        events: bool = False,
+        events_max_length: int = MAX_LENGTH,
     ) -> None:
         _check_nanos(policy)
+        #: Whether ``settle`` takes the call's event and its script appends it to the
+        #: namespace's stream (``stream_key``): one round trip for both.
+        self.carries_events = events
+        self._stream = stream_key(namespace, cluster=is_cluster(client)) if events else ""
+        self._events_max_length = str(events_max_length)
         #: Where spend settled while Redis is down is kept durably until Redis has it.
         self._journal = journal
         self._replayed: list[str] = []
@@ -628,9 +657,16 @@ class RedisWallet:
             async with asyncio.timeout(self._timeout):
                 await self._client.zrem(self.keys.line, ticket)
 
-    async def settle(self, reservation: Reservation, actual: Decimal) -> None:
+    async def settle(
+        self, reservation: Reservation, actual: Decimal, event: Mapping[str, str] | None = None
+    ) -> None:
+        """Charge ``actual`` and release the reservation; with ``event`` (a wallet that
+        ``carries_events``: the call's event) append that event to the namespace's stream in the
+        same script, exactly once: with a settlement Redis had not seen, also when it is
+        replayed after Redis was away."""
         now = self._clock()
         nanos = to_nanos(actual)
+        fields = self._event_args(event)
         if self._link == "up":
             version = self._stop_version
             try:
@@ -642,6 +678,8 @@ class RedisWallet:
                     str(nanos),
                     repr(now.timestamp() - SETTLED_RETENTION_S),
                     str(reservation.nanos),
+                    *fields,
+                    keys=self._event_keys if fields else None,
                 )
             except _UNREACHABLE as exc:
                 self._lost(exc)
@@ -666,7 +704,7 @@ class RedisWallet:
         start: float | None = reservation.period_start
         if self._remote is None and self._period is Period.TOTAL:
             start = None
-        self._pending.append(_Pending(reservation.id, start, nanos, reservation.nanos))
+        self._pending.append(_Pending(reservation.id, start, nanos, reservation.nanos, fields))
         if self._journal is not None:
             # Durable before the call ends: a sidecar killed before Redis is back keeps it.
             entry = JournalEntry(reservation.id, start, nanos)
@@ -773,10 +811,35 @@ class RedisWallet:
         ]
         async with asyncio.timeout(self._timeout):
             created = await self._init_script(keys=[self._key], args=values)
+            if self._stream and is_cluster(self._client):
+                # The readers follow the namespaces listed here (another slot: not in a script);
+                # again after Redis lost the wallet, as it lost this list then too.
+                await self._client.sadd(STREAMS, self.namespace)
         if created:
             log.info("wallet %s: created in Redis from this sidecar's settings", self.namespace)
 
-    async def _run(self, script: AsyncScript, now: datetime, *args: str) -> tuple[_Remote, int]:
+    @property
+    def _event_keys(self) -> list[str]:
+        """The settle script's keys when it appends an event: the wallet's and the stream."""
+        return [*self._keys, self._stream]
+
+    def _event_args(self, event: Mapping[str, str] | None) -> tuple[str, ...]:
+        """The settle script's arguments for ``event``: MAXLEN, then fields and values."""
+        if event is None or not event:
+            return ()
+        if not self.carries_events:
+            raise ValueError(f"the wallet {self.namespace} does not carry events")
+        if event.get("namespace") != self.namespace:
+            # Another namespace's stream may live in another slot of a cluster.
+            raise ValueError(f"an event of {event.get('namespace')!r} in {self.namespace}'s wallet")
+        flat = [self._events_max_length]
+        for field, value in event.items():
+            flat += (field, value)
+        return tuple(flat)
+
+    async def _run(
+        self, script: AsyncScript, now: datetime, *args: str, keys: list[str] | None = None
+    ) -> tuple[_Remote, int]:
         """Run a wallet script at ``now`` (creating the wallet first if Redis has none)."""
         stamps = [repr(now.timestamp())] + [
             repr(period_start(period, now, now, self._zone).timestamp())
@@ -784,8 +847,15 @@ class RedisWallet:
         ]
         for _ in range(2):
             async with asyncio.timeout(self._timeout):
-                reply = await self._batcher.run(script, self._keys, [*stamps, *args])
+                reply = await self._batcher.run(script, keys or self._keys, [*stamps, *args])
             if _text(reply[0]) == "ok":
+                if len(reply) > 13:  # the settle script's event was refused
+                    log.warning(
+                        "wallet %s: a call's event was not appended to %s: %s",
+                        self.namespace,
+                        self._stream,
+                        _text(reply[13]),
+                    )
                 return _parse(reply, self._cluster_stop), int(reply[1])
             # The wallet is gone (a Redis that lost its data, a deleted key): recreate it.
             await self._init(now)
@@ -956,6 +1026,8 @@ class RedisWallet:
                 str(item.nanos),
                 repr(now.timestamp() - SETTLED_RETENTION_S),
                 str(item.held),
+                *item.event,
+                keys=self._event_keys if item.event else None,
             )
             self._pending.pop(0)
             self._replayed.append(item.lease_id)

@@ -323,3 +323,34 @@ async def test_a_lost_primary_fails_open_and_loses_nothing() -> None:
         for wallet in wallets:
             await wallet.close()
         servers.close()
+
+
+async def test_a_settlement_appends_its_event_in_the_wallets_slot_once(
+    cluster: RedisClusterServers, client: RedisCluster
+) -> None:
+    namespace = "events-in-slot"
+    connection = connect(cluster.url, RedisMode.CLUSTER)
+    wallet = RedisWallet(
+        connection,
+        namespace=namespace,
+        agent="agent",
+        policy=BudgetPolicy(limit_usd=Decimal(1)),
+        period=Period.TOTAL,
+        timeout_s=2.0,
+        owns_client=True,
+        events=True,
+    )
+    await wallet.start()
+    try:
+        # Listed for the readers that follow every namespace's stream (the dashboard).
+        assert namespace in await client.smembers(STREAMS)
+        event = {"kind": "call", "namespace": namespace, "agent": "agent", "cost_usd": "0.002"}
+        _, lease = await wallet.reserve(Decimal("0.01"))
+        assert lease is not None
+        await wallet.settle(lease, Decimal("0.002"), event)
+        await wallet.settle(lease, Decimal("0.002"), event)  # a retry: no second event
+    finally:
+        await wallet.close()
+    stream = stream_key(namespace, cluster=True)
+    assert [fields for _, fields in await client.xrange(stream)] == [event]
+    assert not await client.exists("a11i:events")

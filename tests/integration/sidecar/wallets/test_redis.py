@@ -617,3 +617,132 @@ async def test_concurrent_scripts_share_round_trips_and_survive_a_script_flush(
     finally:
         await batcher.close()
         await connection.aclose()
+
+
+def _event(namespace: str, cost: str) -> dict[str, str]:
+    return {"kind": "call", "namespace": namespace, "agent": "agent", "cost_usd": cost}
+
+
+async def _events_of(client: aioredis.Redis, namespace: str) -> list[dict[str, str]]:
+    entries = await client.xrange("a11i:events")
+    events = [{_str(k): _str(v) for k, v in fields.items()} for _, fields in entries]
+    return [event for event in events if event["namespace"] == namespace]
+
+
+async def test_a_settlement_appends_its_event_once_however_often_it_is_retried(
+    redis_server: RedisServer, client: aioredis.Redis, make_wallet: WalletFactory
+) -> None:
+    namespace = _namespace()
+    wallet = await make_wallet(redis_server.url, namespace, events=True)
+    _, lease = await wallet.reserve(WORST)
+    assert lease is not None
+    event = _event(namespace, "0.0004")
+    await wallet.settle(lease, Decimal("0.0004"), event)
+    # The settlement and its event are one script: the stream holds it once the settle returns.
+    assert await _events_of(client, namespace) == [event]
+    # A retried settlement (its answer lost) is neither charged nor written a second time.
+    await wallet.settle(lease, Decimal("0.0004"), event)
+    assert await _events_of(client, namespace) == [event]
+    assert (await wallet.snapshot()).spent_usd == Decimal("0.0004")
+    # A call without an event (a wallet's own settlement) writes none.
+    _, plain = await wallet.reserve(WORST)
+    assert plain is not None
+    await wallet.settle(plain, Decimal("0.0001"))
+    assert await _events_of(client, namespace) == [event]
+
+
+async def test_an_event_goes_only_to_its_own_namespaces_wallet(
+    redis_server: RedisServer, make_wallet: WalletFactory
+) -> None:
+    wallet = await make_wallet(redis_server.url, _namespace(), events=True)
+    plain = await make_wallet(redis_server.url, _namespace())
+    for carrier, event in (
+        (wallet, _event("elsewhere", "0")),
+        (plain, _event(plain.namespace, "0")),
+    ):
+        _, lease = await carrier.reserve(WORST)
+        assert lease is not None
+        with pytest.raises(ValueError, match="event"):
+            await carrier.settle(lease, Decimal(0), event)
+
+
+async def test_the_events_a_settlement_appends_keep_the_streams_cap(
+    make_wallet: WalletFactory,
+) -> None:
+    server = RedisServer()
+    server.start()
+    check = aioredis.Redis.from_url(server.url)
+    try:
+        namespace = _namespace()
+        wallet = await make_wallet(
+            server.url,
+            namespace,
+            events=True,
+            events_max_length=10,
+            policy=BudgetPolicy(limit_usd=None),
+        )
+        for index in range(300):
+            _, lease = await wallet.reserve(WORST)
+            assert lease is not None
+            await wallet.settle(lease, WORST, _event(namespace, str(index)))
+        # Trimmed as XADD MAXLEN ~ trims: whole nodes of 100 entries, never below the cap.
+        assert 10 <= await check.xlen("a11i:events") <= 200
+        newest = await check.xrevrange("a11i:events", count=1)
+        assert newest[0][1][b"cost_usd"] == b"299"
+    finally:
+        await check.aclose()
+        server.close()
+
+
+async def test_events_settled_while_redis_is_away_are_appended_once_when_it_is_back(
+    persistent_redis: RedisServer, make_wallet: WalletFactory
+) -> None:
+    namespace = _namespace()
+    wallet = await make_wallet(
+        persistent_redis.url, namespace, events=True, policy=BudgetPolicy(limit_usd=Decimal(1))
+    )
+    _, before = await wallet.reserve(Decimal("0.01"))
+    assert before is not None
+    persistent_redis.stop()
+    away = [_event(namespace, f"0.00{i}") for i in range(1, 4)]
+    for event in away:
+        _, lease = await wallet.reserve(Decimal("0.01"))
+        assert lease is not None
+        await wallet.settle(lease, Decimal(event["cost_usd"]), event)
+    # The lease taken before: its settlement may have run (an answer lost): replayed once.
+    await wallet.settle(before, Decimal("0.004"), _event(namespace, "0.004"))
+    assert not wallet.connected
+    persistent_redis.start()
+    await _until(lambda: _connected(wallet), 3.0)
+    await wallet.watched(2)  # more watcher rounds: nothing is replayed twice
+    check = aioredis.Redis.from_url(persistent_redis.url)
+    try:
+        events = await _events_of(check, namespace)
+        stored = await _wallet_hash(check, namespace)
+    finally:
+        await check.aclose()
+    assert events == [*away, _event(namespace, "0.004")]
+    # The events of the namespace add up to its spend.
+    assert sum(Decimal(event["cost_usd"]) for event in events) == to_usd(int(stored["spent_nanos"]))
+
+
+async def test_an_event_redis_refuses_never_costs_the_settlement(
+    make_wallet: WalletFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = RedisServer()
+    server.start()
+    check = aioredis.Redis.from_url(server.url)
+    try:
+        await check.set("a11i:events", "not a stream")
+        namespace = _namespace()
+        wallet = await make_wallet(server.url, namespace, events=True)
+        _, lease = await wallet.reserve(WORST)
+        assert lease is not None
+        await wallet.settle(lease, Decimal("0.0003"), _event(namespace, "0.0003"))
+        assert int((await _wallet_hash(check, namespace))["spent_nanos"]) == 300_000
+        assert await check.zcard(f"a11i:wallet:{namespace}:held") == 0
+        assert "event was not appended" in caplog.text
+        assert wallet.connected
+    finally:
+        await check.aclose()
+        server.close()

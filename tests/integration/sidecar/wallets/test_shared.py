@@ -317,3 +317,54 @@ async def test_the_waiting_line_is_one_for_every_sidecar_of_the_wallet(
     assert statuses == [200, 200, 200]
     order = [r.json["user"] for r in standin.requests if isinstance(r.json, dict)]
     assert order == ["x", "y", "z"]
+
+
+async def test_a_calls_event_is_in_the_stream_once_its_answer_is(
+    standin: StandIn, redis_server: RedisServer, sidecars: Sidecars
+) -> None:
+    """The settle script appends a non-streamed call's event: by the time the agent has the
+    answer, the stream has its event (no background writer to wait for), once."""
+    assert standin.url is not None
+    url = await sidecars.start(
+        A11I_OPENAI_BASE=standin.url,
+        A11I_REDIS_URL=redis_server.url,
+        A11I_NAMESPACE="team-e",
+        A11I_AGENT="agent-e",
+        A11I_BUDGET_USD="5",
+        A11I_REDIS_TIMEOUT="2",
+    )
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        async with aiohttp.ClientSession() as http:
+            costs = []
+            for _ in range(3):
+                async with http.post(
+                    url + "/v1/chat/completions", json=CHAT, headers=HEADERS
+                ) as response:
+                    assert response.status == 200
+                    costs.append(response.headers["x-a11i-cost-usd"])
+                    await response.read()
+                events = [fields for _, fields in await client.xrange("a11i:events")]
+                assert [event["cost_usd"] for event in events] == costs
+            assert {event["agent"] for event in events} == {"agent-e"}
+            assert {event["decision"] for event in events} == {"allow"}
+            assert all(event["status"] == "200" and event["complete"] == "1" for event in events)
+            # A streamed call's event is written by the event writer once the stream ends.
+            async with http.post(
+                url + "/v1/chat/completions", json={**CHAT, "stream": True}, headers=HEADERS
+            ) as response:
+                assert response.status == 200
+                await response.read()
+            for _ in range(50):
+                if await client.xlen("a11i:events") >= 4:
+                    break
+                await asyncio.sleep(0.1)
+            events = [fields for _, fields in await client.xrange("a11i:events")]
+        wallet = await wallet_of(redis_server.url, "team-e")
+    finally:
+        await client.aclose()
+    assert len(events) == 4
+    assert events[-1]["streamed"] == "1"
+    charged = sum(Decimal(event["cost_usd"]) for event in events)
+    # Costs are charged rounded up to the nano-dollar.
+    assert abs(charged - Decimal(wallet["spent_nanos"]) / 10**9) <= Decimal("0.000001")
