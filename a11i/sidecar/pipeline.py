@@ -917,11 +917,9 @@ class Pipeline:
         call.settled = True
         await asyncio.shield(self._settle(reservation, call.settlement))
 
-    def _event_of(self, record: CallRecord) -> dict[str, str]:
-        return scrub_event(
-            call_event(record, self.settings.namespace, self.settings.agent),
-            self.telemetry.scrub_value,
-        )
+    def _event_of(self, record: CallRecord, *, on_loop: bool = False) -> dict[str, str]:
+        scrub = self.telemetry.scrub_value_on_loop if on_loop else self.telemetry.scrub_value
+        return scrub_event(call_event(record, self.settings.namespace, self.settings.agent), scrub)
 
     async def _settle(
         self, reservation: Reservation, settlement: Settlement | None, call: Call | None = None
@@ -934,7 +932,7 @@ class Pipeline:
         try:
             carrier = self._event_wallet
             if call is not None and carrier is not None:
-                event = self._event_of(call.record(time.perf_counter()))
+                event = self._event_of(call.record(time.perf_counter()), on_loop=True)
                 # Marked first: a caller cancelled meanwhile (the settlement is shielded) must
                 # not hand the same event to the sink too. The wallet keeps it until Redis has it.
                 call.event_sent = True

@@ -420,7 +420,11 @@ class Telemetry:
         self._secrets: tuple[str, ...] = ()
         self._lock = threading.Lock()
         self._name_cache: OrderedDict[str, str] = OrderedDict()
+        #: The telemetry thread's (spans, logs, metrics, events written apart from a settle).
         self.scrubber = Scrubber(config.pii_rules)
+        #: The event loop's (an event that rides in its Redis settle): a scrubber's per-call
+        #: state (its budget, its pending counts) is not shared between threads.
+        self._loop_scrubber = Scrubber(config.pii_rules)
         self._log_scrubber = Scrubber(config.pii_rules)
         self.hold_keys(settings.custody)
         # The resource's attributes (the agent's name among them) pass the scrubber too.
@@ -488,9 +492,12 @@ class Telemetry:
         """Put a reloaded ``a11i.yaml``'s telemetry sections in force (on the loop)."""
         scrubber = Scrubber(config.pii_rules, secrets=self._secrets)
         scrubber.stats = self.scrubber.stats  # counted since start, across reloads
+        loop_scrubber = Scrubber(config.pii_rules, secrets=self._secrets)
+        loop_scrubber.stats = self._loop_scrubber.stats
         log_scrubber = Scrubber(config.pii_rules, secrets=self._secrets)
         with self._lock:
             self.scrubber = scrubber
+            self._loop_scrubber = loop_scrubber
             self._log_scrubber = log_scrubber
             self.tagging = self._tagging(config)
             self._name_cache.clear()
@@ -503,20 +510,26 @@ class Telemetry:
         with self._lock:
             self._secrets = tuple(dict.fromkeys((*self._secrets, *keys)))
             self.scrubber.add_secrets(keys)
+            self._loop_scrubber.add_secrets(keys)
             self._log_scrubber.add_secrets(keys)
             # A cached name was scrubbed without the new keys.
             self._name_cache.clear()
 
     def scrub_stats(self) -> dict[str, object]:
-        stats = self.scrubber.stats
-        return {"replacements": dict(stats.scrubbed), "timeouts": stats.timeouts}
+        stats, loop = self.scrubber.stats, self._loop_scrubber.stats
+        return {
+            "replacements": dict(stats.scrubbed + loop.scrubbed),
+            "timeouts": stats.timeouts + loop.timeouts,
+        }
 
-    def scrub_name(self, value: str) -> str:
-        """A model or tool name, scrubbed (cached: names repeat on every call). On the loop."""
+    def scrub_name(self, value: str, *, on_loop: bool = False) -> str:
+        """A model or tool name, scrubbed (cached: names repeat on every call). On the
+        telemetry thread, or on the event loop with ``on_loop``."""
         cached = self._name_cache.get(value)
         if cached is not None:
             return cached
-        scrubbed = self.scrubber.scrub(value[:256])
+        scrubber = self._loop_scrubber if on_loop else self.scrubber
+        scrubbed = scrubber.scrub(value[:256])
         if scrubbed == TIMEOUT_REDACTION:
             return scrubbed  # out of the call's budget: scrubbed afresh next time
         self._name_cache[value] = scrubbed
@@ -526,10 +539,16 @@ class Telemetry:
 
     def scrub_value(self, value: str) -> str:
         """A short value that repeats (agent, model, tool names of an event) scrubbed through the
-        cache; a long one scrubbed whole, uncached. On the loop."""
+        cache; a long one scrubbed whole, uncached. On the telemetry thread."""
         if len(value) > 256:
             return self.scrubber.scrub(value)
         return self.scrub_name(value)
+
+    def scrub_value_on_loop(self, value: str) -> str:
+        """``scrub_value`` on the event loop, with the loop's own scrubber."""
+        if len(value) > 256:
+            return self._loop_scrubber.scrub(value)
+        return self.scrub_name(value, on_loop=True)
 
     def scrub_log(self, text: str) -> str:
         """A log line, scrubbed: logs come from any thread (exporters log from theirs), so
