@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from a11i.core.model import JSONValue
 from a11i.core.tokens.counter import TokenCounter
-from a11i.core.tokens.encoding import Encodings
+from a11i.core.tokens.encoding import Encodings, chunked_count
 from a11i.sidecar.encodings import Tokenizer, load_encodings, resolve_tokenizer
 
 MODEL = "gpt-4o"
@@ -84,7 +84,10 @@ def figures(encodings: Encodings, messages: list[JSONValue], text: str) -> dict[
         started = time.perf_counter()
         warm_counter.count_chat(MODEL, turn)
         warm.append(time.perf_counter() - started)
-    return {"encode": baseline, "cold": cold, "warm": warm}
+    # One piece of 65,536 spaces (the longest a chunk may be): the merge must not be quadratic.
+    run = " " * 65_536 + "x"
+    spaces = timed(lambda: chunked_count(encoder, run), 3)
+    return {"encode": baseline, "cold": cold, "warm": warm, "spaces": spaces}
 
 
 def main() -> None:
@@ -118,18 +121,18 @@ def main() -> None:
     print()
     print(
         "| tokenizer | build both encodings | encode the text, no accounting | cold: whole "
-        "history | warm: history + 1 new message |"
+        "history | warm: history + 1 new message | 65,536 spaces in one piece |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for tokenizer in tokenizers:
         row = samples[tokenizer]
         print(
             f"| {tokenizer} | {build[tokenizer] * 1000:.0f} ms | {ms(row['encode'])} | "
-            f"{ms(row['cold'])} | {ms(row['warm'])} |"
+            f"{ms(row['cold'])} | {ms(row['warm'])} | {ms(row['spaces'])} |"
         )
     if Tokenizer.COMPACT in samples:
         print()
-        for what in ("encode", "cold", "warm"):
+        for what in ("encode", "cold", "warm", "spaces"):
             ratio = statistics.median(samples[Tokenizer.COMPACT][what]) / statistics.median(
                 samples[Tokenizer.TIKTOKEN][what]
             )

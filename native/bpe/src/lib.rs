@@ -11,6 +11,7 @@
 //!
 //! The sidecar only counts and never decodes, so there is no decoder and no special tokens.
 
+use std::collections::BinaryHeap;
 use std::hash::Hasher;
 
 use fancy_regex::Regex;
@@ -23,6 +24,10 @@ type Rank = u32;
 
 /// An empty slot of the lookup table.
 const EMPTY: u32 = u32::MAX;
+
+/// Pieces at least this long are merged with a heap (tiktoken's `_byte_pair_merge_large`): the
+/// plain rule rescans every part after each merge, O(n²) on a long run of spaces or letters.
+const LARGE_PIECE: usize = 100;
 
 /// Texts at least this long are split and merged with the GIL released, so other Python threads
 /// (the sidecar's event loop) run meanwhile; shorter ones hold it, because giving the GIL back
@@ -185,6 +190,120 @@ impl Vocab {
     }
 }
 
+/// A possible merge for the heap: the lowest rank first, then the leftmost.
+#[derive(Eq, PartialEq, Clone, Copy)]
+struct Merge {
+    start: usize,
+    rank: Rank,
+}
+
+impl Ord for Merge {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .rank
+            .cmp(&self.rank)
+            .then_with(|| other.start.cmp(&self.start))
+    }
+}
+
+impl PartialOrd for Merge {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The part starting at a byte: where it ends, where the part after it ends, the rank of the
+/// two merged (`Rank::MAX`: not a token), and where the part before it starts.
+struct Part {
+    prev: usize,
+    end: usize,
+    next_end: usize,
+    next_rank: Rank,
+}
+
+impl Vocab {
+    /// Where a piece's tokens start, and its length last: the plain merge for short pieces, the
+    /// heap for long ones, as tiktoken chooses (`byte_pair_encode`), so the tokens are its own.
+    fn boundaries(&self, piece: &[u8]) -> Vec<usize> {
+        if piece.len() < LARGE_PIECE {
+            return self
+                .merge(piece)
+                .into_iter()
+                .map(|(start, _)| start)
+                .collect();
+        }
+        let parts = self.merge_large(piece);
+        let mut bounds = Vec::new();
+        let mut start = 0;
+        while start < parts.len() {
+            bounds.push(start);
+            start = parts[start].end;
+        }
+        bounds.push(piece.len());
+        bounds
+    }
+
+    /// tiktoken's `_byte_pair_merge_large`: the same merges in O(m log n), with invalidated
+    /// merges left on the heap and skipped when they come off it.
+    fn merge_large(&self, piece: &[u8]) -> Vec<Part> {
+        let n = piece.len();
+        let mut parts = Vec::with_capacity(n);
+        parts.push(Part {
+            prev: usize::MAX,
+            end: 1,
+            next_end: 2,
+            next_rank: Rank::MAX,
+        });
+        let mut heap = BinaryHeap::with_capacity(n);
+        for i in 0..n - 1 {
+            if let Some(rank) = self.rank(&piece[i..i + 2]) {
+                heap.push(Merge { start: i, rank });
+                parts[i].next_rank = rank;
+            }
+            parts.push(Part {
+                prev: i,
+                end: i + 2,
+                next_end: i + 3,
+                next_rank: Rank::MAX,
+            });
+        }
+        let potential =
+            |parts: &mut Vec<Part>, heap: &mut BinaryHeap<Merge>, start: usize, next_end: usize| {
+                parts[start].next_end = next_end;
+                parts[start].next_rank = Rank::MAX;
+                if next_end <= n {
+                    if let Some(rank) = self.rank(&piece[start..next_end]) {
+                        heap.push(Merge { start, rank });
+                        parts[start].next_rank = rank;
+                    }
+                }
+            };
+        while let Some(left) = heap.pop() {
+            if left.rank == Rank::MAX {
+                break;
+            }
+            if left.rank != parts[left.start].next_rank {
+                continue; // invalidated by an earlier merge
+            }
+            let left_start = left.start;
+            let right_start = parts[left_start].end;
+            let right_end = parts[left_start].next_end;
+            let right_next_end = parts[right_start].next_end;
+            parts[left_start].end = right_end;
+            potential(&mut parts, &mut heap, left_start, right_next_end);
+            if right_end < parts.len() {
+                parts[right_end].prev = left_start;
+            }
+            if left_start > 0 {
+                let prev_start = parts[left_start].prev;
+                potential(&mut parts, &mut heap, prev_start, right_end);
+            }
+            parts[right_start].next_rank = Rank::MAX;
+        }
+        parts
+    }
+}
+
 /// Standard base64 with padding, appended to `out`; `None` for anything else.
 fn decode_base64(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
     if text.is_empty() || text.len() % 4 != 0 {
@@ -237,7 +356,7 @@ impl Encoding {
     fn walk(
         &self,
         text: &str,
-        mut each: impl FnMut(Result<Rank, &[(usize, Rank)]>, &[u8]),
+        mut each: impl FnMut(Result<Rank, &[usize]>, &[u8]),
     ) -> PyResult<()> {
         for found in self.regex.find_iter(text) {
             let piece = found
@@ -251,7 +370,7 @@ impl Encoding {
             }
             match self.vocab.rank(piece) {
                 Some(rank) => each(Ok(rank), piece),
-                None => each(Err(&self.vocab.merge(piece)), piece),
+                None => each(Err(&self.vocab.boundaries(piece)), piece),
             }
         }
         Ok(())
@@ -262,11 +381,11 @@ impl Encoding {
         let mut unknown = None;
         self.walk(text, |found, piece| match found {
             Ok(rank) => tokens.push(rank),
-            Err(parts) => {
-                for pair in parts.windows(2) {
-                    match self.vocab.rank(&piece[pair[0].0..pair[1].0]) {
+            Err(bounds) => {
+                for pair in bounds.windows(2) {
+                    match self.vocab.rank(&piece[pair[0]..pair[1]]) {
                         Some(rank) => tokens.push(rank),
-                        None => unknown = Some(piece[pair[0].0..pair[1].0].to_vec()),
+                        None => unknown = Some(piece[pair[0]..pair[1]].to_vec()),
                     }
                 }
             }
@@ -285,7 +404,7 @@ impl Encoding {
         let mut count = 0;
         self.walk(text, |found, _| match found {
             Ok(_) => count += 1,
-            Err(parts) => count += parts.len() - 1,
+            Err(bounds) => count += bounds.len() - 1,
         })?;
         Ok(count)
     }

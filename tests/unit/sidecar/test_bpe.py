@@ -132,6 +132,21 @@ def test_the_same_tokens_for_any_text(text: str) -> None:
 _PAIRS = {name: _pair(name) for name in ENCODING_NAMES}
 
 
+def test_the_same_tokens_for_long_pieces(
+    pair: tuple[a11i_bpe.Encoding, tiktoken.Encoding],
+) -> None:
+    """Pieces of 100 bytes and more are merged with a heap, as tiktoken does: long runs of
+    letters, punctuation, spaces and newlines, each one piece."""
+    rng = random.Random(21)
+    for _ in range(60):
+        length = rng.randint(100, 4000)
+        for alphabet in ("abcdefghijklmnopqrstuvwxyzéß", "!@#$%^&*()-=+[]{};:,.<>/?", "ЖжЯяЁё"):
+            _same(pair, "".join(rng.choice(alphabet) for _ in range(length)))
+        _same(pair, " " * length + "x")
+        _same(pair, "\n" * length)
+        _same(pair, "\t " * length)
+
+
 @pytest.mark.parametrize(
     "text",
     ["a\ud800b", "\ud83d" + "\ude00" + " split pair", "\udfff", "ok \udc80\udc81 twice"],
