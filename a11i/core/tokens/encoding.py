@@ -180,7 +180,12 @@ class Text:
             return 0
         if self.encoder is None:
             return -(-len(text) // CHARS_PER_TOKEN)
-        tokens, exact = chunked_count(self.encoder, text)
+        try:
+            tokens, exact = chunked_count(self.encoder, text)
+        except ValueError:
+            # The split regex gave up (a11i_bpe raises; chunks keep pieces far below where it
+            # does): an estimate, marked as one, rather than a failed call.
+            tokens, exact = -(-len(text) // CHARS_PER_TOKEN), False
         if not exact:
             self.cuts += 1
         return tokens

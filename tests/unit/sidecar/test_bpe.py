@@ -14,7 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from a11i.core.model import TokenCount
-from a11i.core.tokens.encoding import CL100K_BASE, ENCODING_NAMES, O200K_BASE, chunked_count
+from a11i.core.tokens.encoding import (
+    CL100K_BASE,
+    ENCODING_NAMES,
+    O200K_BASE,
+    Text,
+    chunked_count,
+)
 from a11i.sidecar.encodings import (
     PACKAGE_DIR,
     SPECS,
@@ -169,6 +175,23 @@ def test_long_texts_counted_in_chunks_are_exact(
     count, exact = chunked_count(ours, text)
     assert exact
     assert count == len(theirs.encode_ordinary(text))
+
+
+def test_a_text_the_split_regex_gives_up_on_is_estimated_not_failed() -> None:
+    real, _ = _PAIRS[O200K_BASE]
+    giving_up = " " * 1_000_000 + "x"
+    with pytest.raises(ValueError, match="cannot split the text"):
+        real.count_ordinary(giving_up)
+
+    class GivesUp:
+        name = O200K_BASE
+
+        def encode_ordinary(self, text: str) -> list[int]:
+            return real.encode_ordinary(giving_up)
+
+    text = Text(O200K_BASE, GivesUp())
+    assert text.count("hello world") == 3  # 11 characters at 4 per token, rounded up
+    assert text.cuts == 1  # the call's count is marked an estimate
 
 
 # ---- memory: the reason it exists ---------------------------------------------------------------
