@@ -54,6 +54,16 @@ class LineWallet(Protocol):
     async def leave_line(self, ticket: str) -> None: ...
 
 
+@runtime_checkable
+class NowWallet(Protocol):
+    """A wallet that can often reserve at once, without awaiting (the embedded SQLite file
+    when no other process holds it)."""
+
+    def reserve_now(self, projected: Decimal) -> tuple[Verdict, Reservation | None] | None:
+        """The reservation made at once, or None when the caller must ``reserve``."""
+        ...
+
+
 def verdict_gone() -> Verdict:
     """The verdict of a waiter whose agent hung up."""
     return Verdict(Decision.BLOCK, WalletState.EXHAUSTED, "the agent hung up while waiting")
@@ -71,6 +81,9 @@ class AdmissionQueue:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.wallet = wallet
+        # Which kind of wallet, decided once (a protocol isinstance check costs microseconds).
+        self._line_wallet = wallet if isinstance(wallet, LineWallet) else None
+        self._now_wallet = wallet if isinstance(wallet, NowWallet) else None
         self.wait_s = wait_s
         self.poll_s = poll_s
         self._clock = clock
@@ -98,8 +111,8 @@ class AdmissionQueue:
         """The verdict and reservation for ``projected``, and the seconds spent waiting.
         ``gone`` says whether the agent hung up: a waiter whose agent is gone leaves the line
         without reserving (nothing would read the answer)."""
-        if isinstance(self.wallet, LineWallet) and self.wait_s > 0:
-            return await self._reserve_in_shared_line(self.wallet, projected, gone)
+        if self._line_wallet is not None and self.wait_s > 0:
+            return await self._reserve_in_shared_line(self._line_wallet, projected, gone)
         if not self._line:
             verdict, reservation = await self._reserve(projected)
             if reservation is not None or not self._worth_waiting(verdict, projected):
@@ -191,6 +204,12 @@ class AdmissionQueue:
         return True
 
     async def _reserve(self, projected: Decimal) -> tuple[Verdict, Reservation | None]:
+        if self._now_wallet is not None:
+            # Made without awaiting: no cancellation can separate it from its caller, so no
+            # shielded task (and its turns of the event loop) is needed.
+            made = self._now_wallet.reserve_now(projected)
+            if made is not None:
+                return made
         return await self._shielded(self.wallet.reserve(projected))
 
     async def _shielded(self, attempt: Coroutine[object, object, _Attempt]) -> _Attempt:

@@ -130,6 +130,11 @@ def priced(record: CallRecord, input_tokens: int, output_tokens: int) -> Decimal
     return price.input_per_token * input_tokens + price.output_per_token * output_tokens
 
 
+def exploded(_projected: object) -> None:
+    """A wallet backend that fails (its reservation made at once, without awaiting)."""
+    raise RuntimeError("wallet backend exploded")
+
+
 async def test_sync_openai_chat_with_tools_is_metered_and_settled_from_usage(
     instrumented: Records, standin_url: str
 ) -> None:
@@ -321,6 +326,8 @@ async def test_a_metering_failure_does_not_break_the_call(
         raise RuntimeError("wallet backend exploded")
 
     monkeypatch.setattr(library.current_pipeline().wallet, "reserve", failing_reserve)
+    # The embedded wallet's reservation made at once on the loop fails alike.
+    monkeypatch.setattr(library.current_pipeline().wallet, "reserve_now", exploded, raising=False)
     async with oai_async(standin_url) as client:
         raw = await client.chat.completions.with_raw_response.create(
             model="gpt-4o", messages=HISTORY, max_tokens=5
@@ -340,6 +347,10 @@ async def test_fail_closed_answers_500_without_sending(
             raise RuntimeError("wallet backend exploded")
 
         monkeypatch.setattr(library.current_pipeline().wallet, "reserve", failing_reserve)
+        # The embedded wallet's reservation made at once on the loop fails alike.
+        monkeypatch.setattr(
+            library.current_pipeline().wallet, "reserve_now", exploded, raising=False
+        )
         async with oai_async(standin_url) as client:
             with pytest.raises(openai.InternalServerError) as raised:
                 await client.chat.completions.create(model="gpt-4o", messages=HISTORY, max_tokens=5)

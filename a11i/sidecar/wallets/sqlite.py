@@ -146,6 +146,20 @@ class SQLiteWallet:
 
     # -- the Wallet protocol -----------------------------------------------------------------
     async def reserve(self, projected: Decimal) -> tuple[Verdict, Reservation | None]:
+        apply = self._reserving(projected)
+        return await self._fast(self._transaction, apply)
+
+    def reserve_now(self, projected: Decimal) -> tuple[Verdict, Reservation | None] | None:
+        """``reserve`` done at once on the event loop, when the file is free (the usual case);
+        None when another process holds it and the caller must ``reserve`` (and wait).
+        Nothing is awaited, so no cancellation can land between the reservation and its
+        return to the caller."""
+        done = self._now(self._transaction, self._reserving(projected))
+        return None if done is None else done[0]
+
+    def _reserving(
+        self, projected: Decimal
+    ) -> Callable[[WalletBook, datetime], tuple[WalletBook, tuple[Verdict, Reservation | None]]]:
         lease_id = f"{self._prefix}{next(self._ids)}"
 
         def apply(
@@ -154,7 +168,7 @@ class SQLiteWallet:
             book, verdict, lease = reserve(book, lease_id, projected, now, self._seconds)
             return book, (verdict, lease)
 
-        return await self._fast(self._transaction, apply)
+        return apply
 
     async def settle(self, reservation: Reservation, actual: Decimal) -> None:
         def apply(book: WalletBook, now: datetime) -> tuple[WalletBook, bool]:
@@ -199,24 +213,30 @@ class SQLiteWallet:
         """Run a reserve or settle on the event loop when the file is free at once (a WAL
         transaction without fsync takes ~0.1 ms, less than the hop to a thread and back);
         when another process holds the lock, wait for it on the wallet thread instead."""
-        if self._loop_connection is not None:
-            try:
-                result = function(*args)
-            except (sqlite3.Error, OSError) as error:
-                busy = isinstance(error, sqlite3.OperationalError) and (
-                    "locked" in str(error) or "busy" in str(error)
-                )
-                if not busy:
-                    raise self._unusable(error) from error
-            else:
-                self._loop_commits += 1
-                if self._loop_commits % 500 == 0 and (
-                    self._checkpoint is None or self._checkpoint.done()
-                ):
-                    loop = asyncio.get_running_loop()
-                    self._checkpoint = loop.run_in_executor(self._executor, self._wal_checkpoint)
-                return result
+        done = self._now(function, *args)
+        if done is not None:
+            return done[0]
         return await self._run(function, *args)
+
+    def _now(self, function: Callable[..., T], *args: object) -> tuple[T] | None:
+        """``function`` run on the event loop's own connection, which never waits for the
+        lock: its result (in a 1-tuple), or None when the file is busy (or not open yet)."""
+        if self._loop_connection is None:
+            return None
+        try:
+            result = function(*args)
+        except (sqlite3.Error, OSError) as error:
+            busy = isinstance(error, sqlite3.OperationalError) and (
+                "locked" in str(error) or "busy" in str(error)
+            )
+            if not busy:
+                raise self._unusable(error) from error
+            return None
+        self._loop_commits += 1
+        if self._loop_commits % 500 == 0 and (self._checkpoint is None or self._checkpoint.done()):
+            loop = asyncio.get_running_loop()
+            self._checkpoint = loop.run_in_executor(self._executor, self._wal_checkpoint)
+        return (result,)
 
     def _wal_checkpoint(self) -> None:
         with contextlib.suppress(sqlite3.Error):

@@ -89,6 +89,11 @@ async def test_bad_input_gets_a_dialect_shaped_400(
     assert standin.requests == [], "a request that could not be metered was forwarded"
 
 
+def exploded(_projected: object) -> None:
+    """A wallet backend that fails (its reservation made at once, without awaiting)."""
+    raise RuntimeError("wallet backend exploded")
+
+
 async def test_oversized_body_is_413_and_never_forwarded(
     start_sidecar: SidecarFactory, standin: StandIn, http: aiohttp.ClientSession
 ) -> None:
@@ -392,6 +397,8 @@ async def test_an_internal_failure_is_a_dialect_shaped_500_and_nothing_is_forwar
         raise RuntimeError("wallet backend exploded")
 
     monkeypatch.setattr(sidecar.sidecar.wallet, "reserve", failing_reserve)
+    # The embedded wallet's reservation made at once on the loop fails alike.
+    monkeypatch.setattr(sidecar.sidecar.wallet, "reserve_now", exploded, raising=False)
     async with http.post(
         sidecar.url + "/v1/messages",
         json={

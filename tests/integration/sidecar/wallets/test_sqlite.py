@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from a11i.core.policy import BudgetPolicy, Decision, Period, WalletState
+from a11i.sidecar.admission import AdmissionQueue
 from a11i.sidecar.wallets.sqlite import SQLiteWallet, set_cluster_stop
 
 pytestmark = pytest.mark.integration
@@ -220,3 +222,32 @@ def test_an_unusable_wallet_file_stops_the_sidecar_with_a_clear_message(tmp_path
     )
     assert result.returncode == 2
     assert f"The wallet file {blocker / 'wallets.sqlite'} cannot be used" in result.stderr
+
+
+async def test_a_busy_file_makes_the_reservation_wait_on_the_wallet_thread(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "wallets.sqlite"
+    shared = wallet(path)
+    await shared.start()
+    queue = AdmissionQueue(shared, wait_s=0)
+    # A free file: reserved at once on the event loop, without awaiting.
+    made = shared.reserve_now(Decimal("0.10"))
+    assert made is not None
+    assert made[1] is not None
+    # Another process (here: another connection) holds the write lock.
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    assert shared.reserve_now(Decimal("0.10")) is None
+    waiting = asyncio.ensure_future(queue.reserve(Decimal("0.20")))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()  # waits for the lock on the wallet thread, not refused
+    other.execute("COMMIT")
+    other.close()
+    verdict, held, waited = await waiting
+    assert verdict.decision is Decision.ALLOW
+    assert held is not None
+    assert waited == 0.0
+    snapshot = await shared.snapshot()
+    assert snapshot.reserved_usd == Decimal("0.3")
+    await shared.close()
