@@ -450,12 +450,17 @@ class Pipeline:
             self.outputs.observe(record.plan.request.model, settled.usage.output_tokens // choices)
 
     def _record_event(self, record: CallRecord) -> None:
-        """Scrubbed here, on the telemetry thread; appended on the loop (the sinks' own)."""
+        """Scrubbed here, on the telemetry thread; stored from here in the embedded ring, appended
+        on the loop to any other sink (the sinks' own)."""
         if record.event_sent:
             return
         event = self._event_of(record)
         loop = self._loop
         if loop is None or loop.is_closed():
+            return
+        if isinstance(self.events, EventRing):
+            # Stored from here: no wake-up of the loop per call (unless a reader waits).
+            self.events.add_from_thread(event, loop)
             return
         loop.call_soon_threadsafe(self.events.append, event)
 

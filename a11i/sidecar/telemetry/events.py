@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -108,31 +109,56 @@ class EventSink(Protocol):
 
 class EventRing:
     """The embedded sink: the last ``capacity`` events, each with an increasing id, so a
-    reader can resume after the last id it saw. Appended to on the event loop's thread (the
-    proxy's observers run there); a reader on the same loop may wait for the next event."""
+    reader can resume after the last id it saw. Appended to on the event loop's thread
+    (``add``) or from the telemetry thread (``add_from_thread``: no hop back to the loop for
+    each call); read, and waited for, on the event loop."""
 
     def __init__(self, capacity: int = 10_000) -> None:
         self._events: deque[tuple[int, Event]] = deque(maxlen=capacity)
         self._ids = itertools.count(1)
         self._waiters: list[asyncio.Future[None]] = []
+        # Appends may come from another thread: the ring and its waiters change under it.
+        self._lock = threading.Lock()
 
     @property
     def last_id(self) -> int:
         """The id of the newest event (0 before the first)."""
+        with self._lock:
+            return self._last_id()
+
+    def _last_id(self) -> int:
         return self._events[-1][0] if self._events else 0
 
     def append(self, event: Event) -> None:
         self.add(event)
 
     def add(self, event: Event) -> int:
-        """Append and return the event's id."""
-        event_id = next(self._ids)
-        self._events.append((event_id, dict(event)))
-        waiters, self._waiters = self._waiters, []
+        """Append and return the event's id (on the event loop)."""
+        event_id, _ = self._store(event)
+        self._wake()
+        return event_id
+
+    def add_from_thread(self, event: Event, loop: asyncio.AbstractEventLoop) -> None:
+        """Append from another thread; readers waiting on ``loop`` are woken there (a wake-up
+        of the loop only when someone waits)."""
+        _, waited = self._store(event)
+        if waited:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._wake)
+
+    def _store(self, event: Event) -> tuple[int, bool]:
+        """The event appended: its id, and whether a reader waits for it."""
+        with self._lock:
+            event_id = next(self._ids)
+            self._events.append((event_id, dict(event)))
+            return event_id, bool(self._waiters)
+
+    def _wake(self) -> None:
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
-        return event_id
 
     async def start(self) -> None:
         """Nothing to start: the ring lives in this process."""
@@ -142,15 +168,15 @@ class EventRing:
 
     def since(self, last_id: int = 0, limit: int = 1000) -> list[tuple[int, Event]]:
         """Events after ``last_id``, oldest first (at most ``limit``)."""
-        if last_id >= self.last_id:
-            return []
-        out: list[tuple[int, Event]] = []
-        # Ids are consecutive: the first wanted event's position is known without a scan.
-        first = self._events[0][0]
-        start = max(last_id + 1 - first, 0)
-        for index in range(start, min(start + limit, len(self._events))):
-            out.append(self._events[index])
-        return out
+        with self._lock:
+            if last_id >= self._last_id():
+                return []
+            # Ids are consecutive: the first wanted event's position is known without a scan.
+            first = self._events[0][0]
+            start = max(last_id + 1 - first, 0)
+            return [
+                self._events[index] for index in range(start, min(start + limit, len(self._events)))
+            ]
 
     def latest(self, count: int) -> list[tuple[int, Event]]:
         """The newest ``count`` events, oldest first."""
@@ -158,18 +184,21 @@ class EventRing:
 
     async def wait(self, last_id: int, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for an event after ``last_id``; whether there is one."""
-        if self.last_id > last_id:
-            return True
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        with self._lock:
+            # Checked and registered at once: an append from another thread sees the waiter.
+            if self._last_id() > last_id:
+                return True
+            self._waiters.append(waiter)
         try:
             async with asyncio.timeout(timeout_s):
                 await waiter
         except TimeoutError:
             pass
         finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+            with self._lock:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
         return self.last_id > last_id
 
 
