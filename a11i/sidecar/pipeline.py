@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import queue
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -317,9 +319,12 @@ class Pipeline:
         # contend for it. The token cache is shared with the loop thread and is thread-safe.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a11i-count")
         # One thread: the scrubber and the observers' state are used by it alone, in order.
-        self._telemetry_thread = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="a11i-telemetry"
-        )
+        # A plain queue to it (not an executor: no future, idle semaphore and locks per call);
+        # None ends it. Started with the first call.
+        self._observing: queue.SimpleQueue[CallRecord | None] = queue.SimpleQueue()
+        self._telemetry_thread: threading.Thread | None = None
+        self._observing_closed = False
+        self._observer_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -362,7 +367,7 @@ class Pipeline:
         await self.stop_watching()
         await self.admission.close()
         # The calls observed so far reach their events, metrics and spans first.
-        await asyncio.get_running_loop().run_in_executor(None, self._telemetry_thread.shutdown)
+        await asyncio.get_running_loop().run_in_executor(None, self._stop_observing)
         await self.wallet.close()
         await self.events.close()
         # Flushing may wait for a slow collector (bounded by the export timeout): off the loop.
@@ -979,10 +984,36 @@ class Pipeline:
         and logs never add to the latency of the call they describe, and their scrubbing
         runs on the telemetry thread within one budget per call (``Scrubber.one_call``)."""
         asyncio.get_running_loop().call_soon(self._record_output, record)
-        try:
-            self._telemetry_thread.submit(self._observe_call, record)
-        except RuntimeError:
-            log.info("a call ended while the sidecar stops: not observed")
+        with self._observer_lock:
+            if self._observing_closed:
+                log.info("a call ended while the sidecar stops: not observed")
+                return
+            if self._telemetry_thread is None:
+                self._telemetry_thread = threading.Thread(
+                    target=self._observe_calls, name="a11i-telemetry", daemon=True
+                )
+                self._telemetry_thread.start()
+            self._observing.put(record)
+
+    def _observe_calls(self) -> None:
+        """The telemetry thread: every record handed over, in order, until ``None``."""
+        while (record := self._observing.get()) is not None:
+            try:
+                self._observe_call(record)
+            except Exception:
+                # Never the end of the thread: the next calls are still observed.
+                log.exception("observing a call failed; the call is unaffected")
+
+    def _stop_observing(self) -> None:
+        """The records handed over so far observed, then the telemetry thread ended (off the
+        loop: it may wait for a slow observer)."""
+        with self._observer_lock:
+            self._observing_closed = True
+            thread = self._telemetry_thread
+            if thread is not None:
+                self._observing.put(None)
+        if thread is not None:
+            thread.join()
 
     def _observe_call(self, record: CallRecord) -> None:
         with self.telemetry.scrubber.one_call():
