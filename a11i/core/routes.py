@@ -17,6 +17,7 @@ Routing decides what the budget and the emergency stop can see, so it is deliber
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -137,6 +138,13 @@ def route(
     """The route of a request: ``target`` is the request target as sent (path and query),
     ``allow_unmetered`` the operator's ``METHOD /path-pattern`` exceptions (see
     :func:`allowed_unmetered`)."""
+    return _route(method, target)
+
+
+@functools.lru_cache(maxsize=1024)
+def _route(method: str, target: str) -> Route:
+    """``route``, remembered: an agent sends the same few targets again and again, and a
+    ``Route`` is immutable (a target that is refused raises again each time)."""
     path = canonical_path(target)
     method = method.upper()
     lower = path.lower()
