@@ -408,6 +408,10 @@ async def _read_body(request: web.Request, limit: int, timeout_s: float) -> byte
         if request.content_length > limit:
             raise BodyTooLarge(_too_large(limit))
         # The parser delivers at most Content-Length bytes: read them in one go.
+        if request.content.is_eof():
+            # All of it has arrived (a small body comes with the headers): nothing to wait for,
+            # so no timeout to arm.
+            return await request.content.read()
         try:
             async with asyncio.timeout(timeout_s):
                 return await request.content.read()
