@@ -64,6 +64,18 @@ def test_canonical_path(target: str, canonical: str) -> None:
 def test_a_path_no_server_could_mean_is_400(target: str) -> None:
     with pytest.raises(BadRequest):
         canonical_path(target)
+    # Routes are remembered; a refusal is not: the same target is refused every time.
+    for _ in range(2):
+        with pytest.raises(BadRequest):
+            route("POST", target)
+
+
+def test_a_remembered_route_is_the_route() -> None:
+    first = route("POST", "/v1/chat/completions?x=1")
+    assert route("POST", "/v1/chat/completions?x=1") is first
+    assert first.dialect is Dialect.OPENAI_CHAT
+    # Another method on the same target is routed on its own.
+    assert route("GET", "/v1/chat/completions?x=1").access is Access.FREE
 
 
 @pytest.mark.parametrize(
