@@ -563,11 +563,19 @@ class RedisWallet:
         """Stop the background tasks, try once more to reconcile, close an owned client."""
         self._closing = True
         self._wake.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # A round of the watcher in progress is let end (each Redis step in it is bounded
+            # by the timeout, and it stops at once when it sees ``_closing``): cancelled in the
+            # middle of a command, redis-py can leave that command's connection open, which the
+            # client's close then never reaches. The listener, waiting on its subscription, is
+            # cancelled and closes the subscription itself; so is a round that overruns.
+            watcher, *others = self._tasks
+            await asyncio.wait([watcher], timeout=4 * self._timeout + 1.0)
+            for task in [*others, watcher]:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._tasks = []
         if self._pending:
             with contextlib.suppress(*_UNREACHABLE):
