@@ -526,65 +526,74 @@ class Pipeline:
         verdict, reservation, waited = await self.admission.reserve(
             plan.projected_usd, gone=inbound.hung_up
         )
-        call = Call(
-            plan=plan, verdict=verdict, origin=origin, started=started, admission_wait_s=waited
-        )
-        if self.optimizer.enabled and dialect in _CACHED_DIALECTS:
-            call.cache_prints = await self._prints(dialect, body, len(raw))
-        # A call that does not fit as asked is tried again smaller: its input made smaller by
-        # the optimizer, then its output cap fitted to what is left.
-        candidate: tuple[CallPlan, Optimization, Prints] | None = None
-        if self._should_optimize(verdict, reservation is not None) and call.cache_prints:
-            state = verdict.state if reservation is not None else WalletState.RED
-            # Admitted as asked, a rewrite must save money net of the prompt cache; refused,
-            # any smaller request that fits is worth more than a 402.
-            candidate = await self._optimize(
-                plan, state, len(raw), call.cache_prints, net_of_cache=reservation is not None
+        forwarded = False
+        try:
+            call = Call(
+                plan=plan, verdict=verdict, origin=origin, started=started, admission_wait_s=waited
             )
-            if candidate is not None:
-                if reservation is None:
-                    retried, reservation = await self.wallet.reserve(candidate[0].projected_usd)
+            if self.optimizer.enabled and dialect in _CACHED_DIALECTS:
+                call.cache_prints = await self._prints(dialect, body, len(raw))
+            # A call that does not fit as asked is tried again smaller: its input made smaller by
+            # the optimizer, then its output cap fitted to what is left.
+            candidate: tuple[CallPlan, Optimization, Prints] | None = None
+            if self._should_optimize(verdict, reservation is not None) and call.cache_prints:
+                state = verdict.state if reservation is not None else WalletState.RED
+                # Admitted as asked, a rewrite must save money net of the prompt cache; refused,
+                # any smaller request that fits is worth more than a 402.
+                candidate = await self._optimize(
+                    plan, state, len(raw), call.cache_prints, net_of_cache=reservation is not None
+                )
+                if candidate is not None:
+                    if reservation is None:
+                        retried, reservation = await self.wallet.reserve(candidate[0].projected_usd)
+                        if reservation is not None:
+                            call.verdict = retried
                     if reservation is not None:
-                        call.verdict = retried
-                if reservation is not None:
-                    # A kept reservation made for the larger request covers the smaller one;
-                    # settlement charges what the provider reports.
-                    call.plan, call.optimization, call.cache_prints = candidate
-        if reservation is None and self._may_fit_cap(call.verdict):
-            smaller_plan = candidate[0] if candidate is not None else plan
-            fitted = await self._fit_output_cap(smaller_plan, len(raw))
-            if fitted is not None:
-                fit_plan, cap = fitted
-                retried, reservation = await self.wallet.reserve(fit_plan.projected_usd)
-                if reservation is not None:
-                    call.verdict, call.plan, call.output_cap = retried, fit_plan, cap
-                    if candidate is not None:
-                        call.optimization, call.cache_prints = candidate[1], candidate[2]
-        self.counters.metered_calls += 1
-        decision = call.verdict.decision
-        self.counters.by_decision[decision] = self.counters.by_decision.get(decision, 0) + 1
-        if reservation is None:
-            self.counters.blocked_calls += 1
-            refusal = self._refusal(call.verdict)
-            call.fail(refusal.status, refusal.kind)
-            self._emit(call.record(time.perf_counter()))
-            raise refusal
-        outbound, strip_usage = _outbound_body(
-            call.plan,
-            raw,
-            rewritten=call.optimization is not None or call.output_cap is not None,
-            model=sent_model,
-        )
-        headers = self._a11i_headers(call.plan, call.verdict)
-        if call.optimization is not None:
-            headers[H_OPTIMIZED] = call.optimization.header
-        if call.output_cap is not None:
-            headers[H_OUTPUT_CAP] = call.output_cap.header
-        if waited > 0:
-            headers[H_WAITED] = f"{waited * 1000:.0f}"
-        return await self._forward(
-            inbound, upstream, call, reservation, outbound, strip_usage, headers
-        )
+                        # A kept reservation made for the larger request covers the smaller one;
+                        # settlement charges what the provider reports.
+                        call.plan, call.optimization, call.cache_prints = candidate
+            if reservation is None and self._may_fit_cap(call.verdict):
+                smaller_plan = candidate[0] if candidate is not None else plan
+                fitted = await self._fit_output_cap(smaller_plan, len(raw))
+                if fitted is not None:
+                    fit_plan, cap = fitted
+                    retried, reservation = await self.wallet.reserve(fit_plan.projected_usd)
+                    if reservation is not None:
+                        call.verdict, call.plan, call.output_cap = retried, fit_plan, cap
+                        if candidate is not None:
+                            call.optimization, call.cache_prints = candidate[1], candidate[2]
+            self.counters.metered_calls += 1
+            decision = call.verdict.decision
+            self.counters.by_decision[decision] = self.counters.by_decision.get(decision, 0) + 1
+            if reservation is None:
+                self.counters.blocked_calls += 1
+                refusal = self._refusal(call.verdict)
+                call.fail(refusal.status, refusal.kind)
+                self._emit(call.record(time.perf_counter()))
+                raise refusal
+            outbound, strip_usage = _outbound_body(
+                call.plan,
+                raw,
+                rewritten=call.optimization is not None or call.output_cap is not None,
+                model=sent_model,
+            )
+            headers = self._a11i_headers(call.plan, call.verdict)
+            if call.optimization is not None:
+                headers[H_OPTIMIZED] = call.optimization.header
+            if call.output_cap is not None:
+                headers[H_OUTPUT_CAP] = call.output_cap.header
+            if waited > 0:
+                headers[H_WAITED] = f"{waited * 1000:.0f}"
+            forwarded = True  # from here on ``_forward`` settles it, however the call ends
+            return await self._forward(
+                inbound, upstream, call, reservation, outbound, strip_usage, headers
+            )
+        finally:
+            if not forwarded and reservation is not None:
+                # Cancelled (the agent hung up while the call was optimized or re-reserved) or
+                # failed before it was forwarded: the money held for it is let go now, not
+                # when its lease expires.
+                await asyncio.shield(self._settle(reservation, None))
 
     def _may_fit_cap(self, verdict: Verdict) -> bool:
         """Whether a refused call may go on with a lower output cap: not under the emergency
@@ -738,12 +747,12 @@ class Pipeline:
     ) -> Answer:
         plan = call.plan
         provider = plan.request.dialect.provider
-        headers = upstream_headers(
-            inbound.headers.items(), provider, self.settings.custody, azure=inbound.route.azure
-        )
         settled = False
         relayed = False
         try:
+            headers = upstream_headers(
+                inbound.headers.items(), provider, self.settings.custody, azure=inbound.route.azure
+            )
             answer = await upstream.post(inbound.url, headers, outbound)
             try:
                 call.status = answer.status
