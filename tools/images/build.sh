@@ -54,8 +54,7 @@ context_hash() { # dockerfile
     {
       printf '%s\n' "$RECIPE" "$base_hash" "$version"
       sha256sum "$1" .dockerignore pyproject.toml README.md docker/install.sh
-      find native/bpe -type f \( -name 'Cargo.*' -o -name '*.rs' -o -name '*.toml' -o -name '*.pyi' \) \
-        ! -path '*/target/*' -print0 | sort -z | xargs -0 sha256sum
+      "$root/tools/native/build.sh" --hash # the compact tokenizer's source, as its wheel is keyed
       find a11i -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
         ! -path 'a11i/sidecar/data/encodings/*' ! -path 'a11i/dashboard/static/vendor/*' \
         ! -path 'a11i/dashboard/.assets/*' -print0 | sort -z | xargs -0 sha256sum

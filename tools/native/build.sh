@@ -3,6 +3,7 @@
 #
 #   tools/native/build.sh           build when the source changed, copy the wheel, print its path
 #   tools/native/build.sh --check   exit 3 (and say so) when a build would run
+#   tools/native/build.sh --hash    print the hash of the crate's source (what a build is keyed by)
 #
 # Exit 4 when cargo is missing (make install then goes on without the extension, unless
 # A11I_REQUIRE_NATIVE is set, as .ci/run does).
@@ -17,10 +18,12 @@
 set -euo pipefail
 
 check_only=0
+hash_only=0
 for arg in "$@"; do
   case "$arg" in
     --check) check_only=1 ;;
-    -h | --help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --hash) hash_only=1 ;;
+    -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build.sh: unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -29,6 +32,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 crate="$root/native/bpe"
 cache="${A11I_CACHE:-$HOME/.cache/a11i}"
 hash="$(cd "$crate" && cat Cargo.toml Cargo.lock pyproject.toml a11i_bpe.pyi src/*.rs | sha256sum | cut -c1-16)"
+if ((hash_only)); then
+  echo "$hash"
+  exit 0
+fi
 out="$cache/wheels/a11i-bpe-$hash"
 dest="$root/native/wheels"
 
