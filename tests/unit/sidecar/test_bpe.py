@@ -50,9 +50,13 @@ def _pair(name: str) -> tuple[a11i_bpe.Encoding, tiktoken.Encoding]:
     return ours, theirs
 
 
+#: Both encoders of each encoding, built once for the module.
+_PAIRS = {name: _pair(name) for name in ENCODING_NAMES}
+
+
 @pytest.fixture(scope="module", params=ENCODING_NAMES)
 def pair(request: pytest.FixtureRequest) -> tuple[a11i_bpe.Encoding, tiktoken.Encoding]:
-    return _pair(request.param)
+    return _PAIRS[request.param]
 
 
 def _same(pair: tuple[a11i_bpe.Encoding, tiktoken.Encoding], text: str) -> None:
@@ -133,9 +137,6 @@ def test_the_same_tokens_on_random_text(
 def test_the_same_tokens_for_any_text(text: str) -> None:
     for name in ENCODING_NAMES:
         _same(_PAIRS[name], text)
-
-
-_PAIRS = {name: _pair(name) for name in ENCODING_NAMES}
 
 
 def test_the_same_tokens_for_long_pieces(
