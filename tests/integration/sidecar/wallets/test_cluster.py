@@ -34,6 +34,30 @@ CHAT = {
 HEADERS = {"Authorization": "Bearer sk-agent"}
 
 
+async def started_wallet(
+    connection: Redis | RedisCluster,
+    namespace: str,
+    limit: str,
+    period: Period,
+    *,
+    timeout_s: float = 2.0,  # the first command also learns the cluster's slots
+    events: bool = False,
+) -> RedisWallet:
+    """A started namespace wallet of agent "agent" that owns ``connection``."""
+    wallet = RedisWallet(
+        connection,
+        namespace=namespace,
+        agent="agent",
+        policy=BudgetPolicy(limit_usd=Decimal(limit)),
+        period=period,
+        owns_client=True,
+        timeout_s=timeout_s,
+        events=events,
+    )
+    await wallet.start()
+    return wallet
+
+
 @pytest.fixture
 async def client(cluster: RedisClusterServers) -> AsyncIterator[RedisCluster]:
     connection = connect(cluster.url, RedisMode.CLUSTER, decode_responses=True)
@@ -52,16 +76,9 @@ async def test_a_wallets_keys_share_one_slot_and_wallets_spread_over_the_nodes(
         slot = {await client.cluster_keyslot(name) for name in names}
         assert len(slot) == 1, names
         nodes.add(client.get_node_from_key(keys.wallet).name)
-        wallet = RedisWallet(
-            connect(cluster.url, RedisMode.CLUSTER),
-            namespace=namespace,
-            agent="agent",
-            policy=BudgetPolicy(limit_usd=Decimal("1")),
-            period=Period.DAILY,
-            owns_client=True,
-            timeout_s=2.0,  # the first command also learns the cluster's slots
+        wallet = await started_wallet(
+            connect(cluster.url, RedisMode.CLUSTER), namespace, "1", Period.DAILY
         )
-        await wallet.start()
         try:
             assert wallet.connected
             _, lease = await wallet.reserve(Decimal("0.25"))
@@ -166,16 +183,7 @@ async def test_the_dashboard_and_the_operator_follow_every_node(
     target = RedisTarget(cluster.url, RedisMode.CLUSTER)
     names = [f"listed-{index}" for index in range(6)]
     for name in names:
-        wallet = RedisWallet(
-            target.connect(),
-            namespace=name,
-            agent="agent",
-            policy=BudgetPolicy(limit_usd=Decimal("2")),
-            period=Period.TOTAL,
-            owns_client=True,
-            timeout_s=2.0,  # the first command also learns the cluster's slots
-        )
-        await wallet.start()
+        wallet = await started_wallet(target.connect(), name, "2", Period.TOTAL)
         _, lease = await wallet.reserve(Decimal("0.5"))
         assert lease is not None
         await wallet.close()
@@ -203,16 +211,7 @@ async def test_moving_the_wallets_from_one_redis_server_to_a_cluster(
     try:
         names = ["moving-a", "moving-b", "moving-c"]
         for index, name in enumerate(names):
-            wallet = RedisWallet(
-                Redis.from_url(server.url),
-                namespace=name,
-                agent="agent",
-                policy=BudgetPolicy(limit_usd=Decimal("5")),
-                period=Period.MONTHLY,
-                owns_client=True,
-                timeout_s=2.0,  # the first command also learns the cluster's slots
-            )
-            await wallet.start()
+            wallet = await started_wallet(Redis.from_url(server.url), name, "5", Period.MONTHLY)
             _, lease = await wallet.reserve(Decimal("1"))
             assert lease is not None
             await wallet.settle(lease, Decimal(index + 1) / 10)
@@ -243,16 +242,9 @@ async def test_moving_the_wallets_from_one_redis_server_to_a_cluster(
             "moving-b: copied",
             "moving-c: already there, left as it is",
         ]
-        moved = RedisWallet(
-            connect(cluster.url, RedisMode.CLUSTER),
-            namespace="moving-b",
-            agent="agent",
-            policy=BudgetPolicy(limit_usd=Decimal("1")),
-            period=Period.MONTHLY,
-            owns_client=True,
-            timeout_s=2.0,  # the first command also learns the cluster's slots
+        moved = await started_wallet(
+            connect(cluster.url, RedisMode.CLUSTER), "moving-b", "1", Period.MONTHLY
         )
-        await moved.start()
         try:
             snapshot = await moved.snapshot()
             assert (snapshot.limit_usd, snapshot.spent_usd, snapshot.reserved_usd) == (
@@ -292,16 +284,9 @@ async def test_a_lost_primary_fails_open_and_loses_nothing() -> None:
         assert lost
         assert kept
         for name in (lost[0], kept[0]):
-            wallet = RedisWallet(
-                connect(servers.url, RedisMode.CLUSTER),
-                namespace=name,
-                agent="agent",
-                policy=BudgetPolicy(limit_usd=Decimal("10")),
-                period=Period.TOTAL,
-                owns_client=True,
-                timeout_s=1.0,
+            wallet = await started_wallet(
+                connect(servers.url, RedisMode.CLUSTER), name, "10", Period.TOTAL, timeout_s=1.0
             )
-            await wallet.start()
             assert wallet.connected
             wallets.append(wallet)
         victim.stop()
@@ -330,17 +315,7 @@ async def test_a_settlement_appends_its_event_in_the_wallets_slot_once(
 ) -> None:
     namespace = "events-in-slot"
     connection = connect(cluster.url, RedisMode.CLUSTER)
-    wallet = RedisWallet(
-        connection,
-        namespace=namespace,
-        agent="agent",
-        policy=BudgetPolicy(limit_usd=Decimal(1)),
-        period=Period.TOTAL,
-        timeout_s=2.0,
-        owns_client=True,
-        events=True,
-    )
-    await wallet.start()
+    wallet = await started_wallet(connection, namespace, "1", Period.TOTAL, events=True)
     try:
         # Listed for the readers that follow every namespace's stream (the dashboard).
         assert namespace in await client.smembers(STREAMS)
