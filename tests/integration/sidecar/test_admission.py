@@ -71,8 +71,9 @@ async def test_a_coding_agent_with_max_tokens_64000_uses_the_budget_and_never_pa
     total = await spent(running)
     assert total <= Decimal("0.05")
     # Refused only when no useful answer fitted: what was left could not pay the input and
-    # the 1024-token floor of one more call.
-    last = running.records[-1]
+    # the 1024-token floor of one more call. (The refusal's record reaches the observers from
+    # the telemetry thread, after the agent has its 402: wait for it.)
+    last = (await running.settled(len(capped) + 1))[-1]
     assert last.status == 402
     floor_cost = project(last.plan.price.price, last.plan.input.tokens, 1024)
     assert Decimal("0.05") - total < floor_cost
