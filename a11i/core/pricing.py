@@ -537,6 +537,26 @@ def rates_for(
     for candidate in p.long_context:
         if prompt_tokens > candidate.above_tokens:
             context = candidate
+    key = (id(p), context.above_tokens if context is not None else None, tier)
+    known = _APPLIED.get(key)
+    # The price itself is kept with its rates: an id is reused once a reloaded card's old
+    # prices are gone, and must then miss.
+    if known is not None and known[0] is p:
+        return known[1]
+    applied = _applied_rates(p, context, tier)
+    if len(_APPLIED) >= _APPLIED_SIZE:
+        _APPLIED.clear()
+    _APPLIED[key] = (p, applied)
+    return applied
+
+
+#: The rates applied per (price, long-context rule, tier), worked out once: twice per call
+#: otherwise (projection and charge), each building and checking the layers anew.
+_APPLIED: dict[tuple[int, int | None, str], tuple[ModelPrice, AppliedRates]] = {}
+_APPLIED_SIZE: Final = 4096
+
+
+def _applied_rates(p: ModelPrice, context: LongContext | None, tier: str) -> AppliedRates:
     layers: list[Rates] = []
     applied_tier = STANDARD
     if context is not None:

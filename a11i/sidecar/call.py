@@ -93,6 +93,9 @@ class CallRecord:
     optimization: Optimization | None = None
     #: The forwarded request's prefix fingerprints (for the optimizer's cache estimate).
     cache_prints: Prints | None = None
+    #: The fingerprints are still to be taken, from ``plan``'s body, once the answer is on its
+    #: way (a small request the optimizer had no use for them on).
+    prints_after: bool = False
     #: The output cap a11i lowered to fit the wallet, when it did.
     output_cap: CapFit | None = None
     #: Seconds the call waited in line for money held by calls in flight.
@@ -119,6 +122,7 @@ class Call:
     started: float
     optimization: Optimization | None = None
     cache_prints: Prints | None = None
+    prints_after: bool = False
     output_cap: CapFit | None = None
     admission_wait_s: float = 0.0
     settlement: Settlement | None = None
@@ -152,6 +156,7 @@ class Call:
             tool_calls=self.tool_calls,
             optimization=self.optimization,
             cache_prints=self.cache_prints,
+            prints_after=self.prints_after,
             output_cap=self.output_cap,
             admission_wait_s=self.admission_wait_s,
             origin=self.origin,

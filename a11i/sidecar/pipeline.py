@@ -443,13 +443,13 @@ class Pipeline:
 
     def _record_output(self, record: CallRecord) -> None:
         settled = record.settlement
-        if (
-            record.cache_prints is not None
-            and settled is not None
-            and settled.source is UsageSource.PROVIDER
-        ):
-            cached = cached_tokens_after(record.plan.request.dialect, settled.usage)
-            self.caches.observe(record.cache_prints, cached)
+        if settled is not None and settled.source is UsageSource.PROVIDER:
+            prints = record.cache_prints
+            request = record.plan.request
+            if prints is None and record.prints_after:
+                prints = prefix_prints(request.dialect, request.body)
+            if prints is not None:
+                self.caches.observe(prints, cached_tokens_after(request.dialect, settled.usage))
         if settled is not None and record.complete and record.plan.output_bound:
             choices = record.plan.request.choices
             self.outputs.observe(record.plan.request.model, settled.usage.output_tokens // choices)
@@ -532,7 +532,13 @@ class Pipeline:
                 plan=plan, verdict=verdict, origin=origin, started=started, admission_wait_s=waited
             )
             if self.optimizer.enabled and dialect in _CACHED_DIALECTS:
-                call.cache_prints = await self._prints(dialect, body, len(raw))
+                if len(raw) >= _PRINTS_INLINE_BYTES or self._should_optimize(
+                    verdict, reservation is not None
+                ):
+                    call.cache_prints = await self._prints(dialect, body, len(raw))
+                else:
+                    # Only the cache memory needs them: taken after the answer has gone.
+                    call.prints_after = True
             # A call that does not fit as asked is tried again smaller: its input made smaller by
             # the optimizer, then its output cap fitted to what is left.
             candidate: tuple[CallPlan, Optimization, Prints] | None = None

@@ -15,6 +15,7 @@ import pytest
 from a11i.core.meter import UsageSource
 from a11i.core.model import Dialect
 from a11i.core.optimizer import validate_conversation
+from a11i.core.optimizer.cache import prefix_prints
 from tests.integration.conftest import SidecarFactory
 from tests.support.paths import TRANSCRIPTS
 from tests.support.standin import StandIn
@@ -354,3 +355,28 @@ async def test_a_cached_history_is_not_rewritten_when_that_costs_more(
     ) as client:
         cold = await client.chat.completions.with_raw_response.create(**_turn(base, 1))  # type: ignore[call-overload]
     assert "x-a11i-optimized" in cold.headers
+
+
+async def test_an_admitted_call_teaches_the_cache_memory_after_its_answer(
+    start_sidecar: SidecarFactory, standin: StandIn
+) -> None:
+    # A small request admitted as asked has no use for its prefix fingerprints before it is
+    # forwarded: they are taken after the answer, and the provider's cache is remembered all
+    # the same, for the turns the optimizer may rewrite later.
+    running = await start_sidecar(A11I_BUDGET_USD="100")
+    body = {"model": SRE_OPENAI["model"], "messages": SRE_OPENAI["messages"][:3]}
+    assert len(json.dumps(body)) < 8 * 1024
+    async with openai.AsyncOpenAI(
+        base_url=running.openai_url, api_key="sk-agent", max_retries=0
+    ) as client:
+        answer = await client.chat.completions.with_raw_response.create(**body)  # type: ignore[call-overload]
+    assert answer.headers["x-a11i-decision"] == "allow"
+    await running.settled(1)
+    prints = prefix_prints(Dialect.OPENAI_CHAT, standin.requests[-1].json)
+    for _ in range(100):
+        if running.sidecar.caches.state(prints) is not None:
+            break
+        await asyncio.sleep(0.01)
+    state = running.sidecar.caches.state(prints)
+    assert state is not None
+    assert state.prints == prints

@@ -1520,3 +1520,25 @@ def test_litellms_whole_price_list_loads_with_its_rules() -> None:
     assert card.unmodelled["input_cost_per_audio_token"] > 0
     assert "input_cost_per_token_flex" not in card.unmodelled
     assert "supports_vision" not in card.unmodelled
+
+
+def test_applied_rates_are_never_those_of_another_price_with_the_same_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Applied rates are remembered by the price's id; a reloaded card's price may get the id of
+    # a collected one, and must then be priced by its own rates.
+    from a11i.core import pricing
+
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    assert charge(GPT_4O, usage).total == Decimal("12.5")
+    dearer = price("5", "20")
+    stale = pricing.rates_for(GPT_4O, prompt_tokens=1_000_000)
+    applied = dict(pricing._APPLIED)
+    monkeypatch.setattr(
+        pricing,
+        "_APPLIED",
+        {(id(dearer), None, "standard"): (GPT_4O, stale), **applied},
+    )
+    assert charge(dearer, usage).total == Decimal(25)
+    assert charge(dearer, usage).total == Decimal(25)
+    assert charge(GPT_4O, usage).total == Decimal("12.5")

@@ -8,6 +8,7 @@ result next to the ``prompt_tokens`` the OpenAI API reported for the same reques
 from __future__ import annotations
 
 import base64
+import json
 import math
 import random
 import struct
@@ -820,6 +821,42 @@ def test_a_resent_history_tokenizes_only_the_new_message(
 
     fresh = TokenCounter(encodings).count_chat("gpt-4o", [*long_history, new_message])
     assert warm == fresh
+
+
+def test_a_history_parsed_again_from_the_wire_hits_the_cache(encodings: Encodings) -> None:
+    # An agent re-sends its history as JSON every turn: the sidecar parses new objects each time.
+    counter = TokenCounter(encodings)
+    wire = json.dumps([*COOKBOOK_MESSAGES, {"role": "user", "content": "a"}])
+    first = counter.count_chat("gpt-4o", json.loads(wire))
+    second = counter.count_chat("gpt-4o", json.loads(wire))
+    assert first == second
+    stats = counter.cache_stats()
+    assert (stats.hits, stats.misses) == (len(COOKBOOK_MESSAGES) + 1, len(COOKBOOK_MESSAGES) + 1)
+
+
+def test_values_that_differ_only_in_type_never_share_a_count(encodings: Encodings) -> None:
+    counter = TokenCounter(encodings)
+    fresh = TokenCounter(encodings, cache_size=0)
+    spellings: list[JSONValue] = [
+        {"role": "user", "content": "7", "name": "x"},
+        {"role": "user", "content": [{"type": "text", "text": "7"}], "name": "x"},
+        {"role": "user", "content": "7", "name": "x", "tool_call_id": None},
+    ]
+    for message in spellings:
+        assert counter.count_chat("gpt-4o", [message]) == fresh.count_chat("gpt-4o", [message])
+    assert counter.cache_stats().size == len(spellings)
+
+
+def test_a_value_without_a_key_is_counted_uncached(encodings: Encodings) -> None:
+    # Library mode may hand the counter objects JSON never produces: counted, not cached.
+    class Opaque:
+        def __repr__(self) -> str:
+            return "opaque"
+
+    counter = TokenCounter(encodings)
+    message: JSONValue = {"role": "user", "content": "hello", "extra": Opaque()}  # type: ignore[dict-item]
+    assert counter.count_chat("gpt-4o", [message]).tokens > 0
+    assert counter.cache_stats().size == 0
 
 
 def test_the_cache_keys_on_the_rules(counter: TokenCounter) -> None:
