@@ -7,6 +7,7 @@ the environment itself (entry points hand it theirs) or import the operator or t
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -44,6 +45,7 @@ def serve(env: Mapping[str, str]) -> int:
     """``a11i sidecar``: serve the proxy until SIGINT/SIGTERM; 2 when it cannot listen (the
     port is taken, ``A11I_HOST`` is no address of this machine)."""
     settings, _sidecar, app = sidecar_app(env)
+    app.on_startup.append(freeze_heap)
     try:
         web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
     except OSError as error:
@@ -54,6 +56,17 @@ def serve(env: Mapping[str, str]) -> int:
         )
         return 2
     return 0
+
+
+async def freeze_heap(_app: web.Application) -> None:
+    """Once the sidecar has started: the objects alive now (~50,000: the modules, the rate
+    card, the telemetry SDKs) live as long as the process, so the cycle collector is told to
+    leave them be (``gc.freeze``). A full collection otherwise walks them all every few
+    thousand calls, a pause of 30-120 ms for the call it lands on; it now walks only what
+    calls made since. Only the ``a11i sidecar`` process does this, never a process a11i is a
+    guest in (library mode, the tests)."""
+    gc.collect()
+    gc.freeze()
 
 
 def sidecar_app(env: Mapping[str, str]) -> tuple[SidecarSettings, Sidecar, web.Application]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterator
 
 import pytest
+from aiohttp import web
 
 from a11i.core.headers import KeyCustody
-from a11i.sidecar.app import held_providers, sidecar_app
+from a11i.sidecar.app import freeze_heap, held_providers, serve, sidecar_app
 
 OPENAI_KEY = "sk-held-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-held-0123456789abcdef"
@@ -52,3 +54,36 @@ def test_the_start_line_names_the_held_providers(caplog: pytest.LogCaptureFixtur
     assert line.endswith("keys held: openai, anthropic)")
     assert "KeyCustody" not in line
     assert "held-" not in caplog.text
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    yield
+    gc.unfreeze()
+
+
+@pytest.mark.usefixtures("root_handlers_restored")
+def test_the_sidecar_process_freezes_its_heap_once_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    served: list[web.Application] = []
+    monkeypatch.setattr(web, "run_app", lambda app, **_options: served.append(app))
+    assert serve({"A11I_WALLET_FILE": ":memory:"}) == 0
+    (app,) = served
+    # After the sidecar's own start: what it builds at start lives as long as it does.
+    assert list(app.on_startup)[-1] is freeze_heap
+
+
+@pytest.mark.usefixtures("unfrozen")
+async def test_a_frozen_heap_still_collects_what_calls_leave_behind() -> None:
+    await freeze_heap(web.Application())
+    assert gc.get_freeze_count() > 10_000
+
+    class Node:
+        def __init__(self) -> None:
+            self.other: Node | None = None
+
+    first, second = Node(), Node()
+    first.other, second.other = second, first
+    del first, second
+    assert gc.collect() >= 2
