@@ -128,6 +128,9 @@ class SQLiteWallet:
         self._last_book: WalletBook | None = None
         #: The last commit: the next transaction starts from it while the row is unchanged.
         self._written: _Written | None = None
+        #: Another process wrote this wallet after our last commit, when we last looked: it
+        #: may be writing in turn (two sidecars sharing a namespace), so read the row first.
+        self._read_first = False
         self._writer = _BookWriter()
         # A second connection for the event loop's thread that never waits for a lock.
         self._loop_connection: sqlite3.Connection | None = None
@@ -315,7 +318,8 @@ class SQLiteWallet:
         The rules first run on the book this wallet last committed, and its write is conditional
         on the row still holding that text (and the cluster stop being as it was): when nobody
         else wrote since, which is the usual case, the row is neither read nor parsed. When the
-        condition fails, the row is read and the rules run again on it, in the same transaction.
+        condition fails, the row is read and the rules run again on it, in the same transaction,
+        and the next transactions read the row first until they find it as this wallet left it.
         Whatever the other connection, thread or process did, what is written is computed
         from what the file holds under the lock."""
         connection = self._connection()
@@ -325,7 +329,7 @@ class SQLiteWallet:
         try:
             last = self._written
             done = None
-            if last is not None:
+            if last is not None and not self._read_first:
                 done = self._applied(apply, last.book, last.stopped, now, cluster_stop_applies)
                 cursor = connection.execute(
                     _UPDATE_UNCHANGED,
@@ -333,6 +337,7 @@ class SQLiteWallet:
                 )
                 if cursor.rowcount != 1:
                     done = None
+                    self._read_first = True
             if done is None:
                 book, stopped = self._load(connection, now)
                 done = self._applied(apply, book, stopped, now, cluster_stop_applies)
@@ -385,8 +390,11 @@ class SQLiteWallet:
         if row is not None:
             text, stopped = str(row[0]), bool(row[1])
             last = self._written
-            book = last.book if last is not None and last.text == text else load_book(text)
-            return book, stopped
+            if last is not None and last.text == text:
+                self._read_first = False
+                return last.book, stopped
+            self._read_first = last is not None
+            return load_book(text), stopped
         return self._insert_new(connection, now), self._cluster_stopped(connection)
 
     def _insert_new(self, connection: sqlite3.Connection, now: datetime) -> WalletBook:
