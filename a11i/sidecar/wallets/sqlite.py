@@ -2,8 +2,9 @@
 
 Adapter: stores each wallet's state (``a11i.core.wallets.WalletBook``) as one row and applies
 the pure rules inside a ``BEGIN IMMEDIATE`` transaction, so a reservation is atomic across
-processes (several sidecars on a laptop, and the ``a11i wallet`` command). All SQLite work runs
-on one dedicated thread: the event loop never waits on the disk. WAL journal with
+processes (several sidecars on a laptop, and the ``a11i wallet`` command). A transaction runs on
+the event loop when the file is free and on a dedicated thread when it must wait for another
+process: the event loop never waits for a lock. WAL journal with
 ``synchronous=NORMAL``: a crash of the process loses nothing committed (a power cut may lose the
 last transactions). What it may not do: talk to the network; Redis is a separate backend.
 """
