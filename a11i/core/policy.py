@@ -128,12 +128,12 @@ def period_start(period: Period, now: datetime, origin: datetime, zone: tzinfo =
     """The start of the period that contains ``now``: midnight, Monday or the 1st in ``zone``
     (UTC unless the wallet says otherwise). ``origin`` is when the wallet was created, the
     start of a ``Total`` period."""
+    if period is Period.TOTAL:
+        return origin.astimezone(UTC)
     now = now.astimezone(zone)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     if period is Period.DAILY:
         return midnight
     if period is Period.WEEKLY:
         return midnight - timedelta(days=midnight.weekday())
-    if period is Period.MONTHLY:
-        return midnight.replace(day=1)
-    return origin.astimezone(UTC)
+    return midnight.replace(day=1)  # Monthly

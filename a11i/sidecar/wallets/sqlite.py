@@ -2,8 +2,9 @@
 
 Adapter: stores each wallet's state (``a11i.core.wallets.WalletBook``) as one row and applies
 the pure rules inside a ``BEGIN IMMEDIATE`` transaction, so a reservation is atomic across
-processes (several sidecars on a laptop, and the ``a11i wallet`` command). All SQLite work runs
-on one dedicated thread: the event loop never waits on the disk. WAL journal with
+processes (several sidecars on a laptop, and the ``a11i wallet`` command). A transaction runs on
+the event loop when the file is free and on a dedicated thread when it must wait for another
+process: the event loop never waits for a lock. WAL journal with
 ``synchronous=NORMAL``: a crash of the process loses nothing committed (a power cut may lose the
 last transactions). What it may not do: talk to the network; Redis is a separate backend.
 """
@@ -25,8 +26,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from a11i.core.errors import WalletUnavailable
 from a11i.core.policy import BudgetPolicy, ExhaustedAction, Period, Verdict
@@ -60,6 +62,23 @@ CREATE TABLE IF NOT EXISTS stops (
     since REAL NOT NULL
 );
 """
+
+_UPDATE = "UPDATE wallets SET book = ?, updated_at = ? WHERE namespace = ?"
+#: The write of a book computed from the one this wallet last wrote: it changes nothing unless
+#: the row still holds that text and the cluster stop is still as it was (0 rows changed).
+_UPDATE_UNCHANGED = (
+    "UPDATE wallets SET book = ?, updated_at = ? WHERE namespace = ? AND book = ? "
+    "AND EXISTS (SELECT 1 FROM stops WHERE scope = 'cluster') = ?"
+)
+
+
+class _Written(NamedTuple):
+    """What a transaction of this wallet committed last: the row's text, its book, and
+    whether the cluster stop was on."""
+
+    text: str
+    book: WalletBook
+    stopped: bool
 
 
 def state_dir(env: Mapping[str, str] = os.environ) -> Path:
@@ -108,8 +127,12 @@ class SQLiteWallet:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="a11i-wallet")
         self._local = threading.local()
         self._last_book: WalletBook | None = None
-        #: The text last written and its book: parsing is skipped when the row is unchanged.
-        self._parsed: tuple[str, WalletBook] | None = None
+        #: The last commit: the next transaction starts from it while the row is unchanged.
+        self._written: _Written | None = None
+        #: Another process wrote this wallet after our last commit, when we last looked: it
+        #: may be writing in turn (two sidecars sharing a namespace), so read the row first.
+        self._read_first = False
+        self._writer = _BookWriter()
         # A second connection for the event loop's thread that never waits for a lock.
         self._loop_connection: sqlite3.Connection | None = None
         self._loop_thread: int | None = None
@@ -291,25 +314,35 @@ class SQLiteWallet:
         topped_up: Decimal = Decimal(0),
     ) -> T:
         """Load, apply the pure rules, store: one ``BEGIN IMMEDIATE`` transaction, so no other
-        process can interleave between the check and the write."""
+        process can interleave between the check and the write.
+
+        The rules first run on the book this wallet last committed, and its write is conditional
+        on the row still holding that text (and the cluster stop being as it was): when nobody
+        else wrote since, which is the usual case, the row is neither read nor parsed. When the
+        condition fails, the row is read and the rules run again on it, in the same transaction,
+        and the next transactions read the row first until they find it as this wallet left it.
+        Whatever the other connection, thread or process did, what is written is computed
+        from what the file holds under the lock."""
         connection = self._connection()
         now = self._clock()
+        stamp = now.timestamp()
         connection.execute("BEGIN IMMEDIATE")
         try:
-            book, cluster_stopped = self._load(connection, now)
-            stored_suspension = book.policy.suspended
-            if cluster_stop_applies and cluster_stopped:
-                # The cluster stop applies to every wallet without being written into each.
-                book = replace(book, policy=replace(book.policy, suspended=True))
-            book, result = apply(book, now)
-            self._last_book = book
-            if cluster_stop_applies and cluster_stopped:
-                book = replace(book, policy=replace(book.policy, suspended=stored_suspension))
-            text = dump_book(book)
-            connection.execute(
-                "UPDATE wallets SET book = ?, updated_at = ? WHERE namespace = ?",
-                (text, now.timestamp(), self.namespace),
-            )
+            last = self._written
+            done = None
+            if last is not None and not self._read_first:
+                done = self._applied(apply, last.book, last.stopped, now, cluster_stop_applies)
+                cursor = connection.execute(
+                    _UPDATE_UNCHANGED,
+                    (done[0].text, stamp, self.namespace, last.text, last.stopped),
+                )
+                if cursor.rowcount != 1:
+                    done = None
+                    self._read_first = True
+            if done is None:
+                book, stopped = self._load(connection, now)
+                done = self._applied(apply, book, stopped, now, cluster_stop_applies)
+                connection.execute(_UPDATE, (done[0].text, stamp, self.namespace))
             if topped_up:
                 row = connection.execute(
                     "SELECT topped_up FROM wallets WHERE namespace = ?", (self.namespace,)
@@ -320,10 +353,32 @@ class SQLiteWallet:
                 )
             connection.execute("COMMIT")
         except BaseException:
+            # Nothing of this transaction is kept, not even in memory: the next one reads the row.
+            self._written = None
             connection.execute("ROLLBACK")
             raise
-        self._parsed = (text, book)
+        written, self._last_book, result = done
+        self._written = written
         return result
+
+    def _applied(
+        self,
+        apply: Callable[[WalletBook, datetime], tuple[WalletBook, T]],
+        book: WalletBook,
+        cluster_stopped: bool,
+        now: datetime,
+        cluster_stop_applies: bool,
+    ) -> tuple[_Written, WalletBook, T]:
+        """The rules applied to ``book``: what to write, the book as the rules see it (with
+        the cluster stop), and the rules' result."""
+        if not (cluster_stop_applies and cluster_stopped):
+            book, result = apply(book, now)
+            return _Written(self._writer.dump(book), book, cluster_stopped), book, result
+        # The cluster stop applies to every wallet without being written into each.
+        stored_suspension = book.policy.suspended
+        seen, result = apply(replace(book, policy=replace(book.policy, suspended=True)), now)
+        book = replace(seen, policy=replace(seen.policy, suspended=stored_suspension))
+        return _Written(self._writer.dump(book), book, cluster_stopped), seen, result
 
     def _load(self, connection: sqlite3.Connection, now: datetime) -> tuple[WalletBook, bool]:
         """The stored book (parsed again only when another process changed it) and whether
@@ -335,9 +390,12 @@ class SQLiteWallet:
         ).fetchone()
         if row is not None:
             text, stopped = str(row[0]), bool(row[1])
-            cached = self._parsed
-            book = cached[1] if cached is not None and cached[0] == text else load_book(text)
-            return book, stopped
+            last = self._written
+            if last is not None and last.text == text:
+                self._read_first = False
+                return last.book, stopped
+            self._read_first = last is not None
+            return load_book(text), stopped
         return self._insert_new(connection, now), self._cluster_stopped(connection)
 
     def _insert_new(self, connection: sqlite3.Connection, now: datetime) -> WalletBook:
@@ -467,26 +525,56 @@ def set_cluster_stop(path: Path, on: bool) -> None:
 
 
 def dump_book(book: WalletBook) -> str:
-    policy = book.policy
-    return json.dumps(
-        {
+    return _BookWriter().dump(book)
+
+
+class _BookWriter:
+    """Writes books as the JSON text ``json.dumps`` makes of them (keys in the same order,
+    no spaces), with the part that holds the policy, period and zone remembered while they are
+    the same objects: a reserve or a settle changes only the money, times and leases, and the
+    policy's Decimals and enums cost more to write than the rest of the book together."""
+
+    __slots__ = ("_head",)
+
+    def __init__(self) -> None:
+        #: The policy, period and zone last written, and their text: one tuple, replaced whole.
+        self._head: tuple[BudgetPolicy, Period, str, str] | None = None
+
+    def dump(self, book: WalletBook) -> str:
+        head = self._head
+        if (
+            head is None
+            or head[0] is not book.policy
+            or head[1] is not book.period
+            or head[2] != book.zone
+        ):
+            head = self._head = (book.policy, book.period, book.zone, self._head_of(book))
+        leases = ",".join(
+            [
+                f"[{encode_basestring_ascii(lease.id)},{lease.nanos:d},"
+                f"{lease.expires_at!r},{lease.period_start!r}]"
+                for lease in book.leases
+            ]
+        )
+        return (
+            f'{head[3]},"period_start":{book.period_start!r},"origin":{book.origin!r},'
+            f'"spent_nanos":{book.spent:d},"zone":{encode_basestring_ascii(book.zone)},'
+            f'"leases":[{leases}]}}'
+        )
+
+    @staticmethod
+    def _head_of(book: WalletBook) -> str:
+        """The text up to the period (its closing brace cut)."""
+        policy = book.policy
+        head = {
             "limit_usd": _limit_text(policy),
             "warn_at": str(policy.warn_at_percent),
             "optimize_at": str(policy.optimize_at_percent),
             "when_exhausted": policy.when_exhausted.value,
             "suspended": policy.suspended,
             "period": book.period.value,
-            "period_start": book.period_start,
-            "origin": book.origin,
-            "spent_nanos": book.spent,
-            "zone": book.zone,
-            "leases": [
-                [lease.id, lease.nanos, lease.expires_at, lease.period_start]
-                for lease in book.leases
-            ],
-        },
-        separators=(",", ":"),
-    )
+        }
+        return json.dumps(head, separators=(",", ":"))[:-1]
 
 
 def load_book(text: str) -> WalletBook:

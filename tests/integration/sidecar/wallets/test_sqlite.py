@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from a11i.core.errors import WalletUnavailable
 from a11i.core.policy import BudgetPolicy, Decision, Period, WalletState
 from a11i.sidecar.admission import AdmissionQueue
 from a11i.sidecar.wallets.sqlite import SQLiteWallet, set_cluster_stop
@@ -250,4 +251,138 @@ async def test_a_busy_file_makes_the_reservation_wait_on_the_wallet_thread(
     assert waited == 0.0
     snapshot = await shared.snapshot()
     assert snapshot.reserved_usd == Decimal("0.3")
+    await shared.close()
+
+
+SPEND = """
+import asyncio, sys
+from decimal import Decimal
+from pathlib import Path
+from a11i.core.policy import BudgetPolicy
+from a11i.sidecar.wallets.sqlite import SQLiteWallet
+
+async def main(path, amount):
+    w = SQLiteWallet(Path(path), BudgetPolicy(limit_usd=Decimal("1.00")),
+                     namespace="team-a", agent="other-process")
+    await w.start()
+    _, held = await w.reserve(Decimal(amount))
+    assert held is not None
+    await w.settle(held, Decimal(amount))
+    await w.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_what_other_processes_commit_reaches_the_next_reservation_at_once(
+    tmp_path: Path,
+) -> None:
+    """The sidecar's transactions start from the book it last wrote while the row is
+    unchanged: a spend, top-up or stop committed by another process in between must be seen
+    by the very next reservation on the event loop, and never written over."""
+    path = tmp_path / "wallets.sqlite"
+    env = {**os.environ, "A11I_WALLET_FILE": str(path), "A11I_NAMESPACE": "team-a"}
+
+    def other_process(*args: str) -> None:
+        done = subprocess.run(
+            [sys.executable, *args], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+
+    def cli(*args: str) -> None:
+        other_process("-m", "a11i.cli", "wallet", *args)
+
+    sidecar = wallet(path)
+    await sidecar.start()
+
+    def reserve_on_the_loop(amount: str) -> tuple[WalletState, bool]:
+        made = sidecar.reserve_now(Decimal(amount))
+        assert made is not None  # the file is free: done on the event loop's own connection
+        verdict, held = made
+        return verdict.state, held is not None
+
+    assert reserve_on_the_loop("0.05") == (WalletState.GREEN, True)
+    await asyncio.to_thread(other_process, "-c", SPEND, str(path), "0.90")
+    # $0.05 held + $0.90 spent elsewhere: $0.10 more does not fit.
+    assert reserve_on_the_loop("0.10") == (WalletState.RED, False)
+    await asyncio.to_thread(cli, "top-up", "1.00")
+    assert reserve_on_the_loop("0.10") == (WalletState.GREEN, True)
+    await asyncio.to_thread(cli, "stop")
+    assert reserve_on_the_loop("0.01") == (WalletState.SUSPENDED, False)
+    await asyncio.to_thread(cli, "resume")
+    assert reserve_on_the_loop("0.01")[1]
+    await asyncio.to_thread(cli, "stop", "--cluster")
+    assert reserve_on_the_loop("0.01") == (WalletState.SUSPENDED, False)
+    await asyncio.to_thread(cli, "resume", "--cluster")
+    assert reserve_on_the_loop("0.01")[1]
+    await asyncio.to_thread(other_process, "-c", SPEND, str(path), "0.20")
+    snapshot = await sidecar.snapshot()
+    await sidecar.close()
+    assert snapshot.limit_usd == Decimal("2.00")
+    assert snapshot.spent_usd == Decimal("1.10")
+    assert snapshot.reserved_usd == Decimal("0.17")
+
+
+async def test_the_loop_and_the_wallet_thread_each_see_what_the_other_wrote(
+    tmp_path: Path,
+) -> None:
+    """Both of a wallet's connections write the file (the event loop's when it is free, the
+    wallet thread's for snapshots, stops, top-ups and when it is busy), and a second wallet on
+    the same file in this process has connections of its own: each sees every other's writes."""
+    path = tmp_path / "wallets.sqlite"
+    first, second = wallet(path), wallet(path)
+    await first.start()
+    await second.start()
+    holds = []
+    for round_ in range(20):
+        # On the event loop, each wallet in turn: every reservation follows one by the other.
+        for shared in (first, second):
+            made = shared.reserve_now(Decimal("0.01"))
+            assert made is not None
+            assert made[1] is not None
+            holds.append((shared, made[1]))
+        # On first's wallet thread: a snapshot (it writes the advanced book) and a top-up.
+        assert (await first.snapshot()).reserved_usd == Decimal("0.02") * (round_ + 1)
+        await first.top_up(Decimal("0.01"))
+    await first.suspend(True)
+    made = first.reserve_now(Decimal("0.01"))
+    assert made is not None
+    assert made[0].state is WalletState.SUSPENDED
+    await first.suspend(False)
+    for shared, held in holds:
+        await shared.settle(held, Decimal("0.005"))
+    for shared in (first, second):
+        snapshot = await shared.snapshot()
+        assert snapshot.limit_usd == Decimal("1.20")
+        assert snapshot.spent_usd == Decimal("0.2")
+        assert snapshot.reserved_usd == 0
+    await first.close()
+    await second.close()
+
+
+async def test_a_transaction_that_fails_midway_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A write the file refuses after the rules ran (here a trigger, as a full disk would)
+    rolls back: the reservation is neither in the file nor in what the wallet remembers."""
+    path = tmp_path / "wallets.sqlite"
+    shared = wallet(path)
+    await shared.start()
+    made = shared.reserve_now(Decimal("0.30"))
+    assert made is not None
+    assert made[1] is not None
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute(
+        "CREATE TRIGGER refuse BEFORE UPDATE ON wallets "
+        "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    )
+    with pytest.raises(WalletUnavailable, match="refused by the test"):
+        shared.reserve_now(Decimal("0.50"))
+    with pytest.raises(WalletUnavailable, match="refused by the test"):
+        await shared.reserve(Decimal("0.50"))
+    other.execute("DROP TRIGGER refuse")
+    other.close()
+    # $0.30 held: $0.70 fits only if the refused $0.50s were not kept anywhere.
+    made = shared.reserve_now(Decimal("0.70"))
+    assert made is not None
+    assert made[1] is not None
+    assert (await shared.snapshot()).reserved_usd == Decimal("1.00")
     await shared.close()
