@@ -376,7 +376,7 @@ class UpstreamResponse:
 
     def chunks(self) -> _Chunks:
         """The body as it arrives, decoded; ``UpstreamError`` when it is cut."""
-        return _Chunks(self._opened(), self._head.encoding)
+        return _Chunks(self, self._opened())
 
     async def close(self) -> None:
         """Release the connection (an unread or partly read body closes it)."""
@@ -392,12 +392,15 @@ class UpstreamResponse:
 
 
 class _Chunks:
-    """Body bytes as they arrive: what is buffered at each step, joined."""
+    """Body bytes as they arrive: what is buffered at each step, joined. Ends when its answer
+    is closed: the connection may carry another call by then."""
 
-    __slots__ = ("_connection", "_decoder")
+    __slots__ = ("_answer", "_connection", "_decoder")
 
-    def __init__(self, connection: _Connection, encoding: str | None) -> None:
+    def __init__(self, answer: UpstreamResponse, connection: _Connection) -> None:
+        self._answer = answer
         self._connection = connection
+        encoding = answer._head.encoding
         self._decoder = _Decoder(encoding) if encoding is not None else None
 
     def __aiter__(self) -> _Chunks:
@@ -406,6 +409,8 @@ class _Chunks:
     async def __anext__(self) -> bytes:
         connection = self._connection
         while True:
+            if self._answer._connection is not connection:
+                raise UpstreamError("the answer was closed before its end")
             if connection.buffered:
                 data = connection.take()
                 if self._decoder is not None:

@@ -569,6 +569,28 @@ async def test_an_answer_closed_before_its_end_closes_its_connection(
     assert client.idle == 0
 
 
+async def test_chunks_end_with_their_answer(serve: Serve, client: UpstreamClient) -> None:
+    # Read to its end, the connection goes back to the pool at close and carries the next
+    # call: the first answer's iterator must not read the second's body.
+    server = await serve(
+        lambda i: reply(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            0.01,
+            f"1\r\n{i}\r\n0\r\n\r\n".encode(),
+        )
+    )
+    first = await client.post(server.url(), [], b"{}")
+    chunks = first.chunks()
+    assert await chunks.__anext__() == b"0"
+    await first.close()
+    second = await client.post(server.url(), [], b"{}")
+    with pytest.raises(UpstreamError, match="closed"):
+        await chunks.__anext__()
+    assert await second.read() == b"1"
+    await second.close()
+    assert server.connections == 1
+
+
 async def test_cancelled_while_reading_the_connection_is_never_pooled(
     serve: Serve, client: UpstreamClient
 ) -> None:
