@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import json
 import socket
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from a11i import __version__
@@ -25,6 +28,7 @@ from a11i.sidecar.upstream import (
     UpstreamResponse,
     default_tls_context,
 )
+from tests.integration.conftest import SidecarFactory
 
 pytestmark = pytest.mark.integration
 
@@ -1047,3 +1051,56 @@ async def test_a_tls_stream_is_read_to_its_end_and_reused(serve: Serve, tls: TLS
         assert server.connections == 1
     finally:
         await upstream.close()
+
+
+async def test_the_sidecar_meters_over_tls_with_a_private_ca(
+    serve: Serve, tls: TLSFiles, start_sidecar: SidecarFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sidecar's own client, made at start off the loop, trusts what SSL_CERT_FILE names;
+    # the provider answers gzip, which is decoded before usage is read and the answer relayed.
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca))
+    completion = json.dumps(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "model": "gpt-4o-mini",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "hi"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 8, "completion_tokens": 1, "total_tokens": 9},
+        }
+    ).encode()
+    packed = gzip.compress(completion)
+    server = await serve(
+        reply(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+            + f"Content-Length: {len(packed)}\r\n\r\n".encode()
+            + packed
+        ),
+        tls=tls.server,
+    )
+    running = await start_sidecar(A11I_OPENAI_BASE=f"https://localhost:{server.port}")
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            running.url + "/v1/chat/completions", json=body, headers={"Authorization": "Bearer k"}
+        ) as response,
+    ):
+        assert response.status == 200
+        assert await response.read() == completion
+        assert "Content-Encoding" not in response.headers
+        cost = response.headers["x-a11i-cost-usd"]
+    (record,) = await running.settled(1)
+    assert record.settlement is not None
+    assert record.settlement.cost_usd == Decimal(cost)
+    assert record.settlement.source.value == "provider"
+    request = server.requests[0]
+    assert request.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert f"Host: localhost:{server.port}\r\n".encode() in request
+    assert b"Authorization: Bearer k\r\n" in request
+    assert tls.names == ["localhost"]
