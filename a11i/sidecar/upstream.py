@@ -437,6 +437,8 @@ class _Decoder:
         self._inflate: zlib._Decompress | None = None
 
     def feed(self, data: bytes) -> bytes:
+        if not data:
+            return b""
         try:
             inflate = self._inflate
             if inflate is None or (self._gzip and inflate.eof):
