@@ -146,8 +146,8 @@ class UpstreamAnswer(Protocol):
 
 
 class Upstream(Protocol):
-    """How the pipeline reaches the provider: the proxy's client session, or the transport of
-    an SDK's own client in library mode."""
+    """How the pipeline reaches the provider: the proxy's HTTP/1.1 client
+    (``a11i.sidecar.upstream``), or the transport of an SDK's own client in library mode."""
 
     async def post(self, url: str, headers: list[tuple[str, str]], body: bytes) -> UpstreamAnswer:
         """Send the call; ``UpstreamError`` when the provider cannot be reached in time."""

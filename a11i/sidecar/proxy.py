@@ -1,8 +1,9 @@
 """The sidecar's HTTP server: an aiohttp reverse proxy that meters, guards and relays LLM calls.
 
 Adapter: parses the agent's request at the edge and runs metered calls through the shared
-pipeline (``a11i.sidecar.pipeline``) with its one client session as the upstream, closed on
-shutdown; forwards the free and allowed calls itself. It never logs or exports a credential,
+pipeline (``a11i.sidecar.pipeline``) with the sidecar's lean HTTP/1.1 client as the upstream
+(``a11i.sidecar.upstream``); forwards the free and allowed calls itself, through one aiohttp
+client session. Both are closed on shutdown. It never logs or exports a credential,
 and telemetry observers can never fail or delay the traffic they observe.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 from urllib.parse import quote
 
@@ -59,11 +60,11 @@ from a11i.sidecar.pipeline import (
     Relay,
     Reloads,
     StreamCut,
-    UpstreamError,
     error_answer,
 )
 from a11i.sidecar.settings import SidecarSettings
 from a11i.sidecar.telemetry.events import EventRing, EventSink
+from a11i.sidecar.upstream import UpstreamClient, default_tls_context
 from a11i.sidecar.wallets.base import Wallet
 from a11i.sidecar.wallets.nested import NestedWallet
 
@@ -99,77 +100,8 @@ _ROUTE_KEY: Final = web.RequestKey("a11i_route", Route)
 _PATH_SAFE: Final = "/:@!$&'()*+,;=-._~"
 
 
-class _SessionChunks:
-    """The provider's body as it arrives; a cut (payload, connection, read timeout) is raised
-    as ``UpstreamError``."""
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._chunks = response.content.iter_any()
-
-    def __aiter__(self) -> _SessionChunks:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await self._chunks.__anext__()
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise UpstreamError(str(exc) or type(exc).__name__) from exc
-
-
-class _SessionAnswer:
-    """An aiohttp answer as the pipeline reads it."""
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-
-    @property
-    def status(self) -> int:
-        return self._response.status
-
-    @property
-    def content_type(self) -> str:
-        return self._response.content_type
-
-    def header_items(self) -> Iterable[tuple[str, str]]:
-        return self._response.headers.items()
-
-    async def read(self) -> bytes:
-        try:
-            return await self._response.read()
-        except TimeoutError as exc:
-            raise UpstreamError(type(exc).__name__, timeout=True) from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(type(exc).__name__) from exc
-
-    def chunks(self) -> _SessionChunks:
-        return _SessionChunks(self._response)
-
-    async def close(self) -> None:
-        self._response.release()
-        await self._response.wait_for_close()
-
-
-class _SessionUpstream:
-    """The proxy's upstream: its one client session, with the sidecar's timeouts."""
-
-    def __init__(self, session: aiohttp.ClientSession, timeout: aiohttp.ClientTimeout) -> None:
-        self._session = session
-        self._timeout = timeout
-
-    async def post(self, url: str, headers: list[tuple[str, str]], body: bytes) -> _SessionAnswer:
-        try:
-            response = await self._session.post(
-                URL(url, encoded=True), data=body, headers=headers, timeout=self._timeout
-            )
-        except TimeoutError as exc:
-            raise UpstreamError(type(exc).__name__, timeout=True) from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(type(exc).__name__) from exc
-        return _SessionAnswer(response)
-
-
 class Sidecar(Pipeline):
-    """The proxy: the pipeline's state, the upstream session and the HTTP endpoints."""
+    """The proxy: the pipeline's state, the upstream clients and the HTTP endpoints."""
 
     def __init__(
         self,
@@ -180,7 +112,7 @@ class Sidecar(Pipeline):
     ) -> None:
         super().__init__(settings, meter, wallet, events)
         self._session: aiohttp.ClientSession | None = None
-        self._upstream: _SessionUpstream | None = None
+        self._upstream: UpstreamClient | None = None
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             sock_connect=settings.upstream.connect_timeout_s,
@@ -197,12 +129,26 @@ class Sidecar(Pipeline):
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=True,
         )
-        self._upstream = _SessionUpstream(self._session, self._timeout)
+        upstream = self.settings.upstream
+        bases = (upstream.openai_base, upstream.anthropic_base)
+        # Reading the trust store takes milliseconds: off the loop, and only when TLS is used.
+        tls = (
+            await asyncio.to_thread(default_tls_context)
+            if any(base.lower().startswith("https:") for base in bases)
+            else None
+        )
+        self._upstream = UpstreamClient(
+            connect_timeout_s=upstream.connect_timeout_s,
+            read_timeout_s=upstream.read_timeout_s,
+            tls_context=tls,
+        )
 
     async def stop(self, _app: web.Application) -> None:
         await self.stop_watching()
         if self._session is not None:
             await self._session.close()
+        if self._upstream is not None:
+            await self._upstream.close()
         await self.close()
 
     @property
@@ -212,7 +158,7 @@ class Sidecar(Pipeline):
         return self._session
 
     @property
-    def upstream(self) -> _SessionUpstream:
+    def upstream(self) -> UpstreamClient:
         if self._upstream is None:
             raise RuntimeError("the sidecar has not started")
         return self._upstream
@@ -223,7 +169,12 @@ class Sidecar(Pipeline):
 
     async def readyz(self, _request: web.Request) -> web.Response:
         missing = self.meter.counter.missing_encodings
-        ready = self._session is not None and not self._session.closed
+        ready = (
+            self._session is not None
+            and not self._session.closed
+            and self._upstream is not None
+            and not self._upstream.closed
+        )
         body: JSONObject = {
             "status": "ready" if ready else "starting",
             "exact_token_counts": not missing,
