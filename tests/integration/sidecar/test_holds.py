@@ -138,20 +138,23 @@ async def test_a_failure_between_the_reservation_and_the_forward_releases_the_ho
     start_sidecar: SidecarFactory, standin: StandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The call is reserved, then something of a11i's own fails before it is forwarded (here
-    the optimizer's fingerprints): the agent gets a 500 and the money is let go now, not when
+    the answer headers a11i adds): the agent gets a 500 and the money is let go now, not when
     the lease expires minutes later; the provider was never asked."""
     running = await start_sidecar(A11I_BUDGET_USD="1")
+    reserved: list[Decimal] = []
 
-    async def broken(*_args: object) -> object:
-        assert await held(running) > 0  # reserved by now
-        raise RuntimeError("fingerprints failed")
+    def broken(*_args: object) -> object:
+        reserved.append(running.sidecar.wallet.last_snapshot.reserved_usd)  # type: ignore[union-attr]
+        raise RuntimeError("headers failed")
 
-    monkeypatch.setattr(running.sidecar, "_prints", broken)
+    monkeypatch.setattr(running.sidecar, "_a11i_headers", broken)
     async with (
         aiohttp.ClientSession() as http,
         http.post(running.url + "/v1/chat/completions", json=CHAT, headers=HEADERS) as answer,
     ):
         assert answer.status == 500
+    (held_then,) = reserved
+    assert held_then > 0  # reserved by then
     snapshot = await running.sidecar.wallet.snapshot()
     assert (snapshot.spent_usd, snapshot.reserved_usd) == (0, 0)
     assert standin.requests == []  # nothing forwarded
