@@ -1047,17 +1047,18 @@ class Pipeline:
                 record.plan.request.dialect,
                 "; ".join(settled.violations),
             )
-        log.info(
-            "%s model=%s decision=%s status=%d input_tokens=%d cost_usd=%s source=%s %.1fms",
-            record.plan.request.dialect,
-            record.plan.request.model,
-            record.verdict.decision,
-            record.status,
-            record.plan.input.tokens,
-            usd(settled.cost_usd) if settled else "0",
-            settled.source if settled else "-",
-            record.duration_s * 1000,
-        )
+        if log.isEnabledFor(logging.INFO):  # (its arguments alone cost microseconds a call)
+            log.info(
+                "%s model=%s decision=%s status=%d input_tokens=%d cost_usd=%s source=%s %.1fms",
+                record.plan.request.dialect,
+                record.plan.request.model,
+                record.verdict.decision,
+                record.status,
+                record.plan.input.tokens,
+                usd(settled.cost_usd) if settled else "0",
+                settled.source if settled else "-",
+                record.duration_s * 1000,
+            )
 
 
 def _file_version(path: Path) -> tuple[int, int, int] | None:
