@@ -90,6 +90,11 @@ _ABSENT: Final = object()
 
 #: Bodies larger than this are counted on a worker thread, off the event loop.
 _OFFLOAD_BYTES: Final = 128 * 1024
+#: While calls keep ending, the telemetry thread looks for their records this often instead of
+#: being woken for each one: a wake-up per call (the thread's, the GIL handed to it and back)
+#: cost ~40 us of CPU, half of what observing the call costs. A record waits this long at most
+#: (and for the records before it); the first after a quiet spell wakes the thread at once.
+_GATHER_S: Final = 0.01
 
 H_DECISION: Final = "x-a11i-decision"
 H_INPUT_TOKENS: Final = "x-a11i-input-tokens"
@@ -1011,13 +1016,25 @@ class Pipeline:
             self._observing.put(record)
 
     def _observe_calls(self) -> None:
-        """The telemetry thread: every record handed over, in order, until ``None``."""
-        while (record := self._observing.get()) is not None:
+        """The telemetry thread: every record handed over, in order, until ``None``. Once the
+        records handed over are observed, the next ones are gathered for ``_GATHER_S`` before
+        it waits to be woken."""
+        observing = self._observing
+        record = observing.get()
+        while record is not None:
             try:
                 self._observe_call(record)
             except Exception:
                 # Never the end of the thread: the next calls are still observed.
                 log.exception("observing a call failed; the call is unaffected")
+            try:
+                record = observing.get_nowait()
+            except queue.Empty:
+                time.sleep(_GATHER_S)
+                try:
+                    record = observing.get_nowait()
+                except queue.Empty:
+                    record = observing.get()  # idle: the next call wakes it
 
     def _stop_observing(self) -> None:
         """The records handed over so far observed, then the telemetry thread ended (off the
@@ -1047,17 +1064,18 @@ class Pipeline:
                 record.plan.request.dialect,
                 "; ".join(settled.violations),
             )
-        log.info(
-            "%s model=%s decision=%s status=%d input_tokens=%d cost_usd=%s source=%s %.1fms",
-            record.plan.request.dialect,
-            record.plan.request.model,
-            record.verdict.decision,
-            record.status,
-            record.plan.input.tokens,
-            usd(settled.cost_usd) if settled else "0",
-            settled.source if settled else "-",
-            record.duration_s * 1000,
-        )
+        if log.isEnabledFor(logging.INFO):  # (its arguments alone cost microseconds a call)
+            log.info(
+                "%s model=%s decision=%s status=%d input_tokens=%d cost_usd=%s source=%s %.1fms",
+                record.plan.request.dialect,
+                record.plan.request.model,
+                record.verdict.decision,
+                record.status,
+                record.plan.input.tokens,
+                usd(settled.cost_usd) if settled else "0",
+                settled.source if settled else "-",
+                record.duration_s * 1000,
+            )
 
 
 def _file_version(path: Path) -> tuple[int, int, int] | None:

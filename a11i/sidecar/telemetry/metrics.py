@@ -7,11 +7,16 @@ the traffic:
 the proxy calls it as an observer, and observers' failures are logged and swallowed. Model and
 tool names pass the PII scrubber (``scrub``) before they become attributes.
 
-A call's measurements are added up here (``_Pending``: plain dicts keyed by attribute sets
-cached per model and decision) and handed to the OpenTelemetry instruments in one batch when a
-reader collects (a scrape, an OTLP export), when ``_PENDING_LIMIT`` measurements wait, or at
-shutdown. The SDK's per-measurement path (attributes frozen and hashed, locks, exemplar checks)
-cost ~100 us per call; the sums and last values it is handed are the same.
+A call's measurements are added up here (``_Pending``: plain dicts keyed by streams, an
+instrument under one attribute set, built once per dialect, model and decision) and handed to
+the OpenTelemetry instruments in one batch when a reader collects (a scrape, an OTLP export),
+when ``_PENDING_LIMIT`` histogram values wait, or at shutdown: one measurement per stream,
+histograms included. This sidecar's own provider aggregates its histograms with
+``_BatchedHistogram``, which takes a stream's values in one measurement and adds them one by
+one, so every point a reader collects (bucket counts, sum, min, max) is the one of each value
+recorded alone. The SDK's per-measurement path (attributes cleaned, hashed and copied per
+reader, a lock, a dataclass) cost ~50 us per call; an application's provider (library mode)
+is still handed each histogram value alone.
 
 The wallets are observed, not counted here: the proxy hands their snapshots to
 ``observe_wallets`` before a scrape (and on a timer for OTLP), and the budget gauges report the
@@ -20,24 +25,36 @@ last ones, with the time to exhaustion at the burn rate between them (``BurnRate
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Observation, _Gauge
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.metrics._internal.aggregation import (
+    _Aggregation,
+    _ExplicitBucketHistogramAggregation,
+)
+from opentelemetry.sdk.metrics._internal.exemplar import ExemplarReservoirBuilder
+from opentelemetry.sdk.metrics._internal.instrument import _Instrument
+from opentelemetry.sdk.metrics._internal.measurement import Measurement
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.util.types import Attributes as OtelAttributes
 from prometheus_client import CollectorRegistry, generate_latest
 
-from a11i.core.model import Usage
+from a11i.core.analysis import ToolOutcome
+from a11i.core.model import Dialect
+from a11i.core.policy import Decision
 from a11i.core.wallets import WalletSnapshot
 from a11i.sidecar.call import CallRecord
 from a11i.sidecar.telemetry import conventions as names
@@ -56,37 +73,131 @@ _PENDING_LIMIT: Final = 2048
 Attributes = dict[str, str]
 
 
-class _Pending:
-    """Measurements not yet handed to the instruments: counter sums and gauge values by
-    (instrument, attribute set), histogram values in order. Keys hold the attribute dicts
-    themselves by identity (``Metrics._attributes`` caches one per set), so adding is a dict
-    update."""
+_I = TypeVar("_I", Counter, _Gauge, Histogram)
 
-    __slots__ = ("gauges", "histograms", "sums")
+
+class _Stream(Generic[_I]):
+    """One instrument under one attribute set: where a measurement goes. One object per
+    distinct pair (cached in ``Metrics._streams``), so the pending measurements are keyed by it
+    with an identity hash."""
+
+    __slots__ = ("attributes", "instrument")
+
+    def __init__(self, instrument: _I, attributes: Attributes) -> None:
+        self.instrument: _I = instrument
+        self.attributes = attributes
+
+
+class _Values(float):
+    """The values of one histogram stream since the last hand-over, as one measurement: a float
+    (the last value, which the SDK checks as it checks any) carrying them all, which
+    ``_BatchedHistogram`` adds one by one."""
+
+    __slots__ = ("values",)
+
+    values: list[float]
+
+
+class _BatchedHistogram(_ExplicitBucketHistogramAggregation):
+    """The SDK's explicit-bucket histogram, which also takes a ``_Values`` at once: each value
+    is added to the sum in turn and counted in its bucket, min and max kept, exactly as that many
+    ``aggregate`` calls would (the point a reader collects is the same, to the bit); only the
+    SDK's work per measurement (attributes cleaned, hashed and copied per reader, a lock and a
+    dataclass) is done once for them all."""
+
+    def aggregate(self, measurement: Measurement, should_sample_exemplar: bool = True) -> None:
+        batch = measurement.value
+        if not isinstance(batch, _Values):
+            super().aggregate(measurement, should_sample_exemplar)
+            return
+        values = batch.values
+        boundaries = self._boundaries
+        with self._lock:
+            # (The SDK's annotations know these fields only by their first values.)
+            counts: list[int] = self._value or self._get_empty_bucket_counts()
+            total: float = self._sum
+            for value in values:
+                total += value
+                counts[bisect_left(boundaries, value)] += 1
+            self._value = counts  # type: ignore[assignment]
+            self._sum = total  # type: ignore[assignment]
+            if self._record_min_max:
+                self._min = min(self._min, *values)
+                self._max = max(self._max, *values)
+        if should_sample_exemplar:
+            for value in values:
+                self._sample_exemplar(replace(measurement, value=value), True)
+
+
+class _BatchedHistogramAggregation(ExplicitBucketHistogramAggregation):
+    """``ExplicitBucketHistogramAggregation`` (the views' buckets) made of ``_BatchedHistogram``:
+    what this sidecar's own provider uses for its histograms."""
+
+    def __init__(self, boundaries: Sequence[float]) -> None:
+        super().__init__(boundaries)
+        self._batched_boundaries = boundaries
+
+    def _create_aggregation(
+        self,
+        instrument: _Instrument,
+        attributes: OtelAttributes,
+        reservoir_factory: Callable[[type[_Aggregation[Any]]], ExemplarReservoirBuilder],
+        start_time_unix_nano: int,
+    ) -> _Aggregation[Any]:
+        return _BatchedHistogram(
+            attributes,
+            # A histogram instrument is synchronous: its measurements are deltas.
+            AggregationTemporality.DELTA,
+            start_time_unix_nano,
+            reservoir_factory(_ExplicitBucketHistogramAggregation),
+            self._batched_boundaries,
+        )
+
+
+class _Pending:
+    """Measurements not yet handed to the instruments: counter sums and gauge values by stream,
+    histogram values by stream in the order they came."""
+
+    __slots__ = ("gauges", "histograms", "sums", "values")
 
     def __init__(self) -> None:
-        self.sums: dict[tuple[Counter, int], tuple[float, Attributes]] = {}
-        self.gauges: dict[tuple[_Gauge, int], tuple[float, Attributes]] = {}
-        self.histograms: list[tuple[Histogram, float, Attributes]] = []
+        self.sums: dict[_Stream[Counter], float] = {}
+        self.gauges: dict[_Stream[_Gauge], float] = {}
+        self.histograms: dict[_Stream[Histogram], list[float]] = {}
+        #: Histogram values waiting (bounded by ``_PENDING_LIMIT``).
+        self.values = 0
 
-    def add(self, counter: Counter, value: float, attributes: Attributes) -> None:
-        key = (counter, id(attributes))
-        known = self.sums.get(key)
-        self.sums[key] = (value if known is None else known[0] + value, attributes)
+    def add(self, stream: _Stream[Counter], value: float) -> None:
+        known = self.sums.get(stream)
+        self.sums[stream] = value if known is None else known + value
 
-    def set(self, gauge: _Gauge, value: float, attributes: Attributes) -> None:
-        self.gauges[(gauge, id(attributes))] = (value, attributes)
+    def set(self, stream: _Stream[_Gauge], value: float) -> None:
+        self.gauges[stream] = value
 
-    def record(self, histogram: Histogram, value: float, attributes: Attributes) -> None:
-        self.histograms.append((histogram, value, attributes))
+    def record(self, stream: _Stream[Histogram], value: float) -> None:
+        known = self.histograms.get(stream)
+        if known is None:
+            self.histograms[stream] = [value]
+        else:
+            known.append(value)
+        self.values += 1
 
-    def apply(self) -> None:
-        for (counter, _), (total, attributes) in self.sums.items():
-            counter.add(total, attributes)
-        for (gauge, _), (value, attributes) in self.gauges.items():
-            gauge.set(value, attributes)
-        for histogram, value, attributes in self.histograms:
-            histogram.record(value, attributes)
+    def apply(self, batched: bool) -> None:
+        """``batched``: the histograms aggregate ``_Values`` (this sidecar's own provider); an
+        application's provider is handed each value."""
+        for summed, total in self.sums.items():
+            summed.instrument.add(total, summed.attributes)
+        for gauged, value in self.gauges.items():
+            gauged.instrument.set(value, gauged.attributes)
+        for stream, values in self.histograms.items():
+            histogram = stream.instrument
+            if batched and all(0 <= value < math.inf for value in values):
+                batch = _Values(values[-1])
+                batch.values = values
+                histogram.record(batch, stream.attributes)
+            else:  # one by one: the SDK warns of (and drops) a negative or infinite value
+                for value in values:
+                    histogram.record(value, stream.attributes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +241,26 @@ class BurnRate:
         return float(remaining) / rate
 
 
+@dataclass(frozen=True, slots=True)
+class _Series:
+    """The streams one kind of call (dialect, model label, decision) feeds; the semantic
+    conventions' names not in force have none."""
+
+    decisions: _Stream[Counter]
+    saturation: _Stream[_Gauge]
+    duration: _Stream[Histogram]
+    saved: _Stream[Counter]
+    cost: _Stream[Counter]
+    #: ``a11i.token.usage`` by type: prompt, completion.
+    tokens: tuple[_Stream[Counter], ...]
+    #: ``gen_ai.client.token.usage`` (old names) by type: input, output.
+    usage: tuple[_Stream[Histogram], ...]
+    #: ``gen_ai.client.inference.*`` (new names): input, output, cache read, cache write.
+    inference: tuple[_Stream[Counter], ...]
+    #: ``gen_ai.client.inference.operation.*`` (new names): input, output.
+    operation_tokens: tuple[_Stream[Histogram], ...]
+
+
 class Metrics:
     """The instruments of one sidecar and the state behind its gauges."""
 
@@ -147,16 +278,19 @@ class Metrics:
         semconv: names.Semconv | None = None,
         max_label_values: int = 64,
         meter_provider: metrics_api.MeterProvider | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``meter_provider``: the application's own (library mode), used instead of one of
         this sidecar's: its readers and exporters get the instruments, ``exposition`` is then
-        empty, and ``shutdown`` leaves it running."""
+        empty, and ``shutdown`` leaves it running. ``clock``: the seconds between turns
+        (loop velocity) are read from it."""
         self.registry = CollectorRegistry()
         # Model and tool names come from request bodies: an agent (or a bug) writing a new
         # name per call would grow the series without end (10,000 names made a 40 MB scrape).
         self._models = _Labels(max_label_values)
         self._tools = _Labels(max_label_values)
         self._scrub = scrub
+        self._clock = clock
         self._export_stats = export_stats
         self._semconv = semconv or names.Semconv()
         self._wallet_lock = threading.Lock()
@@ -175,16 +309,16 @@ class Metrics:
             views=[
                 View(
                     instrument_name=names.CLIENT_TOKEN_USAGE,
-                    aggregation=ExplicitBucketHistogramAggregation(names.TOKEN_USAGE_BUCKETS),
+                    aggregation=_BatchedHistogramAggregation(names.TOKEN_USAGE_BUCKETS),
                 ),
                 View(
                     instrument_name=names.CLIENT_OPERATION_DURATION,
-                    aggregation=ExplicitBucketHistogramAggregation(names.DURATION_BUCKETS),
+                    aggregation=_BatchedHistogramAggregation(names.DURATION_BUCKETS),
                 ),
                 *(
                     View(
                         instrument_name=name,
-                        aggregation=ExplicitBucketHistogramAggregation(names.TOKEN_USAGE_BUCKETS),
+                        aggregation=_BatchedHistogramAggregation(names.TOKEN_USAGE_BUCKETS),
                     )
                     for name in (
                         names.INFERENCE_OPERATION_INPUT_TOKENS,
@@ -294,112 +428,152 @@ class Metrics:
             description="OTLP exports that failed or timed out, by signal (calls are unaffected)",
         )
         self._tool_results: deque[bool] = deque(maxlen=tool_window)
+        #: The failed ones among them (counted as they come, not summed per call).
+        self._tool_failures = 0
         self._last_turn: float | None = None
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._pending = _Pending()
         self._attribute_sets: dict[tuple[tuple[str, str], ...], Attributes] = {}
+        self._streams: dict[tuple[object, tuple[tuple[str, str], ...]], _Stream[Any]] = {}
+        # Built once per kind of call and per tool result (label values are bounded by
+        # ``_Labels``, so these are too): a call's measurements are then dict updates.
+        self._series: dict[tuple[Dialect, str, Decision], _Series] = {}
+        self._tool_series: dict[tuple[str, ToolOutcome], _Stream[Counter]] = {}
+        self._velocity_stream = self._stream(self._velocity, ())
+        self._tool_errors_stream = self._stream(self._tool_errors, ())
 
     def record(self, record: CallRecord) -> None:
-        request = record.plan.request
-        decision = record.verdict.decision.value
+        plan = record.plan
+        request = plan.request
         model = self._models.of(self._scrub(request.model))
-        operation = names.OPERATION[request.dialect]
-        provider = tuple(self._semconv.provider(request.dialect.provider.value).items())
-        by_call = (
-            (names.GEN_AI_OPERATION_NAME, operation),
-            *provider,
-            (names.GEN_AI_REQUEST_MODEL, model),
-            (names.DECISION, decision),
-        )
-        attributes = self._attributes(by_call)
-        now = time.monotonic()
+        key = (request.dialect, model, record.verdict.decision)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self._series_of(*key)
+        tools = [
+            (self._tool_stream(result.name, result.outcome), result.is_error)
+            for result in plan.tool_results
+        ]
+        settled = record.settlement
+        now = self._clock()
         with self._lock:
             pending = self._pending
-            pending.add(self._decisions, 1, self._attributes(((names.DECISION, decision),)))
+            pending.add(series.decisions, 1)
             if self._last_turn is not None:
-                pending.set(self._velocity, now - self._last_turn, self._base)
+                pending.set(self._velocity_stream, now - self._last_turn)
             self._last_turn = now
             # Not by decision: a gauge keeps each attribute set's last value, and a stale 95%
             # under an old decision would keep the Dementia Curve (and its alert) up.
-            pending.set(
-                self._saturation,
-                float(record.plan.saturation_percent),
-                self._attributes(((names.GEN_AI_REQUEST_MODEL, model),)),
-            )
-            if record.plan.tool_results:
-                self._tool_results.extend(result.is_error for result in record.plan.tool_results)
-                failed = sum(self._tool_results)
-                pending.set(self._tool_errors, failed / len(self._tool_results), self._base)
-                for result in record.plan.tool_results:
-                    tool = self._tools.of(self._scrub(result.name))
-                    pending.add(
-                        self._tool_outcomes,
-                        1,
-                        self._attributes(
-                            (
-                                (names.GEN_AI_TOOL_NAME, tool),
-                                (names.TOOL_OUTCOME, result.outcome.value),
-                            )
-                        ),
-                    )
+            pending.set(series.saturation, float(plan.saturation_percent))
+            if tools:
+                window = self._tool_results
+                for _, failed in tools:
+                    if len(window) == window.maxlen:
+                        self._tool_failures -= window[0]  # leaves the window
+                    window.append(failed)
+                    self._tool_failures += failed
+                pending.set(self._tool_errors_stream, self._tool_failures / len(window))
+                for outcome, _ in tools:
+                    pending.add(outcome, 1)
             if record.optimization is not None:
-                pending.add(self._saved, record.optimization.tokens_saved, attributes)
-            pending.record(self._duration, record.duration_s, attributes)
-            settled = record.settlement
+                pending.add(series.saved, record.optimization.tokens_saved)
+            pending.record(series.duration, record.duration_s)
             if settled is not None:
-                self._record_usage(pending, by_call, attributes, settled.cost_usd, settled.usage)
-            full = len(pending.histograms) >= _PENDING_LIMIT
+                usage = settled.usage
+                pending.add(series.cost, float(settled.cost_usd))
+                counts = (usage.input_tokens, usage.output_tokens)
+                for counter, count in zip(series.tokens, counts, strict=True):
+                    pending.add(counter, count)
+                for histogram, count in zip(series.usage, counts, strict=False):
+                    pending.record(histogram, count)
+                for counter, count in zip(
+                    series.inference,
+                    (*counts, usage.cached_input_tokens, usage.cache_write_tokens),
+                    strict=False,
+                ):
+                    pending.add(counter, count)
+                for histogram, count in zip(series.operation_tokens, counts, strict=False):
+                    pending.record(histogram, count)
+            full = pending.values >= _PENDING_LIMIT
         if full:
             self.flush()
 
-    def _record_usage(
-        self,
-        pending: _Pending,
-        by_call: tuple[tuple[str, str], ...],
-        attributes: Attributes,
-        cost_usd: Decimal,
-        usage: Usage,
-    ) -> None:
-        pending.add(self._cost, float(cost_usd), attributes)
-        for mission, convention, count in (
-            ("prompt", "input", usage.input_tokens),
-            ("completion", "output", usage.output_tokens),
-        ):
-            pending.add(
-                self._tokens, count, self._attributes((*by_call, (names.TOKEN_TYPE, mission)))
-            )
-            if self._semconv.old:
-                pending.record(
-                    self._usage,
-                    count,
-                    self._attributes((*by_call, (names.GEN_AI_TOKEN_TYPE, convention))),
+    def _series_of(self, dialect: Dialect, model: str, decision: Decision) -> _Series:
+        """The streams of the calls of one dialect, model (label) and decision."""
+        by_call = (
+            (names.GEN_AI_OPERATION_NAME, names.OPERATION[dialect]),
+            *self._semconv.provider(dialect.provider.value).items(),
+            (names.GEN_AI_REQUEST_MODEL, model),
+            (names.DECISION, decision.value),
+        )
+        old, new = self._semconv.old, self._semconv.new
+        return _Series(
+            decisions=self._stream(self._decisions, ((names.DECISION, decision.value),)),
+            saturation=self._stream(self._saturation, ((names.GEN_AI_REQUEST_MODEL, model),)),
+            duration=self._stream(self._duration, by_call),
+            saved=self._stream(self._saved, by_call),
+            cost=self._stream(self._cost, by_call),
+            tokens=tuple(
+                self._stream(self._tokens, (*by_call, (names.TOKEN_TYPE, mission)))
+                for mission in ("prompt", "completion")
+            ),
+            usage=tuple(
+                self._stream(self._usage, (*by_call, (names.GEN_AI_TOKEN_TYPE, convention)))
+                for convention in (("input", "output") if old else ())
+            ),
+            inference=tuple(
+                self._stream(
+                    self._inference[name],
+                    (*by_call, (names.GEN_AI_TOKEN_MODALITY, _MODALITY_UNKNOWN)),
                 )
-        if self._semconv.new:
-            by_modality = self._attributes(
-                (*by_call, (names.GEN_AI_TOKEN_MODALITY, _MODALITY_UNKNOWN))
+                for name in (
+                    (
+                        names.INFERENCE_INPUT_TOKENS,
+                        names.INFERENCE_OUTPUT_TOKENS,
+                        names.INFERENCE_CACHE_READ_TOKENS,
+                        names.INFERENCE_CACHE_WRITE_TOKENS,
+                    )
+                    if new
+                    else ()
+                )
+            ),
+            operation_tokens=tuple(
+                self._stream(self._operation_tokens[name], by_call)
+                for name in (
+                    (
+                        names.INFERENCE_OPERATION_INPUT_TOKENS,
+                        names.INFERENCE_OPERATION_OUTPUT_TOKENS,
+                    )
+                    if new
+                    else ()
+                )
+            ),
+        )
+
+    def _tool_stream(self, name: str, outcome: ToolOutcome) -> _Stream[Counter]:
+        tool = self._tools.of(self._scrub(name))
+        stream = self._tool_series.get((tool, outcome))
+        if stream is None:
+            stream = self._tool_series[(tool, outcome)] = self._stream(
+                self._tool_outcomes,
+                ((names.GEN_AI_TOOL_NAME, tool), (names.TOOL_OUTCOME, outcome.value)),
             )
-            for name, count in (
-                (names.INFERENCE_INPUT_TOKENS, usage.input_tokens),
-                (names.INFERENCE_OUTPUT_TOKENS, usage.output_tokens),
-                (names.INFERENCE_CACHE_READ_TOKENS, usage.cached_input_tokens),
-                (names.INFERENCE_CACHE_WRITE_TOKENS, usage.cache_write_tokens),
-            ):
-                pending.add(self._inference[name], count, by_modality)
-            pending.record(
-                self._operation_tokens[names.INFERENCE_OPERATION_INPUT_TOKENS],
-                usage.input_tokens,
-                attributes,
+        return stream
+
+    def _stream(self, instrument: _I, pairs: tuple[tuple[str, str], ...]) -> _Stream[_I]:
+        """The one stream of ``instrument`` under the base attributes with ``pairs``: calls of
+        two series that share a set (every model's calls of one decision) add to one sum, and
+        a gauge's last value is the last call's."""
+        stream = self._streams.get((instrument, pairs))
+        if stream is None:
+            stream = self._streams[(instrument, pairs)] = _Stream(
+                instrument, self._attributes(pairs)
             )
-            pending.record(
-                self._operation_tokens[names.INFERENCE_OPERATION_OUTPUT_TOKENS],
-                usage.output_tokens,
-                attributes,
-            )
+        return stream
 
     def _attributes(self, pairs: tuple[tuple[str, str], ...]) -> Attributes:
-        """The base attributes with ``pairs``, one dict per distinct set (label values are
-        bounded by ``_Labels``, so the cache is too): the pending sums are keyed by it."""
+        """The base attributes with ``pairs``, one dict per distinct set."""
         cached = self._attribute_sets.get(pairs)
         if cached is None:
             cached = self._attribute_sets[pairs] = {**self._base, **dict(pairs)}
@@ -411,7 +585,7 @@ class Metrics:
         with self._flush_lock:
             with self._lock:
                 pending, self._pending = self._pending, _Pending()
-            pending.apply()
+            pending.apply(batched=self._owned)
 
     # -- wallets ---------------------------------------------------------------------------
     def observe_wallets(self, snapshots: Iterable[WalletSnapshot], now: float) -> None:

@@ -683,8 +683,12 @@ class Telemetry:
             decision_record(record, scrubber),
             *tool_choice_records(record, scrubber, tagging),
         ]
+        to_pod_log = decisions_log.isEnabledFor(logging.INFO)
         for message, attributes in entries:
-            decisions_log.info("%s %s", message, json.dumps(_loggable(attributes), sort_keys=True))
+            if to_pod_log:  # (the JSON is made only for a line that is written)
+                decisions_log.info(
+                    "%s %s", message, json.dumps(_loggable(attributes), sort_keys=True)
+                )
             if self._logger is not None:
                 warn = record.verdict.decision.value in ("block", "warn", "optimize")
                 self._logger.emit(
