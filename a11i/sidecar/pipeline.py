@@ -760,6 +760,8 @@ class Pipeline:
         provider = plan.request.dialect.provider
         settled = False
         relayed = False
+        #: The parsed answer whose tool calls and facts are read once it has gone to the agent.
+        facts: tuple[JSONValue] | None = None
         try:
             headers = upstream_headers(
                 inbound.headers.items(), provider, self.settings.custody, azure=inbound.route.azure
@@ -796,10 +798,13 @@ class Pipeline:
                     call.settlement = self.meter.settle_projected(plan)
                 else:
                     call.settlement = self.meter.settle(plan, usage, call.output_text)
-                call.tool_calls = tool_calls(plan.request.dialect, parsed)
-                call.response = response_facts(plan.request.dialect, parsed)
                 call.complete = True
                 a11i_headers[H_COST] = usd(call.settlement.cost_usd)
+                if self._event_wallet is not None:
+                    # The call's event goes with its settlement, and names its tool calls.
+                    _read_facts(call, parsed)
+                else:
+                    facts = (parsed,)
             else:
                 self.counters.upstream_errors += 1
                 call.error_type = str(answer.status)
@@ -835,7 +840,23 @@ class Pipeline:
             if not relayed:
                 if not settled and not call.settled:
                     await asyncio.shield(self._settle(reservation, call.settlement, call))
-                self._emit(call.record(time.perf_counter()))
+                # The record is made, and the answer read for what only telemetry needs, once
+                # the answer has been written to the agent (which happens before the loop
+                # runs the next callback).
+                asyncio.get_running_loop().call_soon(
+                    self._emit_ended, call, time.perf_counter(), facts
+                )
+
+    def _emit_ended(self, call: Call, ended: float, facts: tuple[JSONValue] | None) -> None:
+        """``_emit`` for a call that ended at ``ended``, its tool calls and response facts
+        read first from ``facts`` (the provider's parsed answer) when it has them."""
+        if facts is not None:
+            try:
+                _read_facts(call, facts[0])
+            except Exception:
+                dialect = call.plan.request.dialect
+                log.exception("reading the tool calls of a %s answer failed", dialect)
+        self._emit(call.record(ended))
 
     async def _relay_chunks(
         self,
@@ -1145,6 +1166,13 @@ def _outbound_body(
         # A lone UTF-16 surrogate (an emoji a JS agent cut in half) has no UTF-8 form; its
         # \uXXXX escape is how the agent sent it and how the provider reads it.
         return json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode(), add_usage
+
+
+def _read_facts(call: Call, parsed: JSONValue) -> None:
+    """The tool calls and response facts of a provider's parsed (non-streamed) answer."""
+    dialect = call.plan.request.dialect
+    call.tool_calls = tool_calls(dialect, parsed)
+    call.response = response_facts(dialect, parsed)
 
 
 def _json_or_none(payload: bytes) -> JSONValue:

@@ -92,6 +92,28 @@ async def test_chat_is_metered_and_settled_from_usage(
     assert [call.name for call in record.tool_calls] == ["get_pods"]
 
 
+async def test_an_answer_whose_tool_calls_cannot_be_read_is_still_answered_and_recorded(
+    sidecar: RunningSidecar, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Tool calls and response facts are read for telemetry once the answer has gone: a
+    # failure there costs the record its tool calls, never the agent its answer.
+    def broken(*_args: object) -> object:
+        raise RuntimeError("analysis failed")
+
+    monkeypatch.setattr("a11i.sidecar.pipeline.tool_calls", broken)
+    async with oai(sidecar) as client:
+        completion = await client.chat.completions.create(
+            model="gpt-4o-mini", messages=HISTORY, tools=SRE_TOOLS, max_tokens=64
+        )
+    assert completion.choices[0].message.tool_calls
+    (record,) = await sidecar.settled(1)
+    assert record.complete
+    assert record.tool_calls == ()
+    assert record.settlement is not None
+    assert record.settlement.source is UsageSource.PROVIDER
+    assert "reading the tool calls of a openai.chat answer failed" in caplog.text
+
+
 async def test_stream_without_usage_asked_hides_the_usage_chunk(
     sidecar: RunningSidecar, standin: StandIn
 ) -> None:
