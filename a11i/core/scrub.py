@@ -7,8 +7,10 @@ completions (agents resend 100k-token histories), so the scrubber is built for t
 Pure: no I/O, no logging, no environment. The telemetry adapter builds one :class:`Scrubber`
 from :data:`BUILTIN_RULES` and the ``pii_rules`` of a11i.yaml (:func:`rules_from_config`, which
 validates the already-parsed YAML) and reads its :class:`ScrubStats` for its own metrics. The
-only clock is the one handed to the scrubber (``time.perf_counter`` unless a caller hands
-another): it splits the time budget of one call between the rules.
+only clock is the one handed to the scrubber (``time.thread_time``, the scrubbing thread's CPU
+time, unless a caller hands another): it splits the time budget of one call between the rules.
+CPU time, not wall time: a thread that waits for the GIL or for a core on a busy node has
+spent none of its budget (wall-clock budgets redacted whole calls' spans on loaded machines).
 
 How a text is scrubbed, in order:
 
@@ -656,7 +658,7 @@ class Scrubber:
         time_budget_s: float = 0.05,
         *,
         call_budget_s: float = 0.25,
-        clock: Callable[[], float] = time.perf_counter,
+        clock: Callable[[], float] = time.thread_time,
     ) -> None:
         if not time_budget_s > 0:
             raise ValueError(f"time_budget_s must be positive, not {time_budget_s!r}")
