@@ -234,7 +234,7 @@ class ScriptBatcher:
             del self._queue[: self._max_batch]
             try:
                 async with asyncio.timeout(self._timeout):
-                    replies = await self._send(batch)
+                    replies, order = await self._send(batch)
             except BaseException as exc:
                 for item in batch:
                     if not item.future.done():
@@ -242,7 +242,10 @@ class ScriptBatcher:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
-            for item, reply in zip(batch, replies, strict=True):
+            # Answered in the order Redis ran them: a caller that keeps the latest state it was
+            # told (the wallet's view) must never be told an older state last.
+            for index in order:
+                item, reply = batch[index], replies[index]
                 if item.future.done():
                     continue
                 if isinstance(reply, Exception):
@@ -250,7 +253,8 @@ class ScriptBatcher:
                 else:
                     item.future.set_result(reply)
 
-    async def _send(self, batch: list[_Queued]) -> list[Any]:
+    async def _send(self, batch: list[_Queued]) -> tuple[list[Any], list[int]]:
+        """The replies, in the batch's order, and the order Redis ran the scripts in."""
         import redis.exceptions
         from redis.exceptions import NoScriptError
 
@@ -259,26 +263,25 @@ class ScriptBatcher:
         if len(batch) == 1:  # alone: a plain EVALSHA (redis-py loads a missing script itself)
             item = batch[0]
             try:
-                return [await item.script(keys=item.keys, args=item.args)]
+                return [await item.script(keys=item.keys, args=item.args)], [0]
             except redis.exceptions.ResponseError as error:  # the script's own error
-                return [error]
+                return [error], [0]
         replies = await self._pipeline(batch)
-        missing = {
-            item.script.sha: item.script
-            for item, reply in zip(batch, replies, strict=True)
-            if isinstance(reply, NoScriptError)
-        }
-        if not missing:
-            return replies
+        again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if not again:
+            return replies, list(range(len(batch)))
         # A Redis that restarted (or a new node) lacks the scripts: load them, run those again.
+        # They run after every other script of the batch, whatever their place in it: a
+        # snapshot behind a settle that Redis lacked has read the wallet before that settle.
+        missing = {batch[i].script.sha: batch[i].script for i in again}
         for script in missing.values():
             await self._client.script_load(script.script)
-        again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         for index, reply in zip(
             again, await self._pipeline([batch[i] for i in again]), strict=True
         ):
             replies[index] = reply
-        return replies
+        rerun = set(again)
+        return replies, [i for i in range(len(batch)) if i not in rerun] + again
 
     async def _pipeline(self, batch: list[_Queued]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)

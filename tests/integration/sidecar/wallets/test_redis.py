@@ -22,6 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.commands.core import AsyncScript
 
 from a11i.core.policy import BudgetPolicy, Decision, ExhaustedAction, Period, WalletState
 from a11i.core.wallets import Reservation, to_usd
@@ -614,6 +615,33 @@ async def test_concurrent_scripts_share_round_trips_and_survive_a_script_flush(
         failing = connection.register_script("return redis.error_reply('no budget here')")
         with pytest.raises(aioredis.ResponseError, match="no budget here"):
             await batcher.run(failing, ["k"], [])
+    finally:
+        await batcher.close()
+        await connection.aclose()
+
+
+async def test_callers_are_answered_in_the_order_redis_ran_their_scripts(
+    redis_server: RedisServer, client: aioredis.Redis
+) -> None:
+    """A script Redis lacked runs again after the rest of its batch: a snapshot queued behind
+    a settle whose script was missing read the wallet before that settle, and must reach its
+    caller first, or the wallet would keep the older state as its latest view."""
+    connection = aioredis.Redis.from_url(redis_server.url)
+    batcher = ScriptBatcher(connection)
+    key = f"order-{uuid.uuid4().hex}"
+    writer = connection.register_script("redis.call('SET', KEYS[1], ARGV[1]) return ARGV[1]")
+    reader = connection.register_script("return redis.call('GET', KEYS[1]) or 'none'")
+    answered: list[tuple[str, str]] = []
+
+    async def call(name: str, script: AsyncScript, args: list[str]) -> None:
+        answered.append((name, _str(await batcher.run(script, [key], args))))
+
+    try:
+        await client.script_flush()
+        await batcher.run(reader, [key], [])  # alone: loaded; the writer is not
+        await asyncio.gather(call("writer", writer, ["new"]), call("reader", reader, []))
+        assert batcher.batches == 2  # the two went together
+        assert answered == [("reader", "none"), ("writer", "new")]
     finally:
         await batcher.close()
         await connection.aclose()
