@@ -187,7 +187,7 @@ class UpstreamClient:
             if answer.status == 303 or (answer.status in (301, 302) and method == "POST"):
                 method, content = "GET", None
             target = _redirected(url, location)
-            if _origin_of(target) != _origin_of(url):
+            if self._target(target)[0].origin != self._target(url)[0].origin:
                 headers = [(n, v) for n, v in headers if n.lower() != "authorization"]
             url = target
         raise UpstreamError(f"more than {_MAX_REDIRECTS - 1} redirects")
@@ -976,16 +976,6 @@ def _redirected(url: str, location: str) -> str:
     if scheme not in ("http", "https"):
         raise UpstreamError(f"redirected to {location[:100]!r}, which is not an http(s) URL")
     return quote(target, safe=_URL_SAFE)
-
-
-def _origin_of(url: str) -> tuple[str, str | None, int | None]:
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise UpstreamError(f"{url[:100]!r} has an invalid port") from exc
-    scheme = parts.scheme.lower()
-    return scheme, parts.hostname, port or (443 if scheme == "https" else 80)
 
 
 def _connect_failure(exc: OSError) -> str:
