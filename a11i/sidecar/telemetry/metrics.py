@@ -133,10 +133,6 @@ class _BatchedHistogramAggregation(ExplicitBucketHistogramAggregation):
     """``ExplicitBucketHistogramAggregation`` (the views' buckets) made of ``_BatchedHistogram``:
     what this sidecar's own provider uses for its histograms."""
 
-    def __init__(self, boundaries: Sequence[float]) -> None:
-        super().__init__(boundaries)
-        self._batched_boundaries = boundaries
-
     def _create_aggregation(
         self,
         instrument: _Instrument,
@@ -150,7 +146,8 @@ class _BatchedHistogramAggregation(ExplicitBucketHistogramAggregation):
             AggregationTemporality.DELTA,
             start_time_unix_nano,
             reservoir_factory(_ExplicitBucketHistogramAggregation),
-            self._batched_boundaries,
+            self._boundaries,
+            self._record_min_max,
         )
 
 
