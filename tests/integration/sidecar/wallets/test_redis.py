@@ -192,7 +192,9 @@ async def test_start_keeps_an_existing_wallet(
     redis_server: RedisServer, client: aioredis.Redis, make_wallet: WalletFactory
 ) -> None:
     namespace = _namespace()
-    first = await make_wallet(redis_server.url, namespace)
+    # Not a test of timeouts: under a loaded CI, 0.25 s once started the second wallet "down",
+    # its snapshot then the local view of its own settings.
+    first = await make_wallet(redis_server.url, namespace, timeout_s=2.0)
     _, lease = await first.reserve(Decimal("0.005"))
     assert lease is not None
     await first.settle(lease, Decimal("0.004"))
@@ -200,7 +202,11 @@ async def test_start_keeps_an_existing_wallet(
         BudgetPolicy(limit_usd=Decimal(5), warn_at_percent=Decimal(50)), Period.DAILY
     )
     second = await make_wallet(
-        redis_server.url, namespace, policy=BudgetPolicy(limit_usd=Decimal(1)), period=Period.TOTAL
+        redis_server.url,
+        namespace,
+        policy=BudgetPolicy(limit_usd=Decimal(1)),
+        period=Period.TOTAL,
+        timeout_s=2.0,
     )
     snapshot = await second.snapshot()
     assert snapshot.limit_usd == Decimal(5)
