@@ -92,6 +92,8 @@ log = logging.getLogger(__name__)
 
 _READ_CHUNK: Final = 64 * 1024
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 _DIALECT_KEY: Final = web.RequestKey("a11i_dialect", Dialect)
 _ROUTE_KEY: Final = web.RequestKey("a11i_route", Route)
 
@@ -412,31 +414,36 @@ def _is_upgrade(request: web.Request) -> bool:
     return "upgrade" in connection or "Upgrade" in request.headers
 
 
-@web.middleware
-async def _errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Turn every a11i error into an answer in the dialect of the request."""
-    try:
-        return await handler(request)
-    except web.HTTPException:
-        raise
-    except RequestTimeout as error:
-        # Answer, then close at once: aiohttp would otherwise linger reading the slow body
-        # for 10 s more, which is what the timeout is there to stop.
-        response = _error_response(request, error)
-        response.force_close()
-        await response.prepare(request)
-        await response.write_eof()
-        if request.transport is not None:
-            request.transport.close()
-        return response
-    except A11iError as error:
-        return _error_response(request, error)
-    except Exception:
-        # A bug in a11i must still answer the agent in its SDK's shape, and be seen in the log.
-        log.exception("internal error while handling %s %s", request.method, request.path)
-        return _error_response(request, InternalError("a11i failed to handle the request."))
+def _answering_errors(handler: Handler) -> Handler:
+    """``handler`` with every a11i error turned into an answer in the dialect of the request.
+    A wrapper of each route's handler rather than an aiohttp middleware: an application with
+    middlewares runs two more coroutine layers on every request (its own and aiohttp's, which
+    sets the current app), on the path of every metered call."""
+
+    async def answering(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except RequestTimeout as error:
+            # Answer, then close at once: aiohttp would otherwise linger reading the slow body
+            # for 10 s more, which is what the timeout is there to stop.
+            response = _error_response(request, error)
+            response.force_close()
+            await response.prepare(request)
+            await response.write_eof()
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        except A11iError as error:
+            return _error_response(request, error)
+        except Exception:
+            # A bug in a11i must still answer the agent in its SDK's shape, and be seen in the
+            # log.
+            log.exception("internal error while handling %s %s", request.method, request.path)
+            return _error_response(request, InternalError("a11i failed to handle the request."))
+
+    return answering
 
 
 def _error_response(request: web.Request, error: A11iError) -> web.Response:
@@ -452,14 +459,14 @@ def _error_response(request: web.Request, error: A11iError) -> web.Response:
 
 def build_app(sidecar: Sidecar) -> web.Application:
     """The aiohttp application of one sidecar."""
-    app = web.Application(middlewares=[_errors], client_max_size=sidecar.settings.max_body_bytes)
+    app = web.Application(client_max_size=sidecar.settings.max_body_bytes)
     app.on_startup.append(sidecar.start)
     app.on_cleanup.append(sidecar.stop)
-    app.router.add_get(contract.HEALTHZ, sidecar.healthz)
-    app.router.add_get(contract.READYZ, sidecar.readyz)
-    app.router.add_get(contract.BUDGET, sidecar.budget)
-    app.router.add_get(contract.EVENTS, sidecar.recent_events)
-    app.router.add_get(contract.METRICS, sidecar.prometheus)
+    app.router.add_get(contract.HEALTHZ, _answering_errors(sidecar.healthz))
+    app.router.add_get(contract.READYZ, _answering_errors(sidecar.readyz))
+    app.router.add_get(contract.BUDGET, _answering_errors(sidecar.budget))
+    app.router.add_get(contract.EVENTS, _answering_errors(sidecar.recent_events))
+    app.router.add_get(contract.METRICS, _answering_errors(sidecar.prometheus))
 
     async def guard(request: web.Request) -> web.StreamResponse:
         # Every path, method and spelling an agent can write goes through here: nothing
@@ -489,5 +496,5 @@ def build_app(sidecar: Sidecar) -> web.Application:
             return await sidecar.passthrough(request, found)
         return await sidecar.unmetered(request, found)
 
-    app.router.add_route("*", "/{tail:.*}", guard)
+    app.router.add_route("*", "/{tail:.*}", _answering_errors(guard))
     return app
