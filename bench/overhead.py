@@ -186,13 +186,46 @@ def ms(value: float) -> str:
     return f"{value * 1000:.3f} ms"
 
 
+async def start_floor(upstream: str) -> tuple[asyncio.subprocess.Process, str]:
+    """``bench.floor_proxy`` on loopback: a11i's HTTP parts without a11i's work."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.floor_proxy",
+        "--port",
+        str(port),
+        "--upstream",
+        upstream,
+        cwd=ROOT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            try:
+                async with http.get(url + "/a11i/readyz") as response:
+                    if response.status == 200:
+                        return process, url
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the floor proxy did not become ready")
+
+
 async def main(
-    calls: int, warmup: int, wallet_file: str | None, roots: Sequence[Path] = (ROOT,)
+    calls: int,
+    warmup: int,
+    wallet_file: str | None,
+    roots: Sequence[Path] = (ROOT,),
+    floor: bool = False,
 ) -> None:
     """One sidecar per source tree in ``roots`` (an older checkout beside this one compares two
-    builds in the same run), each call sent in turn direct and through every sidecar."""
+    builds in the same run), each call sent in turn direct and through every sidecar (and
+    through the floor proxy with ``floor``)."""
     standin, upstream = await start_standin()
     sidecars = [await start_sidecar(upstream, wallet_file, root=root) for root in roots]
+    if floor:
+        sidecars.append(await start_floor(upstream))
     try:
         rest = [rss_kib(process.pid) for process, _ in sidecars]
         connector = aiohttp.TCPConnector(limit=1 + len(sidecars))
@@ -213,11 +246,13 @@ async def main(
                 for (process, _), before in zip(sidecars, cpu_before, strict=True)
             ]
             streaming = {**REQUEST, "stream": True}
-            ttfb: list[list[float]] = [[] for _ in targets]
+            # The floor proxy does not stream: first bytes are timed direct and through a11i.
+            streamed = targets[: 1 + len(roots)]
+            ttfb: list[list[float]] = [[] for _ in streamed]
             for index in range(max(calls // 4, 50)):
-                for offset in range(len(targets)):
-                    which = (index + offset) % len(targets)
-                    ttfb[which].append(await time_to_first_byte(http, targets[which], streaming))
+                for offset in range(len(streamed)):
+                    which = (index + offset) % len(streamed)
+                    ttfb[which].append(await time_to_first_byte(http, streamed[which], streaming))
         loaded = [rss_kib(process.pid) for process, _ in sidecars]
     finally:
         for process in [process for process, _ in sidecars] + [standin]:
@@ -231,6 +266,8 @@ async def main(
     print("| path | p50 | p99 | mean | added p50 (paired) | added p99 | p50 ratio |")
     print("|---|---|---|---|---|---|---|")
     names = ["direct to stand-in"] + [f"through a11i ({root})" for root in roots]
+    if floor:
+        names.append("floor: a11i's HTTP parts, no a11i work (bench.floor_proxy)")
     for name, values in zip(names, times, strict=True):
         added = [b - a for a, b in zip(direct, values, strict=True)]
         print(
@@ -241,8 +278,10 @@ async def main(
         )
     print()
     print("targets: added p50 <= 0.5 ms, p99 <= 1.5 ms; p50 ratio <= 2.5x")
+    if floor:
+        print(f"floor proxy: CPU {ms(cpu[-1])} per call")
     for name, values, at_rest, after, work in zip(
-        names[1:], ttfb[1:], rest, loaded, cpu, strict=True
+        names[1 : 1 + len(roots)], ttfb[1:], rest, loaded, cpu, strict=False
     ):
         print(
             f"{name}: sidecar CPU {ms(work)} per call; "
@@ -267,5 +306,18 @@ if __name__ == "__main__":
         action="append",
         help="a source tree to run a sidecar from (repeatable; default: this checkout)",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time bench.floor_proxy (a11i's HTTP parts without its work) in the same run",
+    )
     options = parser.parse_args()
-    asyncio.run(main(options.calls, options.warmup, options.wallet_file, options.root or [ROOT]))
+    asyncio.run(
+        main(
+            options.calls,
+            options.warmup,
+            options.wallet_file,
+            options.root or [ROOT],
+            options.floor,
+        )
+    )
