@@ -30,6 +30,8 @@ HOP_BY_HOP = frozenset(
 
 #: Re-computed by the proxy for the body it actually sends.
 _FRAMING = frozenset({"content-length", "content-encoding", "host"})
+#: Never passed on, either way.
+_NOT_RELAYED = HOP_BY_HOP | _FRAMING
 
 #: Request headers the providers' APIs and SDKs use; nothing else goes upstream.
 UPSTREAM_ALLOW = frozenset(
@@ -98,7 +100,7 @@ def upstream_headers(
     out: list[tuple[str, str]] = []
     for name, value in headers:
         lower = name.lower()
-        if lower in HOP_BY_HOP or lower in _FRAMING:
+        if lower in _NOT_RELAYED:
             continue
         if lower not in UPSTREAM_ALLOW and not lower.startswith(_UPSTREAM_ALLOW_PREFIXES):
             continue
@@ -117,11 +119,7 @@ def upstream_headers(
 
 def downstream_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """The provider's answer headers to relay to the agent."""
-    return [
-        (name, value)
-        for name, value in headers
-        if name.lower() not in HOP_BY_HOP and name.lower() not in _FRAMING
-    ]
+    return [(name, value) for name, value in headers if name.lower() not in _NOT_RELAYED]
 
 
 def provider_for_unmetered(headers: Mapping[str, str]) -> Provider:

@@ -47,6 +47,8 @@ class Redactor:
         return data
 
     def headers(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        if not self._text:
+            return list(headers)  # no key held (the usual case): nothing to look for
         redacted = REDACTED.decode()
         out: list[tuple[str, str]] = []
         for name, value in headers:

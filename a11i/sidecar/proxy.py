@@ -363,8 +363,8 @@ async def _read_body(request: web.Request, limit: int, timeout_s: float) -> byte
         # The parser delivers at most Content-Length bytes: read them in one go.
         if request.content.is_eof():
             # All of it has arrived (a small body comes with the headers): nothing to wait for,
-            # so no timeout to arm.
-            return await request.content.read()
+            # so no timeout to arm, and no coroutine to run for it.
+            return request.content.read_nowait()
         try:
             async with asyncio.timeout(timeout_s):
                 return await request.content.read()
