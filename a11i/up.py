@@ -32,7 +32,7 @@ from a11i.dashboard.auth import AuthError, settings_from_env
 from a11i.dashboard.embedded import EmbeddedSource, in_process_wallets
 from a11i.dashboard.server import DashboardSettings, build_app
 from a11i.dashboard.source import DashboardError, RedisSource, Source
-from a11i.sidecar.app import sidecar_app
+from a11i.sidecar.app import freeze, sidecar_app
 from a11i.sidecar.proxy import Sidecar
 from a11i.sidecar.redis_clients import RedisTarget
 from a11i.sidecar.settings import SidecarSettings
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
                     (sidecar_web, settings.host, settings.port),
                     (dashboard_web, dashboard.host, dashboard.port),
                 ],
-                ready=lambda: _announce(settings, url, generated),
+                ready=lambda: _started(settings, url, generated),
             )
         )
     except OSError as exc:
@@ -165,6 +165,12 @@ def _announce(settings: SidecarSettings, url: str, token_path: Path | None) -> N
         token = token_path.read_text(encoding="utf-8").strip()
         lines.append(f"a11i up: log in with the admin token {token} (kept in {token_path})")
     print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _started(settings: SidecarSettings, url: str, token_path: Path | None) -> None:
+    """Both apps listen: the heap as it stands lives as long as the process (``freeze``)."""
+    freeze()
+    _announce(settings, url, token_path)
 
 
 def _url_host(host: str) -> str:

@@ -59,12 +59,17 @@ def serve(env: Mapping[str, str]) -> int:
 
 
 async def freeze_heap(_app: web.Application) -> None:
+    """``freeze`` as the application's startup hook."""
+    freeze()
+
+
+def freeze() -> None:
     """Once the sidecar has started: the objects alive now (~50,000: the modules, the rate
     card, the telemetry SDKs) live as long as the process, so the cycle collector is told to
     leave them be (``gc.freeze``). A full collection otherwise walks them all every few
     thousand calls, a pause of 30-120 ms for the call it lands on; it now walks only what
-    calls made since. Only the ``a11i sidecar`` process does this, never a process a11i is a
-    guest in (library mode, the tests)."""
+    calls made since. Only a11i's own processes do this (``a11i sidecar``, ``a11i up``),
+    never a process a11i is a guest in (library mode, the tests)."""
     gc.collect()
     gc.freeze()
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from a11i import up
 from a11i.core.headers import KeyCustody
 from a11i.sidecar.app import freeze_heap, held_providers, serve, sidecar_app
 
@@ -87,3 +89,25 @@ async def test_a_frozen_heap_still_collects_what_calls_leave_behind() -> None:
     first.other, second.other = second, first
     del first, second
     assert gc.collect() >= 2
+
+
+@pytest.mark.usefixtures("root_handlers_restored", "unfrozen")
+def test_a11i_up_freezes_its_heap_once_both_apps_listen(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    frozen_at_start: list[int] = []
+
+    async def serve_at_once(
+        apps: list[tuple[web.Application, str, int]], ready: Callable[[], None] | None = None
+    ) -> None:
+        frozen_at_start.append(gc.get_freeze_count())
+        assert ready is not None
+        ready()
+
+    monkeypatch.setattr(up, "_serve", serve_at_once)
+    env = {"A11I_WALLET_FILE": ":memory:", "XDG_STATE_HOME": str(tmp_path)}
+    before = gc.get_freeze_count()
+    assert up.run(up.parser().parse_args(["--port", "0", "--dashboard-port", "0"]), env) == 0
+    # Not while starting: once both apps listen (``ready``), what they built is frozen.
+    assert frozen_at_start == [before]
+    assert gc.get_freeze_count() > before + 10_000
