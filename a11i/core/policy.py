@@ -78,7 +78,11 @@ def state_of(policy: BudgetPolicy, committed: Decimal) -> WalletState:
         return WalletState.GREEN
     if committed >= policy.limit_usd:
         return WalletState.EXHAUSTED
-    percent = _percent(committed, policy.limit_usd)
+    return _phase(policy, _percent(committed, policy.limit_usd))
+
+
+def _phase(policy: BudgetPolicy, percent: Decimal) -> WalletState:
+    """Green, Yellow or Red at ``percent`` of the limit (below it: Exhausted is checked first)."""
     if percent >= policy.optimize_at_percent:
         return WalletState.RED
     if percent >= policy.warn_at_percent:
@@ -100,8 +104,14 @@ def decide(policy: BudgetPolicy, committed: Decimal, projected: Decimal) -> Verd
         if policy.when_exhausted is ExhaustedAction.WARN:
             return Verdict(Decision.WARN, WalletState.EXHAUSTED, reason)
         return Verdict(Decision.BLOCK, state_of(policy, committed), reason)
-    state = state_of(policy, after)
+    # What state_of(policy, after) says, with the percent the reason shows computed once.
     percent = _percent(after, limit)
+    if policy.suspended:
+        state = WalletState.SUSPENDED
+    elif after >= limit:
+        state = WalletState.EXHAUSTED
+    else:
+        state = _phase(policy, percent)
     if state is WalletState.RED or state is WalletState.EXHAUSTED:
         return Verdict(Decision.OPTIMIZE, state, f"{percent}% of the budget committed")
     if state is WalletState.YELLOW:

@@ -131,3 +131,39 @@ def test_period_start_in_a_time_zone() -> None:
     start = period_start(Period.DAILY, now, now, berlin)
     assert start == datetime(2026, 11, 26, tzinfo=berlin)
     assert start.astimezone(UTC) == datetime(2026, 11, 25, 23, 0, tzinfo=UTC)
+
+
+percent = st.decimals(min_value=0, max_value=100, places=2, allow_nan=False)
+
+
+@given(
+    limit=money,
+    committed=money,
+    projected=money,
+    thresholds=st.tuples(percent, percent).map(sorted),
+    warn_when_exhausted=st.booleans(),
+    suspended=st.booleans(),
+)
+def test_decide_states_what_state_of_says(
+    limit: Decimal,
+    committed: Decimal,
+    projected: Decimal,
+    thresholds: list[Decimal],
+    warn_when_exhausted: bool,
+    suspended: bool,
+) -> None:
+    """decide works out the state of an admitted call from the percent its reason shows, not
+    through state_of (which computes that percent again): the same state, the same reason."""
+    policy = BudgetPolicy(
+        limit_usd=limit,
+        warn_at_percent=thresholds[0],
+        optimize_at_percent=thresholds[1],
+        when_exhausted=ExhaustedAction.WARN if warn_when_exhausted else ExhaustedAction.BLOCK,
+        suspended=suspended,
+    )
+    verdict = decide(policy, committed, projected)
+    after = committed + projected
+    if after <= limit:
+        assert verdict.state is state_of(policy, after)
+        shown = Decimal(0 if limit == 0 else after * 100 / limit).quantize(Decimal("0.01"))
+        assert verdict.reason == f"{Decimal(100) if limit == 0 else shown}% of the budget committed"
