@@ -15,10 +15,12 @@ The invariants:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from a11i.core.model import usd
@@ -94,15 +96,75 @@ def new_book(policy: BudgetPolicy, period: Period, now: datetime, zone: str = "U
 
 def advance(book: WalletBook, now: datetime) -> WalletBook:
     """Start a new period if ``now`` is past the boundary, and release expired leases."""
-    origin = datetime.fromtimestamp(book.origin, tz=UTC)
-    start = period_start(book.period, now, origin, ZoneInfo(book.zone)).timestamp()
+    if book.period is Period.TOTAL:
+        start = _total_start(book.origin)
+    else:
+        start = _start_of(book.period, book.zone, now)
     if start > book.period_start:
         book = replace(book, period_start=start, spent=0)
     stamp = now.timestamp()
-    live = tuple(lease for lease in book.leases if lease.expires_at > stamp)
-    if len(live) != len(book.leases):
-        book = replace(book, leases=live)
+    leases = book.leases
+    live = [lease for lease in leases if lease.expires_at > stamp]
+    if len(live) != len(leases):
+        book = _with(book, book.spent, tuple(live))
     return book
+
+
+@lru_cache(maxsize=256)
+def _total_start(origin: float) -> float:
+    """The start of a Total period, through the datetime of the stored origin as ever (to the
+    microsecond): it depends on the origin alone, so each wallet's is computed once."""
+    moment = datetime.fromtimestamp(origin, tz=UTC)
+    return period_start(Period.TOTAL, moment, moment).timestamp()
+
+
+#: The UTC period ``_start_of`` computed last: its kind, its first instant, the first instant
+#: of the next one, and its start as ``advance`` stores it. One tuple, replaced whole.
+_utc_period: tuple[Period, datetime, datetime, float] | None = None
+
+
+def _start_of(period: Period, zone: str, now: datetime) -> float:
+    """``period_start(period, now, ..., ZoneInfo(zone)).timestamp()`` for a period that is not
+    Total (those ignore the origin). UTC has no daylight saving time, so there a period is the
+    plain interval from its midnight to the next period's: remembered, a ``now`` of the sidecar's
+    clock inside it (a datetime in ``UTC``, compared field by field) needs no conversion."""
+    global _utc_period
+    known = _utc_period
+    if (
+        known is not None
+        and zone == "UTC"
+        and known[0] is period
+        and now.tzinfo is UTC
+        and known[1] <= now < known[2]
+    ):
+        return known[3]
+    start = period_start(period, now, now, ZoneInfo(zone))
+    stamp = start.timestamp()
+    if zone == "UTC":
+        with contextlib.suppress(OverflowError):  # the last period before the year 10000
+            begins = start.astimezone(UTC)
+            if period is Period.DAILY:
+                ends = begins + timedelta(days=1)
+            elif period is Period.WEEKLY:
+                ends = begins + timedelta(days=7)
+            else:  # Monthly
+                ends = (begins.replace(day=28) + timedelta(days=4)).replace(day=1)
+            _utc_period = (period, begins, ends, stamp)
+    return stamp
+
+
+def _with(book: WalletBook, spent: int, leases: tuple[Reservation, ...]) -> WalletBook:
+    """``replace(book, spent=spent, leases=leases)`` without ``replace``'s walk over the fields:
+    a reserve and a settle each make one new book, on the path of every call."""
+    return WalletBook(
+        policy=book.policy,
+        period=book.period,
+        period_start=book.period_start,
+        origin=book.origin,
+        spent=spent,
+        leases=leases,
+        zone=book.zone,
+    )
 
 
 def reserve(
@@ -110,18 +172,19 @@ def reserve(
 ) -> tuple[WalletBook, Verdict, Reservation | None]:
     """Decide a call of ``projected`` USD and, unless it is refused, hold that money."""
     book = advance(book, now)
-    if book.policy.suspended:
+    policy = book.policy
+    if policy.suspended:
         return (
             book,
             Verdict(Decision.BLOCK, WalletState.SUSPENDED, "the emergency stop is on"),
             None,
         )
     amount = to_nanos(projected)
-    verdict = decide(book.policy, to_usd(book.committed), to_usd(amount))
+    verdict = decide(policy, to_usd(book.committed), to_usd(amount))
     if verdict.decision is Decision.BLOCK:
         return book, verdict, None
     lease = Reservation(lease_id, amount, now.timestamp() + lease_seconds, book.period_start)
-    return replace(book, leases=(*book.leases, lease)), verdict, lease
+    return _with(book, book.spent, (*book.leases, lease)), verdict, lease
 
 
 def settle(
@@ -130,10 +193,11 @@ def settle(
     """Charge ``actual`` USD for the call of ``lease`` and release the lease. Returns whether the
     charge went to the current period (False: the call belongs to a period already over)."""
     book = advance(book, now)
-    leases = tuple(held for held in book.leases if held.id != lease.id)
+    settled = lease.id
+    leases = tuple([held for held in book.leases if held.id != settled])
     if lease.period_start != book.period_start:
-        return replace(book, leases=leases), False
-    return replace(book, leases=leases, spent=book.spent + to_nanos(actual)), True
+        return _with(book, book.spent, leases), False
+    return _with(book, book.spent + to_nanos(actual), leases), True
 
 
 def top_up(book: WalletBook, amount: Decimal) -> WalletBook:
@@ -191,6 +255,16 @@ def snapshot_of(book: WalletBook, namespace: str, agent: str) -> WalletSnapshot:
         period_start=datetime.fromtimestamp(book.period_start, tz=UTC),
         state=book.state,
     )
+
+
+def remaining_of(book: WalletBook) -> Decimal | None:
+    """``snapshot_of(book, ...).remaining_usd``, the same Decimal, without the rest of the
+    snapshot (its datetime, its state): what the ``x-a11i-budget-remaining-usd`` header of
+    every call shows."""
+    limit = book.policy.limit_usd
+    if limit is None:
+        return None
+    return max(limit - to_usd(book.spent) - to_usd(book.reserved), Decimal(0))
 
 
 def _money(value: Decimal | None) -> str | None:

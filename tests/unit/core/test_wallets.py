@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
-from a11i.core.policy import BudgetPolicy, Decision, ExhaustedAction, Period, WalletState
+from a11i.core.policy import (
+    BudgetPolicy,
+    Decision,
+    ExhaustedAction,
+    Period,
+    Verdict,
+    WalletState,
+    decide,
+    period_start,
+)
 from a11i.core.wallets import (
     Reservation,
+    WalletBook,
+    _start_of,
     advance,
     new_book,
+    remaining_of,
     reserve,
     settle,
+    snapshot_of,
     to_nanos,
     to_usd,
     top_up,
@@ -124,3 +139,165 @@ def test_top_up_raises_the_limit_and_rejects_nonsense() -> None:
     assert top_up(book, Decimal("2.5")).policy.limit_usd == Decimal("3.5")
     with pytest.raises(ValueError, match="positive"):
         top_up(book, Decimal(0))
+
+
+# -- the rules as they were written before their fast paths, held to the same results ---------
+
+
+def plain_advance(book: WalletBook, now: datetime) -> WalletBook:
+    origin = datetime.fromtimestamp(book.origin, tz=UTC)
+    start = period_start(book.period, now, origin, ZoneInfo(book.zone)).timestamp()
+    if start > book.period_start:
+        book = replace(book, period_start=start, spent=0)
+    stamp = now.timestamp()
+    live = tuple(lease for lease in book.leases if lease.expires_at > stamp)
+    if len(live) != len(book.leases):
+        book = replace(book, leases=live)
+    return book
+
+
+def plain_reserve(
+    book: WalletBook, lease_id: str, projected: Decimal, now: datetime, lease_seconds: float
+) -> tuple[WalletBook, Verdict, Reservation | None]:
+    book = plain_advance(book, now)
+    if book.policy.suspended:
+        return (
+            book,
+            Verdict(Decision.BLOCK, WalletState.SUSPENDED, "the emergency stop is on"),
+            None,
+        )
+    amount = to_nanos(projected)
+    verdict = decide(book.policy, to_usd(book.committed), to_usd(amount))
+    if verdict.decision is Decision.BLOCK:
+        return book, verdict, None
+    lease = Reservation(lease_id, amount, now.timestamp() + lease_seconds, book.period_start)
+    return replace(book, leases=(*book.leases, lease)), verdict, lease
+
+
+def plain_settle(
+    book: WalletBook, lease: Reservation, actual: Decimal, now: datetime
+) -> tuple[WalletBook, bool]:
+    book = plain_advance(book, now)
+    leases = tuple(held for held in book.leases if held.id != lease.id)
+    if lease.period_start != book.period_start:
+        return replace(book, leases=leases), False
+    return replace(book, leases=leases, spent=book.spent + to_nanos(actual)), True
+
+
+#: UTC (the fast path), a zone with daylight saving time, one whose midnight repeats, one with
+#: a half-hour offset.
+ZONES = ["UTC", "Europe/Paris", "America/Havana", "Asia/Kolkata"]
+BASE = datetime(2026, 1, 1, tzinfo=UTC)
+instants = st.integers(min_value=-400 * 86_400_000_000, max_value=400 * 86_400_000_000).map(
+    lambda micros: BASE + timedelta(microseconds=micros)
+)
+#: Instants a few seconds either side of a UTC midnight, where periods begin.
+edges = st.tuples(
+    st.integers(min_value=-400, max_value=400),
+    st.integers(min_value=-3_000_000, max_value=3_000_000),
+).map(lambda t: BASE + timedelta(days=t[0], microseconds=t[1]))
+clocks = st.one_of(instants, edges).flatmap(
+    lambda now: st.sampled_from(
+        [
+            now,
+            now.astimezone(timezone(timedelta(hours=5, minutes=30))),
+            now.astimezone(ZoneInfo("Europe/Paris")),
+        ]
+    )
+)
+nanos = st.integers(min_value=0, max_value=2_000_000_000)
+
+
+@st.composite
+def books(draw: st.DrawFn) -> WalletBook:
+    """A wallet some time into its life: its period possibly over, leases of this period and
+    of older ones, some expired, ids that may repeat."""
+    created = draw(instants)
+    period = draw(st.sampled_from(list(Period)))
+    zone = draw(st.sampled_from(ZONES))
+    book = new_book(
+        BudgetPolicy(
+            limit_usd=draw(st.none() | st.decimals(min_value=0, max_value=3, places=9)),
+            suspended=draw(st.booleans()),
+        ),
+        period,
+        created,
+        zone,
+    )
+    starts = [book.period_start, book.period_start - 86_400.0]
+    leases = draw(
+        st.lists(
+            st.builds(
+                Reservation,
+                st.sampled_from(["a", "b", "c", "1234-7f-9"]),
+                nanos,
+                st.floats(min_value=-5e4, max_value=5e4).map(lambda d: created.timestamp() + d),
+                st.sampled_from(starts),
+            ),
+            max_size=4,
+        )
+    )
+    return replace(book, spent=draw(nanos), leases=tuple(leases))
+
+
+usd_amounts = st.decimals(min_value=0, max_value=2, places=10)
+
+
+@given(book=books(), now=clocks)
+def test_advance_is_the_plain_rule(book: WalletBook, now: datetime) -> None:
+    assert advance(book, now) == plain_advance(book, now)
+
+
+@given(book=books(), now=clocks, projected=usd_amounts, seconds=st.sampled_from([0.0, 900.0]))
+def test_reserve_is_the_plain_rule(
+    book: WalletBook, now: datetime, projected: Decimal, seconds: float
+) -> None:
+    assert reserve(book, "new", projected, now, seconds) == plain_reserve(
+        book, "new", projected, now, seconds
+    )
+
+
+@given(book=books(), now=clocks, actual=usd_amounts, which=st.integers(0, 4))
+def test_settle_is_the_plain_rule(
+    book: WalletBook, now: datetime, actual: Decimal, which: int
+) -> None:
+    lease = (*book.leases, Reservation("gone", 5, 0.0, book.period_start))[
+        min(which, len(book.leases))
+    ]
+    assert settle(book, lease, actual, now) == plain_settle(book, lease, actual, now)
+
+
+@given(
+    period=st.sampled_from([Period.DAILY, Period.WEEKLY, Period.MONTHLY]),
+    zone=st.sampled_from(ZONES),
+    moments=st.integers(min_value=-400, max_value=400).flatmap(
+        lambda day: st.lists(
+            st.tuples(
+                st.integers(min_value=-35, max_value=35),
+                st.one_of(
+                    st.just(0),
+                    st.integers(min_value=-3_000_000, max_value=3_000_000),
+                    st.integers(min_value=0, max_value=86_400_000_000),
+                ),
+            ).map(lambda t: BASE + timedelta(days=day + t[0], microseconds=t[1])),
+            min_size=1,
+            max_size=30,
+        )
+    ),
+)
+def test_a_remembered_period_starts_where_period_start_says(
+    period: Period, zone: str, moments: list[datetime]
+) -> None:
+    """The UTC period _start_of remembers answers the instants inside it, in any order, and
+    only those: the same start as period_start's, to the microsecond either side of its end."""
+    for moment in moments:
+        for now in (moment - timedelta(microseconds=1), moment):
+            expected = period_start(period, now, now, ZoneInfo(zone)).timestamp()
+            assert _start_of(period, zone, now) == expected
+
+
+@given(book=books())
+def test_the_remaining_budget_is_the_snapshots(book: WalletBook) -> None:
+    remaining = snapshot_of(book, "team-a", "sre-bot").remaining_usd
+    assert remaining_of(book) == remaining
+    assert str(remaining_of(book)) == str(remaining)
