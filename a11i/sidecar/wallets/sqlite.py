@@ -530,15 +530,21 @@ def dump_book(book: WalletBook) -> str:
 
 class _BookWriter:
     """Writes books as the JSON text ``json.dumps`` makes of them (keys in the same order,
-    no spaces), with the part that holds the policy, period and zone remembered while they are
-    the same objects: a reserve or a settle changes only the money, times and leases, and the
-    policy's Decimals and enums cost more to write than the rest of the book together."""
+    no spaces), with the texts of the parts a reserve or a settle leaves as they were
+    remembered while they are the same objects: the policy, period and zone (the policy's
+    Decimals and enums cost more to write than the rest of the book together), the period's
+    start and origin, and each lease (every call in flight is in every write of the book)."""
 
-    __slots__ = ("_head",)
+    __slots__ = ("_head", "_leases", "_times")
 
     def __init__(self) -> None:
-        #: The policy, period and zone last written, and their text: one tuple, replaced whole.
-        self._head: tuple[BudgetPolicy, Period, str, str] | None = None
+        #: The policy, period and zone last written, the text up to the period and the zone's
+        #: text: one tuple, replaced whole.
+        self._head: tuple[BudgetPolicy, Period, str, str, str] | None = None
+        #: The period's start and origin last written, and their text.
+        self._times: tuple[float, float, str] | None = None
+        #: The leases of the book last written by id, each with its text.
+        self._leases: dict[str, tuple[Reservation, str]] = {}
 
     def dump(self, book: WalletBook) -> str:
         head = self._head
@@ -548,17 +554,29 @@ class _BookWriter:
             or head[1] is not book.period
             or head[2] != book.zone
         ):
-            head = self._head = (book.policy, book.period, book.zone, self._head_of(book))
-        leases = ",".join(
-            [
-                f"[{encode_basestring_ascii(lease.id)},{lease.nanos:d},"
-                f"{lease.expires_at!r},{lease.period_start!r}]"
-                for lease in book.leases
-            ]
-        )
+            zone = encode_basestring_ascii(book.zone)
+            head = self._head = (book.policy, book.period, book.zone, self._head_of(book), zone)
+        times = self._times
+        if times is None or times[0] is not book.period_start or times[1] is not book.origin:
+            text = f'"period_start":{book.period_start!r},"origin":{book.origin!r}'
+            times = self._times = (book.period_start, book.origin, text)
+        known = self._leases
+        written: dict[str, tuple[Reservation, str]] = {}
+        texts = []
+        for lease in book.leases:
+            entry = known.get(lease.id)
+            if entry is None or entry[0] is not lease:
+                entry = (
+                    lease,
+                    f"[{encode_basestring_ascii(lease.id)},{lease.nanos:d},"
+                    f"{lease.expires_at!r},{lease.period_start!r}]",
+                )
+            written[lease.id] = entry
+            texts.append(entry[1])
+        self._leases = written
+        leases = ",".join(texts)
         return (
-            f'{head[3]},"period_start":{book.period_start!r},"origin":{book.origin!r},'
-            f'"spent_nanos":{book.spent:d},"zone":{encode_basestring_ascii(book.zone)},'
+            f'{head[3]},{times[2]},"spent_nanos":{book.spent:d},"zone":{head[4]},'
             f'"leases":[{leases}]}}'
         )
 

@@ -7,6 +7,8 @@ from dataclasses import replace
 from decimal import Decimal
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from a11i.core.policy import BudgetPolicy, ExhaustedAction, Period
 from a11i.core.wallets import Reservation, WalletBook
@@ -85,3 +87,44 @@ def test_one_writer_follows_the_policy_period_and_zone_as_they_change() -> None:
     ]
     for book in books:
         assert writer.dump(book) == plain_json(book)
+
+
+ids = st.sampled_from(["4242-7f3a-1", "4242-7f3a-2", 'odd "id" \\ é'])
+times = st.floats(min_value=-2e9, max_value=4e9, allow_nan=False) | st.just(-0.0)
+edits = st.lists(
+    st.one_of(
+        st.tuples(st.just("reserve"), ids, st.integers(0, 10**12), times),
+        st.tuples(st.just("settle"), st.integers(0, 5), st.integers(0, 10**9)),
+        st.tuples(st.just("period"), times),
+        st.tuples(st.just("origin"), times),
+        st.tuples(st.just("policy"), st.booleans()),
+    ),
+    max_size=25,
+)
+
+
+@given(edits=edits)
+@example(edits=[("period", -0.0), ("period", 0.0), ("origin", 0.0), ("origin", -0.0)])
+def test_one_writer_follows_the_leases_and_times_as_they_change(edits: list[tuple]) -> None:
+    """The writer remembers the text of each lease and of the period's start and origin while
+    they are the same objects: a book made from the last one (a lease added or settled, a
+    lease id held twice, a new time equal to the old one, 0.0 after -0.0) is written as
+    json.dumps writes it."""
+    writer = _BookWriter()
+    book = BOOK
+    for edit in edits:
+        if edit[0] == "reserve":
+            lease = Reservation(edit[1], edit[2], edit[3], book.period_start)
+            book = replace(book, leases=(*book.leases, lease))
+        elif edit[0] == "settle":
+            kept = tuple(lease for n, lease in enumerate(book.leases) if n != edit[1])
+            book = replace(book, leases=kept, spent=book.spent + edit[2])
+        elif edit[0] == "period":
+            book = replace(book, period_start=edit[1])
+        elif edit[0] == "origin":
+            book = replace(book, origin=edit[1])
+        else:
+            book = replace(book, policy=replace(book.policy, suspended=edit[1]))
+        text = writer.dump(book)
+        assert text == plain_json(book)
+        assert load_book(text) == book
