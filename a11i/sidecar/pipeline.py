@@ -1001,10 +1001,8 @@ class Pipeline:
     def _remaining(self) -> str | None:
         """What is left of the wallet as of this sidecar's last wallet operation: no extra
         round trip to the wallet's store on the path of a call."""
-        snapshot = self.wallet.last_snapshot
-        if snapshot is None or snapshot.remaining_usd is None:
-            return None
-        return usd(snapshot.remaining_usd)
+        remaining = self.wallet.last_remaining_usd
+        return None if remaining is None else usd(remaining)
 
     # -- helpers -----------------------------------------------------------------------------
     @property

@@ -36,6 +36,12 @@ class Wallet(Protocol):
         """The wallet as this process last read or wrote it (no I/O); None before any call."""
         ...
 
+    @property
+    def last_remaining_usd(self) -> Decimal | None:
+        """``last_snapshot.remaining_usd`` (None before any call, and without a limit) without
+        the rest of the snapshot: the remaining-budget header of every call."""
+        ...
+
     def store(self) -> dict[str, str | int | bool]:
         """Where the wallet lives and how that store is doing, for ``/a11i/budget`` (no I/O):
         ``kind`` (memory, sqlite, redis) and what else an operator needs of that kind."""

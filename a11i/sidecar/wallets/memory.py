@@ -19,6 +19,7 @@ from a11i.core.wallets import (
     WalletSnapshot,
     advance,
     new_book,
+    remaining_of,
     reserve,
     settle,
     snapshot_of,
@@ -82,6 +83,10 @@ class MemoryWallet:
     @property
     def last_snapshot(self) -> WalletSnapshot:
         return snapshot_of(self.book, self.namespace, self.agent)
+
+    @property
+    def last_remaining_usd(self) -> Decimal | None:
+        return remaining_of(self.book)
 
     async def top_up(self, amount: Decimal) -> None:
         self.book = top_up(self.book, amount)

@@ -76,6 +76,17 @@ class NestedWallet:
             return outer
         return inner
 
+    @property
+    def last_remaining_usd(self) -> Decimal | None:
+        """``last_snapshot.remaining_usd``: the tighter of the two wallets' remainders."""
+        inner = self.agent_wallet.last_remaining_usd
+        outer = self.namespace_wallet.last_remaining_usd
+        if inner is None or (outer is not None and outer <= inner):
+            return outer
+        # The agent's is tighter, or the namespace has no limit: the agent's, once the
+        # namespace's wallet has been used at all (last_snapshot is None until then).
+        return None if self.namespace_wallet.last_snapshot is None else inner
+
     def store(self) -> dict[str, str | int | bool]:
         """The namespace's store (the agent's own wallet lives in the same kind of store)."""
         return self.namespace_wallet.store()

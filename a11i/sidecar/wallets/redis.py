@@ -502,6 +502,11 @@ class RedisWallet:
         return None if self._remote is None else self._snapshot_of(self._remote)
 
     @property
+    def last_remaining_usd(self) -> Decimal | None:
+        snapshot = self.last_snapshot
+        return None if snapshot is None else snapshot.remaining_usd
+
+    @property
     def connected(self) -> bool:
         """Whether the last exchange with Redis succeeded."""
         return self._link == "up"

@@ -38,6 +38,7 @@ from a11i.core.wallets import (
     WalletSnapshot,
     advance,
     new_book,
+    remaining_of,
     reserve,
     settle,
     snapshot_of,
@@ -211,6 +212,11 @@ class SQLiteWallet:
     def last_snapshot(self) -> WalletSnapshot | None:
         book = self._last_book
         return None if book is None else snapshot_of(book, self.namespace, self.agent)
+
+    @property
+    def last_remaining_usd(self) -> Decimal | None:
+        book = self._last_book
+        return None if book is None else remaining_of(book)
 
     # -- admin -------------------------------------------------------------------------------
     async def suspend(self, on: bool) -> None:

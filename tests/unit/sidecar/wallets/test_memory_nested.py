@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
+
 from a11i.core.policy import BudgetPolicy, Decision, Period, WalletState
+from a11i.core.wallets import snapshot_of, to_nanos
 from a11i.sidecar.wallets.memory import MemoryWallet
 from a11i.sidecar.wallets.nested import NestedWallet
 
@@ -136,3 +140,38 @@ async def test_nested_wallet_needs_room_in_both() -> None:
     stopped, none = await nested.reserve(Decimal("0.01"))
     assert (stopped.state, none) == (WalletState.SUSPENDED, None)
     assert (await agent.snapshot()).reserved_usd == 0
+
+
+class Seen:
+    """A wallet as this process last saw it: its snapshot, None before its first call."""
+
+    def __init__(self, limit: str | None, spent: str | None) -> None:
+        if spent is None:
+            self.last_snapshot = None
+        else:
+            book = MemoryWallet(
+                BudgetPolicy(limit_usd=None if limit is None else Decimal(limit)),
+                namespace="team-a",
+                agent="sre-bot",
+            ).book
+            self.last_snapshot = snapshot_of(replace(book, spent=to_nanos(Decimal(spent))), "", "")
+
+    @property
+    def last_remaining_usd(self) -> Decimal | None:
+        return None if self.last_snapshot is None else self.last_snapshot.remaining_usd
+
+
+#: Not used yet, no limit, and limits with more or less left (0.7, 0.4, nothing).
+SEEN = [(None, None), (None, "0.5"), ("1", "0.3"), ("1", "0.6"), ("0.5", "0.1"), ("1", "2")]
+
+
+@pytest.mark.parametrize("outer", SEEN, ids=str)
+@pytest.mark.parametrize("inner", SEEN, ids=str)
+def test_nested_remaining_is_its_snapshots(
+    outer: tuple[str | None, str | None], inner: tuple[str | None, str | None]
+) -> None:
+    """The remaining-budget header's figure without the snapshot: the same as last_snapshot's,
+    whichever wallet is tighter, unlimited or not used yet."""
+    nested = NestedWallet(Seen(*outer), Seen(*inner))  # type: ignore[arg-type]
+    snapshot = nested.last_snapshot
+    assert nested.last_remaining_usd == (None if snapshot is None else snapshot.remaining_usd)
