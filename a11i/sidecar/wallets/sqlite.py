@@ -198,7 +198,9 @@ class SQLiteWallet:
         def apply(book: WalletBook, now: datetime) -> tuple[WalletBook, bool]:
             return settle(book, reservation, actual, now)
 
-        await self._fast(self._transaction, apply)
+        # _fast inlined: one coroutine fewer on the path of every call.
+        if self._now(self._transaction, apply) is None:
+            await self._run(self._transaction, apply)
 
     async def snapshot(self) -> WalletSnapshot:
         def apply(book: WalletBook, now: datetime) -> tuple[WalletBook, WalletBook]:
