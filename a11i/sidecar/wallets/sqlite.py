@@ -1,7 +1,7 @@
 """The embedded wallet: one SQLite file, shared by every process on the machine that opens it.
 
 Adapter: stores each wallet's state (``a11i.core.wallets.WalletBook``) as one row and applies
-the pure rules inside a ``BEGIN IMMEDIATE`` transaction, so a reservation is atomic across
+the pure rules in a transaction that holds the write lock, so a reservation is atomic across
 processes (several sidecars on a laptop, and the ``a11i wallet`` command). A transaction runs on
 the event loop when the file is free and on a dedicated thread when it must wait for another
 process: the event loop never waits for a lock. WAL journal with
@@ -257,10 +257,7 @@ class SQLiteWallet:
         try:
             result = function(*args)
         except (sqlite3.Error, OSError) as error:
-            busy = isinstance(error, sqlite3.OperationalError) and (
-                "locked" in str(error) or "busy" in str(error)
-            )
-            if not busy:
+            if not _busy(error):
                 raise self._unusable(error) from error
             return None
         self._loop_commits += 1
@@ -326,31 +323,42 @@ class SQLiteWallet:
 
         The rules first run on the book this wallet last committed, and its write is conditional
         on the row still holding that text (and the cluster stop being as it was): when nobody
-        else wrote since, which is the usual case, the row is neither read nor parsed. When the
-        condition fails, the row is read and the rules run again on it, in the same transaction,
-        and the next transactions read the row first until they find it as this wallet left it.
-        Whatever the other connection, thread or process did, what is written is computed
-        from what the file holds under the lock."""
+        else wrote since, which is the usual case, the row is neither read nor parsed. That
+        write is one statement in a transaction of its own: SQLite takes the write lock for an
+        UPDATE before it reads, as ``BEGIN IMMEDIATE`` does, checks the condition under it and
+        commits when the statement ends, so the compare-and-swap is as atomic without the two
+        statements around it (whose execution cost more than the swap itself). When the
+        condition fails, nothing was written: the row is read and the rules run again on it
+        in a ``BEGIN IMMEDIATE`` transaction, and the next transactions read the row first
+        until they find it as this wallet left it. Whatever the other connection, thread or
+        process did, what is written is computed from what the file holds under the lock."""
         connection = self._connection()
         now = self._clock()
         stamp = now.timestamp()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            last = self._written
-            done = None
-            if last is not None and not self._read_first:
-                done = self._applied(apply, last.book, last.stopped, now, cluster_stop_applies)
+        last = self._written
+        if last is not None and not self._read_first and not topped_up:
+            done = self._applied(apply, last.book, last.stopped, now, cluster_stop_applies)
+            try:
                 cursor = connection.execute(
                     _UPDATE_UNCHANGED,
                     (done[0].text, stamp, self.namespace, last.text, last.stopped),
                 )
-                if cursor.rowcount != 1:
-                    done = None
-                    self._read_first = True
-            if done is None:
-                book, stopped = self._load(connection, now)
-                done = self._applied(apply, book, stopped, now, cluster_stop_applies)
-                connection.execute(_UPDATE, (done[0].text, stamp, self.namespace))
+            except sqlite3.Error as error:
+                # Not written (a statement that fails is rolled back whole). Busy: the row is
+                # as this wallet left it, for the wait on the wallet thread to swap again.
+                if not _busy(error):
+                    self._written = None
+                raise
+            if cursor.rowcount == 1:
+                written, self._last_book, result = done
+                self._written = written
+                return result
+            self._read_first = True
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            book, stopped = self._load(connection, now)
+            done = self._applied(apply, book, stopped, now, cluster_stop_applies)
+            connection.execute(_UPDATE, (done[0].text, stamp, self.namespace))
             if topped_up:
                 row = connection.execute(
                     "SELECT topped_up FROM wallets WHERE namespace = ?", (self.namespace,)
@@ -458,6 +466,13 @@ class SQLiteWallet:
             return top_up(book, amount), None
 
         self._transaction(apply, topped_up=amount)
+
+
+def _busy(error: Exception) -> bool:
+    """Whether ``error`` is another connection holding the file (not a file that is unusable)."""
+    return isinstance(error, sqlite3.OperationalError) and (
+        "locked" in str(error) or "busy" in str(error)
+    )
 
 
 def exists(path: Path, namespace: str) -> bool:

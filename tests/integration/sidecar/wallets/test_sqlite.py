@@ -386,3 +386,53 @@ async def test_a_transaction_that_fails_midway_leaves_nothing_behind(tmp_path: P
     assert made[1] is not None
     assert (await shared.snapshot()).reserved_usd == Decimal("1.00")
     await shared.close()
+
+
+async def test_what_the_loop_reserves_and_settles_is_committed_when_it_returns(
+    tmp_path: Path,
+) -> None:
+    """The usual reserve and settle are one conditional UPDATE in a transaction of its own:
+    another process sees the reservation before the call is forwarded and the settlement
+    before the agent has the answer, and no transaction is left open on the loop's
+    connection, whether the write succeeded, found the row changed or was refused."""
+    path = tmp_path / "wallets.sqlite"
+    shared = wallet(path)
+    await shared.start()
+    other = sqlite3.connect(path, isolation_level=None)
+
+    def stored() -> dict[str, object]:
+        row = other.execute("SELECT book FROM wallets WHERE namespace = 'team-a'").fetchone()
+        return dict(json.loads(row[0]))
+
+    def loop_idle() -> bool:
+        return shared._loop_connection is not None and not shared._loop_connection.in_transaction
+
+    first = shared.reserve_now(Decimal("0.10"))  # the first reads the row
+    assert first is not None
+    assert first[1] is not None
+    made = shared.reserve_now(Decimal("0.20"))  # the next swaps it
+    assert made is not None
+    assert made[1] is not None
+    assert [lease[0] for lease in stored()["leases"]] == [first[1].id, made[1].id]  # type: ignore[attr-defined]
+    assert loop_idle()
+    await shared.settle(made[1], Decimal("0.05"))
+    assert stored()["spent_nanos"] == 50_000_000
+    assert [lease[0] for lease in stored()["leases"]] == [first[1].id]  # type: ignore[attr-defined]
+    assert loop_idle()
+    # Another process writes: the swap changes nothing and the row is read and written again.
+    other.execute("UPDATE wallets SET book = replace(book, '\"leases\":[[', '\"leases\":[ [')")
+    await shared.settle(first[1], Decimal("0.01"))
+    assert (stored()["spent_nanos"], stored()["leases"]) == (60_000_000, [])
+    assert loop_idle()
+    # A write the file refuses: nothing kept, nothing left open.
+    other.execute(
+        "CREATE TRIGGER refuse BEFORE UPDATE ON wallets "
+        "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+    )
+    with pytest.raises(WalletUnavailable, match="refused by the test"):
+        shared.reserve_now(Decimal("0.10"))
+    assert loop_idle()
+    other.execute("DROP TRIGGER refuse")
+    assert (await shared.snapshot()).reserved_usd == 0
+    other.close()
+    await shared.close()
