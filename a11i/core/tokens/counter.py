@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import Final
 
 from a11i.core.model import JSONObject, JSONValue, TokenCount
@@ -34,7 +34,7 @@ from a11i.core.tokens.encoding import (
     encoding_name_for_model,
     is_empty,
 )
-from a11i.core.tokens.images import image_rules
+from a11i.core.tokens.images import ImageRules, image_rules
 from a11i.core.tokens.openai_chat import (
     IMPLICIT_SYSTEM_TOKENS,
     REPLY_PRIMING,
@@ -145,16 +145,15 @@ class TokenCounter:
         tool_choice: JSONValue = None,
     ) -> TokenCount:
         """Prompt tokens of a chat completions request, as the API reports ``prompt_tokens``."""
-        text = self._text_for(model)
-        images = image_rules(model)
+        encoding, images = _model_rules(model)
+        text = self._text_for_encoding(encoding)
         tally = Tally()
         tally.exact = text.exact
         message_list = _as_list(messages, tally, text)
-        prefix = f"chat/{text.name}/{images.key}"
+        prefix = sys.intern(f"chat/{text.name}/{images.key}")
+        rule = partial(chat_message, text=text, images=images)
         for message in message_list:
-            tally.add(
-                *self._cached(prefix, message, partial(chat_message, message, text, images), text)
-            )
+            tally.add(*self._unit(prefix, message, rule, text))
         tally.add(REPLY_PRIMING)
         tool_list = _as_list(tools, tally, text)
         function_list = _as_list(functions, tally, text)
@@ -174,8 +173,8 @@ class TokenCounter:
     ) -> TokenCount:
         """Input tokens of a Responses API request. Always an estimate: OpenAI published no rules
         for it, so the chat rules are applied to the input items."""
-        text = self._text_for(model)
-        images = image_rules(model)
+        encoding, images = _model_rules(model)
+        text = self._text_for_encoding(encoding)
         tally = Tally()
         tally.exact = False
         if isinstance(instructions, str) and instructions:
@@ -183,11 +182,10 @@ class TokenCounter:
         if isinstance(input, str):
             tally.add(TOKENS_PER_MESSAGE + text.count("user") + text.count(input))
         elif isinstance(input, list):
-            prefix = f"responses/{text.name}/{images.key}"
+            prefix = sys.intern(f"responses/{text.name}/{images.key}")
+            rule = partial(responses_item, text=text, images=images)
             for item in input:
-                tally.add(
-                    *self._cached(prefix, item, partial(responses_item, item, text, images), text)
-                )
+                tally.add(*self._unit(prefix, item, rule, text))
         elif input is not None:
             tally.add(text.json(input))
         tally.add(REPLY_PRIMING)
@@ -277,7 +275,7 @@ class TokenCounter:
     # ---- caching -------------------------------------------------------------------------
 
     def _text_for(self, model: str) -> Text:
-        return self._text_for_encoding(encoding_name_for_model(model))
+        return self._text_for_encoding(_model_rules(model)[0])
 
     def _text_for_encoding(self, name: str) -> Text:
         return Text(name, self.encodings.get(name))
@@ -300,6 +298,25 @@ class TokenCounter:
         tokens, exact, _digest_of_unit = self._cached_digest(prefix, unit, rule, text)
         return tokens, exact
 
+    def _unit(
+        self, prefix: str, unit: JSONValue, rule: Callable[[JSONValue], Tally], text: Text
+    ) -> tuple[int, bool]:
+        """``_cached`` for the units of a list, one rule for all of them (given each unit):
+        the loop over a history's messages builds no closure per message. ``prefix`` is
+        interned by the caller, once per list."""
+        digest = _digest(unit)
+        key = None
+        if digest is not None:
+            key = (prefix, digest)
+            with self._lock:
+                found = self._cache.get(key)
+                if found is not None:
+                    self._cache.move_to_end(key)
+                    self._hits += 1
+                    return found
+                self._misses += 1
+        return self._store(key, unit, partial(rule, unit), text)
+
     def _cached_digest(
         self, prefix: str, unit: JSONValue, rule: Callable[[], Tally], text: Text
     ) -> tuple[int, bool, bytes | None]:
@@ -315,6 +332,16 @@ class TokenCounter:
                     self._hits += 1
                     return (*found, digest)
                 self._misses += 1
+        return (*self._store(key, unit, rule, text), digest)
+
+    def _store(
+        self,
+        key: tuple[str, bytes] | None,
+        unit: JSONValue,
+        rule: Callable[[], Tally],
+        text: Text,
+    ) -> tuple[int, bool]:
+        """Counts a unit the cache missed and remembers it under ``key`` (None: no key)."""
         cuts = text.cuts
         tokens, exact = _guarded(rule, unit)
         value = (tokens, exact and text.exact and text.cuts == cuts)
@@ -324,7 +351,20 @@ class TokenCounter:
                 self._cache.move_to_end(key)
                 while len(self._cache) > self._capacity:
                     self._cache.popitem(last=False)
-        return (*value, digest)
+        return value
+
+
+@lru_cache(maxsize=1024)
+def _named_rules(model: str) -> tuple[str, ImageRules]:
+    return encoding_name_for_model(model), image_rules(model)
+
+
+def _model_rules(model: str) -> tuple[str, ImageRules]:
+    """A model's encoding and image rules: two regular-expression and prefix walks over its
+    name, done once per name (request bodies name a handful of models, the cache is bounded)."""
+    if type(model) is str:
+        return _named_rules(model)
+    return encoding_name_for_model(model), image_rules(model)
 
 
 def _finish(tally: Tally, text: Text) -> TokenCount:
