@@ -243,23 +243,22 @@ class TokenCounter:
         chain = hashlib.blake2b(b"anthropic", digest_size=16)
         if not is_empty(system):
             tokens, exact, digest = self._cached_digest(
-                "anthropic/system", system, partial(anthropic_system, system, text), text
+                "anthropic/system", system, partial(anthropic_system, text=text), text
             )
             tally.add(tokens, exact=exact)
             chain.update(digest or b"?")
         tool_list = _as_list(tools, tally, text)
         if tool_list:
             tokens, exact, digest = self._cached_digest(
-                "anthropic/tools", tool_list, partial(anthropic_tools, tool_list, text), text
+                "anthropic/tools", tool_list, partial(anthropic_tools, text=text), text
             )
             tally.add(tokens, exact=exact)
             chain.update(digest or b"?")
         per_message: list[int] = []
         prefixes: list[bytes] = []
+        rule = partial(anthropic_message, text=text)
         for message in _as_list(messages, tally, text):
-            tokens, exact, digest = self._cached_digest(
-                "anthropic", message, partial(anthropic_message, message, text), text
-            )
+            tokens, exact, digest = self._cached_digest("anthropic", message, rule, text)
             tally.add(tokens, exact=exact)
             per_message.append(tokens)
             chain.update(digest or b"?")
@@ -286,24 +285,20 @@ class TokenCounter:
         """All tool definitions of a request, cached as one unit."""
         rules = TOOLS_CL100K if text.name == CL100K_BASE else TOOLS_O200K
         unit: JSONObject = {"tools": tools, "functions": functions}
-        rule = partial(openai_tools, text, rules, tools, functions)
-        return self._cached(f"tools/{text.name}/{rules.func_init}", unit, rule, text)
 
-    def _cached(
-        self, prefix: str, unit: JSONValue, rule: Callable[[], Tally], text: Text
-    ) -> tuple[int, bool]:
-        """The count of one unit (a message, an item, the tools) by the hash of its canonical
-        JSON, so a history re-sent every turn is tokenized once. The prefix names the rules and
-        the encoding: the same message counts differently under another model's rules."""
-        tokens, exact, _digest_of_unit = self._cached_digest(prefix, unit, rule, text)
-        return tokens, exact
+        def rule(_unit: JSONValue) -> Tally:
+            return openai_tools(text, rules, tools, functions)
+
+        return self._unit(sys.intern(f"tools/{text.name}/{rules.func_init}"), unit, rule, text)
 
     def _unit(
         self, prefix: str, unit: JSONValue, rule: Callable[[JSONValue], Tally], text: Text
     ) -> tuple[int, bool]:
-        """``_cached`` for the units of a list, one rule for all of them (given each unit):
-        the loop over a history's messages builds no closure per message. ``prefix`` is
-        interned by the caller, once per list."""
+        """The count of one unit (a message, an item, the tools) by the hash of its canonical
+        JSON, so a history re-sent every turn is tokenized once. The prefix names the rules and
+        the encoding: the same message counts differently under another model's rules. The
+        rule is given the unit, so the units of a list share one (no closure per message);
+        ``prefix`` is interned by the caller, once per list."""
         digest = _digest(unit)
         key = None
         if digest is not None:
@@ -318,9 +313,9 @@ class TokenCounter:
         return self._store(key, unit, partial(rule, unit), text)
 
     def _cached_digest(
-        self, prefix: str, unit: JSONValue, rule: Callable[[], Tally], text: Text
+        self, prefix: str, unit: JSONValue, rule: Callable[[JSONValue], Tally], text: Text
     ) -> tuple[int, bool, bytes | None]:
-        """``_cached``, with the unit's digest (None: it has no canonical JSON)."""
+        """``_unit``, with the unit's digest (None: it has no canonical JSON)."""
         digest = _digest(unit)
         # Interned: 65,536 keys share a handful of prefix strings.
         key = (sys.intern(prefix), digest) if digest is not None else None
@@ -332,7 +327,7 @@ class TokenCounter:
                     self._hits += 1
                     return (*found, digest)
                 self._misses += 1
-        return (*self._store(key, unit, rule, text), digest)
+        return (*self._store(key, unit, partial(rule, unit), text), digest)
 
     def _store(
         self,

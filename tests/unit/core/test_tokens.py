@@ -31,6 +31,7 @@ from a11i.core.tokens.encoding import (
     Encodings,
     chunked_count,
     encoding_name_for_model,
+    is_empty,
 )
 from a11i.core.tokens.images import image_rules, image_size, openai_image_tokens
 from a11i.sidecar.encodings import PACKAGE_DIR, load_encodings
@@ -1085,8 +1086,12 @@ def test_a_count_from_the_cache_is_the_count_of_the_rules(
     for _ in range(2):
         assert cached.count_chat(model, messages) == uncached.count_chat(model, messages)
         assert cached.count_responses(model, items) == uncached.count_responses(model, items)
+        assert cached.anthropic_parts(model, items, messages) == uncached.anthropic_parts(
+            model, items, messages
+        )
     stats = cached.cache_stats()
-    units = len(messages) + (len(items) if isinstance(items, list) else 0)
+    units = 2 * len(messages) + (len(items) if isinstance(items, list) else 0)
+    units += 0 if is_empty(items) else 1
     assert stats.hits + stats.misses == 2 * units
 
 
