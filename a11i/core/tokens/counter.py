@@ -117,7 +117,7 @@ class TokenCounter:
         if anthropic:
             name = CL100K_BASE
         elif isinstance(model, str):
-            name = encoding_name_for_model(model)
+            name = _model_rules(model)[0]
         else:
             return False  # the plan refuses a request without a model before counting
         return self.encodings.is_pending(name)
