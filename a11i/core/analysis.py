@@ -75,67 +75,75 @@ def tool_results(request: ParsedRequest) -> tuple[ToolResult, ...]:
     message): older ones were already ingested by earlier calls of the loop."""
     body = request.body
     if request.dialect is Dialect.OPENAI_CHAT:
-        messages = body.get("messages")
-        names = _called_names(messages, "assistant")
-        return tuple(
-            _result(
-                str(message.get("tool_call_id") or message.get("name") or ""),
-                message.get("content"),
-                _looks_like_error(message.get("content")),
-                names,
-                fallback_name=str(message.get("name") or ""),
+        answered, turn = _newest_turn(body.get("messages"), "assistant", "role")
+        fed = [message for message in turn if message.get("role") in ("tool", "function")]
+        if not fed:
+            # Most calls of a loop carry no tool result: the names are not looked for.
+            return ()
+        names = _called_names(answered)
+        results: list[ToolResult] = []
+        for message in fed:
+            text = _text_of(message.get("content"))
+            results.append(
+                _result(
+                    str(message.get("tool_call_id") or message.get("name") or ""),
+                    text,
+                    _looks_like_error(text),
+                    names,
+                    fallback_name=str(message.get("name") or ""),
+                )
             )
-            for message in _newest_turn(messages, "assistant", "role")
-            if message.get("role") in ("tool", "function")
-        )
+        return tuple(results)
     if request.dialect is Dialect.OPENAI_RESPONSES:
         items = body.get("input")
-        names = {
+        _call, turn = _newest_turn(items, "function_call", "type")
+        outputs = [item for item in turn if item.get("type") == "function_call_output"]
+        if not outputs:
+            return ()
+        called = {
             str(item.get("call_id")): str(item.get("name") or "")
             for item in _objects(items)
             if item.get("type") == "function_call"
         }
+        results = []
+        for item in outputs:
+            text = _text_of(item.get("output"))
+            results.append(
+                _result(str(item.get("call_id") or ""), text, _looks_like_error(text), called)
+            )
+        return tuple(results)
+    if request.dialect is Dialect.ANTHROPIC_MESSAGES:
+        answered, turn = _newest_turn(body.get("messages"), "assistant", "role")
+        blocks = [
+            block
+            for message in turn
+            if isinstance(content := message.get("content"), list)
+            for block in content
+            if isinstance(block, dict) and block.get("type") == "tool_result"
+        ]
+        if not blocks:
+            return ()
+        names = _called_names(answered)
         return tuple(
             _result(
-                str(item.get("call_id") or ""),
-                item.get("output"),
-                _looks_like_error(item.get("output")),
+                str(block.get("tool_use_id") or ""),
+                _text_of(block.get("content")),
+                block.get("is_error") is True,
                 names,
             )
-            for item in _newest_turn(items, "function_call", "type")
-            if item.get("type") == "function_call_output"
+            for block in blocks
         )
-    if request.dialect is Dialect.ANTHROPIC_MESSAGES:
-        messages = body.get("messages")
-        names = _called_names(messages, "assistant")
-        results: list[ToolResult] = []
-        for message in _newest_turn(messages, "assistant", "role"):
-            content = message.get("content")
-            if not isinstance(content, list):
-                continue
-            for block in content:
-                if isinstance(block, dict) and block.get("type") == "tool_result":
-                    results.append(
-                        _result(
-                            str(block.get("tool_use_id") or ""),
-                            block.get("content"),
-                            block.get("is_error") is True,
-                            names,
-                        )
-                    )
-        return tuple(results)
     return ()
 
 
 def _result(
     call_id: str,
-    content: JSONValue,
+    text: str,
     is_error: bool,
     names: dict[str, str],
     *,
     fallback_name: str = "",
 ) -> ToolResult:
-    text = _text_of(content)
     outcome = classify_failure(text) if is_error else ToolOutcome.SUCCESS
     return ToolResult(
         tool_call_id=call_id,
@@ -229,23 +237,20 @@ def client_ids(request: ParsedRequest) -> ClientIds:
     return ClientIds()
 
 
-def _called_names(messages: JSONValue, role: str) -> dict[str, str]:
-    """Tool call id -> tool name, from the last message of ``role`` (the turn the results
-    answer): OpenAI ``tool_calls`` and Anthropic ``tool_use`` blocks."""
-    objects = _objects(messages)
-    for message in reversed(objects):
-        if message.get("role") != role:
-            continue
-        names: dict[str, str] = {}
-        for call in _objects(message.get("tool_calls")):
-            function = call.get("function")
-            if isinstance(function, dict):
-                names[str(call.get("id") or "")] = str(function.get("name") or "")
-        for block in _objects(message.get("content")):
-            if block.get("type") in ("tool_use", "server_tool_use"):
-                names[str(block.get("id") or "")] = str(block.get("name") or "")
+def _called_names(answered: JSONObject | None) -> dict[str, str]:
+    """Tool call id -> tool name, from the assistant message the results answer (the last
+    one; None: there is none): OpenAI ``tool_calls`` and Anthropic ``tool_use`` blocks."""
+    names: dict[str, str] = {}
+    if answered is None:
         return names
-    return {}
+    for call in _objects(answered.get("tool_calls")):
+        function = call.get("function")
+        if isinstance(function, dict):
+            names[str(call.get("id") or "")] = str(function.get("name") or "")
+    for block in _objects(answered.get("content")):
+        if block.get("type") in ("tool_use", "server_tool_use"):
+            names[str(block.get("id") or "")] = str(block.get("name") or "")
+    return names
 
 
 def tool_calls(dialect: Dialect, answer: JSONValue) -> tuple[ToolCall, ...]:
@@ -349,12 +354,16 @@ def context_saturation(input_tokens: int, context_window: int) -> Decimal:
     return min(percent, Decimal(100)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
 
 
-def _newest_turn(items: JSONValue, boundary: str, key: str) -> list[JSONObject]:
+def _newest_turn(
+    items: JSONValue, boundary: str, key: str
+) -> tuple[JSONObject | None, list[JSONObject]]:
+    """The last object whose ``key`` is ``boundary`` (None: there is none) and the objects
+    after it (all of them without one)."""
     objects = _objects(items)
     for index in range(len(objects) - 1, -1, -1):
         if objects[index].get(key) == boundary:
-            return objects[index + 1 :]
-    return objects
+            return objects[index], objects[index + 1 :]
+    return None, objects
 
 
 def _objects(value: JSONValue) -> list[JSONObject]:
@@ -375,8 +384,7 @@ def _text_of(value: JSONValue) -> str:
     return json.dumps(value)
 
 
-def _looks_like_error(content: JSONValue) -> bool:
-    text = _text_of(content)
+def _looks_like_error(text: str) -> bool:
     if _ERROR_PREFIX.match(text):
         return True
     stripped = text.lstrip()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import cast
+from dataclasses import dataclass
+from typing import Final, cast
 
 from a11i.core.errors import A11iError, BadRequest
 from a11i.core.model import Dialect, JSONObject, JSONValue, Usage
@@ -59,10 +59,12 @@ def dialect_for_path(path: str) -> Dialect | None:
 
 def parse_json_body(raw: bytes) -> JSONObject:
     """Decode a request body into a JSON object, or raise BadRequest saying why not."""
-    if not raw.strip():
+    # isspace stops at the first other byte; strip() would copy the whole body first.
+    if not raw or raw.isspace():
         raise BadRequest("The request body is empty; expected a JSON object.")
     try:
-        value: object = json.loads(raw, object_pairs_hook=_unique_keys)
+        # What json.loads(raw, object_pairs_hook=...) does, without building a decoder per call.
+        value: object = _BODY_DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except DuplicateKey as exc:
         raise BadRequest(
             f"The request body has the key {json.dumps(exc.key)} twice in one object; a11i "
@@ -106,29 +108,35 @@ def _unique_keys(pairs: list[tuple[str, JSONValue]]) -> dict[str, JSONValue]:
     return obj
 
 
+#: One decoder for every body: a decoder keeps no state between calls (the standard library's
+#: own ``json.loads`` shares one across threads the same way).
+_BODY_DECODER: Final = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
 def parse_request(dialect: Dialect, body: JSONObject) -> ParsedRequest:
     """Validate ``body`` for ``dialect`` and extract what metering needs."""
     model = _model_name(body)
     stream = _optional_bool(body, "stream") or False
-    parsed: ParsedRequest
     if dialect is Dialect.OPENAI_CHAT:
-        parsed = _parse_chat(body, model, stream)
-    elif dialect is Dialect.OPENAI_RESPONSES:
-        parsed = _parse_responses(body, model, stream)
-    elif dialect is Dialect.OPENAI_EMBEDDINGS:
+        return _parse_chat(body, model, stream)
+    if dialect is Dialect.OPENAI_RESPONSES:
+        return _parse_responses(body, model, stream)
+    if dialect is Dialect.OPENAI_EMBEDDINGS:
         return _parse_embeddings(body, model)
-    elif dialect is Dialect.OPENAI_COMPLETIONS:
+    if dialect is Dialect.OPENAI_COMPLETIONS:
         return _parse_completions(body, model, stream)
-    else:
-        parsed = _parse_anthropic(body, model, stream)
+    return _parse_anthropic(body, model, stream)
+
+
+def _service_tier(body: JSONObject) -> str | None:
+    """The tier a chat, Responses or Anthropic request asks for; checked after the rest of the
+    body, so a body with several faults is refused for the same one as ever."""
     tier = body.get("service_tier")
-    if tier is None:
-        return parsed
-    if not isinstance(tier, str):
+    if tier is not None and not isinstance(tier, str):
         raise BadRequest(
             f"'service_tier' must be a string, not {_json_type(tier)}.", param="service_tier"
         )
-    return replace(parsed, service_tier=tier)
+    return tier
 
 
 def _parse_chat(body: JSONObject, model: str, stream: bool) -> ParsedRequest:
@@ -136,23 +144,25 @@ def _parse_chat(body: JSONObject, model: str, stream: bool) -> ParsedRequest:
     if not messages:
         raise BadRequest("'messages' must contain at least one message.", param="messages")
     for index, message in enumerate(messages):
-        where = f"messages[{index}]"
+        # The names of the fields are only spelled out for a message that is refused.
         if not isinstance(message, dict):
+            where = f"messages[{index}]"
             raise BadRequest(
                 f"'{where}' must be an object, not {_json_type(message)}.", param=where
             )
         role = message.get("role")
         if not isinstance(role, str) or role not in _CHAT_ROLES:
             raise BadRequest(
-                f"'{where}.role' must be one of {sorted(_CHAT_ROLES)}, not {json.dumps(role)}.",
-                param=f"{where}.role",
+                f"'messages[{index}].role' must be one of {sorted(_CHAT_ROLES)}, "
+                f"not {json.dumps(role)}.",
+                param=f"messages[{index}].role",
             )
         content = message.get("content")
         if content is not None and not isinstance(content, str | list):
             raise BadRequest(
-                f"'{where}.content' must be a string, an array of parts or null, "
+                f"'messages[{index}].content' must be a string, an array of parts or null, "
                 f"not {_json_type(content)}.",
-                param=f"{where}.content",
+                param=f"messages[{index}].content",
             )
     _optional_list(body, "tools")
     _optional_list(body, "functions")
@@ -160,14 +170,16 @@ def _parse_chat(body: JSONObject, model: str, stream: bool) -> ParsedRequest:
     if max_tokens is None:
         max_tokens = _optional_positive_int(body, "max_tokens")
     choices = _optional_positive_int(body, "n") or 1
+    usage_requested = _usage_requested(body)
     return ParsedRequest(
         Dialect.OPENAI_CHAT,
         model,
         body,
         stream=stream,
-        stream_usage_requested=_usage_requested(body),
+        stream_usage_requested=usage_requested,
         max_output_tokens=max_tokens,
         choices=choices,
+        service_tier=_service_tier(body),
     )
 
 
@@ -201,12 +213,14 @@ def _parse_responses(body: JSONObject, model: str, stream: bool) -> ParsedReques
     if instructions is not None and not isinstance(instructions, str):
         raise BadRequest("'instructions' must be a string.", param="instructions")
     _optional_list(body, "tools")
+    max_tokens = _optional_positive_int(body, "max_output_tokens")
     return ParsedRequest(
         Dialect.OPENAI_RESPONSES,
         model,
         body,
         stream=stream,
-        max_output_tokens=_optional_positive_int(body, "max_output_tokens"),
+        max_output_tokens=max_tokens,
+        service_tier=_service_tier(body),
     )
 
 
@@ -289,30 +303,36 @@ def _parse_anthropic(body: JSONObject, model: str, stream: bool) -> ParsedReques
         raise BadRequest("'max_tokens' is required.", param="max_tokens")
     messages = _required_list(body, "messages")
     for index, message in enumerate(messages):
-        where = f"messages.{index}"
+        # The names of the fields are only spelled out for a message that is refused.
         if not isinstance(message, dict):
+            where = f"messages.{index}"
             raise BadRequest(
                 f"'{where}' must be an object, not {_json_type(message)}.", param=where
             )
         role = message.get("role")
         if not isinstance(role, str) or role not in _ANTHROPIC_ROLES:
             raise BadRequest(
-                f'\'{where}.role\' must be "user" or "assistant", not {json.dumps(role)}.',
-                param=f"{where}.role",
+                f'\'messages.{index}.role\' must be "user" or "assistant", not {json.dumps(role)}.',
+                param=f"messages.{index}.role",
             )
         content = message.get("content")
         if not isinstance(content, str | list):
             raise BadRequest(
-                f"'{where}.content' must be a string or an array of content blocks, "
+                f"'messages.{index}.content' must be a string or an array of content blocks, "
                 f"not {_json_type(content)}.",
-                param=f"{where}.content",
+                param=f"messages.{index}.content",
             )
     system = body.get("system")
     if system is not None and not isinstance(system, str | list):
         raise BadRequest("'system' must be a string or an array of text blocks.", param="system")
     _optional_list(body, "tools")
     return ParsedRequest(
-        Dialect.ANTHROPIC_MESSAGES, model, body, stream=stream, max_output_tokens=max_tokens
+        Dialect.ANTHROPIC_MESSAGES,
+        model,
+        body,
+        stream=stream,
+        max_output_tokens=max_tokens,
+        service_tier=_service_tier(body),
     )
 
 
@@ -327,15 +347,17 @@ def usage_from_body(dialect: Dialect, body: JSONValue) -> Usage | None:
     the provider reported no usage."""
     if not isinstance(body, dict):
         return None
-    usage = usage_from_object(dialect, body.get("usage"))
-    if usage is None or dialect is Dialect.ANTHROPIC_MESSAGES:
-        return usage
+    usage = body.get("usage")
+    if dialect is Dialect.ANTHROPIC_MESSAGES or not isinstance(usage, dict):
+        return usage_from_object(dialect, usage)
+    # Read beside the usage and built into it at once: a second Usage (dataclasses.replace)
+    # cost more than reading the usage itself.
     tier = body.get("service_tier")
-    searches = _responses_web_searches(body) if dialect is Dialect.OPENAI_RESPONSES else 0
-    return replace(
+    return _openai_usage(
+        dialect,
         usage,
-        service_tier=tier if isinstance(tier, str) and tier else usage.service_tier,
-        web_search_requests=searches,
+        service_tier=tier if isinstance(tier, str) and tier else None,
+        responses=body if dialect is Dialect.OPENAI_RESPONSES else None,
     )
 
 
@@ -370,6 +392,18 @@ def usage_from_object(dialect: Dialect, usage: JSONValue) -> Usage | None:
         return None
     if dialect is Dialect.ANTHROPIC_MESSAGES:
         return _anthropic_usage(usage)
+    return _openai_usage(dialect, usage)
+
+
+def _openai_usage(
+    dialect: Dialect,
+    usage: Mapping[str, JSONValue],
+    *,
+    service_tier: str | None = None,
+    responses: JSONObject | None = None,
+) -> Usage | None:
+    """An OpenAI ``usage`` object, with the answer's ``service_tier`` and, given the
+    Responses answer it came in, that answer's web searches."""
     if dialect is Dialect.OPENAI_RESPONSES:
         prompt = _int_field(usage, "input_tokens")
         output = _int_field(usage, "output_tokens")
@@ -401,6 +435,8 @@ def usage_from_object(dialect: Dialect, usage: JSONValue) -> Usage | None:
         cache_write_tokens=written,
         cache_write_long_tokens=written_long,
         reasoning_tokens=reasoning,
+        web_search_requests=_responses_web_searches(responses) if responses is not None else 0,
+        service_tier=service_tier,
     )
 
 

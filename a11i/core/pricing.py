@@ -64,7 +64,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from decimal import Context, Decimal, InvalidOperation, localcontext
+from decimal import Context, Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Final
 
@@ -96,7 +96,12 @@ __all__ = [
 
 #: Arithmetic on money: wide enough that no realistic product of a token count and a per-token
 #: price is rounded, and independent of whatever decimal context the calling thread has set.
+#: Its own methods do the arithmetic (``_multiply(a, b)`` is ``a * b`` in it, to the digit):
+#: making it the thread's context for a call (``localcontext``: a copy, a context variable set
+#: and reset) cost more than the call's arithmetic. Its flags are never read.
 _MONEY: Final = Context(prec=60)
+_multiply: Final = _MONEY.multiply
+_add: Final = _MONEY.add
 
 #: A price above this per million tokens is a unit mistake (per token instead of per million),
 #: not a model: refusing it also keeps every product far away from Decimal's exponent limits.
@@ -662,17 +667,21 @@ def charge(price: ModelPrice | PriceLookup, usage: Usage) -> Charge:
             multiplier *= p.multipliers.get(served.strip().lower(), Decimal(1))
     lines: list[ChargeLine] = []
     unpriced: list[str] = []
-    with localcontext(_MONEY):
-        for item, quantity, rate in (
-            ("input", uncached, rates.input),
-            ("cache_read", cached, rates.cache_read),
-            ("cache_write", written - written_long, rates.cache_write),
-            ("cache_write_long", written_long, rates.cache_write_long),
-            ("output", max(usage.output_tokens, 0), rates.output),
-        ):
-            if quantity:
-                effective = rate * multiplier
-                lines.append(ChargeLine(item, quantity, effective, quantity * effective))
+    # Added up line by line, in the lines' order: the same sums as adding the lines after.
+    total = Decimal(0)
+    for item, quantity, rate in (
+        ("input", uncached, rates.input),
+        ("cache_read", cached, rates.cache_read),
+        ("cache_write", written - written_long, rates.cache_write),
+        ("cache_write_long", written_long, rates.cache_write_long),
+        ("output", max(usage.output_tokens, 0), rates.output),
+    ):
+        if quantity:
+            effective = _multiply(rate, multiplier)
+            amount = _multiply(quantity, effective)
+            lines.append(ChargeLine(item, quantity, effective, amount))
+            total = _add(total, amount)
+    if usage.web_search_requests > 0 or usage.web_fetch_requests > 0:
         for item, quantity, fee in (
             ("web_search", usage.web_search_requests, p.web_search_per_call),
             ("web_fetch", usage.web_fetch_requests, p.web_fetch_per_call),
@@ -684,8 +693,9 @@ def charge(price: ModelPrice | PriceLookup, usage: Usage) -> Charge:
                 if item == "web_search":
                     unpriced.append(item)
                 continue
-            lines.append(ChargeLine(item, quantity, fee, quantity * fee))
-        total = sum((line.amount for line in lines), Decimal(0))
+            amount = _multiply(quantity, fee)
+            lines.append(ChargeLine(item, quantity, fee, amount))
+            total = _add(total, amount)
     return Charge(
         total=total,
         lines=tuple(lines),
@@ -717,13 +727,13 @@ def project(
     inputs = max(input_tokens, 0)
     outputs = max(max_output_tokens, 0)
     standard = rates_for(p, prompt_tokens=inputs)
-    with localcontext(_MONEY):
-        amount = inputs * standard.input + outputs * standard.output
-        asked = service_tier(tier)
-        if asked != STANDARD:
-            rates = rates_for(p, prompt_tokens=inputs, tier=asked)
-            amount = max(amount, inputs * rates.input + outputs * rates.output)
-        return amount
+    amount = _add(_multiply(inputs, standard.input), _multiply(outputs, standard.output))
+    asked = service_tier(tier)
+    if asked != STANDARD:
+        rates = rates_for(p, prompt_tokens=inputs, tier=asked)
+        # Prices are finite: comparing them signals nothing, in whatever context.
+        amount = max(amount, _add(_multiply(inputs, rates.input), _multiply(outputs, rates.output)))
+    return amount
 
 
 # --------------------------------------------------------------------------------------------

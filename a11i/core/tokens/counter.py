@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import Final
 
 from a11i.core.model import JSONObject, JSONValue, TokenCount
@@ -34,7 +34,7 @@ from a11i.core.tokens.encoding import (
     encoding_name_for_model,
     is_empty,
 )
-from a11i.core.tokens.images import image_rules
+from a11i.core.tokens.images import ImageRules, image_rules
 from a11i.core.tokens.openai_chat import (
     IMPLICIT_SYSTEM_TOKENS,
     REPLY_PRIMING,
@@ -117,7 +117,7 @@ class TokenCounter:
         if anthropic:
             name = CL100K_BASE
         elif isinstance(model, str):
-            name = encoding_name_for_model(model)
+            name = _model_rules(model)[0]
         else:
             return False  # the plan refuses a request without a model before counting
         return self.encodings.is_pending(name)
@@ -145,16 +145,15 @@ class TokenCounter:
         tool_choice: JSONValue = None,
     ) -> TokenCount:
         """Prompt tokens of a chat completions request, as the API reports ``prompt_tokens``."""
-        text = self._text_for(model)
-        images = image_rules(model)
+        encoding, images = _model_rules(model)
+        text = self._text_for_encoding(encoding)
         tally = Tally()
         tally.exact = text.exact
         message_list = _as_list(messages, tally, text)
-        prefix = f"chat/{text.name}/{images.key}"
+        prefix = sys.intern(f"chat/{text.name}/{images.key}")
+        rule = partial(chat_message, text=text, images=images)
         for message in message_list:
-            tally.add(
-                *self._cached(prefix, message, partial(chat_message, message, text, images), text)
-            )
+            tally.add(*self._unit(prefix, message, rule, text))
         tally.add(REPLY_PRIMING)
         tool_list = _as_list(tools, tally, text)
         function_list = _as_list(functions, tally, text)
@@ -174,8 +173,8 @@ class TokenCounter:
     ) -> TokenCount:
         """Input tokens of a Responses API request. Always an estimate: OpenAI published no rules
         for it, so the chat rules are applied to the input items."""
-        text = self._text_for(model)
-        images = image_rules(model)
+        encoding, images = _model_rules(model)
+        text = self._text_for_encoding(encoding)
         tally = Tally()
         tally.exact = False
         if isinstance(instructions, str) and instructions:
@@ -183,11 +182,10 @@ class TokenCounter:
         if isinstance(input, str):
             tally.add(TOKENS_PER_MESSAGE + text.count("user") + text.count(input))
         elif isinstance(input, list):
-            prefix = f"responses/{text.name}/{images.key}"
+            prefix = sys.intern(f"responses/{text.name}/{images.key}")
+            rule = partial(responses_item, text=text, images=images)
             for item in input:
-                tally.add(
-                    *self._cached(prefix, item, partial(responses_item, item, text, images), text)
-                )
+                tally.add(*self._unit(prefix, item, rule, text))
         elif input is not None:
             tally.add(text.json(input))
         tally.add(REPLY_PRIMING)
@@ -245,23 +243,22 @@ class TokenCounter:
         chain = hashlib.blake2b(b"anthropic", digest_size=16)
         if not is_empty(system):
             tokens, exact, digest = self._cached_digest(
-                "anthropic/system", system, partial(anthropic_system, system, text), text
+                "anthropic/system", system, partial(anthropic_system, text=text), text
             )
             tally.add(tokens, exact=exact)
             chain.update(digest or b"?")
         tool_list = _as_list(tools, tally, text)
         if tool_list:
             tokens, exact, digest = self._cached_digest(
-                "anthropic/tools", tool_list, partial(anthropic_tools, tool_list, text), text
+                "anthropic/tools", tool_list, partial(anthropic_tools, text=text), text
             )
             tally.add(tokens, exact=exact)
             chain.update(digest or b"?")
         per_message: list[int] = []
         prefixes: list[bytes] = []
+        rule = partial(anthropic_message, text=text)
         for message in _as_list(messages, tally, text):
-            tokens, exact, digest = self._cached_digest(
-                "anthropic", message, partial(anthropic_message, message, text), text
-            )
+            tokens, exact, digest = self._cached_digest("anthropic", message, rule, text)
             tally.add(tokens, exact=exact)
             per_message.append(tokens)
             chain.update(digest or b"?")
@@ -277,7 +274,7 @@ class TokenCounter:
     # ---- caching -------------------------------------------------------------------------
 
     def _text_for(self, model: str) -> Text:
-        return self._text_for_encoding(encoding_name_for_model(model))
+        return self._text_for_encoding(_model_rules(model)[0])
 
     def _text_for_encoding(self, name: str) -> Text:
         return Text(name, self.encodings.get(name))
@@ -288,22 +285,37 @@ class TokenCounter:
         """All tool definitions of a request, cached as one unit."""
         rules = TOOLS_CL100K if text.name == CL100K_BASE else TOOLS_O200K
         unit: JSONObject = {"tools": tools, "functions": functions}
-        rule = partial(openai_tools, text, rules, tools, functions)
-        return self._cached(f"tools/{text.name}/{rules.func_init}", unit, rule, text)
 
-    def _cached(
-        self, prefix: str, unit: JSONValue, rule: Callable[[], Tally], text: Text
+        def rule(_unit: JSONValue) -> Tally:
+            return openai_tools(text, rules, tools, functions)
+
+        return self._unit(sys.intern(f"tools/{text.name}/{rules.func_init}"), unit, rule, text)
+
+    def _unit(
+        self, prefix: str, unit: JSONValue, rule: Callable[[JSONValue], Tally], text: Text
     ) -> tuple[int, bool]:
         """The count of one unit (a message, an item, the tools) by the hash of its canonical
         JSON, so a history re-sent every turn is tokenized once. The prefix names the rules and
-        the encoding: the same message counts differently under another model's rules."""
-        tokens, exact, _digest_of_unit = self._cached_digest(prefix, unit, rule, text)
-        return tokens, exact
+        the encoding: the same message counts differently under another model's rules. The
+        rule is given the unit, so the units of a list share one (no closure per message);
+        ``prefix`` is interned by the caller, once per list."""
+        digest = _digest(unit)
+        key = None
+        if digest is not None:
+            key = (prefix, digest)
+            with self._lock:
+                found = self._cache.get(key)
+                if found is not None:
+                    self._cache.move_to_end(key)
+                    self._hits += 1
+                    return found
+                self._misses += 1
+        return self._store(key, unit, partial(rule, unit), text)
 
     def _cached_digest(
-        self, prefix: str, unit: JSONValue, rule: Callable[[], Tally], text: Text
+        self, prefix: str, unit: JSONValue, rule: Callable[[JSONValue], Tally], text: Text
     ) -> tuple[int, bool, bytes | None]:
-        """``_cached``, with the unit's digest (None: it has no canonical JSON)."""
+        """``_unit``, with the unit's digest (None: it has no canonical JSON)."""
         digest = _digest(unit)
         # Interned: 65,536 keys share a handful of prefix strings.
         key = (sys.intern(prefix), digest) if digest is not None else None
@@ -315,6 +327,16 @@ class TokenCounter:
                     self._hits += 1
                     return (*found, digest)
                 self._misses += 1
+        return (*self._store(key, unit, partial(rule, unit), text), digest)
+
+    def _store(
+        self,
+        key: tuple[str, bytes] | None,
+        unit: JSONValue,
+        rule: Callable[[], Tally],
+        text: Text,
+    ) -> tuple[int, bool]:
+        """Counts a unit the cache missed and remembers it under ``key`` (None: no key)."""
         cuts = text.cuts
         tokens, exact = _guarded(rule, unit)
         value = (tokens, exact and text.exact and text.cuts == cuts)
@@ -324,7 +346,20 @@ class TokenCounter:
                 self._cache.move_to_end(key)
                 while len(self._cache) > self._capacity:
                     self._cache.popitem(last=False)
-        return (*value, digest)
+        return value
+
+
+@lru_cache(maxsize=1024)
+def _named_rules(model: str) -> tuple[str, ImageRules]:
+    return encoding_name_for_model(model), image_rules(model)
+
+
+def _model_rules(model: str) -> tuple[str, ImageRules]:
+    """A model's encoding and image rules: two regular-expression and prefix walks over its
+    name, done once per name (request bodies name a handful of models, the cache is bounded)."""
+    if type(model) is str:
+        return _named_rules(model)
+    return encoding_name_for_model(model), image_rules(model)
 
 
 def _finish(tally: Tally, text: Text) -> TokenCount:

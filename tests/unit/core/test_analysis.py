@@ -312,3 +312,45 @@ def test_failures_are_classified(text: str, outcome: ToolOutcome) -> None:
 )
 def test_client_ids(dialect: Dialect, body: JSONObject, ids: ClientIds) -> None:
     assert client_ids(parse_request(dialect, body)) == ids
+
+
+@pytest.mark.parametrize(
+    ("dialect", "body"),
+    [
+        pytest.param(
+            Dialect.OPENAI_CHAT,
+            {
+                **SRE_CHAT,
+                "messages": [*SRE_CHAT["messages"][:3], {"role": "assistant", "content": "ok"}],
+            },  # type: ignore[misc]
+            id="chat",
+        ),
+        pytest.param(
+            Dialect.OPENAI_RESPONSES,
+            {
+                "model": "gpt-5",
+                "input": [
+                    {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                    {"type": "function_call_output", "call_id": "c1", "output": "done"},
+                    {"type": "function_call", "call_id": "c2", "name": "g", "arguments": "{}"},
+                ],
+            },
+            id="responses",
+        ),
+        pytest.param(
+            Dialect.ANTHROPIC_MESSAGES,
+            {
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 10,
+                "messages": [
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t"}]},
+                    {"role": "assistant", "content": "ok"},
+                    {"role": "user", "content": [{"type": "text", "text": "and now?"}]},
+                ],
+            },
+            id="anthropic",
+        ),
+    ],
+)
+def test_results_of_older_turns_are_not_fed_again(dialect: Dialect, body: JSONObject) -> None:
+    assert tool_results(parse_request(dialect, body)) == ()

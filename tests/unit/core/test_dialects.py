@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,11 +13,16 @@ from hypothesis import strategies as st
 
 from a11i.core.dialects import (
     COMPLETIONS_DEFAULT_MAX_TOKENS,
+    DuplicateKey,
+    _json_type,
+    _responses_web_searches,
+    _unique_keys,
     dialect_for_path,
     error_body,
     parse_json_body,
     parse_request,
     usage_from_body,
+    usage_from_object,
 )
 from a11i.core.errors import BadRequest, BudgetExceeded
 from a11i.core.model import Dialect, Usage
@@ -590,3 +597,141 @@ def test_the_asked_service_tier_is_parsed(
 def test_a_service_tier_that_is_no_string_is_refused() -> None:
     with pytest.raises(BadRequest, match="'service_tier' must be a string"):
         parse_request(Dialect.OPENAI_CHAT, {**CHAT, "service_tier": 1})
+
+
+def _reference_parse_json_body(raw: bytes) -> object:
+    """``parse_json_body`` as first written: ``json.loads`` with the duplicate-key hook, which
+    builds a decoder per call. The module's one decoder must read every body the same way."""
+    if not raw.strip():
+        raise BadRequest("The request body is empty; expected a JSON object.")
+    try:
+        value: object = json.loads(raw, object_pairs_hook=_unique_keys)
+    except DuplicateKey as exc:
+        raise BadRequest(
+            f"The request body has the key {json.dumps(exc.key)} twice in one object; a11i "
+            "refuses it, since a provider may read the other value than the one a11i priced.",
+            param=exc.key,
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise BadRequest("The request body is not valid UTF-8 JSON.") from exc
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            f"The request body is not valid JSON: {exc.msg} "
+            f"at line {exc.lineno} column {exc.colno}."
+        ) from exc
+    except RecursionError as exc:
+        raise BadRequest("The request body is nested too deeply to be parsed.") from exc
+    except ValueError as exc:
+        raise BadRequest(f"The request body has a number a11i cannot read: {exc}.") from exc
+    if not isinstance(value, dict):
+        raise BadRequest(f"The request body must be a JSON object, not {_json_type(value)}.")
+    return value
+
+
+_ENCODINGS = st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32", "utf-32-be"])
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    raw=st.binary(max_size=200)
+    | st.tuples(json_values, _ENCODINGS).map(lambda v: json.dumps(v[0]).encode(v[1]))
+    | st.sampled_from(
+        [b'{"a": 1, "a": 2}', b" \t\r\n\x0b\x0c", b"\x0b{}", b'{"b": {"c": 1, "c": 1}}']
+    )
+)
+def test_parse_json_body_reads_as_json_loads_does(raw: bytes) -> None:
+    def outcome(parse: Any) -> object:
+        try:
+            value = parse(raw)
+        except BadRequest as error:
+            return ("refused", error.message, error.param)
+        return ("parsed", json.dumps(value))
+
+    assert outcome(parse_json_body) == outcome(_reference_parse_json_body)
+
+
+_COUNTS = st.integers(-2, 10**6) | st.sampled_from([None, "7", 1.5, True])
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    dialect=st.sampled_from(list(Dialect)),
+    body=st.fixed_dictionaries(
+        {},
+        optional={
+            "usage": json_values
+            | st.fixed_dictionaries(
+                {},
+                optional={
+                    key: _COUNTS
+                    for key in (
+                        "prompt_tokens",
+                        "completion_tokens",
+                        "input_tokens",
+                        "output_tokens",
+                        "cache_read_input_tokens",
+                    )
+                },
+            ),
+            "service_tier": json_values | st.sampled_from(["flex", "", "priority"]),
+            "tool_usage": json_values
+            | st.fixed_dictionaries(
+                {"web_search": st.fixed_dictionaries({"num_requests": _COUNTS})}
+            ),
+            "output": json_values
+            | st.lists(
+                st.fixed_dictionaries(
+                    {"type": st.sampled_from(["web_search_call", "message"])},
+                    optional={"action": st.none() | st.fixed_dictionaries({"type": json_values})},
+                ),
+                max_size=3,
+            ),
+        },
+    ),
+)
+def test_usage_from_body_is_the_usage_with_what_the_answer_says_beside_it(
+    dialect: Dialect, body: dict[str, Any]
+) -> None:
+    # As first written: the usage object read alone, then the answer's tier and searches put in.
+    expected = usage_from_object(dialect, body.get("usage"))
+    if expected is not None and dialect is not Dialect.ANTHROPIC_MESSAGES:
+        tier = body.get("service_tier")
+        expected = replace(
+            expected,
+            service_tier=tier if isinstance(tier, str) and tier else expected.service_tier,
+            web_search_requests=_responses_web_searches(body)
+            if dialect is Dialect.OPENAI_RESPONSES
+            else 0,
+        )
+    assert usage_from_body(dialect, body) == expected
+
+
+@pytest.mark.parametrize(
+    ("dialect", "body", "message"),
+    [
+        (Dialect.OPENAI_CHAT, {**CHAT, "messages": [{"role": "x"}]}, "'messages[0].role'"),
+        (Dialect.OPENAI_CHAT, {**CHAT, "stream_options": 1}, "'stream_options' must be"),
+        (Dialect.OPENAI_RESPONSES, {"model": "gpt-5", "input": 1}, "'input' must be"),
+        (Dialect.OPENAI_RESPONSES, {"model": "gpt-5"}, "'input' is required"),
+        (Dialect.ANTHROPIC_MESSAGES, {"model": "claude", "messages": []}, "'max_tokens'"),
+        (
+            Dialect.ANTHROPIC_MESSAGES,
+            {"model": "claude", "max_tokens": 5, "messages": [{"role": "user"}]},
+            "'messages.0.content'",
+        ),
+    ],
+    ids=[
+        "chat-role",
+        "chat-stream-options",
+        "responses-input",
+        "responses-none",
+        "anthropic-cap",
+        "anthropic-content",
+    ],
+)
+def test_a_bad_service_tier_is_named_after_the_rest_of_the_body(
+    dialect: Dialect, body: dict[str, object], message: str
+) -> None:
+    # The tier is checked last, as ever: a body with two faults is refused for the same one.
+    with pytest.raises(BadRequest, match=re.escape(message)):
+        parse_request(dialect, {**body, "service_tier": 1})  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from a11i.core.errors import BadRequest
 from a11i.core.meter import Meter, OutputHistory, UsageSource
 from a11i.core.model import Dialect, JSONObject, Usage
 from a11i.core.policy import BudgetPolicy, Decision, decide
-from a11i.core.pricing import cost, project
+from a11i.core.pricing import RateCard, cost, parse_rate_card, per_million, project
 from a11i.sidecar.meter import load_meter
 
 
@@ -189,3 +189,35 @@ def test_output_history_is_bounded_in_models() -> None:
         history.observe(f"model-{index}", 10)
     assert len(history._outputs) == history.max_models
     assert history.estimate("model-0") == 4096  # evicted: back to the default
+
+
+def test_a_meter_on_a_reloaded_card_prices_by_the_new_card(meter: Meter) -> None:
+    # The sidecar reloads a card by building a new Meter on the same counter: nothing
+    # remembered for the old card's prices (applied rates, per model) may price a call now.
+    def card(input_mtok: str, output_mtok: str) -> RateCard:
+        return parse_rate_card(
+            {
+                "models": {
+                    "gpt-4o": {
+                        "input_per_mtok": input_mtok,
+                        "output_per_mtok": output_mtok,
+                        "context_window": 128_000,
+                        "service_tiers": {"flex": {"input_per_mtok": "0.5"}},
+                    }
+                }
+            },
+            source="reload",
+        )
+
+    body: JSONObject = {**CHAT, "max_tokens": 100, "service_tier": "flex"}
+    usage = Usage(input_tokens=1_000, output_tokens=100, service_tier="flex")
+    for input_mtok, output_mtok in [("1", "2"), ("3", "4"), ("1", "2")]:
+        reloaded = Meter(meter.counter, card(input_mtok, output_mtok))
+        plan = reloaded.plan(Dialect.OPENAI_CHAT, body)
+        tokens = plan.input.tokens
+        assert plan.projected_usd == max(
+            per_million(input_mtok) * tokens + per_million(output_mtok) * 100,
+            per_million("0.5") * tokens + per_million(output_mtok) * 100,
+        )
+        settled = reloaded.settle(plan, usage)
+        assert settled.cost_usd == per_million("0.5") * 1_000 + per_million(output_mtok) * 100

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from a11i.core.model import Usage
 from a11i.core.pricing import (
     DEFAULT_FALLBACK,
+    LongContext,
     ModelPrice,
     PriceLookup,
     RateCard,
@@ -26,6 +27,7 @@ from a11i.core.pricing import (
     parse_rate_card,
     per_million,
     project,
+    rates_for,
     service_tier,
 )
 from a11i.sidecar.encodings import DEFAULT_WHEEL_DIR, LITELLM_VERSION, find_wheel
@@ -1542,3 +1544,144 @@ def test_applied_rates_are_never_those_of_another_price_with_the_same_id(
     assert charge(dearer, usage).total == Decimal(25)
     assert charge(dearer, usage).total == Decimal(25)
     assert charge(GPT_4O, usage).total == Decimal("12.5")
+
+
+# ------------------------------------------------------- the arithmetic against its definition
+
+
+def _reference_charge(p: ModelPrice, usage: Usage) -> tuple[object, ...]:
+    """``charge`` as first written: every product and sum in a ``localcontext`` of 60 digits.
+    ``charge`` calls the context's methods instead; the digits must be the same."""
+    cached = max(usage.cached_input_tokens, 0)
+    written = max(usage.cache_write_tokens, 0)
+    written_long = min(max(usage.cache_write_long_tokens, 0), written)
+    uncached = max(usage.input_tokens - cached - written, 0)
+    rates = rates_for(
+        p, prompt_tokens=uncached + cached + written, tier=service_tier(usage.service_tier)
+    )
+    multiplier = Decimal(1)
+    for served in (usage.inference_geo, usage.speed):
+        if served:
+            multiplier *= p.multipliers.get(served.strip().lower(), Decimal(1))
+    lines: list[tuple[object, ...]] = []
+    with localcontext(Context(prec=60)):
+        for item, quantity, rate in (
+            ("input", uncached, rates.input),
+            ("cache_read", cached, rates.cache_read),
+            ("cache_write", written - written_long, rates.cache_write),
+            ("cache_write_long", written_long, rates.cache_write_long),
+            ("output", max(usage.output_tokens, 0), rates.output),
+        ):
+            if quantity:
+                effective = rate * multiplier
+                lines.append((item, quantity, effective, quantity * effective))
+        for item, quantity, fee in (
+            ("web_search", usage.web_search_requests, p.web_search_per_call),
+            ("web_fetch", usage.web_fetch_requests, p.web_fetch_per_call),
+        ):
+            if quantity > 0 and fee is not None:
+                lines.append((item, quantity, fee, quantity * fee))
+        total = sum((line[3] for line in lines), Decimal(0))
+    assert isinstance(total, Decimal)
+    return (
+        total.as_tuple(),
+        [(item, n, rate.as_tuple(), amount.as_tuple()) for item, n, rate, amount in lines],  # type: ignore[union-attr]
+        multiplier.as_tuple(),
+    )
+
+
+def _reference_project(p: ModelPrice, inputs: int, outputs: int, tier: str | None) -> Decimal:
+    inputs, outputs = max(inputs, 0), max(outputs, 0)
+    standard = rates_for(p, prompt_tokens=inputs)
+    with localcontext(Context(prec=60)):
+        amount = inputs * standard.input + outputs * standard.output
+        asked = service_tier(tier)
+        if asked != "standard":
+            rates = rates_for(p, prompt_tokens=inputs, tier=asked)
+            amount = max(amount, inputs * rates.input + outputs * rates.output)
+        return amount
+
+
+# Prices with many digits (more than the 60 kept) and counts up to 10**70 make the context round:
+# the fast arithmetic must round the same way, digit for digit, exponent for exponent.
+_PRICE_DIGITS = st.decimals(min_value=0, max_value=1, allow_nan=False, allow_infinity=False) | (
+    st.integers(0, 10**70).map(lambda n: Decimal(n).scaleb(-75))
+)
+_COUNT = st.integers(-5, 2_000_000) | st.integers(0, 10**70)
+
+
+@st.composite
+def _priced(draw: st.DrawFn) -> ModelPrice:
+    def rates() -> Rates:
+        return Rates(
+            input_per_token=draw(st.none() | _PRICE_DIGITS),
+            output_per_token=draw(st.none() | _PRICE_DIGITS),
+            cached_input_per_token=draw(st.none() | _PRICE_DIGITS),
+            cache_write_per_token=draw(st.none() | _PRICE_DIGITS),
+            cache_write_long_per_token=draw(st.none() | _PRICE_DIGITS),
+        )
+
+    return ModelPrice(
+        input_per_token=draw(_PRICE_DIGITS),
+        output_per_token=draw(_PRICE_DIGITS),
+        cached_input_per_token=draw(st.none() | _PRICE_DIGITS),
+        cache_write_per_token=draw(st.none() | _PRICE_DIGITS),
+        cache_write_long_per_token=draw(st.none() | _PRICE_DIGITS),
+        context_window=1_000_000,
+        service_tiers=draw(
+            st.dictionaries(st.sampled_from(["flex", "priority"]), st.builds(rates))
+        ),
+        long_context=tuple(
+            LongContext(above_tokens=above, rates=rates())
+            for above in draw(st.sets(st.integers(1, 500_000), max_size=2))
+        ),
+        web_search_per_call=draw(st.none() | _PRICE_DIGITS),
+        web_fetch_per_call=draw(st.none() | _PRICE_DIGITS),
+        multipliers=draw(
+            st.dictionaries(
+                st.sampled_from(["us", "fast"]),
+                st.decimals(min_value="0.001", max_value=100, allow_nan=False),
+            )
+        ),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    p=_priced(),
+    counts=st.tuples(*[_COUNT] * 7),
+    tier=st.none() | st.sampled_from(["default", "flex", " Priority", "batch", "odd"]),
+    served=st.tuples(*[st.none() | st.sampled_from(["us", "US ", "fast", "eu", ""])] * 2),
+    precision=st.sampled_from([28, 5, 80]),
+)
+def test_charge_and_project_keep_every_digit_of_their_definition(
+    p: ModelPrice,
+    counts: tuple[int, ...],
+    tier: str | None,
+    served: tuple[str | None, str | None],
+    precision: int,
+) -> None:
+    usage = Usage(
+        input_tokens=counts[0],
+        output_tokens=counts[1],
+        cached_input_tokens=counts[2],
+        cache_write_tokens=counts[3],
+        cache_write_long_tokens=counts[4],
+        web_search_requests=counts[5],
+        web_fetch_requests=counts[6],
+        service_tier=tier,
+        inference_geo=served[0],
+        speed=served[1],
+    )
+    # Whatever context the calling thread set, only the multipliers' product is computed in it.
+    with localcontext(Context(prec=precision)):
+        billed = charge(p, usage)
+        expected = _reference_charge(p, usage)
+        projected = project(p, counts[0], counts[1], tier=tier)
+        expected_projection = _reference_project(p, counts[0], counts[1], tier)
+    assert (
+        billed.total.as_tuple(),
+        [(ln.item, ln.quantity, ln.rate.as_tuple(), ln.amount.as_tuple()) for ln in billed.lines],
+        billed.multiplier.as_tuple(),
+    ) == expected
+    assert projected.as_tuple() == expected_projection.as_tuple()

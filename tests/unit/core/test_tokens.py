@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from a11i.core.model import JSONObject, JSONValue, TokenCount
 from a11i.core.tokens.anthropic import ANTHROPIC_IMAGE_MAX_TOKENS, ANTHROPIC_TOOL_SYSTEM_PROMPT
-from a11i.core.tokens.counter import TokenCounter
+from a11i.core.tokens.counter import TokenCounter, _model_rules
 from a11i.core.tokens.encoding import (
     CL100K_BASE,
     O200K_BASE,
@@ -31,8 +31,9 @@ from a11i.core.tokens.encoding import (
     Encodings,
     chunked_count,
     encoding_name_for_model,
+    is_empty,
 )
-from a11i.core.tokens.images import image_size, openai_image_tokens
+from a11i.core.tokens.images import image_rules, image_size, openai_image_tokens
 from a11i.sidecar.encodings import PACKAGE_DIR, load_encodings
 
 
@@ -1067,3 +1068,35 @@ def test_deep_nesting_never_raises(counter: TokenCounter, levels: int) -> None:
     assert counter.count_chat("gpt-4o", [message]).tokens > 0
     assert counter.count_anthropic("claude", value, [message]).tokens > 0
     assert counter.count_responses("gpt-4o", [message]).tokens > 0
+
+
+@given(
+    messages=st.lists(JSON, max_size=4),
+    items=JSON,
+    model=st.sampled_from(["gpt-4o", "gpt-4o-mini", "gpt-4", "o3", "x/odd", "GPT-4O-MINI"]),
+)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_count_from_the_cache_is_the_count_of_the_rules(
+    encodings: Encodings, messages: list[JSONValue], items: JSONValue, model: str
+) -> None:
+    # Counted twice by a caching counter (the second time from its cache, message by message)
+    # and by one without a cache: the same counts, and one lookup per message.
+    uncached = TokenCounter(encodings, cache_size=0)
+    cached = TokenCounter(encodings, cache_size=64)
+    for _ in range(2):
+        assert cached.count_chat(model, messages) == uncached.count_chat(model, messages)
+        assert cached.count_responses(model, items) == uncached.count_responses(model, items)
+        assert cached.anthropic_parts(model, items, messages) == uncached.anthropic_parts(
+            model, items, messages
+        )
+    stats = cached.cache_stats()
+    units = 2 * len(messages) + (len(items) if isinstance(items, list) else 0)
+    units += 0 if is_empty(items) else 1
+    assert stats.hits + stats.misses == 2 * units
+
+
+@given(model=st.text(max_size=30) | st.sampled_from(["gpt-4", "ft:gpt-4o-mini:org:x:1", "o1"]))
+def test_a_models_rules_are_remembered_as_worked_out(model: str) -> None:
+    # The encoding and image rules of a name, remembered per name, are those of the name.
+    assert _model_rules(model) == (encoding_name_for_model(model), image_rules(model))
+    assert _model_rules(model) == (encoding_name_for_model(model), image_rules(model))
