@@ -187,7 +187,10 @@ def connect(
         socket_timeout=socket_timeout_s,
         socket_connect_timeout=connect_timeout_s,
     )
-    return Redis(connection_pool=pool)
+    # The client owns its pool: closing the client closes its connections. A client made with
+    # ``Redis(connection_pool=...)`` leaves the pool's sockets open when it is closed, for the
+    # garbage collector to find (a ResourceWarning, or a file descriptor held until then).
+    return Redis.from_pool(pool)
 
 
 class ScriptBatcher:

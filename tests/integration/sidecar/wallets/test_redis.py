@@ -26,7 +26,7 @@ from redis.commands.core import AsyncScript
 
 from a11i.core.policy import BudgetPolicy, Decision, ExhaustedAction, Period, WalletState
 from a11i.core.wallets import Reservation, to_usd
-from a11i.sidecar.redis_clients import ScriptBatcher
+from a11i.sidecar.redis_clients import ScriptBatcher, connect
 from a11i.sidecar.wallets.memory import MemoryWallet
 from a11i.sidecar.wallets.redis import (
     EXPIRE_BATCH,
@@ -780,3 +780,25 @@ async def test_an_event_redis_refuses_never_costs_the_settlement(
     finally:
         await check.aclose()
         server.close()
+
+
+async def test_closing_a_client_closes_its_connections(
+    redis_server: RedisServer, client: aioredis.Redis
+) -> None:
+    # What every wallet, event stream and admin command closes: its connections end with it,
+    # not when the garbage collector finds them (a ResourceWarning, a descriptor held).
+    made = connect(redis_server.url)
+    name = f"closing-{uuid.uuid4().hex[:8]}"
+    await made.client_setname(name)
+
+    async def named() -> int:
+        return sum(1 for seen in await client.client_list() if seen.get("name") == name)
+
+    assert await named() == 1
+    await made.aclose()
+    for _ in range(100):
+        if await named() == 0:
+            break
+        await asyncio.sleep(0.02)
+    # ``made`` is still referenced here: only aclose can have closed its connection.
+    assert await named() == 0
