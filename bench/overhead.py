@@ -186,8 +186,9 @@ def ms(value: float) -> str:
     return f"{value * 1000:.3f} ms"
 
 
-async def start_floor(upstream: str) -> tuple[asyncio.subprocess.Process, str]:
-    """``bench.floor_proxy`` on loopback: a11i's HTTP parts without a11i's work."""
+async def start_floor(upstream: str, raw: bool = False) -> tuple[asyncio.subprocess.Process, str]:
+    """``bench.floor_proxy`` on loopback: a11i's HTTP parts without a11i's work (``raw``: its
+    bare asyncio server instead of aiohttp)."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -197,6 +198,7 @@ async def start_floor(upstream: str) -> tuple[asyncio.subprocess.Process, str]:
         str(port),
         "--upstream",
         upstream,
+        *(["--raw"] if raw else []),
         cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -218,6 +220,7 @@ async def main(
     wallet_file: str | None,
     roots: Sequence[Path] = (ROOT,),
     floor: bool = False,
+    raw_floor: bool = False,
 ) -> None:
     """One sidecar per source tree in ``roots`` (an older checkout beside this one compares two
     builds in the same run), each call sent in turn direct and through every sidecar (and
@@ -226,6 +229,8 @@ async def main(
     sidecars = [await start_sidecar(upstream, wallet_file, root=root) for root in roots]
     if floor:
         sidecars.append(await start_floor(upstream))
+    if raw_floor:
+        sidecars.append(await start_floor(upstream, raw=True))
     try:
         rest = [rss_kib(process.pid) for process, _ in sidecars]
         connector = aiohttp.TCPConnector(limit=1 + len(sidecars))
@@ -268,6 +273,8 @@ async def main(
     names = ["direct to stand-in"] + [f"through a11i ({root})" for root in roots]
     if floor:
         names.append("floor: a11i's HTTP parts, no a11i work (bench.floor_proxy)")
+    if raw_floor:
+        names.append("floor with a bare asyncio server (bench.floor_proxy --raw)")
     for name, values in zip(names, times, strict=True):
         added = [b - a for a, b in zip(direct, values, strict=True)]
         print(
@@ -278,8 +285,9 @@ async def main(
         )
     print()
     print("targets: added p50 <= 0.5 ms, p99 <= 1.5 ms; p50 ratio <= 2.5x")
-    if floor:
-        print(f"floor proxy: CPU {ms(cpu[-1])} per call")
+    floors = [name for name in names[1 + len(roots) :]]
+    for name, work in zip(floors, cpu[len(roots) :], strict=True):
+        print(f"{name}: CPU {ms(work)} per call")
     for name, values, at_rest, after, work in zip(
         names[1 : 1 + len(roots)], ttfb[1:], rest, loaded, cpu, strict=False
     ):
@@ -311,6 +319,11 @@ if __name__ == "__main__":
         action="store_true",
         help="also time bench.floor_proxy (a11i's HTTP parts without its work) in the same run",
     )
+    parser.add_argument(
+        "--raw-floor",
+        action="store_true",
+        help="also time bench.floor_proxy --raw (the same with a bare asyncio server)",
+    )
     options = parser.parse_args()
     asyncio.run(
         main(
@@ -319,5 +332,6 @@ if __name__ == "__main__":
             options.wallet_file,
             options.root or [ROOT],
             options.floor,
+            options.raw_floor,
         )
     )
