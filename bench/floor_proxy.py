@@ -26,15 +26,17 @@ from a11i.core.headers import KeyCustody, downstream_headers, upstream_headers
 from a11i.core.model import Provider
 from a11i.sidecar.upstream import UpstreamClient
 
+#: The floor holds no key: the agent's goes through, as with a sidecar that holds none.
+_NO_KEYS = KeyCustody()
+
 
 def build(upstream: str) -> web.Application:
     client = UpstreamClient(connect_timeout_s=10.0, read_timeout_s=600.0)
-    custody = KeyCustody()
 
     async def forward(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         json.loads(raw)
-        headers = upstream_headers(request.headers.items(), Provider.OPENAI, custody)
+        headers = upstream_headers(request.headers.items(), Provider.OPENAI, _NO_KEYS)
         answer = await client.post(upstream + request.path_qs, headers, raw)
         try:
             payload = await answer.read()
@@ -104,7 +106,7 @@ class _RawProxy(asyncio.Protocol):
                 self._transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 continue
             json.loads(body)
-            sent = upstream_headers(headers, Provider.OPENAI, KeyCustody())
+            sent = upstream_headers(headers, Provider.OPENAI, _NO_KEYS)
             answer = await self._client.post(self._upstream + target, sent, body)
             try:
                 payload = await answer.read()

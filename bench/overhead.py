@@ -126,16 +126,28 @@ async def start_sidecar(
         env=variables,
     )
     url = f"http://127.0.0.1:{port}"
+    await wait_ready(url + "/a11i/readyz", process, "the sidecar")
+    return process, url
+
+
+async def wait_ready(
+    url: str, process: asyncio.subprocess.Process, what: str, within: float = 120
+) -> None:
+    """Once ``url`` answers below 500 (a readiness probe's 503 is not ready); an error when
+    ``process`` exits first or ``within`` seconds pass."""
+    deadline = time.monotonic() + within
     async with aiohttp.ClientSession() as http:
-        for _ in range(300):
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                raise RuntimeError(f"{what} exited with {process.returncode} before it was ready")
             try:
-                async with http.get(url + "/a11i/readyz") as response:
-                    if response.status == 200:
-                        return process, url
-            except aiohttp.ClientConnectionError:
+                async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+                    if response.status < 500:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
                 pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError("the sidecar did not become ready")
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{what} was not ready within {within:.0f} s")
 
 
 def rss_kib(pid: int) -> int:
@@ -202,16 +214,8 @@ async def start_floor(upstream: str, raw: bool = False) -> tuple[asyncio.subproc
         cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            try:
-                async with http.get(url + "/a11i/readyz") as response:
-                    if response.status == 200:
-                        return process, url
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError("the floor proxy did not become ready")
+    await wait_ready(url + "/a11i/readyz", process, "the floor proxy")
+    return process, url
 
 
 async def main(

@@ -52,7 +52,7 @@ from bench.loadgen import (
     paired_differences,
     rss_kib,
 )
-from bench.overhead import REQUEST, free_port
+from bench.overhead import REQUEST, free_port, wait_ready
 from bench.overhead import start_standin as standin_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,24 +103,6 @@ class Gateway:
     @property
     def pid(self) -> int | None:
         return None if self.process is None else self.process.pid
-
-
-async def wait_ready(
-    url: str, process: asyncio.subprocess.Process, what: str, within: float = 120
-) -> None:
-    deadline = time.monotonic() + within
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if process.returncode is not None:
-                raise RuntimeError(f"{what} exited with {process.returncode} before it was ready")
-            try:
-                async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
-                    if response.status < 500:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{what} was not ready within {within:.0f} s")
 
 
 async def spawn(
