@@ -32,6 +32,7 @@ from a11i.dashboard.auth import AuthError, settings_from_env
 from a11i.dashboard.embedded import EmbeddedSource, in_process_wallets
 from a11i.dashboard.server import DashboardSettings, build_app
 from a11i.dashboard.source import DashboardError, RedisSource, Source
+from a11i.sidecar import fastpath
 from a11i.sidecar.app import freeze, sidecar_app
 from a11i.sidecar.proxy import Sidecar
 from a11i.sidecar.redis_clients import RedisTarget
@@ -192,7 +193,7 @@ async def _serve(
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             runners.append(runner)
-            await web.TCPSite(runner, host, port).start()
+            await fastpath.site(runner, host, port).start()
         if ready is not None:
             ready()
         await stop.wait()

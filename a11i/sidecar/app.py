@@ -7,8 +7,10 @@ the environment itself (entry points hand it theirs) or import the operator or t
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Final
@@ -19,7 +21,7 @@ from a11i import __version__
 from a11i.core.headers import KeyCustody
 from a11i.core.model import Provider
 from a11i.core.policy import BudgetPolicy
-from a11i.sidecar import contract
+from a11i.sidecar import contract, fastpath
 from a11i.sidecar.meter import load_meter
 from a11i.sidecar.proxy import Sidecar, build_app
 from a11i.sidecar.redis_clients import connect
@@ -47,7 +49,7 @@ def serve(env: Mapping[str, str]) -> int:
     settings, _sidecar, app = sidecar_app(env)
     app.on_startup.append(freeze_heap)
     try:
-        web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+        asyncio.run(_serve(app, settings))
     except OSError as error:
         print(
             f"a11i sidecar: cannot listen on {settings.host}:{settings.port} "
@@ -56,6 +58,25 @@ def serve(env: Mapping[str, str]) -> int:
         )
         return 2
     return 0
+
+
+async def _serve(app: web.Application, settings: SidecarSettings) -> None:
+    """Serve the sidecar's port until SIGINT or SIGTERM, then stop gracefully: the port closes,
+    the calls in flight end (up to 60 s), the wallet and telemetry are flushed and closed."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    # keepalive_timeout: aiohttp's web.run_app's, which served the sidecar before the fast path.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=75.0)
+    try:
+        await runner.setup()
+        await fastpath.site(runner, settings.host, settings.port).start()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
 
 
 async def freeze_heap(_app: web.Application) -> None:
@@ -96,6 +117,7 @@ def sidecar_app(env: Mapping[str, str]) -> tuple[SidecarSettings, Sidecar, web.A
     for handler in logging.getLogger().handlers:
         handler.addFilter(ScrubbingFilter(sidecar.telemetry.scrub_log))
     app = build_app(sidecar)
+    fastpath.install(app, sidecar)
     if settings.telemetry.metrics_port is not None:
         app.cleanup_ctx.append(metrics_listener(sidecar, settings))
     log.info(

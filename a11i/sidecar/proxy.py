@@ -217,8 +217,8 @@ class Sidecar(Pipeline):
         provider = route.dialect.provider
         inbound = Inbound(
             route=route,
-            url=str(self._url(provider, route, request)),
-            base=self._base(provider),
+            url=self.url_for(provider, route, request.rel_url.raw_query_string),
+            base=self.base_for(provider),
             headers=request.headers,
             body=raw,
             started=started,
@@ -275,7 +275,7 @@ class Sidecar(Pipeline):
         length = request.content_length
         if length is not None and length > self.settings.max_body_bytes:
             raise BodyTooLarge(_too_large(self.settings.max_body_bytes))
-        url = self._url(provider, route, request)
+        url = URL(self.url_for(provider, route, request.rel_url.raw_query_string), encoded=True)
         headers = upstream_headers(
             request.headers.items(), provider, self.settings.custody, azure=route.azure
         )
@@ -304,22 +304,21 @@ class Sidecar(Pipeline):
                 await response.write_eof()
                 return response
         except TimeoutError as exc:
-            raise UpstreamTimeout(f"The provider at {self._base(provider)} timed out.") from exc
+            raise UpstreamTimeout(f"The provider at {self.base_for(provider)} timed out.") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(
-                f"The provider at {self._base(provider)} could not be reached: "
+                f"The provider at {self.base_for(provider)} could not be reached: "
                 f"{type(exc).__name__}."
             ) from exc
 
     # -- helpers -----------------------------------------------------------------------------
-    def _url(self, provider: Provider, route: Route, request: web.Request) -> URL:
-        """The provider's URL for a request: its base, the canonical path (never the agent's
-        spelling of it) and the query as sent."""
-        target = self._base(provider) + quote(route.path, safe=_PATH_SAFE)
-        query = request.rel_url.raw_query_string
-        return URL(f"{target}?{query}" if query else target, encoded=True)
+    def url_for(self, provider: Provider, route: Route, query: str) -> str:
+        """The provider's URL for a request, percent-encoded: its base, the canonical path
+        (never the agent's spelling of it) and the query as sent."""
+        target = self.base_for(provider) + quote(route.path, safe=_PATH_SAFE)
+        return str(URL(f"{target}?{query}" if query else target, encoded=True))
 
-    def _base(self, provider: Provider) -> str:
+    def base_for(self, provider: Provider) -> str:
         upstream = self.settings.upstream
         return upstream.anthropic_base if provider is Provider.ANTHROPIC else upstream.openai_base
 
@@ -369,7 +368,7 @@ async def _read_body(request: web.Request, limit: int, timeout_s: float) -> byte
             async with asyncio.timeout(timeout_s):
                 return await request.content.read()
         except TimeoutError as exc:
-            raise RequestTimeout(_too_slow(timeout_s)) from exc
+            raise RequestTimeout(too_slow(timeout_s)) from exc
     return b"".join([chunk async for chunk in _limited(request, limit, timeout_s)])
 
 
@@ -384,14 +383,14 @@ async def _limited(request: web.Request, limit: int, timeout_s: float) -> AsyncI
         except StopAsyncIteration:
             return
         except TimeoutError as exc:
-            raise RequestTimeout(_too_slow(timeout_s)) from exc
+            raise RequestTimeout(too_slow(timeout_s)) from exc
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(_too_large(limit))
         yield chunk
 
 
-def _too_slow(timeout_s: float) -> str:
+def too_slow(timeout_s: float) -> str:
     return f"The request body took longer than {timeout_s:g} s to arrive (A11I_BODY_READ_TIMEOUT)."
 
 

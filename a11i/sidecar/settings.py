@@ -192,6 +192,9 @@ class SidecarSettings:
     max_body_bytes: int = 20 * 1024 * 1024
     #: ``A11I_BODY_READ_TIMEOUT``: seconds an agent may take to send a request body (408 after).
     body_read_timeout_s: float = 30.0
+    #: ``A11I_FAST_PATH``: metered calls are served by the sidecar's own HTTP/1.1 fast path
+    #: (``a11i.sidecar.fastpath``), everything else by aiohttp; ``false`` serves all with aiohttp.
+    fast_path: bool = True
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     #: ``A11I_OPENAI_API_KEY[_FILE]``, ``A11I_ANTHROPIC_API_KEY[_FILE]``: keys held by the sidecar.
     custody: KeyCustody = field(default_factory=KeyCustody)
@@ -309,6 +312,7 @@ def from_env(env: Mapping[str, str]) -> SidecarSettings:
         port=port,
         max_body_bytes=var.whole(env, "A11I_MAX_BODY_BYTES", 20 * 1024 * 1024),
         body_read_timeout_s=var.seconds(env, "A11I_BODY_READ_TIMEOUT", 30.0),
+        fast_path=var.flag(env, "A11I_FAST_PATH", default=True),
         upstream=upstream,
         custody=KeyCustody(
             openai_key=_secret(env, "A11I_OPENAI_API_KEY"),

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from a11i.core.meter import Meter
 from a11i.core.tokens.counter import TokenCounter
+from a11i.sidecar import fastpath
 from a11i.sidecar.app import wallet_for
 from a11i.sidecar.meter import effective_rate_card, load_meter
 from a11i.sidecar.proxy import CallRecord, Sidecar, build_app
@@ -94,6 +95,8 @@ class RunningSidecar:
 
     url: str
     sidecar: Sidecar
+    #: The fast path in front of its aiohttp application (None with A11I_FAST_PATH=false).
+    fast: fastpath.FastPaths | None = None
     records: list[CallRecord] = field(default_factory=list)
 
     @property
@@ -120,7 +123,7 @@ async def start_sidecar(
     """Start sidecars with extra ``A11I_*`` settings, pointed at the stand-in provider."""
     runners: list[web.AppRunner] = []
 
-    async def start(**env: str) -> RunningSidecar:
+    async def start(*, keepalive_s: float = 75.0, **env: str) -> RunningSidecar:
         assert standin.url is not None
         settings = from_env(
             {
@@ -135,13 +138,19 @@ async def start_sidecar(
         wallet = wallet_for(settings)
         meter = Meter(token_counter, effective_rate_card(settings.rate_card_path))
         sidecar = Sidecar(settings, meter, wallet)
-        runner = web.AppRunner(build_app(sidecar), access_log=None, shutdown_timeout=1.0)
+        # Served as ``a11i sidecar`` serves it: the fast path in front of aiohttp (unless the
+        # test turns it off with A11I_FAST_PATH=false).
+        app = build_app(sidecar)
+        fastpath.install(app, sidecar, keepalive_timeout_s=keepalive_s, shutdown_timeout_s=1.0)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = fastpath.site(runner, "127.0.0.1", 0)
         await site.start()
         runners.append(runner)
         host, port = runner.addresses[0][:2]
-        running = RunningSidecar(url=f"http://{host}:{port}", sidecar=sidecar)
+        running = RunningSidecar(
+            url=f"http://{host}:{port}", sidecar=sidecar, fast=fastpath.paths_of(app)
+        )
         sidecar.observers.append(running.records.append)
         return running
 
