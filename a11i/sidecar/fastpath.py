@@ -40,15 +40,17 @@ from a11i.sidecar.proxy import Sidecar, too_slow
 
 log = logging.getLogger(__name__)
 
+#: The request line of a request the fast path serves: a POST over HTTP/1.1 to a target in origin
+#: form with nothing to escape (RFC 3986's pchar, '/', '?' and '%').
+_REQUEST_LINE: Final = re.compile(r"POST (/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*) HTTP/1\.1")
 #: RFC 9110 section 5.6.2: a header name.
-_TOKEN: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-#: RFC 3986's pchar, '/', '?' and '%': a request target in origin form with nothing to escape.
-_TARGET: Final = rb"/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*"
-#: The whole head of a request the fast path serves: the request line, header lines whose values
-#: are visible ASCII, spaces and tabs (no obs-fold, no obs-text, no bare LF), the empty line.
-_HEAD: Final = re.compile(
-    rb"POST (" + _TARGET + rb") HTTP/1\.1\r\n((?:" + _TOKEN + rb":[\t -~]*\r\n)*)\r\n"
-)
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: The bytes a head the fast path serves may hold: visible ASCII, space, tab, CR and LF (no
+#: obs-text, no NUL or other control character).
+_HEAD_BYTES: Final = bytes([9, 10, 13, *range(0x20, 0x7F)])
+#: Header names seen before, each a valid token, with its lower case: agents send the same few.
+_NAMES: dict[str, str] = {}
+_MAX_NAMES: Final = 1024
 #: A head longer than this, or with more lines, is aiohttp's (its limits: 8190 bytes a line,
 #: 128 headers), which answers it as it answers any oversized head.
 _MAX_HEAD: Final = 16 * 1024
@@ -56,6 +58,8 @@ _MAX_HEADERS: Final = 100
 #: Headers that change how a request is framed or answered: the fast path leaves any request
 #: that carries one to aiohttp.
 _NOT_FAST: Final = frozenset({"transfer-encoding", "expect", "upgrade"})
+#: The headers whose value the fast path looks at.
+_LOOKED_AT: Final = frozenset({"content-length", "host", "connection"}) | _NOT_FAST
 #: Statuses answered without a body (RFC 9110 sections 15.2, 15.3.5, 15.4.5).
 _BODILESS: Final = frozenset({204, 304})
 _REASONS: Final = {status.value: status.phrase for status in HTTPStatus}
@@ -342,40 +346,52 @@ class FastPath(asyncio.Protocol):
         """The request whose head is ``buffer[:size]``, or None when it is aiohttp's to serve."""
         started = time.perf_counter()
         started_ns = time.time_ns()
-        matched = _HEAD.fullmatch(buffer, 0, size)
-        if matched is None:
+        head = buffer[:size]
+        if head.translate(None, _HEAD_BYTES):
+            return None  # a byte no well-formed head of ours holds
+        text = head.decode("ascii")
+        if not text.count("\r") == text.count("\n") == text.count("\r\n"):
+            return None  # a bare CR or LF: aiohttp's to judge
+        lines = text.split("\r\n")
+        matched = _REQUEST_LINE.fullmatch(lines[0])
+        if matched is None or len(lines) > _MAX_HEADERS + 3:
             return None
-        target = matched[1].decode("ascii")
-        if "#" in target:
-            return None
-        lines = matched[2].decode("ascii").split("\r\n")
-        lines.pop()  # the empty string after the last line's CRLF
-        if len(lines) > _MAX_HEADERS:
-            return None
+        target = matched[1]
         pairs: list[tuple[str, str]] = []
         length: int | None = None
         hosts = 0
         close = False
-        for line in lines:
-            name, _, value = line.partition(":")
-            value = value.strip(" \t")
-            lower = name.lower()
-            if lower == "content-length":
-                if length is not None or not value.isdigit() or len(value) > 15:
-                    return None
-                length = int(value)
-            elif lower == "host":
-                hosts += 1
-            elif lower in _NOT_FAST:
+        for line in lines[1:-2]:  # the head ends with an empty line: "", "" after the split
+            name, colon, value = line.partition(":")
+            if not colon:
                 return None
-            elif lower == "connection":
-                connection = value.lower()
-                if "upgrade" in connection:
-                    return None
-                close = close or "close" in (token.strip() for token in connection.split(","))
+            lower = _NAMES.get(name)
+            if lower is None:
+                if _TOKEN.fullmatch(name) is None:
+                    return None  # obs-fold, a space before the colon, an empty name
+                lower = name.lower()
+                if len(_NAMES) < _MAX_NAMES:
+                    _NAMES[name] = lower
+            value = value.strip(" \t")
+            if lower in _LOOKED_AT:
+                if lower == "content-length":
+                    if length is not None or not value.isdigit() or len(value) > 15:
+                        return None
+                    length = int(value)
+                elif lower == "host":
+                    hosts += 1
+                elif lower == "connection":
+                    connection = value.lower()
+                    if "upgrade" in connection:
+                        return None
+                    close = close or "close" in (t.strip() for t in connection.split(","))
+                else:
+                    return None  # Transfer-Encoding, Expect, Upgrade
             pairs.append((name, value))
         # aiohttp refuses an HTTP/1.1 request without a Host (RFC 9112 section 3.2): so must we.
         if hosts != 1 or length is None or length > self._paths.sidecar.settings.max_body_bytes:
+            return None
+        if "#" in target:
             return None
         found = route("POST", target)
         if found.access is not Access.METERED or found.method_not_allowed:

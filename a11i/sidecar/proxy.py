@@ -100,6 +100,7 @@ _ROUTE_KEY: Final = web.RequestKey("a11i_route", Route)
 #: Characters left as they are when a canonical path is encoded again for the provider
 #: (RFC 3986 section 3.3: pchar, minus what would change the path's meaning).
 _PATH_SAFE: Final = "/:@!$&'()*+,;=-._~"
+_MAX_URLS: Final = 256
 
 
 class Sidecar(Pipeline):
@@ -115,6 +116,8 @@ class Sidecar(Pipeline):
         super().__init__(settings, meter, wallet, events)
         self._session: aiohttp.ClientSession | None = None
         self._upstream: UpstreamClient | None = None
+        #: url_for's answers: a few routes and queries, each agent sending the same ones.
+        self._urls: dict[tuple[str, str, str], str] = {}
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             sock_connect=settings.upstream.connect_timeout_s,
@@ -315,8 +318,15 @@ class Sidecar(Pipeline):
     def url_for(self, provider: Provider, route: Route, query: str) -> str:
         """The provider's URL for a request, percent-encoded: its base, the canonical path
         (never the agent's spelling of it) and the query as sent."""
-        target = self.base_for(provider) + quote(route.path, safe=_PATH_SAFE)
-        return str(URL(f"{target}?{query}" if query else target, encoded=True))
+        base = self.base_for(provider)
+        key = (base, route.path, query)
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= _MAX_URLS:
+                self._urls.clear()
+            target = base + quote(route.path, safe=_PATH_SAFE)
+            url = self._urls[key] = str(URL(f"{target}?{query}" if query else target, encoded=True))
+        return url
 
     def base_for(self, provider: Provider) -> str:
         upstream = self.settings.upstream
