@@ -12,7 +12,9 @@ from aiohttp import web
 
 from a11i import up
 from a11i.core.headers import KeyCustody
+from a11i.sidecar import app as sidecar_app_module
 from a11i.sidecar.app import freeze_heap, held_providers, serve, sidecar_app
+from a11i.sidecar.settings import SidecarSettings
 
 OPENAI_KEY = "sk-held-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-held-0123456789abcdef"
@@ -69,7 +71,11 @@ def test_the_sidecar_process_freezes_its_heap_once_started(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     served: list[web.Application] = []
-    monkeypatch.setattr(web, "run_app", lambda app, **_options: served.append(app))
+
+    async def serve_at_once(app: web.Application, _settings: SidecarSettings) -> None:
+        served.append(app)
+
+    monkeypatch.setattr(sidecar_app_module, "_serve", serve_at_once)
     assert serve({"A11I_WALLET_FILE": ":memory:"}) == 0
     (app,) = served
     # After the sidecar's own start: what it builds at start lives as long as it does.
