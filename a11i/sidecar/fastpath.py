@@ -30,6 +30,7 @@ from typing import Final
 from aiohttp import web
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE
+from aiohttp.http_parser import SINGLETON_HEADERS
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from a11i.core.errors import A11iError, InternalError, RequestTimeout
@@ -54,12 +55,14 @@ _MAX_NAMES: Final = 1024
 #: A head longer than this, or with more lines, is aiohttp's (its limits: 8190 bytes a line,
 #: 128 headers), which answers it as it answers any oversized head.
 _MAX_HEAD: Final = 16 * 1024
+_MAX_LINE: Final = 8190
 _MAX_HEADERS: Final = 100
 #: Headers that change how a request is framed or answered: the fast path leaves any request
 #: that carries one to aiohttp.
 _NOT_FAST: Final = frozenset({"transfer-encoding", "expect", "upgrade"})
-#: The headers whose value the fast path looks at.
-_LOOKED_AT: Final = frozenset({"content-length", "host", "connection"}) | _NOT_FAST
+#: The headers the fast path looks at: those it reads, those it leaves to aiohttp, and those
+#: aiohttp refuses to see twice in a request (``400 Duplicate 'Content-Type' header found``).
+_LOOKED_AT: Final = frozenset({"content-length", "connection"}) | _NOT_FAST | SINGLETON_HEADERS
 #: Statuses answered without a body (RFC 9110 sections 15.2, 15.3.5, 15.4.5).
 _BODILESS: Final = frozenset({204, 304})
 _REASONS: Final = {status.value: status.phrase for status in HTTPStatus}
@@ -353,13 +356,15 @@ class FastPath(asyncio.Protocol):
         if not text.count("\r") == text.count("\n") == text.count("\r\n"):
             return None  # a bare CR or LF: aiohttp's to judge
         lines = text.split("\r\n")
+        if len(lines) > _MAX_HEADERS + 3 or max(map(len, lines)) > _MAX_LINE:
+            return None
         matched = _REQUEST_LINE.fullmatch(lines[0])
-        if matched is None or len(lines) > _MAX_HEADERS + 3:
+        if matched is None:
             return None
         target = matched[1]
         pairs: list[tuple[str, str]] = []
         length: int | None = None
-        hosts = 0
+        singletons: set[str] = set()
         close = False
         for line in lines[1:-2]:  # the head ends with an empty line: "", "" after the split
             name, colon, value = line.partition(":")
@@ -374,22 +379,25 @@ class FastPath(asyncio.Protocol):
                     _NAMES[name] = lower
             value = value.strip(" \t")
             if lower in _LOOKED_AT:
+                if lower in SINGLETON_HEADERS:
+                    if lower in singletons:
+                        return None
+                    singletons.add(lower)
                 if lower == "content-length":
-                    if length is not None or not value.isdigit() or len(value) > 15:
+                    if not value.isdigit() or len(value) > 15:
                         return None
                     length = int(value)
-                elif lower == "host":
-                    hosts += 1
                 elif lower == "connection":
                     connection = value.lower()
                     if "upgrade" in connection:
                         return None
                     close = close or "close" in (t.strip() for t in connection.split(","))
-                else:
-                    return None  # Transfer-Encoding, Expect, Upgrade
+                elif lower in _NOT_FAST:
+                    return None
             pairs.append((name, value))
         # aiohttp refuses an HTTP/1.1 request without a Host (RFC 9112 section 3.2): so must we.
-        if hosts != 1 or length is None or length > self._paths.sidecar.settings.max_body_bytes:
+        limit = self._paths.sidecar.settings.max_body_bytes
+        if "host" not in singletons or length is None or length > limit:
             return None
         if "#" in target:
             return None
