@@ -157,9 +157,17 @@ class FastPaths:
         self.handover: Callable[[], asyncio.Protocol] | None = None
         self.connections: set[FastPath] = set()
         self.stopping = False
-        self.served = 0
-        self.handed_over = 0
         self._sweeper: asyncio.TimerHandle | None = None
+
+    @property
+    def served(self) -> int:
+        """Metered calls served (``calls.fast_path`` in ``/a11i/budget``)."""
+        return self.sidecar.counters.fast_path_calls
+
+    @property
+    def handed_over(self) -> int:
+        """Connections handed to aiohttp (``calls.fast_path_handovers``)."""
+        return self.sidecar.counters.fast_path_handovers
 
     def protocol(self) -> asyncio.Protocol:
         """A new connection's protocol (``loop.create_server``'s factory)."""
@@ -415,7 +423,8 @@ class FastPath(asyncio.Protocol):
         assert factory is not None
         assert transport is not None
         self._paths.connections.discard(self)
-        self._paths.handed_over += 1
+        self._paths.sidecar.counters.fast_path_handovers += 1
+        log.debug("a connection goes to aiohttp at a request the fast path leaves to it")
         data = b"".join(self._chunks)
         self._chunks = []
         if not self._reading:
@@ -471,7 +480,7 @@ class FastPath(asyncio.Protocol):
             log.exception("the fast path failed to answer a metered call")
             self._close()
         finally:
-            self._paths.served += 1
+            self._paths.sidecar.counters.fast_path_calls += 1
             self._request = None
             self._task = None
             self._idle_since = time.monotonic()

@@ -259,6 +259,9 @@ class Counters:
     fallback_priced_calls: int = 0
     #: Calls whose provider-reported usage was out of bounds (settled at the sidecar's count).
     bounded_usage_calls: int = 0
+    #: Metered calls the proxy's fast path served, and connections it handed to aiohttp.
+    fast_path_calls: int = 0
+    fast_path_handovers: int = 0
     by_decision: dict[str, int] = field(default_factory=dict)
     rate_card: Reloads = field(default_factory=Reloads)
     config: Reloads = field(default_factory=Reloads)
@@ -486,6 +489,8 @@ class Pipeline:
             "upstream_errors": self.counters.upstream_errors,
             "fallback_priced": self.counters.fallback_priced_calls,
             "bounded_usage": self.counters.bounded_usage_calls,
+            "fast_path": self.counters.fast_path_calls,
+            "fast_path_handovers": self.counters.fast_path_handovers,
         }
         body["store"] = self.wallet.store()
         body["admission"] = {
