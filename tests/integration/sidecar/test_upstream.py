@@ -305,6 +305,30 @@ async def test_a_default_port_is_not_in_the_host_header() -> None:
     assert (target.host_header, target.origin.host, path) == ("[::1]:8080", "::1", "/?x=1")
 
 
+async def test_a_url_called_again_is_split_as_the_first_time() -> None:
+    """``_target`` caches by URL: each URL gives, from the cache, what it gave at first, and
+    the cache stays small whatever URLs come."""
+    upstream = UpstreamClient(connect_timeout_s=1, read_timeout_s=1)
+    urls = [
+        "http://h/v1/chat/completions",
+        "http://h/v1/chat/completions?api-version=1",
+        "http://h/v1/chat/completions#frag",
+        "https://h/v1/chat/completions",
+        "http://u:p@h/v1/chat/completions",
+        "http://h:81",
+        "http://h/" + "a" * 3000,
+    ]
+    first = [UpstreamClient(connect_timeout_s=1, read_timeout_s=1)._target(url) for url in urls]
+    for _ in range(2):
+        assert [upstream._target(url) for url in urls] == first
+    paths = [path for _, path in first]
+    assert paths[:3] == ["/v1/chat/completions", "/v1/chat/completions?api-version=1", paths[0]]
+    assert len({target for target, _ in first}) == 4  # http://h, https://h, with u:p, port 81
+    for i in range(200):
+        assert upstream._target(f"http://h/{i}")[1] == f"/{i}"
+    assert len(upstream._urls) <= 64
+
+
 # -- redirects, as aiohttp followed them ---------------------------------------------------------
 def redirect(status: int, location: str) -> bytes:
     return f"HTTP/1.1 {status} Moved\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode()
