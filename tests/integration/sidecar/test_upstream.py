@@ -906,6 +906,44 @@ async def test_the_read_timeout_is_silence_not_the_whole_answer(serve: Serve) ->
         await upstream.close()
 
 
+async def test_the_read_timer_of_a_call_before_counts_nothing_against_the_next(
+    serve: Serve,
+) -> None:
+    """A connection's read timer stays armed from one call to the next: the next call still
+    has the whole read timeout of silence from its own start, and gets its timeout error
+    once that has passed; a closed connection leaves no timer behind."""
+    upstream = UpstreamClient(connect_timeout_s=1, read_timeout_s=0.3)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    loop = asyncio.get_running_loop()
+    try:
+        server = await serve(reply(answer))
+        await call(upstream, server.url())  # the timer armed here fires 0.3 s later
+        (connection,) = upstream._idle[next(iter(upstream._idle))]
+        assert connection._timer is not None
+        await asyncio.sleep(0.2)
+        server.script = lambda _i: reply(0.25, answer)
+        started = loop.time()
+        _, body = await call(upstream, server.url())  # ends 0.45 s after the first began
+        assert body == b"ok"
+        assert loop.time() - started >= 0.25
+        assert upstream.opened == 1
+        server.script = lambda _i: reply(0.6, answer)
+        started = loop.time()
+        error = await failure(call(upstream, server.url()))
+        assert error.timeout
+        assert 0.3 <= loop.time() - started < 0.55
+        assert upstream.idle == 0
+        assert connection._timer is None  # closed with its timer
+        server.script = lambda _i: reply(answer)
+        await call(upstream, server.url())
+        (connection,) = upstream._idle[next(iter(upstream._idle))]
+        assert connection._timer is not None
+        await upstream.close()
+        assert connection._timer is None
+    finally:
+        await upstream.close()
+
+
 async def test_a_refused_connection_is_an_error(client: UpstreamClient) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
