@@ -25,7 +25,7 @@ import sys
 import zlib
 from dataclasses import dataclass
 from functools import partial
-from typing import Final
+from typing import Final, NamedTuple
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from a11i import __version__
@@ -51,11 +51,16 @@ _USER_AGENT: Final = f"Python/{sys.version_info[0]}.{sys.version_info[1]} a11i/{
 
 #: RFC 9112 section 4: status-line; the reason phrase may be empty (and its space missing).
 _STATUS_LINE: Final = re.compile(r"HTTP/1\.([0-9]) ([0-9]{3})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?\r\n")
-#: RFC 9110 section 5: each field line a token, a colon and a value without control characters
-#: but HTAB (obsolete line folding refused: a line cannot start with white space).
-_FIELD_LINES: Final = re.compile(
-    r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*"
-)
+#: RFC 9110 section 5.6.2: a header name.
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: The bytes a head may hold: visible ASCII, space, HTAB, CR and LF (which must come as CRLF),
+#: and obs-text (RFC 9110 section 5.5); no other control character.
+_HEAD_BYTES: Final = bytes([9, 10, 13, *range(0x20, 0x7F), *range(0x80, 0x100)])
+#: Header names seen before, each a valid token, with its lower case if it is one of
+#: ``_FRAMING`` and "" otherwise: a provider sends the same few on every answer. Bounded, so that
+#: a server sending new names cannot make it grow.
+_NAMES: dict[str, str] = {}
+_MAX_NAMES: Final = 1024
 _CHUNK_SIZE: Final = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 #: Redirects followed (aiohttp's ``max_redirects``: the 10th is an error).
@@ -109,9 +114,11 @@ class _Target:
     authorization: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class _Head:
-    """The status line and headers of an answer, and what they say about its framing."""
+class _Head(NamedTuple):
+    """The status line and headers of an answer, and what they say about its framing.
+
+    A named tuple rather than a frozen dataclass: one is made per answer, and a frozen
+    dataclass's ``__init__`` (one ``object.__setattr__`` a field) cost three times as much."""
 
     status: int
     fields: list[tuple[str, str]]
@@ -152,6 +159,7 @@ class UpstreamClient:
         self._keepalive_s = keepalive_s
         self._max_idle = max_idle
         self._targets: dict[str, _Target] = {}
+        self._urls: dict[str, tuple[_Target, str]] = {}
         #: Idle connections per origin, the most recently used last.
         self._idle: dict[_Origin, list[_Connection]] = {}
         self._busy: set[_Connection] = set()
@@ -306,8 +314,22 @@ class UpstreamClient:
         return connection
 
     def _target(self, url: str) -> tuple[_Target, str]:
-        """The base of ``url`` (cached: a sidecar talks to one or two) and its request target,
-        the path and query exactly as given."""
+        """The base of ``url`` and its request target, the path and query exactly as given.
+        Cached by URL (a sidecar calls the same few: splitting one again cost a microsecond a
+        call), at most 64 of at most 2 KiB each so that varied queries cannot make it grow."""
+        found = self._urls.get(url)
+        if found is not None:
+            return found
+        found = self._split(url)
+        if len(url) <= 2048:
+            if len(self._urls) >= 64:
+                self._urls.clear()
+            self._urls[url] = found
+        return found
+
+    def _split(self, url: str) -> tuple[_Target, str]:
+        """``_target`` worked out; the base's part cached by itself (a sidecar talks to one or
+        two)."""
         start = url.find("://") + 3
         end = len(url)
         for delimiter in "/?#":
@@ -506,6 +528,8 @@ class _Connection(asyncio.Protocol):
         self.alive = True
         self.idle_since = 0.0
         self._state = _IDLE
+        #: The read timer: armed by a wait, left armed after it (see ``wait``).
+        self._timer: asyncio.TimerHandle | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -519,7 +543,6 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self._error: UpstreamError | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._last_read = 0.0
         #: The answer's body was read off the wire to its end.
         self.complete = False
@@ -570,14 +593,16 @@ class _Connection(asyncio.Protocol):
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
         self._last_read = loop.time()
-        self._timer = loop.call_at(self._last_read + self._client.read_timeout_s, self._late)
+        if self._timer is None:
+            # One timer a connection, not one a wait: it stays armed after this wait (and
+            # this call) and, when it fires, moves on to the deadline of the wait then in
+            # progress, if any. Arming and cancelling a timer on every wait cost the loop
+            # about two microseconds a call.
+            self._timer = loop.call_at(self._last_read + self._client.read_timeout_s, self._late)
         try:
             await waiter
         finally:
             self._waiter = None
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
 
     def take(self) -> bytes:
         """Every body byte buffered so far; reading resumes if it was paused."""
@@ -611,10 +636,17 @@ class _Connection(asyncio.Protocol):
         """Close it; a reader still waiting for the answer sees it cut."""
         self.alive = False
         self.reusable = False
+        self._disarm()
         if self._state not in (_IDLE, _DONE, _FAILED):
             self._fail("the connection was closed before the end of the answer")
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+    def _disarm(self) -> None:
+        """No read timer for a closed connection (the loop would hold it until it fired)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     # -- the parser --------------------------------------------------------------------------
     def _feed(self, data: bytes) -> None:
@@ -770,6 +802,7 @@ class _Connection(asyncio.Protocol):
             return
         self.alive = False
         self.reusable = False
+        self._disarm()
         state = self._state
         if state == _IDLE:
             self._client.forget(self)
@@ -797,7 +830,7 @@ class _Connection(asyncio.Protocol):
         """The read timer: fires the timeout once the server has been silent long enough."""
         self._timer = None
         if self._waiter is None or self._waiter.done():
-            return  # news came in the same turn of the loop
+            return  # no wait in progress, or news came in the same turn of the loop
         deadline = self._last_read + self._client.read_timeout_s
         if self._loop.time() < deadline:
             self._timer = self._loop.call_at(deadline, self._late)
@@ -816,8 +849,14 @@ def _again(error: UpstreamError) -> UpstreamError:
 
 
 def _parse_head(data: bytes, end: int) -> _Head | None:
-    """The head in ``data[:end]`` (its last CRLF included); None for an interim 1xx answer."""
-    text = data[:end].decode("utf-8", "surrogateescape")
+    """The head in ``data[:end]`` (its last CRLF included); None for an interim 1xx answer.
+
+    The same header names come on every answer of a provider: each is checked against RFC
+    9110's token and lowercased once (``_NAMES``), and the bytes of the whole head are checked
+    in one pass, instead of a regular expression over every field line. The refusals are the
+    same, in the same order (tests/unit/sidecar/test_upstream_head.py holds the two to it)."""
+    head = data[:end]
+    text = head.decode("utf-8", "surrogateescape")
     status_line = _STATUS_LINE.match(text)
     if status_line is None:
         first = text.split("\r\n", 1)[0][:40]
@@ -825,57 +864,90 @@ def _parse_head(data: bytes, end: int) -> _Head | None:
     start = status_line.end()
     if start - 2 > MAX_LINE:
         raise _Malformed(f"the status line is longer than {MAX_LINE} bytes")
-    if _FIELD_LINES.fullmatch(text, start) is None:
+    lines = text[start:-2].split("\r\n") if len(text) > start else []
+    # One CRLF ends the status line and each field line: any other CR or LF is a bare one.
+    breaks = len(lines) + 1
+    if (
+        head.translate(None, _HEAD_BYTES)
+        or head.count(b"\n") != breaks
+        or head.count(b"\r") != breaks
+    ):
         raise _Malformed("a header line is malformed")
-    status = int(status_line.group(2))
+    names = _NAMES
+    fields: list[tuple[str, str]] = []
+    #: The framing fields: where each is, its name lowercased, its value.
+    framing: list[tuple[int, str, str]] = []
+    for line in lines:
+        name, colon, value = line.partition(":")
+        framed = names.get(name)
+        if framed is None or not colon:
+            if not colon or _TOKEN.fullmatch(name) is None:
+                raise _Malformed("a header line is malformed")  # obs-fold among others
+            lower = name.lower()
+            framed = lower if lower in _FRAMING else ""
+            if len(names) < _MAX_NAMES:
+                names[name] = framed
+        value = value.strip(" \t")
+        if framed:
+            framing.append((len(fields), framed, value))
+        fields.append((name, value))
+    status = int(text[9:12])
     if status < 200:
         if status == 101 or status < 100:
             raise _Malformed(f"an unexpected {status} answer")
         return None  # 100 Continue, 103 Early Hints: the answer follows
-    lines = text[start:-2].split("\r\n") if len(text) > start else []
     if len(lines) > MAX_FIELDS:
         raise _Malformed(f"more than {MAX_FIELDS} headers")
-    long_lines = end - start > MAX_LINE
-    fields: list[tuple[str, str]] = []
+    # The first header over the line limit is refused once the ones before it were read.
+    too_long = len(fields)
+    if end - start > MAX_LINE:
+        for index, (name, value) in enumerate(fields):
+            if len(name) > MAX_LINE or len(value) > MAX_LINE:
+                too_long = index
+                break
     encoding: str | None = None
     content_type: str | None = None
     length: int | None = None
     codings: list[str] = []
     close = False
-    keep_alive = status_line.group(1) != "0"  # HTTP/1.0 closes unless it says keep-alive
-    for line in lines:
-        name, _, value = line.partition(":")
-        value = value.strip(" \t")
-        if long_lines and (len(name) > MAX_LINE or len(value) > MAX_LINE):
-            raise _Malformed(f"a header is longer than {MAX_LINE} bytes")
-        fields.append((name, value))
-        lower = name.lower()
-        if lower not in _FRAMING:
-            continue
+    keep_alive = text[7] != "0"  # HTTP/1.0 closes unless it says keep-alive
+    for index, lower, value in framing:
+        if index >= too_long:
+            break
         if lower == "content-length":
-            length = _content_length(value, length)
+            if value.isdigit() and value.isascii() and len(value) <= 18:  # the usual one
+                if length is not None and length != int(value):
+                    raise _Malformed("conflicting Content-Length fields")
+                length = int(value)
+            else:
+                length = _content_length(value, length)
         elif lower == "transfer-encoding":
             codings.extend(c.strip(" \t").lower() for c in value.split(","))
         elif lower == "connection":
-            tokens = {t.strip(" \t").lower() for t in value.split(",")}
+            if "," in value:
+                tokens = {t.strip(" \t").lower() for t in value.split(",")}
+            else:
+                tokens = {value.lower()}  # already stripped
             close = close or "close" in tokens
             keep_alive = keep_alive or "keep-alive" in tokens
         elif lower == "content-encoding":
             encoding = value.lower() if encoding is None else encoding
         elif content_type is None:
             content_type = value.split(";", 1)[0].strip(" \t").lower()
+    if too_long < len(fields):
+        raise _Malformed(f"a header is longer than {MAX_LINE} bytes")
     if encoding in ("br", "zstd"):
         # Never asked for (Accept-Encoding says gzip, deflate), and not installed: aiohttp
         # failed such an answer too.
         raise _Malformed(f"cannot decode Content-Encoding {encoding}")
     return _Head(
-        status=status,
-        fields=fields,
-        encoding=encoding if encoding in ("gzip", "deflate") else None,
-        content_type=content_type or "application/octet-stream",
-        length=length,
-        codings=codings,
-        keep_alive=keep_alive and not close,
+        status,
+        fields,
+        encoding if encoding in ("gzip", "deflate") else None,
+        content_type or "application/octet-stream",
+        length,
+        codings,
+        keep_alive and not close,
     )
 
 

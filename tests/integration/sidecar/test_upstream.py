@@ -305,6 +305,30 @@ async def test_a_default_port_is_not_in_the_host_header() -> None:
     assert (target.host_header, target.origin.host, path) == ("[::1]:8080", "::1", "/?x=1")
 
 
+async def test_a_url_called_again_is_split_as_the_first_time() -> None:
+    """``_target`` caches by URL: each URL gives, from the cache, what it gave at first, and
+    the cache stays small whatever URLs come."""
+    upstream = UpstreamClient(connect_timeout_s=1, read_timeout_s=1)
+    urls = [
+        "http://h/v1/chat/completions",
+        "http://h/v1/chat/completions?api-version=1",
+        "http://h/v1/chat/completions#frag",
+        "https://h/v1/chat/completions",
+        "http://u:p@h/v1/chat/completions",
+        "http://h:81",
+        "http://h/" + "a" * 3000,
+    ]
+    first = [UpstreamClient(connect_timeout_s=1, read_timeout_s=1)._target(url) for url in urls]
+    for _ in range(2):
+        assert [upstream._target(url) for url in urls] == first
+    paths = [path for _, path in first]
+    assert paths[:3] == ["/v1/chat/completions", "/v1/chat/completions?api-version=1", paths[0]]
+    assert len({target for target, _ in first}) == 4  # http://h, https://h, with u:p, port 81
+    for i in range(200):
+        assert upstream._target(f"http://h/{i}")[1] == f"/{i}"
+    assert len(upstream._urls) <= 64
+
+
 # -- redirects, as aiohttp followed them ---------------------------------------------------------
 def redirect(status: int, location: str) -> bytes:
     return f"HTTP/1.1 {status} Moved\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode()
@@ -878,6 +902,44 @@ async def test_the_read_timeout_is_silence_not_the_whole_answer(serve: Serve) ->
         server = await serve(reply(*trickle))
         _, body = await call(upstream, server.url())  # 1 s in all, never 0.25 s silent
         assert body == b"abcdef"
+    finally:
+        await upstream.close()
+
+
+async def test_the_read_timer_of_a_call_before_counts_nothing_against_the_next(
+    serve: Serve,
+) -> None:
+    """A connection's read timer stays armed from one call to the next: the next call still
+    has the whole read timeout of silence from its own start, and gets its timeout error
+    once that has passed; a closed connection leaves no timer behind."""
+    upstream = UpstreamClient(connect_timeout_s=1, read_timeout_s=0.3)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    loop = asyncio.get_running_loop()
+    try:
+        server = await serve(reply(answer))
+        await call(upstream, server.url())  # the timer armed here fires 0.3 s later
+        (connection,) = upstream._idle[next(iter(upstream._idle))]
+        assert connection._timer is not None
+        await asyncio.sleep(0.2)
+        server.script = lambda _i: reply(0.25, answer)
+        started = loop.time()
+        _, body = await call(upstream, server.url())  # ends 0.45 s after the first began
+        assert body == b"ok"
+        assert loop.time() - started >= 0.25
+        assert upstream.opened == 1
+        server.script = lambda _i: reply(0.6, answer)
+        started = loop.time()
+        error = await failure(call(upstream, server.url()))
+        assert error.timeout
+        assert 0.3 <= loop.time() - started < 0.55
+        assert upstream.idle == 0
+        assert connection._timer is None  # closed with its timer
+        server.script = lambda _i: reply(answer)
+        await call(upstream, server.url())
+        (connection,) = upstream._idle[next(iter(upstream._idle))]
+        assert connection._timer is not None
+        await upstream.close()
+        assert connection._timer is None
     finally:
         await upstream.close()
 
