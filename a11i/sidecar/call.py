@@ -47,13 +47,19 @@ class CallOrigin:
     @classmethod
     def of(cls, headers: Mapping[str, str], started_ns: int) -> CallOrigin:
         """The origin from the request's headers (case-insensitive in aiohttp's mapping)."""
+        # The first request id header present: one lookup each, no generator (every call).
+        request_id = None
+        for name in H_REQUEST_IDS:
+            request_id = headers.get(name)
+            if request_id is not None:
+                break
         return cls(
             started_ns=started_ns,
             session=headers.get(H_SESSION),
             traceparent=headers.get("traceparent"),
             tracestate=headers.get("tracestate"),
             client_session=headers.get(H_CLAUDE_CODE_SESSION),
-            request_id=next((headers[h] for h in H_REQUEST_IDS if h in headers), None),
+            request_id=request_id,
         )
 
 
