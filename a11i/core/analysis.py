@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Final
 
 from a11i.core.dialects import ParsedRequest
+from a11i.core.frozen import slot_init
 from a11i.core.model import Dialect, JSONObject, JSONValue
 
 _ERROR_PREFIX = re.compile(
@@ -57,6 +58,7 @@ class ToolCall:
     arguments: str
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class ToolResult:
     """A tool's output that the agent feeds back to the model."""

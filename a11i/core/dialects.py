@@ -15,6 +15,7 @@ from types import NoneType
 from typing import Final, cast
 
 from a11i.core.errors import A11iError, BadRequest
+from a11i.core.frozen import slot_init
 from a11i.core.model import Dialect, JSONObject, JSONValue, Usage
 
 #: Path of each metered route, relative to the provider's base URL.
@@ -33,6 +34,7 @@ _CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "fu
 _ANTHROPIC_ROLES = frozenset({"user", "assistant"})
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class ParsedRequest:
     """A validated metered request: what metering needs, plus the JSON body as sent."""

@@ -69,6 +69,7 @@ from types import MappingProxyType
 from typing import Final
 
 from a11i.core.errors import ConfigurationError
+from a11i.core.frozen import slot_init
 from a11i.core.model import Usage
 
 __all__ = [
@@ -605,6 +606,7 @@ def _applied_rates(p: ModelPrice, context: LongContext | None, tier: str) -> App
     )
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class ChargeLine:
     """One item of a bill: so many tokens or calls at a price each."""
@@ -616,6 +618,7 @@ class ChargeLine:
     amount: Decimal
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Charge:
     """What a call cost and how that was computed, item by item, to reconcile with a bill."""

@@ -15,6 +15,7 @@ from typing import Final
 
 from a11i.core.analysis import ResponseFacts, ToolCall
 from a11i.core.capping import CapFit
+from a11i.core.frozen import slot_init
 from a11i.core.meter import CallPlan, Settlement
 from a11i.core.model import usd
 from a11i.core.optimizer import Prints
@@ -28,6 +29,7 @@ H_CLAUDE_CODE_SESSION: Final = "x-claude-code-session-id"
 H_REQUEST_IDS: Final = ("x-request-id", "x-client-request-id")
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class CallOrigin:
     """When a call arrived and what the agent said about its loop and trace."""
@@ -82,6 +84,7 @@ class Optimization:
         return header
 
 
+@slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallRecord:
     """One metered call, as telemetry and the event stream see it."""
