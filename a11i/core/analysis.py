@@ -49,6 +49,7 @@ class ToolOutcome(StrEnum):
     INVALID = "invalid"
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class ToolCall:
     """A tool the model asked the agent to run."""
@@ -187,6 +188,7 @@ def classify_failure(text: str) -> ToolOutcome:
     return ToolOutcome.ERROR
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class ResponseFacts:
     """What the provider said about its answer: ``gen_ai.response.*`` of the conventions."""

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from a11i.core.analysis import ToolResult
+from a11i.core.analysis import ResponseFacts, ToolCall, ToolResult
 from a11i.core.dialects import ParsedRequest
 from a11i.core.frozen import slot_init
 from a11i.core.meter import CallPlan, Settlement
@@ -20,6 +20,8 @@ from a11i.core.pricing import Charge, ChargeLine
 from a11i.sidecar.call import CallOrigin, CallRecord
 
 SLOT_INIT_TYPES = [
+    ResponseFacts,
+    ToolCall,
     ParsedRequest,
     CallPlan,
     Settlement,
@@ -95,6 +97,8 @@ def test_a_default_factory_gives_each_object_its_own_value() -> None:
 def test_types_built_per_call_stay_frozen(cls: type[Any]) -> None:
     """Every type given ``slot_init``: its parameters are its fields, and it stays frozen,
     equal by value, replaceable and picklable."""
+    # slot_init's constructor, not the one dataclasses generated.
+    assert "_set_" + fields(cls)[0].name in cls.__init__.__code__.co_names
     parameters = inspect.signature(cls.__init__).parameters
     assert list(parameters)[1:] == [f.name for f in fields(cls)]
     values = {f.name: object() for f in fields(cls)}
