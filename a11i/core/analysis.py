@@ -14,8 +14,10 @@ import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
+from typing import Final
 
 from a11i.core.dialects import ParsedRequest
+from a11i.core.frozen import slot_init
 from a11i.core.model import Dialect, JSONObject, JSONValue
 
 _ERROR_PREFIX = re.compile(
@@ -47,6 +49,7 @@ class ToolOutcome(StrEnum):
     INVALID = "invalid"
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class ToolCall:
     """A tool the model asked the agent to run."""
@@ -56,6 +59,7 @@ class ToolCall:
     arguments: str
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class ToolResult:
     """A tool's output that the agent feeds back to the model."""
@@ -75,8 +79,7 @@ def tool_results(request: ParsedRequest) -> tuple[ToolResult, ...]:
     message): older ones were already ingested by earlier calls of the loop."""
     body = request.body
     if request.dialect is Dialect.OPENAI_CHAT:
-        answered, turn = _newest_turn(body.get("messages"), "assistant", "role")
-        fed = [message for message in turn if message.get("role") in ("tool", "function")]
+        answered, fed = _fed_chat_results(body.get("messages"))
         if not fed:
             # Most calls of a loop carry no tool result: the names are not looked for.
             return ()
@@ -136,6 +139,27 @@ def tool_results(request: ParsedRequest) -> tuple[ToolResult, ...]:
     return ()
 
 
+def _fed_chat_results(messages: JSONValue) -> tuple[JSONObject | None, list[JSONObject]]:
+    """The last assistant message of a chat history (None: there is none) and the tool and
+    function results after it, in order: ``_newest_turn`` and a filter of its turn, in one
+    walk back from the end that copies no list (it runs on every chat call, and the turn is
+    the last few messages of a history of any length)."""
+    fed: list[JSONObject] = []
+    answered: JSONObject | None = None
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if not isinstance(message, dict):
+                continue
+            role = message.get("role")
+            if role == "assistant":
+                answered = message
+                break
+            if role in ("tool", "function"):
+                fed.append(message)
+        fed.reverse()
+    return answered, fed
+
+
 def _result(
     call_id: str,
     text: str,
@@ -164,6 +188,7 @@ def classify_failure(text: str) -> ToolOutcome:
     return ToolOutcome.ERROR
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class ResponseFacts:
     """What the provider said about its answer: ``gen_ai.response.*`` of the conventions."""
@@ -334,13 +359,17 @@ def answer_text(dialect: Dialect, answer: JSONValue) -> str:
 
 def tool_names(request: ParsedRequest) -> tuple[str, ...]:
     """Names of the tools the request offers the model."""
+    body = request.body
+    tools, functions = body.get("tools"), body.get("functions")
+    if not tools and not functions:
+        return ()  # most requests offer none
     names: list[str] = []
-    for tool in _objects(request.body.get("tools")):
+    for tool in _objects(tools):
         function = tool.get("function")
         name = function.get("name") if isinstance(function, dict) else tool.get("name")
         if isinstance(name, str) and name:
             names.append(name)
-    for function in _objects(request.body.get("functions")):
+    for function in _objects(functions):
         if isinstance(function.get("name"), str):
             names.append(str(function["name"]))
     return tuple(names)
@@ -350,8 +379,25 @@ def context_saturation(input_tokens: int, context_window: int) -> Decimal:
     """Share of the model's context window the prompt fills, in percent (0-100, 1 decimal)."""
     if context_window <= 0:
         return Decimal(0)
-    percent = Decimal(100 * input_tokens) / Decimal(context_window)
-    return min(percent, Decimal(100)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+    if input_tokens < 0 or context_window > _EXACT_WINDOW:
+        percent = Decimal(100 * input_tokens) / Decimal(context_window)
+        return min(percent, Decimal(100)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+    # In whole tenths, rounded half up with integers: what dividing and quantizing Decimals
+    # gives, for a fraction of the cost, on every call. The quotient's rounding to 28 digits
+    # (at most 5e-25 tenths) never crosses a tie: a quotient that is not one is at least
+    # 1 / (2 x window) tenths away from it, far more for any window below ``_EXACT_WINDOW``.
+    tenths = min((2000 * input_tokens + context_window) // (2 * context_window), 1000)
+    found = _TENTHS.get(tenths)
+    if found is None:
+        found = _TENTHS.setdefault(tenths, Decimal(tenths).scaleb(-1))
+    return found
+
+
+#: The largest context window ``context_saturation`` rounds with integers (cards refuse
+#: windows above 1e9; beyond 1e24 the Decimal quotient's rounding could cross a tie).
+_EXACT_WINDOW: Final = 10**18
+#: ``context_saturation``'s answers by tenths of a percent (at most 1,001, shared: immutable).
+_TENTHS: dict[int, Decimal] = {}
 
 
 def _newest_turn(

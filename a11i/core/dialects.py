@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import NoneType
 from typing import Final, cast
 
 from a11i.core.errors import A11iError, BadRequest
+from a11i.core.frozen import slot_init
 from a11i.core.model import Dialect, JSONObject, JSONValue, Usage
 
 #: Path of each metered route, relative to the provider's base URL.
@@ -32,6 +34,7 @@ _CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "fu
 _ANTHROPIC_ROLES = frozenset({"user", "assistant"})
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class ParsedRequest:
     """A validated metered request: what metering needs, plus the JSON body as sent."""
@@ -143,6 +146,41 @@ def _parse_chat(body: JSONObject, model: str, stream: bool) -> ParsedRequest:
     messages = _required_list(body, "messages")
     if not messages:
         raise BadRequest("'messages' must contain at least one message.", param="messages")
+    for message in messages:
+        # Every message at a glance; the first one at fault is then found by index and named.
+        if not (
+            isinstance(message, dict)
+            and isinstance(role := message.get("role"), str)
+            and role in _CHAT_ROLES
+            and isinstance(message.get("content"), _CHAT_CONTENT)
+        ):
+            _refuse_chat_messages(messages)
+    _optional_list(body, "tools")
+    _optional_list(body, "functions")
+    max_tokens = _optional_positive_int(body, "max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = _optional_positive_int(body, "max_tokens")
+    choices = _optional_positive_int(body, "n") or 1
+    usage_requested = _usage_requested(body)
+    return ParsedRequest(
+        Dialect.OPENAI_CHAT,
+        model,
+        body,
+        stream=stream,
+        stream_usage_requested=usage_requested,
+        max_output_tokens=max_tokens,
+        choices=choices,
+        service_tier=_service_tier(body),
+    )
+
+
+#: What a chat message's ``content`` may be (a module constant: ``str | list`` written in the
+#: check would build the union on every message).
+_CHAT_CONTENT: Final = str | list | NoneType
+
+
+def _refuse_chat_messages(messages: list[JSONValue]) -> None:
+    """Raises ``BadRequest`` for the first malformed message of a chat request."""
     for index, message in enumerate(messages):
         # The names of the fields are only spelled out for a message that is refused.
         if not isinstance(message, dict):
@@ -164,23 +202,6 @@ def _parse_chat(body: JSONObject, model: str, stream: bool) -> ParsedRequest:
                 f"not {_json_type(content)}.",
                 param=f"messages[{index}].content",
             )
-    _optional_list(body, "tools")
-    _optional_list(body, "functions")
-    max_tokens = _optional_positive_int(body, "max_completion_tokens")
-    if max_tokens is None:
-        max_tokens = _optional_positive_int(body, "max_tokens")
-    choices = _optional_positive_int(body, "n") or 1
-    usage_requested = _usage_requested(body)
-    return ParsedRequest(
-        Dialect.OPENAI_CHAT,
-        model,
-        body,
-        stream=stream,
-        stream_usage_requested=usage_requested,
-        max_output_tokens=max_tokens,
-        choices=choices,
-        service_tier=_service_tier(body),
-    )
 
 
 def _usage_requested(body: JSONObject) -> bool:

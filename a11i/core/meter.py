@@ -16,6 +16,7 @@ from enum import StrEnum
 from a11i.core.analysis import ToolResult, context_saturation, tool_names, tool_results
 from a11i.core.conversations import ConversationLedger, Estimate
 from a11i.core.dialects import ParsedRequest, parse_request
+from a11i.core.frozen import slot_init
 from a11i.core.model import Dialect, JSONObject, JSONValue, TokenCount, Usage
 from a11i.core.pricing import Charge, PriceLookup, RateCard, charge, project
 from a11i.core.tokens.counter import TokenCounter
@@ -36,6 +37,7 @@ class UsageSource(StrEnum):
     BOUNDED = "bounded"
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class CallPlan:
     """Everything known about a call before it is forwarded."""
@@ -53,6 +55,7 @@ class CallPlan:
     conversation: Estimate | None = None
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Settlement:
     """What a call cost, by the provider's usage when it reported one."""

@@ -69,6 +69,7 @@ from types import MappingProxyType
 from typing import Final
 
 from a11i.core.errors import ConfigurationError
+from a11i.core.frozen import slot_init
 from a11i.core.model import Usage
 
 __all__ = [
@@ -102,6 +103,8 @@ __all__ = [
 _MONEY: Final = Context(prec=60)
 _multiply: Final = _MONEY.multiply
 _add: Final = _MONEY.add
+#: Shared: a Decimal is immutable, and most calls apply no multiplier.
+_ONE: Final = Decimal(1)
 
 #: A price above this per million tokens is a unit mistake (per token instead of per million),
 #: not a model: refusing it also keeps every product far away from Decimal's exponent limits.
@@ -156,6 +159,10 @@ def service_tier(reported: str | None) -> str:
     ``auto`` and unknown names are the standard tier (the charge keeps what was reported)."""
     if reported is None:
         return STANDARD
+    # Most answers spell a name as the map does ("default"): one lookup, no copies.
+    found = _REPORTED_TIERS.get(reported)
+    if found is not None:
+        return found
     return _REPORTED_TIERS.get(reported.strip().lower(), STANDARD)
 
 
@@ -599,6 +606,7 @@ def _applied_rates(p: ModelPrice, context: LongContext | None, tier: str) -> App
     )
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class ChargeLine:
     """One item of a bill: so many tokens or calls at a price each."""
@@ -610,6 +618,7 @@ class ChargeLine:
     amount: Decimal
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Charge:
     """What a call cost and how that was computed, item by item, to reconcile with a bill."""
@@ -661,10 +670,11 @@ def charge(price: ModelPrice | PriceLookup, usage: Usage) -> Charge:
     uncached = max(usage.input_tokens - cached - written, 0)
     prompt = uncached + cached + written
     rates = rates_for(p, prompt_tokens=prompt, tier=service_tier(usage.service_tier))
-    multiplier = Decimal(1)
-    for served in (usage.inference_geo, usage.speed):
-        if served:
-            multiplier *= p.multipliers.get(served.strip().lower(), Decimal(1))
+    multiplier = _ONE
+    if usage.inference_geo or usage.speed:
+        for served in (usage.inference_geo, usage.speed):
+            if served:
+                multiplier *= p.multipliers.get(served.strip().lower(), _ONE)
     lines: list[ChargeLine] = []
     unpriced: list[str] = []
     # Added up line by line, in the lines' order: the same sums as adding the lines after.

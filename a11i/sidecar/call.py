@@ -15,6 +15,7 @@ from typing import Final
 
 from a11i.core.analysis import ResponseFacts, ToolCall
 from a11i.core.capping import CapFit
+from a11i.core.frozen import slot_init
 from a11i.core.meter import CallPlan, Settlement
 from a11i.core.model import usd
 from a11i.core.optimizer import Prints
@@ -28,6 +29,7 @@ H_CLAUDE_CODE_SESSION: Final = "x-claude-code-session-id"
 H_REQUEST_IDS: Final = ("x-request-id", "x-client-request-id")
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class CallOrigin:
     """When a call arrived and what the agent said about its loop and trace."""
@@ -47,13 +49,19 @@ class CallOrigin:
     @classmethod
     def of(cls, headers: Mapping[str, str], started_ns: int) -> CallOrigin:
         """The origin from the request's headers (case-insensitive in aiohttp's mapping)."""
+        # The first request id header present: one lookup each, no generator (every call).
+        request_id = None
+        for name in H_REQUEST_IDS:
+            request_id = headers.get(name)
+            if request_id is not None:
+                break
         return cls(
             started_ns=started_ns,
             session=headers.get(H_SESSION),
             traceparent=headers.get("traceparent"),
             tracestate=headers.get("tracestate"),
             client_session=headers.get(H_CLAUDE_CODE_SESSION),
-            request_id=next((headers[h] for h in H_REQUEST_IDS if h in headers), None),
+            request_id=request_id,
         )
 
 
@@ -76,6 +84,7 @@ class Optimization:
         return header
 
 
+@slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallRecord:
     """One metered call, as telemetry and the event stream see it."""

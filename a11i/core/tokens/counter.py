@@ -150,10 +150,8 @@ class TokenCounter:
         tally = Tally()
         tally.exact = text.exact
         message_list = _as_list(messages, tally, text)
-        prefix = sys.intern(f"chat/{text.name}/{images.key}")
         rule = partial(chat_message, text=text, images=images)
-        for message in message_list:
-            tally.add(*self._unit(prefix, message, rule, text))
+        self._add_units(tally, _prefix("chat", text.name, images.key), message_list, rule, text)
         tally.add(REPLY_PRIMING)
         tool_list = _as_list(tools, tally, text)
         function_list = _as_list(functions, tally, text)
@@ -182,10 +180,8 @@ class TokenCounter:
         if isinstance(input, str):
             tally.add(TOKENS_PER_MESSAGE + text.count("user") + text.count(input))
         elif isinstance(input, list):
-            prefix = sys.intern(f"responses/{text.name}/{images.key}")
             rule = partial(responses_item, text=text, images=images)
-            for item in input:
-                tally.add(*self._unit(prefix, item, rule, text))
+            self._add_units(tally, _prefix("responses", text.name, images.key), input, rule, text)
         elif input is not None:
             tally.add(text.json(input))
         tally.add(REPLY_PRIMING)
@@ -289,7 +285,41 @@ class TokenCounter:
         def rule(_unit: JSONValue) -> Tally:
             return openai_tools(text, rules, tools, functions)
 
-        return self._unit(sys.intern(f"tools/{text.name}/{rules.func_init}"), unit, rule, text)
+        return self._unit(_prefix("tools", text.name, str(rules.func_init)), unit, rule, text)
+
+    def _add_units(
+        self,
+        tally: Tally,
+        prefix: str,
+        units: list[JSONValue],
+        rule: Callable[[JSONValue], Tally],
+        text: Text,
+    ) -> None:
+        """Adds the counts of a list of units (``_unit`` each) to ``tally``. The cached prefix
+        of the list (a history re-sent every turn: all but the newest message) is looked up
+        under one hold of the lock; from the first miss on, each unit goes through ``_unit``,
+        so the cache sees the same lookups, stores and hit counts, in the same order, as
+        ``_unit`` called unit by unit."""
+        digests = [_digest(unit) for unit in units]
+        done = 0
+        tokens, exact = 0, True
+        with self._lock:
+            cache = self._cache
+            for digest in digests:
+                if digest is None:
+                    break
+                key = (prefix, digest)
+                found = cache.get(key)
+                if found is None:
+                    break
+                cache.move_to_end(key)
+                tokens += found[0]
+                exact = exact and found[1]
+                done += 1
+            self._hits += done
+        tally.add(tokens, exact)
+        for index in range(done, len(units)):
+            tally.add(*self._counted(prefix, units[index], digests[index], rule, text))
 
     def _unit(
         self, prefix: str, unit: JSONValue, rule: Callable[[JSONValue], Tally], text: Text
@@ -299,7 +329,17 @@ class TokenCounter:
         the encoding: the same message counts differently under another model's rules. The
         rule is given the unit, so the units of a list share one (no closure per message);
         ``prefix`` is interned by the caller, once per list."""
-        digest = _digest(unit)
+        return self._counted(prefix, unit, _digest(unit), rule, text)
+
+    def _counted(
+        self,
+        prefix: str,
+        unit: JSONValue,
+        digest: bytes | None,
+        rule: Callable[[JSONValue], Tally],
+        text: Text,
+    ) -> tuple[int, bool]:
+        """``_unit`` for a unit whose digest is taken already."""
         key = None
         if digest is not None:
             key = (prefix, digest)
@@ -360,6 +400,21 @@ def _model_rules(model: str) -> tuple[str, ImageRules]:
     if type(model) is str:
         return _named_rules(model)
     return encoding_name_for_model(model), image_rules(model)
+
+
+#: Interned cache-key prefixes by (kind, encoding, rules): a handful, built once each instead
+#: of an f-string and an intern per counted request.
+_PREFIXES: dict[tuple[str, str, str], str] = {}
+
+
+def _prefix(kind: str, encoding: str, rules: str) -> str:
+    """The interned ``kind/encoding/rules`` prefix of a cache key: the same message counts
+    differently under another model's rules or encoding."""
+    parts = (kind, encoding, rules)
+    found = _PREFIXES.get(parts)
+    if found is None:
+        found = _PREFIXES.setdefault(parts, sys.intern("/".join(parts)))
+    return found
 
 
 def _finish(tally: Tally, text: Text) -> TokenCount:

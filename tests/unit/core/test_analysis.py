@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from a11i.core.analysis import (
     ClientIds,
     ResponseFacts,
     ToolOutcome,
+    _fed_chat_results,
+    _newest_turn,
+    _objects,
     answer_text,
     classify_failure,
     client_ids,
@@ -19,7 +25,7 @@ from a11i.core.analysis import (
     tool_names,
     tool_results,
 )
-from a11i.core.dialects import parse_request
+from a11i.core.dialects import ParsedRequest, parse_request
 from a11i.core.model import Dialect, JSONObject, JSONValue
 
 SRE_CHAT: JSONObject = {
@@ -354,3 +360,100 @@ def test_client_ids(dialect: Dialect, body: JSONObject, ids: ClientIds) -> None:
 )
 def test_results_of_older_turns_are_not_fed_again(dialect: Dialect, body: JSONObject) -> None:
     assert tool_results(parse_request(dialect, body)) == ()
+
+
+# ---- restructured for speed: each held to a copy of what it replaced --------------------------
+
+
+def _nest(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    # Named, not a lambda: hypothesis reads the source of ``extend``.
+    return st.lists(children, max_size=4) | st.dictionaries(
+        st.sampled_from(["role", "name", "function", "content"]) | st.text(max_size=4),
+        children,
+        max_size=4,
+    )
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=6)
+    | st.sampled_from(["assistant", "tool", "function", "user", "get_pods", ""]),
+    _nest,
+    max_leaves=12,
+)
+_MESSAGE = st.fixed_dictionaries(
+    {},
+    optional={
+        "role": st.sampled_from(["assistant", "tool", "function", "user", "system"]) | _JSON,
+        "content": _JSON,
+    },
+)
+
+
+@given(messages=_JSON | st.lists(_MESSAGE | _JSON, max_size=8))
+@settings(max_examples=400, deadline=None)
+def test_fed_chat_results_match_the_newest_turn_filtered(messages: JSONValue) -> None:
+    answered, turn = _newest_turn(messages, "assistant", "role")
+    fed = [message for message in turn if message.get("role") in ("tool", "function")]
+    found_answered, found_fed = _fed_chat_results(messages)
+    assert found_answered is answered
+    assert found_fed == fed
+    assert all(a is b for a, b in zip(found_fed, fed, strict=True))
+
+
+def _old_tool_names(request: ParsedRequest) -> tuple[str, ...]:
+    names: list[str] = []
+    for tool in _objects(request.body.get("tools")):
+        function = tool.get("function")
+        name = function.get("name") if isinstance(function, dict) else tool.get("name")
+        if isinstance(name, str) and name:
+            names.append(name)
+    for function in _objects(request.body.get("functions")):
+        if isinstance(function.get("name"), str):
+            names.append(str(function["name"]))
+    return tuple(names)
+
+
+@given(
+    body=st.fixed_dictionaries(
+        {}, optional={"tools": _JSON | st.lists(_JSON), "functions": _JSON | st.lists(_JSON)}
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_tool_names_match_the_old_walk(body: JSONObject) -> None:
+    request = ParsedRequest(Dialect.OPENAI_CHAT, "gpt-4o", body)
+    assert tool_names(request) == _old_tool_names(request)
+
+
+def _old_saturation(input_tokens: int, context_window: int) -> Decimal:
+    if context_window <= 0:
+        return Decimal(0)
+    percent = Decimal(100 * input_tokens) / Decimal(context_window)
+    return min(percent, Decimal(100)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+
+
+@given(
+    input_tokens=st.integers(-(10**6), 10**9) | st.integers(0, 10**30),
+    context_window=st.integers(-5, 10**9) | st.integers(1, 2_000) | st.integers(0, 10**30),
+)
+@settings(max_examples=2000, deadline=None)
+def test_saturation_matches_the_decimal_division(input_tokens: int, context_window: int) -> None:
+    found, expected = (
+        context_saturation(input_tokens, context_window),
+        _old_saturation(input_tokens, context_window),
+    )
+    # The same digits and exponent, not only an equal number: it is exported as text.
+    assert (str(found), found.as_tuple()) == (str(expected), expected.as_tuple())
+
+
+@pytest.mark.parametrize(
+    ("input_tokens", "window"),
+    [(1, 2000), (3, 2000), (5, 10_000), (999, 1000), (9_995, 10_000), (128_000, 128_000)],
+    ids=["tie-0.05", "tie-0.15", "tie-0.05-of-10k", "99.9", "99.95-up", "full"],
+)
+def test_saturation_ties_round_half_up(input_tokens: int, window: int) -> None:
+    assert str(context_saturation(input_tokens, window)) == str(
+        _old_saturation(input_tokens, window)
+    )

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from a11i.core.dialects import (
+    _CHAT_ROLES,
     COMPLETIONS_DEFAULT_MAX_TOKENS,
     DuplicateKey,
     _json_type,
@@ -735,3 +736,58 @@ def test_a_bad_service_tier_is_named_after_the_rest_of_the_body(
     # The tier is checked last, as ever: a body with two faults is refused for the same one.
     with pytest.raises(BadRequest, match=re.escape(message)):
         parse_request(dialect, {**body, "service_tier": 1})  # type: ignore[arg-type]
+
+
+def _old_chat_messages_check(messages: list[Any]) -> None:
+    """The chat message checks as they were, message by message: the oracle of the glance
+    ``_parse_chat`` now takes first."""
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            where = f"messages[{index}]"
+            raise BadRequest(
+                f"'{where}' must be an object, not {_json_type(message)}.", param=where
+            )
+        role = message.get("role")
+        if not isinstance(role, str) or role not in _CHAT_ROLES:
+            raise BadRequest(
+                f"'messages[{index}].role' must be one of {sorted(_CHAT_ROLES)}, "
+                f"not {json.dumps(role)}.",
+                param=f"messages[{index}].role",
+            )
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise BadRequest(
+                f"'messages[{index}].content' must be a string, an array of parts or null, "
+                f"not {_json_type(content)}.",
+                param=f"messages[{index}].content",
+            )
+
+
+@given(
+    messages=st.lists(
+        json_values
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "role": json_values | st.sampled_from(sorted(_CHAT_ROLES)),
+                "content": json_values | st.text(max_size=4) | st.lists(json_values),
+            },
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_chat_messages_are_refused_as_before(messages: list[Any]) -> None:
+    body = {"model": "gpt-4o", "messages": messages}
+    expected: tuple[str, str | None] | None = None
+    try:
+        _old_chat_messages_check(messages)
+    except BadRequest as error:
+        expected = (error.message, error.param)
+    if expected is None:
+        assert parse_request(Dialect.OPENAI_CHAT, body).body is body
+        return
+    with pytest.raises(BadRequest) as refused:
+        parse_request(Dialect.OPENAI_CHAT, body)
+    assert (refused.value.message, refused.value.param) == expected

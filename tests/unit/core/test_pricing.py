@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from a11i.core.model import Usage
 from a11i.core.pricing import (
+    _REPORTED_TIERS,
     DEFAULT_FALLBACK,
+    STANDARD,
     LongContext,
     ModelPrice,
     PriceLookup,
@@ -1685,3 +1687,20 @@ def test_charge_and_project_keep_every_digit_of_their_definition(
         billed.multiplier.as_tuple(),
     ) == expected
     assert projected.as_tuple() == expected_projection.as_tuple()
+
+
+@given(
+    reported=st.none()
+    | st.text(max_size=12)
+    | st.builds(
+        lambda name, pad, upper: pad + (name.upper() if upper else name) + pad,
+        st.sampled_from(sorted(_REPORTED_TIERS)),
+        st.sampled_from(["", " ", "\t"]),
+        st.booleans(),
+    )
+)
+@settings(max_examples=500, deadline=None)
+def test_service_tier_matches_the_normalising_lookup(reported: str | None) -> None:
+    """The exact-spelling shortcut answers what stripping and lower-casing first answered."""
+    expected = STANDARD if reported is None else _REPORTED_TIERS.get(reported.strip().lower())
+    assert service_tier(reported) == (expected or STANDARD)

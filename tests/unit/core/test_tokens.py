@@ -1100,3 +1100,51 @@ def test_a_models_rules_are_remembered_as_worked_out(model: str) -> None:
     # The encoding and image rules of a name, remembered per name, are those of the name.
     assert _model_rules(model) == (encoding_name_for_model(model), image_rules(model))
     assert _model_rules(model) == (encoding_name_for_model(model), image_rules(model))
+
+
+class _UnitByUnit(TokenCounter):
+    """The counter as it was before ``_add_units``: every message and item through ``_unit``
+    on its own (the oracle of the batched lookup)."""
+
+    def _add_units(self, tally, prefix, units, rule, text):  # type: ignore[no-untyped-def]
+        for unit in units:
+            tally.add(*self._unit(prefix, unit, rule, text))
+
+
+# A few shapes that repeat, so the histories hit, miss and evict in one example.
+_REPEATED = st.sampled_from(
+    [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Why does checkout return 503?"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": {}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "CrashLoopBackOff"},
+    ]
+)
+
+
+@given(
+    turns=st.lists(st.lists(_REPEATED | JSON, max_size=5), min_size=1, max_size=4),
+    capacity=st.sampled_from([0, 1, 2, 3, 64]),
+    model=st.sampled_from(["gpt-4o", "gpt-4", "o3"]),
+    responses=st.booleans(),
+)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_batched_cache_lookups_match_unit_by_unit(
+    encodings: Encodings,
+    turns: list[list[JSONValue]],
+    capacity: int,
+    model: str,
+    responses: bool,
+) -> None:
+    """Counts, hit and miss counts and the cache's entries in LRU order are what counting
+    unit by unit gives, whatever the cache holds and however small it is."""
+    batched, oracle = TokenCounter(encodings, capacity), _UnitByUnit(encodings, capacity)
+    for messages in turns:
+        if responses:
+            assert batched.count_responses(model, messages) == oracle.count_responses(
+                model, messages
+            )
+        else:
+            assert batched.count_chat(model, messages) == oracle.count_chat(model, messages)
+        assert batched.cache_stats() == oracle.cache_stats()
+        assert list(batched._cache.items()) == list(oracle._cache.items())
