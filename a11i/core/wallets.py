@@ -44,13 +44,17 @@ _EXACT_NANOS = 10**27
 _ZERO = Decimal(0)
 
 
+#: NANOS_PER_USD as the Decimal that multiplying or dividing by the int converts it to.
+_NANOS_PER_USD = Decimal(NANOS_PER_USD)
+
+
 def to_nanos(usd: Decimal) -> int:
     """USD to integer nano-dollars, rounded up: a fraction of a nano-dollar is charged whole."""
-    return math.ceil(usd * NANOS_PER_USD)
+    return math.ceil(usd * _NANOS_PER_USD)
 
 
 def to_usd(nanos: int) -> Decimal:
-    return Decimal(nanos) / NANOS_PER_USD
+    return Decimal(nanos) / _NANOS_PER_USD
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,7 +334,13 @@ def remaining_of(book: WalletBook) -> Decimal | None:
     limit = book.policy.limit_usd
     if limit is None:
         return None
-    return max(limit - to_usd(book.spent) - to_usd(book.reserved), _ZERO)
+    left = limit - to_usd(book.spent)
+    reserved = book.reserved
+    if reserved:
+        # Nothing reserved (between calls): to_usd(0) is Decimal("0"), and taking it from a
+        # difference whose exponent to_usd's makes at most 0 changes neither value nor text.
+        left -= to_usd(reserved)
+    return max(left, _ZERO)
 
 
 def _money(value: Decimal | None) -> str | None:

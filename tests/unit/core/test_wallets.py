@@ -386,3 +386,18 @@ def test_books_and_leases_made_directly_are_whole(book: WalletBook, spent: int, 
         1.5,
         book.period_start,
     ]
+
+
+@pytest.mark.parametrize("limit", ["1E+3", "0.50", "0", "7"])
+@pytest.mark.parametrize("spent", [0, 1, 500_000_000, 7_000_000_000, 9_000_000_000])
+@pytest.mark.parametrize("reserved", [0, 500_000_000, 1_000_000_001])
+def test_the_remaining_budget_of_round_amounts_is_the_snapshots(
+    limit: str, spent: int, reserved: int
+) -> None:
+    """The same Decimal as the snapshot's, to its last zero, where the amounts' texts have
+    fewer places than the nano-dollar's and where nothing is reserved (between calls)."""
+    book = new_book(BudgetPolicy(limit_usd=Decimal(limit)), Period.TOTAL, BASE)
+    held = (Reservation("a", reserved, book.origin + 900, book.period_start),) if reserved else ()
+    book = replace(book, spent=spent, leases=held)
+    remaining = snapshot_of(book, "team-a", "sre-bot").remaining_usd
+    assert str(remaining_of(book)) == str(remaining)
