@@ -126,7 +126,8 @@ class SQLiteWallet:
         self.agent = agent
         self._policy = policy
         self._period = period
-        self._lease = lease
+        #: How long a reservation holds its money unsettled, in seconds (a reserve's lease).
+        self._seconds = lease.total_seconds()
         self._clock = clock
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid()}-{id(self):x}-"
@@ -241,10 +242,6 @@ class SQLiteWallet:
         await self._run(self._top_up, amount)
 
     # -- on the wallet thread ----------------------------------------------------------------
-    @property
-    def _seconds(self) -> float:
-        return self._lease.total_seconds()
-
     async def _fast(self, function: Callable[..., T], *args: object) -> T:
         """Run a reserve or settle on the event loop when the file is free at once (a WAL
         transaction without fsync takes ~0.1 ms, less than the hop to a thread and back);
