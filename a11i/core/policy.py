@@ -96,7 +96,7 @@ def decide(policy: BudgetPolicy, committed: Decimal, projected: Decimal) -> Verd
     ``policy.suspended`` first and answers 403."""
     after = committed + projected
     if policy.limit_usd is None:
-        return Verdict(Decision.ALLOW, WalletState.GREEN, "no budget limit")
+        return _UNLIMITED
     limit = policy.limit_usd
     if after > limit:
         remaining = max(limit - committed, Decimal(0))
@@ -104,25 +104,68 @@ def decide(policy: BudgetPolicy, committed: Decimal, projected: Decimal) -> Verd
         if policy.when_exhausted is ExhaustedAction.WARN:
             return Verdict(Decision.WARN, WalletState.EXHAUSTED, reason)
         return Verdict(Decision.BLOCK, state_of(policy, committed), reason)
-    # What state_of(policy, after) says, with the percent the reason shows computed once.
+    return admitted(policy, after)
+
+
+#: The verdict of every call to a wallet without a limit (frozen: one serves them all).
+_UNLIMITED = Verdict(Decision.ALLOW, WalletState.GREEN, "no budget limit")
+
+#: The last verdict ``admitted`` made: the policy, the percent its reason shows, whether that
+#: call exhausted the wallet, and the verdict. One tuple, replaced whole.
+_last_admitted: tuple[BudgetPolicy, Decimal, bool, Verdict] | None = None
+
+
+def admitted(policy: BudgetPolicy, after: Decimal) -> Verdict:
+    """``decide``'s verdict for a call that fits: ``after`` (committed + projected) is at most
+    the limit. It depends on the value of ``after`` alone, so the wallet, which knows that sum
+    exactly in nano-dollars, hands it in without making the two Decimals ``decide`` adds.
+
+    The state is what ``state_of(policy, after)`` says, from the percent the reason shows
+    computed once. Consecutive calls mostly commit the same percent of the budget (it moves by
+    0.01 points), and a verdict is frozen: the last one is given again while the policy, the
+    percent and exhaustion are the same (a negative zero percent, whose text differs, aside)."""
+    global _last_admitted
+    limit = policy.limit_usd
+    if limit is None:
+        return _UNLIMITED
     percent = _percent(after, limit)
+    exhausted = after >= limit
+    known = _last_admitted
+    unsigned = not percent.is_signed()
+    if (
+        known is not None
+        and known[0] is policy
+        and known[2] is exhausted
+        and unsigned
+        and known[1] == percent
+    ):
+        return known[3]
     if policy.suspended:
         state = WalletState.SUSPENDED
-    elif after >= limit:
+    elif exhausted:
         state = WalletState.EXHAUSTED
     else:
         state = _phase(policy, percent)
+    reason = f"{percent}% of the budget committed"
     if state is WalletState.RED or state is WalletState.EXHAUSTED:
-        return Verdict(Decision.OPTIMIZE, state, f"{percent}% of the budget committed")
-    if state is WalletState.YELLOW:
-        return Verdict(Decision.WARN, state, f"{percent}% of the budget committed")
-    return Verdict(Decision.ALLOW, state, f"{percent}% of the budget committed")
+        verdict = Verdict(Decision.OPTIMIZE, state, reason)
+    elif state is WalletState.YELLOW:
+        verdict = Verdict(Decision.WARN, state, reason)
+    else:
+        verdict = Verdict(Decision.ALLOW, state, reason)
+    if unsigned:
+        _last_admitted = (policy, percent, exhausted, verdict)
+    return verdict
+
+
+_HUNDRED = Decimal(100)
+_CENT = Decimal("0.01")
 
 
 def _percent(amount: Decimal, limit: Decimal) -> Decimal:
     if limit == 0:
-        return Decimal(100)
-    return (amount * 100 / limit).quantize(Decimal("0.01"))
+        return _HUNDRED
+    return (amount * 100 / limit).quantize(_CENT)
 
 
 class Period(StrEnum):

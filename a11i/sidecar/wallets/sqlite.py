@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import json
 import logging
+import operator
 import os
 import sqlite3
 import threading
@@ -73,6 +74,10 @@ _UPDATE_UNCHANGED = (
 )
 
 
+#: The wallet's clock, read once per transaction: ``datetime.now(UTC)`` without a frame of ours.
+_utc_now = partial(datetime.now, UTC)
+
+
 class _Written(NamedTuple):
     """What a transaction of this wallet committed last: the row's text, its book, and
     whether the cluster stop was on."""
@@ -112,7 +117,7 @@ class SQLiteWallet:
         agent: str,
         period: Period = Period.TOTAL,
         lease: timedelta = timedelta(minutes=15),
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = _utc_now,
         zone: str = "UTC",
     ) -> None:
         self.path = path
@@ -121,7 +126,8 @@ class SQLiteWallet:
         self.agent = agent
         self._policy = policy
         self._period = period
-        self._lease = lease
+        #: How long a reservation holds its money unsettled, in seconds (a reserve's lease).
+        self._seconds = lease.total_seconds()
         self._clock = clock
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid()}-{id(self):x}-"
@@ -236,10 +242,6 @@ class SQLiteWallet:
         await self._run(self._top_up, amount)
 
     # -- on the wallet thread ----------------------------------------------------------------
-    @property
-    def _seconds(self) -> float:
-        return self._lease.total_seconds()
-
     async def _fast(self, function: Callable[..., T], *args: object) -> T:
         """Run a reserve or settle on the event loop when the file is free at once (a WAL
         transaction without fsync takes ~0.1 ms, less than the hop to a thread and back);
@@ -556,52 +558,78 @@ class _BookWriter:
     no spaces), with the texts of the parts a reserve or a settle leaves as they were
     remembered while they are the same objects: the policy, period and zone (the policy's
     Decimals and enums cost more to write than the rest of the book together), the period's
-    start and origin, and each lease (every call in flight is in every write of the book)."""
+    start and origin, and each lease (every call in flight is in every write of the book).
+    Identity, not equality, says what is the same: 0.0 equals -0.0 but is written otherwise."""
 
-    __slots__ = ("_head", "_leases", "_times")
+    __slots__ = ("_around", "_lease_texts", "_leases")
 
     def __init__(self) -> None:
-        #: The policy, period and zone last written, the text up to the period and the zone's
-        #: text: one tuple, replaced whole.
-        self._head: tuple[BudgetPolicy, Period, str, str, str] | None = None
-        #: The period's start and origin last written, and their text.
-        self._times: tuple[float, float, str] | None = None
-        #: The leases of the book last written by id, each with its text.
-        self._leases: dict[str, tuple[Reservation, str]] = {}
+        #: The policy, period, zone, period's start and origin last written, with the text
+        #: before the spend, the text between the spend and the leases, and the period's
+        #: start as text (a new lease's, usually the same float): one tuple, replaced whole.
+        self._around: tuple[BudgetPolicy, Period, str, float, float, str, str, str] | None = None
+        #: The leases last written and their text.
+        self._leases: tuple[tuple[Reservation, ...], str] = ((), "")
+        #: The text of each lease last written or since added, by id.
+        self._lease_texts: dict[str, tuple[Reservation, str]] = {}
 
     def dump(self, book: WalletBook) -> str:
-        head = self._head
+        around = self._around
         if (
-            head is None
-            or head[0] is not book.policy
-            or head[1] is not book.period
-            or head[2] != book.zone
+            around is None
+            or around[0] is not book.policy
+            or around[1] is not book.period
+            or around[2] != book.zone
+            or around[3] is not book.period_start
+            or around[4] is not book.origin
         ):
-            zone = encode_basestring_ascii(book.zone)
-            head = self._head = (book.policy, book.period, book.zone, self._head_of(book), zone)
-        times = self._times
-        if times is None or times[0] is not book.period_start or times[1] is not book.origin:
-            text = f'"period_start":{book.period_start!r},"origin":{book.origin!r}'
-            times = self._times = (book.period_start, book.origin, text)
-        known = self._leases
+            start = repr(book.period_start)
+            around = self._around = (
+                book.policy,
+                book.period,
+                book.zone,
+                book.period_start,
+                book.origin,
+                f'{self._head_of(book)},"period_start":{start},'
+                f'"origin":{book.origin!r},"spent_nanos":',
+                f',"zone":{encode_basestring_ascii(book.zone)},"leases":[',
+                start,
+            )
+        leases = book.leases
+        last = self._leases
+        if leases is last[0]:
+            text = last[1]
+        else:
+            text = self._leases_text(leases, last, around)
+            self._leases = (leases, text)
+        return f"{around[5]}{book.spent:d}{around[6]}{text}]}}"
+
+    def _leases_text(
+        self,
+        leases: tuple[Reservation, ...],
+        last: tuple[tuple[Reservation, ...], str],
+        around: tuple[BudgetPolicy, Period, str, float, float, str, str, str],
+    ) -> str:
+        """The leases' text: the last one with a lease added after them (a reserve), or
+        made again from each lease's text (a settle, an expiry)."""
+        before = last[0]
+        if len(leases) == len(before) + 1 and all(map(operator.is_, leases, before)):
+            added = leases[-1]
+            start = around[7] if added.period_start is around[3] else repr(added.period_start)
+            text = _lease_text(added, start)
+            self._lease_texts[added.id] = (added, text)
+            return f"{last[1]},{text}" if before else text
+        known = self._lease_texts
         written: dict[str, tuple[Reservation, str]] = {}
         texts = []
-        for lease in book.leases:
+        for lease in leases:
             entry = known.get(lease.id)
             if entry is None or entry[0] is not lease:
-                entry = (
-                    lease,
-                    f"[{encode_basestring_ascii(lease.id)},{lease.nanos:d},"
-                    f"{lease.expires_at!r},{lease.period_start!r}]",
-                )
+                entry = (lease, _lease_text(lease, repr(lease.period_start)))
             written[lease.id] = entry
             texts.append(entry[1])
-        self._leases = written
-        leases = ",".join(texts)
-        return (
-            f'{head[3]},{times[2]},"spent_nanos":{book.spent:d},"zone":{head[4]},'
-            f'"leases":[{leases}]}}'
-        )
+        self._lease_texts = written
+        return ",".join(texts)
 
     @staticmethod
     def _head_of(book: WalletBook) -> str:
@@ -639,6 +667,11 @@ def load_book(text: str) -> WalletBook:
             Reservation(str(i), int(n), float(e), float(p)) for i, n, e, p in data["leases"]
         ),
     )
+
+
+def _lease_text(lease: Reservation, start: str) -> str:
+    """A lease as JSON, ``start`` the text of its period's start."""
+    return f"[{encode_basestring_ascii(lease.id)},{lease.nanos:d},{lease.expires_at!r},{start}]"
 
 
 def _limit_text(policy: BudgetPolicy) -> str | None:

@@ -7,7 +7,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from a11i.core.policy import (
@@ -15,7 +15,9 @@ from a11i.core.policy import (
     Decision,
     ExhaustedAction,
     Period,
+    Verdict,
     WalletState,
+    admitted,
     decide,
     period_start,
     state_of,
@@ -167,3 +169,69 @@ def test_decide_states_what_state_of_says(
         assert verdict.state is state_of(policy, after)
         shown = Decimal(0 if limit == 0 else after * 100 / limit).quantize(Decimal("0.01"))
         assert verdict.reason == f"{Decimal(100) if limit == 0 else shown}% of the budget committed"
+
+
+# -- decide as it was written before its fast path, held to the same results ------------------
+
+
+def plain_decide(policy: BudgetPolicy, committed: Decimal, projected: Decimal) -> Verdict:
+    after = committed + projected
+    if policy.limit_usd is None:
+        return Verdict(Decision.ALLOW, WalletState.GREEN, "no budget limit")
+    limit = policy.limit_usd
+    if after > limit:
+        remaining = max(limit - committed, Decimal(0))
+        reason = f"projected cost ${projected} exceeds the ${remaining} left of the ${limit} budget"
+        if policy.when_exhausted is ExhaustedAction.WARN:
+            return Verdict(Decision.WARN, WalletState.EXHAUSTED, reason)
+        return Verdict(Decision.BLOCK, state_of(policy, committed), reason)
+    state = state_of(policy, after)
+    percent = Decimal(100) if limit == 0 else (after * 100 / limit).quantize(Decimal("0.01"))
+    reason = f"{percent}% of the budget committed"
+    if state in (WalletState.RED, WalletState.EXHAUSTED):
+        return Verdict(Decision.OPTIMIZE, state, reason)
+    if state is WalletState.YELLOW:
+        return Verdict(Decision.WARN, state, reason)
+    return Verdict(Decision.ALLOW, state, reason)
+
+
+policies = st.builds(
+    BudgetPolicy,
+    limit_usd=st.none()
+    | st.sampled_from([Decimal(0), Decimal("0.5"), Decimal(10), Decimal("1E+3")]),
+    warn_at_percent=st.sampled_from([Decimal(0), Decimal(75), Decimal("50.5")]),
+    optimize_at_percent=st.sampled_from([Decimal(90), Decimal(100)]),
+    when_exhausted=st.sampled_from(list(ExhaustedAction)),
+    suspended=st.booleans(),
+)
+#: Amounts a few hundredths of a percent apart (consecutive calls that commit the same percent),
+#: and negative ones, whose percent may be a negative zero (written "-0.00").
+amounts = st.decimals(min_value=-1, max_value=12, places=9) | st.sampled_from(
+    [Decimal(0), Decimal("-0"), Decimal("-0.000000001"), Decimal("0.000000001"), Decimal("0E+2")]
+)
+
+
+@given(
+    policies=st.lists(policies, min_size=1, max_size=3),
+    calls=st.lists(st.tuples(st.integers(0, 2), amounts, amounts), min_size=1, max_size=30),
+)
+@example(  # "0.00" then "-0.00": equal, but not the same reason
+    policies=[TEN],
+    calls=[(0, Decimal(0), Decimal(0)), (0, Decimal("-0.000000001"), Decimal(0))],
+)
+@example(  # 100.00% (exhausted) after 100.00% that is not
+    policies=[TEN],
+    calls=[(0, Decimal("9.99999"), Decimal(0)), (0, Decimal(10), Decimal(0))],
+)
+def test_decide_is_the_plain_rule(
+    policies: list[BudgetPolicy], calls: list[tuple[int, Decimal, Decimal]]
+) -> None:
+    """decide, and admitted for a call that fits, give the verdict the plain rule gives, call
+    after call (the verdict admitted remembers is given again only where it is the same)."""
+    for which, committed, projected in calls:
+        policy = policies[which % len(policies)]
+        expected = plain_decide(policy, committed, projected)
+        assert decide(policy, committed, projected) == expected
+        limit = policy.limit_usd
+        if limit is None or committed + projected <= limit:
+            assert admitted(policy, committed + projected) == expected

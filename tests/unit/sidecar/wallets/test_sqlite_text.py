@@ -94,6 +94,8 @@ times = st.floats(min_value=-2e9, max_value=4e9, allow_nan=False) | st.just(-0.0
 edits = st.lists(
     st.one_of(
         st.tuples(st.just("reserve"), ids, st.integers(0, 10**12), times),
+        st.tuples(st.just("reserve-in"), ids, times),
+        st.tuples(st.just("renew"), st.booleans()),
         st.tuples(st.just("settle"), st.integers(0, 5), st.integers(0, 10**9)),
         st.tuples(st.just("period"), times),
         st.tuples(st.just("origin"), times),
@@ -105,17 +107,28 @@ edits = st.lists(
 
 @given(edits=edits)
 @example(edits=[("period", -0.0), ("period", 0.0), ("origin", 0.0), ("origin", -0.0)])
+@example(edits=[("period", -0.0), ("reserve-in", "a", 0.0), ("reserve", "b", 1, 2.0)])
+@example(edits=[("reserve", "a", 1, 0.0), ("renew", True)])
 def test_one_writer_follows_the_leases_and_times_as_they_change(edits: list[tuple]) -> None:
     """The writer remembers the text of each lease and of the period's start and origin while
     they are the same objects: a book made from the last one (a lease added or settled, a
-    lease id held twice, a new time equal to the old one, 0.0 after -0.0) is written as
-    json.dumps writes it."""
+    lease id held twice, a new time equal to the old one, 0.0 after -0.0, a lease whose
+    period's start equals the book's but is written otherwise) is written as json.dumps
+    writes it."""
     writer = _BookWriter()
     book = BOOK
     for edit in edits:
         if edit[0] == "reserve":
             lease = Reservation(edit[1], edit[2], edit[3], book.period_start)
             book = replace(book, leases=(*book.leases, lease))
+        elif edit[0] == "reserve-in":  # a lease of another period (or of an equal float)
+            book = replace(book, leases=(*book.leases, Reservation(edit[1], 5, 1.0, edit[2])))
+        elif edit[0] == "renew":  # equal leases, as other objects (a book read again)
+            leases = tuple(
+                replace(lease, expires_at=_flip(lease.expires_at)) for lease in book.leases
+            )
+            added = (Reservation("4242-7f3a-9", 1, 2.0, 3.0),) if edit[1] else ()
+            book = replace(book, leases=leases + added)
         elif edit[0] == "settle":
             kept = tuple(lease for n, lease in enumerate(book.leases) if n != edit[1])
             book = replace(book, leases=kept, spent=book.spent + edit[2])
@@ -128,3 +141,8 @@ def test_one_writer_follows_the_leases_and_times_as_they_change(edits: list[tupl
         text = writer.dump(book)
         assert text == plain_json(book)
         assert load_book(text) == book
+
+
+def _flip(moment: float) -> float:
+    """The same time, 0.0 as -0.0 and -0.0 as 0.0: equal, written otherwise."""
+    return -moment if moment == 0 else moment
