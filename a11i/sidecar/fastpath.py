@@ -49,9 +49,13 @@ _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: The bytes a head the fast path serves may hold: visible ASCII, space, tab, CR and LF (no
 #: obs-text, no NUL or other control character).
 _HEAD_BYTES: Final = bytes([9, 10, 13, *range(0x20, 0x7F)])
-#: Header names seen before, each a valid token, with its lower case: agents send the same few.
-_NAMES: dict[str, str] = {}
-_MAX_NAMES: Final = 1024
+#: Header lines seen before, each well formed, as (name, lower-case name, value): an agent sends
+#: the same lines call after call but for a few (Content-Length, request ids). At most 512 lines
+#: of at most 256 characters are kept (128 KiB), so an agent sending new lines each time only
+#: makes the fast path parse them each time.
+_LINES: dict[str, tuple[str, str, str]] = {}
+_MAX_LINES: Final = 512
+_MAX_KEPT_LINE: Final = 256
 #: A head longer than this, or with more lines, is aiohttp's (its limits: 8190 bytes a line,
 #: 128 headers), which answers it as it answers any oversized head.
 _MAX_HEAD: Final = 16 * 1024
@@ -375,17 +379,15 @@ class FastPath(asyncio.Protocol):
         singletons: set[str] = set()
         close = False
         for line in lines[1:-2]:  # the head ends with an empty line: "", "" after the split
-            name, colon, value = line.partition(":")
-            if not colon:
-                return None
-            lower = _NAMES.get(name)
-            if lower is None:
-                if _TOKEN.fullmatch(name) is None:
-                    return None  # obs-fold, a space before the colon, an empty name
-                lower = name.lower()
-                if len(_NAMES) < _MAX_NAMES:
-                    _NAMES[name] = lower
-            value = value.strip(" \t")
+            known = _LINES.get(line)
+            if known is None:
+                name, colon, value = line.partition(":")
+                if not colon or _TOKEN.fullmatch(name) is None:
+                    return None  # no colon, obs-fold, a space before the colon, an empty name
+                known = (name, name.lower(), value.strip(" \t"))
+                if len(line) <= _MAX_KEPT_LINE and len(_LINES) < _MAX_LINES:
+                    _LINES[line] = known
+            name, lower, value = known
             if lower in _LOOKED_AT:
                 if lower in SINGLETON_HEADERS:
                     if lower in singletons:
