@@ -54,6 +54,8 @@ _HEAD_BYTES: Final = bytes([9, 10, 13, *range(0x20, 0x7F)])
 #: of at most 256 characters are kept (128 KiB), so an agent sending new lines each time only
 #: makes the fast path parse them each time.
 _LINES: dict[str, tuple[str, str, str]] = {}
+#: Request lines seen before that the fast path serves, with their route and query (as many).
+_TARGETS: dict[str, tuple[Route, str]] = {}
 _MAX_LINES: Final = 512
 _MAX_KEPT_LINE: Final = 256
 #: A head longer than this, or with more lines, is aiohttp's (its limits: 8190 bytes a line,
@@ -365,15 +367,21 @@ class FastPath(asyncio.Protocol):
         if head.translate(None, _HEAD_BYTES):
             return None  # a byte no well-formed head of ours holds
         text = head.decode("ascii")
-        if not text.count("\r") == text.count("\n") == text.count("\r\n"):
-            return None  # a bare CR or LF: aiohttp's to judge
         lines = text.split("\r\n")
-        if len(lines) > _MAX_HEADERS + 3 or max(map(len, lines)) > _MAX_LINE:
+        if not text.count("\r") == text.count("\n") == len(lines) - 1:
+            return None  # a bare CR or LF: aiohttp's to judge
+        if len(lines) > _MAX_HEADERS + 3:
             return None
-        matched = _REQUEST_LINE.fullmatch(lines[0])
-        if matched is None:
+        if len(text) > _MAX_LINE and max(map(len, lines)) > _MAX_LINE:
             return None
-        target = matched[1]
+        target = _TARGETS.get(lines[0])
+        if target is None:
+            target = _target(lines[0])
+            if target is None:
+                return None
+            if len(lines[0]) <= _MAX_KEPT_LINE and len(_TARGETS) < _MAX_LINES:
+                _TARGETS[lines[0]] = target
+        found, query = target
         pairs: list[tuple[str, str]] = []
         length: int | None = None
         singletons: set[str] = set()
@@ -409,12 +417,6 @@ class FastPath(asyncio.Protocol):
         limit = self._paths.sidecar.settings.max_body_bytes
         if "host" not in singletons or length is None or length > limit:
             return None
-        if "#" in target:
-            return None
-        found = route("POST", target)
-        if found.access is not Access.METERED or found.method_not_allowed:
-            return None
-        query = target.partition("?")[2]
         headers = CIMultiDictProxy(CIMultiDict(pairs))
         return _Request(found, query, headers, length, close, started, started_ns)
 
@@ -567,6 +569,19 @@ class FastPath(asyncio.Protocol):
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
+
+
+def _target(request_line: str) -> tuple[Route, str] | None:
+    """The metered route and the query of a request line the fast path serves; None when the
+    request is aiohttp's (another method or version, a target to escape, a fragment, a route
+    that is not metered or takes no POST)."""
+    matched = _REQUEST_LINE.fullmatch(request_line)
+    if matched is None or "#" in matched[1]:
+        return None
+    found = route("POST", matched[1])
+    if found.access is not Access.METERED or found.method_not_allowed:
+        return None
+    return found, matched[1].partition("?")[2]
 
 
 def _length(answer: Answer) -> int | None:
