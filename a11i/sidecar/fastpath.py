@@ -276,7 +276,10 @@ class FastPath(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._gone = True
-        self._paths.connections.discard(self)
+        if self._task is None:
+            self._paths.connections.discard(self)
+        # else: kept until its call ends, so that shutdown waits for it before the wallet
+        # closes (as aiohttp keeps a handler whose agent hung up).
         self._cancel_body_timer()
         self._chunks.clear()
         if self._drained is not None and not self._drained.done():
@@ -323,7 +326,8 @@ class FastPath(asyncio.Protocol):
     def _advance(self) -> None:
         """Serve the next request in what has arrived, or wait for the rest of it, or hand the
         connection over."""
-        if self._gone or self._paths.stopping:
+        transport = self._transport
+        if self._gone or self._paths.stopping or transport is None or transport.is_closing():
             return
         if self._request is None:
             if not self._chunks:
@@ -480,6 +484,12 @@ class FastPath(asyncio.Protocol):
                 self._write(head if answer.status in _BODILESS else head + answer.body)
             else:
                 await self._relay(head, answer.stream)
+        except ConnectionResetError:
+            # The agent hung up as its answer was ready: the call is settled all the same.
+            log.info(
+                "the agent closed its connection before its answer of POST %s", request.route.path
+            )
+            self._close()
         except Exception:
             log.exception("the fast path failed to answer a metered call")
             self._close()
@@ -488,9 +498,11 @@ class FastPath(asyncio.Protocol):
             self._request = None
             self._task = None
             self._idle_since = time.monotonic()
-            if request.close or self._paths.stopping:
+            if self._gone:
+                self._paths.connections.discard(self)
+            elif request.close or self._paths.stopping:
                 self._close()
-            elif not self._gone:
+            else:
                 if not self._reading:
                     self._reading = True
                     assert self._transport is not None

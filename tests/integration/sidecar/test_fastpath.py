@@ -13,7 +13,10 @@ import json
 import random
 import signal
 from collections.abc import Iterable
+from decimal import Decimal
+from pathlib import Path
 
+import aiohttp
 import openai
 import pytest
 
@@ -466,3 +469,33 @@ async def test_mutated_heads_are_answered_as_aiohttp_answers_them(
     assert fast.fast is not None
     assert fast.fast.served > 20  # many mutations leave a head the fast path serves
     assert fast.fast.handed_over > 20
+
+
+async def test_a_stopping_sidecar_settles_a_call_whose_agent_hung_up(
+    sidecars: Sidecars, standin: StandIn, tmp_path: Path
+) -> None:
+    """SIGTERM while a call runs whose agent has already gone: the sidecar waits for the call
+    to end and settle before it closes the wallet, so what it spent is in the file."""
+    assert standin.url is not None
+    env = {
+        "A11I_OPENAI_BASE": standin.url,
+        "A11I_ANTHROPIC_BASE": standin.url,
+        "A11I_WALLET_FILE": str(tmp_path / "wallets.sqlite"),
+    }
+    url = await sidecars.start(**env)
+    standin.configure(delay_ms=600)
+    _reader, writer = await _connect(url)
+    writer.write(_request())
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.close()  # the agent goes away
+    await asyncio.sleep(0.1)
+    process = sidecars.processes[-1]
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), 20) == 0
+    standin.reset_config()
+    again = await sidecars.start(**env)
+    async with aiohttp.ClientSession() as http, http.get(again + "/a11i/budget") as answer:
+        budget = await answer.json()
+    assert Decimal(budget["spent_usd"]) > 0
+    assert Decimal(budget["reserved_usd"]) == 0
