@@ -397,7 +397,9 @@ class FastPath(asyncio.Protocol):
                 if not colon or _TOKEN.fullmatch(name) is None:
                     return None  # no colon, obs-fold, a space before the colon, an empty name
                 known = (name, name.lower(), value.strip(" \t"))
-                if len(line) <= _MAX_KEPT_LINE and len(_LINES) < _MAX_LINES:
+                # Not a Content-Length: it changes with every body and would fill the memo.
+                kept = len(line) <= _MAX_KEPT_LINE and known[1] != "content-length"
+                if kept and len(_LINES) < _MAX_LINES:
                     _LINES[line] = known
             name, lower, value = known
             if lower in _LOOKED_AT:

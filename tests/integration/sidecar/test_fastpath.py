@@ -20,6 +20,7 @@ import aiohttp
 import openai
 import pytest
 
+from a11i.sidecar import fastpath
 from tests.integration.conftest import RunningSidecar, SidecarFactory
 from tests.support.sidecar_processes import Sidecars
 from tests.support.standin import StandIn
@@ -499,3 +500,18 @@ async def test_a_stopping_sidecar_settles_a_call_whose_agent_hung_up(
         budget = await answer.json()
     assert Decimal(budget["spent_usd"]) > 0
     assert Decimal(budget["reserved_usd"]) == 0
+
+
+async def test_the_header_lines_kept_are_those_agents_repeat(sidecar: RunningSidecar) -> None:
+    """The memo of parsed header lines keeps an agent's repeated lines, never a
+    Content-Length (new with each body: it would fill the memo and keep others out)."""
+    reader, writer = await _connect(sidecar.url)
+    for words in range(1, 6):
+        body = json.dumps(
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi " * words}]}
+        ).encode()
+        writer.write(_request(body, headers=["X-Agent-Note: kept"]))
+        assert (await _response(reader))[0] == 200
+    writer.close()
+    assert "X-Agent-Note: kept" in fastpath._LINES
+    assert not [line for line in fastpath._LINES if line.lower().startswith("content-length")]
