@@ -34,6 +34,7 @@ from aiohttp.http_parser import SINGLETON_HEADERS
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from a11i.core.errors import A11iError, InternalError, RequestTimeout
+from a11i.core.headers import CREDENTIAL_HEADERS
 from a11i.core.model import Dialect
 from a11i.core.routes import Access, Route, route
 from a11i.sidecar.pipeline import Answer, Inbound, Relay, StreamCut, error_answer
@@ -52,8 +53,10 @@ _HEAD_BYTES: Final = bytes([9, 10, 13, *range(0x20, 0x7F)])
 #: Header lines seen before, each well formed, as (name, lower-case name, value): an agent sends
 #: the same lines call after call but for a few (Content-Length, request ids). At most 512 lines
 #: of at most 256 characters are kept (128 KiB), so an agent sending new lines each time only
-#: makes the fast path parse them each time.
+#: makes the fast path parse them each time; never a Content-Length or a credential.
 _LINES: dict[str, tuple[str, str, str]] = {}
+#: Header lines never kept in the memo.
+_NOT_KEPT: Final = frozenset({"content-length"}) | CREDENTIAL_HEADERS
 #: Request lines seen before that the fast path serves, with their route and query (as many).
 _TARGETS: dict[str, tuple[Route, str]] = {}
 _MAX_LINES: Final = 512
@@ -397,8 +400,9 @@ class FastPath(asyncio.Protocol):
                 if not colon or _TOKEN.fullmatch(name) is None:
                     return None  # no colon, obs-fold, a space before the colon, an empty name
                 known = (name, name.lower(), value.strip(" \t"))
-                # Not a Content-Length: it changes with every body and would fill the memo.
-                kept = len(line) <= _MAX_KEPT_LINE and known[1] != "content-length"
+                # Not a Content-Length (it changes with every body and would fill the memo),
+                # nor a credential (no key is kept beyond the request that carried it).
+                kept = len(line) <= _MAX_KEPT_LINE and known[1] not in _NOT_KEPT
                 if kept and len(_LINES) < _MAX_LINES:
                     _LINES[line] = known
             name, lower, value = known
