@@ -19,21 +19,17 @@ import contextlib
 import logging
 import os
 import secrets
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
-
-from aiohttp import web
 
 from a11i.core.errors import ConfigurationError
 from a11i.dashboard.auth import AuthError, settings_from_env
 from a11i.dashboard.embedded import EmbeddedSource, in_process_wallets
 from a11i.dashboard.server import DashboardSettings, build_app
 from a11i.dashboard.source import DashboardError, RedisSource, Source
-from a11i.sidecar import fastpath
-from a11i.sidecar.app import freeze, sidecar_app
+from a11i.sidecar.app import freeze, serve_until_stopped, sidecar_app
 from a11i.sidecar.proxy import Sidecar
 from a11i.sidecar.redis_clients import RedisTarget
 from a11i.sidecar.settings import SidecarSettings
@@ -99,8 +95,9 @@ def run(args: argparse.Namespace, env: dict[str, str]) -> int:
     if dashboard.auth.insecure_no_auth:
         log.warning("!!! --insecure-no-auth: any local process can stop the agents at %s !!!", url)
     try:
+        # Cleaned up in reverse order: the dashboard before the sidecar whose ring it reads.
         asyncio.run(
-            _serve(
+            serve_until_stopped(
                 [
                     (sidecar_web, settings.host, settings.port),
                     (dashboard_web, dashboard.host, dashboard.port),
@@ -176,32 +173,6 @@ def _started(settings: SidecarSettings, url: str, token_path: Path | None) -> No
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-
-
-async def _serve(
-    apps: list[tuple[web.Application, str, int]], ready: Callable[[], None] | None = None
-) -> None:
-    """Start every app (all or none), then wait for SIGINT/SIGTERM and clean up in reverse
-    order (the dashboard before the sidecar whose ring it reads)."""
-    runners: list[web.AppRunner] = []
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        for app, host, port in apps:
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            runners.append(runner)
-            await fastpath.site(runner, host, port).start()
-        if ready is not None:
-            ready()
-        await stop.wait()
-    finally:
-        for runner in reversed(runners):
-            await runner.cleanup()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
@@ -37,6 +37,8 @@ from a11i.sidecar.wallets.sqlite import SQLiteWallet, wallet_path
 if TYPE_CHECKING:
     from a11i.sidecar.redis_clients import AnyRedis
 
+#: Seconds ``a11i sidecar`` keeps an idle agent connection open (aiohttp's ``web.run_app``'s).
+_KEEPALIVE_S: Final = 75.0
 #: Connections each Redis client of a sidecar opens at most; more concurrent calls wait for one.
 REDIS_CONNECTIONS: Final = 64
 
@@ -49,7 +51,13 @@ def serve(env: Mapping[str, str]) -> int:
     settings, _sidecar, app = sidecar_app(env)
     app.on_startup.append(freeze_heap)
     try:
-        asyncio.run(_serve(app, settings))
+        # keepalive_timeout_s: aiohttp's web.run_app's, which served the sidecar before the
+        # fast path.
+        asyncio.run(
+            serve_until_stopped(
+                [(app, settings.host, settings.port)], keepalive_timeout_s=_KEEPALIVE_S
+            )
+        )
     except OSError as error:
         print(
             f"a11i sidecar: cannot listen on {settings.host}:{settings.port} "
@@ -60,21 +68,37 @@ def serve(env: Mapping[str, str]) -> int:
     return 0
 
 
-async def _serve(app: web.Application, settings: SidecarSettings) -> None:
-    """Serve the sidecar's port until SIGINT or SIGTERM, then stop gracefully: the port closes,
-    the calls in flight end (up to 60 s), the wallet and telemetry are flushed and closed."""
+async def serve_until_stopped(
+    apps: list[tuple[web.Application, str, int]],
+    ready: Callable[[], None] | None = None,
+    *,
+    keepalive_timeout_s: float | None = None,
+) -> None:
+    """Start every app (all or none; a sidecar's with its fast path in front,
+    ``fastpath.site``), call ``ready``, then wait for SIGINT/SIGTERM and clean up in reverse
+    order: each port closes, the calls in flight end (up to 60 s), the wallet and telemetry
+    are flushed and closed. ``keepalive_timeout_s`` is aiohttp's for idle connections (its
+    own default when None). ``a11i sidecar`` serves one app with it, ``a11i up`` two."""
+    options: dict[str, Any] = {}
+    if keepalive_timeout_s is not None:
+        options["keepalive_timeout"] = keepalive_timeout_s
+    runners: list[web.AppRunner] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    # keepalive_timeout: aiohttp's web.run_app's, which served the sidecar before the fast path.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=75.0)
     try:
-        await runner.setup()
-        await fastpath.site(runner, settings.host, settings.port).start()
+        for app, host, port in apps:
+            runner = web.AppRunner(app, access_log=None, handle_signals=False, **options)
+            await runner.setup()
+            runners.append(runner)
+            await fastpath.site(runner, host, port).start()
+        if ready is not None:
+            ready()
         await stop.wait()
     finally:
-        await runner.cleanup()
+        for runner in reversed(runners):
+            await runner.cleanup()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
 

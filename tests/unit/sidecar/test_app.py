@@ -14,7 +14,6 @@ from a11i import up
 from a11i.core.headers import KeyCustody
 from a11i.sidecar import app as sidecar_app_module
 from a11i.sidecar.app import freeze_heap, held_providers, serve, sidecar_app
-from a11i.sidecar.settings import SidecarSettings
 
 OPENAI_KEY = "sk-held-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-held-0123456789abcdef"
@@ -72,10 +71,12 @@ def test_the_sidecar_process_freezes_its_heap_once_started(
 ) -> None:
     served: list[web.Application] = []
 
-    async def serve_at_once(app: web.Application, _settings: SidecarSettings) -> None:
-        served.append(app)
+    async def serve_at_once(
+        apps: list[tuple[web.Application, str, int]], **_options: float | None
+    ) -> None:
+        served.extend(app for app, _host, _port in apps)
 
-    monkeypatch.setattr(sidecar_app_module, "_serve", serve_at_once)
+    monkeypatch.setattr(sidecar_app_module, "serve_until_stopped", serve_at_once)
     assert serve({"A11I_WALLET_FILE": ":memory:"}) == 0
     (app,) = served
     # After the sidecar's own start: what it builds at start lives as long as it does.
@@ -110,7 +111,7 @@ def test_a11i_up_freezes_its_heap_once_both_apps_listen(
         assert ready is not None
         ready()
 
-    monkeypatch.setattr(up, "_serve", serve_at_once)
+    monkeypatch.setattr(up, "serve_until_stopped", serve_at_once)
     env = {"A11I_WALLET_FILE": ":memory:", "XDG_STATE_HOME": str(tmp_path)}
     before = gc.get_freeze_count()
     assert up.run(up.parser().parse_args(["--port", "0", "--dashboard-port", "0"]), env) == 0
