@@ -141,7 +141,7 @@ def paths_of(app: web.Application) -> FastPaths | None:
 def site(runner: web.AppRunner, host: str, port: int) -> web.BaseSite:
     """The listening site of a sidecar's application: the fast path in front of aiohttp when
     it is installed, aiohttp's ``TCPSite`` alone when not."""
-    fast = runner.app.get(_FAST_PATHS)
+    fast = paths_of(runner.app)
     if fast is None:
         return web.TCPSite(runner, host, port)
     return FastPathSite(runner, host, port, fast)
@@ -222,10 +222,8 @@ class FastPathSite(web.BaseSite):
         host: str,
         port: int,
         fast: FastPaths,
-        *,
-        shutdown_timeout: float = 60.0,
     ) -> None:
-        super().__init__(runner, shutdown_timeout=shutdown_timeout)
+        super().__init__(runner)
         self._host = host
         self._port = port
         self._fast = fast
@@ -233,15 +231,6 @@ class FastPathSite(web.BaseSite):
     @property
     def name(self) -> str:
         return f"http://{self._host}:{self._port}"
-
-    @property
-    def port(self) -> int:
-        """The port listened on (the one bound when 0 was asked for)."""
-        if self._server is not None:
-            sockets = getattr(self._server, "sockets", None) or ()
-            for sock in sockets:
-                return int(sock.getsockname()[1])
-        return self._port
 
     async def start(self) -> None:
         await super().start()
@@ -482,9 +471,7 @@ class FastPath(asyncio.Protocol):
                 log.exception("internal error while answering POST %s", request.route.path)
                 if answer.stream is not None:
                     await answer.stream.aclose()
-                answer = error_answer(
-                    request.dialect, InternalError("a11i failed to handle the request.")
-                )
+                answer = _internal_error(request.dialect)
                 head = _head(answer.status, answer.headers, len(answer.body), close=request.close)
             if answer.stream is None:
                 self._write(head if answer.status in _BODILESS else head + answer.body)
@@ -536,9 +523,7 @@ class FastPath(asyncio.Protocol):
             return error_answer(request.dialect, error)
         except Exception:
             log.exception("internal error while handling POST %s", request.route.path)
-            return error_answer(
-                request.dialect, InternalError("a11i failed to handle the request.")
-            )
+            return _internal_error(request.dialect)
 
     def _hung_up(self) -> bool:
         return self._gone
@@ -587,6 +572,11 @@ class FastPath(asyncio.Protocol):
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
+
+
+def _internal_error(dialect: Dialect) -> Answer:
+    """A bug of a11i's, answered in the call's dialect as the aiohttp handler answers one."""
+    return error_answer(dialect, InternalError("a11i failed to handle the request."))
 
 
 def _target(request_line: str) -> tuple[Route, str] | None:
